@@ -1,0 +1,27 @@
+//! Generates the gRPC code and the reflection descriptor set from `proto/`,
+//! with a vendored `protoc`, so that a build needs nothing beyond cargo.
+
+use std::{env, path::PathBuf};
+
+const PROTOS: &[&str] = &[
+    "proto/google/type/date.proto",
+    "proto/segmentd/v1/customer.proto",
+    "proto/segmentd/v1/customer_service.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    config.protoc_arg(format!(
+        "--proto_path={}",
+        protoc_bin_vendored::include_path()?.display()
+    ));
+
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("segmentd_descriptor.bin"))
+        .compile_with_config(config, PROTOS, &["proto"])?;
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! The command line: `segmentd serve` (the default) and `segmentd
+//! healthcheck`. Every flag can also be set through the environment
+//! variable named in its help.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::domain::CurrencyCode;
+use crate::engine::EngineSettings;
+use crate::grpc::ApiLimits;
+use crate::server::{self, ServerConfig};
+use crate::store::{Durability, StoreOptions};
+use crate::telemetry::{self, LogFormat};
+
+/// Real-time, explainable customer segmentation and personas over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "segmentd", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; `serve` when left out.
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Flags of `serve`, accepted without the subcommand name.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the gRPC server (the default).
+    Serve(ServeArgs),
+    /// Runs one gRPC health Check; exits 0 when SERVING, 1 otherwise.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Flags of `segmentd serve`.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SEGMENTD_LISTEN", default_value = "0.0.0.0:50051")]
+    listen: SocketAddr,
+    /// Directory of the embedded sled database.
+    #[arg(long, env = "SEGMENTD_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Log line format.
+    #[arg(long, env = "SEGMENTD_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// When writes are acknowledged: `durable` once flushed to disk (shared
+    /// by concurrent writers), `relaxed` once applied in memory, with up to
+    /// 500 ms of acknowledged writes lost on a crash.
+    #[arg(
+        long,
+        env = "SEGMENTD_DURABILITY",
+        value_enum,
+        default_value = "durable"
+    )]
+    durability: Durability,
+    /// sled page cache, in MiB of on-disk data.
+    #[arg(long, env = "SEGMENTD_CACHE_CAPACITY_MB", default_value_t = 64)]
+    cache_capacity_mb: u64,
+    /// The reporting currency (ISO 4217) that every amount must be in.
+    #[arg(long, env = "SEGMENTD_CURRENCY", default_value = "USD", value_parser = parse_currency)]
+    currency: CurrencyCode,
+    /// Largest message received or sent, in bytes.
+    #[arg(long, env = "SEGMENTD_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_message_bytes: usize,
+    /// Largest `page_size` of a List call.
+    #[arg(long, env = "SEGMENTD_MAX_PAGE_SIZE", default_value_t = 1000)]
+    max_page_size: usize,
+    /// Most items in one batch message of an import.
+    #[arg(long, env = "SEGMENTD_MAX_BATCH_SIZE", default_value_t = 1000)]
+    max_batch_size: usize,
+    /// Requests served at once per connection; more are shed with RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "SEGMENTD_CONCURRENCY_PER_CONNECTION",
+        default_value_t = 256
+    )]
+    concurrency_per_connection: usize,
+    /// HTTP/2 streams a client may open at once per connection.
+    #[arg(long, env = "SEGMENTD_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keepalive pings, e.g. `30s`.
+    #[arg(long, env = "SEGMENTD_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered, e.g. `10s`.
+    #[arg(long, env = "SEGMENTD_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    keepalive_timeout: Duration,
+    /// How long in-flight calls may run on after SIGTERM or SIGINT, e.g. `20s`.
+    #[arg(long, env = "SEGMENTD_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+}
+
+/// Flags of `segmentd healthcheck`.
+#[derive(Debug, Args)]
+struct HealthcheckArgs {
+    /// Server address, e.g. `127.0.0.1:50051`.
+    #[arg(long, env = "SEGMENTD_ADDR", default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Service to ask about; empty for the whole server.
+    #[arg(long, default_value = "")]
+    service: String,
+    /// How long to wait for an answer, e.g. `3s`.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+fn parse_currency(text: &str) -> Result<CurrencyCode, String> {
+    CurrencyCode::parse(text)
+}
+
+/// Parses `250ms`, `20s` or `2m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("expected a duration such as 250ms, 20s or 2m, got {text:?}");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(invalid()),
+    }
+}
+
+impl ServeArgs {
+    fn config(&self) -> ServerConfig {
+        ServerConfig {
+            store: StoreOptions {
+                path: self.data_dir.clone(),
+                cache_capacity_bytes: self.cache_capacity_mb * 1024 * 1024,
+                durability: self.durability,
+            },
+            engine: EngineSettings {
+                reporting_currency: self.currency,
+            },
+            limits: ApiLimits {
+                max_page_size: self.max_page_size,
+                max_batch_size: self.max_batch_size,
+            },
+            max_message_bytes: self.max_message_bytes,
+            concurrency_per_connection: self.concurrency_per_connection,
+            max_concurrent_streams: self.max_concurrent_streams,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, data_dir = %args.data_dir.display(), durability = ?args.durability, "listening");
+    server::run(listener, args.config(), server::shutdown_signal()).await
+}
+
+/// Runs the command line; what `main` calls.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("segmentd: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match cli.command {
+        None => runtime.block_on(serve(cli.serve)),
+        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        Some(Command::Healthcheck(args)) => {
+            match runtime.block_on(crate::healthcheck::check(
+                &args.addr,
+                &args.service,
+                args.timeout,
+            )) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(error) => Err(error),
+            }
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("segmentd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("20s").unwrap(), Duration::from_secs(20));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("20").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn serve_is_the_default() {
+        let cli = Cli::try_parse_from(["segmentd", "--listen", "127.0.0.1:1"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.listen.port(), 1);
+        let cli = Cli::try_parse_from(["segmentd", "healthcheck", "--addr", "x:1"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Healthcheck(_))));
+    }
+}

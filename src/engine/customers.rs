@@ -1,0 +1,211 @@
+//! Customer operations: create, read, update, delete, list and import.
+
+use super::Engine;
+use crate::domain::{
+    Customer, CustomerId, Error, Profile, ProfileField, Result, Timestamp, Violations,
+};
+
+/// A partial update of one customer.
+#[derive(Debug, Clone)]
+pub struct CustomerUpdate {
+    /// The customer to change.
+    pub id: CustomerId,
+    /// The new values; only the fields in `fields` are read.
+    pub profile: Profile,
+    /// The fields to change.
+    pub fields: Vec<ProfileField>,
+    /// When set, the stored etag must equal it.
+    pub etag: Option<String>,
+    /// Create the customer if it does not exist.
+    pub allow_missing: bool,
+}
+
+/// One page of customers.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The customers, in id order.
+    pub customers: Vec<Customer>,
+    /// Whether more customers follow the last one.
+    pub more: bool,
+}
+
+/// What an import batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    /// Customers that did not exist before.
+    pub created: u64,
+    /// Customers that existed and were replaced.
+    pub updated: u64,
+}
+
+fn check_etag(customer: &Customer, expected: Option<&str>) -> Result<()> {
+    match expected {
+        Some(etag) if etag != customer.etag() => Err(Error::FailedPrecondition(format!(
+            "etag {etag:?} does not match the stored etag {:?} of {}: the customer changed since it was read",
+            customer.etag(),
+            customer.id.name()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn cross_field_check(profile: &Profile, prefix: &str) -> Result<()> {
+    let mut violations = Violations::default();
+    for (field, description) in profile.cross_field_violations(prefix) {
+        violations.add(field, description);
+    }
+    violations.into_result(())
+}
+
+impl Engine {
+    /// Creates a customer. A repeat of an earlier create with the same
+    /// `request_id` returns the stored customer instead of ALREADY_EXISTS.
+    pub async fn create_customer(
+        &self,
+        id: CustomerId,
+        profile: Profile,
+        request_id: Option<String>,
+    ) -> Result<Customer> {
+        cross_field_check(&profile, "customer.")?;
+        let customer = self.store.write(|writes| {
+            if let Some(existing) = writes.get(&id)? {
+                let is_retry = request_id.is_some() && existing.create_request_id == request_id;
+                return if is_retry {
+                    Ok(existing)
+                } else {
+                    Err(Error::AlreadyExists(id.name()))
+                };
+            }
+            let now = Timestamp::now();
+            let customer = Customer {
+                id: id.clone(),
+                profile,
+                create_time: now,
+                update_time: now,
+                create_request_id: request_id,
+            };
+            writes.put(customer.clone());
+            Ok(customer)
+        })?;
+        self.store.durable().await?;
+        Ok(customer)
+    }
+
+    /// Reads one customer.
+    pub fn get_customer(&self, id: &CustomerId) -> Result<Customer> {
+        self.store
+            .get_customer(id)?
+            .ok_or_else(|| Error::NotFound(id.name()))
+    }
+
+    /// Changes the named fields of a customer.
+    pub async fn update_customer(&self, update: CustomerUpdate) -> Result<Customer> {
+        let CustomerUpdate {
+            id,
+            profile,
+            fields,
+            etag,
+            allow_missing,
+        } = update;
+        let customer = self.store.write(|writes| {
+            let now = Timestamp::now();
+            let mut customer = match writes.get(&id)? {
+                Some(existing) => {
+                    check_etag(&existing, etag.as_deref())?;
+                    existing
+                }
+                None if allow_missing => Customer {
+                    id: id.clone(),
+                    profile: Profile::default(),
+                    create_time: now,
+                    update_time: now,
+                    create_request_id: None,
+                },
+                None => return Err(Error::NotFound(id.name())),
+            };
+            for field in &fields {
+                field.copy(&profile, &mut customer.profile);
+            }
+            cross_field_check(&customer.profile, "customer.")?;
+            customer.update_time = now.after(customer.update_time);
+            writes.put(customer.clone());
+            Ok(customer)
+        })?;
+        self.store.durable().await?;
+        Ok(customer)
+    }
+
+    /// Deletes a customer.
+    pub async fn delete_customer(&self, id: &CustomerId, etag: Option<&str>) -> Result<()> {
+        self.store.write(|writes| {
+            let existing = writes.get(id)?.ok_or_else(|| Error::NotFound(id.name()))?;
+            check_etag(&existing, etag)?;
+            writes.delete(id);
+            Ok(())
+        })?;
+        self.store.durable().await
+    }
+
+    /// Lists up to `page_size` customers after `after`, in id order.
+    pub async fn list_customers(
+        &self,
+        after: Option<CustomerId>,
+        page_size: usize,
+    ) -> Result<Page> {
+        self.blocking(move |store| {
+            let mut customers = store.list_customers(after.as_ref(), page_size + 1)?;
+            let more = customers.len() > page_size;
+            customers.truncate(page_size);
+            Ok(Page { customers, more })
+        })
+        .await
+    }
+
+    /// Creates or replaces a batch of customers, all or nothing. The batch
+    /// is applied but not yet durable: call [`Engine::durable`] before
+    /// acknowledging it.
+    pub async fn import_customers(
+        &self,
+        batch: Vec<(CustomerId, Profile)>,
+    ) -> Result<ImportCounts> {
+        for (index, (_, profile)) in batch.iter().enumerate() {
+            cross_field_check(profile, &format!("customers[{index}]."))?;
+        }
+        self.blocking(move |store| {
+            store.write(|writes| {
+                let now = Timestamp::now();
+                let mut counts = ImportCounts::default();
+                for (id, profile) in batch {
+                    let customer = match writes.get(&id)? {
+                        Some(existing) => {
+                            counts.updated += 1;
+                            Customer {
+                                profile,
+                                update_time: now.after(existing.update_time),
+                                ..existing
+                            }
+                        }
+                        None => {
+                            counts.created += 1;
+                            Customer {
+                                id,
+                                profile,
+                                create_time: now,
+                                update_time: now,
+                                create_request_id: None,
+                            }
+                        }
+                    };
+                    writes.put(customer);
+                }
+                Ok(counts)
+            })
+        })
+        .await
+    }
+
+    /// Resolves once every write applied so far is durable.
+    pub async fn durable(&self) -> Result<()> {
+        self.store.durable().await
+    }
+}

@@ -1,0 +1,75 @@
+//! The gRPC layer: generated types, conversions, handlers and the status
+//! mapping. Only this module knows prost and tonic types.
+
+pub mod convert;
+pub mod customers;
+pub mod status;
+pub mod trace;
+
+/// Code generated from `proto/`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    /// Google's common types.
+    pub mod google {
+        /// `google.type`
+        pub mod r#type {
+            include!(concat!(env!("OUT_DIR"), "/google.r#type.rs"));
+        }
+    }
+
+    /// segmentd's API.
+    pub mod segmentd {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("segmentd.v1");
+        }
+    }
+
+    /// The encoded file descriptor set of `proto/`, for reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("segmentd_descriptor");
+
+    pub use segmentd::v1::*;
+}
+
+use std::sync::{Arc, OnceLock};
+
+use crate::domain::Error;
+use crate::engine::Engine;
+
+/// The engine once it is ready; empty while the store opens.
+pub type EngineSlot = Arc<OnceLock<Arc<Engine>>>;
+
+/// Limits the handlers enforce on inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// The largest `page_size` a List call accepts.
+    pub max_page_size: usize,
+    /// The most items one batch message may carry.
+    pub max_batch_size: usize,
+}
+
+/// The engine, or UNAVAILABLE while it is starting.
+fn ready(slot: &EngineSlot) -> Result<Arc<Engine>, tonic::Status> {
+    slot.get().cloned().ok_or_else(|| {
+        status::to_status(Error::Unavailable(
+            "segmentd is starting: the store is not open yet".into(),
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    #[test]
+    fn file_descriptor_set_decodes_and_names_the_service() {
+        let set = prost_types::FileDescriptorSet::decode(super::pb::FILE_DESCRIPTOR_SET).unwrap();
+        let services: Vec<_> = set
+            .file
+            .iter()
+            .flat_map(|file| file.service.iter().map(|s| s.name().to_owned()))
+            .collect();
+        assert!(services.contains(&"CustomerService".to_owned()));
+    }
+}

@@ -1,0 +1,66 @@
+//! The one mapping from domain errors to gRPC statuses.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::Error;
+
+/// The resource type reported in ResourceInfo details.
+const CUSTOMER_TYPE: &str = "segmentd.v1.Customer";
+
+/// Maps a domain error to a status with rich error details. Internal errors
+/// are logged here and reach the client only as a generic INTERNAL.
+pub fn to_status(error: Error) -> Status {
+    let message = error.to_string();
+    match error {
+        Error::InvalidArgument(violations) => {
+            let mut details = ErrorDetails::new();
+            for violation in violations {
+                details.add_bad_request_violation(violation.field, violation.description);
+            }
+            Status::with_error_details(Code::InvalidArgument, message, details)
+        }
+        Error::NotFound(name) => Status::with_error_details(
+            Code::NotFound,
+            message,
+            ErrorDetails::with_resource_info(CUSTOMER_TYPE, name, "", "no such resource"),
+        ),
+        Error::AlreadyExists(name) => Status::with_error_details(
+            Code::AlreadyExists,
+            message,
+            ErrorDetails::with_resource_info(CUSTOMER_TYPE, name, "", "the id is taken"),
+        ),
+        Error::FailedPrecondition(description) => Status::with_error_details(
+            Code::FailedPrecondition,
+            message,
+            ErrorDetails::with_precondition_failure_violation("ETAG", "etag", description),
+        ),
+        Error::ResourceExhausted {
+            subject,
+            description,
+        } => Status::with_error_details(
+            Code::ResourceExhausted,
+            message,
+            ErrorDetails::with_quota_failure_violation(subject, description),
+        ),
+        Error::Unavailable(_) => Status::unavailable(message),
+        Error::Internal(context) => {
+            tracing::error!(error = %context, "internal error");
+            Status::internal("internal error")
+        }
+    }
+}
+
+/// tonic reports a request message over the size limit as OUT_OF_RANGE;
+/// gRPC's status code guide names RESOURCE_EXHAUSTED for it, so that is
+/// what clients get.
+pub const OVERSIZED_MESSAGE_PREFIX: &str = "Error, decoded message length too large";
+
+/// Rewrites the status of an oversized request message; others pass through.
+pub fn from_stream_error(status: Status) -> Status {
+    if status.code() == Code::OutOfRange && status.message().starts_with(OVERSIZED_MESSAGE_PREFIX) {
+        Status::resource_exhausted(status.message().to_owned())
+    } else {
+        status
+    }
+}

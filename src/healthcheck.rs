@@ -1,0 +1,31 @@
+//! `segmentd healthcheck`: one standard health Check, for Docker's
+//! `HEALTHCHECK` and exec probes.
+
+use std::time::Duration;
+
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// Asks the server at `addr` about `service` ("" for the whole server).
+/// Returns whether it is SERVING.
+pub async fn check(addr: &str, service: &str, timeout: Duration) -> anyhow::Result<bool> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let channel = tonic::transport::Endpoint::from_shared(uri)?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?;
+    let status = response.into_inner().status();
+    println!("{}", status.as_str_name());
+    Ok(status == ServingStatus::Serving)
+}

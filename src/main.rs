@@ -1,0 +1,5 @@
+//! The `segmentd` binary; see `segmentd --help`.
+
+fn main() -> std::process::ExitCode {
+    segmentd::cli::main()
+}

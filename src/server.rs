@@ -1,0 +1,206 @@
+//! Runs the gRPC server: health, reflection and the API on one listener,
+//! with the store opened in the background and a bounded graceful drain.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::engine::{Engine, EngineSettings};
+use crate::grpc::customers::CustomerApi;
+use crate::grpc::pb::customer_service_server::CustomerServiceServer;
+use crate::grpc::trace::RpcTraceLayer;
+use crate::grpc::{pb, ApiLimits, EngineSlot};
+use crate::store::StoreOptions;
+
+/// Everything the server is configured with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where and how the store is opened.
+    pub store: StoreOptions,
+    /// Settings every request is handled under.
+    pub engine: EngineSettings,
+    /// Page and batch limits.
+    pub limits: ApiLimits,
+    /// The largest message, in bytes, received or sent.
+    pub max_message_bytes: usize,
+    /// Requests served at once on one connection; more are shed with
+    /// RESOURCE_EXHAUSTED.
+    pub concurrency_per_connection: usize,
+    /// HTTP/2 streams a client may open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// How often an idle connection is pinged.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+    /// How long in-flight calls may run on after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// The services that health reports on: "" for the whole server, and each API service.
+const HEALTH_SERVICES: [&str; 2] = [
+    "",
+    <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
+];
+
+async fn report(health: &HealthReporter, status: ServingStatus) {
+    for service in HEALTH_SERVICES {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// Opens the engine, retrying while the store cannot be opened (for example
+/// while a previous process still holds its lock), then reports SERVING.
+async fn open_engine(
+    slot: EngineSlot,
+    store: StoreOptions,
+    settings: EngineSettings,
+    health: HealthReporter,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = std::time::Instant::now();
+        match Engine::open(store.clone(), settings.clone()).await {
+            Ok(engine) => {
+                // The slot is only ever set here, once.
+                let _ = slot.set(std::sync::Arc::new(engine));
+                report(&health, ServingStatus::Serving).await;
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "store open, serving"
+                );
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot open the store");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves, then reports NOT_SERVING,
+/// drains in-flight calls for at most the configured grace, flushes the
+/// store and returns.
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    report(&health, ServingStatus::NotServing).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let slot = EngineSlot::default();
+    let customers = CustomerServiceServer::new(CustomerApi::new(slot.clone(), config.limits))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+
+    let opener = tokio::spawn(open_engine(
+        slot.clone(),
+        config.store.clone(),
+        config.engine.clone(),
+        health.clone(),
+    ));
+
+    // TCP_NODELAY is only applied by `serve()`, so set it on the incoming here.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = Server::builder()
+        .concurrency_limit_per_connection(config.concurrency_per_connection)
+        .load_shed(true)
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .layer(RpcTraceLayer)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(customers)
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stopped.await;
+        });
+    let mut server = tokio::spawn(server);
+
+    let served_to_the_end = tokio::select! {
+        () = shutdown => None,
+        joined = &mut server => Some(joined),
+    };
+    opener.abort();
+    if let Some(joined) = served_to_the_end {
+        // The server stopped without being asked: report why, after a flush.
+        flush(&slot).await?;
+        return Ok(joined??);
+    }
+
+    tracing::info!(
+        grace_ms = config.shutdown_grace.as_millis() as u64,
+        "shutting down, draining calls"
+    );
+    report(&health, ServingStatus::NotServing).await;
+    let _ = stop.send(());
+    match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+        Ok(joined) => joined??,
+        Err(_elapsed) => {
+            tracing::warn!("calls still open after the shutdown grace, closing them");
+            server.abort();
+        }
+    }
+    flush(&slot).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn flush(slot: &EngineSlot) -> anyhow::Result<()> {
+    if let Some(engine) = slot.get() {
+        engine.flush().await?;
+        tracing::info!("store flushed");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,213 @@
+//! The durable store, on sled. Nothing outside this module knows sled.
+//!
+//! # Key layout
+//!
+//! | tree        | key                          | value                                  |
+//! |-------------|------------------------------|----------------------------------------|
+//! | `meta`      | `format`                     | the store format version, one byte     |
+//! | `customers` | the customer id, as UTF-8    | version byte + postcard `Customer`     |
+//!
+//! Customer ids sort byte-wise, which is the order `ListCustomers` pages in.
+//!
+//! # Writes
+//!
+//! Every change goes through [`Store::write`], which runs under one lock, so a
+//! read-check-write (an etag check, an idempotent create) sees no other
+//! writer, and applies its changes as one atomic sled batch. A caller that
+//! acknowledges a write first awaits [`Store::durable`], which joins the next
+//! group commit (or returns at once under [`Durability::Relaxed`]).
+
+mod codec;
+mod commit;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::domain::{Customer, CustomerId, Error, Result};
+use commit::GroupCommit;
+
+/// The store format this build writes and understands.
+const FORMAT_VERSION: u8 = 1;
+/// How often sled flushes on its own; the loss window under relaxed durability.
+pub const PERIODIC_FLUSH_MS: u64 = 500;
+
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Only once it is flushed to disk; concurrent writers share one flush.
+    Durable,
+    /// As soon as it is applied in memory; sled flushes every
+    /// [`PERIODIC_FLUSH_MS`] milliseconds, so a crash can lose that much.
+    Relaxed,
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The sled directory.
+    pub path: PathBuf,
+    /// sled's page cache size, in bytes of on-disk data.
+    pub cache_capacity_bytes: u64,
+    /// When writes are acknowledged.
+    pub durability: Durability,
+}
+
+/// The open store.
+#[derive(Debug)]
+pub struct Store {
+    /// The database, for flushes.
+    db: sled::Db,
+    /// Customer records by id.
+    customers: sled::Tree,
+    /// Serialises writers; see the module docs.
+    write_lock: Mutex<()>,
+    /// The group committer.
+    commit: GroupCommit,
+    /// When writes are acknowledged.
+    durability: Durability,
+}
+
+fn storage_error(error: sled::Error) -> Error {
+    Error::internal(format!("storage: {error}"))
+}
+
+fn read_customer(tree: &sled::Tree, id: &CustomerId) -> Result<Option<Customer>> {
+    tree.get(id.as_str())
+        .map_err(storage_error)?
+        .map(|bytes| codec::decode_customer(&bytes))
+        .transpose()
+}
+
+impl Store {
+    /// Opens (or creates) the store; blocking, so call it off the async
+    /// workers. Must run inside a tokio runtime, which hosts the committer.
+    pub fn open(options: &StoreOptions) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(&options.path)
+            .cache_capacity(options.cache_capacity_bytes)
+            .flush_every_ms(Some(PERIODIC_FLUSH_MS))
+            .open()
+            .map_err(storage_error)?;
+        let meta = db.open_tree("meta").map_err(storage_error)?;
+        match meta.get("format").map_err(storage_error)? {
+            None => {
+                meta.insert("format", &[FORMAT_VERSION])
+                    .map_err(storage_error)?;
+            }
+            Some(version) if version.as_ref() == [FORMAT_VERSION] => {}
+            Some(version) => {
+                return Err(Error::internal(format!(
+                    "store format {version:?} is not supported by this build (expects {FORMAT_VERSION})"
+                )));
+            }
+        }
+        let customers = db.open_tree("customers").map_err(storage_error)?;
+        let commit = GroupCommit::start(db.clone());
+        Ok(Store {
+            db,
+            customers,
+            write_lock: Mutex::new(()),
+            commit,
+            durability: options.durability,
+        })
+    }
+
+    /// Reads one customer.
+    pub fn get_customer(&self, id: &CustomerId) -> Result<Option<Customer>> {
+        read_customer(&self.customers, id)
+    }
+
+    /// Reads up to `limit` customers with ids after `after`, in id order.
+    pub fn list_customers(
+        &self,
+        after: Option<&CustomerId>,
+        limit: usize,
+    ) -> Result<Vec<Customer>> {
+        let start = match after {
+            Some(id) => Bound::Excluded(id.as_str().as_bytes()),
+            None => Bound::Unbounded,
+        };
+        self.customers
+            .range::<&[u8], _>((start, Bound::Unbounded))
+            .take(limit)
+            .map(|entry| {
+                let (_key, value) = entry.map_err(storage_error)?;
+                codec::decode_customer(&value)
+            })
+            .collect()
+    }
+
+    /// The number of stored customers; a full scan, for start-up and tests.
+    pub fn count_customers(&self) -> usize {
+        self.customers.len()
+    }
+
+    /// Runs `change` as one atomic write: it reads through `writes`, stages
+    /// puts and deletes there, and they are applied together if it returns
+    /// `Ok`. Blocking; writers run one at a time.
+    pub fn write<T>(&self, change: impl FnOnce(&mut CustomerWrites<'_>) -> Result<T>) -> Result<T> {
+        let _only_writer = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut writes = CustomerWrites {
+            tree: &self.customers,
+            staged: BTreeMap::new(),
+        };
+        let outcome = change(&mut writes)?;
+        let mut batch = sled::Batch::default();
+        for (id, staged) in writes.staged {
+            match staged {
+                Some(customer) => batch.insert(id.as_str(), codec::encode_customer(&customer)?),
+                None => batch.remove(id.as_str()),
+            }
+        }
+        self.customers.apply_batch(batch).map_err(storage_error)?;
+        Ok(outcome)
+    }
+
+    /// Resolves once every write applied so far is durable, as the
+    /// configured durability defines it.
+    pub async fn durable(&self) -> Result<()> {
+        match self.durability {
+            Durability::Durable => self.commit.wait().await,
+            Durability::Relaxed => Ok(()),
+        }
+    }
+
+    /// Flushes everything to disk; blocking. Used at shutdown.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(storage_error)
+    }
+}
+
+/// The staged changes of one [`Store::write`].
+#[derive(Debug)]
+pub struct CustomerWrites<'a> {
+    /// The tree read through for what is not staged.
+    tree: &'a sled::Tree,
+    /// Staged puts (`Some`) and deletes (`None`).
+    staged: BTreeMap<CustomerId, Option<Customer>>,
+}
+
+impl CustomerWrites<'_> {
+    /// Reads a customer, seeing the changes staged so far.
+    pub fn get(&self, id: &CustomerId) -> Result<Option<Customer>> {
+        if let Some(staged) = self.staged.get(id) {
+            return Ok(staged.clone());
+        }
+        read_customer(self.tree, id)
+    }
+
+    /// Stages a create or replace.
+    pub fn put(&mut self, customer: Customer) {
+        self.staged.insert(customer.id.clone(), Some(customer));
+    }
+
+    /// Stages a delete.
+    pub fn delete(&mut self, id: &CustomerId) {
+        self.staged.insert(id.clone(), None);
+    }
+}
