@@ -1,11 +1,15 @@
 //! Runs the gRPC server: health, reflection and the API on one listener,
 //! with the store opened in the background and a bounded graceful drain.
 
+mod kill_switch;
+
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio_stream::StreamExt as _;
+use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
@@ -98,13 +102,17 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     report(&health, ServingStatus::NotServing).await;
 
+    // The error details types are described too, so that grpcurl and buf
+    // curl can print field violations.
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
     let slot = EngineSlot::default();
@@ -122,9 +130,15 @@ pub async fn run(
     ));
 
     // TCP_NODELAY is only applied by `serve()`, so set it on the incoming here.
+    // Cuts every connection still open when the shutdown grace runs out.
+    let cut_connections = CancellationToken::new();
+    let connections = cut_connections.clone();
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
+        .with_keepalive(Some(Duration::from_secs(60)))
+        .map(move |accepted| {
+            accepted.map(|tcp| kill_switch::KillableConnection::new(tcp, &connections))
+        });
     let (stop, stopped) = oneshot::channel::<()>();
     let server = Server::builder()
         .concurrency_limit_per_connection(config.concurrency_per_connection)
@@ -163,6 +177,7 @@ pub async fn run(
         Ok(joined) => joined??,
         Err(_elapsed) => {
             tracing::warn!("calls still open after the shutdown grace, closing them");
+            cut_connections.cancel();
             server.abort();
         }
     }

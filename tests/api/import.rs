@@ -1,0 +1,128 @@
+//! ImportCustomers: client-streaming bulk upsert.
+
+use segmentd::grpc::pb;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::customers::{full_customer, nanos, violated_fields};
+use crate::support::TestServer;
+
+fn batch(ids: impl Iterator<Item = usize>) -> pb::ImportCustomersRequest {
+    pb::ImportCustomersRequest {
+        customers: ids
+            .map(|n| pb::Customer {
+                name: format!("customers/imp-{n:05}"),
+                ..full_customer()
+            })
+            .collect(),
+    }
+}
+
+async fn count_all(server: &TestServer) -> usize {
+    let mut client = server.customers().await;
+    let mut total = 0;
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_customers(pb::ListCustomersRequest {
+                page_size: 1000,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        total += page.customers.len();
+        if page.next_page_token.is_empty() {
+            return total;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn imports_ten_thousand_customers_over_one_stream() {
+    let server = TestServer::start().await;
+    let mut client = server.customers().await;
+    let messages: Vec<_> = (0..10).map(|b| batch(b * 1000..(b + 1) * 1000)).collect();
+    let response = client
+        .import_customers(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.created_count, 10_000);
+    assert_eq!(response.updated_count, 0);
+    assert_eq!(response.batch_count, 10);
+    assert_eq!(count_all(&server).await, 10_000);
+
+    // Importing again replaces: created stays, the language is the new one.
+    let mut again = batch(9_990..10_010);
+    for customer in &mut again.customers {
+        customer.language = "tr".into();
+    }
+    let response = client
+        .import_customers(tokio_stream::iter(vec![again]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((response.created_count, response.updated_count), (10, 10));
+    let replaced = client
+        .get_customer(pb::GetCustomerRequest {
+            name: "customers/imp-09995".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replaced.language, "tr");
+    assert!(nanos(&replaced.update_time) > nanos(&replaced.create_time));
+    assert_eq!(count_all(&server).await, 10_010);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_invalid_batch_stops_the_stream_and_keeps_the_batches_before_it() {
+    let server = TestServer::start().await;
+    let mut client = server.customers().await;
+    let mut bad = batch(200..300);
+    bad.customers[5].location.as_mut().unwrap().country_code = "ZZ".into();
+    bad.customers[7].name = "imp-without-collection".into();
+    let messages = vec![batch(0..100), batch(100..200), bad, batch(300..400)];
+    let status = client
+        .import_customers(tokio_stream::iter(messages))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        violated_fields(&status),
+        ["customers[5].location.country_code", "customers[7].name"]
+    );
+    assert!(
+        status.message().contains("message 2"),
+        "{}",
+        status.message()
+    );
+    // The two batches before it are stored; nothing of the bad one or after it.
+    assert_eq!(count_all(&server).await, 200);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_over_the_limit_is_resource_exhausted() {
+    let server = TestServer::start().await;
+    let mut client = server.customers().await;
+    let status = client
+        .import_customers(tokio_stream::iter(vec![batch(0..1001)]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.get_details_quota_failure().is_some());
+    assert_eq!(count_all(&server).await, 0);
+
+    // An empty stream imports nothing and succeeds.
+    let response = client
+        .import_customers(tokio_stream::iter(Vec::<pb::ImportCustomersRequest>::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((response.created_count, response.batch_count), (0, 0));
+    server.stop().await.unwrap();
+}

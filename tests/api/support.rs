@@ -1,0 +1,147 @@
+//! Starts the real server on 127.0.0.1:0 for a test, and stops it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use segmentd::domain::CurrencyCode;
+use segmentd::engine::EngineSettings;
+use segmentd::grpc::pb::customer_service_client::CustomerServiceClient;
+use segmentd::grpc::ApiLimits;
+use segmentd::server::{self, ServerConfig};
+use segmentd::store::{Durability, StoreOptions};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// The message size limit of test servers: small, so that the limit is cheap to hit.
+pub const TEST_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// A configuration for a test server on `data_dir`.
+pub fn config(data_dir: &Path) -> ServerConfig {
+    ServerConfig {
+        store: StoreOptions {
+            path: data_dir.to_path_buf(),
+            cache_capacity_bytes: 16 * 1024 * 1024,
+            durability: Durability::Durable,
+        },
+        engine: EngineSettings {
+            reporting_currency: CurrencyCode::parse("USD").unwrap(),
+        },
+        limits: ApiLimits {
+            max_page_size: 1000,
+            max_batch_size: 1000,
+        },
+        max_message_bytes: TEST_MAX_MESSAGE_BYTES,
+        concurrency_per_connection: 64,
+        max_concurrent_streams: 64,
+        keepalive_interval: Duration::from_secs(30),
+        keepalive_timeout: Duration::from_secs(10),
+        shutdown_grace: Duration::from_secs(2),
+    }
+}
+
+/// A running server and the data directory it owns.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Keeps a temporary data directory alive.
+    _temp: Option<tempfile::TempDir>,
+    /// Starts the shutdown.
+    stop: Option<oneshot::Sender<()>>,
+    /// The server's `run`.
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// A server on a fresh data directory, once it is SERVING.
+    pub async fn start() -> TestServer {
+        let temp = tempfile::tempdir().unwrap();
+        let mut server = Self::spawn(config(temp.path())).await;
+        server._temp = Some(temp);
+        server.wait_serving().await;
+        server
+    }
+
+    /// A server with `config`, not yet necessarily SERVING.
+    pub async fn spawn(config: ServerConfig) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let data_dir = config.store.path.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            data_dir,
+            _temp: None,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A new connection.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// A CustomerService client on a new connection.
+    pub async fn customers(&self) -> CustomerServiceClient<Channel> {
+        CustomerServiceClient::new(self.channel().await)
+    }
+
+    /// The health status of `service`.
+    pub async fn health(&self, service: &str) -> ServingStatus {
+        let mut client = HealthClient::new(self.channel().await);
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        client.check(request).await.unwrap().into_inner().status()
+    }
+
+    /// Waits (for at most 30 s) until the server reports SERVING.
+    pub async fn wait_serving(&self) {
+        for _ in 0..600 {
+            if self.health("").await == ServingStatus::Serving {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server at {} never reported SERVING", self.addr);
+    }
+
+    /// Starts the shutdown, as SIGTERM would.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts down and returns what `run` returned; fails the test if that
+    /// takes more than 30 s.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.begin_shutdown();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("server did not stop within 30 s")
+            .unwrap()
+    }
+
+    /// Stops the server but keeps its data directory, for a restart.
+    pub async fn stop_keeping_data(mut self) -> Option<tempfile::TempDir> {
+        let temp = self._temp.take();
+        self.stop().await.unwrap();
+        temp
+    }
+}
