@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     let mut config = prost_build::Config::new();
+    // Ordered maps: deterministic encoding and output.
+    config.btree_map(["."]);
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     config.protoc_arg(format!(
         "--proto_path={}",

@@ -41,8 +41,7 @@ pub struct ImportCounts {
 fn check_etag(customer: &Customer, expected: Option<&str>) -> Result<()> {
     match expected {
         Some(etag) if etag != customer.etag() => Err(Error::FailedPrecondition(format!(
-            "etag {etag:?} does not match the stored etag {:?} of {}: the customer changed since it was read",
-            customer.etag(),
+            "etag {etag:?} is not the current etag of {}: it changed since it was read; read it again",
             customer.id.name()
         ))),
         _ => Ok(()),

@@ -1,6 +1,6 @@
 //! The standard methods of CustomerService, their errors and their limits.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap as HashMap, BTreeSet};
 
 use prost_types::FieldMask;
 use segmentd::grpc::pb::google::r#type::Date;
