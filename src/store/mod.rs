@@ -157,14 +157,34 @@ impl Store {
             staged: BTreeMap::new(),
         };
         let outcome = change(&mut writes)?;
-        let mut batch = sled::Batch::default();
-        for (id, staged) in writes.staged {
-            match staged {
-                Some(customer) => batch.insert(id.as_str(), codec::encode_customer(&customer)?),
-                None => batch.remove(id.as_str()),
+        let mut staged = writes.staged.into_iter();
+        match (staged.next(), staged.next()) {
+            (None, _) => {}
+            // A single key is atomic on its own, and a plain insert avoids
+            // the cost of a batch, which seals sled's log buffer.
+            (Some((id, record)), None) => {
+                match record {
+                    Some(customer) => self
+                        .customers
+                        .insert(id.as_str(), codec::encode_customer(&customer)?)
+                        .map(drop),
+                    None => self.customers.remove(id.as_str()).map(drop),
+                }
+                .map_err(storage_error)?;
+            }
+            (Some(first), Some(second)) => {
+                let mut batch = sled::Batch::default();
+                for (id, record) in [first, second].into_iter().chain(staged) {
+                    match record {
+                        Some(customer) => {
+                            batch.insert(id.as_str(), codec::encode_customer(&customer)?)
+                        }
+                        None => batch.remove(id.as_str()),
+                    }
+                }
+                self.customers.apply_batch(batch).map_err(storage_error)?;
             }
         }
-        self.customers.apply_batch(batch).map_err(storage_error)?;
         Ok(outcome)
     }
 
