@@ -4,6 +4,7 @@
 pub mod country;
 pub mod customer;
 pub mod error;
+pub mod features;
 pub mod time;
 pub mod update;
 

@@ -40,6 +40,11 @@ impl Timestamp {
         )
     }
 
+    /// From nanoseconds since the epoch.
+    pub fn from_nanos(nanos: i64) -> Self {
+        Timestamp(nanos)
+    }
+
     /// Nanoseconds since the epoch.
     pub fn as_nanos(self) -> i64 {
         self.0
