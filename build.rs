@@ -7,6 +7,9 @@ const PROTOS: &[&str] = &[
     "proto/google/type/date.proto",
     "proto/segmentd/v1/customer.proto",
     "proto/segmentd/v1/customer_service.proto",
+    "proto/segmentd/v1/activity.proto",
+    "proto/segmentd/v1/activity_service.proto",
+    "proto/segmentd/v1/features.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

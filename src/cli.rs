@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::domain::features::Thresholds;
 use crate::domain::CurrencyCode;
 use crate::engine::EngineSettings;
 use crate::grpc::ApiLimits;
@@ -73,6 +74,28 @@ struct ServeArgs {
     /// Most items in one batch message of an import.
     #[arg(long, env = "SEGMENTD_MAX_BATCH_SIZE", default_value_t = 1000)]
     max_batch_size: usize,
+    /// Most events in one RecordActivity request or ImportActivity message.
+    #[arg(long, env = "SEGMENTD_MAX_EVENTS_PER_BATCH", default_value_t = 10_000)]
+    max_events_per_batch: usize,
+    /// LAPSED: a recency over this many mean gaps (and over --lapsed-min-days).
+    #[arg(long, env = "SEGMENTD_LAPSED_GAP_MULTIPLIER", default_value_t = 3.0)]
+    lapsed_gap_multiplier: f64,
+    /// LAPSED: a recency over this many days (and over the gap multiple).
+    #[arg(long, env = "SEGMENTD_LAPSED_MIN_DAYS", default_value_t = 180.0)]
+    lapsed_min_days: f64,
+    /// FREQUENT_CUSTOMER: at least this many purchases in the last 365 days.
+    #[arg(
+        long,
+        env = "SEGMENTD_FREQUENT_MIN_PURCHASES_365D",
+        default_value_t = 4
+    )]
+    frequent_min_purchases_365d: u32,
+    /// FREQUENT_CUSTOMER: a recency of at most this many mean gaps.
+    #[arg(long, env = "SEGMENTD_FREQUENT_GAP_MULTIPLIER", default_value_t = 2.0)]
+    frequent_gap_multiplier: f64,
+    /// Upper bounds of the LOW, MIDDLE and HIGH income bands, in major units.
+    #[arg(long, env = "SEGMENTD_INCOME_BAND_LIMITS", default_value = "30000,75000,150000", value_parser = parse_income_limits)]
+    income_band_limits: IncomeLimits,
     /// Requests served at once per connection; more are shed with RESOURCE_EXHAUSTED.
     #[arg(
         long,
@@ -108,6 +131,23 @@ struct HealthcheckArgs {
     timeout: Duration,
 }
 
+/// Three increasing income limits.
+#[derive(Debug, Clone, Copy)]
+struct IncomeLimits([i64; 3]);
+
+fn parse_income_limits(text: &str) -> Result<IncomeLimits, String> {
+    let invalid =
+        || format!("expected three increasing amounts such as 30000,75000,150000, got {text:?}");
+    let limits: Vec<i64> = text
+        .split(',')
+        .map(|part| part.trim().parse().map_err(|_| invalid()))
+        .collect::<Result<_, _>>()?;
+    match <[i64; 3]>::try_from(limits) {
+        Ok(limits) if limits[0] < limits[1] && limits[1] < limits[2] => Ok(IncomeLimits(limits)),
+        _ => Err(invalid()),
+    }
+}
+
 fn parse_currency(text: &str) -> Result<CurrencyCode, String> {
     CurrencyCode::parse(text)
 }
@@ -138,10 +178,18 @@ impl ServeArgs {
             },
             engine: EngineSettings {
                 reporting_currency: self.currency,
+                thresholds: Thresholds {
+                    lapsed_gap_multiplier: self.lapsed_gap_multiplier,
+                    lapsed_min_days: self.lapsed_min_days,
+                    frequent_min_purchases_365d: self.frequent_min_purchases_365d,
+                    frequent_gap_multiplier: self.frequent_gap_multiplier,
+                    income_band_limits: self.income_band_limits.0,
+                },
             },
             limits: ApiLimits {
                 max_page_size: self.max_page_size,
                 max_batch_size: self.max_batch_size,
+                max_events_per_batch: self.max_events_per_batch,
             },
             max_message_bytes: self.max_message_bytes,
             concurrency_per_connection: self.concurrency_per_connection,

@@ -1,6 +1,7 @@
 //! Domain types: what a customer is and which values are valid. Nothing here
 //! knows gRPC or sled.
 
+pub mod activity;
 pub mod country;
 pub mod customer;
 pub mod error;
@@ -8,6 +9,9 @@ pub mod features;
 pub mod time;
 pub mod update;
 
+pub use activity::{
+    ActivityBatch, ActivityRecord, Engagement, EngagementKind, EventId, ProductDurability, Purchase,
+};
 pub use customer::{
     Consent, ConsentStatus, CurrencyCode, Customer, CustomerId, Gender, Location, Money, Party,
     Profile, Relationship, TraitValue,

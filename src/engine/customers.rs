@@ -1,6 +1,6 @@
 //! Customer operations: create, read, update, delete, list and import.
 
-use super::Engine;
+use super::{Engine, Shared};
 use crate::domain::{
     Customer, CustomerId, Error, Profile, ProfileField, Result, Timestamp, Violations,
 };
@@ -66,7 +66,9 @@ impl Engine {
         request_id: Option<String>,
     ) -> Result<Customer> {
         cross_field_check(&profile, "customer.")?;
-        let customer = self.store.write(|writes| {
+        let shared = &self.shared;
+        let _writer = shared.writer();
+        let customer = shared.store.write(|writes| {
             if let Some(existing) = writes.get(&id)? {
                 let is_retry = request_id.is_some() && existing.create_request_id == request_id;
                 return if is_retry {
@@ -86,13 +88,16 @@ impl Engine {
             writes.put(customer.clone());
             Ok(customer)
         })?;
-        self.store.durable().await?;
+        shared.index_mut().upsert_customer(&customer);
+        drop(_writer);
+        self.durable().await?;
         Ok(customer)
     }
 
     /// Reads one customer.
     pub fn get_customer(&self, id: &CustomerId) -> Result<Customer> {
-        self.store
+        self.shared
+            .store
             .get_customer(id)?
             .ok_or_else(|| Error::NotFound(id.name()))
     }
@@ -106,7 +111,9 @@ impl Engine {
             etag,
             allow_missing,
         } = update;
-        let customer = self.store.write(|writes| {
+        let shared = &self.shared;
+        let writer = shared.writer();
+        let customer = shared.store.write(|writes| {
             let now = Timestamp::now();
             let mut customer = match writes.get(&id)? {
                 Some(existing) => {
@@ -130,19 +137,19 @@ impl Engine {
             writes.put(customer.clone());
             Ok(customer)
         })?;
-        self.store.durable().await?;
+        shared.index_mut().upsert_customer(&customer);
+        drop(writer);
+        self.durable().await?;
         Ok(customer)
     }
 
-    /// Deletes a customer.
+    /// Deletes a customer and erases their activity.
     pub async fn delete_customer(&self, id: &CustomerId, etag: Option<&str>) -> Result<()> {
-        self.store.write(|writes| {
-            let existing = writes.get(id)?.ok_or_else(|| Error::NotFound(id.name()))?;
-            check_etag(&existing, etag)?;
-            writes.delete(id);
-            Ok(())
-        })?;
-        self.store.durable().await
+        let id = id.clone();
+        let etag = etag.map(str::to_owned);
+        self.blocking(move |shared| erase_customer(shared, &id, etag.as_deref()))
+            .await?;
+        self.durable().await
     }
 
     /// Lists up to `page_size` customers after `after`, in id order.
@@ -151,8 +158,8 @@ impl Engine {
         after: Option<CustomerId>,
         page_size: usize,
     ) -> Result<Page> {
-        self.blocking(move |store| {
-            let mut customers = store.list_customers(after.as_ref(), page_size + 1)?;
+        self.blocking(move |shared| {
+            let mut customers = shared.store.list_customers(after.as_ref(), page_size + 1)?;
             let more = customers.len() > page_size;
             customers.truncate(page_size);
             Ok(Page { customers, more })
@@ -170,8 +177,10 @@ impl Engine {
         for (index, (_, profile)) in batch.iter().enumerate() {
             cross_field_check(profile, &format!("customers[{index}]."))?;
         }
-        self.blocking(move |store| {
-            store.write(|writes| {
+        self.blocking(move |shared| {
+            let _writer = shared.writer();
+            let mut stored = Vec::with_capacity(batch.len());
+            let counts = shared.store.write(|writes| {
                 let now = Timestamp::now();
                 let mut counts = ImportCounts::default();
                 for (id, profile) in batch {
@@ -195,16 +204,58 @@ impl Engine {
                             }
                         }
                     };
+                    stored.push(customer.clone());
                     writes.put(customer);
                 }
                 Ok(counts)
-            })
+            })?;
+            let mut index = shared.index_mut();
+            for customer in &stored {
+                index.upsert_customer(customer);
+            }
+            Ok(counts)
         })
         .await
     }
+}
 
-    /// Resolves once every write applied so far is durable.
-    pub async fn durable(&self) -> Result<()> {
-        self.store.durable().await
+/// Removes a customer, after an etag check, and their activity with it.
+fn erase_customer(shared: &Shared, id: &CustomerId, etag: Option<&str>) -> Result<()> {
+    let _writer = shared.writer();
+    let existing = shared
+        .store
+        .get_customer(id)?
+        .ok_or_else(|| Error::NotFound(id.name()))?;
+    check_etag(&existing, etag)?;
+    let batches = shared
+        .index()
+        .row(id)
+        .map(super::activity::batches_of)
+        .unwrap_or_default();
+    let mut rewritten = Vec::with_capacity(batches.len());
+    for seq in batches {
+        let Some(mut record) = shared.store.read_activity(seq)? else {
+            continue;
+        };
+        for slot in &mut record.purchases {
+            if slot
+                .as_ref()
+                .is_some_and(|purchase| &purchase.customer == id)
+            {
+                *slot = None;
+            }
+        }
+        for slot in &mut record.engagements {
+            if slot
+                .as_ref()
+                .is_some_and(|engagement| &engagement.customer == id)
+            {
+                *slot = None;
+            }
+        }
+        rewritten.push((seq, (!record.is_erased()).then_some(record)));
     }
+    shared.store.erase_customer(id, &rewritten)?;
+    shared.index_mut().remove_customer(id);
+    Ok(())
 }

@@ -1,64 +1,123 @@
 //! The engine: the domain operations the RPCs call. It owns the store and
-//! decides what each operation means; it knows neither gRPC nor sled.
+//! the in-memory feature index and keeps them in step; it knows neither
+//! gRPC nor sled.
 
+mod activity;
 mod customers;
+mod features;
+pub mod index;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::domain::features::Thresholds;
 use crate::domain::{CurrencyCode, Error, Result};
 use crate::store::{Store, StoreOptions};
+use index::FeatureIndex;
 
+pub use activity::{EventPage, RecordCounts};
 pub use customers::{CustomerUpdate, ImportCounts, Page};
+pub use features::CustomerFeatures;
 
 /// Settings the engine applies to every request.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// The one currency that amounts are kept in.
     pub reporting_currency: CurrencyCode,
+    /// The thresholds of the derived features.
+    pub thresholds: Thresholds,
+}
+
+/// What the engine's operations share.
+#[derive(Debug)]
+struct Shared {
+    /// The durable store.
+    store: Store,
+    /// The feature index, always in step with the store.
+    index: RwLock<FeatureIndex>,
+    /// Held by every write across its store write and its index update,
+    /// so that the two apply in the same order.
+    writer: Mutex<()>,
+    /// Settings for every request.
+    settings: EngineSettings,
+}
+
+impl Shared {
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn index(&self) -> RwLockReadGuard<'_, FeatureIndex> {
+        self.index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn index_mut(&self) -> RwLockWriteGuard<'_, FeatureIndex> {
+        self.index
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// The engine; shared by every RPC handler.
 #[derive(Debug)]
 pub struct Engine {
-    /// The durable store.
-    store: Arc<Store>,
-    /// Settings for every request.
-    settings: EngineSettings,
+    /// Everything, behind one pointer so blocking work can hold it.
+    shared: Arc<Shared>,
 }
 
 impl Engine {
-    /// Opens the store and makes the engine ready to serve.
+    /// Opens the store, rebuilds the feature index from it, and makes the
+    /// engine ready to serve.
     pub async fn open(options: StoreOptions, settings: EngineSettings) -> Result<Self> {
-        let store = tokio::task::spawn_blocking(move || Store::open(&options))
-            .await
-            .map_err(|error| Error::internal(format!("store open task failed: {error}")))??;
+        let shared = tokio::task::spawn_blocking(move || -> Result<Shared> {
+            let store = Store::open(&options)?;
+            let index = activity::rebuild_index(&store)?;
+            Ok(Shared {
+                store,
+                index: RwLock::new(index),
+                writer: Mutex::new(()),
+                settings,
+            })
+        })
+        .await
+        .map_err(|error| Error::internal(format!("store open task failed: {error}")))??;
         Ok(Engine {
-            store: Arc::new(store),
-            settings,
+            shared: Arc::new(shared),
         })
     }
 
     /// The settings in force.
     pub fn settings(&self) -> &EngineSettings {
-        &self.settings
+        &self.shared.settings
+    }
+
+    /// Customers and purchases in the index.
+    pub fn index_size(&self) -> (usize, usize) {
+        let index = self.shared.index();
+        (index.len(), index.purchase_count())
     }
 
     /// Flushes everything to disk, for shutdown.
     pub async fn flush(&self) -> Result<()> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .map_err(|error| Error::internal(format!("flush task failed: {error}")))?
+        self.blocking(|shared| shared.store.flush()).await
     }
 
-    /// Runs blocking store work on the blocking pool.
+    /// Resolves once every write applied so far is durable.
+    pub async fn durable(&self) -> Result<()> {
+        self.shared.store.durable().await
+    }
+
+    /// Runs blocking work on the blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+        work: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || work(&store))
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || work(&shared))
             .await
-            .map_err(|error| Error::internal(format!("store task failed: {error}")))?
+            .map_err(|error| Error::internal(format!("engine task failed: {error}")))?
     }
 }

@@ -5,7 +5,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::{customer_to_proto, implied_fields, profile_from_proto, ProfileRules};
+use super::convert::{
+    customer_to_proto, features_to_proto, implied_fields, profile_from_proto, timestamp_from_proto,
+    ProfileRules,
+};
 use super::pb::customer_service_server::CustomerService;
 use super::pb::{self};
 use super::status::{from_stream_error, to_status};
@@ -243,6 +246,29 @@ impl CustomerService for CustomerApi {
         }))
     }
 
+    async fn get_customer_features(
+        &self,
+        request: Request<pb::GetCustomerFeaturesRequest>,
+    ) -> Result<Response<pb::CustomerFeatures>, Status> {
+        let engine = ready(&self.engine)?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let id = violations.check("name", CustomerId::from_name(&request.name));
+        let at = match &request.evaluation_time {
+            Some(time) => violations.check("evaluation_time", timestamp_from_proto(time)),
+            None => Some(Timestamp::now()),
+        };
+        violations.into_result(()).map_err(to_status)?;
+        let (Some(id), Some(at)) = (id, at) else {
+            return Err(to_status(Error::internal("checked fields missing")));
+        };
+        let features = engine.customer_features(&id, at).map_err(to_status)?;
+        Ok(Response::new(features_to_proto(
+            &features,
+            engine.settings().reporting_currency,
+        )))
+    }
+
     async fn import_customers(
         &self,
         request: Request<Streaming<pb::ImportCustomersRequest>>,
@@ -319,6 +345,7 @@ mod tests {
         let limits = ApiLimits {
             max_page_size: 1000,
             max_batch_size: 1000,
+            max_events_per_batch: 10_000,
         };
         assert_eq!(page_size(0, limits).unwrap(), DEFAULT_PAGE_SIZE);
         assert_eq!(page_size(1000, limits).unwrap(), 1000);

@@ -1,6 +1,7 @@
 //! The gRPC layer: generated types, conversions, handlers and the status
 //! mapping. Only this module knows prost and tonic types.
 
+pub mod activity;
 pub mod convert;
 pub mod customers;
 pub mod status;
@@ -45,8 +46,10 @@ pub type EngineSlot = Arc<OnceLock<Arc<Engine>>>;
 pub struct ApiLimits {
     /// The largest `page_size` a List call accepts.
     pub max_page_size: usize,
-    /// The most items one batch message may carry.
+    /// The most customers one import message may carry.
     pub max_batch_size: usize,
+    /// The most events one activity batch may carry.
+    pub max_events_per_batch: usize,
 }
 
 /// The engine, or UNAVAILABLE while it is starting.

@@ -18,7 +18,9 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::engine::{Engine, EngineSettings};
+use crate::grpc::activity::ActivityApi;
 use crate::grpc::customers::CustomerApi;
+use crate::grpc::pb::activity_service_server::ActivityServiceServer;
 use crate::grpc::pb::customer_service_server::CustomerServiceServer;
 use crate::grpc::trace::RpcTraceLayer;
 use crate::grpc::{pb, ApiLimits, EngineSlot};
@@ -122,6 +124,12 @@ pub async fn run(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
 
+    let activity = ActivityServiceServer::new(ActivityApi::new(slot.clone(), config.limits))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+
     let opener = tokio::spawn(open_engine(
         slot.clone(),
         config.store.clone(),
@@ -151,6 +159,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(customers)
+        .add_service(activity)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stopped.await;
         });

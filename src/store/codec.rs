@@ -6,10 +6,32 @@
 //! keep decoding every older one; the golden test below catches an
 //! accidental change.
 
-use crate::domain::{Customer, Error, Result};
+use crate::domain::{ActivityRecord, Customer, Error, Result};
 
 /// Version byte of customer records encoded from `domain::Customer` as it is now.
 const CUSTOMER_V1: u8 = 1;
+/// Version byte of activity batches encoded from `domain::ActivityRecord` as it is now.
+const ACTIVITY_V1: u8 = 1;
+
+/// Encodes a batch of events for the `activity` tree.
+pub fn encode_activity(batch: &ActivityRecord) -> Result<Vec<u8>> {
+    let mut bytes = vec![ACTIVITY_V1];
+    let body = postcard::to_stdvec(batch).map_err(Error::internal)?;
+    bytes.extend_from_slice(&body);
+    Ok(bytes)
+}
+
+/// Decodes a value of the `activity` tree.
+pub fn decode_activity(bytes: &[u8]) -> Result<ActivityRecord> {
+    match bytes.split_first() {
+        Some((&ACTIVITY_V1, body)) => postcard::from_bytes(body)
+            .map_err(|error| Error::internal(format!("corrupt activity batch: {error}"))),
+        Some((version, _)) => Err(Error::internal(format!(
+            "activity batch has unknown codec version {version}"
+        ))),
+        None => Err(Error::internal("empty activity batch")),
+    }
+}
 
 /// Encodes a customer for the `customers` tree.
 pub fn encode_customer(customer: &Customer) -> Result<Vec<u8>> {

@@ -6,8 +6,16 @@
 //! |-------------|------------------------------|----------------------------------------|
 //! | `meta`      | `format`                     | the store format version, one byte     |
 //! | `customers` | the customer id, as UTF-8    | version byte + postcard `Customer`     |
+//! | `activity`  | batch sequence, u64 big-endian | version byte + postcard `ActivityRecord` |
 //!
 //! Customer ids sort byte-wise, which is the order `ListCustomers` pages in.
+//!
+//! Activity is stored as it arrives: one record per accepted batch of
+//! events, however many customers it touches, so ingest costs one sled
+//! insert per batch rather than one per event. Reads of one customer's
+//! history go through the in-memory index, which knows the batch and
+//! position of each event. Erasing a customer rewrites the batches that
+//! hold their events, in the same transaction that removes the customer.
 //!
 //! # Writes
 //!
@@ -23,9 +31,12 @@ mod commit;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::domain::{Customer, CustomerId, Error, Result};
+use sled::Transactional as _;
+
+use crate::domain::{ActivityRecord, Customer, CustomerId, Error, Result};
 use commit::GroupCommit;
 
 /// The store format this build writes and understands.
@@ -61,6 +72,10 @@ pub struct Store {
     db: sled::Db,
     /// Customer records by id.
     customers: sled::Tree,
+    /// Activity batches by sequence number.
+    activity: sled::Tree,
+    /// The sequence number of the next activity batch.
+    next_batch: AtomicU64,
     /// Serialises writers; see the module docs.
     write_lock: Mutex<()>,
     /// The group committer.
@@ -71,6 +86,12 @@ pub struct Store {
 
 fn storage_error(error: sled::Error) -> Error {
     Error::internal(format!("storage: {error}"))
+}
+
+fn batch_seq(key: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(key)
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::internal("activity key is not 8 bytes"))
 }
 
 fn read_customer(tree: &sled::Tree, id: &CustomerId) -> Result<Option<Customer>> {
@@ -104,10 +125,17 @@ impl Store {
             }
         }
         let customers = db.open_tree("customers").map_err(storage_error)?;
+        let activity = db.open_tree("activity").map_err(storage_error)?;
+        let next_batch = match activity.last().map_err(storage_error)? {
+            Some((key, _)) => batch_seq(&key)? + 1,
+            None => 0,
+        };
         let commit = GroupCommit::start(db.clone());
         Ok(Store {
             db,
             customers,
+            activity,
+            next_batch: AtomicU64::new(next_batch),
             write_lock: Mutex::new(()),
             commit,
             durability: options.durability,
@@ -186,6 +214,82 @@ impl Store {
             }
         }
         Ok(outcome)
+    }
+
+    /// Calls `visit` with every stored customer, in id order; blocking.
+    pub fn for_each_customer(&self, mut visit: impl FnMut(Customer)) -> Result<()> {
+        for entry in self.customers.iter() {
+            let (_key, value) = entry.map_err(storage_error)?;
+            visit(codec::decode_customer(&value)?);
+        }
+        Ok(())
+    }
+
+    /// Stores a batch of events and returns its sequence number; blocking.
+    pub fn append_activity(&self, batch: &ActivityRecord) -> Result<u64> {
+        let _only_writer = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let seq = self.next_batch.fetch_add(1, Ordering::Relaxed);
+        self.activity
+            .insert(seq.to_be_bytes(), codec::encode_activity(batch)?)
+            .map_err(storage_error)?;
+        Ok(seq)
+    }
+
+    /// Reads one batch of events.
+    pub fn read_activity(&self, seq: u64) -> Result<Option<ActivityRecord>> {
+        self.activity
+            .get(seq.to_be_bytes())
+            .map_err(storage_error)?
+            .map(|bytes| codec::decode_activity(&bytes))
+            .transpose()
+    }
+
+    /// Calls `visit` with every batch of events, in sequence order; blocking.
+    pub fn for_each_activity(&self, mut visit: impl FnMut(u64, ActivityRecord)) -> Result<()> {
+        for entry in self.activity.iter() {
+            let (key, value) = entry.map_err(storage_error)?;
+            visit(batch_seq(&key)?, codec::decode_activity(&value)?);
+        }
+        Ok(())
+    }
+
+    /// Removes a customer and, in the same transaction, replaces the given
+    /// activity batches with their rewritten forms (`None` removes one).
+    pub fn erase_customer(
+        &self,
+        id: &CustomerId,
+        rewritten: &[(u64, Option<ActivityRecord>)],
+    ) -> Result<()> {
+        let _only_writer = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let encoded = rewritten
+            .iter()
+            .map(|(seq, batch)| {
+                Ok((
+                    seq.to_be_bytes(),
+                    batch.as_ref().map(codec::encode_activity).transpose()?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        (&self.customers, &self.activity)
+            .transaction(|(customers, activity)| {
+                customers.remove(id.as_str())?;
+                for (key, value) in &encoded {
+                    match value {
+                        Some(bytes) => activity.insert(&key[..], bytes.as_slice())?,
+                        None => activity.remove(&key[..])?,
+                    };
+                }
+                Ok(())
+            })
+            .map_err(|error: sled::transaction::TransactionError| {
+                Error::internal(format!("storage: {error}"))
+            })
     }
 
     /// Resolves once every write applied so far is durable, as the

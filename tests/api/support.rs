@@ -30,10 +30,12 @@ pub fn config(data_dir: &Path) -> ServerConfig {
         },
         engine: EngineSettings {
             reporting_currency: CurrencyCode::parse("USD").unwrap(),
+            thresholds: Default::default(),
         },
         limits: ApiLimits {
             max_page_size: 1000,
             max_batch_size: 1000,
+            max_events_per_batch: 10_000,
         },
         max_message_bytes: TEST_MAX_MESSAGE_BYTES,
         concurrency_per_connection: 64,

@@ -1,0 +1,320 @@
+//! Activity operations: recording events idempotently, reading one
+//! customer's history, and rebuilding the index at start-up.
+
+use std::collections::{HashMap, HashSet};
+
+use super::index::{event_key, EventRef, FeatureIndex, Row, Series};
+use super::{Engine, Shared};
+use crate::domain::{
+    ActivityBatch, ActivityRecord, CustomerId, Engagement, Error, EventId, Purchase, Result,
+    Violations,
+};
+use crate::store::Store;
+
+/// What recording did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordCounts {
+    /// Events recorded for the first time.
+    pub accepted: u64,
+    /// Events whose id was already recorded.
+    pub duplicates: u64,
+}
+
+/// One page of a customer's history, newest first.
+#[derive(Debug, Clone)]
+pub struct EventPage<T> {
+    /// The events.
+    pub events: Vec<T>,
+    /// The (time, key) to continue after, when more events follow.
+    pub next: Option<(i64, u64)>,
+}
+
+/// Builds the index from everything stored; blocking.
+pub fn rebuild_index(store: &Store) -> Result<FeatureIndex> {
+    let mut index = FeatureIndex::default();
+    store.for_each_customer(|customer| index.upsert_customer(&customer))?;
+    let mut orphans = 0u64;
+    store.for_each_activity(|seq, record| {
+        for (position, purchase) in record.purchases.iter().enumerate() {
+            let Some(purchase) = purchase else { continue };
+            let at = EventRef::new(seq, position);
+            let (time, key) = (purchase.occurred_at.as_nanos(), event_key(&purchase.id));
+            if !index.add_purchase(&purchase.customer, time, purchase.amount_minor, key, at) {
+                orphans += 1;
+            }
+        }
+        for (position, engagement) in record.engagements.iter().enumerate() {
+            let Some(engagement) = engagement else {
+                continue;
+            };
+            let at = EventRef::new(seq, position);
+            let (time, key) = (engagement.occurred_at.as_nanos(), event_key(&engagement.id));
+            if !index.add_engagement(&engagement.customer, time, engagement.kind, key, at) {
+                orphans += 1;
+            }
+        }
+    })?;
+    if orphans > 0 {
+        tracing::warn!(orphans, "stored events of unknown customers were skipped");
+    }
+    index.shrink_to_fit();
+    Ok(index)
+}
+
+/// The batches that hold a customer's events.
+pub fn batches_of(row: &Row) -> Vec<u64> {
+    let mut batches: Vec<u64> = row
+        .purchases
+        .refs
+        .iter()
+        .chain(&row.engagements.refs)
+        .map(|at| at.batch())
+        .collect();
+    batches.sort_unstable();
+    batches.dedup();
+    batches
+}
+
+/// Stored records read during one operation, each at most once.
+struct RecordCache<'a> {
+    store: &'a Store,
+    records: HashMap<u64, ActivityRecord>,
+}
+
+impl<'a> RecordCache<'a> {
+    fn new(store: &'a Store) -> Self {
+        RecordCache {
+            store,
+            records: HashMap::new(),
+        }
+    }
+
+    fn record(&mut self, batch: u64) -> Result<&ActivityRecord> {
+        if !self.records.contains_key(&batch) {
+            let record = self.store.read_activity(batch)?.ok_or_else(|| {
+                Error::internal(format!(
+                    "the index refers to missing activity batch {batch}"
+                ))
+            })?;
+            self.records.insert(batch, record);
+        }
+        Ok(&self.records[&batch])
+    }
+
+    fn purchase(&mut self, at: EventRef) -> Result<Option<&Purchase>> {
+        Ok(self
+            .record(at.batch())?
+            .purchases
+            .get(at.position())
+            .and_then(Option::as_ref))
+    }
+
+    fn engagement(&mut self, at: EventRef) -> Result<Option<&Engagement>> {
+        Ok(self
+            .record(at.batch())?
+            .engagements
+            .get(at.position())
+            .and_then(Option::as_ref))
+    }
+}
+
+/// Whether an event with `id` is stored among `series`, checking every
+/// key match against the stored id.
+fn is_recorded(
+    series: &Series,
+    id: &EventId,
+    key: u64,
+    stored_id: &mut impl FnMut(EventRef) -> Result<Option<EventId>>,
+) -> Result<bool> {
+    for at in series.refs_with_key(key) {
+        if stored_id(at)?.as_ref() == Some(id) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Records a batch, all or nothing; blocking. Not yet durable.
+fn record(shared: &Shared, batch: ActivityBatch) -> Result<RecordCounts> {
+    let _writer = shared.writer();
+    let index = shared.index();
+    let mut violations = Violations::default();
+    for (position, purchase) in batch.purchases.iter().enumerate() {
+        if index.row(&purchase.customer).is_none() {
+            violations.add(
+                format!("purchases[{position}].customer"),
+                format!("{} does not exist", purchase.customer.name()),
+            );
+        }
+    }
+    for (position, engagement) in batch.engagements.iter().enumerate() {
+        if index.row(&engagement.customer).is_none() {
+            violations.add(
+                format!("engagements[{position}].customer"),
+                format!("{} does not exist", engagement.customer.name()),
+            );
+        }
+    }
+    violations.into_result(())?;
+
+    // An id identifies an event of its customer: a repeat, stored or
+    // earlier in this batch, is a duplicate.
+    let mut cache = RecordCache::new(&shared.store);
+    let mut seen: HashSet<(&CustomerId, &EventId)> = HashSet::new();
+    let mut keep_purchases = Vec::with_capacity(batch.purchases.len());
+    for purchase in &batch.purchases {
+        let row = index
+            .row(&purchase.customer)
+            .ok_or_else(|| Error::internal("row vanished"))?;
+        let key = event_key(&purchase.id);
+        let stored = is_recorded(&row.purchases, &purchase.id, key, &mut |at| {
+            Ok(cache.purchase(at)?.map(|stored| stored.id.clone()))
+        })?;
+        keep_purchases.push(!stored && seen.insert((&purchase.customer, &purchase.id)));
+    }
+    seen.clear();
+    let mut keep_engagements = Vec::with_capacity(batch.engagements.len());
+    for engagement in &batch.engagements {
+        let row = index
+            .row(&engagement.customer)
+            .ok_or_else(|| Error::internal("row vanished"))?;
+        let key = event_key(&engagement.id);
+        let stored = is_recorded(&row.engagements, &engagement.id, key, &mut |at| {
+            Ok(cache.engagement(at)?.map(|stored| stored.id.clone()))
+        })?;
+        keep_engagements.push(!stored && seen.insert((&engagement.customer, &engagement.id)));
+    }
+    drop(seen);
+    drop(index);
+
+    let total = batch.len() as u64;
+    let record = ActivityRecord {
+        purchases: batch
+            .purchases
+            .into_iter()
+            .zip(keep_purchases)
+            .filter_map(|(purchase, keep)| keep.then_some(Some(purchase)))
+            .collect(),
+        engagements: batch
+            .engagements
+            .into_iter()
+            .zip(keep_engagements)
+            .filter_map(|(engagement, keep)| keep.then_some(Some(engagement)))
+            .collect(),
+    };
+    let accepted = (record.purchases.len() + record.engagements.len()) as u64;
+    if accepted > 0 {
+        let seq = shared.store.append_activity(&record)?;
+        let mut index = shared.index_mut();
+        for (position, purchase) in record.purchases.iter().flatten().enumerate() {
+            let (time, key) = (purchase.occurred_at.as_nanos(), event_key(&purchase.id));
+            index.add_purchase(
+                &purchase.customer,
+                time,
+                purchase.amount_minor,
+                key,
+                EventRef::new(seq, position),
+            );
+        }
+        for (position, engagement) in record.engagements.iter().flatten().enumerate() {
+            let (time, key) = (engagement.occurred_at.as_nanos(), event_key(&engagement.id));
+            index.add_engagement(
+                &engagement.customer,
+                time,
+                engagement.kind,
+                key,
+                EventRef::new(seq, position),
+            );
+        }
+    }
+    Ok(RecordCounts {
+        accepted,
+        duplicates: total - accepted,
+    })
+}
+
+/// The refs of one page of `series`, newest first, and the cursor after it.
+fn page_of(
+    series: &Series,
+    after: Option<(i64, u64)>,
+    page_size: usize,
+) -> (Vec<EventRef>, Option<(i64, u64)>) {
+    let end = match after {
+        Some((time, key)) => series.position_before(time, key),
+        None => series.len(),
+    };
+    let start = end.saturating_sub(page_size);
+    let refs = series.refs[start..end].iter().rev().copied().collect();
+    let next = (start > 0).then(|| (series.times[start], series.keys[start]));
+    (refs, next)
+}
+
+impl Engine {
+    /// Records a batch of events, all or nothing, and waits until it is durable.
+    pub async fn record_activity(&self, batch: ActivityBatch) -> Result<RecordCounts> {
+        let counts = self.import_activity(batch).await?;
+        self.durable().await?;
+        Ok(counts)
+    }
+
+    /// Records a batch of events, all or nothing, without waiting for
+    /// durability: call [`Engine::durable`] before acknowledging it.
+    pub async fn import_activity(&self, batch: ActivityBatch) -> Result<RecordCounts> {
+        if batch.len() >= EventRef::MAX_BATCH_EVENTS {
+            return Err(Error::ResourceExhausted {
+                subject: "events".into(),
+                description: format!(
+                    "at most {} events per batch",
+                    EventRef::MAX_BATCH_EVENTS - 1
+                ),
+            });
+        }
+        self.blocking(move |shared| record(shared, batch)).await
+    }
+
+    /// One page of a customer's purchases, newest first.
+    pub async fn list_purchases(
+        &self,
+        id: CustomerId,
+        after: Option<(i64, u64)>,
+        page_size: usize,
+    ) -> Result<EventPage<Purchase>> {
+        self.blocking(move |shared| {
+            let (refs, next) = {
+                let index = shared.index();
+                let row = index.row(&id).ok_or_else(|| Error::NotFound(id.name()))?;
+                page_of(&row.purchases, after, page_size)
+            };
+            let mut cache = RecordCache::new(&shared.store);
+            let mut events = Vec::with_capacity(refs.len());
+            for at in refs {
+                events.extend(cache.purchase(at)?.cloned());
+            }
+            Ok(EventPage { events, next })
+        })
+        .await
+    }
+
+    /// One page of a customer's engagement events, newest first.
+    pub async fn list_engagements(
+        &self,
+        id: CustomerId,
+        after: Option<(i64, u64)>,
+        page_size: usize,
+    ) -> Result<EventPage<Engagement>> {
+        self.blocking(move |shared| {
+            let (refs, next) = {
+                let index = shared.index();
+                let row = index.row(&id).ok_or_else(|| Error::NotFound(id.name()))?;
+                page_of(&row.engagements, after, page_size)
+            };
+            let mut cache = RecordCache::new(&shared.store);
+            let mut events = Vec::with_capacity(refs.len());
+            for at in refs {
+                events.extend(cache.engagement(at)?.cloned());
+            }
+            Ok(EventPage { events, next })
+        })
+        .await
+    }
+}

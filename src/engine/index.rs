@@ -1,0 +1,273 @@
+//! The in-memory feature index: one row per customer with what features
+//! need, and each customer's activity times and amounts in compact arrays.
+//! It is rebuilt from the store at start-up and updated on every write;
+//! features are computed from it, never by scanning the store.
+//!
+//! Per purchase it holds 32 bytes: the time, the amount, a 64-bit hash of
+//! the purchase id (for idempotency) and where the event is stored.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use crate::domain::features::FirstEngagements;
+use crate::domain::{Customer, CustomerId, Date, EngagementKind, EventId};
+
+/// Where an event is stored: its batch and its position in the batch,
+/// packed into 64 bits (40 for the batch, 24 for the position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventRef(u64);
+
+const POSITION_BITS: u32 = 24;
+
+impl EventRef {
+    /// The most events one batch may hold.
+    pub const MAX_BATCH_EVENTS: usize = 1 << POSITION_BITS;
+
+    /// Packs a batch sequence number and a position.
+    pub fn new(batch: u64, position: usize) -> Self {
+        debug_assert!(position < Self::MAX_BATCH_EVENTS && batch < 1 << (64 - POSITION_BITS));
+        EventRef(batch << POSITION_BITS | position as u64)
+    }
+
+    /// The batch's sequence number.
+    pub fn batch(self) -> u64 {
+        self.0 >> POSITION_BITS
+    }
+
+    /// The position in the batch.
+    pub fn position(self) -> usize {
+        (self.0 & ((1 << POSITION_BITS) - 1)) as usize
+    }
+}
+
+/// A 64-bit hash of an event id: equal ids have equal keys; equal keys are
+/// checked against the stored ids.
+pub fn event_key(id: &EventId) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    id.as_str().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// One customer's events of one kind, sorted by (time, key).
+#[derive(Debug, Default)]
+pub struct Series {
+    /// Occurrence times, nanoseconds since the epoch.
+    pub times: Vec<i64>,
+    /// Amounts in minor units (purchases only; empty for engagements).
+    pub amounts: Vec<i64>,
+    /// Hashes of the event ids.
+    pub keys: Vec<u64>,
+    /// Where each event is stored.
+    pub refs: Vec<EventRef>,
+}
+
+impl Series {
+    /// Adds an event at its place in (time, key) order.
+    fn insert(&mut self, time: i64, amount: Option<i64>, key: u64, at: EventRef) {
+        let position = self.position_after(time, key);
+        self.times.insert(position, time);
+        if let Some(amount) = amount {
+            self.amounts.insert(position, amount);
+        }
+        self.keys.insert(position, key);
+        self.refs.insert(position, at);
+    }
+
+    /// The index of the first event after (time, key).
+    pub fn position_after(&self, time: i64, key: u64) -> usize {
+        let start = self.times.partition_point(|&t| t < time);
+        let end = self.times.partition_point(|&t| t <= time);
+        start + self.keys[start..end].partition_point(|&k| k <= key)
+    }
+
+    /// The index of the first event at or after (time, key).
+    pub fn position_before(&self, time: i64, key: u64) -> usize {
+        let start = self.times.partition_point(|&t| t < time);
+        let end = self.times.partition_point(|&t| t <= time);
+        start + self.keys[start..end].partition_point(|&k| k < key)
+    }
+
+    /// Where the events with this key are stored.
+    pub fn refs_with_key(&self, key: u64) -> impl Iterator<Item = EventRef> + '_ {
+        self.keys
+            .iter()
+            .zip(&self.refs)
+            .filter(move |(k, _)| **k == key)
+            .map(|(_, at)| *at)
+    }
+
+    /// Events in the series.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Whether the series is empty.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.times.shrink_to_fit();
+        self.amounts.shrink_to_fit();
+        self.keys.shrink_to_fit();
+        self.refs.shrink_to_fit();
+    }
+}
+
+/// One customer.
+#[derive(Debug)]
+pub struct Row {
+    /// The customer's id.
+    pub id: CustomerId,
+    /// Date of birth.
+    pub birth_date: Option<Date>,
+    /// Yearly income in minor units.
+    pub income_minor: Option<i64>,
+    /// Purchases.
+    pub purchases: Series,
+    /// Engagement events.
+    pub engagements: Series,
+    /// The first engagement of each kind.
+    pub firsts: FirstEngagements,
+}
+
+/// The index.
+#[derive(Debug, Default)]
+pub struct FeatureIndex {
+    /// Row number by customer id.
+    rows: HashMap<CustomerId, u32>,
+    /// Rows; `None` where a customer was deleted.
+    customers: Vec<Option<Row>>,
+}
+
+impl FeatureIndex {
+    /// Adds a customer, or refreshes the profile fields of a known one.
+    pub fn upsert_customer(&mut self, customer: &Customer) {
+        let birth_date = customer.profile.birth_date;
+        let income_minor = customer
+            .profile
+            .annual_income
+            .map(|money| money.minor_units);
+        if let Some(row) = self.row_mut(&customer.id) {
+            row.birth_date = birth_date;
+            row.income_minor = income_minor;
+            return;
+        }
+        let number = self.customers.len() as u32;
+        self.customers.push(Some(Row {
+            id: customer.id.clone(),
+            birth_date,
+            income_minor,
+            purchases: Series::default(),
+            engagements: Series::default(),
+            firsts: FirstEngagements::default(),
+        }));
+        self.rows.insert(customer.id.clone(), number);
+    }
+
+    /// Removes a customer and returns their row.
+    pub fn remove_customer(&mut self, id: &CustomerId) -> Option<Row> {
+        let number = self.rows.remove(id)?;
+        self.customers.get_mut(number as usize)?.take()
+    }
+
+    /// A customer's row.
+    pub fn row(&self, id: &CustomerId) -> Option<&Row> {
+        let number = *self.rows.get(id)?;
+        self.customers.get(number as usize)?.as_ref()
+    }
+
+    fn row_mut(&mut self, id: &CustomerId) -> Option<&mut Row> {
+        let number = *self.rows.get(id)?;
+        self.customers.get_mut(number as usize)?.as_mut()
+    }
+
+    /// Records a purchase of a known customer; returns false for an unknown one.
+    pub fn add_purchase(
+        &mut self,
+        customer: &CustomerId,
+        time: i64,
+        amount: i64,
+        key: u64,
+        at: EventRef,
+    ) -> bool {
+        let Some(row) = self.row_mut(customer) else {
+            return false;
+        };
+        row.purchases.insert(time, Some(amount), key, at);
+        true
+    }
+
+    /// Records an engagement event of a known customer; returns false for an unknown one.
+    pub fn add_engagement(
+        &mut self,
+        customer: &CustomerId,
+        time: i64,
+        kind: EngagementKind,
+        key: u64,
+        at: EventRef,
+    ) -> bool {
+        let Some(row) = self.row_mut(customer) else {
+            return false;
+        };
+        row.engagements.insert(time, None, key, at);
+        let first = match kind {
+            EngagementKind::Visit => &mut row.firsts.visit,
+            EngagementKind::Feedback => &mut row.firsts.feedback,
+            EngagementKind::Referral => &mut row.firsts.referral,
+        };
+        *first = Some(first.map_or(time, |known| known.min(time)));
+        true
+    }
+
+    /// Customers in the index.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the index holds no customer.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Purchases in the index.
+    pub fn purchase_count(&self) -> usize {
+        self.customers
+            .iter()
+            .flatten()
+            .map(|row| row.purchases.len())
+            .sum()
+    }
+
+    /// Gives back the spare capacity of every array, after a rebuild.
+    pub fn shrink_to_fit(&mut self) {
+        for row in self.customers.iter_mut().flatten() {
+            row.purchases.shrink_to_fit();
+            row.engagements.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_pack_and_unpack() {
+        let at = EventRef::new(123_456_789, 65_535);
+        assert_eq!((at.batch(), at.position()), (123_456_789, 65_535));
+    }
+
+    #[test]
+    fn series_stay_in_time_then_key_order() {
+        let mut series = Series::default();
+        for (time, key) in [(5, 1), (1, 9), (5, 0), (3, 3)] {
+            series.insert(time, Some(time * 10), key, EventRef::new(0, 0));
+        }
+        assert_eq!(series.times, [1, 3, 5, 5]);
+        assert_eq!(series.keys, [9, 3, 0, 1]);
+        assert_eq!(series.amounts, [10, 30, 50, 50]);
+        assert_eq!(series.position_after(5, 0), 3);
+        assert_eq!(series.position_after(2, 0), 1);
+    }
+}
