@@ -1,6 +1,8 @@
 //! End-to-end tests: the real server on 127.0.0.1:0, called through the
 //! generated clients.
 
+mod activity;
+mod cdnow;
 mod customers;
 mod health;
 mod import;
