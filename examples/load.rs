@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use segmentd::grpc::pb::activity_service_client::ActivityServiceClient;
 use segmentd::grpc::pb::customer_service_client::CustomerServiceClient;
 use segmentd::grpc::pb::{self, google::r#type::Date};
 use tonic::transport::Channel;
@@ -36,6 +37,19 @@ enum Run {
         /// Number of the first customer, so that runs on one server differ.
         #[arg(long, default_value_t = 0)]
         first: u64,
+    },
+    /// ImportActivity: purchases spread over the customers made by a
+    /// previous `import` run of the same size.
+    Activity {
+        /// Customers the purchases are spread over.
+        #[arg(long, default_value_t = 200_000)]
+        customers: u64,
+        /// Purchases in all.
+        #[arg(long, default_value_t = 2_000_000)]
+        purchases: u64,
+        /// Purchases per message.
+        #[arg(long, default_value_t = 10_000)]
+        batch: u64,
     },
     /// One ImportCustomers stream.
     Import {
@@ -185,6 +199,59 @@ async fn import(addr: &str, customers: u64, batch: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Purchase `n` of a run over `customers` customers: a few heavy buyers,
+/// most customers with one to three purchases.
+fn purchase(n: u64, customers: u64) -> pb::Purchase {
+    let offset = 1_000_000_000 - customers;
+    // Skewed: squaring a uniform draw favours low customer numbers.
+    let draw = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+    let customer = offset + ((draw * draw) * customers as f64) as u64;
+    pb::Purchase {
+        purchase_id: format!("p{n}"),
+        customer: format!("customers/load-{customer:09}"),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: 1_600_000_000 + (n as i64 * 37) % 100_000_000,
+            nanos: 0,
+        }),
+        amount: Some(pb::Money {
+            currency_code: "USD".into(),
+            minor_units: 500 + (n * 7919 % 20_000) as i64,
+        }),
+        quantity: 1,
+        category: "books".into(),
+        durability: 0,
+    }
+}
+
+async fn activity(addr: &str, customers: u64, purchases: u64, batch: u64) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let mut client = ActivityServiceClient::new(channel);
+    let messages = (0..purchases.div_ceil(batch)).map(move |b| pb::ImportActivityRequest {
+        purchases: (b * batch..((b + 1) * batch).min(purchases))
+            .map(|n| purchase(n, customers))
+            .collect(),
+        engagements: Vec::new(),
+    });
+    let started = Instant::now();
+    let response = client
+        .import_activity(tokio_stream::iter(messages))
+        .await?
+        .into_inner();
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        response.accepted_count as u64 + response.duplicate_count as u64 == purchases,
+        "recorded {response:?} of {purchases}"
+    );
+    println!(
+        "| ImportActivity, one stream, {batch} per message | {:.0} purchases/s | {purchases} purchases in {:.2} s |",
+        purchases as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -196,5 +263,10 @@ async fn main() -> anyhow::Result<()> {
             first,
         } => create(&args.addr, requests, first, connections, concurrency).await,
         Run::Import { customers, batch } => import(&args.addr, customers, batch).await,
+        Run::Activity {
+            customers,
+            purchases,
+            batch,
+        } => activity(&args.addr, customers, purchases, batch).await,
     }
 }
