@@ -280,17 +280,14 @@ impl Engine {
         page_size: usize,
     ) -> Result<EventPage<Purchase>> {
         self.blocking(move |shared| {
-            let (refs, next) = {
-                let index = shared.index();
-                let row = index.row(&id).ok_or_else(|| Error::NotFound(id.name()))?;
-                page_of(&row.purchases, after, page_size)
-            };
-            let mut cache = RecordCache::new(&shared.store);
-            let mut events = Vec::with_capacity(refs.len());
-            for at in refs {
-                events.extend(cache.purchase(at)?.cloned());
-            }
-            Ok(EventPage { events, next })
+            read_page(
+                shared,
+                &id,
+                after,
+                page_size,
+                |row| &row.purchases,
+                |record, at| record.purchases.get(at).and_then(Option::as_ref),
+            )
         })
         .await
     }
@@ -303,18 +300,37 @@ impl Engine {
         page_size: usize,
     ) -> Result<EventPage<Engagement>> {
         self.blocking(move |shared| {
-            let (refs, next) = {
-                let index = shared.index();
-                let row = index.row(&id).ok_or_else(|| Error::NotFound(id.name()))?;
-                page_of(&row.engagements, after, page_size)
-            };
-            let mut cache = RecordCache::new(&shared.store);
-            let mut events = Vec::with_capacity(refs.len());
-            for at in refs {
-                events.extend(cache.engagement(at)?.cloned());
-            }
-            Ok(EventPage { events, next })
+            read_page(
+                shared,
+                &id,
+                after,
+                page_size,
+                |row| &row.engagements,
+                |record, at| record.engagements.get(at).and_then(Option::as_ref),
+            )
         })
         .await
     }
+}
+
+/// One page of one of a customer's series, read from the stored batches.
+fn read_page<T: Clone>(
+    shared: &Shared,
+    id: &CustomerId,
+    after: Option<(i64, u64)>,
+    page_size: usize,
+    series: impl Fn(&Row) -> &Series,
+    event: impl Fn(&ActivityRecord, usize) -> Option<&T>,
+) -> Result<EventPage<T>> {
+    let (refs, next) = {
+        let index = shared.index();
+        let row = index.row(id).ok_or_else(|| Error::NotFound(id.name()))?;
+        page_of(series(row), after, page_size)
+    };
+    let mut cache = RecordCache::new(&shared.store);
+    let mut events = Vec::with_capacity(refs.len());
+    for at in refs {
+        events.extend(event(cache.record(at.batch())?, at.position()).cloned());
+    }
+    Ok(EventPage { events, next })
 }

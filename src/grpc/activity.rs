@@ -10,7 +10,7 @@ use super::customers::page_size;
 use super::pb::activity_service_server::ActivityService;
 use super::pb::{self};
 use super::status::{from_stream_error, to_status};
-use super::{ready, ApiLimits, EngineSlot};
+use super::{finish_import, ready, ApiLimits, EngineSlot};
 use crate::domain::customer::parse_short_text;
 use crate::domain::{
     ActivityBatch, CurrencyCode, CustomerId, Engagement, EngagementKind, Error, EventId, Money,
@@ -331,24 +331,13 @@ impl ActivityService for ActivityApi {
             Ok(())
         }
         .await;
-        // Whatever was applied is made durable before anything is answered.
-        engine.durable().await.map_err(to_status)?;
-        match outcome {
-            Ok(()) => Ok(Response::new(pb::ImportActivityResponse {
-                accepted_count: totals.accepted as i64,
-                duplicate_count: totals.duplicates as i64,
-                batch_count: batches as i64,
-            })),
-            Err(status) => Err(Status::with_details(
-                status.code(),
-                format!(
-                    "message {batches} was refused, and the stream stopped there; the {batches} messages before it ({} new events) were applied and are durable: {}",
-                    totals.accepted,
-                    status.message()
-                ),
-                status.details().to_vec().into(),
-            )),
-        }
+        let response = pb::ImportActivityResponse {
+            accepted_count: totals.accepted as i64,
+            duplicate_count: totals.duplicates as i64,
+            batch_count: batches as i64,
+        };
+        let applied = format!("{} new events", totals.accepted);
+        finish_import(&engine, outcome.map(|()| response), batches, &applied).await
     }
 
     async fn list_purchases(

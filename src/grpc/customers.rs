@@ -12,7 +12,7 @@ use super::convert::{
 use super::pb::customer_service_server::CustomerService;
 use super::pb::{self};
 use super::status::{from_stream_error, to_status};
-use super::{ready, ApiLimits, EngineSlot};
+use super::{finish_import, ready, ApiLimits, EngineSlot};
 use crate::domain::{update, CustomerId, Error, ProfileField, Timestamp, Violations};
 use crate::engine::{CustomerUpdate, Engine, ImportCounts};
 
@@ -303,24 +303,13 @@ impl CustomerService for CustomerApi {
             Ok(())
         }
         .await;
-        // Whatever was applied is made durable before anything is answered.
-        engine.durable().await.map_err(to_status)?;
-        match outcome {
-            Ok(()) => Ok(Response::new(pb::ImportCustomersResponse {
-                created_count: totals.created as i64,
-                updated_count: totals.updated as i64,
-                batch_count: batches as i64,
-            })),
-            Err(status) => Err(Status::with_details(
-                status.code(),
-                format!(
-                    "message {batches} was refused, and the stream stopped there; the {batches} messages before it ({} customers) were applied and are durable: {}",
-                    totals.created + totals.updated,
-                    status.message()
-                ),
-                status.details().to_vec().into(),
-            )),
-        }
+        let response = pb::ImportCustomersResponse {
+            created_count: totals.created as i64,
+            updated_count: totals.updated as i64,
+            batch_count: batches as i64,
+        };
+        let applied = format!("{} customers", totals.created + totals.updated);
+        finish_import(&engine, outcome.map(|()| response), batches, &applied).await
     }
 }
 

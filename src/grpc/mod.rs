@@ -61,6 +61,29 @@ fn ready(slot: &EngineSlot) -> Result<Arc<Engine>, tonic::Status> {
     })
 }
 
+/// Ends a client-streaming import: makes everything applied durable, then
+/// answers with `outcome`. An error says which message stopped the stream
+/// and that the `batches` before it (`applied`) are durable.
+async fn finish_import<T>(
+    engine: &Engine,
+    outcome: Result<T, tonic::Status>,
+    batches: u64,
+    applied: &str,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    engine.durable().await.map_err(status::to_status)?;
+    match outcome {
+        Ok(response) => Ok(tonic::Response::new(response)),
+        Err(status) => Err(tonic::Status::with_details(
+            status.code(),
+            format!(
+                "message {batches} was refused, and the stream stopped there; the {batches} messages before it ({applied}) were applied and are durable: {}",
+                status.message()
+            ),
+            status.details().to_vec().into(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message as _;

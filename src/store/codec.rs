@@ -6,6 +6,9 @@
 //! keep decoding every older one; the golden test below catches an
 //! accidental change.
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use crate::domain::{ActivityRecord, Customer, Error, Result};
 
 /// Version byte of customer records encoded from `domain::Customer` as it is now.
@@ -13,44 +16,41 @@ const CUSTOMER_V1: u8 = 1;
 /// Version byte of activity batches encoded from `domain::ActivityRecord` as it is now.
 const ACTIVITY_V1: u8 = 1;
 
-/// Encodes a batch of events for the `activity` tree.
-pub fn encode_activity(batch: &ActivityRecord) -> Result<Vec<u8>> {
-    let mut bytes = vec![ACTIVITY_V1];
-    let body = postcard::to_stdvec(batch).map_err(Error::internal)?;
-    bytes.extend_from_slice(&body);
+fn encode<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>> {
+    let mut bytes = vec![version];
+    bytes.extend_from_slice(&postcard::to_stdvec(value).map_err(Error::internal)?);
     Ok(bytes)
 }
 
-/// Decodes a value of the `activity` tree.
-pub fn decode_activity(bytes: &[u8]) -> Result<ActivityRecord> {
+fn decode<T: DeserializeOwned>(version: u8, what: &str, bytes: &[u8]) -> Result<T> {
     match bytes.split_first() {
-        Some((&ACTIVITY_V1, body)) => postcard::from_bytes(body)
-            .map_err(|error| Error::internal(format!("corrupt activity batch: {error}"))),
-        Some((version, _)) => Err(Error::internal(format!(
-            "activity batch has unknown codec version {version}"
+        Some((&found, body)) if found == version => postcard::from_bytes(body)
+            .map_err(|error| Error::internal(format!("corrupt {what}: {error}"))),
+        Some((found, _)) => Err(Error::internal(format!(
+            "{what} has unknown codec version {found}"
         ))),
-        None => Err(Error::internal("empty activity batch")),
+        None => Err(Error::internal(format!("empty {what}"))),
     }
 }
 
 /// Encodes a customer for the `customers` tree.
 pub fn encode_customer(customer: &Customer) -> Result<Vec<u8>> {
-    let mut bytes = vec![CUSTOMER_V1];
-    let body = postcard::to_stdvec(customer).map_err(Error::internal)?;
-    bytes.extend_from_slice(&body);
-    Ok(bytes)
+    encode(CUSTOMER_V1, customer)
 }
 
 /// Decodes a value of the `customers` tree.
 pub fn decode_customer(bytes: &[u8]) -> Result<Customer> {
-    match bytes.split_first() {
-        Some((&CUSTOMER_V1, body)) => postcard::from_bytes(body)
-            .map_err(|error| Error::internal(format!("corrupt customer record: {error}"))),
-        Some((version, _)) => Err(Error::internal(format!(
-            "customer record has unknown codec version {version}"
-        ))),
-        None => Err(Error::internal("empty customer record")),
-    }
+    decode(CUSTOMER_V1, "customer record", bytes)
+}
+
+/// Encodes a batch of events for the `activity` tree.
+pub fn encode_activity(record: &ActivityRecord) -> Result<Vec<u8>> {
+    encode(ACTIVITY_V1, record)
+}
+
+/// Decodes a value of the `activity` tree.
+pub fn decode_activity(bytes: &[u8]) -> Result<ActivityRecord> {
+    decode(ACTIVITY_V1, "activity batch", bytes)
 }
 
 #[cfg(test)]
