@@ -71,6 +71,13 @@ impl CustomerId {
     }
 }
 
+/// Lets maps keyed by id be searched with a plain `&str`.
+impl std::borrow::Borrow<str> for CustomerId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for CustomerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -97,6 +97,21 @@ impl Violations {
         }
     }
 
+    /// Like [`Violations::check`], naming the field only if the value is invalid.
+    pub fn check_with<T>(
+        &mut self,
+        field: impl FnOnce() -> String,
+        result: Result<T, String>,
+    ) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(description) => {
+                self.add(field(), description);
+                None
+            }
+        }
+    }
+
     /// Keeps only the violations for which `keep` holds.
     pub fn retain(&mut self, keep: impl FnMut(&FieldViolation) -> bool) {
         self.found.retain(keep);

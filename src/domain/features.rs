@@ -248,6 +248,18 @@ pub struct FirstEngagements {
     pub referral: Option<i64>,
 }
 
+impl FirstEngagements {
+    /// Takes an engagement of `kind` at `time` into account.
+    pub fn note(&mut self, kind: super::EngagementKind, time: i64) {
+        let first = match kind {
+            super::EngagementKind::Visit => &mut self.visit,
+            super::EngagementKind::Feedback => &mut self.feedback,
+            super::EngagementKind::Referral => &mut self.referral,
+        };
+        *first = Some(first.map_or(time, |known| known.min(time)));
+    }
+}
+
 /// The engagement stage as of T, and when its evidence first appeared.
 pub fn engagement_stage(
     purchases: &PurchaseStats,

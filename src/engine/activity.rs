@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use foldhash::fast::RandomState;
+
 use super::index::{event_key, EventRef, FeatureIndex, Row, Series};
 use super::{Engine, Shared};
 use crate::domain::{
@@ -37,27 +39,39 @@ pub fn rebuild_index(store: &Store) -> Result<FeatureIndex> {
     store.for_each_activity(|seq, record| {
         for (position, purchase) in record.purchases.iter().enumerate() {
             let Some(purchase) = purchase else { continue };
-            let at = EventRef::new(seq, position);
-            let (time, key) = (purchase.occurred_at.as_nanos(), event_key(&purchase.id));
-            if !index.add_purchase(&purchase.customer, time, purchase.amount_minor, key, at) {
-                orphans += 1;
-            }
+            let added = index.row_number(purchase.customer).is_some_and(|row| {
+                let (time, key) = (purchase.occurred_at.as_nanos(), event_key(purchase.id));
+                index.load_purchase(
+                    row,
+                    time,
+                    purchase.amount_minor,
+                    key,
+                    EventRef::new(seq, position),
+                )
+            });
+            orphans += u64::from(!added);
         }
         for (position, engagement) in record.engagements.iter().enumerate() {
             let Some(engagement) = engagement else {
                 continue;
             };
-            let at = EventRef::new(seq, position);
-            let (time, key) = (engagement.occurred_at.as_nanos(), event_key(&engagement.id));
-            if !index.add_engagement(&engagement.customer, time, engagement.kind, key, at) {
-                orphans += 1;
-            }
+            let added = index.row_number(engagement.customer).is_some_and(|row| {
+                let (time, key) = (engagement.occurred_at.as_nanos(), event_key(engagement.id));
+                index.load_engagement(
+                    row,
+                    time,
+                    engagement.kind,
+                    key,
+                    EventRef::new(seq, position),
+                )
+            });
+            orphans += u64::from(!added);
         }
     })?;
     if orphans > 0 {
         tracing::warn!(orphans, "stored events of unknown customers were skipped");
     }
-    index.shrink_to_fit();
+    index.finish_load();
     Ok(index)
 }
 
@@ -134,97 +148,125 @@ fn is_recorded(
     Ok(false)
 }
 
+/// The row of each event's customer, or a violation for each unknown one.
+fn rows_of<'a>(
+    index: &FeatureIndex,
+    customers: impl Iterator<Item = &'a CustomerId>,
+    list: &str,
+    violations: &mut Violations,
+) -> Vec<u32> {
+    let mut rows = Vec::new();
+    for (position, customer) in customers.enumerate() {
+        match index.row_number(customer.as_str()) {
+            Some(row) => rows.push(row),
+            None => violations.add(
+                format!("{list}[{position}].customer"),
+                format!("{} does not exist", customer.name()),
+            ),
+        }
+    }
+    rows
+}
+
 /// Records a batch, all or nothing; blocking. Not yet durable.
 fn record(shared: &Shared, batch: ActivityBatch) -> Result<RecordCounts> {
     let _writer = shared.writer();
     let index = shared.index();
     let mut violations = Violations::default();
-    for (position, purchase) in batch.purchases.iter().enumerate() {
-        if index.row(&purchase.customer).is_none() {
-            violations.add(
-                format!("purchases[{position}].customer"),
-                format!("{} does not exist", purchase.customer.name()),
-            );
-        }
-    }
-    for (position, engagement) in batch.engagements.iter().enumerate() {
-        if index.row(&engagement.customer).is_none() {
-            violations.add(
-                format!("engagements[{position}].customer"),
-                format!("{} does not exist", engagement.customer.name()),
-            );
-        }
-    }
+    let purchase_rows = rows_of(
+        &index,
+        batch.purchases.iter().map(|p| &p.customer),
+        "purchases",
+        &mut violations,
+    );
+    let engagement_rows = rows_of(
+        &index,
+        batch.engagements.iter().map(|e| &e.customer),
+        "engagements",
+        &mut violations,
+    );
     violations.into_result(())?;
 
     // An id identifies an event of its customer: a repeat, stored or
     // earlier in this batch, is a duplicate.
     let mut cache = RecordCache::new(&shared.store);
-    let mut seen: HashSet<(&CustomerId, &EventId)> = HashSet::new();
-    let mut keep_purchases = Vec::with_capacity(batch.purchases.len());
-    for purchase in &batch.purchases {
-        let row = index
-            .row(&purchase.customer)
-            .ok_or_else(|| Error::internal("row vanished"))?;
-        let key = event_key(&purchase.id);
-        let stored = is_recorded(&row.purchases, &purchase.id, key, &mut |at| {
+    let mut seen: HashSet<(u32, &str), RandomState> = HashSet::default();
+    let mut new_purchases = Vec::with_capacity(batch.purchases.len());
+    for (position, (purchase, &row)) in batch.purchases.iter().zip(&purchase_rows).enumerate() {
+        let key = event_key(purchase.id.as_str());
+        let series = &index
+            .row_at(row)
+            .ok_or_else(|| Error::internal("row vanished"))?
+            .purchases;
+        let stored = is_recorded(series, &purchase.id, key, &mut |at| {
             Ok(cache.purchase(at)?.map(|stored| stored.id.clone()))
         })?;
-        keep_purchases.push(!stored && seen.insert((&purchase.customer, &purchase.id)));
+        if !stored && seen.insert((row, purchase.id.as_str())) {
+            new_purchases.push((position, row, key));
+        }
     }
     seen.clear();
-    let mut keep_engagements = Vec::with_capacity(batch.engagements.len());
-    for engagement in &batch.engagements {
-        let row = index
-            .row(&engagement.customer)
-            .ok_or_else(|| Error::internal("row vanished"))?;
-        let key = event_key(&engagement.id);
-        let stored = is_recorded(&row.engagements, &engagement.id, key, &mut |at| {
+    let mut new_engagements = Vec::with_capacity(batch.engagements.len());
+    for (position, (engagement, &row)) in batch.engagements.iter().zip(&engagement_rows).enumerate()
+    {
+        let key = event_key(engagement.id.as_str());
+        let series = &index
+            .row_at(row)
+            .ok_or_else(|| Error::internal("row vanished"))?
+            .engagements;
+        let stored = is_recorded(series, &engagement.id, key, &mut |at| {
             Ok(cache.engagement(at)?.map(|stored| stored.id.clone()))
         })?;
-        keep_engagements.push(!stored && seen.insert((&engagement.customer, &engagement.id)));
+        if !stored && seen.insert((row, engagement.id.as_str())) {
+            new_engagements.push((position, row, key));
+        }
     }
     drop(seen);
     drop(index);
 
     let total = batch.len() as u64;
+    let accepted = (new_purchases.len() + new_engagements.len()) as u64;
+    if accepted == 0 {
+        return Ok(RecordCounts {
+            accepted,
+            duplicates: total,
+        });
+    }
+    let mut purchases: Vec<Option<Purchase>> = batch.purchases.into_iter().map(Some).collect();
+    let mut engagements: Vec<Option<Engagement>> =
+        batch.engagements.into_iter().map(Some).collect();
     let record = ActivityRecord {
-        purchases: batch
-            .purchases
-            .into_iter()
-            .zip(keep_purchases)
-            .filter_map(|(purchase, keep)| keep.then_some(Some(purchase)))
+        purchases: new_purchases
+            .iter()
+            .map(|&(position, ..)| purchases[position].take())
             .collect(),
-        engagements: batch
-            .engagements
-            .into_iter()
-            .zip(keep_engagements)
-            .filter_map(|(engagement, keep)| keep.then_some(Some(engagement)))
+        engagements: new_engagements
+            .iter()
+            .map(|&(position, ..)| engagements[position].take())
             .collect(),
     };
-    let accepted = (record.purchases.len() + record.engagements.len()) as u64;
-    if accepted > 0 {
-        let seq = shared.store.append_activity(&record)?;
-        let mut index = shared.index_mut();
-        for (position, purchase) in record.purchases.iter().flatten().enumerate() {
-            let (time, key) = (purchase.occurred_at.as_nanos(), event_key(&purchase.id));
+    let seq = shared.store.append_activity(&record)?;
+    let mut index = shared.index_mut();
+    for (slot, (purchase, &(_, row, key))) in
+        record.purchases.iter().zip(&new_purchases).enumerate()
+    {
+        if let Some(purchase) = purchase {
+            let time = purchase.occurred_at.as_nanos();
             index.add_purchase(
-                &purchase.customer,
+                row,
                 time,
                 purchase.amount_minor,
                 key,
-                EventRef::new(seq, position),
+                EventRef::new(seq, slot),
             );
         }
-        for (position, engagement) in record.engagements.iter().flatten().enumerate() {
-            let (time, key) = (engagement.occurred_at.as_nanos(), event_key(&engagement.id));
-            index.add_engagement(
-                &engagement.customer,
-                time,
-                engagement.kind,
-                key,
-                EventRef::new(seq, position),
-            );
+    }
+    for (slot, (engagement, &(_, row, key))) in
+        record.engagements.iter().zip(&new_engagements).enumerate()
+    {
+        if let Some(engagement) = engagement {
+            let time = engagement.occurred_at.as_nanos();
+            index.add_engagement(row, time, engagement.kind, key, EventRef::new(seq, slot));
         }
     }
     Ok(RecordCounts {
@@ -324,7 +366,9 @@ fn read_page<T: Clone>(
 ) -> Result<EventPage<T>> {
     let (refs, next) = {
         let index = shared.index();
-        let row = index.row(id).ok_or_else(|| Error::NotFound(id.name()))?;
+        let row = index
+            .row(id.as_str())
+            .ok_or_else(|| Error::NotFound(id.name()))?;
         page_of(series(row), after, page_size)
     };
     let mut cache = RecordCache::new(&shared.store);

@@ -229,7 +229,7 @@ fn erase_customer(shared: &Shared, id: &CustomerId, etag: Option<&str>) -> Resul
     check_etag(&existing, etag)?;
     let batches = shared
         .index()
-        .row(id)
+        .row(id.as_str())
         .map(super::activity::batches_of)
         .unwrap_or_default();
     let mut rewritten = Vec::with_capacity(batches.len());

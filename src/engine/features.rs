@@ -41,7 +41,9 @@ impl Engine {
     pub fn customer_features(&self, id: &CustomerId, at: Timestamp) -> Result<CustomerFeatures> {
         let thresholds = self.settings().thresholds;
         let index = self.shared.index();
-        let row = index.row(id).ok_or_else(|| Error::NotFound(id.name()))?;
+        let row = index
+            .row(id.as_str())
+            .ok_or_else(|| Error::NotFound(id.name()))?;
         let purchases = PurchaseStats::compute(&row.purchases.times, &row.purchases.amounts, at);
         let age = row.birth_date.and_then(|birth| age_on(birth, at.date()));
         let (stage, stage_since) = engagement_stage(&purchases, &row.firsts, at);

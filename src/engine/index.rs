@@ -7,10 +7,12 @@
 //! the purchase id (for idempotency) and where the event is stored.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
+
+use foldhash::fast::{FixedState, RandomState};
 
 use crate::domain::features::FirstEngagements;
-use crate::domain::{Customer, CustomerId, Date, EngagementKind, EventId};
+use crate::domain::{Customer, CustomerId, Date, EngagementKind};
 
 /// Where an event is stored: its batch and its position in the batch,
 /// packed into 64 bits (40 for the batch, 24 for the position).
@@ -42,10 +44,9 @@ impl EventRef {
 
 /// A 64-bit hash of an event id: equal ids have equal keys; equal keys are
 /// checked against the stored ids.
-pub fn event_key(id: &EventId) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    id.as_str().hash(&mut hasher);
-    hasher.finish()
+pub fn event_key(id: &str) -> u64 {
+    // A fixed seed: keys, and so page tokens, are the same in every run.
+    FixedState::with_seed(0x5E6D_E47D).hash_one(id)
 }
 
 /// One customer's events of one kind, sorted by (time, key).
@@ -106,7 +107,36 @@ impl Series {
         self.times.is_empty()
     }
 
-    fn shrink_to_fit(&mut self) {
+    /// Appends an event out of order, during a bulk load; see [`Series::finish_load`].
+    fn push(&mut self, time: i64, amount: Option<i64>, key: u64, at: EventRef) {
+        self.times.push(time);
+        if let Some(amount) = amount {
+            self.amounts.push(amount);
+        }
+        self.keys.push(key);
+        self.refs.push(at);
+    }
+
+    /// Puts a bulk-loaded series in (time, key) order and gives back its
+    /// spare capacity.
+    fn finish_load(&mut self) {
+        let sorted = self
+            .times
+            .windows(2)
+            .zip(self.keys.windows(2))
+            .all(|(t, k)| (t[0], k[0]) <= (t[1], k[1]));
+        if !sorted {
+            let mut order: Vec<usize> = (0..self.times.len()).collect();
+            order.sort_unstable_by_key(|&i| (self.times[i], self.keys[i]));
+            let permute =
+                |values: &mut Vec<i64>| *values = order.iter().map(|&i| values[i]).collect();
+            permute(&mut self.times);
+            if !self.amounts.is_empty() {
+                permute(&mut self.amounts);
+            }
+            self.keys = order.iter().map(|&i| self.keys[i]).collect();
+            self.refs = order.iter().map(|&i| self.refs[i]).collect();
+        }
         self.times.shrink_to_fit();
         self.amounts.shrink_to_fit();
         self.keys.shrink_to_fit();
@@ -135,7 +165,7 @@ pub struct Row {
 #[derive(Debug, Default)]
 pub struct FeatureIndex {
     /// Row number by customer id.
-    rows: HashMap<CustomerId, u32>,
+    rows: HashMap<CustomerId, u32, RandomState>,
     /// Rows; `None` where a customer was deleted.
     customers: Vec<Option<Row>>,
 }
@@ -148,7 +178,7 @@ impl FeatureIndex {
             .profile
             .annual_income
             .map(|money| money.minor_units);
-        if let Some(row) = self.row_mut(&customer.id) {
+        if let Some(row) = self.row_mut(customer.id.as_str()) {
             row.birth_date = birth_date;
             row.income_minor = income_minor;
             return;
@@ -171,52 +201,58 @@ impl FeatureIndex {
         self.customers.get_mut(number as usize)?.take()
     }
 
+    /// The row number of a customer.
+    pub fn row_number(&self, id: &str) -> Option<u32> {
+        self.rows.get(id).copied()
+    }
+
     /// A customer's row.
-    pub fn row(&self, id: &CustomerId) -> Option<&Row> {
-        let number = *self.rows.get(id)?;
+    pub fn row(&self, id: &str) -> Option<&Row> {
+        self.row_at(self.row_number(id)?)
+    }
+
+    /// A row by number.
+    pub fn row_at(&self, number: u32) -> Option<&Row> {
         self.customers.get(number as usize)?.as_ref()
     }
 
-    fn row_mut(&mut self, id: &CustomerId) -> Option<&mut Row> {
-        let number = *self.rows.get(id)?;
+    fn row_mut(&mut self, id: &str) -> Option<&mut Row> {
+        let number = self.row_number(id)?;
         self.customers.get_mut(number as usize)?.as_mut()
     }
 
-    /// Records a purchase of a known customer; returns false for an unknown one.
+    /// Records a purchase of the customer in row `number`; returns false
+    /// if there is none.
     pub fn add_purchase(
         &mut self,
-        customer: &CustomerId,
+        number: u32,
         time: i64,
         amount: i64,
         key: u64,
         at: EventRef,
     ) -> bool {
-        let Some(row) = self.row_mut(customer) else {
+        let Some(Some(row)) = self.customers.get_mut(number as usize) else {
             return false;
         };
         row.purchases.insert(time, Some(amount), key, at);
         true
     }
 
-    /// Records an engagement event of a known customer; returns false for an unknown one.
+    /// Records an engagement event of the customer in row `number`; returns
+    /// false if there is none.
     pub fn add_engagement(
         &mut self,
-        customer: &CustomerId,
+        number: u32,
         time: i64,
         kind: EngagementKind,
         key: u64,
         at: EventRef,
     ) -> bool {
-        let Some(row) = self.row_mut(customer) else {
+        let Some(Some(row)) = self.customers.get_mut(number as usize) else {
             return false;
         };
         row.engagements.insert(time, None, key, at);
-        let first = match kind {
-            EngagementKind::Visit => &mut row.firsts.visit,
-            EngagementKind::Feedback => &mut row.firsts.feedback,
-            EngagementKind::Referral => &mut row.firsts.referral,
-        };
-        *first = Some(first.map_or(time, |known| known.min(time)));
+        row.firsts.note(kind, time);
         true
     }
 
@@ -239,12 +275,55 @@ impl FeatureIndex {
             .sum()
     }
 
-    /// Gives back the spare capacity of every array, after a rebuild.
-    pub fn shrink_to_fit(&mut self) {
-        for row in self.customers.iter_mut().flatten() {
-            row.purchases.shrink_to_fit();
-            row.engagements.shrink_to_fit();
-        }
+    /// Appends a purchase out of order, during a bulk load; returns false
+    /// if row `number` holds no customer. Call [`FeatureIndex::finish_load`] after.
+    pub fn load_purchase(
+        &mut self,
+        number: u32,
+        time: i64,
+        amount: i64,
+        key: u64,
+        at: EventRef,
+    ) -> bool {
+        let Some(Some(row)) = self.customers.get_mut(number as usize) else {
+            return false;
+        };
+        row.purchases.push(time, Some(amount), key, at);
+        true
+    }
+
+    /// Appends an engagement event out of order, during a bulk load.
+    pub fn load_engagement(
+        &mut self,
+        number: u32,
+        time: i64,
+        kind: EngagementKind,
+        key: u64,
+        at: EventRef,
+    ) -> bool {
+        let Some(Some(row)) = self.customers.get_mut(number as usize) else {
+            return false;
+        };
+        row.engagements.push(time, None, key, at);
+        row.firsts.note(kind, time);
+        true
+    }
+
+    /// Ends a bulk load: sorts every series and gives back spare capacity,
+    /// on two threads.
+    pub fn finish_load(&mut self) {
+        let half = self.customers.len() / 2;
+        let (first, second) = self.customers.split_at_mut(half);
+        let finish = |rows: &mut [Option<Row>]| {
+            for row in rows.iter_mut().flatten() {
+                row.purchases.finish_load();
+                row.engagements.finish_load();
+            }
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(|| finish(first));
+            finish(second);
+        });
     }
 }
 

@@ -47,17 +47,17 @@ struct EventRules {
 
 fn occurred_at(
     time: Option<&prost_types::Timestamp>,
-    field: String,
+    field: impl Fn() -> String,
     rules: &EventRules,
     v: &mut Violations,
 ) -> Option<Timestamp> {
     let Some(time) = time else {
-        v.add(field, "required");
+        v.add(field(), "required");
         return None;
     };
-    let time = v.check(field.clone(), timestamp_from_proto(time))?;
+    let time = v.check_with(&field, timestamp_from_proto(time))?;
     if time > rules.latest {
-        v.add(field, "more than a day in the future");
+        v.add(field(), "more than a day in the future");
         return None;
     }
     Some(time)
@@ -65,14 +65,15 @@ fn occurred_at(
 
 fn purchase_from_proto(
     p: &pb::Purchase,
-    prefix: &str,
+    (list, index): (&str, usize),
     rules: &EventRules,
     v: &mut Violations,
 ) -> Option<Purchase> {
-    let field = |name: &str| format!("{prefix}{name}");
-    let id = v.check(field("purchase_id"), EventId::parse(&p.purchase_id));
-    let customer = v.check(field("customer"), CustomerId::from_name(&p.customer));
-    let time = occurred_at(p.occurred_at.as_ref(), field("occurred_at"), rules, v);
+    // Field paths are built only for a violation: this runs per event.
+    let field = |name: &str| format!("{list}[{index}].{name}");
+    let id = v.check_with(|| field("purchase_id"), EventId::parse(&p.purchase_id));
+    let customer = v.check_with(|| field("customer"), CustomerId::from_name(&p.customer));
+    let time = occurred_at(p.occurred_at.as_ref(), || field("occurred_at"), rules, v);
     let amount = match &p.amount {
         Some(money) => v.check(
             field("amount"),
@@ -94,7 +95,7 @@ fn purchase_from_proto(
             None
         }
     };
-    let category = v.check(field("category"), parse_short_text(&p.category));
+    let category = v.check_with(|| field("category"), parse_short_text(&p.category));
     let durability = match pb::ProductDurability::try_from(p.durability) {
         Ok(pb::ProductDurability::Durable) => Some(ProductDurability::Durable),
         Ok(pb::ProductDurability::Consumable) => Some(ProductDurability::Consumable),
@@ -121,14 +122,15 @@ fn purchase_from_proto(
 
 fn engagement_from_proto(
     e: &pb::EngagementEvent,
-    prefix: &str,
+    (list, index): (&str, usize),
     rules: &EventRules,
     v: &mut Violations,
 ) -> Option<Engagement> {
-    let field = |name: &str| format!("{prefix}{name}");
-    let id = v.check(field("event_id"), EventId::parse(&e.event_id));
-    let customer = v.check(field("customer"), CustomerId::from_name(&e.customer));
-    let time = occurred_at(e.occurred_at.as_ref(), field("occurred_at"), rules, v);
+    // Field paths are built only for a violation: this runs per event.
+    let field = |name: &str| format!("{list}[{index}].{name}");
+    let id = v.check_with(|| field("event_id"), EventId::parse(&e.event_id));
+    let customer = v.check_with(|| field("customer"), CustomerId::from_name(&e.customer));
+    let time = occurred_at(e.occurred_at.as_ref(), || field("occurred_at"), rules, v);
     let kind = match pb::EngagementType::try_from(e.r#type) {
         Ok(pb::EngagementType::Visit) => Some(EngagementKind::Visit),
         Ok(pb::EngagementType::Feedback) => Some(EngagementKind::Feedback),
@@ -156,7 +158,7 @@ fn engagement_from_proto(
             None
         }
     };
-    let channel = v.check(field("channel"), parse_short_text(&e.channel));
+    let channel = v.check_with(|| field("channel"), parse_short_text(&e.channel));
     Some(Engagement {
         id: id?,
         customer: customer?,
@@ -231,19 +233,17 @@ fn batch_from_proto(
     let mut violations = Violations::default();
     let mut batch = ActivityBatch::default();
     for (index, purchase) in purchases.iter().enumerate() {
-        let prefix = format!("purchases[{index}].");
         batch.purchases.extend(purchase_from_proto(
             purchase,
-            &prefix,
+            ("purchases", index),
             &rules,
             &mut violations,
         ));
     }
     for (index, engagement) in engagements.iter().enumerate() {
-        let prefix = format!("engagements[{index}].");
         batch.engagements.extend(engagement_from_proto(
             engagement,
-            &prefix,
+            ("engagements", index),
             &rules,
             &mut violations,
         ));

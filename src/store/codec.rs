@@ -9,7 +9,11 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::domain::{ActivityRecord, Customer, Error, Result};
+use serde::Deserialize;
+
+use crate::domain::{
+    ActivityRecord, Customer, EngagementKind, Error, ProductDurability, Result, Timestamp,
+};
 
 /// Version byte of customer records encoded from `domain::Customer` as it is now.
 const CUSTOMER_V1: u8 = 1;
@@ -51,6 +55,70 @@ pub fn encode_activity(record: &ActivityRecord) -> Result<Vec<u8>> {
 /// Decodes a value of the `activity` tree.
 pub fn decode_activity(bytes: &[u8]) -> Result<ActivityRecord> {
     decode(ACTIVITY_V1, "activity batch", bytes)
+}
+
+/// A stored purchase read in place: the strings borrow from the stored
+/// bytes. Its fields mirror `domain::Purchase`, in the same order.
+#[derive(Debug, Deserialize)]
+pub struct PurchaseView<'a> {
+    /// The purchase id.
+    pub id: &'a str,
+    /// The customer id.
+    pub customer: &'a str,
+    /// When it happened.
+    pub occurred_at: Timestamp,
+    /// The amount in minor units.
+    pub amount_minor: i64,
+    /// Items bought.
+    pub quantity: u32,
+    /// Product category.
+    pub category: &'a str,
+    /// How long the product lasts.
+    pub durability: ProductDurability,
+}
+
+/// A stored engagement event read in place; mirrors `domain::Engagement`.
+#[derive(Debug, Deserialize)]
+pub struct EngagementView<'a> {
+    /// The event id.
+    pub id: &'a str,
+    /// The customer id.
+    pub customer: &'a str,
+    /// When it happened.
+    pub occurred_at: Timestamp,
+    /// What happened.
+    pub kind: EngagementKind,
+    /// Net Promoter Score.
+    pub nps_score: Option<u8>,
+    /// Where it happened.
+    pub channel: &'a str,
+}
+
+/// A stored batch read in place; mirrors `domain::ActivityRecord`.
+#[derive(Debug, Deserialize)]
+pub struct ActivityView<'a> {
+    /// Purchases; `None` where erased.
+    #[serde(borrow)]
+    pub purchases: Vec<Option<PurchaseView<'a>>>,
+    /// Engagement events; `None` where erased.
+    #[serde(borrow)]
+    pub engagements: Vec<Option<EngagementView<'a>>>,
+}
+
+/// Reads a value of the `activity` tree in place, without copying its strings.
+pub fn view_activity(bytes: &[u8]) -> Result<ActivityView<'_>> {
+    decode_borrowed(ACTIVITY_V1, "activity batch", bytes)
+}
+
+fn decode_borrowed<'a, T: Deserialize<'a>>(version: u8, what: &str, bytes: &'a [u8]) -> Result<T> {
+    match bytes.split_first() {
+        Some((&found, body)) if found == version => postcard::from_bytes(body)
+            .map_err(|error| Error::internal(format!("corrupt {what}: {error}"))),
+        Some((found, _)) => Err(Error::internal(format!(
+            "{what} has unknown codec version {found}"
+        ))),
+        None => Err(Error::internal(format!("empty {what}"))),
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +182,55 @@ mod tests {
         ];
         assert_eq!(encode_customer(&sample()).unwrap(), golden);
         assert_eq!(decode_customer(golden).unwrap(), sample());
+    }
+
+    #[test]
+    fn views_read_what_records_hold() {
+        let purchase = Purchase {
+            id: EventId::parse("p-1").unwrap(),
+            customer: CustomerId::parse("c-1").unwrap(),
+            occurred_at: Timestamp::from_parts(1_700_000_000, 0).unwrap(),
+            amount_minor: 1234,
+            quantity: 2,
+            category: "books".into(),
+            durability: ProductDurability::Durable,
+        };
+        let engagement = Engagement {
+            id: EventId::parse("e-1").unwrap(),
+            customer: CustomerId::parse("c-2").unwrap(),
+            occurred_at: Timestamp::from_parts(1_700_000_001, 0).unwrap(),
+            kind: EngagementKind::Feedback,
+            nps_score: Some(9),
+            channel: "web".into(),
+        };
+        let record = ActivityRecord {
+            purchases: vec![None, Some(purchase.clone())],
+            engagements: vec![Some(engagement.clone())],
+        };
+        let bytes = encode_activity(&record).unwrap();
+        assert_eq!(decode_activity(&bytes).unwrap(), record);
+        let view = view_activity(&bytes).unwrap();
+        assert!(view.purchases[0].is_none());
+        let seen = view.purchases[1].as_ref().unwrap();
+        assert_eq!(
+            (seen.id, seen.customer, seen.amount_minor),
+            ("p-1", "c-1", 1234)
+        );
+        assert_eq!(
+            (seen.occurred_at, seen.quantity, seen.category),
+            (purchase.occurred_at, 2, "books")
+        );
+        let seen = view.engagements[0].as_ref().unwrap();
+        assert_eq!(
+            (
+                seen.id,
+                seen.customer,
+                seen.kind,
+                seen.nps_score,
+                seen.channel
+            ),
+            ("e-1", "c-2", EngagementKind::Feedback, Some(9), "web")
+        );
     }
 
     #[test]

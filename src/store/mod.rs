@@ -28,6 +28,8 @@
 mod codec;
 mod commit;
 
+pub use codec::{ActivityView, EngagementView, PurchaseView};
+
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::PathBuf;
@@ -247,11 +249,12 @@ impl Store {
             .transpose()
     }
 
-    /// Calls `visit` with every batch of events, in sequence order; blocking.
-    pub fn for_each_activity(&self, mut visit: impl FnMut(u64, ActivityRecord)) -> Result<()> {
+    /// Calls `visit` with every batch of events, read in place, in
+    /// sequence order; blocking.
+    pub fn for_each_activity(&self, mut visit: impl FnMut(u64, ActivityView<'_>)) -> Result<()> {
         for entry in self.activity.iter() {
             let (key, value) = entry.map_err(storage_error)?;
-            visit(batch_seq(&key)?, codec::decode_activity(&value)?);
+            visit(batch_seq(&key)?, codec::view_activity(&value)?);
         }
         Ok(())
     }
