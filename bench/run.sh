@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Benchmarks a release build of segmentd on this machine: starts the server
-# on a fresh data directory on loopback, runs the load generator
-# (examples/load.rs) against it, and stops the server; once with durable
-# acknowledgements (the default) and once relaxed.
+# Benchmarks a release build of segmentd on this machine, against servers it
+# starts on loopback with fresh data directories, using the load generator
+# in examples/load.rs:
+#   1. unary CreateCustomer, with durable and with relaxed acknowledgements;
+#   2. a synthetic data set (default 1M customers, 10M purchases, seeded)
+#      streamed in durably, then a restart: ingest rates, peak RSS, bytes on
+#      disk and in the index per purchase, and the time back to SERVING.
 #
-# Usage: bash bench/run.sh
+# Usage: bash bench/run.sh      (CUSTOMERS=... PURCHASES=... to resize)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+customers=${CUSTOMERS:-1000000}
+purchases=${PURCHASES:-10000000}
 cargo build --release --locked --bin segmentd --example load
 work=$(mktemp -d)
 addr=127.0.0.1:${SEGMENTD_BENCH_PORT:-50151}
@@ -15,13 +20,16 @@ server=
 trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 
 start_server() { # durability
-  rm -rf "$work/db"
   ./target/release/segmentd serve --listen "$addr" --data-dir "$work/db" \
     --durability "$1" --log-format json >"$work/server.log" 2>&1 &
   server=$!
-  for _ in $(seq 100); do
-    ./target/release/segmentd healthcheck --addr "$addr" >/dev/null 2>&1 && return
-    sleep 0.1
+  started_ns=$(date +%s%N)
+  for _ in $(seq 1200); do
+    if ./target/release/segmentd healthcheck --addr "$addr" >/dev/null 2>&1; then
+      serving_ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
+      return
+    fi
+    sleep 0.05
   done
   echo "server did not start" >&2
   exit 1
@@ -34,25 +42,29 @@ stop_server() {
 }
 
 load() { ./target/release/examples/load --addr "$addr" "$@"; }
+mib() { echo $(( $1 / 1024 )); }
+log_field() { grep -o "\"$1\":[0-9]*" "$work/server.log" | tail -1 | cut -d: -f2; }
 
-echo "| durability | run | throughput | latency or time |"
-echo "|---|---|---|---|"
+echo "| run | throughput | latency or size |"
+echo "|---|---|---|"
 for durability in durable relaxed; do
+  rm -rf "$work/db"
   start_server "$durability"
-  printf '| %s ' "$durability"; load create --requests 50000 --connections 4 --concurrency 64
-  printf '| %s ' "$durability"; load create --requests 5000 --connections 1 --concurrency 1 --first 100000
-  printf '| %s ' "$durability"; load import --customers 200000 --batch 1000
-  printf '| %s ' "$durability"; load activity --customers 200000 --purchases 2000000 --batch 10000
-  size=$(du -sk "$work/db" | cut -f1)
-  stop_server
-  # Restart on the same data: time to SERVING, with the index rebuilt.
-  started=$(date +%s%N)
-  ./target/release/segmentd serve --listen "$addr" --data-dir "$work/db" --log-format json >>"$work/server.log" 2>&1 &
-  server=$!
-  until ./target/release/segmentd healthcheck --addr "$addr" >/dev/null 2>&1; do sleep 0.05; done
-  echo "| $durability | restart to SERVING, index rebuilt | | $(( ($(date +%s%N) - started) / 1000000 )) ms |"
-  echo "| $durability | server RSS after restart | | $(($(ps -o rss= -p "$server") / 1024)) MiB |"
+  printf '| %s: ' "$durability"; load create --requests 50000 --connections 4 --concurrency 64 | cut -c3-
+  printf '| %s: ' "$durability"; load create --requests 5000 --connections 1 --concurrency 1 --first 100000 | cut -c3-
   stop_server
 done
-echo
-echo "On disk after the relaxed run (255,000 customers, 2,000,000 purchases): $((size / 1024)) MiB"
+
+rm -rf "$work/db"
+start_server durable
+load dataset --customers "$customers" --purchases "$purchases"
+peak_kib=$(grep VmHWM "/proc/$server/status" | awk '{print $2}')
+stop_server
+disk_bytes=$(( $(du -sk "$work/db" | cut -f1) * 1024 ))
+echo "| server peak RSS during ingest | | $(mib "$peak_kib") MiB |"
+echo "| on disk | | $(( disk_bytes / purchases )) bytes per purchase ($(( disk_bytes / 1048576 )) MiB) |"
+start_server durable
+echo "| restart to SERVING, index rebuilt | | $serving_ms ms |"
+echo "| index memory | | $(log_field index_bytes_per_purchase) bytes per purchase, $(log_field index_bytes_per_customer) bytes per customer |"
+echo "| server RSS after restart | | $(mib "$(grep VmRSS "/proc/$server/status" | awk '{print $2}')") MiB |"
+stop_server

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::client::import::ImportOptions;
 use crate::domain::features::Thresholds;
 use crate::domain::CurrencyCode;
 use crate::engine::EngineSettings;
@@ -35,6 +36,62 @@ enum Command {
     Serve(ServeArgs),
     /// Runs one gRPC health Check; exits 0 when SERVING, 1 otherwise.
     Healthcheck(HealthcheckArgs),
+    /// Loads customers and activity from CSV or JSON Lines files into a
+    /// running server.
+    Import(ImportArgs),
+}
+
+/// Flags of `segmentd import`.
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// Server address, e.g. `127.0.0.1:50051`.
+    #[arg(long, env = "SEGMENTD_ADDR", default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Customers: a .csv file with a header row, or .jsonl with one flat
+    /// object per line. Imported before the activity.
+    #[arg(long)]
+    customers: Option<PathBuf>,
+    /// Purchases and engagement events, .csv or .jsonl.
+    #[arg(long)]
+    activity: Option<PathBuf>,
+    /// Stop at the first bad row instead of reporting and skipping it.
+    #[arg(long)]
+    strict: bool,
+    /// Rows per request.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+}
+
+fn import(args: ImportArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let options = ImportOptions {
+        addr: args.addr,
+        customers: args.customers,
+        activity: args.activity,
+        strict: args.strict,
+        batch_size: args.batch_size.clamp(1, 1000),
+    };
+    let (customers, activity) = runtime.block_on(crate::client::import::run(&options))?;
+    if let (Some(summary), Some(path)) = (customers, &options.customers) {
+        println!(
+            "{}: {} rows read, {} customers created, {} replaced, {} rows skipped",
+            path.display(),
+            summary.read,
+            summary.created,
+            summary.repeated,
+            summary.skipped
+        );
+    }
+    if let (Some(summary), Some(path)) = (activity, &options.activity) {
+        println!(
+            "{}: {} rows read, {} events recorded, {} already recorded, {} rows skipped",
+            path.display(),
+            summary.read,
+            summary.created,
+            summary.repeated,
+            summary.skipped
+        );
+    }
+    Ok(())
 }
 
 /// Flags of `segmentd serve`.
@@ -221,8 +278,9 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         None => runtime.block_on(serve(cli.serve)),
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        Some(Command::Import(args)) => import(args, &runtime),
         Some(Command::Healthcheck(args)) => {
-            match runtime.block_on(crate::healthcheck::check(
+            match runtime.block_on(crate::client::healthcheck::check(
                 &args.addr,
                 &args.service,
                 args.timeout,

@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`serve`, `healthcheck`) and its flags.
+//! - [`cli`]: the command line (`serve`, `healthcheck`, `import`) and its flags.
 //! - [`server`]: runs tonic with health, reflection and the API; opens the
 //!   engine in the background and drains on shutdown.
 //! - [`grpc`]: the only module that knows protobuf and tonic types:
@@ -12,14 +12,15 @@
 //! - [`domain`]: customers, valid values and the error type; no I/O.
 //! - [`store`]: the only module that knows sled: key layout, versioned
 //!   codec, atomic writes and group commit.
-//! - [`healthcheck`]: a one-shot health Check client.
+//! - [`client`]: the commands that call a running server: a one-shot
+//!   health Check, and the CSV / JSON Lines importer.
 //! - [`telemetry`]: log setup.
 
 pub mod cli;
+pub mod client;
 pub mod domain;
 pub mod engine;
 pub mod grpc;
-pub mod healthcheck;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -6,7 +6,7 @@
 //! Per purchase it holds 32 bytes: the time, the amount, a 64-bit hash of
 //! the purchase id (for idempotency) and where the event is stored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 
 use foldhash::fast::{FixedState, RandomState};
@@ -60,7 +60,16 @@ pub struct Series {
     pub keys: Vec<u64>,
     /// Where each event is stored.
     pub refs: Vec<EventRef>,
+    /// The keys of a long series as a set, so that a duplicate check does
+    /// not scan it; `None` for short series. Boxed, so that the many short
+    /// series pay 8 bytes for it rather than a whole table header.
+    #[allow(clippy::box_collection)]
+    key_set: Option<Box<HashSet<u64, RandomState>>>,
 }
+
+/// The length from which a series keeps a key set. Shorter series are
+/// scanned, which is as fast and costs no memory.
+const KEY_SET_FROM: usize = 64;
 
 impl Series {
     /// Adds an event at its place in (time, key) order.
@@ -72,6 +81,7 @@ impl Series {
         }
         self.keys.insert(position, key);
         self.refs.insert(position, at);
+        self.note_key(key);
     }
 
     /// The index of the first event after (time, key).
@@ -89,12 +99,30 @@ impl Series {
     }
 
     /// Where the events with this key are stored.
-    pub fn refs_with_key(&self, key: u64) -> impl Iterator<Item = EventRef> + '_ {
+    pub fn refs_with_key(&self, key: u64) -> Vec<EventRef> {
+        if self.key_set.as_ref().is_some_and(|set| !set.contains(&key)) {
+            return Vec::new();
+        }
         self.keys
             .iter()
             .zip(&self.refs)
-            .filter(move |(k, _)| **k == key)
+            .filter(|(k, _)| **k == key)
             .map(|(_, at)| *at)
+            .collect()
+    }
+
+    /// Keeps the key set of a long series in step, building it once the
+    /// series passes [`KEY_SET_FROM`] events.
+    fn note_key(&mut self, key: u64) {
+        match &mut self.key_set {
+            Some(set) => {
+                set.insert(key);
+            }
+            None if self.keys.len() >= KEY_SET_FROM => {
+                self.key_set = Some(Box::new(self.keys.iter().copied().collect()));
+            }
+            None => {}
+        }
     }
 
     /// Events in the series.
@@ -107,6 +135,17 @@ impl Series {
         self.times.is_empty()
     }
 
+    /// Heap bytes of the arrays.
+    fn heap_bytes(&self) -> usize {
+        let arrays = (self.times.capacity()
+            + self.amounts.capacity()
+            + self.keys.capacity()
+            + self.refs.capacity())
+            * 8;
+        // A set slot is the key and one control byte.
+        arrays + self.key_set.as_ref().map_or(0, |set| set.capacity() * 9)
+    }
+
     /// Appends an event out of order, during a bulk load; see [`Series::finish_load`].
     fn push(&mut self, time: i64, amount: Option<i64>, key: u64, at: EventRef) {
         self.times.push(time);
@@ -115,6 +154,7 @@ impl Series {
         }
         self.keys.push(key);
         self.refs.push(at);
+        self.note_key(key);
     }
 
     /// Puts a bulk-loaded series in (time, key) order and gives back its
@@ -142,6 +182,19 @@ impl Series {
         self.keys.shrink_to_fit();
         self.refs.shrink_to_fit();
     }
+}
+
+/// What the index holds, and the heap memory it takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexSize {
+    /// Customers.
+    pub customers: usize,
+    /// Purchases.
+    pub purchases: usize,
+    /// Bytes of the purchase arrays.
+    pub purchase_bytes: usize,
+    /// Bytes of everything else: the id table, the rows, the engagement arrays.
+    pub customer_bytes: usize,
 }
 
 /// One customer.
@@ -264,6 +317,25 @@ impl FeatureIndex {
     /// Whether the index holds no customer.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// What the index holds and the heap memory it takes, from the
+    /// capacities of its arrays and tables.
+    pub fn size(&self) -> IndexSize {
+        use std::mem::size_of;
+        let mut size = IndexSize {
+            customers: self.rows.len(),
+            // The id table: key, value and one control byte per slot.
+            customer_bytes: self.rows.capacity() * (size_of::<CustomerId>() + size_of::<u32>() + 1)
+                + self.customers.capacity() * size_of::<Option<Row>>(),
+            ..IndexSize::default()
+        };
+        for row in self.customers.iter().flatten() {
+            size.purchases += row.purchases.len();
+            size.purchase_bytes += row.purchases.heap_bytes();
+            size.customer_bytes += row.id.as_str().len() + row.engagements.heap_bytes();
+        }
+        size
     }
 
     /// Purchases in the index.

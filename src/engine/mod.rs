@@ -94,10 +94,9 @@ impl Engine {
         &self.shared.settings
     }
 
-    /// Customers and purchases in the index.
-    pub fn index_size(&self) -> (usize, usize) {
-        let index = self.shared.index();
-        (index.len(), index.purchase_count())
+    /// What the index holds, and the memory it takes.
+    pub fn index_size(&self) -> index::IndexSize {
+        self.shared.index().size()
     }
 
     /// Flushes everything to disk, for shutdown.

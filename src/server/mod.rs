@@ -75,12 +75,19 @@ async fn open_engine(
         let started = std::time::Instant::now();
         match Engine::open(store.clone(), settings.clone()).await {
             Ok(engine) => {
+                let size = engine.index_size();
                 // The slot is only ever set here, once.
                 let _ = slot.set(std::sync::Arc::new(engine));
                 report(&health, ServingStatus::Serving).await;
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
-                    "store open, serving"
+                    customers = size.customers,
+                    purchases = size.purchases,
+                    index_bytes_per_purchase =
+                        size.purchase_bytes.checked_div(size.purchases).unwrap_or(0),
+                    index_bytes_per_customer =
+                        size.customer_bytes.checked_div(size.customers).unwrap_or(0),
+                    "store open and index built, serving"
                 );
                 return;
             }

@@ -29,12 +29,14 @@ async fn not_serving_until_the_store_opens() {
     );
     let status = create(&server, "early", full_customer()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        segmentd::healthcheck::check(&server.addr.to_string(), "", Duration::from_secs(3))
-            .await
-            .map(|serving| !serving)
-            .unwrap()
-    );
+    assert!(segmentd::client::healthcheck::check(
+        &server.addr.to_string(),
+        "",
+        Duration::from_secs(3)
+    )
+    .await
+    .map(|serving| !serving)
+    .unwrap());
 
     drop(holder);
     server.wait_serving().await;
@@ -42,11 +44,13 @@ async fn not_serving_until_the_store_opens() {
         server.health(CUSTOMER_SERVICE).await,
         ServingStatus::Serving
     );
-    assert!(
-        segmentd::healthcheck::check(&server.addr.to_string(), "", Duration::from_secs(3))
-            .await
-            .unwrap()
-    );
+    assert!(segmentd::client::healthcheck::check(
+        &server.addr.to_string(),
+        "",
+        Duration::from_secs(3)
+    )
+    .await
+    .unwrap());
     create(&server, "early", full_customer()).await.unwrap();
     server.stop().await.unwrap();
 }

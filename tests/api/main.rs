@@ -6,4 +6,5 @@ mod cdnow;
 mod customers;
 mod health;
 mod import;
+mod importer;
 mod support;
