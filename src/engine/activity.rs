@@ -33,8 +33,10 @@ pub struct EventPage<T> {
 
 /// Builds the index from everything stored; blocking.
 pub fn rebuild_index(store: &Store) -> Result<FeatureIndex> {
+    let started = std::time::Instant::now();
     let mut index = FeatureIndex::default();
     store.for_each_customer(|customer| index.upsert_customer(&customer))?;
+    let customers_ms = started.elapsed().as_millis() as u64;
     let mut orphans = 0u64;
     store.for_each_activity(|seq, record| {
         for (position, purchase) in record.purchases.iter().enumerate() {
@@ -71,7 +73,10 @@ pub fn rebuild_index(store: &Store) -> Result<FeatureIndex> {
     if orphans > 0 {
         tracing::warn!(orphans, "stored events of unknown customers were skipped");
     }
+    let activity_ms = started.elapsed().as_millis() as u64 - customers_ms;
     index.finish_load();
+    let sort_ms = started.elapsed().as_millis() as u64 - customers_ms - activity_ms;
+    tracing::info!(customers_ms, activity_ms, sort_ms, "index rebuilt");
     Ok(index)
 }
 

@@ -154,7 +154,6 @@ impl Series {
         }
         self.keys.push(key);
         self.refs.push(at);
-        self.note_key(key);
     }
 
     /// Puts a bulk-loaded series in (time, key) order and gives back its
@@ -181,6 +180,9 @@ impl Series {
         self.amounts.shrink_to_fit();
         self.keys.shrink_to_fit();
         self.refs.shrink_to_fit();
+        if self.keys.len() >= KEY_SET_FROM {
+            self.key_set = Some(Box::new(self.keys.iter().copied().collect()));
+        }
     }
 }
 
