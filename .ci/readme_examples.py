@@ -95,7 +95,10 @@ def main():
     if code != 0 or '"store flushed"' not in server_log:
         print(server_log)
         sys.exit(f"the server did not shut down cleanly on SIGTERM (exit code {code})")
-    print(f"{len(pairs) - failures} passed, {failures} failed")
+    if update:
+        print(f"{len(replacements)} of {len(pairs)} outputs updated")
+    else:
+        print(f"{len(pairs) - failures} passed, {failures} failed")
     sys.exit(1 if failures else 0)
 
 
