@@ -73,7 +73,7 @@ fn import(args: ImportArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result
     let (customers, activity) = runtime.block_on(crate::client::import::run(&options))?;
     if let (Some(summary), Some(path)) = (customers, &options.customers) {
         println!(
-            "{}: {} rows read, {} customers created, {} replaced, {} rows skipped",
+            "{}: {} rows: {} customers created, {} replaced, {} rows skipped",
             path.display(),
             summary.read,
             summary.created,
@@ -83,7 +83,7 @@ fn import(args: ImportArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result
     }
     if let (Some(summary), Some(path)) = (activity, &options.activity) {
         println!(
-            "{}: {} rows read, {} events recorded, {} already recorded, {} rows skipped",
+            "{}: {} rows: {} events recorded, {} already recorded, {} rows skipped",
             path.display(),
             summary.read,
             summary.created,

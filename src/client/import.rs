@@ -158,8 +158,13 @@ impl BadRows<'_> {
         if self.strict {
             bail!("{}:{line}: {reason}", self.path.display());
         }
-        self.progress
-            .println(format!("skipped {}:{line}: {reason}", self.path.display()));
+        let message = format!("skipped {}:{line}: {reason}", self.path.display());
+        // A hidden bar (not a terminal) prints nothing of its own.
+        if self.progress.is_hidden() {
+            eprintln!("{message}");
+        } else {
+            self.progress.println(message);
+        }
         summary.skipped += 1;
         Ok(())
     }
