@@ -86,7 +86,7 @@ pub fn batches_of(row: &Row) -> Vec<u64> {
         .purchases
         .refs
         .iter()
-        .chain(&row.engagements.refs)
+        .chain(&row.engagements().refs)
         .map(|at| at.batch())
         .collect();
     batches.sort_unstable();
@@ -218,7 +218,7 @@ fn record(shared: &Shared, batch: ActivityBatch) -> Result<RecordCounts> {
         let series = &index
             .row_at(row)
             .ok_or_else(|| Error::internal("row vanished"))?
-            .engagements;
+            .engagements();
         let stored = is_recorded(series, &engagement.id, key, &mut |at| {
             Ok(cache.engagement(at)?.map(|stored| stored.id.clone()))
         })?;
@@ -352,7 +352,7 @@ impl Engine {
                 &id,
                 after,
                 page_size,
-                |row| &row.engagements,
+                |row| row.engagements(),
                 |record, at| record.engagements.get(at).and_then(Option::as_ref),
             )
         })

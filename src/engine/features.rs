@@ -46,7 +46,7 @@ impl Engine {
             .ok_or_else(|| Error::NotFound(id.name()))?;
         let purchases = PurchaseStats::compute(&row.purchases.times, &row.purchases.amounts, at);
         let age = row.birth_date.and_then(|birth| age_on(birth, at.date()));
-        let (stage, stage_since) = engagement_stage(&purchases, &row.firsts, at);
+        let (stage, stage_since) = engagement_stage(&purchases, &row.firsts(), at);
         Ok(CustomerFeatures {
             id: id.clone(),
             evaluation_time: at,

@@ -210,10 +210,48 @@ pub struct Row {
     pub income_minor: Option<i64>,
     /// Purchases.
     pub purchases: Series,
-    /// Engagement events.
-    pub engagements: Series,
+    /// Engagement events and firsts, for the customers who have any: most
+    /// have none, and pay 8 bytes for it.
+    engaged: Option<Box<Engaged>>,
+}
+
+/// A customer's engagement events.
+#[derive(Debug, Default)]
+struct Engaged {
+    /// The events.
+    series: Series,
     /// The first engagement of each kind.
-    pub firsts: FirstEngagements,
+    firsts: FirstEngagements,
+}
+
+/// The series of a customer without engagement events.
+static NO_EVENTS: Series = Series {
+    times: Vec::new(),
+    amounts: Vec::new(),
+    keys: Vec::new(),
+    refs: Vec::new(),
+    key_set: None,
+};
+
+impl Row {
+    /// Engagement events.
+    pub fn engagements(&self) -> &Series {
+        self.engaged
+            .as_ref()
+            .map_or(&NO_EVENTS, |engaged| &engaged.series)
+    }
+
+    /// The first engagement of each kind.
+    pub fn firsts(&self) -> FirstEngagements {
+        self.engaged
+            .as_ref()
+            .map(|engaged| engaged.firsts)
+            .unwrap_or_default()
+    }
+
+    fn engaged_mut(&mut self) -> &mut Engaged {
+        self.engaged.get_or_insert_with(Box::default)
+    }
 }
 
 /// The index.
@@ -244,8 +282,7 @@ impl FeatureIndex {
             birth_date,
             income_minor,
             purchases: Series::default(),
-            engagements: Series::default(),
-            firsts: FirstEngagements::default(),
+            engaged: None,
         }));
         self.rows.insert(customer.id.clone(), number);
     }
@@ -306,8 +343,9 @@ impl FeatureIndex {
         let Some(Some(row)) = self.customers.get_mut(number as usize) else {
             return false;
         };
-        row.engagements.insert(time, None, key, at);
-        row.firsts.note(kind, time);
+        let engaged = row.engaged_mut();
+        engaged.series.insert(time, None, key, at);
+        engaged.firsts.note(kind, time);
         true
     }
 
@@ -335,7 +373,10 @@ impl FeatureIndex {
         for row in self.customers.iter().flatten() {
             size.purchases += row.purchases.len();
             size.purchase_bytes += row.purchases.heap_bytes();
-            size.customer_bytes += row.id.as_str().len() + row.engagements.heap_bytes();
+            size.customer_bytes += row.id.as_str().len()
+                + row.engaged.as_ref().map_or(0, |engaged| {
+                    size_of::<Engaged>() + engaged.series.heap_bytes()
+                });
         }
         size
     }
@@ -378,8 +419,9 @@ impl FeatureIndex {
         let Some(Some(row)) = self.customers.get_mut(number as usize) else {
             return false;
         };
-        row.engagements.push(time, None, key, at);
-        row.firsts.note(kind, time);
+        let engaged = row.engaged_mut();
+        engaged.series.push(time, None, key, at);
+        engaged.firsts.note(kind, time);
         true
     }
 
@@ -391,7 +433,9 @@ impl FeatureIndex {
         let finish = |rows: &mut [Option<Row>]| {
             for row in rows.iter_mut().flatten() {
                 row.purchases.finish_load();
-                row.engagements.finish_load();
+                if let Some(engaged) = &mut row.engaged {
+                    engaged.series.finish_load();
+                }
             }
         };
         std::thread::scope(|scope| {
