@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
@@ -203,12 +204,38 @@ fn progress_bar(path: &Path, total: u64) -> ProgressBar {
     progress
 }
 
-async fn import_customers(
-    channel: Channel,
+/// What the server did with one batch.
+enum Sent {
+    /// Stored: rows new to the server, and rows it already had.
+    Stored { created: u64, repeated: u64 },
+    /// Refused for these rows (places in the batch), with the reasons.
+    Refused(BTreeMap<usize, Vec<String>>),
+}
+
+/// Sorts a failed call into a refusal of some rows, or an error.
+fn refusal(
+    status: tonic::Status,
+    refused: BTreeMap<usize, Vec<String>>,
+    what: &str,
+) -> anyhow::Result<Sent> {
+    if status.code() != Code::InvalidArgument || refused.is_empty() {
+        return Err(status).with_context(|| format!("the server refused a batch of {what}"));
+    }
+    Ok(Sent::Refused(refused))
+}
+
+/// Reads `path` a batch at a time, parses each row with `parse` and sends
+/// each batch with `send`; a refused row is reported and the rest of its
+/// batch sent again.
+async fn import_file<T, Fut>(
     path: &Path,
     options: &ImportOptions,
-) -> anyhow::Result<FileSummary> {
-    let mut client = CustomerServiceClient::new(channel);
+    parse: impl Fn(&Fields) -> Result<T, String>,
+    mut send: impl FnMut(&[(u64, T)]) -> Fut,
+) -> anyhow::Result<FileSummary>
+where
+    Fut: Future<Output = anyhow::Result<Sent>>,
+{
     let mut reader = RowReader::open(path)?;
     let progress = progress_bar(path, std::fs::metadata(path)?.len());
     let bad = BadRows {
@@ -217,34 +244,26 @@ async fn import_customers(
         strict: options.strict,
     };
     let mut summary = FileSummary::default();
-    let mut batch: Vec<(u64, pb::Customer)> = Vec::new();
+    let mut batch: Vec<(u64, T)> = Vec::new();
     loop {
         let next = reader.next_row()?;
         let done = next.is_none();
         if let Some((line, row)) = next {
             summary.read += 1;
-            match row.and_then(|fields| rows::customer(&fields)) {
-                Ok(customer) => batch.push((line, customer)),
+            match row.and_then(|fields| parse(&fields)) {
+                Ok(item) => batch.push((line, item)),
                 Err(reason) => bad.report(line, &reason, &mut summary)?,
             }
         }
         if batch.len() >= options.batch_size || (done && !batch.is_empty()) {
             while !batch.is_empty() {
-                let request = pb::ImportCustomersRequest {
-                    customers: batch.iter().map(|(_, c)| c.clone()).collect(),
-                };
-                match client.import_customers(tokio_stream::iter([request])).await {
-                    Ok(response) => {
-                        let response = response.into_inner();
-                        summary.created += response.created_count as u64;
-                        summary.repeated += response.updated_count as u64;
+                match send(&batch).await? {
+                    Sent::Stored { created, repeated } => {
+                        summary.created += created;
+                        summary.repeated += repeated;
                         batch.clear();
                     }
-                    Err(status) => {
-                        let refused = refused_rows(&status, "customers");
-                        if status.code() != Code::InvalidArgument || refused.is_empty() {
-                            return Err(status).context("the server refused a batch of customers");
-                        }
+                    Sent::Refused(refused) => {
                         for (place, reasons) in &refused {
                             bad.report(batch[*place].0, &reasons.join("; "), &mut summary)?;
                         }
@@ -264,87 +283,86 @@ async fn import_customers(
     Ok(summary)
 }
 
+async fn import_customers(
+    channel: Channel,
+    path: &Path,
+    options: &ImportOptions,
+) -> anyhow::Result<FileSummary> {
+    let client = CustomerServiceClient::new(channel);
+    import_file(path, options, rows::customer, |batch| {
+        let mut client = client.clone();
+        let request = pb::ImportCustomersRequest {
+            customers: batch.iter().map(|(_, customer)| customer.clone()).collect(),
+        };
+        async move {
+            match client.import_customers(tokio_stream::iter([request])).await {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    Ok(Sent::Stored {
+                        created: response.created_count as u64,
+                        repeated: response.updated_count as u64,
+                    })
+                }
+                Err(status) => {
+                    let refused = refused_rows(&status, "customers");
+                    refusal(status, refused, "customers")
+                }
+            }
+        }
+    })
+    .await
+}
+
 async fn import_activity(
     channel: Channel,
     path: &Path,
     options: &ImportOptions,
 ) -> anyhow::Result<FileSummary> {
-    let mut client = ActivityServiceClient::new(channel);
-    let mut reader = RowReader::open(path)?;
-    let progress = progress_bar(path, std::fs::metadata(path)?.len());
-    let bad = BadRows {
-        progress: &progress,
-        path,
-        strict: options.strict,
-    };
-    let mut summary = FileSummary::default();
-    let mut batch: Vec<(u64, Event)> = Vec::new();
-    loop {
-        let next = reader.next_row()?;
-        let done = next.is_none();
-        if let Some((line, row)) = next {
-            summary.read += 1;
-            match row.and_then(|fields| rows::event(&fields)) {
-                Ok(event) => batch.push((line, event)),
-                Err(reason) => bad.report(line, &reason, &mut summary)?,
+    let client = ActivityServiceClient::new(channel);
+    import_file(path, options, rows::event, |batch| {
+        let mut client = client.clone();
+        // Where each purchase and each engagement sits in the batch.
+        let mut request = pb::RecordActivityRequest::default();
+        let (mut purchase_places, mut engagement_places) = (Vec::new(), Vec::new());
+        for (place, (_, event)) in batch.iter().enumerate() {
+            match event {
+                Event::Purchase(purchase) => {
+                    purchase_places.push(place);
+                    request.purchases.push(purchase.clone());
+                }
+                Event::Engagement(engagement) => {
+                    engagement_places.push(place);
+                    request.engagements.push(engagement.clone());
+                }
             }
         }
-        if batch.len() >= options.batch_size || (done && !batch.is_empty()) {
-            while !batch.is_empty() {
-                // Where each purchase and each engagement sits in `batch`.
-                let mut request = pb::RecordActivityRequest::default();
-                let (mut purchase_rows, mut engagement_rows) = (Vec::new(), Vec::new());
-                for (place, (_, event)) in batch.iter().enumerate() {
-                    match event {
-                        Event::Purchase(purchase) => {
-                            purchase_rows.push(place);
-                            request.purchases.push(purchase.clone());
-                        }
-                        Event::Engagement(engagement) => {
-                            engagement_rows.push(place);
-                            request.engagements.push(engagement.clone());
-                        }
-                    }
+        async move {
+            match client.record_activity(request).await {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    Ok(Sent::Stored {
+                        created: response.accepted_count as u64,
+                        repeated: response.duplicate_count as u64,
+                    })
                 }
-                match client.record_activity(request).await {
-                    Ok(response) => {
-                        let response = response.into_inner();
-                        summary.created += response.accepted_count as u64;
-                        summary.repeated += response.duplicate_count as u64;
-                        batch.clear();
-                    }
-                    Err(status) => {
-                        let mut refused: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-                        for (list, places) in [
-                            ("purchases", &purchase_rows),
-                            ("engagements", &engagement_rows),
-                        ] {
-                            for (index, reasons) in refused_rows(&status, list) {
-                                if let Some(&place) = places.get(index) {
-                                    refused.entry(place).or_default().extend(reasons);
-                                }
+                Err(status) => {
+                    let mut refused: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+                    for (list, places) in [
+                        ("purchases", &purchase_places),
+                        ("engagements", &engagement_places),
+                    ] {
+                        for (index, reasons) in refused_rows(&status, list) {
+                            if let Some(&place) = places.get(index) {
+                                refused.entry(place).or_default().extend(reasons);
                             }
                         }
-                        if status.code() != Code::InvalidArgument || refused.is_empty() {
-                            return Err(status).context("the server refused a batch of events");
-                        }
-                        for (place, reasons) in &refused {
-                            bad.report(batch[*place].0, &reasons.join("; "), &mut summary)?;
-                        }
-                        for place in refused.keys().rev() {
-                            batch.remove(*place);
-                        }
                     }
+                    refusal(status, refused, "events")
                 }
             }
-            progress.set_position(reader.position());
         }
-        if done {
-            break;
-        }
-    }
-    progress.finish_and_clear();
-    Ok(summary)
+    })
+    .await
 }
 
 /// Runs an import; returns the summaries of the customer and activity files.

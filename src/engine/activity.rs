@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::RandomState;
 
-use super::index::{event_key, EventRef, FeatureIndex, Row, Series};
+use super::index::{event_key, Event, EventRef, FeatureIndex, Placement, Row, Series};
 use super::{Engine, Shared};
 use crate::domain::{
     ActivityBatch, ActivityRecord, CustomerId, Engagement, Error, EventId, Purchase, Result,
@@ -41,31 +41,29 @@ pub fn rebuild_index(store: &Store) -> Result<FeatureIndex> {
     store.for_each_activity(|seq, record| {
         for (position, purchase) in record.purchases.iter().enumerate() {
             let Some(purchase) = purchase else { continue };
-            let added = index.row_number(purchase.customer).is_some_and(|row| {
-                let (time, key) = (purchase.occurred_at.as_nanos(), event_key(purchase.id));
-                index.load_purchase(
-                    row,
-                    time,
-                    purchase.amount_minor,
-                    key,
-                    EventRef::new(seq, position),
-                )
-            });
+            let event = Event {
+                time: purchase.occurred_at.as_nanos(),
+                amount: Some(purchase.amount_minor),
+                key: event_key(purchase.id),
+                at: EventRef::new(seq, position),
+            };
+            let added = index
+                .row_number(purchase.customer)
+                .is_some_and(|row| index.add_purchase(row, event, Placement::Append));
             orphans += u64::from(!added);
         }
         for (position, engagement) in record.engagements.iter().enumerate() {
             let Some(engagement) = engagement else {
                 continue;
             };
+            let event = Event {
+                time: engagement.occurred_at.as_nanos(),
+                amount: None,
+                key: event_key(engagement.id),
+                at: EventRef::new(seq, position),
+            };
             let added = index.row_number(engagement.customer).is_some_and(|row| {
-                let (time, key) = (engagement.occurred_at.as_nanos(), event_key(engagement.id));
-                index.load_engagement(
-                    row,
-                    time,
-                    engagement.kind,
-                    key,
-                    EventRef::new(seq, position),
-                )
+                index.add_engagement(row, engagement.kind, event, Placement::Append)
             });
             orphans += u64::from(!added);
         }
@@ -257,13 +255,14 @@ fn record(shared: &Shared, batch: ActivityBatch) -> Result<RecordCounts> {
     {
         if let Some(purchase) = purchase {
             let time = purchase.occurred_at.as_nanos();
-            index.add_purchase(
-                row,
+            let at = EventRef::new(seq, slot);
+            let event = Event {
                 time,
-                purchase.amount_minor,
+                amount: Some(purchase.amount_minor),
                 key,
-                EventRef::new(seq, slot),
-            );
+                at,
+            };
+            index.add_purchase(row, event, Placement::InOrder);
         }
     }
     for (slot, (engagement, &(_, row, key))) in
@@ -271,7 +270,13 @@ fn record(shared: &Shared, batch: ActivityBatch) -> Result<RecordCounts> {
     {
         if let Some(engagement) = engagement {
             let time = engagement.occurred_at.as_nanos();
-            index.add_engagement(row, time, engagement.kind, key, EventRef::new(seq, slot));
+            let event = Event {
+                time,
+                amount: None,
+                key,
+                at: EventRef::new(seq, slot),
+            };
+            index.add_engagement(row, engagement.kind, event, Placement::InOrder);
         }
     }
     Ok(RecordCounts {

@@ -49,6 +49,28 @@ pub fn event_key(id: &str) -> u64 {
     FixedState::with_seed(0x5E6D_E47D).hash_one(id)
 }
 
+/// What the index keeps of one event.
+#[derive(Debug, Clone, Copy)]
+pub struct Event {
+    /// When it happened, nanoseconds since the epoch.
+    pub time: i64,
+    /// Its amount in minor units, for a purchase.
+    pub amount: Option<i64>,
+    /// The hash of its id.
+    pub key: u64,
+    /// Where it is stored.
+    pub at: EventRef,
+}
+
+/// Where an added event goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In its place in time order: for events recorded while serving.
+    InOrder,
+    /// At the end, during a bulk load; [`FeatureIndex::finish_load`] sorts.
+    Append,
+}
+
 /// One customer's events of one kind, sorted by (time, key).
 #[derive(Debug, Default)]
 pub struct Series {
@@ -72,6 +94,20 @@ pub struct Series {
 const KEY_SET_FROM: usize = 64;
 
 impl Series {
+    /// Adds an event, in its place or at the end.
+    fn add(&mut self, event: Event, placement: Placement) {
+        let Event {
+            time,
+            amount,
+            key,
+            at,
+        } = event;
+        match placement {
+            Placement::InOrder => self.insert(time, amount, key, at),
+            Placement::Append => self.push(time, amount, key, at),
+        }
+    }
+
     /// Adds an event at its place in (time, key) order.
     fn insert(&mut self, time: i64, amount: Option<i64>, key: u64, at: EventRef) {
         let position = self.position_after(time, key);
@@ -315,18 +351,11 @@ impl FeatureIndex {
 
     /// Records a purchase of the customer in row `number`; returns false
     /// if there is none.
-    pub fn add_purchase(
-        &mut self,
-        number: u32,
-        time: i64,
-        amount: i64,
-        key: u64,
-        at: EventRef,
-    ) -> bool {
+    pub fn add_purchase(&mut self, number: u32, event: Event, placement: Placement) -> bool {
         let Some(Some(row)) = self.customers.get_mut(number as usize) else {
             return false;
         };
-        row.purchases.insert(time, Some(amount), key, at);
+        row.purchases.add(event, placement);
         true
     }
 
@@ -335,17 +364,16 @@ impl FeatureIndex {
     pub fn add_engagement(
         &mut self,
         number: u32,
-        time: i64,
         kind: EngagementKind,
-        key: u64,
-        at: EventRef,
+        event: Event,
+        placement: Placement,
     ) -> bool {
         let Some(Some(row)) = self.customers.get_mut(number as usize) else {
             return false;
         };
         let engaged = row.engaged_mut();
-        engaged.series.insert(time, None, key, at);
-        engaged.firsts.note(kind, time);
+        engaged.firsts.note(kind, event.time);
+        engaged.series.add(event, placement);
         true
     }
 
@@ -379,50 +407,6 @@ impl FeatureIndex {
                 });
         }
         size
-    }
-
-    /// Purchases in the index.
-    pub fn purchase_count(&self) -> usize {
-        self.customers
-            .iter()
-            .flatten()
-            .map(|row| row.purchases.len())
-            .sum()
-    }
-
-    /// Appends a purchase out of order, during a bulk load; returns false
-    /// if row `number` holds no customer. Call [`FeatureIndex::finish_load`] after.
-    pub fn load_purchase(
-        &mut self,
-        number: u32,
-        time: i64,
-        amount: i64,
-        key: u64,
-        at: EventRef,
-    ) -> bool {
-        let Some(Some(row)) = self.customers.get_mut(number as usize) else {
-            return false;
-        };
-        row.purchases.push(time, Some(amount), key, at);
-        true
-    }
-
-    /// Appends an engagement event out of order, during a bulk load.
-    pub fn load_engagement(
-        &mut self,
-        number: u32,
-        time: i64,
-        kind: EngagementKind,
-        key: u64,
-        at: EventRef,
-    ) -> bool {
-        let Some(Some(row)) = self.customers.get_mut(number as usize) else {
-            return false;
-        };
-        let engaged = row.engaged_mut();
-        engaged.series.push(time, None, key, at);
-        engaged.firsts.note(kind, time);
-        true
     }
 
     /// Ends a bulk load: sorts every series and gives back spare capacity,
