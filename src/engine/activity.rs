@@ -106,16 +106,24 @@ impl<'a> RecordCache<'a> {
         }
     }
 
-    fn record(&mut self, batch: u64) -> Result<&ActivityRecord> {
+    /// A stored batch, or `None` if it is gone.
+    fn record_if_present(&mut self, batch: u64) -> Result<Option<&ActivityRecord>> {
         if !self.records.contains_key(&batch) {
-            let record = self.store.read_activity(batch)?.ok_or_else(|| {
-                Error::internal(format!(
-                    "the index refers to missing activity batch {batch}"
-                ))
-            })?;
+            let Some(record) = self.store.read_activity(batch)? else {
+                return Ok(None);
+            };
             self.records.insert(batch, record);
         }
-        Ok(&self.records[&batch])
+        Ok(self.records.get(&batch))
+    }
+
+    /// A stored batch the index refers to.
+    fn record(&mut self, batch: u64) -> Result<&ActivityRecord> {
+        self.record_if_present(batch)?.ok_or_else(|| {
+            Error::internal(format!(
+                "the index refers to missing activity batch {batch}"
+            ))
+        })
     }
 
     fn purchase(&mut self, at: EventRef) -> Result<Option<&Purchase>> {
@@ -384,7 +392,12 @@ fn read_page<T: Clone>(
     let mut cache = RecordCache::new(&shared.store);
     let mut events = Vec::with_capacity(refs.len());
     for at in refs {
-        events.extend(event(cache.record(at.batch())?, at.position()).cloned());
+        // A batch can go while the page is read: only when every event in
+        // it was erased, which includes this customer's.
+        let record = cache
+            .record_if_present(at.batch())?
+            .ok_or_else(|| Error::NotFound(id.name()))?;
+        events.extend(event(record, at.position()).cloned());
     }
     Ok(EventPage { events, next })
 }
