@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::RandomState;
 
-use super::index::{event_key, Event, EventRef, FeatureIndex, Placement, Row, Series};
+use super::index::{event_key, Event, EventRef, FeatureIndex, Loaded, Row, Series};
 use super::{Engine, Shared};
 use crate::domain::{
     ActivityBatch, ActivityRecord, CustomerId, Engagement, Error, EventId, Purchase, Result,
@@ -37,36 +37,34 @@ pub fn rebuild_index(store: &Store) -> Result<FeatureIndex> {
     let mut index = FeatureIndex::default();
     store.for_each_customer(|customer| index.upsert_customer(&customer))?;
     let customers_ms = started.elapsed().as_millis() as u64;
-    let mut orphans = 0u64;
-    store.for_each_activity(|seq, record| {
-        for (position, purchase) in record.purchases.iter().enumerate() {
-            let Some(purchase) = purchase else { continue };
-            let event = Event {
-                time: purchase.occurred_at.as_nanos(),
-                amount: Some(purchase.amount_minor),
-                key: event_key(purchase.id),
-                at: EventRef::new(seq, position),
-            };
-            let added = index
-                .row_number(purchase.customer)
-                .is_some_and(|row| index.add_purchase(row, event, Placement::Append));
-            orphans += u64::from(!added);
-        }
-        for (position, engagement) in record.engagements.iter().enumerate() {
-            let Some(engagement) = engagement else {
-                continue;
-            };
-            let event = Event {
-                time: engagement.occurred_at.as_nanos(),
-                amount: None,
-                key: event_key(engagement.id),
-                at: EventRef::new(seq, position),
-            };
-            let added = index.row_number(engagement.customer).is_some_and(|row| {
-                index.add_engagement(row, engagement.kind, event, Placement::Append)
-            });
-            orphans += u64::from(!added);
-        }
+    let orphans = index.bulk_load(|add| {
+        store.for_each_activity(|seq, record| {
+            for (position, purchase) in record.purchases.iter().enumerate() {
+                let Some(purchase) = purchase else { continue };
+                let event = Event {
+                    time: purchase.occurred_at.as_nanos(),
+                    amount: Some(purchase.amount_minor),
+                    key: event_key(purchase.id),
+                    at: EventRef::new(seq, position),
+                };
+                add(purchase.customer, Loaded::Purchase(event));
+            }
+            for (position, engagement) in record.engagements.iter().enumerate() {
+                let Some(engagement) = engagement else {
+                    continue;
+                };
+                let event = Event {
+                    time: engagement.occurred_at.as_nanos(),
+                    amount: None,
+                    key: event_key(engagement.id),
+                    at: EventRef::new(seq, position),
+                };
+                add(
+                    engagement.customer,
+                    Loaded::Engagement(engagement.kind, event),
+                );
+            }
+        })
     })?;
     if orphans > 0 {
         tracing::warn!(orphans, "stored events of unknown customers were skipped");
@@ -270,7 +268,7 @@ fn record(shared: &Shared, batch: ActivityBatch) -> Result<RecordCounts> {
                 key,
                 at,
             };
-            index.add_purchase(row, event, Placement::InOrder);
+            index.add_purchase(row, event);
         }
     }
     for (slot, (engagement, &(_, row, key))) in
@@ -284,7 +282,7 @@ fn record(shared: &Shared, batch: ActivityBatch) -> Result<RecordCounts> {
                 key,
                 at: EventRef::new(seq, slot),
             };
-            index.add_engagement(row, engagement.kind, event, Placement::InOrder);
+            index.add_engagement(row, engagement.kind, event);
         }
     }
     Ok(RecordCounts {

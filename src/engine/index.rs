@@ -12,7 +12,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::{FixedState, RandomState};
 
 use crate::domain::features::FirstEngagements;
-use crate::domain::{Customer, CustomerId, Date, EngagementKind};
+use crate::domain::{Customer, CustomerId, Date, EngagementKind, Error, Result};
 
 /// Where an event is stored: its batch and its position in the batch,
 /// packed into 64 bits (40 for the batch, 24 for the position).
@@ -62,14 +62,17 @@ pub struct Event {
     pub at: EventRef,
 }
 
-/// Where an added event goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
-    /// In its place in time order: for events recorded while serving.
-    InOrder,
-    /// At the end, during a bulk load; [`FeatureIndex::finish_load`] sorts.
-    Append,
+/// One event of a bulk load.
+#[derive(Debug, Clone, Copy)]
+pub enum Loaded {
+    /// A purchase.
+    Purchase(Event),
+    /// An engagement event of a kind.
+    Engagement(EngagementKind, Event),
 }
+
+/// Events handed from the reading thread to the indexing thread at a time.
+const LOAD_CHUNK: usize = 4096;
 
 /// One customer's events of one kind, sorted by (time, key).
 #[derive(Debug, Default)]
@@ -94,20 +97,6 @@ pub struct Series {
 const KEY_SET_FROM: usize = 64;
 
 impl Series {
-    /// Adds an event, in its place or at the end.
-    fn add(&mut self, event: Event, placement: Placement) {
-        let Event {
-            time,
-            amount,
-            key,
-            at,
-        } = event;
-        match placement {
-            Placement::InOrder => self.insert(time, amount, key, at),
-            Placement::Append => self.push(time, amount, key, at),
-        }
-    }
-
     /// Adds an event at its place in (time, key) order.
     fn insert(&mut self, time: i64, amount: Option<i64>, key: u64, at: EventRef) {
         let position = self.position_after(time, key);
@@ -349,32 +338,86 @@ impl FeatureIndex {
         self.customers.get_mut(number as usize)?.as_mut()
     }
 
-    /// Records a purchase of the customer in row `number`; returns false
-    /// if there is none.
-    pub fn add_purchase(&mut self, number: u32, event: Event, placement: Placement) -> bool {
+    /// Records a purchase of the customer in row `number`, in its place;
+    /// returns false if there is none.
+    pub fn add_purchase(&mut self, number: u32, event: Event) -> bool {
         let Some(Some(row)) = self.customers.get_mut(number as usize) else {
             return false;
         };
-        row.purchases.add(event, placement);
+        row.purchases
+            .insert(event.time, event.amount, event.key, event.at);
         true
     }
 
-    /// Records an engagement event of the customer in row `number`; returns
-    /// false if there is none.
-    pub fn add_engagement(
-        &mut self,
-        number: u32,
-        kind: EngagementKind,
-        event: Event,
-        placement: Placement,
-    ) -> bool {
+    /// Records an engagement event of the customer in row `number`, in its
+    /// place; returns false if there is none.
+    pub fn add_engagement(&mut self, number: u32, kind: EngagementKind, event: Event) -> bool {
         let Some(Some(row)) = self.customers.get_mut(number as usize) else {
             return false;
         };
         let engaged = row.engaged_mut();
         engaged.firsts.note(kind, event.time);
-        engaged.series.add(event, placement);
+        engaged
+            .series
+            .insert(event.time, event.amount, event.key, event.at);
         true
+    }
+
+    /// Loads every stored event, on two threads: `scan` reads the store on
+    /// one and hands each event, with its customer's id, to `add`; the
+    /// events go into their rows on the other. Call
+    /// [`FeatureIndex::finish_load`] after. Returns the events whose
+    /// customer is unknown, which are skipped.
+    pub fn bulk_load<S>(&mut self, scan: S) -> Result<u64>
+    where
+        S: FnOnce(&mut dyn FnMut(&str, Loaded)) -> Result<()> + Send,
+    {
+        let rows = &self.rows;
+        let customers = &mut self.customers;
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(u32, Loaded)>>(16);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(move || {
+                let mut orphans = 0u64;
+                let mut chunk = Vec::with_capacity(LOAD_CHUNK);
+                let scanned = scan(&mut |customer, loaded| match rows.get(customer) {
+                    Some(&number) => {
+                        chunk.push((number, loaded));
+                        if chunk.len() == LOAD_CHUNK {
+                            let full =
+                                std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
+                            // The receiver only stops early on a panic, which the join reports.
+                            let _ = sender.send(full);
+                        }
+                    }
+                    None => orphans += 1,
+                });
+                let _ = sender.send(chunk);
+                scanned.map(|()| orphans)
+            });
+            for chunk in receiver {
+                for (number, loaded) in chunk {
+                    let Some(Some(row)) = customers.get_mut(number as usize) else {
+                        continue;
+                    };
+                    match loaded {
+                        Loaded::Purchase(event) => {
+                            row.purchases
+                                .push(event.time, event.amount, event.key, event.at)
+                        }
+                        Loaded::Engagement(kind, event) => {
+                            let engaged = row.engaged_mut();
+                            engaged.firsts.note(kind, event.time);
+                            engaged
+                                .series
+                                .push(event.time, event.amount, event.key, event.at);
+                        }
+                    }
+                }
+            }
+            reader
+                .join()
+                .map_err(|_| Error::internal("the index loader panicked"))?
+        })
     }
 
     /// Customers in the index.
