@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 
+use compact_str::CompactString;
 use foldhash::fast::{FixedState, RandomState};
 
 use crate::domain::features::FirstEngagements;
@@ -283,7 +284,9 @@ impl Row {
 #[derive(Debug, Default)]
 pub struct FeatureIndex {
     /// Row number by customer id.
-    rows: HashMap<CustomerId, u32, RandomState>,
+    /// Ids of up to 24 bytes live in the table itself, so a lookup touches
+    /// no other memory.
+    rows: HashMap<CompactString, u32, RandomState>,
     /// Rows; `None` where a customer was deleted.
     customers: Vec<Option<Row>>,
 }
@@ -309,12 +312,13 @@ impl FeatureIndex {
             purchases: Series::default(),
             engaged: None,
         }));
-        self.rows.insert(customer.id.clone(), number);
+        self.rows
+            .insert(CompactString::new(customer.id.as_str()), number);
     }
 
     /// Removes a customer and returns their row.
     pub fn remove_customer(&mut self, id: &CustomerId) -> Option<Row> {
-        let number = self.rows.remove(id)?;
+        let number = self.rows.remove(id.as_str())?;
         self.customers.get_mut(number as usize)?.take()
     }
 
@@ -437,7 +441,8 @@ impl FeatureIndex {
         let mut size = IndexSize {
             customers: self.rows.len(),
             // The id table: key, value and one control byte per slot.
-            customer_bytes: self.rows.capacity() * (size_of::<CustomerId>() + size_of::<u32>() + 1)
+            customer_bytes: self.rows.capacity()
+                * (size_of::<CompactString>() + size_of::<u32>() + 1)
                 + self.customers.capacity() * size_of::<Option<Row>>(),
             ..IndexSize::default()
         };
