@@ -35,7 +35,7 @@ pub struct EventPage<T> {
 pub fn rebuild_index(store: &Store) -> Result<FeatureIndex> {
     let started = std::time::Instant::now();
     let mut index = FeatureIndex::default();
-    store.for_each_customer(|customer| index.upsert_customer(&customer))?;
+    index.bulk_load_customers(|add| store.for_each_customer(add))?;
     let customers_ms = started.elapsed().as_millis() as u64;
     let orphans = index.bulk_load(|add| {
         store.for_each_activity(|seq, record| {

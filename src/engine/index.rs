@@ -63,6 +63,43 @@ pub struct Event {
     pub at: EventRef,
 }
 
+/// What the index keeps of a customer's profile.
+#[derive(Debug)]
+struct CustomerFields {
+    /// The id.
+    id: CustomerId,
+    /// Date of birth.
+    birth_date: Option<Date>,
+    /// Yearly income in minor units.
+    income_minor: Option<i64>,
+}
+
+impl From<&Customer> for CustomerFields {
+    fn from(customer: &Customer) -> Self {
+        CustomerFields {
+            id: customer.id.clone(),
+            birth_date: customer.profile.birth_date,
+            income_minor: customer
+                .profile
+                .annual_income
+                .map(|money| money.minor_units),
+        }
+    }
+}
+
+impl From<Customer> for CustomerFields {
+    fn from(customer: Customer) -> Self {
+        CustomerFields {
+            birth_date: customer.profile.birth_date,
+            income_minor: customer
+                .profile
+                .annual_income
+                .map(|money| money.minor_units),
+            id: customer.id,
+        }
+    }
+}
+
 /// One event of a bulk load.
 #[derive(Debug, Clone, Copy)]
 pub enum Loaded {
@@ -294,26 +331,62 @@ pub struct FeatureIndex {
 impl FeatureIndex {
     /// Adds a customer, or refreshes the profile fields of a known one.
     pub fn upsert_customer(&mut self, customer: &Customer) {
-        let birth_date = customer.profile.birth_date;
-        let income_minor = customer
-            .profile
-            .annual_income
-            .map(|money| money.minor_units);
-        if let Some(row) = self.row_mut(customer.id.as_str()) {
+        self.upsert(customer.into());
+    }
+
+    fn upsert(&mut self, fields: CustomerFields) {
+        let CustomerFields {
+            id,
+            birth_date,
+            income_minor,
+        } = fields;
+        if let Some(row) = self.row_mut(id.as_str()) {
             row.birth_date = birth_date;
             row.income_minor = income_minor;
             return;
         }
         let number = self.customers.len() as u32;
+        self.rows.insert(CompactString::new(id.as_str()), number);
         self.customers.push(Some(Row {
-            id: customer.id.clone(),
+            id,
             birth_date,
             income_minor,
             purchases: Series::default(),
             engaged: None,
         }));
-        self.rows
-            .insert(CompactString::new(customer.id.as_str()), number);
+    }
+
+    /// Loads every stored customer, on two threads: `scan` reads and
+    /// decodes them on one and hands each to `add`; the rows are made on
+    /// the other.
+    pub fn bulk_load_customers<S>(&mut self, scan: S) -> Result<()>
+    where
+        S: FnOnce(&mut dyn FnMut(Customer)) -> Result<()> + Send,
+    {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<CustomerFields>>(16);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(move || {
+                let mut chunk = Vec::with_capacity(LOAD_CHUNK);
+                let scanned = scan(&mut |customer| {
+                    chunk.push(customer.into());
+                    if chunk.len() == LOAD_CHUNK {
+                        // The receiver only stops early on a panic, which the join reports.
+                        let _ = sender.send(std::mem::replace(
+                            &mut chunk,
+                            Vec::with_capacity(LOAD_CHUNK),
+                        ));
+                    }
+                });
+                let _ = sender.send(chunk);
+                scanned
+            });
+            for fields in receiver.into_iter().flatten() {
+                self.upsert(fields);
+            }
+            reader
+                .join()
+                .map_err(|_| Error::internal("the customer loader panicked"))?
+        })
     }
 
     /// Removes a customer and returns their row.
