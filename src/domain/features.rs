@@ -102,6 +102,51 @@ pub enum EngagementStage {
     TellingOthers,
 }
 
+/// The RFM segment, from the R and F scores; see [`rfm_segment`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RfmSegment {
+    /// R 5, F 4–5.
+    Champions,
+    /// R 3–4, F 4–5.
+    Loyal,
+    /// R 4–5, F 2–3.
+    PotentialLoyalist,
+    /// R 5, F 1.
+    NewCustomers,
+    /// R 4, F 1.
+    Promising,
+    /// R 3, F 3.
+    NeedAttention,
+    /// R 3, F 1–2.
+    AboutToSleep,
+    /// R 1–2, F 5.
+    CantLoseThem,
+    /// R 1–2, F 3–4.
+    AtRisk,
+    /// R 1–2, F 2.
+    Hibernating,
+    /// R 1–2, F 1.
+    Lost,
+}
+
+/// The RFM segment of R and F scores (1–5): the first row of the design's
+/// table that holds.
+pub fn rfm_segment(r: u8, f: u8) -> RfmSegment {
+    match (r, f) {
+        (5.., 4..) => RfmSegment::Champions,
+        (3..=4, 4..) => RfmSegment::Loyal,
+        (4.., 2..=3) => RfmSegment::PotentialLoyalist,
+        (5.., ..=1) => RfmSegment::NewCustomers,
+        (4, ..=1) => RfmSegment::Promising,
+        (3, 3) => RfmSegment::NeedAttention,
+        (3, ..=2) => RfmSegment::AboutToSleep,
+        (..=2, 5..) => RfmSegment::CantLoseThem,
+        (..=2, 3..=4) => RfmSegment::AtRisk,
+        (..=2, 2) => RfmSegment::Hibernating,
+        _ => RfmSegment::Lost,
+    }
+}
+
 /// Whole years from `birth` to `on`, or `None` if `birth` is later.
 pub fn age_on(birth: Date, on: Date) -> Option<i32> {
     if birth > on {

@@ -6,6 +6,7 @@ pub mod country;
 pub mod customer;
 pub mod error;
 pub mod features;
+pub mod rules;
 pub mod time;
 pub mod update;
 
