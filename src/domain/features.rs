@@ -263,22 +263,49 @@ impl PurchaseStats {
 
     /// The frequency class, checked in the design's order.
     pub fn frequency_class(&self, at: Timestamp, thresholds: &Thresholds) -> FrequencyClass {
-        match self.count {
-            0 => return FrequencyClass::None,
-            1 => return FrequencyClass::OneTimeBuyer,
-            _ => {}
-        }
-        let gap = self.mean_gap_days().unwrap_or(0.0);
-        let recency = self.recency_days(at).unwrap_or(0) as f64;
-        if recency > (thresholds.lapsed_gap_multiplier * gap).max(thresholds.lapsed_min_days) {
-            FrequencyClass::Lapsed
-        } else if self.in_365_days >= u64::from(thresholds.frequent_min_purchases_365d)
-            && recency <= thresholds.frequent_gap_multiplier * gap
-        {
-            FrequencyClass::FrequentCustomer
-        } else {
-            FrequencyClass::RepeatCustomer
-        }
+        let (first, last) = match (self.first, self.last) {
+            (Some(first), Some(last)) => (first.as_nanos(), last.as_nanos()),
+            _ => (0, 0),
+        };
+        frequency_of(
+            self.count,
+            first,
+            last,
+            at.as_nanos(),
+            || self.in_365_days,
+            thresholds,
+        )
+    }
+}
+
+/// The frequency class of `count` purchases from `first` to `last`
+/// (nanoseconds) as of `at`, checked in the design's order. The purchases
+/// in the last 365 days are asked for only when they decide the class.
+pub fn frequency_of(
+    count: u64,
+    first: i64,
+    last: i64,
+    at: i64,
+    in_365_days: impl FnOnce() -> u64,
+    thresholds: &Thresholds,
+) -> FrequencyClass {
+    match count {
+        0 => return FrequencyClass::None,
+        1 => return FrequencyClass::OneTimeBuyer,
+        _ => {}
+    }
+    let gap = (last - first) as f64 / NANOS_PER_DAY as f64 / (count - 1) as f64;
+    let recency = (at - last).div_euclid(NANOS_PER_DAY) as f64;
+    let frequent_min = u64::from(thresholds.frequent_min_purchases_365d);
+    if recency > (thresholds.lapsed_gap_multiplier * gap).max(thresholds.lapsed_min_days) {
+        FrequencyClass::Lapsed
+    } else if count >= frequent_min
+        && recency <= thresholds.frequent_gap_multiplier * gap
+        && in_365_days() >= frequent_min
+    {
+        FrequencyClass::FrequentCustomer
+    } else {
+        FrequencyClass::RepeatCustomer
     }
 }
 

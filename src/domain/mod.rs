@@ -6,7 +6,9 @@ pub mod country;
 pub mod customer;
 pub mod error;
 pub mod features;
+pub mod names;
 pub mod rules;
+pub mod segment;
 pub mod time;
 pub mod update;
 

@@ -1,9 +1,11 @@
 //! A customer's derived features, computed from the index.
 
+use super::frame::Frame;
+use super::index::{age_at, ymd};
 use super::Engine;
 use crate::domain::features::{
-    age_band, age_on, engagement_stage, income_band, AgeBand, EngagementStage, FrequencyClass,
-    IncomeBand, PurchaseStats, Thresholds,
+    age_band, engagement_stage, income_band, rfm_segment, AgeBand, EngagementStage, FrequencyClass,
+    IncomeBand, PurchaseStats, RfmSegment, Thresholds,
 };
 use crate::domain::{CustomerId, Error, Result, Timestamp};
 
@@ -34,6 +36,10 @@ pub struct CustomerFeatures {
     pub stage_since: Option<Timestamp>,
     /// The thresholds in force.
     pub thresholds: Thresholds,
+    /// R, F and M scores, with purchases.
+    pub rfm: Option<(u8, u8, u8)>,
+    /// The RFM segment, with purchases.
+    pub rfm_segment: Option<RfmSegment>,
 }
 
 impl Engine {
@@ -41,18 +47,27 @@ impl Engine {
     pub fn customer_features(&self, id: &CustomerId, at: Timestamp) -> Result<CustomerFeatures> {
         let thresholds = self.settings().thresholds;
         let index = self.shared.index();
-        let row = index
-            .row(id.as_str())
+        let number = index
+            .row_number(id.as_str())
             .ok_or_else(|| Error::NotFound(id.name()))?;
+        let row = index
+            .row_at(number)
+            .ok_or_else(|| Error::NotFound(id.name()))?;
+        let columns = index.columns();
+        let at_row = number as usize;
+        let rfm = Frame::new(&index, at, thresholds).rfm_of(at_row);
         let purchases = PurchaseStats::compute(&row.purchases.times, &row.purchases.amounts, at);
-        let age = row.birth_date.and_then(|birth| age_on(birth, at.date()));
+        let age = age_at(columns.birth[at_row], ymd(at.date()));
         let (stage, stage_since) = engagement_stage(&purchases, &row.firsts(), at);
         Ok(CustomerFeatures {
             id: id.clone(),
             evaluation_time: at,
             age,
             age_band: age_band(age),
-            income_band: income_band(row.income_minor, &thresholds),
+            income_band: income_band(
+                Some(columns.income[at_row]).filter(|&minor| minor != i64::MIN),
+                &thresholds,
+            ),
             mean_gap_days: purchases.mean_gap_days(),
             recency_days: purchases.recency_days(at),
             frequency: purchases.frequency_class(at, &thresholds),
@@ -60,6 +75,8 @@ impl Engine {
             stage_since,
             purchases,
             thresholds,
+            rfm,
+            rfm_segment: rfm.map(|(r, f, _)| rfm_segment(r, f)),
         })
     }
 }

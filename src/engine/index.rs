@@ -6,14 +6,18 @@
 //! Per purchase it holds 32 bytes: the time, the amount, a 64-bit hash of
 //! the purchase id (for idempotency) and where the event is stored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
 
 use compact_str::CompactString;
 use foldhash::fast::{FixedState, RandomState};
+use hashbrown::HashTable;
 
 use crate::domain::features::FirstEngagements;
-use crate::domain::{Customer, CustomerId, Date, EngagementKind, Error, Result};
+use crate::domain::{
+    Consent, Customer, CustomerId, Date, EngagementKind, Error, Gender, Party, Relationship,
+    Result, TraitValue,
+};
 
 /// Where an event is stored: its batch and its position in the batch,
 /// packed into 64 bits (40 for the batch, 24 for the position).
@@ -61,43 +65,6 @@ pub struct Event {
     pub key: u64,
     /// Where it is stored.
     pub at: EventRef,
-}
-
-/// What the index keeps of a customer's profile.
-#[derive(Debug)]
-struct CustomerFields {
-    /// The id.
-    id: CustomerId,
-    /// Date of birth.
-    birth_date: Option<Date>,
-    /// Yearly income in minor units.
-    income_minor: Option<i64>,
-}
-
-impl From<&Customer> for CustomerFields {
-    fn from(customer: &Customer) -> Self {
-        CustomerFields {
-            id: customer.id.clone(),
-            birth_date: customer.profile.birth_date,
-            income_minor: customer
-                .profile
-                .annual_income
-                .map(|money| money.minor_units),
-        }
-    }
-}
-
-impl From<Customer> for CustomerFields {
-    fn from(customer: Customer) -> Self {
-        CustomerFields {
-            birth_date: customer.profile.birth_date,
-            income_minor: customer
-                .profile
-                .annual_income
-                .map(|money| money.minor_units),
-            id: customer.id,
-        }
-    }
 }
 
 /// One event of a bulk load.
@@ -258,19 +225,13 @@ pub struct IndexSize {
     pub purchases: usize,
     /// Bytes of the purchase arrays.
     pub purchase_bytes: usize,
-    /// Bytes of everything else: the id table, the rows, the engagement arrays.
+    /// Bytes of everything else: the id table, the columns, the engagement arrays.
     pub customer_bytes: usize,
 }
 
-/// One customer.
-#[derive(Debug)]
+/// One customer's activity.
+#[derive(Debug, Default)]
 pub struct Row {
-    /// The customer's id.
-    pub id: CustomerId,
-    /// Date of birth.
-    pub birth_date: Option<Date>,
-    /// Yearly income in minor units.
-    pub income_minor: Option<i64>,
     /// Purchases.
     pub purchases: Series,
     /// Engagement events and firsts, for the customers who have any: most
@@ -317,43 +278,266 @@ impl Row {
     }
 }
 
+/// Distinct strings of one column, numbered from 1; 0 means absent.
+#[derive(Debug)]
+pub struct Dictionary {
+    /// The strings by number; `names[0]` is the empty string.
+    names: Vec<CompactString>,
+    /// Numbers by string.
+    numbers: HashMap<CompactString, u32, RandomState>,
+}
+
+impl Default for Dictionary {
+    fn default() -> Self {
+        Dictionary {
+            names: vec![CompactString::default()],
+            numbers: HashMap::default(),
+        }
+    }
+}
+
+impl Dictionary {
+    /// The number of a string, added if new; 0 for an empty or absent one.
+    fn intern(&mut self, name: Option<&str>) -> u32 {
+        let Some(name) = name.filter(|name| !name.is_empty()) else {
+            return 0;
+        };
+        if let Some(&number) = self.numbers.get(name) {
+            return number;
+        }
+        let number = self.names.len() as u32;
+        self.names.push(CompactString::new(name));
+        self.numbers.insert(CompactString::new(name), number);
+        number
+    }
+
+    /// Every string, by number; index 0 is the empty string, for absent.
+    pub fn names(&self) -> &[CompactString] {
+        &self.names
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<CompactString>();
+        self.names.capacity() * slot
+            + self.numbers.capacity() * (slot + 5)
+            + self
+                .names
+                .iter()
+                .filter(|name| name.is_heap_allocated())
+                .map(|name| name.len() * 2)
+                .sum::<usize>()
+    }
+}
+
+/// Bit flags of [`Columns::engaged`]: which kinds of engagement a customer
+/// ever had.
+pub mod engaged {
+    /// A visit.
+    pub const VISIT: u8 = 1;
+    /// A feedback.
+    pub const FEEDBACK: u8 = 2;
+    /// A referral.
+    pub const REFERRAL: u8 = 4;
+}
+
+/// The profile fields and all-time purchase figures, one array per field,
+/// one entry per row, so that a rule reads one field of every customer in
+/// one pass. A deleted row keeps `alive` false and neutral values.
+#[derive(Debug, Default)]
+pub struct Columns {
+    /// Whether the row holds a customer (false once deleted).
+    pub alive: Vec<bool>,
+    /// Person or business.
+    pub party: Vec<Party>,
+    /// Internal or external.
+    pub relationship: Vec<Relationship>,
+    /// Stated gender.
+    pub gender: Vec<Gender>,
+    /// Consent per channel.
+    pub consent: Vec<Consent>,
+    /// Objects to profiling.
+    pub objects: Vec<bool>,
+    /// Date of birth as `yyyymmdd`, 0 when absent; then the age at a date
+    /// `d` (also `yyyymmdd`) is `(d - birth) / 10000` when `birth <= d`.
+    pub birth: Vec<u32>,
+    /// Yearly income in minor units; `i64::MIN` when absent.
+    pub income: Vec<i64>,
+    /// Country code number in [`Dictionaries::country`].
+    pub country: Vec<u32>,
+    /// Region number.
+    pub region: Vec<u32>,
+    /// City number.
+    pub city: Vec<u32>,
+    /// Language tag number.
+    pub language: Vec<u32>,
+    /// Purchases, all time.
+    pub count: Vec<u32>,
+    /// Total spend in minor units, all time.
+    pub total: Vec<i64>,
+    /// The first purchase, nanoseconds since the epoch; 0 without purchases.
+    pub first: Vec<i64>,
+    /// The last purchase; 0 without purchases.
+    pub last: Vec<i64>,
+    /// [`engaged`] flags of the kinds of engagement ever recorded.
+    pub engaged: Vec<u8>,
+}
+
+/// `yyyymmdd` of a date.
+pub fn ymd(date: Date) -> u32 {
+    (date.year() * 10_000 + date.month() * 100 + date.day()) as u32
+}
+
+/// Whole years from a birth date to a date, both `yyyymmdd`; `None` for no
+/// birth date (0) or one after `on`.
+pub fn age_at(birth: u32, on: u32) -> Option<i32> {
+    (birth != 0 && birth <= on).then(|| ((on - birth) / 10_000) as i32)
+}
+
+/// The strings of the dictionary-encoded columns.
+#[derive(Debug, Default)]
+pub struct Dictionaries {
+    /// Country codes.
+    pub country: Dictionary,
+    /// Regions.
+    pub region: Dictionary,
+    /// Cities.
+    pub city: Dictionary,
+    /// Language tags.
+    pub language: Dictionary,
+}
+
+/// What the index keeps of a customer's profile, before its strings are
+/// numbered.
+#[derive(Debug)]
+struct CustomerFields {
+    id: CompactString,
+    party: Party,
+    relationship: Relationship,
+    gender: Gender,
+    consent: Consent,
+    objects: bool,
+    birth: u32,
+    income: i64,
+    country: Option<String>,
+    region: String,
+    city: String,
+    language: Option<String>,
+    traits: BTreeMap<String, TraitValue>,
+}
+
+impl From<Customer> for CustomerFields {
+    fn from(customer: Customer) -> Self {
+        let profile = customer.profile;
+        CustomerFields {
+            id: CompactString::new(customer.id.as_str()),
+            party: profile.party,
+            relationship: profile.relationship,
+            gender: profile.gender,
+            consent: profile.consent,
+            objects: profile.objects_to_profiling,
+            birth: profile.birth_date.map_or(0, ymd),
+            income: profile
+                .annual_income
+                .map_or(i64::MIN, |money| money.minor_units),
+            country: profile.location.country_code,
+            region: profile.location.region,
+            city: profile.location.city,
+            language: profile.language,
+            traits: profile.traits,
+        }
+    }
+}
+
 /// The index.
 #[derive(Debug, Default)]
 pub struct FeatureIndex {
-    /// Row number by customer id.
-    /// Ids of up to 24 bytes live in the table itself, so a lookup touches
-    /// no other memory.
-    rows: HashMap<CompactString, u32, RandomState>,
-    /// Rows; `None` where a customer was deleted.
-    customers: Vec<Option<Row>>,
+    /// Row numbers, found by the hash of their id.
+    table: HashTable<u32>,
+    /// Hashes ids for `table`.
+    hasher: RandomState,
+    /// Ids by row; empty where a customer was deleted. Ids of up to 24
+    /// bytes are held inline.
+    ids: Vec<CompactString>,
+    /// Activity by row.
+    rows: Vec<Row>,
+    /// Profile and purchase columns by row.
+    columns: Columns,
+    /// The strings of the dictionary-encoded columns.
+    dictionaries: Dictionaries,
+    /// Trait values by key, then by row.
+    traits: BTreeMap<String, HashMap<u32, TraitValue, RandomState>>,
+    /// The latest time of any event added; events are never later than it.
+    max_time: i64,
+    /// Rows that hold a customer.
+    live: usize,
 }
 
 impl FeatureIndex {
     /// Adds a customer, or refreshes the profile fields of a known one.
     pub fn upsert_customer(&mut self, customer: &Customer) {
-        self.upsert(customer.into());
+        self.upsert(customer.clone().into());
     }
 
     fn upsert(&mut self, fields: CustomerFields) {
-        let CustomerFields {
-            id,
-            birth_date,
-            income_minor,
-        } = fields;
-        if let Some(row) = self.row_mut(id.as_str()) {
-            row.birth_date = birth_date;
-            row.income_minor = income_minor;
-            return;
+        let number = match self.row_number(&fields.id) {
+            Some(number) => number,
+            None => {
+                let number = self.ids.len() as u32;
+                let hash = self.hasher.hash_one(fields.id.as_str());
+                let (ids, hasher) = (&self.ids, &self.hasher);
+                self.table
+                    .insert_unique(hash, number, |&n| hasher.hash_one(ids[n as usize].as_str()));
+                self.ids.push(fields.id.clone());
+                self.rows.push(Row::default());
+                let c = &mut self.columns;
+                c.alive.push(true);
+                c.party.push(Party::default());
+                c.relationship.push(Relationship::default());
+                c.gender.push(Gender::default());
+                c.consent.push(Consent::default());
+                c.objects.push(false);
+                c.birth.push(0);
+                c.income.push(i64::MIN);
+                c.country.push(0);
+                c.region.push(0);
+                c.city.push(0);
+                c.language.push(0);
+                c.count.push(0);
+                c.total.push(0);
+                c.first.push(0);
+                c.last.push(0);
+                c.engaged.push(0);
+                self.live += 1;
+                number
+            }
+        };
+        let at = number as usize;
+        let d = &mut self.dictionaries;
+        let c = &mut self.columns;
+        c.party[at] = fields.party;
+        c.relationship[at] = fields.relationship;
+        c.gender[at] = fields.gender;
+        c.consent[at] = fields.consent;
+        c.objects[at] = fields.objects;
+        c.birth[at] = fields.birth;
+        c.income[at] = fields.income;
+        c.country[at] = d.country.intern(fields.country.as_deref());
+        c.region[at] = d.region.intern(Some(&fields.region));
+        c.city[at] = d.city.intern(Some(&fields.city));
+        c.language[at] = d.language.intern(fields.language.as_deref());
+        self.set_traits(number, fields.traits);
+    }
+
+    fn set_traits(&mut self, number: u32, traits: BTreeMap<String, TraitValue>) {
+        for (key, values) in &mut self.traits {
+            if !traits.contains_key(key) {
+                values.remove(&number);
+            }
         }
-        let number = self.customers.len() as u32;
-        self.rows.insert(CompactString::new(id.as_str()), number);
-        self.customers.push(Some(Row {
-            id,
-            birth_date,
-            income_minor,
-            purchases: Series::default(),
-            engaged: None,
-        }));
+        for (key, value) in traits {
+            self.traits.entry(key).or_default().insert(number, value);
+        }
+        self.traits.retain(|_, values| !values.is_empty());
     }
 
     /// Loads every stored customer, on two threads: `scan` reads and
@@ -389,54 +573,121 @@ impl FeatureIndex {
         })
     }
 
-    /// Removes a customer and returns their row.
+    /// Removes a customer and returns their activity.
     pub fn remove_customer(&mut self, id: &CustomerId) -> Option<Row> {
-        let number = self.rows.remove(id.as_str())?;
-        self.customers.get_mut(number as usize)?.take()
+        let hash = self.hasher.hash_one(id.as_str());
+        let ids = &self.ids;
+        let entry = self
+            .table
+            .find_entry(hash, |&n| ids[n as usize] == id.as_str())
+            .ok()?;
+        let (number, _) = entry.remove();
+        let at = number as usize;
+        self.ids[at] = CompactString::default();
+        self.set_traits(number, BTreeMap::new());
+        let c = &mut self.columns;
+        c.alive[at] = false;
+        c.count[at] = 0;
+        c.total[at] = 0;
+        c.first[at] = 0;
+        c.last[at] = 0;
+        c.engaged[at] = 0;
+        self.live -= 1;
+        Some(std::mem::take(&mut self.rows[at]))
     }
 
     /// The row number of a customer.
     pub fn row_number(&self, id: &str) -> Option<u32> {
-        self.rows.get(id).copied()
+        let hash = self.hasher.hash_one(id);
+        self.table
+            .find(hash, |&n| self.ids[n as usize] == id)
+            .copied()
     }
 
-    /// A customer's row.
+    /// A customer's activity.
     pub fn row(&self, id: &str) -> Option<&Row> {
         self.row_at(self.row_number(id)?)
     }
 
-    /// A row by number.
+    /// A row's activity, if it holds a customer.
     pub fn row_at(&self, number: u32) -> Option<&Row> {
-        self.customers.get(number as usize)?.as_ref()
+        let at = number as usize;
+        (*self.columns.alive.get(at)?).then(|| &self.rows[at])
     }
 
-    fn row_mut(&mut self, id: &str) -> Option<&mut Row> {
-        let number = self.row_number(id)?;
-        self.customers.get_mut(number as usize)?.as_mut()
+    /// The id of a row; empty for a deleted row.
+    pub fn id_at(&self, number: u32) -> &str {
+        self.ids.get(number as usize).map_or("", |id| id.as_str())
+    }
+
+    /// The profile and purchase columns.
+    pub fn columns(&self) -> &Columns {
+        &self.columns
+    }
+
+    /// The strings of the dictionary-encoded columns.
+    pub fn dictionaries(&self) -> &Dictionaries {
+        &self.dictionaries
+    }
+
+    /// The values of one trait, by row.
+    pub fn trait_values(&self, key: &str) -> Option<&HashMap<u32, TraitValue, RandomState>> {
+        self.traits.get(key)
+    }
+
+    /// Rows, deleted ones included: row numbers run below this.
+    pub fn row_count(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The latest time of any event added, nanoseconds since the epoch.
+    /// At or after it, the all-time columns are the figures as of then.
+    pub fn max_time(&self) -> i64 {
+        self.max_time
+    }
+
+    fn note_purchase(&mut self, at: usize, time: i64, amount: i64) {
+        let c = &mut self.columns;
+        if c.count[at] == 0 {
+            c.first[at] = time;
+            c.last[at] = time;
+        } else {
+            c.first[at] = c.first[at].min(time);
+            c.last[at] = c.last[at].max(time);
+        }
+        c.count[at] += 1;
+        c.total[at] = c.total[at].saturating_add(amount);
+        self.max_time = self.max_time.max(time);
     }
 
     /// Records a purchase of the customer in row `number`, in its place;
     /// returns false if there is none.
     pub fn add_purchase(&mut self, number: u32, event: Event) -> bool {
-        let Some(Some(row)) = self.customers.get_mut(number as usize) else {
+        let at = number as usize;
+        if !self.columns.alive.get(at).copied().unwrap_or(false) {
             return false;
-        };
-        row.purchases
+        }
+        self.rows[at]
+            .purchases
             .insert(event.time, event.amount, event.key, event.at);
+        self.note_purchase(at, event.time, event.amount.unwrap_or(0));
         true
     }
 
     /// Records an engagement event of the customer in row `number`, in its
     /// place; returns false if there is none.
     pub fn add_engagement(&mut self, number: u32, kind: EngagementKind, event: Event) -> bool {
-        let Some(Some(row)) = self.customers.get_mut(number as usize) else {
+        let at = number as usize;
+        if !self.columns.alive.get(at).copied().unwrap_or(false) {
             return false;
-        };
-        let engaged = row.engaged_mut();
+        }
+        let engaged = self.rows[at].engaged_mut();
         engaged.firsts.note(kind, event.time);
         engaged
             .series
             .insert(event.time, event.amount, event.key, event.at);
+        self.columns.engaged[at] |= engaged_flag(kind);
+        self.max_time = self.max_time.max(event.time);
         true
     }
 
@@ -449,33 +700,34 @@ impl FeatureIndex {
     where
         S: FnOnce(&mut dyn FnMut(&str, Loaded)) -> Result<()> + Send,
     {
-        let rows = &self.rows;
-        let customers = &mut self.customers;
+        let (table, hasher, ids) = (&self.table, &self.hasher, &self.ids);
+        let rows = &mut self.rows;
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(u32, Loaded)>>(16);
         std::thread::scope(|scope| {
             let reader = scope.spawn(move || {
                 let mut orphans = 0u64;
                 let mut chunk = Vec::with_capacity(LOAD_CHUNK);
-                let scanned = scan(&mut |customer, loaded| match rows.get(customer) {
-                    Some(&number) => {
-                        chunk.push((number, loaded));
-                        if chunk.len() == LOAD_CHUNK {
-                            let full =
-                                std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
-                            // The receiver only stops early on a panic, which the join reports.
-                            let _ = sender.send(full);
+                let scanned = scan(&mut |customer, loaded| {
+                    let hash = hasher.hash_one(customer);
+                    match table.find(hash, |&n| ids[n as usize] == customer) {
+                        Some(&number) => {
+                            chunk.push((number, loaded));
+                            if chunk.len() == LOAD_CHUNK {
+                                let full =
+                                    std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
+                                // The receiver only stops early on a panic, which the join reports.
+                                let _ = sender.send(full);
+                            }
                         }
+                        None => orphans += 1,
                     }
-                    None => orphans += 1,
                 });
                 let _ = sender.send(chunk);
                 scanned.map(|()| orphans)
             });
             for chunk in receiver {
                 for (number, loaded) in chunk {
-                    let Some(Some(row)) = customers.get_mut(number as usize) else {
-                        continue;
-                    };
+                    let row = &mut rows[number as usize];
                     match loaded {
                         Loaded::Purchase(event) => {
                             row.purchases
@@ -499,30 +751,60 @@ impl FeatureIndex {
 
     /// Customers in the index.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.live
     }
 
     /// Whether the index holds no customer.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.live == 0
     }
 
     /// What the index holds and the heap memory it takes, from the
     /// capacities of its arrays and tables.
     pub fn size(&self) -> IndexSize {
         use std::mem::size_of;
+        let c = &self.columns;
+        let columns = c.alive.capacity()
+            + c.party.capacity()
+            + c.relationship.capacity()
+            + c.gender.capacity()
+            + c.consent.capacity() * size_of::<Consent>()
+            + c.objects.capacity()
+            + c.birth.capacity() * 4
+            + c.income.capacity() * 8
+            + (c.country.capacity()
+                + c.region.capacity()
+                + c.city.capacity()
+                + c.language.capacity()
+                + c.count.capacity())
+                * 4
+            + (c.total.capacity() + c.first.capacity() + c.last.capacity()) * 8
+            + c.engaged.capacity();
+        let d = &self.dictionaries;
+        let dictionaries = d.country.heap_bytes()
+            + d.region.heap_bytes()
+            + d.city.heap_bytes()
+            + d.language.heap_bytes();
+        let traits: usize = self
+            .traits
+            .iter()
+            .map(|(key, values)| key.len() + values.capacity() * (4 + size_of::<TraitValue>() + 1))
+            .sum();
         let mut size = IndexSize {
-            customers: self.rows.len(),
-            // The id table: key, value and one control byte per slot.
-            customer_bytes: self.rows.capacity()
-                * (size_of::<CompactString>() + size_of::<u32>() + 1)
-                + self.customers.capacity() * size_of::<Option<Row>>(),
+            customers: self.live,
+            // The id table holds a row number and one control byte per slot.
+            customer_bytes: self.table.capacity() * (size_of::<u32>() + 1)
+                + self.ids.capacity() * size_of::<CompactString>()
+                + self.rows.capacity() * size_of::<Row>()
+                + columns
+                + dictionaries
+                + traits,
             ..IndexSize::default()
         };
-        for row in self.customers.iter().flatten() {
+        for (id, row) in self.ids.iter().zip(&self.rows) {
             size.purchases += row.purchases.len();
             size.purchase_bytes += row.purchases.heap_bytes();
-            size.customer_bytes += row.id.as_str().len()
+            size.customer_bytes += if id.is_heap_allocated() { id.len() } else { 0 }
                 + row.engaged.as_ref().map_or(0, |engaged| {
                     size_of::<Engaged>() + engaged.series.heap_bytes()
                 });
@@ -530,23 +812,71 @@ impl FeatureIndex {
         size
     }
 
-    /// Ends a bulk load: sorts every series and gives back spare capacity,
-    /// on two threads.
+    /// Ends a bulk load: sorts every series, gives back spare capacity and
+    /// fills the all-time purchase columns, on two threads.
     pub fn finish_load(&mut self) {
-        let half = self.customers.len() / 2;
-        let (first, second) = self.customers.split_at_mut(half);
-        let finish = |rows: &mut [Option<Row>]| {
-            for row in rows.iter_mut().flatten() {
-                row.purchases.finish_load();
+        let half = self.rows.len() / 2;
+        let c = &mut self.columns;
+        let (rows_a, rows_b) = self.rows.split_at_mut(half);
+        let (count_a, count_b) = c.count.split_at_mut(half);
+        let (total_a, total_b) = c.total.split_at_mut(half);
+        let (first_a, first_b) = c.first.split_at_mut(half);
+        let (last_a, last_b) = c.last.split_at_mut(half);
+        let (engaged_a, engaged_b) = c.engaged.split_at_mut(half);
+        let finish = |rows: &mut [Row],
+                      count: &mut [u32],
+                      total: &mut [i64],
+                      first: &mut [i64],
+                      last: &mut [i64],
+                      flags: &mut [u8]|
+         -> i64 {
+            let mut latest = i64::MIN;
+            for (at, row) in rows.iter_mut().enumerate() {
+                let purchases = &mut row.purchases;
+                purchases.finish_load();
+                count[at] = purchases.len() as u32;
+                total[at] = purchases
+                    .amounts
+                    .iter()
+                    .fold(0i64, |sum, &amount| sum.saturating_add(amount));
+                first[at] = purchases.times.first().copied().unwrap_or(0);
+                last[at] = purchases.times.last().copied().unwrap_or(0);
+                latest = latest.max(purchases.times.last().copied().unwrap_or(i64::MIN));
                 if let Some(engaged) = &mut row.engaged {
                     engaged.series.finish_load();
+                    let firsts = engaged.firsts;
+                    flags[at] = [
+                        (firsts.visit, engaged::VISIT),
+                        (firsts.feedback, engaged::FEEDBACK),
+                        (firsts.referral, engaged::REFERRAL),
+                    ]
+                    .into_iter()
+                    .filter(|(first, _)| first.is_some())
+                    .fold(0, |flags, (_, flag)| flags | flag);
+                    latest = latest.max(engaged.series.times.last().copied().unwrap_or(i64::MIN));
                 }
             }
+            latest
         };
-        std::thread::scope(|scope| {
-            scope.spawn(|| finish(first));
-            finish(second);
+        let latest = std::thread::scope(|scope| {
+            let other =
+                scope.spawn(|| finish(rows_a, count_a, total_a, first_a, last_a, engaged_a));
+            let mine = finish(rows_b, count_b, total_b, first_b, last_b, engaged_b);
+            let theirs = other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            mine.max(theirs)
         });
+        self.max_time = self.max_time.max(latest);
+    }
+}
+
+/// The [`engaged`] flag of a kind of engagement.
+fn engaged_flag(kind: EngagementKind) -> u8 {
+    match kind {
+        EngagementKind::Visit => engaged::VISIT,
+        EngagementKind::Feedback => engaged::FEEDBACK,
+        EngagementKind::Referral => engaged::REFERRAL,
     }
 }
 

@@ -5,7 +5,10 @@
 mod activity;
 mod customers;
 mod features;
+mod frame;
 pub mod index;
+mod segments;
+mod select;
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -17,6 +20,7 @@ use index::FeatureIndex;
 pub use activity::{EventPage, RecordCounts};
 pub use customers::{CustomerUpdate, ImportCounts, Page};
 pub use features::CustomerFeatures;
+pub use segments::{compile_filter, Breakdown, Group, MemberPage, Preview, MAX_DIMENSIONS};
 
 /// Settings the engine applies to every request.
 #[derive(Debug, Clone)]

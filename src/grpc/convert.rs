@@ -6,7 +6,7 @@ use crate::domain::customer::{
     parse_birth_date, parse_country_code, parse_language, parse_postal_code, parse_short_text,
     parse_trait_key,
 };
-use crate::domain::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand};
+use crate::domain::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand, RfmSegment};
 use crate::domain::{
     Consent, ConsentStatus, CurrencyCode, Customer, Date, Gender, Location, Money, Party, Profile,
     ProfileField, Relationship, Timestamp, TraitValue, Violations,
@@ -336,6 +336,26 @@ pub fn features_to_proto(
             frequent_gap_multiplier: thresholds.frequent_gap_multiplier,
             income_band_limits: thresholds.income_band_limits.to_vec(),
         }),
+        rfm: features.rfm.map(|(r, f, m)| pb::RfmScores {
+            r: r.into(),
+            f: f.into(),
+            m: m.into(),
+        }),
+        rfm_segment: features
+            .rfm_segment
+            .map_or(pb::RfmSegment::Unspecified, |segment| match segment {
+                RfmSegment::Champions => pb::RfmSegment::Champions,
+                RfmSegment::Loyal => pb::RfmSegment::Loyal,
+                RfmSegment::PotentialLoyalist => pb::RfmSegment::PotentialLoyalist,
+                RfmSegment::NewCustomers => pb::RfmSegment::NewCustomers,
+                RfmSegment::Promising => pb::RfmSegment::Promising,
+                RfmSegment::NeedAttention => pb::RfmSegment::NeedAttention,
+                RfmSegment::AboutToSleep => pb::RfmSegment::AboutToSleep,
+                RfmSegment::CantLoseThem => pb::RfmSegment::CantLoseThem,
+                RfmSegment::AtRisk => pb::RfmSegment::AtRisk,
+                RfmSegment::Hibernating => pb::RfmSegment::Hibernating,
+                RfmSegment::Lost => pb::RfmSegment::Lost,
+            }) as i32,
     }
 }
 

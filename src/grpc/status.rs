@@ -5,8 +5,14 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::Error;
 
-/// The resource type reported in ResourceInfo details.
-const CUSTOMER_TYPE: &str = "segmentd.v1.Customer";
+/// The resource type of a resource name, for ResourceInfo details.
+fn resource_type(name: &str) -> &'static str {
+    if name.starts_with("segments/") {
+        "segmentd.v1.Segment"
+    } else {
+        "segmentd.v1.Customer"
+    }
+}
 
 /// Maps a domain error to a status with rich error details. Internal errors
 /// are logged here and reach the client only as a generic INTERNAL.
@@ -23,12 +29,12 @@ pub fn to_status(error: Error) -> Status {
         Error::NotFound(name) => Status::with_error_details(
             Code::NotFound,
             message,
-            ErrorDetails::with_resource_info(CUSTOMER_TYPE, name, "", "no such resource"),
+            ErrorDetails::with_resource_info(resource_type(&name), name, "", "no such resource"),
         ),
         Error::AlreadyExists(name) => Status::with_error_details(
             Code::AlreadyExists,
             message,
-            ErrorDetails::with_resource_info(CUSTOMER_TYPE, name, "", "the id is taken"),
+            ErrorDetails::with_resource_info(resource_type(&name), name, "", "the id is taken"),
         ),
         Error::FailedPrecondition(description) => Status::with_error_details(
             Code::FailedPrecondition,

@@ -22,6 +22,8 @@ use crate::grpc::activity::ActivityApi;
 use crate::grpc::customers::CustomerApi;
 use crate::grpc::pb::activity_service_server::ActivityServiceServer;
 use crate::grpc::pb::customer_service_server::CustomerServiceServer;
+use crate::grpc::pb::segmentation_service_server::SegmentationServiceServer;
+use crate::grpc::segmentation::SegmentationApi;
 use crate::grpc::trace::RpcTraceLayer;
 use crate::grpc::{pb, ApiLimits, EngineSlot};
 use crate::store::StoreOptions;
@@ -51,9 +53,11 @@ pub struct ServerConfig {
 }
 
 /// The services that health reports on: "" for the whole server, and each API service.
-const HEALTH_SERVICES: [&str; 2] = [
+const HEALTH_SERVICES: [&str; 4] = [
     "",
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
+    <ActivityServiceServer<ActivityApi> as NamedService>::NAME,
+    <SegmentationServiceServer<SegmentationApi> as NamedService>::NAME,
 ];
 
 async fn report(health: &HealthReporter, status: ServingStatus) {
@@ -137,6 +141,13 @@ pub async fn run(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
 
+    let segmentation =
+        SegmentationServiceServer::new(SegmentationApi::new(slot.clone(), config.limits))
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+
     let opener = tokio::spawn(open_engine(
         slot.clone(),
         config.store.clone(),
@@ -167,6 +178,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(customers)
         .add_service(activity)
+        .add_service(segmentation)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stopped.await;
         });

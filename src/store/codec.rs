@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use serde::Deserialize;
 
+use crate::domain::segment::Segment;
+
 use crate::domain::{
     ActivityRecord, Customer, EngagementKind, Error, ProductDurability, Result, Timestamp,
 };
@@ -45,6 +47,19 @@ pub fn encode_customer(customer: &Customer) -> Result<Vec<u8>> {
 /// Decodes a value of the `customers` tree.
 pub fn decode_customer(bytes: &[u8]) -> Result<Customer> {
     decode(CUSTOMER_V1, "customer record", bytes)
+}
+
+/// Version byte of segments encoded from `domain::segment::Segment` as it is now.
+const SEGMENT_V1: u8 = 1;
+
+/// Encodes a segment for the `segments` tree.
+pub fn encode_segment(segment: &Segment) -> Result<Vec<u8>> {
+    encode(SEGMENT_V1, segment)
+}
+
+/// Decodes a value of the `segments` tree.
+pub fn decode_segment(bytes: &[u8]) -> Result<Segment> {
+    decode(SEGMENT_V1, "segment", bytes)
 }
 
 /// Encodes a batch of events for the `activity` tree.

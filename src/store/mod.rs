@@ -7,6 +7,7 @@
 //! | `meta`      | `format`                     | the store format version, one byte     |
 //! | `customers` | the customer id, as UTF-8    | version byte + postcard `Customer`     |
 //! | `activity`  | batch sequence, u64 big-endian | version byte + postcard `ActivityRecord` |
+//! | `segments`  | the segment id, as UTF-8     | version byte + postcard `Segment`      |
 //!
 //! Customer ids sort byte-wise, which is the order `ListCustomers` pages in.
 //!
@@ -38,6 +39,7 @@ use std::sync::Mutex;
 
 use sled::Transactional as _;
 
+use crate::domain::segment::{Segment, SegmentId};
 use crate::domain::{ActivityRecord, Customer, CustomerId, Error, Result};
 use commit::GroupCommit;
 
@@ -76,6 +78,8 @@ pub struct Store {
     customers: sled::Tree,
     /// Activity batches by sequence number.
     activity: sled::Tree,
+    /// Saved segments by id.
+    segments: sled::Tree,
     /// The sequence number of the next activity batch.
     next_batch: AtomicU64,
     /// Serialises writers; see the module docs.
@@ -128,6 +132,7 @@ impl Store {
         }
         let customers = db.open_tree("customers").map_err(storage_error)?;
         let activity = db.open_tree("activity").map_err(storage_error)?;
+        let segments = db.open_tree("segments").map_err(storage_error)?;
         let next_batch = match activity.last().map_err(storage_error)? {
             Some((key, _)) => batch_seq(&key)? + 1,
             None => 0,
@@ -137,6 +142,7 @@ impl Store {
             db,
             customers,
             activity,
+            segments,
             next_batch: AtomicU64::new(next_batch),
             write_lock: Mutex::new(()),
             commit,
@@ -293,6 +299,48 @@ impl Store {
             .map_err(|error: sled::transaction::TransactionError| {
                 Error::internal(format!("storage: {error}"))
             })
+    }
+
+    /// Reads one segment.
+    pub fn get_segment(&self, id: &SegmentId) -> Result<Option<Segment>> {
+        self.segments
+            .get(id.as_str())
+            .map_err(storage_error)?
+            .map(|bytes| codec::decode_segment(&bytes))
+            .transpose()
+    }
+
+    /// Reads up to `limit` segments with ids after `after`, in id order.
+    pub fn list_segments(&self, after: Option<&SegmentId>, limit: usize) -> Result<Vec<Segment>> {
+        let start = match after {
+            Some(id) => Bound::Excluded(id.as_str().as_bytes()),
+            None => Bound::Unbounded,
+        };
+        self.segments
+            .range::<&[u8], _>((start, Bound::Unbounded))
+            .take(limit)
+            .map(|entry| {
+                let (_key, value) = entry.map_err(storage_error)?;
+                codec::decode_segment(&value)
+            })
+            .collect()
+    }
+
+    /// Stores a segment, replacing one with its id; blocking. The caller
+    /// serialises read-check-writes of segments.
+    pub fn put_segment(&self, segment: &Segment) -> Result<()> {
+        self.segments
+            .insert(segment.id.as_str(), codec::encode_segment(segment)?)
+            .map(drop)
+            .map_err(storage_error)
+    }
+
+    /// Removes a segment; returns whether it existed.
+    pub fn delete_segment(&self, id: &SegmentId) -> Result<bool> {
+        self.segments
+            .remove(id.as_str())
+            .map(|old| old.is_some())
+            .map_err(storage_error)
     }
 
     /// Resolves once every write applied so far is durable, as the

@@ -503,6 +503,7 @@ async fn list_pages_through_every_customer_once_in_id_order() {
             .list_customers(pb::ListCustomersRequest {
                 page_size: 10,
                 page_token,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -523,6 +524,7 @@ async fn list_pages_through_every_customer_once_in_id_order() {
         .list_customers(pb::ListCustomersRequest {
             page_size: 5,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -536,6 +538,7 @@ async fn list_pages_through_every_customer_once_in_id_order() {
         .list_customers(pb::ListCustomersRequest {
             page_size: 5,
             page_token: first.next_page_token,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -561,6 +564,7 @@ async fn list_limits_and_bad_tokens() {
         .list_customers(pb::ListCustomersRequest {
             page_size: 1001,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -571,6 +575,7 @@ async fn list_limits_and_bad_tokens() {
         .list_customers(pb::ListCustomersRequest {
             page_size: -1,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -580,6 +585,7 @@ async fn list_limits_and_bad_tokens() {
         .list_customers(pb::ListCustomersRequest {
             page_size: 10,
             page_token: "garbage!".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -27,6 +27,7 @@ async fn count_all(server: &TestServer) -> usize {
             .list_customers(pb::ListCustomersRequest {
                 page_size: 1000,
                 page_token,
+                ..Default::default()
             })
             .await
             .unwrap()

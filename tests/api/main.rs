@@ -7,4 +7,5 @@ mod customers;
 mod health;
 mod import;
 mod importer;
+mod segments;
 mod support;

@@ -10,7 +10,7 @@
 
 mod compile;
 
-pub use compile::{compile, variables, CompileError, VariableDoc};
+pub use compile::{compile, operators, parse_variable, variables, CompileError, VariableDoc};
 
 use super::customer::{ConsentStatus, Gender, Party, Relationship};
 use super::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand, RfmSegment};
@@ -172,4 +172,62 @@ pub enum Predicate {
     Or(Vec<Predicate>),
     /// The operand does not hold.
     Not(Box<Predicate>),
+}
+
+/// Whether a variable can group a breakdown: the enums, the location and
+/// language strings, and traits. Numbers and bools cannot.
+pub fn is_dimension(variable: &Variable) -> bool {
+    use Variable as V;
+    match variable {
+        V::Relationship
+        | V::Party
+        | V::AgeBand
+        | V::Gender
+        | V::Country
+        | V::Region
+        | V::City
+        | V::Language
+        | V::IncomeBand
+        | V::Trait(_)
+        | V::Consent(_)
+        | V::Frequency
+        | V::Stage
+        | V::RfmSegment => true,
+        V::Age
+        | V::Income
+        | V::ObjectsToProfiling
+        | V::PurchaseCount
+        | V::Purchases90d
+        | V::Purchases365d
+        | V::TotalSpend
+        | V::AvgOrderValue
+        | V::RecencyDays
+        | V::MeanGapDays
+        | V::RfmR
+        | V::RfmF
+        | V::RfmM => false,
+    }
+}
+
+/// The names of the variables that can group a breakdown.
+pub fn dimension_names() -> &'static [&'static str] {
+    &[
+        "customer.relationship",
+        "customer.party",
+        "customer.age_band",
+        "customer.gender",
+        "customer.country",
+        "customer.region",
+        "customer.city",
+        "customer.language",
+        "customer.income_band",
+        "customer.consent.email",
+        "customer.consent.sms",
+        "customer.consent.push",
+        "customer.consent.ads",
+        "customer.traits.KEY",
+        "features.frequency",
+        "features.stage",
+        "features.rfm_segment",
+    ]
 }

@@ -1,0 +1,343 @@
+//! Features of every customer as of one evaluation time, one array per
+//! feature, computed on first use and only for the features a question
+//! needs.
+//!
+//! When the evaluation time is at or after every stored event (the usual
+//! case: "now"), the purchase count, spend, first and last purchase are
+//! the index's all-time columns, read in place. Otherwise they are computed
+//! from each customer's series.
+
+use std::cell::OnceCell;
+
+use super::index::{age_at, engaged, ymd, FeatureIndex};
+use crate::domain::features::{
+    age_band, engagement_stage, frequency_of, income_band, rfm_segment, EngagementStage,
+    FirstEngagements, FrequencyClass, PurchaseStats, Thresholds, NANOS_PER_DAY,
+};
+use crate::domain::Timestamp;
+
+/// R, F and M scores (1–5) of each row; 0 for rows without purchases.
+#[derive(Debug, Default)]
+pub struct RfmScores {
+    /// Recency scores.
+    pub r: Vec<u8>,
+    /// Frequency scores.
+    pub f: Vec<u8>,
+    /// Monetary scores.
+    pub m: Vec<u8>,
+}
+
+/// One evaluation time over one index.
+pub struct Frame<'a> {
+    /// The index.
+    pub index: &'a FeatureIndex,
+    /// T, nanoseconds since the epoch.
+    pub at: i64,
+    /// T's date as `yyyymmdd`.
+    pub on: u32,
+    /// The thresholds in force.
+    pub thresholds: Thresholds,
+    /// Whether T is at or after every event, so all-time figures hold.
+    current: bool,
+    /// Purchase figures as of T, when they are not the all-time ones.
+    past: OnceCell<PastPurchases>,
+    in_90_days: OnceCell<Vec<u32>>,
+    in_365_days: OnceCell<Vec<u32>>,
+    frequency: OnceCell<Vec<FrequencyClass>>,
+    stage: OnceCell<Vec<EngagementStage>>,
+    rfm: OnceCell<RfmScores>,
+}
+
+/// Purchase count, spend, first and last purchase as of a past T.
+#[derive(Debug, Default)]
+struct PastPurchases {
+    count: Vec<u32>,
+    total: Vec<i64>,
+    first: Vec<i64>,
+    last: Vec<i64>,
+}
+
+impl<'a> Frame<'a> {
+    /// A frame at `at`.
+    pub fn new(index: &'a FeatureIndex, at: Timestamp, thresholds: Thresholds) -> Self {
+        Frame {
+            index,
+            at: at.as_nanos(),
+            on: ymd(at.date()),
+            thresholds,
+            current: at.as_nanos() >= index.max_time(),
+            past: OnceCell::new(),
+            in_90_days: OnceCell::new(),
+            in_365_days: OnceCell::new(),
+            frequency: OnceCell::new(),
+            stage: OnceCell::new(),
+            rfm: OnceCell::new(),
+        }
+    }
+
+    /// Rows in the index.
+    pub fn rows(&self) -> usize {
+        self.index.row_count()
+    }
+
+    fn past(&self) -> &PastPurchases {
+        self.past.get_or_init(|| {
+            let rows = self.rows();
+            let mut past = PastPurchases {
+                count: vec![0; rows],
+                total: vec![0; rows],
+                first: vec![0; rows],
+                last: vec![0; rows],
+            };
+            for number in 0..rows {
+                let Some(row) = self.index.row_at(number as u32) else {
+                    continue;
+                };
+                let series = &row.purchases;
+                let counted = series.times.partition_point(|&time| time <= self.at);
+                if counted == 0 {
+                    continue;
+                }
+                past.count[number] = counted as u32;
+                past.total[number] = series.amounts[..counted]
+                    .iter()
+                    .fold(0i64, |sum, &amount| sum.saturating_add(amount));
+                past.first[number] = series.times[0];
+                past.last[number] = series.times[counted - 1];
+            }
+            past
+        })
+    }
+
+    /// Purchases at or before T, by row.
+    pub fn count(&self) -> &[u32] {
+        if self.current {
+            &self.index.columns().count
+        } else {
+            &self.past().count
+        }
+    }
+
+    /// Total spend at T in minor units, by row.
+    pub fn total(&self) -> &[i64] {
+        if self.current {
+            &self.index.columns().total
+        } else {
+            &self.past().total
+        }
+    }
+
+    /// The first purchase, by row; meaningful where the count is not 0.
+    pub fn first(&self) -> &[i64] {
+        if self.current {
+            &self.index.columns().first
+        } else {
+            &self.past().first
+        }
+    }
+
+    /// The last purchase at or before T, by row; meaningful where the
+    /// count is not 0.
+    pub fn last(&self) -> &[i64] {
+        if self.current {
+            &self.index.columns().last
+        } else {
+            &self.past().last
+        }
+    }
+
+    /// Purchases in (T − days, T] of one row.
+    fn in_window(&self, number: usize, days: i64) -> u32 {
+        let Some(row) = self.index.row_at(number as u32) else {
+            return 0;
+        };
+        let times = &row.purchases.times;
+        let end = times.partition_point(|&time| time <= self.at);
+        let start = self.at.saturating_sub(days * NANOS_PER_DAY);
+        (end - times[..end].partition_point(|&time| time <= start)) as u32
+    }
+
+    /// Purchases in (T − 90 days, T], by row.
+    pub fn in_90_days(&self) -> &[u32] {
+        self.in_90_days.get_or_init(|| self.window_column(90))
+    }
+
+    /// Purchases in (T − 365 days, T], by row.
+    pub fn in_365_days(&self) -> &[u32] {
+        self.in_365_days.get_or_init(|| self.window_column(365))
+    }
+
+    fn window_column(&self, days: i64) -> Vec<u32> {
+        let count = self.count();
+        let last = self.last();
+        let start = self.at.saturating_sub(days * NANOS_PER_DAY);
+        (0..self.rows())
+            .map(|number| {
+                // Without a purchase in the window, the series is not read.
+                if count[number] == 0 || last[number] <= start {
+                    0
+                } else {
+                    self.in_window(number, days)
+                }
+            })
+            .collect()
+    }
+
+    /// Whole days since the last purchase, by row; meaningful where the
+    /// count is not 0.
+    pub fn recency_days(&self, number: usize) -> i64 {
+        (self.at - self.last()[number]).div_euclid(NANOS_PER_DAY)
+    }
+
+    /// The frequency class, by row.
+    pub fn frequency(&self) -> &[FrequencyClass] {
+        self.frequency.get_or_init(|| {
+            let (count, first, last) = (self.count(), self.first(), self.last());
+            (0..self.rows())
+                .map(|number| {
+                    frequency_of(
+                        u64::from(count[number]),
+                        first[number],
+                        last[number],
+                        self.at,
+                        || u64::from(self.in_window(number, 365)),
+                        &self.thresholds,
+                    )
+                })
+                .collect()
+        })
+    }
+
+    /// The engagement stage, by row.
+    pub fn stage(&self) -> &[EngagementStage] {
+        self.stage.get_or_init(|| {
+            let count = self.count();
+            let flags = &self.index.columns().engaged;
+            (0..self.rows())
+                .map(|number| {
+                    let firsts = if self.current {
+                        // Every event counts: the flags say which kinds there are.
+                        let when = |flag: u8| (flags[number] & flag != 0).then_some(0);
+                        FirstEngagements {
+                            visit: when(engaged::VISIT),
+                            feedback: when(engaged::FEEDBACK),
+                            referral: when(engaged::REFERRAL),
+                        }
+                    } else if flags[number] == 0 {
+                        FirstEngagements::default()
+                    } else {
+                        self.index
+                            .row_at(number as u32)
+                            .map(|row| row.firsts())
+                            .unwrap_or_default()
+                    };
+                    let purchases = PurchaseStats {
+                        count: u64::from(count[number]),
+                        first: None,
+                        second: None,
+                        last: None,
+                        total_minor: 0,
+                        in_90_days: 0,
+                        in_365_days: 0,
+                    };
+                    engagement_stage(&purchases, &firsts, Timestamp::from_nanos(self.at)).0
+                })
+                .collect()
+        })
+    }
+
+    /// Whole years at T, by row.
+    pub fn age(&self, number: usize) -> Option<i32> {
+        age_at(self.index.columns().birth[number], self.on)
+    }
+
+    /// The age band of a row.
+    pub fn age_band(&self, number: usize) -> crate::domain::features::AgeBand {
+        age_band(self.age(number))
+    }
+
+    /// The income band of a row.
+    pub fn income_band(&self, number: usize) -> crate::domain::features::IncomeBand {
+        let income = self.index.columns().income[number];
+        income_band((income != i64::MIN).then_some(income), &self.thresholds)
+    }
+
+    /// The R, F and M scores, by row: among the customers with a purchase
+    /// at or before T, 1 + floor(5 × S / P), where S counts those strictly
+    /// worse.
+    pub fn rfm(&self) -> &RfmScores {
+        self.rfm.get_or_init(|| {
+            let count = self.count();
+            let total = self.total();
+            let alive = &self.index.columns().alive;
+            let buyers: Vec<usize> = (0..self.rows())
+                .filter(|&number| alive[number] && count[number] > 0)
+                .collect();
+            let p = buyers.len() as u64;
+            let mut scores = RfmScores {
+                r: vec![0; self.rows()],
+                f: vec![0; self.rows()],
+                m: vec![0; self.rows()],
+            };
+            if p == 0 {
+                return scores;
+            }
+            let score = |worse: usize| (1 + 5 * worse as u64 / p) as u8;
+            // R: worse is a larger recency.
+            let mut recency: Vec<i64> = buyers.iter().map(|&n| self.recency_days(n)).collect();
+            recency.sort_unstable();
+            for &number in &buyers {
+                let mine = self.recency_days(number);
+                let worse = recency.len() - recency.partition_point(|&other| other <= mine);
+                scores.r[number] = score(worse);
+            }
+            // F: worse is fewer purchases.
+            let mut counts: Vec<u32> = buyers.iter().map(|&n| count[n]).collect();
+            counts.sort_unstable();
+            for &number in &buyers {
+                scores.f[number] = score(counts.partition_point(|&other| other < count[number]));
+            }
+            // M: worse is a lower total spend.
+            let mut totals: Vec<i64> = buyers.iter().map(|&n| total[n]).collect();
+            totals.sort_unstable();
+            for &number in &buyers {
+                scores.m[number] = score(totals.partition_point(|&other| other < total[number]));
+            }
+            scores
+        })
+    }
+
+    /// The R, F and M scores of one row, without scoring everyone: three
+    /// passes that count the purchasers worse than it. `None` without a
+    /// purchase at T.
+    pub fn rfm_of(&self, number: usize) -> Option<(u8, u8, u8)> {
+        let (count, total, last) = (self.count(), self.total(), self.last());
+        let alive = &self.index.columns().alive;
+        if !alive[number] || count[number] == 0 {
+            return None;
+        }
+        let (mine_last, mine_count, mine_total) = (last[number], count[number], total[number]);
+        let mine_recency = self.recency_days(number);
+        let (mut buyers, mut r, mut f, mut m) = (0u64, 0u64, 0u64, 0u64);
+        for other in 0..self.rows() {
+            if !alive[other] || count[other] == 0 {
+                continue;
+            }
+            buyers += 1;
+            // Recency is compared in whole days, as it is defined.
+            if last[other] != mine_last && self.recency_days(other) > mine_recency {
+                r += 1;
+            }
+            f += u64::from(count[other] < mine_count);
+            m += u64::from(total[other] < mine_total);
+        }
+        let score = |worse: u64| (1 + 5 * worse / buyers) as u8;
+        Some((score(r), score(f), score(m)))
+    }
+
+    /// The RFM segment of a row with purchases.
+    pub fn rfm_segment(&self, number: usize) -> Option<crate::domain::features::RfmSegment> {
+        let scores = self.rfm();
+        (scores.r[number] > 0).then(|| rfm_segment(scores.r[number], scores.f[number]))
+    }
+}

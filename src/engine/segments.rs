@@ -1,0 +1,408 @@
+//! Segmentation: breakdowns, previews, saved segments, member lists and
+//! exports, all answered from the feature index as of an evaluation time.
+
+use std::collections::HashMap;
+
+use super::frame::Frame;
+use super::select::{codes, consented, select, split_objectors, Bits};
+use super::{Engine, Shared};
+use crate::domain::rules::{compile, Channel, Predicate, Variable};
+use crate::domain::segment::{Segment, SegmentId};
+use crate::domain::{Error, Result, Timestamp};
+
+/// The most dimensions one breakdown may group by.
+pub const MAX_DIMENSIONS: usize = 4;
+
+/// The customers who share one value of each dimension.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// One value per dimension; empty where absent.
+    pub values: Vec<String>,
+    /// Customers.
+    pub count: u64,
+    /// Their total spend, in minor units.
+    pub spend_minor: i128,
+    /// Their purchases.
+    pub purchases: u64,
+}
+
+/// A breakdown.
+#[derive(Debug, Clone)]
+pub struct Breakdown {
+    /// The groups, largest first, then by values.
+    pub groups: Vec<Group>,
+    /// Customers selected, objectors left out.
+    pub total: u64,
+    /// Customers selected who object to profiling.
+    pub excluded: u64,
+    /// The evaluation time.
+    pub at: Timestamp,
+}
+
+/// A preview of a filter.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// Members, objectors left out.
+    pub members: u64,
+    /// Selected customers who object to profiling.
+    pub excluded: u64,
+    /// The first members in id order.
+    pub sample: Vec<String>,
+    /// With a saved segment: members under the filter who are not now.
+    pub entering: u64,
+    /// With a saved segment: members now who would not be under the filter.
+    pub leaving: u64,
+    /// The evaluation time.
+    pub at: Timestamp,
+}
+
+/// One page of members.
+#[derive(Debug, Clone)]
+pub struct MemberPage {
+    /// Customer ids in id order.
+    pub ids: Vec<String>,
+    /// Whether more follow.
+    pub more: bool,
+    /// Members in all.
+    pub total: u64,
+}
+
+/// Compiles a filter; an empty one selects everyone. The error says where
+/// and what is wrong.
+pub fn compile_filter(source: &str) -> std::result::Result<Predicate, String> {
+    if source.trim().is_empty() {
+        return Ok(Predicate::Const(true));
+    }
+    compile(source).map_err(|error| format!("at character {}: {}", error.position, error.message))
+}
+
+fn stored_rule(segment: &Segment) -> Result<Predicate> {
+    compile(&segment.filter).map_err(|error| {
+        Error::internal(format!(
+            "stored filter of {} no longer compiles: {}",
+            segment.id.name(),
+            error.message
+        ))
+    })
+}
+
+/// The ids of the rows set in `bits` that come after `after`, the
+/// `limit` smallest, in order; and how many such rows there are.
+fn smallest_ids(
+    frame: &Frame<'_>,
+    bits: &Bits,
+    after: Option<&str>,
+    limit: usize,
+) -> (Vec<String>, usize) {
+    let mut ids: Vec<&str> = bits
+        .rows()
+        .map(|row| frame.index.id_at(row as u32))
+        .filter(|id| after.is_none_or(|after| *id > after))
+        .collect();
+    let found = ids.len();
+    if ids.len() > limit {
+        ids.select_nth_unstable(limit);
+        ids.truncate(limit);
+    }
+    ids.sort_unstable();
+    (ids.into_iter().map(str::to_owned).collect(), found)
+}
+
+fn breakdown(
+    shared: &Shared,
+    dimensions: &[Variable],
+    rule: &Predicate,
+    at: Timestamp,
+) -> Breakdown {
+    let index = shared.index();
+    let frame = Frame::new(&index, at, shared.settings.thresholds);
+    let selected = select(&frame, rule);
+    let (members, objectors) = split_objectors(&frame, &selected);
+    let coded: Vec<_> = dimensions
+        .iter()
+        .map(|dimension| {
+            codes(&frame, dimension).unwrap_or_else(|| super::select::Coded {
+                codes: vec![0; frame.rows()],
+                names: vec![String::new()],
+            })
+        })
+        .collect();
+    let (count, total) = (frame.count(), frame.total());
+    // Each combination of codes is one number: dense counters when the
+    // combinations are few, a map when they are many.
+    let strides: Vec<u64> = coded
+        .iter()
+        .scan(1u64, |stride, dimension| {
+            let mine = *stride;
+            *stride = stride.saturating_mul(dimension.names.len() as u64);
+            Some(mine)
+        })
+        .collect();
+    let combinations = coded.iter().fold(1u64, |product, dimension| {
+        product.saturating_mul(dimension.names.len() as u64)
+    });
+    let key_of = |row: usize| -> u64 {
+        coded
+            .iter()
+            .zip(&strides)
+            .map(|(dimension, stride)| u64::from(dimension.codes[row]) * stride)
+            .sum()
+    };
+    #[derive(Default, Clone, Copy)]
+    struct Sums {
+        count: u64,
+        spend: i128,
+        purchases: u64,
+    }
+    let mut sums: HashMap<u64, Sums> = HashMap::new();
+    if combinations <= 1 << 20 {
+        let mut dense = vec![Sums::default(); combinations as usize];
+        for row in members.rows() {
+            let slot = &mut dense[key_of(row) as usize];
+            slot.count += 1;
+            slot.spend += i128::from(total[row]);
+            slot.purchases += u64::from(count[row]);
+        }
+        sums.extend(
+            dense
+                .into_iter()
+                .enumerate()
+                .filter(|(_, sums)| sums.count > 0)
+                .map(|(key, sums)| (key as u64, sums)),
+        );
+    } else {
+        for row in members.rows() {
+            let slot = sums.entry(key_of(row)).or_default();
+            slot.count += 1;
+            slot.spend += i128::from(total[row]);
+            slot.purchases += u64::from(count[row]);
+        }
+    }
+    let mut groups: Vec<Group> = sums
+        .into_iter()
+        .map(|(key, sums)| Group {
+            values: coded
+                .iter()
+                .zip(&strides)
+                .map(|(dimension, stride)| {
+                    let code = (key / stride) % dimension.names.len() as u64;
+                    dimension.names[code as usize].clone()
+                })
+                .collect(),
+            count: sums.count,
+            spend_minor: sums.spend,
+            purchases: sums.purchases,
+        })
+        .collect();
+    groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.values.cmp(&b.values)));
+    Breakdown {
+        groups,
+        total: members.count() as u64,
+        excluded: objectors.count() as u64,
+        at,
+    }
+}
+
+fn read_segment(shared: &Shared, id: &SegmentId) -> Result<Segment> {
+    shared
+        .store
+        .get_segment(id)?
+        .ok_or_else(|| Error::NotFound(id.name()))
+}
+
+impl Engine {
+    /// Groups the customers `rule` selects by `dimensions`, as of `at`.
+    pub async fn breakdown(
+        &self,
+        dimensions: Vec<Variable>,
+        rule: Predicate,
+        at: Timestamp,
+    ) -> Result<Breakdown> {
+        self.blocking(move |shared| Ok(breakdown(shared, &dimensions, &rule, at)))
+            .await
+    }
+
+    /// Counts and samples what `rule` selects; with `compare`, how many
+    /// would enter and leave that segment.
+    pub async fn preview(
+        &self,
+        rule: Predicate,
+        at: Timestamp,
+        sample: usize,
+        compare: Option<SegmentId>,
+    ) -> Result<Preview> {
+        self.blocking(move |shared| {
+            let current = compare
+                .map(|id| read_segment(shared, &id).and_then(|segment| stored_rule(&segment)))
+                .transpose()?;
+            let index = shared.index();
+            let frame = Frame::new(&index, at, shared.settings.thresholds);
+            let (members, objectors) = split_objectors(&frame, &select(&frame, &rule));
+            let (mut entering, mut leaving) = (0, 0);
+            if let Some(current) = current {
+                let (now, _) = split_objectors(&frame, &select(&frame, &current));
+                let mut entered = members.clone();
+                entered.and_not(&now);
+                let mut left = now;
+                left.and_not(&members);
+                (entering, leaving) = (entered.count() as u64, left.count() as u64);
+            }
+            let (sample, _) = smallest_ids(&frame, &members, None, sample);
+            Ok(Preview {
+                members: members.count() as u64,
+                excluded: objectors.count() as u64,
+                sample,
+                entering,
+                leaving,
+                at,
+            })
+        })
+        .await
+    }
+
+    /// One page of a segment's members in id order, after `after`.
+    pub async fn segment_members(
+        &self,
+        id: SegmentId,
+        at: Timestamp,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<MemberPage> {
+        self.blocking(move |shared| {
+            let rule = stored_rule(&read_segment(shared, &id)?)?;
+            let index = shared.index();
+            let frame = Frame::new(&index, at, shared.settings.thresholds);
+            let (members, _) = split_objectors(&frame, &select(&frame, &rule));
+            let (ids, following) = smallest_ids(&frame, &members, after.as_deref(), limit);
+            Ok(MemberPage {
+                more: following > ids.len(),
+                ids,
+                total: members.count() as u64,
+            })
+        })
+        .await
+    }
+
+    /// Every member of a segment in id order, with consent on `channel`
+    /// when one is given; and the segment they were selected by.
+    pub async fn export_members(
+        &self,
+        id: SegmentId,
+        channel: Option<Channel>,
+        at: Timestamp,
+    ) -> Result<(Segment, Vec<String>)> {
+        self.blocking(move |shared| {
+            let segment = read_segment(shared, &id)?;
+            let rule = stored_rule(&segment)?;
+            let index = shared.index();
+            let frame = Frame::new(&index, at, shared.settings.thresholds);
+            let (mut members, _) = split_objectors(&frame, &select(&frame, &rule));
+            if let Some(channel) = channel {
+                members.and(&consented(&frame, channel));
+            }
+            let (ids, _) = smallest_ids(&frame, &members, None, usize::MAX);
+            Ok((segment, ids))
+        })
+        .await
+    }
+
+    /// The ids of the customers `rule` selects after `after`, the `limit`
+    /// first in id order, and whether more follow. Objectors are included:
+    /// listing customers is not marketing.
+    pub async fn filter_customers(
+        &self,
+        rule: Predicate,
+        at: Timestamp,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool)> {
+        self.blocking(move |shared| {
+            let index = shared.index();
+            let frame = Frame::new(&index, at, shared.settings.thresholds);
+            let selected = select(&frame, &rule);
+            let (ids, following) = smallest_ids(&frame, &selected, after.as_deref(), limit);
+            Ok((ids.clone(), following > ids.len()))
+        })
+        .await
+    }
+
+    /// Saves a new segment; its filter must compile.
+    pub async fn create_segment(&self, mut segment: Segment) -> Result<Segment> {
+        compile_filter(&segment.filter)
+            .map_err(|description| Error::invalid("segment.filter", description))?;
+        let saved = self
+            .blocking(move |shared| {
+                let _writer = shared.writer();
+                if shared.store.get_segment(&segment.id)?.is_some() {
+                    return Err(Error::AlreadyExists(segment.id.name()));
+                }
+                let now = Timestamp::now();
+                segment.revision = 1;
+                segment.create_time = now;
+                segment.update_time = now;
+                shared.store.put_segment(&segment)?;
+                Ok(segment)
+            })
+            .await?;
+        self.durable().await?;
+        Ok(saved)
+    }
+
+    /// One segment.
+    pub async fn get_segment(&self, id: SegmentId) -> Result<Segment> {
+        self.blocking(move |shared| read_segment(shared, &id)).await
+    }
+
+    /// Up to `limit` segments after `after`, and whether more follow.
+    pub async fn list_segments(
+        &self,
+        after: Option<SegmentId>,
+        limit: usize,
+    ) -> Result<(Vec<Segment>, bool)> {
+        self.blocking(move |shared| {
+            let mut segments = shared.store.list_segments(after.as_ref(), limit + 1)?;
+            let more = segments.len() > limit;
+            segments.truncate(limit);
+            Ok((segments, more))
+        })
+        .await
+    }
+
+    /// Changes a segment with `change`, which gets the stored one; the
+    /// revision goes up by one.
+    pub async fn update_segment(
+        &self,
+        id: SegmentId,
+        change: impl FnOnce(&mut Segment) + Send + 'static,
+    ) -> Result<Segment> {
+        let saved = self
+            .blocking(move |shared| {
+                let _writer = shared.writer();
+                let mut segment = read_segment(shared, &id)?;
+                change(&mut segment);
+                compile_filter(&segment.filter)
+                    .map_err(|description| Error::invalid("segment.filter", description))?;
+                segment.revision += 1;
+                segment.update_time = Timestamp::now().after(segment.update_time);
+                shared.store.put_segment(&segment)?;
+                Ok(segment)
+            })
+            .await?;
+        self.durable().await?;
+        Ok(saved)
+    }
+
+    /// Deletes a segment.
+    pub async fn delete_segment(&self, id: SegmentId) -> Result<()> {
+        self.blocking(move |shared| {
+            let _writer = shared.writer();
+            if shared.store.delete_segment(&id)? {
+                Ok(())
+            } else {
+                Err(Error::NotFound(id.name()))
+            }
+        })
+        .await?;
+        self.durable().await
+    }
+}

@@ -1,0 +1,475 @@
+//! Evaluates compiled rules over a [`Frame`], a column at a time: each
+//! condition is one pass over one array that yields a bit per customer,
+//! and `&&`, `||` and `!` combine those bit sets a word at a time. A
+//! condition on a string or enum is decided once per distinct value (per
+//! dictionary entry), then looked up per customer.
+
+use super::frame::Frame;
+use crate::domain::features::RfmSegment;
+use crate::domain::rules::{Channel, Comparison, Literal, Predicate, StringTest, Variable};
+use crate::domain::{ConsentStatus, TraitValue};
+
+/// One bit per row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bits {
+    /// `len` bits, all `value`.
+    pub fn filled(len: usize, value: bool) -> Self {
+        let mut bits = Bits {
+            words: vec![if value { u64::MAX } else { 0 }; len.div_ceil(64)],
+            len,
+        };
+        bits.trim();
+        bits
+    }
+
+    /// The bits of `holds` for every row, in one pass.
+    pub fn from_fn(len: usize, holds: impl Fn(usize) -> bool) -> Self {
+        let mut words = vec![0u64; len.div_ceil(64)];
+        for (w, word) in words.iter_mut().enumerate() {
+            let base = w * 64;
+            let end = (base + 64).min(len);
+            let mut bits = 0u64;
+            for row in base..end {
+                bits |= u64::from(holds(row)) << (row - base);
+            }
+            *word = bits;
+        }
+        Bits { words, len }
+    }
+
+    fn trim(&mut self) {
+        let spare = self.words.len() * 64 - self.len;
+        if spare > 0 {
+            if let Some(last) = self.words.last_mut() {
+                *last &= u64::MAX >> spare;
+            }
+        }
+    }
+
+    /// Sets one bit.
+    pub fn set(&mut self, row: usize) {
+        if row < self.len {
+            self.words[row / 64] |= 1 << (row % 64);
+        }
+    }
+
+    /// Keeps the bits also set in `other`.
+    pub fn and(&mut self, other: &Bits) {
+        for (mine, theirs) in self.words.iter_mut().zip(&other.words) {
+            *mine &= theirs;
+        }
+    }
+
+    /// Adds the bits set in `other`.
+    pub fn or(&mut self, other: &Bits) {
+        for (mine, theirs) in self.words.iter_mut().zip(&other.words) {
+            *mine |= theirs;
+        }
+    }
+
+    /// Keeps the bits not set in `other`.
+    pub fn and_not(&mut self, other: &Bits) {
+        for (mine, theirs) in self.words.iter_mut().zip(&other.words) {
+            *mine &= !theirs;
+        }
+    }
+
+    /// Flips every bit.
+    pub fn not(&mut self) {
+        for word in &mut self.words {
+            *word = !*word;
+        }
+        self.trim();
+    }
+
+    /// Bits set.
+    pub fn count(&self) -> usize {
+        self.words
+            .iter()
+            .map(|word| word.count_ones() as usize)
+            .sum()
+    }
+
+    /// The rows whose bit is set, in order.
+    pub fn rows(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(w, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let bit = rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    w * 64 + bit
+                })
+            })
+        })
+    }
+}
+
+/// The customers a rule selects: the rows that hold a customer and meet it.
+pub fn select(frame: &Frame<'_>, rule: &Predicate) -> Bits {
+    let mut bits = eval(frame, rule);
+    let alive = &frame.index.columns().alive;
+    bits.and(&Bits::from_fn(frame.rows(), |row| alive[row]));
+    bits
+}
+
+/// Splits a selection into the members and the customers who object to
+/// profiling, who are only ever counted.
+pub fn split_objectors(frame: &Frame<'_>, selected: &Bits) -> (Bits, Bits) {
+    let objects = &frame.index.columns().objects;
+    let mut objectors = Bits::from_fn(frame.rows(), |row| objects[row]);
+    objectors.and(selected);
+    let mut members = selected.clone();
+    members.and_not(&objectors);
+    (members, objectors)
+}
+
+/// The rows that granted consent on a channel.
+pub fn consented(frame: &Frame<'_>, channel: Channel) -> Bits {
+    let consent = &frame.index.columns().consent;
+    Bits::from_fn(frame.rows(), |row| {
+        channel_status(&consent[row], channel) == ConsentStatus::Granted
+    })
+}
+
+fn channel_status(consent: &crate::domain::Consent, channel: Channel) -> ConsentStatus {
+    match channel {
+        Channel::Email => consent.email,
+        Channel::Sms => consent.sms,
+        Channel::Push => consent.push,
+        Channel::Ads => consent.ads,
+    }
+}
+
+fn eval(frame: &Frame<'_>, rule: &Predicate) -> Bits {
+    let rows = frame.rows();
+    match rule {
+        Predicate::Const(value) => Bits::filled(rows, *value),
+        Predicate::And(operands) => {
+            let mut bits = Bits::filled(rows, true);
+            for operand in operands {
+                bits.and(&eval(frame, operand));
+            }
+            bits
+        }
+        Predicate::Or(operands) => {
+            let mut bits = Bits::filled(rows, false);
+            for operand in operands {
+                bits.or(&eval(frame, operand));
+            }
+            bits
+        }
+        Predicate::Not(operand) => {
+            let mut bits = eval(frame, operand);
+            bits.not();
+            bits
+        }
+        Predicate::Compare(variable, comparison, literal) => condition(frame, variable, &|value| {
+            compare(value, *comparison, literal)
+        }),
+        Predicate::In(variable, literals) => condition(frame, variable, &|value| {
+            literals
+                .iter()
+                .any(|literal| compare(value, Comparison::Eq, literal))
+        }),
+        Predicate::Text(variable, test, needle) => {
+            condition(frame, variable, &|value| match value {
+                Value::Text(text) => match test {
+                    StringTest::StartsWith => text.starts_with(needle.as_str()),
+                    StringTest::EndsWith => text.ends_with(needle.as_str()),
+                    StringTest::Contains => text.contains(needle.as_str()),
+                },
+                _ => false,
+            })
+        }
+        Predicate::IsTrue(variable) => {
+            condition(frame, variable, &|value| matches!(value, Value::Bool(true)))
+        }
+        Predicate::Has(variable) => condition(frame, variable, &|value| value != Value::Absent),
+    }
+}
+
+/// One customer's value of a variable, as a condition sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Value<'v> {
+    /// No value.
+    Absent,
+    /// A number (ints are exact in a double up to 2^53).
+    Number(f64),
+    /// A string, or an enum's name.
+    Text(&'v str),
+    /// A bool.
+    Bool(bool),
+}
+
+fn compare(value: Value<'_>, comparison: Comparison, literal: &Literal) -> bool {
+    use std::cmp::Ordering;
+    let ordering = match (value, literal) {
+        (Value::Number(x), Literal::Int(y)) => x.partial_cmp(&(*y as f64)),
+        (Value::Number(x), Literal::Double(y)) => x.partial_cmp(y),
+        (Value::Text(x), Literal::String(y)) => Some(x.cmp(y.as_str())),
+        (Value::Bool(x), Literal::Bool(y)) => Some(x.cmp(y)),
+        (Value::Text(x), enum_literal) => enum_name(enum_literal).map(|name| x.cmp(name)),
+        _ => None,
+    };
+    let Some(ordering) = ordering else {
+        // Absent values and values of another type meet no comparison.
+        return false;
+    };
+    match comparison {
+        Comparison::Eq => ordering == Ordering::Equal,
+        Comparison::Ne => ordering != Ordering::Equal,
+        Comparison::Lt => ordering == Ordering::Less,
+        Comparison::Le => ordering != Ordering::Greater,
+        Comparison::Gt => ordering == Ordering::Greater,
+        Comparison::Ge => ordering != Ordering::Less,
+    }
+}
+
+fn enum_name(literal: &Literal) -> Option<&'static str> {
+    Some(match literal {
+        Literal::Relationship(value) => value.name(),
+        Literal::Party(value) => value.name(),
+        Literal::Gender(value) => value.name(),
+        Literal::AgeBand(value) => value.name(),
+        Literal::IncomeBand(value) => value.name(),
+        Literal::Consent(value) => value.name(),
+        Literal::Frequency(value) => value.name(),
+        Literal::Stage(value) => value.name(),
+        Literal::RfmSegment(value) => value.name(),
+        Literal::Int(_) | Literal::Double(_) | Literal::String(_) | Literal::Bool(_) => {
+            return None
+        }
+    })
+}
+
+/// The rows whose value of `variable` meets `holds`, in one pass over the
+/// variable's column.
+fn condition(frame: &Frame<'_>, variable: &Variable, holds: &dyn Fn(Value<'_>) -> bool) -> Bits {
+    let rows = frame.rows();
+    if let Variable::Trait(key) = variable {
+        let mut bits = Bits::filled(rows, false);
+        let absent = holds(Value::Absent);
+        if absent {
+            bits.not();
+        }
+        if let Some(values) = frame.index.trait_values(key) {
+            for (&row, value) in values {
+                let value = match value {
+                    TraitValue::String(text) => Value::Text(text),
+                    TraitValue::Number(number) => Value::Number(*number),
+                    TraitValue::Bool(flag) => Value::Bool(*flag),
+                };
+                match (holds(value), absent) {
+                    (true, false) => bits.set(row as usize),
+                    (false, true) => {
+                        bits.words[row as usize / 64] &= !(1 << (row % 64));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        return bits;
+    }
+    if let Some(coded) = codes(frame, variable) {
+        // Decide once per distinct value, then look each row up.
+        let decided: Vec<bool> = coded
+            .names
+            .iter()
+            .enumerate()
+            .map(|(code, name)| {
+                if code == 0 {
+                    holds(Value::Absent)
+                } else {
+                    holds(Value::Text(name))
+                }
+            })
+            .collect();
+        return Bits::from_fn(rows, |row| decided[coded.codes[row] as usize]);
+    }
+    let columns = frame.index.columns();
+    let number = |value: Option<f64>| value.map_or(Value::Absent, Value::Number);
+    let count = frame.count();
+    match variable {
+        Variable::ObjectsToProfiling => {
+            Bits::from_fn(rows, |row| holds(Value::Bool(columns.objects[row])))
+        }
+        Variable::Age => Bits::from_fn(rows, |row| holds(number(frame.age(row).map(f64::from)))),
+        Variable::Income => Bits::from_fn(rows, |row| {
+            let income = columns.income[row];
+            holds(number((income != i64::MIN).then(|| income as f64 / 100.0)))
+        }),
+        Variable::PurchaseCount => {
+            Bits::from_fn(rows, |row| holds(Value::Number(f64::from(count[row]))))
+        }
+        Variable::Purchases90d => {
+            let window = frame.in_90_days();
+            Bits::from_fn(rows, |row| holds(Value::Number(f64::from(window[row]))))
+        }
+        Variable::Purchases365d => {
+            let window = frame.in_365_days();
+            Bits::from_fn(rows, |row| holds(Value::Number(f64::from(window[row]))))
+        }
+        Variable::TotalSpend => {
+            let total = frame.total();
+            Bits::from_fn(rows, |row| holds(Value::Number(total[row] as f64 / 100.0)))
+        }
+        Variable::AvgOrderValue => {
+            let total = frame.total();
+            Bits::from_fn(rows, |row| {
+                holds(number((count[row] > 0).then(|| {
+                    let n = i128::from(count[row]);
+                    let average = (2 * i128::from(total[row]) + n) / (2 * n);
+                    average as f64 / 100.0
+                })))
+            })
+        }
+        Variable::RecencyDays => Bits::from_fn(rows, |row| {
+            holds(number(
+                (count[row] > 0).then(|| frame.recency_days(row) as f64),
+            ))
+        }),
+        Variable::MeanGapDays => {
+            let (first, last) = (frame.first(), frame.last());
+            Bits::from_fn(rows, |row| {
+                holds(number((count[row] >= 2).then(|| {
+                    (last[row] - first[row]) as f64
+                        / crate::domain::features::NANOS_PER_DAY as f64
+                        / f64::from(count[row] - 1)
+                })))
+            })
+        }
+        Variable::RfmR | Variable::RfmF | Variable::RfmM => {
+            let scores = frame.rfm();
+            let column = match variable {
+                Variable::RfmR => &scores.r,
+                Variable::RfmF => &scores.f,
+                _ => &scores.m,
+            };
+            Bits::from_fn(rows, |row| {
+                holds(number((column[row] > 0).then(|| f64::from(column[row]))))
+            })
+        }
+        // Coded above.
+        _ => Bits::filled(rows, false),
+    }
+}
+
+/// A column of small numbers, one per row, that name values: `names[0]`
+/// is the empty string and stands for absent.
+#[derive(Debug)]
+pub struct Coded {
+    /// The code of each row.
+    pub codes: Vec<u32>,
+    /// The value of each code.
+    pub names: Vec<String>,
+}
+
+fn enum_codes<T: Copy>(
+    rows: usize,
+    names: &[&str],
+    ordinal: impl Fn(T) -> u8,
+    value: impl Fn(usize) -> Option<T>,
+) -> Coded {
+    Coded {
+        codes: (0..rows)
+            .map(|row| value(row).map_or(0, |v| u32::from(ordinal(v)) + 1))
+            .collect(),
+        names: std::iter::once("")
+            .chain(names.iter().copied())
+            .map(str::to_owned)
+            .collect(),
+    }
+}
+
+/// The coded column of a string, enum or trait variable; `None` for
+/// numbers and bools.
+pub fn codes(frame: &Frame<'_>, variable: &Variable) -> Option<Coded> {
+    use crate::domain::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand};
+    use crate::domain::{Gender, Party, Relationship};
+    let rows = frame.rows();
+    let columns = frame.index.columns();
+    let dictionaries = frame.index.dictionaries();
+    let dictionary = |codes: &[u32], names: &[compact_str::CompactString]| Coded {
+        codes: codes.to_vec(),
+        names: names.iter().map(|name| name.to_string()).collect(),
+    };
+    Some(match variable {
+        Variable::Country => dictionary(&columns.country, dictionaries.country.names()),
+        Variable::Region => dictionary(&columns.region, dictionaries.region.names()),
+        Variable::City => dictionary(&columns.city, dictionaries.city.names()),
+        Variable::Language => dictionary(&columns.language, dictionaries.language.names()),
+        Variable::Relationship => {
+            enum_codes(rows, Relationship::NAMES, Relationship::ordinal, |row| {
+                Some(columns.relationship[row])
+            })
+        }
+        Variable::Party => enum_codes(rows, Party::NAMES, Party::ordinal, |row| {
+            Some(columns.party[row])
+        }),
+        Variable::Gender => enum_codes(rows, Gender::NAMES, Gender::ordinal, |row| {
+            Some(columns.gender[row])
+        }),
+        Variable::Consent(channel) => {
+            enum_codes(rows, ConsentStatus::NAMES, ConsentStatus::ordinal, |row| {
+                Some(channel_status(&columns.consent[row], *channel))
+            })
+        }
+        Variable::AgeBand => enum_codes(rows, AgeBand::NAMES, AgeBand::ordinal, |row| {
+            Some(frame.age_band(row))
+        }),
+        Variable::IncomeBand => enum_codes(rows, IncomeBand::NAMES, IncomeBand::ordinal, |row| {
+            Some(frame.income_band(row))
+        }),
+        Variable::Frequency => {
+            let frequency = frame.frequency();
+            enum_codes(
+                rows,
+                FrequencyClass::NAMES,
+                FrequencyClass::ordinal,
+                |row| Some(frequency[row]),
+            )
+        }
+        Variable::Stage => {
+            let stage = frame.stage();
+            enum_codes(
+                rows,
+                EngagementStage::NAMES,
+                EngagementStage::ordinal,
+                |row| Some(stage[row]),
+            )
+        }
+        Variable::RfmSegment => enum_codes(rows, RfmSegment::NAMES, RfmSegment::ordinal, |row| {
+            frame.rfm_segment(row)
+        }),
+        Variable::Trait(key) => {
+            let mut coded = Coded {
+                codes: vec![0; rows],
+                names: vec![String::new()],
+            };
+            let mut numbers = std::collections::HashMap::new();
+            if let Some(values) = frame.index.trait_values(key) {
+                for (&row, value) in values {
+                    let name = match value {
+                        TraitValue::String(text) => text.clone(),
+                        TraitValue::Number(number) => number.to_string(),
+                        TraitValue::Bool(flag) => flag.to_string(),
+                    };
+                    let next = coded.names.len() as u32;
+                    let code = *numbers.entry(name.clone()).or_insert_with(|| {
+                        coded.names.push(name);
+                        next
+                    });
+                    coded.codes[row as usize] = code;
+                }
+            }
+            coded
+        }
+        _ => return None,
+    })
+}
