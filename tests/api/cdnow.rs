@@ -72,21 +72,25 @@ fn expected_class(days: &[i64], t: i64) -> pb::FrequencyClass {
     }
 }
 
-#[tokio::test]
-async fn cdnow_sample_matches_independent_figures() {
-    let server = TestServer::start().await;
-    let transactions = transactions();
-    assert_eq!(transactions.len(), 6_919);
+/// Transactions by master id.
+fn by_customer(transactions: &[Transaction]) -> BTreeMap<String, Vec<&Transaction>> {
     let mut by_customer: BTreeMap<String, Vec<&Transaction>> = BTreeMap::new();
-    for transaction in &transactions {
+    for transaction in transactions {
         by_customer
             .entry(transaction.master_id.clone())
             .or_default()
             .push(transaction);
     }
-    assert_eq!(by_customer.len(), 2_357);
+    by_customer
+}
 
-    // Customers, then purchases, each over one stream.
+/// Loads the sample over the API: customers, then purchases, each over
+/// one stream.
+async fn load(
+    server: &TestServer,
+    transactions: &[Transaction],
+    by_customer: &BTreeMap<String, Vec<&Transaction>>,
+) {
     let names: Vec<String> = by_customer
         .keys()
         .map(|id| format!("customers/{id}"))
@@ -139,6 +143,16 @@ async fn cdnow_sample_matches_independent_figures() {
         .await
         .unwrap();
     assert_eq!(recorded.into_inner().accepted_count, 6_919);
+}
+
+#[tokio::test]
+async fn cdnow_sample_matches_independent_figures() {
+    let server = TestServer::start().await;
+    let transactions = transactions();
+    assert_eq!(transactions.len(), 6_919);
+    let by_customer = by_customer(&transactions);
+    assert_eq!(by_customer.len(), 2_357);
+    load(&server, &transactions, &by_customer).await;
 
     let summary: HashMap<u32, i64> = SUMMARY
         .lines()
@@ -230,5 +244,100 @@ async fn cdnow_sample_matches_independent_figures() {
     // every class of buyer occurs.
     assert!(!served_classes.contains_key(&(pb::FrequencyClass::None as i32)));
     assert_eq!(served_classes.len(), 4, "{served_classes:?}");
+    server.stop().await.unwrap();
+}
+
+/// The RFM segment of R and F scores, from the design's table, row by row.
+fn expected_segment(r: i32, f: i32) -> pb::RfmSegment {
+    use pb::RfmSegment as S;
+    let table = [
+        (S::Champions, 5..=5, 4..=5),
+        (S::Loyal, 3..=4, 4..=5),
+        (S::PotentialLoyalist, 4..=5, 2..=3),
+        (S::NewCustomers, 5..=5, 1..=1),
+        (S::Promising, 4..=4, 1..=1),
+        (S::NeedAttention, 3..=3, 3..=3),
+        (S::AboutToSleep, 3..=3, 1..=2),
+        (S::CantLoseThem, 1..=2, 5..=5),
+        (S::AtRisk, 1..=2, 3..=4),
+        (S::Hibernating, 1..=2, 2..=2),
+        (S::Lost, 1..=2, 1..=1),
+    ];
+    table
+        .into_iter()
+        .find(|(_, rs, fs)| rs.contains(&r) && fs.contains(&f))
+        .map(|(segment, ..)| segment)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cdnow_rfm_matches_independent_quintiles() {
+    let server = TestServer::start().await;
+    let transactions = transactions();
+    let by_customer = by_customer(&transactions);
+    load(&server, &transactions, &by_customer).await;
+
+    // Everyone bought by the end of the data: P is every customer.
+    let figures: BTreeMap<&String, (i64, usize, i64)> = by_customer
+        .iter()
+        .map(|(id, own)| {
+            let last = own.iter().map(|t| t.day).max().unwrap() * DAY;
+            let recency = (DATA_END - last).div_euclid(DAY);
+            (id, (recency, own.len(), own.iter().map(|t| t.cents).sum()))
+        })
+        .collect();
+    let p = figures.len();
+    let score = |worse: usize| (1 + 5 * worse / p) as i32;
+    let mut expected_segments: BTreeMap<String, i64> = BTreeMap::new();
+    let mut customers = server.customers().await;
+    for (id, &(recency, count, spend)) in &figures {
+        let r = score(figures.values().filter(|f| f.0 > recency).count());
+        let f = score(figures.values().filter(|f| f.1 < count).count());
+        let m = score(figures.values().filter(|f| f.2 < spend).count());
+        let segment = expected_segment(r, f);
+        *expected_segments
+            .entry(
+                segment
+                    .as_str_name()
+                    .trim_start_matches("RFM_SEGMENT_")
+                    .to_owned(),
+            )
+            .or_default() += 1;
+        let features = customers
+            .get_customer_features(pb::GetCustomerFeaturesRequest {
+                name: format!("customers/{id}"),
+                evaluation_time: Some(Timestamp {
+                    seconds: DATA_END,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let served = features.rfm.unwrap();
+        assert_eq!((served.r, served.f, served.m), (r, f, m), "customers/{id}");
+        assert_eq!(features.rfm_segment, segment as i32, "customers/{id}");
+    }
+    // Half the customers bought once: they all share F = 1.
+    let breakdown = crate::segments::segmentation(&server)
+        .await
+        .breakdown_customers(pb::BreakdownCustomersRequest {
+            dimensions: vec!["features.rfm_segment".into()],
+            filter: String::new(),
+            evaluation_time: Some(Timestamp {
+                seconds: DATA_END,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let served: BTreeMap<String, i64> = breakdown
+        .groups
+        .into_iter()
+        .map(|group| (group.values[0].clone(), group.customer_count))
+        .collect();
+    assert_eq!(served, expected_segments);
+    assert!(served.len() >= 8, "{served:?}");
     server.stop().await.unwrap();
 }
