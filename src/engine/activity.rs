@@ -32,9 +32,9 @@ pub struct EventPage<T> {
 }
 
 /// Builds the index from everything stored; blocking.
-pub fn rebuild_index(store: &Store) -> Result<FeatureIndex> {
+pub fn rebuild_index(store: &Store, frequent_min: u32) -> Result<FeatureIndex> {
     let started = std::time::Instant::now();
-    let mut index = FeatureIndex::default();
+    let mut index = FeatureIndex::new(frequent_min);
     index.bulk_load_customers(|add| store.for_each_customer(add))?;
     let customers_ms = started.elapsed().as_millis() as u64;
     let orphans = index.bulk_load(|add| {

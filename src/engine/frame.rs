@@ -193,6 +193,13 @@ impl<'a> Frame<'a> {
     pub fn frequency(&self) -> &[FrequencyClass] {
         self.frequency.get_or_init(|| {
             let (count, first, last) = (self.count(), self.first(), self.last());
+            let kth = &self.index.columns().kth_latest;
+            // With every event counted and the index's K the threshold's,
+            // the K-th latest purchase decides the window without a series.
+            let by_column = self.current
+                && self.index.frequent_min() == self.thresholds.frequent_min_purchases_365d;
+            let window_start = self.at.saturating_sub(365 * NANOS_PER_DAY);
+            let frequent_min = u64::from(self.thresholds.frequent_min_purchases_365d);
             (0..self.rows())
                 .map(|number| {
                     frequency_of(
@@ -200,7 +207,17 @@ impl<'a> Frame<'a> {
                         first[number],
                         last[number],
                         self.at,
-                        || u64::from(self.in_window(number, 365)),
+                        || {
+                            if by_column {
+                                if kth[number] > window_start {
+                                    frequent_min
+                                } else {
+                                    0
+                                }
+                            } else {
+                                u64::from(self.in_window(number, 365))
+                            }
+                        },
                         &self.thresholds,
                     )
                 })

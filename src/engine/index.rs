@@ -380,6 +380,11 @@ pub struct Columns {
     pub last: Vec<i64>,
     /// [`engaged`] flags of the kinds of engagement ever recorded.
     pub engaged: Vec<u8>,
+    /// The time of the K-th latest purchase, K being the purchases in 365
+    /// days that FREQUENT_CUSTOMER needs; 0 with fewer. With every event
+    /// counted, "at least K purchases in (T − 365 days, T]" is "this time is
+    /// after T − 365 days", which needs no series.
+    pub kth_latest: Vec<i64>,
 }
 
 /// `yyyymmdd` of a date.
@@ -470,9 +475,35 @@ pub struct FeatureIndex {
     max_time: i64,
     /// Rows that hold a customer.
     live: usize,
+    /// K of [`Columns::kth_latest`].
+    frequent_min: u32,
+}
+
+/// The K-th latest of sorted times, or 0 with fewer than K.
+fn kth_latest(times: &[i64], k: u32) -> i64 {
+    let k = k as usize;
+    if k == 0 || times.len() < k {
+        0
+    } else {
+        times[times.len() - k]
+    }
 }
 
 impl FeatureIndex {
+    /// An empty index whose FREQUENT_CUSTOMER threshold is `frequent_min`
+    /// purchases in 365 days.
+    pub fn new(frequent_min: u32) -> Self {
+        FeatureIndex {
+            frequent_min,
+            ..FeatureIndex::default()
+        }
+    }
+
+    /// The purchases in 365 days that [`Columns::kth_latest`] counts to.
+    pub fn frequent_min(&self) -> u32 {
+        self.frequent_min
+    }
+
     /// Adds a customer, or refreshes the profile fields of a known one.
     pub fn upsert_customer(&mut self, customer: &Customer) {
         self.upsert(customer.clone().into());
@@ -507,6 +538,7 @@ impl FeatureIndex {
                 c.first.push(0);
                 c.last.push(0);
                 c.engaged.push(0);
+                c.kth_latest.push(0);
                 self.live += 1;
                 number
             }
@@ -592,6 +624,7 @@ impl FeatureIndex {
         c.first[at] = 0;
         c.last[at] = 0;
         c.engaged[at] = 0;
+        c.kth_latest[at] = 0;
         self.live -= 1;
         Some(std::mem::take(&mut self.rows[at]))
     }
@@ -667,9 +700,9 @@ impl FeatureIndex {
         if !self.columns.alive.get(at).copied().unwrap_or(false) {
             return false;
         }
-        self.rows[at]
-            .purchases
-            .insert(event.time, event.amount, event.key, event.at);
+        let purchases = &mut self.rows[at].purchases;
+        purchases.insert(event.time, event.amount, event.key, event.at);
+        self.columns.kth_latest[at] = kth_latest(&purchases.times, self.frequent_min);
         self.note_purchase(at, event.time, event.amount.unwrap_or(0));
         true
     }
@@ -779,7 +812,8 @@ impl FeatureIndex {
                 + c.count.capacity())
                 * 4
             + (c.total.capacity() + c.first.capacity() + c.last.capacity()) * 8
-            + c.engaged.capacity();
+            + c.engaged.capacity()
+            + c.kth_latest.capacity() * 8;
         let d = &self.dictionaries;
         let dictionaries = d.country.heap_bytes()
             + d.region.heap_bytes()
@@ -823,12 +857,15 @@ impl FeatureIndex {
         let (first_a, first_b) = c.first.split_at_mut(half);
         let (last_a, last_b) = c.last.split_at_mut(half);
         let (engaged_a, engaged_b) = c.engaged.split_at_mut(half);
+        let (kth_a, kth_b) = c.kth_latest.split_at_mut(half);
+        let k = self.frequent_min;
         let finish = |rows: &mut [Row],
                       count: &mut [u32],
                       total: &mut [i64],
                       first: &mut [i64],
                       last: &mut [i64],
-                      flags: &mut [u8]|
+                      flags: &mut [u8],
+                      kth: &mut [i64]|
          -> i64 {
             let mut latest = i64::MIN;
             for (at, row) in rows.iter_mut().enumerate() {
@@ -841,6 +878,7 @@ impl FeatureIndex {
                     .fold(0i64, |sum, &amount| sum.saturating_add(amount));
                 first[at] = purchases.times.first().copied().unwrap_or(0);
                 last[at] = purchases.times.last().copied().unwrap_or(0);
+                kth[at] = kth_latest(&purchases.times, k);
                 latest = latest.max(purchases.times.last().copied().unwrap_or(i64::MIN));
                 if let Some(engaged) = &mut row.engaged {
                     engaged.series.finish_load();
@@ -860,8 +898,8 @@ impl FeatureIndex {
         };
         let latest = std::thread::scope(|scope| {
             let other =
-                scope.spawn(|| finish(rows_a, count_a, total_a, first_a, last_a, engaged_a));
-            let mine = finish(rows_b, count_b, total_b, first_b, last_b, engaged_b);
+                scope.spawn(|| finish(rows_a, count_a, total_a, first_a, last_a, engaged_a, kth_a));
+            let mine = finish(rows_b, count_b, total_b, first_b, last_b, engaged_b, kth_b);
             let theirs = other
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

@@ -137,7 +137,7 @@ async fn load(
             engagements: vec![],
         })
         .collect();
-    let recorded = activity(&server)
+    let recorded = activity(server)
         .await
         .import_activity(tokio_stream::iter(messages))
         .await

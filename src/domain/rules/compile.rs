@@ -89,6 +89,9 @@ pub struct VariableDoc {
 }
 
 /// Compiles a rule.
+///
+/// This blocks while a thread of its own, with a large stack, parses the
+/// rule: about a millisecond for a typical rule in a debug build.
 pub fn compile(source: &str) -> Result<Predicate, CompileError> {
     scan(source)?;
     std::thread::scope(|scope| {
@@ -161,7 +164,7 @@ pub fn parse_variable(name: &str) -> Result<Variable, CompileError> {
                     .to_owned(),
         });
     };
-    parse_trait_key(key)
+    trait_key(key)
         .map(Variable::Trait)
         .map_err(|message| CompileError {
             position: key_position + 1,
@@ -544,6 +547,27 @@ fn display_name(variable: &Variable) -> String {
     }
 }
 
+/// Checks a trait key as the profile does (see [`parse_trait_key`]).
+fn trait_key(key: &str) -> Result<String, String> {
+    parse_trait_key(key).map_err(|_| {
+        format!(
+            "a trait key has 1 to 64 characters from A-Z a-z 0-9 _ . - and starts with a letter or _, got {:?}",
+            clip(key)
+        )
+    })
+}
+
+/// Text quoted in a message, cut to a readable length.
+fn clip(text: &str) -> String {
+    const MAX_CHARS: usize = 60;
+    if text.chars().count() <= MAX_CHARS {
+        return text.to_owned();
+    }
+    let mut clipped: String = text.chars().take(MAX_CHARS).collect();
+    clipped.push_str("...");
+    clipped
+}
+
 /// Resolves a dotted name: a documented variable or `customer.traits.KEY`.
 fn resolve_dotted(name: &str) -> Result<Variable, String> {
     if name == "customer.traits" {
@@ -553,7 +577,7 @@ fn resolve_dotted(name: &str) -> Result<Variable, String> {
         );
     }
     if let Some(key) = name.strip_prefix("customer.traits.") {
-        return parse_trait_key(key).map(Variable::Trait);
+        return trait_key(key).map(Variable::Trait);
     }
     if let Some(found) = DOCUMENTED
         .iter()
@@ -567,6 +591,7 @@ fn resolve_dotted(name: &str) -> Result<Variable, String> {
 /// The message for a name that is no variable: the group it opens, or the
 /// variables it may have meant.
 fn unknown_variable(name: &str) -> String {
+    let shown = clip(name);
     let names: Vec<&str> = DOCUMENTED.iter().map(|v| spec(v).name).collect();
     let group_prefix = format!("{name}.");
     let members: Vec<&str> = names
@@ -576,7 +601,7 @@ fn unknown_variable(name: &str) -> String {
         .collect();
     if !members.is_empty() {
         return format!(
-            "`{name}` is a group, not a variable; use one of {}",
+            "`{shown}` is a group, not a variable; use one of {}",
             members.join(", ")
         );
     }
@@ -605,7 +630,7 @@ fn unknown_variable(name: &str) -> String {
         format!("the {scope} variables are")
     };
     format!(
-        "unknown variable `{name}`{suggestion}; {scope} {}",
+        "unknown variable `{shown}`{suggestion}; {scope} {}",
         listed.join(", ")
     )
 }
@@ -920,7 +945,7 @@ impl Raw {
         match self {
             Raw::Int(value) => format!("the int {value}"),
             Raw::Double(value) => format!("the double {value:?}"),
-            Raw::String(value) => format!("the string {value:?}"),
+            Raw::String(value) => format!("the string {:?}", clip(value)),
             Raw::Bool(value) => format!("the bool {value}"),
             Raw::Null => "null".to_owned(),
             Raw::Bytes => "a bytes literal".to_owned(),
@@ -1020,7 +1045,7 @@ impl Compiler<'_> {
                     operators::LOGICAL_NOT if unary => Ok(Predicate::Not(Box::new(
                         self.condition(&call.args[0], depth + 1)?,
                     ))),
-                    operators::IN if binary => self.membership(call),
+                    operators::IN if binary => self.membership(expr, call),
                     operators::INDEX if binary => self.bare(expr),
                     name if binary => match comparison(name) {
                         Some(op) => self.compare(expr, call, op),
@@ -1114,7 +1139,9 @@ impl Compiler<'_> {
         call: &CallExpr,
         op: Comparison,
     ) -> Result<Predicate, CompileError> {
-        let (left, right) = (&call.args[0], &call.args[1]);
+        let [left, right] = call.args.as_slice() else {
+            return Err(self.unsupported(expr));
+        };
         let op_position = self.at(expr.id);
         let (variable, raw, raw_position, op) = match (self.operand(left)?, self.operand(right)?) {
             (Operand::Variable(variable, _), Operand::Literal(raw, at)) => (variable, raw, at, op),
@@ -1172,17 +1199,19 @@ impl Compiler<'_> {
     }
 
     /// `variable in [literals]`, or `"key" in customer.traits`.
-    fn membership(&self, call: &CallExpr) -> Result<Predicate, CompileError> {
-        let (left, right) = (&call.args[0], &call.args[1]);
+    fn membership(&self, expr: &IdedExpr, call: &CallExpr) -> Result<Predicate, CompileError> {
+        let [left, right] = call.args.as_slice() else {
+            return Err(self.unsupported(expr));
+        };
         if let Some((name, _)) = dotted_name(right).filter(|(name, _)| name == "customer.traits") {
             let Expr::Literal(LiteralValue::String(key)) = &left.expr else {
                 return Err(self.error(
-                    self.at(left.id),
+                    self.name_position(left),
                     format!(r#"the left of `in {name}` is a trait key in quotes, as in "tier" in customer.traits"#),
                 ));
             };
-            let key = parse_trait_key(key.inner())
-                .map_err(|message| self.error(self.at(left.id), message))?;
+            let key =
+                trait_key(key.inner()).map_err(|message| self.error(self.at(left.id), message))?;
             return Ok(Predicate::Has(Variable::Trait(key)));
         }
         let variable = match self.operand(left)? {
@@ -1269,7 +1298,7 @@ impl Compiler<'_> {
         };
         let Expr::Literal(LiteralValue::String(text)) = &argument.expr else {
             return Err(self.error(
-                self.at(argument.id),
+                self.name_position(argument),
                 format!(r#"the argument of `{method}` must be a string in quotes, as in customer.city.{method}("Is")"#),
             ));
         };
@@ -1349,11 +1378,11 @@ impl Compiler<'_> {
                 let position = self.at(root);
                 let Expr::Literal(LiteralValue::String(key_text)) = &key.expr else {
                     return Err(self.error(
-                        self.at(key.id),
+                        self.name_position(key),
                         format!(r#"a trait key is a string in quotes, as in customer.traits["tier"]; found {}"#, self.describe(key)),
                     ));
                 };
-                let key = parse_trait_key(key_text.inner())
+                let key = trait_key(key_text.inner())
                     .map_err(|message| self.error(self.at(key.id), message))?;
                 Ok((Variable::Trait(key), position))
             }
@@ -1397,7 +1426,8 @@ impl Compiler<'_> {
                 self.error(
                     at,
                     format!(
-                        "{value:?} is not a value of {name}{case}; the values are {}",
+                        "{:?} is not a value of {name}{case}; the values are {}",
+                        clip(&value),
                         kind.names().join(", ")
                     ),
                 )
@@ -1434,7 +1464,13 @@ impl Compiler<'_> {
             Ok(code) => {
                 Err(self.error(at, format!("country codes are upper case: write {code:?}")))
             }
-            Err(message) => Err(self.error(at, message)),
+            Err(_) => Err(self.error(
+                at,
+                format!(
+                    r#"{:?} is not an ISO 3166-1 alpha-2 country code, such as "TR", "EG" or "IR""#,
+                    clip(value)
+                ),
+            )),
         }
     }
 
@@ -1454,7 +1490,7 @@ impl Compiler<'_> {
                 _ => "a literal".to_owned(),
             },
             Expr::Ident(_) | Expr::Select(_) => match dotted_name(expr) {
-                Some((name, _)) => format!("`{name}`"),
+                Some((name, _)) => format!("`{}`", clip(&name)),
                 None => "a field selection".to_owned(),
             },
             Expr::List(_) => "a list".to_owned(),
@@ -1530,7 +1566,7 @@ impl Compiler<'_> {
                     ),
                     _ => {
                         let (position, name) = self.name_at(expr.id);
-                        let name = if name.is_empty() { call.func_name.as_str() } else { name };
+                        let name = clip(if name.is_empty() { &call.func_name } else { name });
                         if call.target.is_some() {
                             self.error(
                                 position,
@@ -1549,7 +1585,7 @@ impl Compiler<'_> {
                 let (position, name) = self.name_at(expr.id);
                 self.error(
                     position,
-                    format!("the macro `{name}()` is not supported (nor are all, exists, exists_one, map and filter); rules use {supported}"),
+                    format!("the macro `{}()` is not supported (nor are all, exists, exists_one, map and filter); rules use {supported}", clip(name)),
                 )
             }
             Expr::List(_) => self.error(
@@ -1631,5 +1667,1166 @@ fn flipped(op: Comparison) -> Comparison {
         Comparison::Le => Comparison::Ge,
         Comparison::Gt => Comparison::Lt,
         Comparison::Ge => Comparison::Le,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::rules::is_dimension;
+    use Comparison::{Eq, Ge, Gt, Le, Lt, Ne};
+
+    fn ok(source: &str) -> Predicate {
+        compile(source).unwrap_or_else(|error| panic!("{source:?} was refused: {error}"))
+    }
+
+    /// Asserts that `source` is refused at `position` with a message that
+    /// holds `fragment`.
+    fn refused(source: &str, position: usize, fragment: &str) {
+        let error = match compile(source) {
+            Ok(predicate) => panic!("{source:?} compiled to {predicate:?}"),
+            Err(error) => error,
+        };
+        assert!(
+            error.message.contains(fragment),
+            "{source:?}: expected {fragment:?} in {:?}",
+            error.message
+        );
+        assert_eq!(error.position, position, "{source:?}: {}", error.message);
+        assert!(
+            !error.message.contains('\n'),
+            "{source:?}: {}",
+            error.message
+        );
+    }
+
+    /// The character offset of the first `needle` in `source`.
+    fn at(source: &str, needle: &str) -> usize {
+        let byte = source.find(needle).expect("needle in source");
+        source[..byte].chars().count()
+    }
+
+    fn compare(variable: Variable, op: Comparison, literal: Literal) -> Predicate {
+        Predicate::Compare(variable, op, literal)
+    }
+
+    fn trait_(key: &str) -> Variable {
+        Variable::Trait(key.to_owned())
+    }
+
+    fn text(value: &str) -> Literal {
+        Literal::String(value.to_owned())
+    }
+
+    #[test]
+    fn every_variable_compiles_to_its_variable_and_type() {
+        use Variable as V;
+        let cases = [
+            (
+                r#"customer.relationship == "INTERNAL""#,
+                compare(
+                    V::Relationship,
+                    Eq,
+                    Literal::Relationship(Relationship::Internal),
+                ),
+            ),
+            (
+                r#"customer.party == "BUSINESS""#,
+                compare(V::Party, Eq, Literal::Party(Party::Business)),
+            ),
+            ("customer.age >= 18", compare(V::Age, Ge, Literal::Int(18))),
+            (
+                r#"customer.age_band == "18_24""#,
+                compare(V::AgeBand, Eq, Literal::AgeBand(AgeBand::From18To24)),
+            ),
+            (
+                r#"customer.gender != "MALE""#,
+                compare(V::Gender, Ne, Literal::Gender(Gender::Male)),
+            ),
+            (
+                r#"customer.country == "TR""#,
+                compare(V::Country, Eq, text("TR")),
+            ),
+            (
+                r#"customer.region == "Marmara""#,
+                compare(V::Region, Eq, text("Marmara")),
+            ),
+            (
+                r#"customer.city == "Izmir""#,
+                compare(V::City, Eq, text("Izmir")),
+            ),
+            (
+                r#"customer.language == "tr""#,
+                compare(V::Language, Eq, text("tr")),
+            ),
+            (
+                "customer.income > 30000",
+                compare(V::Income, Gt, Literal::Double(30000.0)),
+            ),
+            (
+                r#"customer.income_band == "VERY_HIGH""#,
+                compare(V::IncomeBand, Eq, Literal::IncomeBand(IncomeBand::VeryHigh)),
+            ),
+            (
+                r#"customer.traits["tier"] == "gold""#,
+                compare(trait_("tier"), Eq, text("gold")),
+            ),
+            (
+                r#"customer.traits.tier == "gold""#,
+                compare(trait_("tier"), Eq, text("gold")),
+            ),
+            (
+                r#"customer.consent.email == "GRANTED""#,
+                compare(
+                    V::Consent(Channel::Email),
+                    Eq,
+                    Literal::Consent(ConsentStatus::Granted),
+                ),
+            ),
+            (
+                r#"customer.consent.sms == "DENIED""#,
+                compare(
+                    V::Consent(Channel::Sms),
+                    Eq,
+                    Literal::Consent(ConsentStatus::Denied),
+                ),
+            ),
+            (
+                r#"customer.consent.push == "UNKNOWN""#,
+                compare(
+                    V::Consent(Channel::Push),
+                    Eq,
+                    Literal::Consent(ConsentStatus::Unknown),
+                ),
+            ),
+            (
+                r#"customer.consent.ads != "GRANTED""#,
+                compare(
+                    V::Consent(Channel::Ads),
+                    Ne,
+                    Literal::Consent(ConsentStatus::Granted),
+                ),
+            ),
+            (
+                "customer.objects_to_profiling",
+                Predicate::IsTrue(V::ObjectsToProfiling),
+            ),
+            (
+                r#"features.frequency == "FREQUENT_CUSTOMER""#,
+                compare(
+                    V::Frequency,
+                    Eq,
+                    Literal::Frequency(FrequencyClass::FrequentCustomer),
+                ),
+            ),
+            (
+                r#"features.stage == "TELLING_OTHERS""#,
+                compare(V::Stage, Eq, Literal::Stage(EngagementStage::TellingOthers)),
+            ),
+            (
+                "features.purchase_count > 1",
+                compare(V::PurchaseCount, Gt, Literal::Int(1)),
+            ),
+            (
+                "features.purchases_90d >= 2",
+                compare(V::Purchases90d, Ge, Literal::Int(2)),
+            ),
+            (
+                "features.purchases_365d < 4",
+                compare(V::Purchases365d, Lt, Literal::Int(4)),
+            ),
+            (
+                "features.total_spend > 100",
+                compare(V::TotalSpend, Gt, Literal::Double(100.0)),
+            ),
+            (
+                "features.avg_order_value > 49.5",
+                compare(V::AvgOrderValue, Gt, Literal::Double(49.5)),
+            ),
+            (
+                "features.recency_days <= 30",
+                compare(V::RecencyDays, Le, Literal::Int(30)),
+            ),
+            (
+                "features.mean_gap_days < 7",
+                compare(V::MeanGapDays, Lt, Literal::Double(7.0)),
+            ),
+            ("features.rfm.r == 5", compare(V::RfmR, Eq, Literal::Int(5))),
+            ("features.rfm.f == 4", compare(V::RfmF, Eq, Literal::Int(4))),
+            ("features.rfm.m == 3", compare(V::RfmM, Eq, Literal::Int(3))),
+            (
+                r#"features.rfm_segment == "CANT_LOSE_THEM""#,
+                compare(
+                    V::RfmSegment,
+                    Eq,
+                    Literal::RfmSegment(RfmSegment::CantLoseThem),
+                ),
+            ),
+        ];
+        for (source, expected) in cases {
+            assert_eq!(ok(source), expected, "{source}");
+        }
+    }
+
+    #[test]
+    fn the_documentation_covers_every_variable_and_its_examples_compile() {
+        let docs = variables();
+        assert_eq!(docs.len(), DOCUMENTED.len());
+        let mut names: Vec<&str> = docs.iter().map(|doc| doc.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), docs.len(), "names are unique");
+        for doc in &docs {
+            let variable =
+                parse_variable(doc.name).unwrap_or_else(|error| panic!("{}: {error}", doc.name));
+            assert_eq!(doc.dimension, is_dimension(&variable), "{}", doc.name);
+            assert!(!doc.description.is_empty() && !doc.description.contains('\n'));
+            assert!(
+                ["int", "double", "string", "bool", "enum", "trait"].contains(&doc.kind),
+                "{}",
+                doc.name
+            );
+            // The example compiles and uses the variable (the trait's example
+            // uses the key "tier").
+            let example = ok(doc.example);
+            let used = match &variable {
+                Variable::Trait(_) => trait_("tier"),
+                other => other.clone(),
+            };
+            assert!(
+                format!("{example:?}").contains(&format!("{used:?}")),
+                "{}: {example:?}",
+                doc.example
+            );
+            // Enums list their values, and every value compiles.
+            assert_eq!(
+                doc.kind == "enum",
+                !doc.enum_values.is_empty(),
+                "{}",
+                doc.name
+            );
+            for value in doc.enum_values {
+                ok(&format!("{} == {value:?}", doc.name));
+            }
+            // has() compiles exactly on the optional variables.
+            let presence = match &variable {
+                Variable::Trait(_) => "has(customer.traits.KEY)".to_owned(),
+                _ => format!("has({})", doc.name),
+            };
+            assert_eq!(compile(&presence).is_ok(), doc.optional, "{presence}");
+        }
+        let kinds = |kind: &str| docs.iter().filter(|doc| doc.kind == kind).count();
+        assert_eq!(kinds("enum"), 12);
+        assert_eq!(kinds("trait"), 1);
+        assert_eq!(kinds("bool"), 1);
+    }
+
+    #[test]
+    fn every_comparison_operator_and_its_reverse() {
+        let age = |op| compare(Variable::Age, op, Literal::Int(30));
+        for (source, op) in [
+            ("customer.age == 30", Eq),
+            ("customer.age != 30", Ne),
+            ("customer.age < 30", Lt),
+            ("customer.age <= 30", Le),
+            ("customer.age > 30", Gt),
+            ("customer.age >= 30", Ge),
+            ("30 == customer.age", Eq),
+            ("30 != customer.age", Ne),
+            ("30 < customer.age", Gt),
+            ("30 <= customer.age", Ge),
+            ("30 > customer.age", Lt),
+            ("30 >= customer.age", Le),
+        ] {
+            assert_eq!(ok(source), age(op), "{source}");
+        }
+        assert_eq!(
+            ok(r#""GRANTED" == customer.consent.email"#),
+            compare(
+                Variable::Consent(Channel::Email),
+                Eq,
+                Literal::Consent(ConsentStatus::Granted)
+            )
+        );
+        assert_eq!(
+            ok("3 < features.purchase_count"),
+            compare(Variable::PurchaseCount, Gt, Literal::Int(3))
+        );
+    }
+
+    #[test]
+    fn and_or_chains_are_flattened_in_order() {
+        let a = || compare(Variable::Age, Gt, Literal::Int(1));
+        let b = || compare(Variable::PurchaseCount, Gt, Literal::Int(2));
+        let c = || Predicate::IsTrue(Variable::ObjectsToProfiling);
+        let d = || Predicate::Has(Variable::Country);
+        let (sa, sb, sc, sd) = (
+            "customer.age > 1",
+            "features.purchase_count > 2",
+            "customer.objects_to_profiling",
+            "has(customer.country)",
+        );
+        assert_eq!(ok(&format!("{sa} && {sb}")), Predicate::And(vec![a(), b()]));
+        assert_eq!(
+            ok(&format!("{sa} && {sb} && {sc} && {sd}")),
+            Predicate::And(vec![a(), b(), c(), d()])
+        );
+        assert_eq!(
+            ok(&format!("{sa} && ({sb} && ({sc} && {sd}))")),
+            Predicate::And(vec![a(), b(), c(), d()])
+        );
+        assert_eq!(
+            ok(&format!("({sa} || {sb}) || ({sc} || {sd})")),
+            Predicate::Or(vec![a(), b(), c(), d()])
+        );
+        assert_eq!(
+            ok(&format!("{sa} && {sb} || {sc} && {sd}")),
+            Predicate::Or(vec![
+                Predicate::And(vec![a(), b()]),
+                Predicate::And(vec![c(), d()])
+            ])
+        );
+        assert_eq!(
+            ok(&format!("{sa} && ({sb} || {sc})")),
+            Predicate::And(vec![a(), Predicate::Or(vec![b(), c()])])
+        );
+        let long: Vec<String> = (0..100).map(|i| format!("customer.age != {i}")).collect();
+        let Predicate::Or(operands) = ok(&long.join(" || ")) else {
+            panic!("not an Or");
+        };
+        assert_eq!(operands.len(), 100);
+        assert_eq!(operands[99], compare(Variable::Age, Ne, Literal::Int(99)));
+    }
+
+    #[test]
+    fn not_parentheses_and_constants() {
+        let a = || compare(Variable::Age, Gt, Literal::Int(1));
+        assert_eq!(ok("!(customer.age > 1)"), Predicate::Not(Box::new(a())));
+        assert_eq!(ok("((customer.age > 1))"), a());
+        assert_eq!(
+            ok("!(customer.age > 1 && customer.objects_to_profiling)"),
+            Predicate::Not(Box::new(Predicate::And(vec![
+                a(),
+                Predicate::IsTrue(Variable::ObjectsToProfiling)
+            ])))
+        );
+        assert_eq!(
+            ok("!(!customer.objects_to_profiling)"),
+            Predicate::Not(Box::new(Predicate::Not(Box::new(Predicate::IsTrue(
+                Variable::ObjectsToProfiling
+            )))))
+        );
+        assert_eq!(ok("true"), Predicate::Const(true));
+        assert_eq!(ok("false"), Predicate::Const(false));
+        assert_eq!(ok("  true // everyone\n"), Predicate::Const(true));
+        assert_eq!(
+            ok("true && customer.objects_to_profiling"),
+            Predicate::And(vec![
+                Predicate::Const(true),
+                Predicate::IsTrue(Variable::ObjectsToProfiling)
+            ])
+        );
+        assert_eq!(
+            ok("customer.objects_to_profiling == true"),
+            compare(Variable::ObjectsToProfiling, Eq, Literal::Bool(true))
+        );
+        assert_eq!(
+            ok("false != customer.objects_to_profiling"),
+            compare(Variable::ObjectsToProfiling, Ne, Literal::Bool(false))
+        );
+    }
+
+    #[test]
+    fn negative_unsigned_and_converted_numbers() {
+        use Variable as V;
+        for (source, expected) in [
+            (
+                "customer.income > -5",
+                compare(V::Income, Gt, Literal::Double(-5.0)),
+            ),
+            (
+                "customer.income > - 5",
+                compare(V::Income, Gt, Literal::Double(-5.0)),
+            ),
+            (
+                "features.mean_gap_days >= -2.5",
+                compare(V::MeanGapDays, Ge, Literal::Double(-2.5)),
+            ),
+            ("customer.age > -(5)", compare(V::Age, Gt, Literal::Int(-5))),
+            ("-3 < customer.age", compare(V::Age, Gt, Literal::Int(-3))),
+            ("--3 < customer.age", compare(V::Age, Gt, Literal::Int(3))),
+            (
+                "customer.age == -9223372036854775808",
+                compare(V::Age, Eq, Literal::Int(i64::MIN)),
+            ),
+            ("customer.age == 5u", compare(V::Age, Eq, Literal::Int(5))),
+            (
+                "customer.income > 5u",
+                compare(V::Income, Gt, Literal::Double(5.0)),
+            ),
+            (
+                "customer.age == 0x10",
+                compare(V::Age, Eq, Literal::Int(16)),
+            ),
+            (
+                "features.purchase_count >= 2.0",
+                compare(V::PurchaseCount, Ge, Literal::Int(2)),
+            ),
+            (
+                "features.purchase_count >= -2.0",
+                compare(V::PurchaseCount, Ge, Literal::Int(-2)),
+            ),
+            (
+                "features.total_spend >= 1e3",
+                compare(V::TotalSpend, Ge, Literal::Double(1000.0)),
+            ),
+            (
+                "customer.traits.score > -1",
+                compare(trait_("score"), Gt, Literal::Double(-1.0)),
+            ),
+        ] {
+            assert_eq!(ok(source), expected, "{source}");
+        }
+        refused("features.purchase_count > 2.5", 26, "use a whole number");
+        refused("customer.age < 1e300", 15, "use a whole number");
+        refused(
+            "customer.age == 18446744073709551615u",
+            16,
+            "out of the int range",
+        );
+    }
+
+    #[test]
+    fn enum_values_are_checked_by_name_in_upper_case() {
+        for (name, kind) in [
+            ("customer.relationship", EnumKind::Relationship),
+            ("customer.party", EnumKind::Party),
+            ("customer.age_band", EnumKind::AgeBand),
+            ("customer.gender", EnumKind::Gender),
+            ("customer.income_band", EnumKind::IncomeBand),
+            ("customer.consent.email", EnumKind::Consent),
+            ("features.frequency", EnumKind::Frequency),
+            ("features.stage", EnumKind::Stage),
+            ("features.rfm_segment", EnumKind::RfmSegment),
+        ] {
+            for value in kind.names() {
+                let Predicate::Compare(_, Eq, literal) = ok(&format!("{name} == {value:?}")) else {
+                    panic!("{name} == {value:?}");
+                };
+                assert_eq!(Some(literal), kind.literal(value));
+            }
+        }
+        assert_eq!(AgeBand::NAMES.len(), 8);
+        assert_eq!(
+            ok(r#"customer.age_band == "65_PLUS""#),
+            compare(Variable::AgeBand, Eq, Literal::AgeBand(AgeBand::From65))
+        );
+        refused(
+            r#"customer.gender == "female""#,
+            19,
+            "\"female\" is not a value of customer.gender (values are upper case); the values are UNSPECIFIED, FEMALE, MALE, OTHER",
+        );
+        refused(
+            r#"features.frequency == "FREQUENT""#,
+            22,
+            "the values are NONE, ONE_TIME_BUYER, LAPSED, FREQUENT_CUSTOMER, REPEAT_CUSTOMER",
+        );
+        refused(
+            r#"features.stage in ["REBUYING", "BUYING"]"#,
+            31,
+            "\"BUYING\" is not a value of features.stage",
+        );
+        refused("customer.gender == 1", 19, "`customer.gender` is an enum");
+    }
+
+    #[test]
+    fn traits_take_the_type_of_the_literal() {
+        assert_eq!(
+            ok(r#"customer.traits.tier == "gold""#),
+            compare(trait_("tier"), Eq, text("gold"))
+        );
+        assert_eq!(
+            ok(r#"customer.traits["score"] >= 3"#),
+            compare(trait_("score"), Ge, Literal::Double(3.0))
+        );
+        assert_eq!(
+            ok("customer.traits['score'] < 2.5"),
+            compare(trait_("score"), Lt, Literal::Double(2.5))
+        );
+        assert_eq!(
+            ok("customer.traits.vip == true"),
+            compare(trait_("vip"), Eq, Literal::Bool(true))
+        );
+        assert_eq!(ok("customer.traits.vip"), Predicate::IsTrue(trait_("vip")));
+        assert_eq!(
+            ok(r#"customer.traits["vip"]"#),
+            Predicate::IsTrue(trait_("vip"))
+        );
+        assert_eq!(
+            ok("!customer.traits.vip"),
+            Predicate::Not(Box::new(Predicate::IsTrue(trait_("vip"))))
+        );
+        assert_eq!(
+            ok(r#"customer.traits["a-b.c_1"] == 1"#),
+            compare(trait_("a-b.c_1"), Eq, Literal::Double(1.0))
+        );
+        assert_eq!(
+            ok("customer.traits.plan.level == 2"),
+            compare(trait_("plan.level"), Eq, Literal::Double(2.0))
+        );
+        assert_eq!(
+            ok(r#"customer.traits.tier in ["gold", 2, true]"#),
+            Predicate::In(
+                trait_("tier"),
+                vec![text("gold"), Literal::Double(2.0), Literal::Bool(true)]
+            )
+        );
+        let max_key = format!("k{}", "x".repeat(63));
+        assert_eq!(
+            ok(&format!("customer.traits.{max_key} == 1")),
+            compare(trait_(&max_key), Eq, Literal::Double(1.0))
+        );
+        refused(
+            &format!("customer.traits.{max_key}x == 1"),
+            0,
+            "a trait key has 1 to 64",
+        );
+        refused(r#"customer.traits["1x"] == 1"#, 16, "a trait key");
+        refused(r#"customer.traits.tier < "b""#, 21, "order numbers");
+        refused(
+            "customer.traits == 1",
+            0,
+            "`customer.traits` holds every trait",
+        );
+        refused(
+            "customer.traits[1] == 1",
+            16,
+            "a trait key is a string in quotes",
+        );
+        refused(
+            "customer.traits[customer.city] == 1",
+            16,
+            "found `customer.city`",
+        );
+        refused(
+            "customer.traits.x in customer.traits",
+            0,
+            "a trait key in quotes",
+        );
+    }
+
+    #[test]
+    fn in_lists_are_typed_by_the_variable() {
+        assert_eq!(
+            ok(r#"features.stage in ["REBUYING", "JUST_BUYING"]"#),
+            Predicate::In(
+                Variable::Stage,
+                vec![
+                    Literal::Stage(EngagementStage::Rebuying),
+                    Literal::Stage(EngagementStage::JustBuying)
+                ]
+            )
+        );
+        assert_eq!(
+            ok("customer.age in [18, 19]"),
+            Predicate::In(Variable::Age, vec![Literal::Int(18), Literal::Int(19)])
+        );
+        assert_eq!(
+            ok("customer.income in [1, -2.5]"),
+            Predicate::In(
+                Variable::Income,
+                vec![Literal::Double(1.0), Literal::Double(-2.5)]
+            )
+        );
+        assert_eq!(
+            ok("features.purchase_count in [1, 2.0]"),
+            Predicate::In(
+                Variable::PurchaseCount,
+                vec![Literal::Int(1), Literal::Int(2)]
+            )
+        );
+        assert_eq!(
+            ok(r#"customer.country in ["TR", "EG"]"#),
+            Predicate::In(Variable::Country, vec![text("TR"), text("EG")])
+        );
+        assert_eq!(
+            ok(r#""tier" in customer.traits"#),
+            Predicate::Has(trait_("tier"))
+        );
+        assert_eq!(
+            ok("'my-key' in customer.traits"),
+            Predicate::Has(trait_("my-key"))
+        );
+        refused("customer.age in []", 16, "the list after `in` is empty");
+        refused(
+            "customer.age in [1, features.purchase_count]",
+            20,
+            "only literal values",
+        );
+        refused(
+            r#""REBUYING" in features.stage"#,
+            0,
+            "`in` takes a variable on its left",
+        );
+        refused(
+            "customer.age in customer.age",
+            16,
+            "the right of `in` must be a list",
+        );
+        refused(r#"1 in customer.traits"#, 0, "a trait key in quotes");
+        refused(r#"customer.age in ["18"]"#, 17, "`customer.age` is an int");
+    }
+
+    #[test]
+    fn has_tests_presence_of_optional_variables_only() {
+        assert_eq!(ok("has(customer.age)"), Predicate::Has(Variable::Age));
+        assert_eq!(
+            ok("has(customer.traits.tier)"),
+            Predicate::Has(trait_("tier"))
+        );
+        assert_eq!(ok("has(features.rfm.r)"), Predicate::Has(Variable::RfmR));
+        assert_eq!(
+            ok("has(features.rfm_segment)"),
+            Predicate::Has(Variable::RfmSegment)
+        );
+        assert_eq!(
+            ok("!has(customer.country)"),
+            Predicate::Not(Box::new(Predicate::Has(Variable::Country)))
+        );
+        refused("has(customer.party)", 4, "`customer.party` is never absent");
+        refused(
+            "has(features.purchase_count)",
+            4,
+            "has() applies to customer.age",
+        );
+        refused(
+            "has(customer.colour)",
+            4,
+            "unknown variable `customer.colour`",
+        );
+        refused("has(customer.traits)", 4, "holds every trait");
+        refused(r#"has(customer.traits["x"])"#, 19, "has() takes a variable");
+        refused(
+            "has(customer.age) == true",
+            0,
+            "a condition cannot be compared",
+        );
+    }
+
+    #[test]
+    fn string_tests_on_string_variables() {
+        for (method, test) in [
+            ("startsWith", StringTest::StartsWith),
+            ("endsWith", StringTest::EndsWith),
+            ("contains", StringTest::Contains),
+        ] {
+            for (name, variable) in [
+                ("customer.country", Variable::Country),
+                ("customer.region", Variable::Region),
+                ("customer.city", Variable::City),
+                ("customer.language", Variable::Language),
+                ("customer.traits.note", trait_("note")),
+            ] {
+                assert_eq!(
+                    ok(&format!(r#"{name}.{method}("ab")"#)),
+                    Predicate::Text(variable, test, "ab".to_owned())
+                );
+            }
+        }
+        refused(
+            r#"customer.age_band.startsWith("1")"#,
+            18,
+            "`startsWith` applies to strings",
+        );
+        refused(r#"customer.age.contains("1")"#, 13, "is an int");
+        refused(
+            r#"customer.city.startsWith(customer.region)"#,
+            25,
+            "must be a string in quotes",
+        );
+        refused(
+            r#"customer.city.endsWith("a", "b")"#,
+            14,
+            "takes one string",
+        );
+        refused(
+            r#""Istanbul".startsWith("I")"#,
+            0,
+            "applies to a string variable",
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_construct_and_its_position() {
+        refused(r#"customer.colour == "red""#, 0, "unknown variable `customer.colour`; the customer variables are customer.relationship, customer.party");
+        refused("customer.gendr == 1", 0, "did you mean customer.gender?");
+        refused("x > 1", 0, "variables start with customer. or features.");
+        refused(
+            r#"customer.consent == "GRANTED""#,
+            0,
+            "`customer.consent` is a group",
+        );
+        refused("features.purchase_count + 1 > 3", 24, "`+` is not supported; rules use ==, !=, <, <=, >, >=, &&, ||, !, in, startsWith, endsWith, contains and has()");
+        refused("features.total_spend / 2 > 3", 21, "`/` is not supported");
+        refused(
+            "customer.age > 3 ? true : false",
+            17,
+            "the conditional `? :` is not supported",
+        );
+        refused(
+            "[1, 2].exists(x, x > 1)",
+            7,
+            "the macro `exists()` is not supported",
+        );
+        refused(
+            "customer.traits.all(k, k == 1)",
+            16,
+            "the macro `all()` is not supported",
+        );
+        refused("features.purchase_count", 0, "`features.purchase_count` is an int, not a condition; use it in a comparison, as in features.purchase_count > 0");
+        refused(r#"customer.country"#, 0, "is a string, not a condition");
+        refused("5", 0, "this is the int 5 on its own");
+        refused(r#""yes""#, 0, "the string \"yes\" on its own");
+        refused(
+            "customer.age == features.purchase_count",
+            16,
+            "comparing two variables is not supported",
+        );
+        refused("1 == 1", 2, "both sides of this comparison are literals");
+        refused(
+            r#"customer.country < "TR""#,
+            17,
+            "<, <=, > and >= order numbers, but `customer.country` is a string",
+        );
+        refused(
+            r#"features.stage > "REBUYING""#,
+            15,
+            "is an enum; list the values you want with in",
+        );
+        refused("customer.objects_to_profiling > false", 30, "is a bool");
+        refused(
+            r#"customer.age == "18""#,
+            16,
+            "`customer.age` is an int, so it cannot be compared with the string \"18\"",
+        );
+        refused(
+            "size(customer.city) > 3",
+            0,
+            "the function `size()` is not supported",
+        );
+        refused(
+            r#"customer.city.matches("^I")"#,
+            14,
+            "the method `matches()` is not supported",
+        );
+        refused(
+            r#"{"a": 1} == customer.age"#,
+            0,
+            "maps {...} are not supported",
+        );
+        refused(
+            "customer.age == [1]",
+            16,
+            "a list is allowed only on the right of `in`",
+        );
+        refused(
+            "customer.age == null",
+            16,
+            "test presence with has(), as in has(customer.age)",
+        );
+        refused("features.purchase_count == null", 27, "is never absent");
+        refused(
+            r#"customer.country == "tr""#,
+            20,
+            "country codes are upper case: write \"TR\"",
+        );
+        refused(
+            r#"customer.country == "XX""#,
+            20,
+            "not an ISO 3166-1 alpha-2 country code",
+        );
+        refused(
+            "customer.age > 3 == true",
+            13,
+            "a condition cannot be compared",
+        );
+        refused("!customer.age > 3", 0, "a condition cannot be compared");
+        refused("!customer.age", 1, "is an int, not a condition");
+        refused(
+            r#"b"abc" == customer.city"#,
+            0,
+            "cannot be compared with a bytes literal",
+        );
+        refused(
+            "customer.age.years > 1",
+            0,
+            "unknown variable `customer.age.years`",
+        );
+        refused(
+            "customer.traits.tier[0] == 1",
+            20,
+            "indexing with [ ] applies only to customer.traits",
+        );
+        refused(
+            "-customer.age < 1",
+            0,
+            "`-` applies only to a number literal",
+        );
+        refused(
+            "google.protobuf.Duration{seconds: 1}",
+            24,
+            "messages Name{...} are not supported",
+        );
+        refused("if", 0, "`if` is a reserved word");
+        refused(
+            "(customer.age > 1).x",
+            18,
+            "a field can be selected only from customer or features",
+        );
+    }
+
+    #[test]
+    fn positions_count_characters_and_lines() {
+        let source = r#""é" == customer.colour"#;
+        assert_eq!(at(source, "customer"), 7);
+        refused(source, 7, "unknown variable `customer.colour`");
+        let source = "customer.city == \"İzmir\" && customer.age + 1 > 2";
+        refused(source, at(source, "+"), "`+` is not supported");
+        let source = "customer.age > 3 &&\n  features.colour == 1";
+        refused(source, 22, "unknown variable `features.colour`");
+        let source = "customer.age > 3 &&\n\tfeatures.purchase_count * 2 > 1";
+        refused(source, at(source, "*"), "`*` is not supported");
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        refused("customer.age > 3 &&", 19, "syntax error");
+        refused("(customer.age > 3", 17, "syntax error");
+        refused("customer.age > 3)", 16, "syntax error");
+        refused("customer.age > 3 &&\n  )", 22, "syntax error");
+        refused("customer.city == 'é' && é", 24, "unexpected character 'é'");
+        refused("", 0, "the rule is empty");
+        refused("  \n\t", 0, "the rule is empty");
+        refused(r#"customer.city == "Izmir"#, 17, "has no closing \"");
+        refused("customer.city == '''Izmir", 17, "has no closing '''");
+        refused(
+            "customer.city == \"a\nb\"",
+            17,
+            "has no closing \" on its line",
+        );
+        refused(r#"customer.city == "a\qb""#, 19, "invalid escape");
+    }
+
+    #[test]
+    fn strings_and_comments_do_not_count_as_nesting() {
+        let parens = "(".repeat(100);
+        assert_eq!(
+            ok(&format!("customer.city == \"{parens}\"")),
+            compare(Variable::City, Eq, text(&parens))
+        );
+        ok(&format!("customer.city == '''{parens}\n'''"));
+        ok(&format!("customer.city == r\"{parens}\\\""));
+        ok(&format!(
+            "customer.city == \"\\\"{parens}\\u00e9\\x41\\101\""
+        ));
+        ok(&format!("customer.age > 1 // {parens}\n&& true"));
+    }
+
+    #[test]
+    fn size_and_nesting_limits() {
+        let padded = format!("true{}", " ".repeat(MAX_SOURCE_BYTES - 4));
+        assert_eq!(ok(&padded), Predicate::Const(true));
+        refused(
+            &format!("{padded} "),
+            MAX_SOURCE_BYTES,
+            "at most 4096 bytes",
+        );
+        // 2 bytes per character: the limit falls at character 2048.
+        refused(&"é".repeat(2049), 2048, "the rule is 4098 bytes long");
+        let nested =
+            |depth: usize| format!("{}customer.age > 1{}", "(".repeat(depth), ")".repeat(depth));
+        assert_eq!(
+            ok(&nested(MAX_NESTING)),
+            compare(Variable::Age, Gt, Literal::Int(1))
+        );
+        refused(
+            &nested(MAX_NESTING + 1),
+            MAX_NESTING,
+            "more than 64 levels deep",
+        );
+        let nots = format!(
+            "{}customer.objects_to_profiling{}",
+            "!(".repeat(64),
+            ")".repeat(64)
+        );
+        let mut expected = Predicate::IsTrue(Variable::ObjectsToProfiling);
+        for _ in 0..64 {
+            expected = Predicate::Not(Box::new(expected));
+        }
+        assert_eq!(ok(&nots), expected);
+        refused(&format!("!({nots})"), 129, "more than 64 levels deep");
+        let long_and = vec!["customer.age > 1"; 200].join(" && ");
+        let Predicate::And(operands) = ok(&long_and) else {
+            panic!("not an And");
+        };
+        assert_eq!(operands.len(), 200);
+    }
+
+    #[test]
+    fn every_documented_operator_is_accepted() {
+        let samples = [
+            ("==", "customer.age == 1"),
+            ("!=", "customer.age != 1"),
+            ("<", "customer.age < 1"),
+            ("<=", "customer.age <= 1"),
+            (">", "customer.age > 1"),
+            (">=", "customer.age >= 1"),
+            ("&&", "customer.age > 1 && customer.age < 9"),
+            ("||", "customer.age < 1 || customer.age > 9"),
+            ("!", "!customer.objects_to_profiling"),
+            ("in", "customer.age in [1, 2]"),
+            ("startsWith", r#"customer.city.startsWith("A")"#),
+            ("endsWith", r#"customer.city.endsWith("A")"#),
+            ("contains", r#"customer.city.contains("A")"#),
+            ("has()", "has(customer.city)"),
+        ];
+        assert_eq!(
+            operators(),
+            samples
+                .iter()
+                .map(|(operator, _)| *operator)
+                .collect::<Vec<_>>()
+        );
+        for (_, source) in samples {
+            ok(source);
+        }
+    }
+
+    #[test]
+    fn parse_variable_resolves_single_names() {
+        assert_eq!(parse_variable("customer.country"), Ok(Variable::Country));
+        assert_eq!(parse_variable("features.rfm.m"), Ok(Variable::RfmM));
+        assert_eq!(
+            parse_variable("customer.consent.push"),
+            Ok(Variable::Consent(Channel::Push))
+        );
+        assert_eq!(parse_variable("customer.traits.tier"), Ok(trait_("tier")));
+        assert_eq!(
+            parse_variable(r#"customer.traits["my-key"]"#),
+            Ok(trait_("my-key"))
+        );
+        assert_eq!(
+            parse_variable("customer.traits['tier']"),
+            Ok(trait_("tier"))
+        );
+        let error = parse_variable("customer.colour").unwrap_err();
+        assert_eq!(error.position, 0);
+        assert!(error.message.contains("unknown variable `customer.colour`"));
+        let error = parse_variable(r#"customer.traits["tier""#).unwrap_err();
+        assert_eq!(error.position, 16);
+        let error = parse_variable(r#"customer.traits["bad key"]"#).unwrap_err();
+        assert_eq!(error.position, 17);
+        assert!(error.message.contains("a trait key"));
+        let error = parse_variable("features.rfm").unwrap_err();
+        assert!(error
+            .message
+            .contains("features.rfm.r, features.rfm.f, features.rfm.m"));
+        assert!(parse_variable("").is_err());
+        assert!(parse_variable("customer.traits").is_err());
+    }
+
+    #[test]
+    fn long_text_is_clipped_in_messages() {
+        let long = "A".repeat(3000);
+        for source in [
+            format!("customer.gender == {long:?}"),
+            format!("customer.country == {long:?}"),
+            format!("customer.traits[{long:?}] == 1"),
+            format!("customer.{} == 1", "a".repeat(3000)),
+            format!("{}() == 1", "f".repeat(3000)),
+        ] {
+            let error = compile(&source).unwrap_err();
+            assert!(error.message.len() < 1000, "{}", error.message);
+            assert!(
+                error.message.contains("AAA...")
+                    || error.message.contains("aaa...")
+                    || error.message.contains("fff..."),
+                "{}",
+                error.message
+            );
+        }
+    }
+
+    #[test]
+    fn errors_display_their_position() {
+        let error = compile("x").unwrap_err();
+        assert!(error
+            .to_string()
+            .starts_with("at character 0: unknown variable `x`"));
+    }
+
+    /// Every result is a predicate or a one-line error inside the text.
+    fn survives(source: &str) {
+        let length = source.chars().count();
+        match compile(source) {
+            Ok(_) => {}
+            Err(error) => {
+                assert!(error.position <= length, "{source:?}: {error:?}");
+                assert!(!error.message.is_empty());
+                assert!(error.message.len() < 2000, "{source:?}: {error:?}");
+                assert!(!error.message.contains('\n'), "{source:?}: {error:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_input_panics_or_overflows_the_stack() {
+        let fixed = [
+            "",
+            " ",
+            "(",
+            ")",
+            "(((",
+            ")))",
+            "((customer.age > 1)",
+            "customer.age > 1))",
+            "&&",
+            "||",
+            "!",
+            "!!!!",
+            "-",
+            "--1",
+            "customer.",
+            ".customer.age",
+            "customer..age",
+            "customer.age >",
+            "> 3",
+            "é",
+            "日本語 == 1",
+            "customer.city == \"日本\"",
+            "\u{0}",
+            "\u{feff}customer.age > 3",
+            "customer.age > 3 // comment",
+            "/* c */",
+            "customer.traits[]",
+            "customer.traits[\"\"] == 1",
+            "has()",
+            "has(customer.age, 1)",
+            "customer.age in",
+            "in [1]",
+            "[",
+            "{",
+            "{}",
+            "[]",
+            "customer.age > 99999999999999999999",
+            "1e999",
+            "customer.income > 1e999",
+            "0x",
+            "0xFFFFFFFFFFFFFFFFFu",
+            "\"\\u12\"",
+            "'''",
+            "r'",
+            "b'\\xZZ'",
+            "\\",
+            "`customer`.age",
+            "customer.`age` > 1",
+            "customer.age >= -",
+            "a ? b ((?))",
+            "customer.city == \"\\uD800\"",
+            "customer.city == '\u{1F600}'",
+            "!!(!!!!!!(!!!!(((((!!(!!(!!!!((!!(!!!!!!(!!!!(((((!!(!!(!!!!((1",
+            "customer.traits.x.y.z.w.v == [[[[1]]]]",
+            "customer.age in [[1], {}]",
+            "customer.age.exists(x, x)",
+            "customer.city.size() > 1",
+            "customer.city.startsWith()",
+            "has(customer.traits.a-b)",
+            "customer.age > 1 ? customer.age > 2 : customer.age > 3",
+        ];
+        for source in fixed {
+            survives(source);
+        }
+        let generated = [
+            "(".repeat(10_000),
+            "(".repeat(4000),
+            "[".repeat(4096),
+            "{".repeat(65),
+            "f(".repeat(2000),
+            "!(".repeat(2000),
+            "-(".repeat(2000),
+            format!("1{}", "+1".repeat(2047)),
+            format!("customer.age{}", " < 1".repeat(1000)),
+            format!("a{}", ".a".repeat(2000)),
+            format!("customer.traits{}", "[0]".repeat(1300)),
+            format!("a{}", "?a:a".repeat(1000)),
+            format!("{}1{}", "(".repeat(64), "+1".repeat(1980)),
+            format!("{}a{}", "f(".repeat(64), ".a".repeat(1900)),
+            format!("customer.age in [{}1]", "1,".repeat(2000)),
+            "!".repeat(4096),
+            "-".repeat(4095) + "1",
+            "\"".repeat(4096),
+            "é".repeat(5000),
+        ];
+        for source in &generated {
+            survives(source);
+        }
+        // A token soup from a fixed seed.
+        let tokens = [
+            "customer.age",
+            "features.stage",
+            "customer.traits",
+            "(",
+            ")",
+            "[",
+            "]",
+            "{",
+            "}",
+            "&&",
+            "||",
+            "!",
+            "==",
+            "<",
+            ">=",
+            "in",
+            "\"A\"",
+            "'b'",
+            "3",
+            "-",
+            "2.5",
+            "has(",
+            ".startsWith(",
+            "[\"k\"]",
+            "\"",
+            "'",
+            ",",
+            "é",
+            " ",
+            "?",
+            ":",
+            "+",
+            ".",
+            "true",
+            "null",
+            "\\",
+            "//",
+            "\n",
+            "u",
+            "r\"",
+            "b'",
+            "size(",
+            ".exists(x,",
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        for _ in 0..400 {
+            let length = 1 + next() % 24;
+            let source: String = (0..length).map(|_| tokens[next() % tokens.len()]).collect();
+            survives(&source);
+        }
     }
 }
