@@ -4,11 +4,17 @@
 use std::collections::HashMap;
 
 use super::frame::Frame;
-use super::select::{codes, consented, select, split_objectors, Bits};
+use rayon::prelude::*;
+
+use super::select::{codes, consented, select, split_objectors, Bits, WORDS_PER_TASK};
 use super::{Engine, Shared};
 use crate::domain::rules::{compile, Channel, Predicate, Variable};
 use crate::domain::segment::{Segment, SegmentId};
 use crate::domain::{Error, Result, Timestamp};
+
+/// Up to this many combinations of dimension values, a breakdown sums into
+/// dense counters; beyond, into a map.
+const DENSE_GROUPS: u64 = 1 << 16;
 
 /// The most dimensions one breakdown may group by.
 pub const MAX_DIMENSIONS: usize = 4;
@@ -154,15 +160,44 @@ fn breakdown(
         spend: i128,
         purchases: u64,
     }
+    let add = |slot: &mut Sums, row: usize| {
+        slot.count += 1;
+        slot.spend += i128::from(total[row]);
+        slot.purchases += u64::from(count[row]);
+    };
     let mut sums: HashMap<u64, Sums> = HashMap::new();
-    if combinations <= 1 << 20 {
-        let mut dense = vec![Sums::default(); combinations as usize];
-        for row in members.rows() {
-            let slot = &mut dense[key_of(row) as usize];
-            slot.count += 1;
-            slot.spend += i128::from(total[row]);
-            slot.purchases += u64::from(count[row]);
-        }
+    if combinations <= DENSE_GROUPS {
+        // Each task sums its share of the rows into its own counters.
+        let dense = members
+            .words()
+            .par_chunks(WORDS_PER_TASK)
+            .enumerate()
+            .fold(
+                || vec![Sums::default(); combinations as usize],
+                |mut dense, (chunk, words)| {
+                    for (w, &word) in words.iter().enumerate() {
+                        let base = (chunk * WORDS_PER_TASK + w) * 64;
+                        let mut rest = word;
+                        while rest != 0 {
+                            let row = base + rest.trailing_zeros() as usize;
+                            rest &= rest - 1;
+                            add(&mut dense[key_of(row) as usize], row);
+                        }
+                    }
+                    dense
+                },
+            )
+            .reduce(
+                || vec![Sums::default(); combinations as usize],
+                |mut left, right| {
+                    for (mine, theirs) in left.iter_mut().zip(right) {
+                        mine.count += theirs.count;
+                        mine.spend += theirs.spend;
+                        mine.purchases += theirs.purchases;
+                    }
+                    left
+                },
+            );
         sums.extend(
             dense
                 .into_iter()
@@ -172,10 +207,7 @@ fn breakdown(
         );
     } else {
         for row in members.rows() {
-            let slot = sums.entry(key_of(row)).or_default();
-            slot.count += 1;
-            slot.spend += i128::from(total[row]);
-            slot.purchases += u64::from(count[row]);
+            add(sums.entry(key_of(row)).or_default(), row);
         }
     }
     let mut groups: Vec<Group> = sums

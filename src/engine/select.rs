@@ -4,10 +4,15 @@
 //! condition on a string or enum is decided once per distinct value (per
 //! dictionary entry), then looked up per customer.
 
+use rayon::prelude::*;
+
 use super::frame::Frame;
 use crate::domain::features::RfmSegment;
 use crate::domain::rules::{Channel, Comparison, Literal, Predicate, StringTest, Variable};
 use crate::domain::{ConsentStatus, TraitValue};
+
+/// Words of a bit set one parallel task handles: 64 Ki rows.
+pub const WORDS_PER_TASK: usize = 1024;
 
 /// One bit per row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,19 +32,29 @@ impl Bits {
         bits
     }
 
-    /// The bits of `holds` for every row, in one pass.
-    pub fn from_fn(len: usize, holds: impl Fn(usize) -> bool) -> Self {
+    /// The bits of `holds` for every row, in one pass split over the cores.
+    pub fn from_fn(len: usize, holds: impl Fn(usize) -> bool + Sync) -> Self {
         let mut words = vec![0u64; len.div_ceil(64)];
-        for (w, word) in words.iter_mut().enumerate() {
-            let base = w * 64;
-            let end = (base + 64).min(len);
-            let mut bits = 0u64;
-            for row in base..end {
-                bits |= u64::from(holds(row)) << (row - base);
-            }
-            *word = bits;
-        }
+        words
+            .par_chunks_mut(WORDS_PER_TASK)
+            .enumerate()
+            .for_each(|(chunk, words)| {
+                for (w, word) in words.iter_mut().enumerate() {
+                    let base = (chunk * WORDS_PER_TASK + w) * 64;
+                    let end = (base + 64).min(len);
+                    let mut bits = 0u64;
+                    for row in base..end {
+                        bits |= u64::from(holds(row)) << (row - base);
+                    }
+                    *word = bits;
+                }
+            });
         Bits { words, len }
+    }
+
+    /// The words, 64 rows each.
+    pub fn words(&self) -> &[u64] {
+        &self.words
     }
 
     fn trim(&mut self) {
@@ -250,7 +265,11 @@ fn enum_name(literal: &Literal) -> Option<&'static str> {
 
 /// The rows whose value of `variable` meets `holds`, in one pass over the
 /// variable's column.
-fn condition(frame: &Frame<'_>, variable: &Variable, holds: &dyn Fn(Value<'_>) -> bool) -> Bits {
+fn condition(
+    frame: &Frame<'_>,
+    variable: &Variable,
+    holds: &(dyn Fn(Value<'_>) -> bool + Sync),
+) -> Bits {
     let rows = frame.rows();
     if let Variable::Trait(key) = variable {
         let mut bits = Bits::filled(rows, false);
@@ -373,11 +392,12 @@ pub struct Coded {
 fn enum_codes<T: Copy>(
     rows: usize,
     names: &[&str],
-    ordinal: impl Fn(T) -> u8,
-    value: impl Fn(usize) -> Option<T>,
+    ordinal: impl Fn(T) -> u8 + Sync,
+    value: impl Fn(usize) -> Option<T> + Sync,
 ) -> Coded {
     Coded {
         codes: (0..rows)
+            .into_par_iter()
             .map(|row| value(row).map_or(0, |v| u32::from(ordinal(v)) + 1))
             .collect(),
         names: std::iter::once("")
