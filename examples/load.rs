@@ -1,7 +1,13 @@
 //! Load generator for a running segmentd: unary CreateCustomer with many
-//! calls in flight, and a streaming ImportCustomers. Prints one Markdown
-//! table row per run. See `bench/run.sh`.
+//! calls in flight, and a seeded synthetic data set streamed in over
+//! ImportCustomers and ImportActivity. Prints one Markdown table row per
+//! run. `export` writes the very same data set as CSV files, without a
+//! server, for other engines to compare with. See `bench/run.sh` and
+//! `bench/compare.sh`.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,7 +45,8 @@ enum Run {
         first: u64,
     },
     /// A synthetic data set: customers over ImportCustomers, then their
-    /// purchases over ImportActivity.
+    /// purchases over ImportActivity, then their engagement events over
+    /// another ImportActivity stream.
     Dataset {
         /// Customers.
         #[arg(long, default_value_t = 1_000_000)]
@@ -50,9 +57,25 @@ enum Run {
         /// Seed of the generator: the same seed, the same data.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Purchases per ImportActivity message.
+        /// Events per ImportActivity message.
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
+    },
+    /// The same synthetic data set as `dataset`, written as CSV files
+    /// (customers.csv, purchases.csv, engagements.csv) without a server.
+    Export {
+        /// The directory to write to; made if missing.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Customers.
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: u64,
+        /// Purchases in all.
+        #[arg(long, default_value_t = 10_000_000)]
+        purchases: u64,
+        /// Seed of the generator: the same seed, the same data.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
 }
 
@@ -98,8 +121,15 @@ fn customer(n: u64) -> pb::Customer {
             email: 1 + (n % 3) as i32,
             ..Default::default()
         }),
+        objects_to_profiling: objects_to_profiling(n),
         ..Default::default()
     }
+}
+
+/// Whether customer `n` objects to profiling: about one in a hundred,
+/// spread over the customers independently of their other fields.
+fn objects_to_profiling(n: u64) -> bool {
+    Generator(n).next() % 100 == 0
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -248,51 +278,210 @@ fn arrival_order(counts: &[u32], rng: &mut Generator) -> Vec<u32> {
 /// 2023-11-23T00:00:00Z: the start of the three years purchases fall in.
 const PURCHASES_FROM: i64 = 1_700_697_600;
 
-/// Purchase `n` of `total`. Purchases arrive roughly in time order over
-/// three years; one in a hundred arrives up to 30 days late.
-fn purchase(n: usize, total: usize, customer: u32, rng: &mut Generator) -> pb::Purchase {
-    const THREE_YEARS: f64 = 3.0 * 365.0 * 86_400.0;
-    let on_time = PURCHASES_FROM + (n as f64 / total as f64 * THREE_YEARS) as i64;
-    let late = if rng.unit() < 0.01 {
-        (rng.unit() * 30.0 * 86_400.0) as i64
-    } else {
-        0
-    };
-    pb::Purchase {
-        purchase_id: format!("p{n}"),
-        customer: format!("customers/load-{customer:09}"),
-        occurred_at: Some(prost_types::Timestamp {
-            seconds: on_time - late,
-            nanos: 0,
-        }),
-        amount: Some(pb::Money {
-            currency_code: "USD".into(),
-            // Exponential around $40, at least $2.
-            minor_units: 200 + (-(1.0 - rng.unit()).ln() * 4_000.0) as i64,
-        }),
-        quantity: 1 + (rng.next() % 3) as i32,
-        category: CATEGORIES[(rng.next() % CATEGORIES.len() as u64) as usize].into(),
-        durability: 1 + (rng.next() % 3) as i32,
-    }
-}
+/// Three years of 365 days, in seconds: the span of the generated activity.
+const THREE_YEARS: f64 = 3.0 * 365.0 * 86_400.0;
 
 const CATEGORIES: [&str; 6] = ["books", "music", "coffee", "garden", "toys", "electronics"];
 
-async fn dataset(
-    addr: &str,
+const CHANNELS: [&str; 3] = ["web", "store", "email"];
+
+/// The id of customer `n`, as in its resource name.
+fn customer_id(n: u64) -> String {
+    format!("load-{n:09}")
+}
+
+/// One generated purchase.
+struct Purchase {
+    /// Its place in arrival order; the id is `p{n}`.
+    n: usize,
+    customer: u32,
+    /// Seconds since the epoch.
+    occurred_at: i64,
+    amount_minor: i64,
+    quantity: i32,
+    category: &'static str,
+    durability: pb::ProductDurability,
+}
+
+impl Purchase {
+    fn to_pb(&self) -> pb::Purchase {
+        pb::Purchase {
+            purchase_id: format!("p{}", self.n),
+            customer: format!("customers/{}", customer_id(u64::from(self.customer))),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: self.occurred_at,
+                nanos: 0,
+            }),
+            amount: Some(pb::Money {
+                currency_code: "USD".into(),
+                minor_units: self.amount_minor,
+            }),
+            quantity: self.quantity,
+            category: self.category.into(),
+            durability: self.durability as i32,
+        }
+    }
+}
+
+/// The purchases of a data set in arrival order. Purchases arrive roughly
+/// in time order over three years; one in a hundred arrives up to 30 days
+/// late.
+struct Purchases {
+    order: Vec<u32>,
+    next: usize,
+    rng: Generator,
+}
+
+impl Iterator for Purchases {
+    type Item = Purchase;
+
+    fn next(&mut self) -> Option<Purchase> {
+        let n = self.next;
+        let &customer = self.order.get(n)?;
+        self.next += 1;
+        let rng = &mut self.rng;
+        let total = self.order.len();
+        let on_time = PURCHASES_FROM + (n as f64 / total as f64 * THREE_YEARS) as i64;
+        let late = if rng.unit() < 0.01 {
+            (rng.unit() * 30.0 * 86_400.0) as i64
+        } else {
+            0
+        };
+        Some(Purchase {
+            n,
+            customer,
+            occurred_at: on_time - late,
+            // Exponential around $40, at least $2.
+            amount_minor: 200 + (-(1.0 - rng.unit()).ln() * 4_000.0) as i64,
+            quantity: 1 + (rng.next() % 3) as i32,
+            category: CATEGORIES[(rng.next() % CATEGORIES.len() as u64) as usize],
+            durability: pb::ProductDurability::try_from(1 + (rng.next() % 3) as i32)
+                .expect("1 to 3 are durabilities"),
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.order.len() - self.next;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Purchases {}
+
+/// One generated engagement event.
+struct Engagement {
+    /// Its number; the id is `e{n}`.
+    n: usize,
+    customer: u32,
+    /// Seconds since the epoch.
+    occurred_at: i64,
+    kind: pb::EngagementType,
+    /// For FEEDBACK only.
+    nps_score: Option<i32>,
+    channel: &'static str,
+}
+
+impl Engagement {
+    fn to_pb(&self) -> pb::EngagementEvent {
+        pb::EngagementEvent {
+            event_id: format!("e{}", self.n),
+            customer: format!("customers/{}", customer_id(u64::from(self.customer))),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: self.occurred_at,
+                nanos: 0,
+            }),
+            r#type: self.kind as i32,
+            nps_score: self.nps_score,
+            channel: self.channel.into(),
+        }
+    }
+}
+
+/// A seeded synthetic data set: the same arguments, the same data, whether
+/// it is streamed to a server or written to files.
+struct DataSet {
     customers: u64,
     purchases: u64,
     seed: u64,
-    batch: usize,
-) -> anyhow::Result<()> {
+}
+
+impl DataSet {
+    /// The customers, in order of their number.
+    fn customers(&self) -> impl Iterator<Item = pb::Customer> {
+        (0..self.customers).map(customer)
+    }
+
+    /// The purchases in arrival order: `purchases` in all, drawn from the
+    /// generator seeded with `seed`.
+    fn purchases(&self) -> Purchases {
+        let mut rng = Generator(self.seed);
+        let counts = purchase_counts(self.customers, self.purchases, &mut rng);
+        let order = arrival_order(&counts, &mut rng);
+        Purchases {
+            order,
+            next: 0,
+            rng,
+        }
+    }
+
+    /// The engagement events, customer by customer, at times spread over
+    /// the same three years as the purchases: about 40% of customers visit
+    /// one to five times, 8% give feedback once or twice (with an NPS score
+    /// of 0 to 10) and 3% refer someone once. They are drawn from a
+    /// generator of their own, so that the purchases do not depend on them.
+    fn engagements(&self) -> Vec<Engagement> {
+        let mut rng = Generator(self.seed ^ 0x656E_6761_6765_6D65);
+        let mut events = Vec::new();
+        for customer in 0..self.customers as u32 {
+            let visits = if rng.unit() < 0.40 {
+                1 + rng.next() % 5
+            } else {
+                0
+            };
+            let feedback = if rng.unit() < 0.08 {
+                1 + rng.next() % 2
+            } else {
+                0
+            };
+            let referrals = u64::from(rng.unit() < 0.03);
+            let kinds = std::iter::repeat_n(pb::EngagementType::Visit, visits as usize)
+                .chain(std::iter::repeat_n(
+                    pb::EngagementType::Feedback,
+                    feedback as usize,
+                ))
+                .chain(std::iter::repeat_n(
+                    pb::EngagementType::Referral,
+                    referrals as usize,
+                ));
+            for kind in kinds {
+                let occurred_at = PURCHASES_FROM + (rng.unit() * THREE_YEARS) as i64;
+                let nps_score =
+                    (kind == pb::EngagementType::Feedback).then(|| (rng.next() % 11) as i32);
+                let channel = CHANNELS[(rng.next() % CHANNELS.len() as u64) as usize];
+                events.push(Engagement {
+                    n: events.len(),
+                    customer,
+                    occurred_at,
+                    kind,
+                    nps_score,
+                    channel,
+                });
+            }
+        }
+        events
+    }
+}
+
+async fn dataset(addr: &str, data: &DataSet, batch: usize) -> anyhow::Result<()> {
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
     let mut customer_client = CustomerServiceClient::new(channel.clone());
-    let messages = (0..customers.div_ceil(1000)).map(move |b| pb::ImportCustomersRequest {
-        customers: (b * 1000..((b + 1) * 1000).min(customers))
-            .map(customer)
-            .collect(),
+    let customers = data.customers;
+    let mut all = data.customers();
+    let messages = std::iter::from_fn(move || {
+        let customers: Vec<_> = all.by_ref().take(1000).collect();
+        (!customers.is_empty()).then_some(pb::ImportCustomersRequest { customers })
     });
     let started = Instant::now();
     let response = customer_client
@@ -310,24 +499,17 @@ async fn dataset(
         elapsed.as_secs_f64(),
     );
 
-    let mut rng = Generator(seed);
-    let counts = purchase_counts(customers, purchases, &mut rng);
-    let order = arrival_order(&counts, &mut rng);
-    drop(counts);
-    let total = order.len();
     let mut activity_client = ActivityServiceClient::new(channel);
-    let messages = order
-        .chunks(batch)
-        .enumerate()
-        .map(move |(b, chunk)| pb::ImportActivityRequest {
-            purchases: chunk
-                .iter()
-                .enumerate()
-                .map(|(i, &customer)| purchase(b * batch + i, total, customer, &mut rng))
-                .collect(),
+    let mut purchases = data.purchases();
+    let total = purchases.len() as u64;
+    let messages = std::iter::from_fn(|| {
+        let chunk: Vec<_> = purchases.by_ref().take(batch).map(|p| p.to_pb()).collect();
+        (!chunk.is_empty()).then_some(pb::ImportActivityRequest {
+            purchases: chunk,
             engagements: Vec::new(),
         })
-        .collect::<Vec<_>>();
+    })
+    .collect::<Vec<_>>();
     let started = Instant::now();
     let response = activity_client
         .import_activity(tokio_stream::iter(messages))
@@ -335,13 +517,146 @@ async fn dataset(
         .into_inner();
     let elapsed = started.elapsed();
     anyhow::ensure!(
-        response.accepted_count as u64 == purchases,
-        "recorded {response:?} of {purchases}"
+        response.accepted_count as u64 == total,
+        "recorded {response:?} of {total}"
     );
     println!(
-        "| ImportActivity, one stream, {batch} per message | {:.0} purchases/s | {purchases} purchases in {:.1} s |",
-        purchases as f64 / elapsed.as_secs_f64(),
+        "| ImportActivity, one stream, {batch} per message | {:.0} purchases/s | {total} purchases in {:.1} s |",
+        total as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
+    );
+
+    let engagements = data.engagements();
+    let total = engagements.len() as u64;
+    let messages = engagements
+        .chunks(batch)
+        .map(|chunk| pb::ImportActivityRequest {
+            purchases: Vec::new(),
+            engagements: chunk.iter().map(Engagement::to_pb).collect(),
+        })
+        .collect::<Vec<_>>();
+    drop(engagements);
+    let started = Instant::now();
+    let response = activity_client
+        .import_activity(tokio_stream::iter(messages))
+        .await?
+        .into_inner();
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        response.accepted_count as u64 == total,
+        "recorded {response:?} of {total} engagement events"
+    );
+    println!(
+        "| ImportActivity (engagement events), one stream, {batch} per message | {:.0} events/s | {total} visits, feedback and referrals in {:.1} s |",
+        total as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
+    );
+    Ok(())
+}
+
+/// An enum's name without its prefix: `GENDER_FEMALE` → `FEMALE`.
+fn short_name<'a>(name: &'a str, prefix: &str) -> &'a str {
+    name.strip_prefix(prefix).unwrap_or(name)
+}
+
+fn create_csv(dir: &Path, name: &str, header: &str) -> anyhow::Result<BufWriter<File>> {
+    let mut file = BufWriter::with_capacity(1 << 20, File::create(dir.join(name))?);
+    writeln!(file, "{header}")?;
+    Ok(file)
+}
+
+/// Writes the data set as CSV files: customers.csv, purchases.csv and
+/// engagements.csv. Times are seconds since the epoch, money is in minor
+/// units, enums are their names without the prefix (`FEMALE`, `EXTERNAL`),
+/// and a birth date is YYYY-MM-DD.
+fn export(dir: &Path, data: &DataSet) -> anyhow::Result<()> {
+    let started = Instant::now();
+    std::fs::create_dir_all(dir)?;
+
+    let mut file = create_csv(
+        dir,
+        "customers.csv",
+        "customer_id,party,relationship,department,birth_date,gender,annual_income_minor,\
+         currency_code,country,city,language,consent_email,objects_to_profiling",
+    )?;
+    for c in data.customers() {
+        let id = c.name.strip_prefix("customers/").unwrap_or(&c.name);
+        let party = pb::Party::try_from(c.party).unwrap_or_default();
+        let relationship = pb::Relationship::try_from(c.relationship).unwrap_or_default();
+        let gender = pb::Gender::try_from(c.gender).unwrap_or_default();
+        let email =
+            pb::ConsentStatus::try_from(c.consent.unwrap_or_default().email).unwrap_or_default();
+        let birth = c
+            .birth_date
+            .map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))
+            .unwrap_or_default();
+        let (income, currency) = c
+            .annual_income
+            .map(|m| (m.minor_units.to_string(), m.currency_code))
+            .unwrap_or_default();
+        let location = c.location.unwrap_or_default();
+        writeln!(
+            file,
+            "{id},{},{},{},{birth},{},{income},{currency},{},{},{},{},{}",
+            short_name(party.as_str_name(), "PARTY_"),
+            short_name(relationship.as_str_name(), "RELATIONSHIP_"),
+            c.department,
+            short_name(gender.as_str_name(), "GENDER_"),
+            location.country_code,
+            location.city,
+            c.language,
+            short_name(email.as_str_name(), "CONSENT_STATUS_"),
+            c.objects_to_profiling,
+        )?;
+    }
+    file.flush()?;
+
+    let mut file = create_csv(
+        dir,
+        "purchases.csv",
+        "purchase_id,customer_id,occurred_at,amount_minor,currency_code,quantity,category,durability",
+    )?;
+    let mut purchases = 0u64;
+    for p in data.purchases() {
+        writeln!(
+            file,
+            "p{},{},{},{},USD,{},{},{}",
+            p.n,
+            customer_id(u64::from(p.customer)),
+            p.occurred_at,
+            p.amount_minor,
+            p.quantity,
+            p.category,
+            short_name(p.durability.as_str_name(), "PRODUCT_DURABILITY_"),
+        )?;
+        purchases += 1;
+    }
+    file.flush()?;
+
+    let mut file = create_csv(
+        dir,
+        "engagements.csv",
+        "event_id,customer_id,occurred_at,type,nps_score,channel",
+    )?;
+    let engagements = data.engagements();
+    for e in &engagements {
+        writeln!(
+            file,
+            "e{},{},{},{},{},{}",
+            e.n,
+            customer_id(u64::from(e.customer)),
+            e.occurred_at,
+            short_name(e.kind.as_str_name(), "ENGAGEMENT_TYPE_"),
+            e.nps_score.map(|s| s.to_string()).unwrap_or_default(),
+            e.channel,
+        )?;
+    }
+    file.flush()?;
+    println!(
+        "| export to CSV | | {} customers, {purchases} purchases, {} engagement events in {:.1} s |",
+        data.customers,
+        engagements.len(),
+        started.elapsed().as_secs_f64(),
     );
     Ok(())
 }
@@ -361,6 +676,26 @@ async fn main() -> anyhow::Result<()> {
             purchases,
             seed,
             batch,
-        } => dataset(&args.addr, customers, purchases, seed, batch).await,
+        } => {
+            let data = DataSet {
+                customers,
+                purchases,
+                seed,
+            };
+            dataset(&args.addr, &data, batch).await
+        }
+        Run::Export {
+            dir,
+            customers,
+            purchases,
+            seed,
+        } => export(
+            &dir,
+            &DataSet {
+                customers,
+                purchases,
+                seed,
+            },
+        ),
     }
 }
