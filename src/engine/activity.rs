@@ -7,6 +7,7 @@ use foldhash::fast::RandomState;
 
 use super::index::{event_key, Event, EventRef, FeatureIndex, Loaded, Row, Series};
 use super::{Engine, Shared};
+use crate::domain::features::Thresholds;
 use crate::domain::{
     ActivityBatch, ActivityRecord, CustomerId, Engagement, Error, EventId, Purchase, Result,
     Violations,
@@ -32,9 +33,9 @@ pub struct EventPage<T> {
 }
 
 /// Builds the index from everything stored; blocking.
-pub fn rebuild_index(store: &Store, frequent_min: u32) -> Result<FeatureIndex> {
+pub fn rebuild_index(store: &Store, thresholds: Thresholds) -> Result<FeatureIndex> {
     let started = std::time::Instant::now();
-    let mut index = FeatureIndex::new(frequent_min);
+    let mut index = FeatureIndex::new(thresholds);
     index.bulk_load_customers(|add| store.for_each_customer(add))?;
     let customers_ms = started.elapsed().as_millis() as u64;
     let orphans = index.bulk_load(|add| {

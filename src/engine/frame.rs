@@ -12,9 +12,11 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::index::{age_at, engaged, ymd, FeatureIndex};
+#[cfg(test)]
+use super::index::{days_past, frequency_bounds};
 use crate::domain::features::{
-    age_band, engagement_stage, frequency_of, income_band, rfm_segment, EngagementStage,
-    FirstEngagements, FrequencyClass, PurchaseStats, Thresholds, NANOS_PER_DAY,
+    age_band, engagement_stage, frequency_of, income_band, rfm_segment, FirstEngagements,
+    PurchaseStats, Thresholds, NANOS_PER_DAY,
 };
 use crate::domain::Timestamp;
 
@@ -45,8 +47,10 @@ pub struct Frame<'a> {
     past: OnceLock<PastPurchases>,
     in_90_days: OnceLock<Vec<u32>>,
     in_365_days: OnceLock<Vec<u32>>,
-    frequency: OnceLock<Vec<FrequencyClass>>,
-    stage: OnceLock<Vec<EngagementStage>>,
+    /// Frequency class codes: the class's ordinal plus one.
+    frequency: OnceLock<Vec<u8>>,
+    /// Engagement stage codes: the stage's ordinal plus one.
+    stage: OnceLock<Vec<u8>>,
     rfm: OnceLock<RfmScores>,
 }
 
@@ -192,53 +196,63 @@ impl<'a> Frame<'a> {
         (self.at - self.last()[number]).div_euclid(NANOS_PER_DAY)
     }
 
-    /// The frequency class, by row.
-    pub fn frequency(&self) -> &[FrequencyClass] {
+    /// The frequency class of each row, as its ordinal plus one (so that 0
+    /// stays free for "absent", as in every coded column).
+    pub fn frequency_codes(&self) -> &[u8] {
         self.frequency.get_or_init(|| {
             let (count, first, last) = (self.count(), self.first(), self.last());
-            let kth = &self.index.columns().kth_latest;
-            // With every event counted and the index's K the threshold's,
-            // the K-th latest purchase decides the window without a series.
-            let by_column = self.current
-                && self.index.frequent_min() == self.thresholds.frequent_min_purchases_365d;
+            let columns = self.index.columns();
+            // With every event counted and the index built for these
+            // thresholds, precomputed bounds decide the class by comparing
+            // times only.
+            let by_column = self.current && *self.index.thresholds() == self.thresholds;
+            let at = self.at;
+            if by_column {
+                // One straight pass over three columns.
+                return count
+                    .par_iter()
+                    .zip(&columns.lapsed_from[..])
+                    .zip(&columns.frequent_until[..])
+                    .map(|((&count, &lapsed_from), &frequent_until)| {
+                        current_frequency_code(count, lapsed_from, frequent_until, at)
+                    })
+                    .collect();
+            }
             (0..self.rows())
                 .into_par_iter()
                 .map(|number| {
-                    if by_column {
-                        return current_frequency(
-                            count[number],
+                    let class = {
+                        frequency_of(
+                            u64::from(count[number]),
                             first[number],
                             last[number],
-                            kth[number],
                             self.at,
+                            || u64::from(self.in_window(number, 365)),
                             &self.thresholds,
-                        );
-                    }
-                    frequency_of(
-                        u64::from(count[number]),
-                        first[number],
-                        last[number],
-                        self.at,
-                        || u64::from(self.in_window(number, 365)),
-                        &self.thresholds,
-                    )
+                        )
+                    };
+                    class.ordinal() + 1
                 })
                 .collect()
         })
     }
 
-    /// The engagement stage, by row.
-    pub fn stage(&self) -> &[EngagementStage] {
+    /// The engagement stage of each row, as its ordinal plus one.
+    pub fn stage_codes(&self) -> &[u8] {
         self.stage.get_or_init(|| {
             let count = self.count();
             let flags = &self.index.columns().engaged;
+            if self.current {
+                // Every event counts: the flags say which kinds there are.
+                return count
+                    .par_iter()
+                    .zip(&flags[..])
+                    .map(|(&count, &flags)| current_stage_code(count, flags))
+                    .collect();
+            }
             (0..self.rows())
                 .into_par_iter()
                 .map(|number| {
-                    if self.current {
-                        // Every event counts: the flags say which kinds there are.
-                        return current_stage(count[number], flags[number]);
-                    }
                     let firsts = if flags[number] == 0 {
                         FirstEngagements::default()
                     } else {
@@ -256,7 +270,10 @@ impl<'a> Frame<'a> {
                         in_90_days: 0,
                         in_365_days: 0,
                     };
-                    engagement_stage(&purchases, &firsts, Timestamp::from_nanos(self.at)).0
+                    engagement_stage(&purchases, &firsts, Timestamp::from_nanos(self.at))
+                        .0
+                        .ordinal()
+                        + 1
                 })
                 .collect()
         })
@@ -358,56 +375,60 @@ impl<'a> Frame<'a> {
     }
 }
 
-/// `(floor(limit) + 1)` days in nanoseconds: for a whole number of days `r`
-/// and an elapsed time `e` (r = floor(e / 1 day)), `r > limit` is
-/// `e >= days_past(limit)` and `r <= limit` is `e < days_past(limit)`.
-fn days_past(limit: f64) -> i64 {
-    let days = limit.floor();
-    if days >= (i64::MAX / NANOS_PER_DAY) as f64 {
-        i64::MAX
-    } else if days <= (i64::MIN / NANOS_PER_DAY) as f64 {
-        i64::MIN
-    } else {
-        (days as i64 + 1).saturating_mul(NANOS_PER_DAY)
+/// The frequency class when every purchase is at or before `at`, from the
+/// index's precomputed bounds (see `frequency_bounds`), in the design's
+/// order, comparing times only: the plain form of
+/// [`current_frequency_code`], which the tests hold it to.
+#[cfg(test)]
+fn current_frequency(
+    count: u32,
+    lapsed_from: i64,
+    frequent_until: i64,
+    at: i64,
+) -> crate::domain::features::FrequencyClass {
+    use crate::domain::features::FrequencyClass;
+    match count {
+        0 => FrequencyClass::None,
+        1 => FrequencyClass::OneTimeBuyer,
+        _ if at >= lapsed_from => FrequencyClass::Lapsed,
+        _ if at < frequent_until => FrequencyClass::FrequentCustomer,
+        _ => FrequencyClass::RepeatCustomer,
     }
 }
 
-/// The frequency class when every purchase is at or before `at`: the
-/// design's rules (see `frequency_of`), with the whole-day recency
-/// compared without a division, and the purchases in 365 days decided by
-/// the K-th latest purchase.
+/// [`current_frequency`] as its code (ordinal plus one), without branches:
+/// the classes of neighbouring customers follow no pattern a branch
+/// predictor could learn.
 #[inline]
-fn current_frequency(
-    count: u32,
-    first: i64,
-    last: i64,
-    kth_latest: i64,
-    at: i64,
-    thresholds: &Thresholds,
-) -> FrequencyClass {
-    match count {
-        0 => return FrequencyClass::None,
-        1 => return FrequencyClass::OneTimeBuyer,
-        _ => {}
-    }
-    let gap = (last - first) as f64 / NANOS_PER_DAY as f64 / f64::from(count - 1);
-    let elapsed = at - last;
-    let lapsed_after = (thresholds.lapsed_gap_multiplier * gap).max(thresholds.lapsed_min_days);
-    if elapsed >= days_past(lapsed_after) {
-        FrequencyClass::Lapsed
-    } else if count >= thresholds.frequent_min_purchases_365d
-        && kth_latest > at.saturating_sub(365 * NANOS_PER_DAY)
-        && elapsed < days_past(thresholds.frequent_gap_multiplier * gap)
-    {
-        FrequencyClass::FrequentCustomer
-    } else {
-        FrequencyClass::RepeatCustomer
-    }
+fn current_frequency_code(count: u32, lapsed_from: i64, frequent_until: i64, at: i64) -> u8 {
+    let lapsed = u8::from(at >= lapsed_from);
+    let frequent = u8::from(at < frequent_until) & (1 - lapsed);
+    // LAPSED 3, FREQUENT_CUSTOMER 4, REPEAT_CUSTOMER 5.
+    let repeat_buyer = 5 - 2 * lapsed - frequent;
+    let several = u8::from(count >= 2);
+    // NONE 1, ONE_TIME_BUYER 2.
+    let few = count.min(1) as u8 + 1;
+    several * repeat_buyer + (1 - several) * few
+}
+
+/// [`current_stage`] as its code, without branches: the stages are tested
+/// from the top of the pyramid down and their codes fall in that order, so
+/// the first that holds is the largest code among those that hold.
+#[inline]
+fn current_stage_code(count: u32, flags: u8) -> u8 {
+    let has = |flag: u8| u8::from(flags & flag != 0);
+    (6 * has(engaged::REFERRAL))
+        .max(5 * has(engaged::FEEDBACK))
+        .max(4 * u8::from(count >= 2))
+        .max(3 * u8::from(count == 1))
+        .max(2 * has(engaged::VISIT))
+        .max(1)
 }
 
 /// The engagement stage when every event is at or before T.
-#[inline]
-fn current_stage(count: u32, flags: u8) -> EngagementStage {
+#[cfg(test)]
+fn current_stage(count: u32, flags: u8) -> crate::domain::features::EngagementStage {
+    use crate::domain::features::EngagementStage;
     if flags & engaged::REFERRAL != 0 {
         EngagementStage::TellingOthers
     } else if flags & engaged::FEEDBACK != 0 {
@@ -431,7 +452,6 @@ mod tests {
     /// purchase histories, around every boundary.
     #[test]
     fn current_frequency_agrees_with_the_definition() {
-        let thresholds = Thresholds::default();
         let mut state = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move || {
             state ^= state << 13;
@@ -441,7 +461,27 @@ mod tests {
         };
         let day = NANOS_PER_DAY;
         let at = 1_800_000_000 * 1_000_000_000i64;
-        for _ in 0..200_000 {
+        let variants = [
+            Thresholds::default(),
+            Thresholds {
+                lapsed_gap_multiplier: 1.5,
+                lapsed_min_days: 30.0,
+                frequent_min_purchases_365d: 0,
+                frequent_gap_multiplier: 3.0,
+                ..Thresholds::default()
+            },
+            Thresholds {
+                frequent_min_purchases_365d: 2,
+                frequent_gap_multiplier: 0.5,
+                ..Thresholds::default()
+            },
+            Thresholds {
+                frequent_min_purchases_365d: 9,
+                ..Thresholds::default()
+            },
+        ];
+        for n in 0..200_000 {
+            let thresholds = variants[n % variants.len()];
             let count = (next() % 12) as usize;
             // Whole days, whole seconds, or any nanosecond.
             let unit = [day, 1_000_000_000, 1][(next() % 3) as usize];
@@ -455,10 +495,27 @@ mod tests {
                 times.last().copied().unwrap_or(0),
             );
             let in_365 = times.iter().filter(|&&t| t > at - 365 * day).count() as u64;
-            let kth = if count >= 4 { times[count - 4] } else { 0 };
             let expected = frequency_of(count as u64, first, last, at, || in_365, &thresholds);
-            let fast = current_frequency(count as u32, first, last, kth, at, &thresholds);
+            let (lapsed_from, frequent_until) = frequency_bounds(&times, &thresholds);
+            let fast = current_frequency(count as u32, lapsed_from, frequent_until, at);
+            assert_eq!(
+                current_frequency_code(count as u32, lapsed_from, frequent_until, at),
+                fast.ordinal() + 1
+            );
             assert_eq!(fast, expected, "{times:?}");
+        }
+    }
+
+    #[test]
+    fn stage_codes_follow_the_pyramid() {
+        for count in 0..4 {
+            for flags in 0..8 {
+                assert_eq!(
+                    current_stage_code(count, flags),
+                    current_stage(count, flags).ordinal() + 1,
+                    "{count} {flags}"
+                );
+            }
         }
     }
 
@@ -468,5 +525,8 @@ mod tests {
         assert_eq!(days_past(180.5), 181 * NANOS_PER_DAY);
         assert_eq!(days_past(0.0), NANOS_PER_DAY);
         assert_eq!(days_past(1e300), i64::MAX);
+        assert_eq!(days_past(-0.5), 0);
+        assert_eq!(days_past(-1.0), 0);
+        assert_eq!(days_past(f64::NAN), NANOS_PER_DAY);
     }
 }

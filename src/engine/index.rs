@@ -13,7 +13,7 @@ use compact_str::CompactString;
 use foldhash::fast::{FixedState, RandomState};
 use hashbrown::HashTable;
 
-use crate::domain::features::FirstEngagements;
+use crate::domain::features::{FirstEngagements, Thresholds, NANOS_PER_DAY};
 use crate::domain::{
     Consent, Customer, CustomerId, Date, EngagementKind, Error, Gender, Party, Relationship,
     Result, TraitValue,
@@ -380,11 +380,12 @@ pub struct Columns {
     pub last: Vec<i64>,
     /// [`engaged`] flags of the kinds of engagement ever recorded.
     pub engaged: Vec<u8>,
-    /// The time of the K-th latest purchase, K being the purchases in 365
-    /// days that FREQUENT_CUSTOMER needs; 0 with fewer. With every event
-    /// counted, "at least K purchases in (T − 365 days, T]" is "this time is
-    /// after T − 365 days", which needs no series.
-    pub kth_latest: Vec<i64>,
+    /// From this time on (nanoseconds), the customer is LAPSED while no
+    /// purchase comes. `i64::MAX` with fewer than two purchases.
+    pub lapsed_from: Vec<i64>,
+    /// Until this time (exclusive), if not LAPSED, the customer is a
+    /// FREQUENT_CUSTOMER while no purchase comes. `i64::MIN` when never.
+    pub frequent_until: Vec<i64>,
 }
 
 /// `yyyymmdd` of a date.
@@ -475,33 +476,71 @@ pub struct FeatureIndex {
     max_time: i64,
     /// Rows that hold a customer.
     live: usize,
-    /// K of [`Columns::kth_latest`].
-    frequent_min: u32,
+    /// The thresholds the purchase columns are computed for.
+    thresholds: Thresholds,
 }
 
-/// The K-th latest of sorted times, or 0 with fewer than K.
-fn kth_latest(times: &[i64], k: u32) -> i64 {
-    let k = k as usize;
-    if k == 0 || times.len() < k {
-        0
-    } else {
-        times[times.len() - k]
+/// `(floor(limit) + 1)` days in nanoseconds: for a whole number of days `r`
+/// and an elapsed time `e` (r = floor(e / 1 day)), `r > limit` is
+/// `e >= days_past(limit)` and `r <= limit` is `e < days_past(limit)`.
+pub fn days_past(limit: f64) -> i64 {
+    if limit >= (i64::MAX / NANOS_PER_DAY) as f64 {
+        return i64::MAX;
     }
+    if limit <= (i64::MIN / NANOS_PER_DAY) as f64 {
+        return i64::MIN;
+    }
+    // floor without a call into libm: truncate, then step down below zero.
+    let truncated = limit as i64;
+    let days = if (truncated as f64) > limit {
+        truncated - 1
+    } else {
+        truncated
+    };
+    (days + 1).saturating_mul(NANOS_PER_DAY)
+}
+
+/// [`Columns::lapsed_from`] and [`Columns::frequent_until`] of a
+/// customer's sorted purchase times: the design's frequency rules with the
+/// evaluation time T left out, for a T at or after every purchase, so that
+/// a query only compares times. With `n` purchases from `first` to `last`
+/// and the mean gap `g` in days, the recency `r = floor((T − last) / 1 day)`
+/// is over a limit `x` exactly when `T >= last + days_past(x)`; and "at
+/// least K purchases in (T − 365 days, T]" is "T is before the K-th latest
+/// purchase plus 365 days".
+pub fn frequency_bounds(times: &[i64], thresholds: &Thresholds) -> (i64, i64) {
+    let count = times.len();
+    let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
+        return (i64::MAX, i64::MIN);
+    };
+    if count < 2 {
+        return (i64::MAX, i64::MIN);
+    }
+    let gap = (last - first) as f64 / NANOS_PER_DAY as f64 / (count - 1) as f64;
+    let lapsed_after = (thresholds.lapsed_gap_multiplier * gap).max(thresholds.lapsed_min_days);
+    let lapsed_from = last.saturating_add(days_past(lapsed_after));
+    let recent_until = last.saturating_add(days_past(thresholds.frequent_gap_multiplier * gap));
+    let k = thresholds.frequent_min_purchases_365d as usize;
+    let window_until = match k {
+        0 => i64::MAX,
+        k if k <= count => times[count - k].saturating_add(365 * NANOS_PER_DAY),
+        _ => i64::MIN,
+    };
+    (lapsed_from, recent_until.min(window_until))
 }
 
 impl FeatureIndex {
-    /// An empty index whose FREQUENT_CUSTOMER threshold is `frequent_min`
-    /// purchases in 365 days.
-    pub fn new(frequent_min: u32) -> Self {
+    /// An empty index whose purchase columns follow `thresholds`.
+    pub fn new(thresholds: Thresholds) -> Self {
         FeatureIndex {
-            frequent_min,
+            thresholds,
             ..FeatureIndex::default()
         }
     }
 
-    /// The purchases in 365 days that [`Columns::kth_latest`] counts to.
-    pub fn frequent_min(&self) -> u32 {
-        self.frequent_min
+    /// The thresholds the purchase columns follow.
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
     }
 
     /// Adds a customer, or refreshes the profile fields of a known one.
@@ -538,7 +577,8 @@ impl FeatureIndex {
                 c.first.push(0);
                 c.last.push(0);
                 c.engaged.push(0);
-                c.kth_latest.push(0);
+                c.lapsed_from.push(i64::MAX);
+                c.frequent_until.push(i64::MIN);
                 self.live += 1;
                 number
             }
@@ -624,7 +664,8 @@ impl FeatureIndex {
         c.first[at] = 0;
         c.last[at] = 0;
         c.engaged[at] = 0;
-        c.kth_latest[at] = 0;
+        c.lapsed_from[at] = i64::MAX;
+        c.frequent_until[at] = i64::MIN;
         self.live -= 1;
         Some(std::mem::take(&mut self.rows[at]))
     }
@@ -702,7 +743,10 @@ impl FeatureIndex {
         }
         let purchases = &mut self.rows[at].purchases;
         purchases.insert(event.time, event.amount, event.key, event.at);
-        self.columns.kth_latest[at] = kth_latest(&purchases.times, self.frequent_min);
+        (
+            self.columns.lapsed_from[at],
+            self.columns.frequent_until[at],
+        ) = frequency_bounds(&purchases.times, &self.thresholds);
         self.note_purchase(at, event.time, event.amount.unwrap_or(0));
         true
     }
@@ -813,7 +857,7 @@ impl FeatureIndex {
                 * 4
             + (c.total.capacity() + c.first.capacity() + c.last.capacity()) * 8
             + c.engaged.capacity()
-            + c.kth_latest.capacity() * 8;
+            + (c.lapsed_from.capacity() + c.frequent_until.capacity()) * 8;
         let d = &self.dictionaries;
         let dictionaries = d.country.heap_bytes()
             + d.region.heap_bytes()
@@ -857,15 +901,17 @@ impl FeatureIndex {
         let (first_a, first_b) = c.first.split_at_mut(half);
         let (last_a, last_b) = c.last.split_at_mut(half);
         let (engaged_a, engaged_b) = c.engaged.split_at_mut(half);
-        let (kth_a, kth_b) = c.kth_latest.split_at_mut(half);
-        let k = self.frequent_min;
+        let (lapsed_a, lapsed_b) = c.lapsed_from.split_at_mut(half);
+        let (frequent_a, frequent_b) = c.frequent_until.split_at_mut(half);
+        let thresholds = &self.thresholds;
         let finish = |rows: &mut [Row],
                       count: &mut [u32],
                       total: &mut [i64],
                       first: &mut [i64],
                       last: &mut [i64],
                       flags: &mut [u8],
-                      kth: &mut [i64]|
+                      lapsed: &mut [i64],
+                      frequent: &mut [i64]|
          -> i64 {
             let mut latest = i64::MIN;
             for (at, row) in rows.iter_mut().enumerate() {
@@ -878,7 +924,7 @@ impl FeatureIndex {
                     .fold(0i64, |sum, &amount| sum.saturating_add(amount));
                 first[at] = purchases.times.first().copied().unwrap_or(0);
                 last[at] = purchases.times.last().copied().unwrap_or(0);
-                kth[at] = kth_latest(&purchases.times, k);
+                (lapsed[at], frequent[at]) = frequency_bounds(&purchases.times, thresholds);
                 latest = latest.max(purchases.times.last().copied().unwrap_or(i64::MIN));
                 if let Some(engaged) = &mut row.engaged {
                     engaged.series.finish_load();
@@ -897,9 +943,14 @@ impl FeatureIndex {
             latest
         };
         let latest = std::thread::scope(|scope| {
-            let other =
-                scope.spawn(|| finish(rows_a, count_a, total_a, first_a, last_a, engaged_a, kth_a));
-            let mine = finish(rows_b, count_b, total_b, first_b, last_b, engaged_b, kth_b);
+            let other = scope.spawn(|| {
+                finish(
+                    rows_a, count_a, total_a, first_a, last_a, engaged_a, lapsed_a, frequent_a,
+                )
+            });
+            let mine = finish(
+                rows_b, count_b, total_b, first_b, last_b, engaged_b, lapsed_b, frequent_b,
+            );
             let theirs = other
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

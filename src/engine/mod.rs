@@ -78,8 +78,7 @@ impl Engine {
     pub async fn open(options: StoreOptions, settings: EngineSettings) -> Result<Self> {
         let shared = tokio::task::spawn_blocking(move || -> Result<Shared> {
             let store = Store::open(&options)?;
-            let index =
-                activity::rebuild_index(&store, settings.thresholds.frequent_min_purchases_365d)?;
+            let index = activity::rebuild_index(&store, settings.thresholds)?;
             Ok(Shared {
                 store,
                 index: RwLock::new(index),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::frame::Frame;
 use rayon::prelude::*;
 
-use super::select::{codes, consented, select, split_objectors, Bits, WORDS_PER_TASK};
+use super::select::{codes, consented, select, split_objectors, Bits, Coded, Codes};
 use super::{Engine, Shared};
 use crate::domain::rules::{compile, Channel, Predicate, Variable};
 use crate::domain::segment::{Segment, SegmentId};
@@ -114,6 +114,16 @@ fn smallest_ids(
     (ids.into_iter().map(str::to_owned).collect(), found)
 }
 
+/// Rows whose group keys are worked out together: 16 Ki, 128 KiB of keys.
+const BLOCK_ROWS: usize = 1 << 14;
+
+/// Adds `code × stride` to each row's group key.
+fn add_codes<C: Copy + Into<u64>>(keys: &mut [u64], codes: &[C], stride: u64) {
+    for (key, &code) in keys.iter_mut().zip(codes) {
+        *key += code.into() * stride;
+    }
+}
+
 fn breakdown(
     shared: &Shared,
     dimensions: &[Variable],
@@ -122,17 +132,20 @@ fn breakdown(
 ) -> Breakdown {
     let index = shared.index();
     let frame = Frame::new(&index, at, shared.settings.thresholds);
+    let started = std::time::Instant::now();
     let selected = select(&frame, rule);
+    let select_us = started.elapsed().as_micros() as u64;
     let (members, objectors) = split_objectors(&frame, &selected);
     let coded: Vec<_> = dimensions
         .iter()
         .map(|dimension| {
-            codes(&frame, dimension).unwrap_or_else(|| super::select::Coded {
-                codes: vec![0; frame.rows()],
+            codes(&frame, dimension).unwrap_or_else(|| Coded {
+                codes: Codes::Narrow(vec![0; frame.rows()].into()),
                 names: vec![String::new()],
             })
         })
         .collect();
+    let dimensions_us = started.elapsed().as_micros() as u64 - select_us;
     let (count, total) = (frame.count(), frame.total());
     // Each combination of codes is one number: dense counters when the
     // combinations are few, a map when they are many.
@@ -147,13 +160,6 @@ fn breakdown(
     let combinations = coded.iter().fold(1u64, |product, dimension| {
         product.saturating_mul(dimension.names.len() as u64)
     });
-    let key_of = |row: usize| -> u64 {
-        coded
-            .iter()
-            .zip(&strides)
-            .map(|(dimension, stride)| u64::from(dimension.codes[row]) * stride)
-            .sum()
-    };
     #[derive(Default, Clone, Copy)]
     struct Sums {
         count: u64,
@@ -165,28 +171,57 @@ fn breakdown(
         slot.spend += i128::from(total[row]);
         slot.purchases += u64::from(count[row]);
     };
+    // The group keys of one block of rows, a dimension at a time, kept in
+    // cache while the block's members are summed.
+    let block_keys = |block: usize, keys: &mut Vec<u64>| {
+        let start = block * BLOCK_ROWS;
+        let end = (start + BLOCK_ROWS).min(frame.rows());
+        keys.clear();
+        keys.resize(end - start, 0);
+        for (dimension, &stride) in coded.iter().zip(&strides) {
+            match &dimension.codes {
+                Codes::Narrow(codes) => add_codes(keys, &codes[start..end], stride),
+                Codes::Wide(codes) => add_codes(keys, &codes[start..end], stride),
+            }
+        }
+    };
+    let members_of = |block: usize| {
+        let words = members.words();
+        let first = block * BLOCK_ROWS / 64;
+        let last = ((block + 1) * BLOCK_ROWS / 64).min(words.len());
+        words[first..last]
+            .iter()
+            .enumerate()
+            .flat_map(move |(w, &word)| {
+                let base = (first + w) * 64;
+                let mut rest = word;
+                std::iter::from_fn(move || {
+                    (rest != 0).then(|| {
+                        let row = base + rest.trailing_zeros() as usize;
+                        rest &= rest - 1;
+                        row
+                    })
+                })
+            })
+    };
+    let blocks = frame.rows().div_ceil(BLOCK_ROWS);
     let mut sums: HashMap<u64, Sums> = HashMap::new();
     if combinations <= DENSE_GROUPS {
-        // Each task sums its share of the rows into its own counters.
-        let dense = members
-            .words()
-            .par_chunks(WORDS_PER_TASK)
-            .enumerate()
+        // Each task sums its blocks into its own counters.
+        let dense = (0..blocks)
+            .into_par_iter()
             .fold(
-                || vec![Sums::default(); combinations as usize],
-                |mut dense, (chunk, words)| {
-                    for (w, &word) in words.iter().enumerate() {
-                        let base = (chunk * WORDS_PER_TASK + w) * 64;
-                        let mut rest = word;
-                        while rest != 0 {
-                            let row = base + rest.trailing_zeros() as usize;
-                            rest &= rest - 1;
-                            add(&mut dense[key_of(row) as usize], row);
-                        }
+                || (vec![Sums::default(); combinations as usize], Vec::new()),
+                |(mut dense, mut keys), block| {
+                    block_keys(block, &mut keys);
+                    let start = block * BLOCK_ROWS;
+                    for row in members_of(block) {
+                        add(&mut dense[keys[row - start] as usize], row);
                     }
-                    dense
+                    (dense, keys)
                 },
             )
+            .map(|(dense, _)| dense)
             .reduce(
                 || vec![Sums::default(); combinations as usize],
                 |mut left, right| {
@@ -206,10 +241,21 @@ fn breakdown(
                 .map(|(key, sums)| (key as u64, sums)),
         );
     } else {
-        for row in members.rows() {
-            add(sums.entry(key_of(row)).or_default(), row);
+        let mut keys = Vec::new();
+        for block in 0..blocks {
+            block_keys(block, &mut keys);
+            let start = block * BLOCK_ROWS;
+            for row in members_of(block) {
+                add(sums.entry(keys[row - start]).or_default(), row);
+            }
         }
     }
+    tracing::debug!(
+        select_us,
+        dimensions_us,
+        total_us = started.elapsed().as_micros() as u64,
+        "breakdown phases"
+    );
     let mut groups: Vec<Group> = sums
         .into_iter()
         .map(|(key, sums)| Group {

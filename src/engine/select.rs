@@ -4,6 +4,8 @@
 //! condition on a string or enum is decided once per distinct value (per
 //! dictionary entry), then looked up per customer.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use super::frame::Frame;
@@ -184,9 +186,16 @@ fn eval(frame: &Frame<'_>, rule: &Predicate) -> Bits {
             bits.not();
             bits
         }
-        Predicate::Compare(variable, comparison, literal) => condition(frame, variable, &|value| {
-            compare(value, *comparison, literal)
-        }),
+        Predicate::Compare(variable, comparison, literal) => {
+            if let Some(x) = literal_number(literal) {
+                if let Some(bits) = numbers(frame, variable, &CompareTo(*comparison, x)) {
+                    return bits;
+                }
+            }
+            condition(frame, variable, &|value| {
+                compare(value, *comparison, literal)
+            })
+        }
         Predicate::In(variable, literals) => condition(frame, variable, &|value| {
             literals
                 .iter()
@@ -309,58 +318,136 @@ fn condition(
                 }
             })
             .collect();
-        return Bits::from_fn(rows, |row| decided[coded.codes[row] as usize]);
+        return match &coded.codes {
+            Codes::Narrow(codes) => Bits::from_fn(rows, |row| decided[codes[row] as usize]),
+            Codes::Wide(codes) => Bits::from_fn(rows, |row| decided[codes[row] as usize]),
+        };
+    }
+    if let Some(bits) = numbers(frame, variable, &Holds(holds)) {
+        return bits;
     }
     let columns = frame.index.columns();
-    let number = |value: Option<f64>| value.map_or(Value::Absent, Value::Number);
-    let count = frame.count();
     match variable {
         Variable::ObjectsToProfiling => {
             Bits::from_fn(rows, |row| holds(Value::Bool(columns.objects[row])))
         }
-        Variable::Age => Bits::from_fn(rows, |row| holds(number(frame.age(row).map(f64::from)))),
-        Variable::Income => Bits::from_fn(rows, |row| {
-            let income = columns.income[row];
-            holds(number((income != i64::MIN).then(|| income as f64 / 100.0)))
-        }),
-        Variable::PurchaseCount => {
-            Bits::from_fn(rows, |row| holds(Value::Number(f64::from(count[row]))))
+        // Coded or numbers above.
+        _ => Bits::filled(rows, false),
+    }
+}
+
+/// A number literal as a double.
+fn literal_number(literal: &Literal) -> Option<f64> {
+    match literal {
+        Literal::Int(value) => Some(*value as f64),
+        Literal::Double(value) => Some(*value),
+        _ => None,
+    }
+}
+
+/// What to do with a number column: given a way to read each row (NaN
+/// where absent), make the bit set. Each variable's reader is its own
+/// type, so every loop below is compiled for it, with nothing
+/// materialised and no call per row.
+trait NumberPass {
+    fn pass<G: Fn(usize) -> f64 + Sync>(&self, rows: usize, value: G) -> Bits;
+}
+
+/// `value op x`; NaN (absent) meets no comparison, `!=` included.
+struct CompareTo(Comparison, f64);
+
+impl NumberPass for CompareTo {
+    fn pass<G: Fn(usize) -> f64 + Sync>(&self, rows: usize, value: G) -> Bits {
+        let x = self.1;
+        match self.0 {
+            Comparison::Eq => Bits::from_fn(rows, |row| value(row) == x),
+            Comparison::Ne => Bits::from_fn(rows, |row| {
+                let value = value(row);
+                !value.is_nan() && value != x
+            }),
+            Comparison::Lt => Bits::from_fn(rows, |row| value(row) < x),
+            Comparison::Le => Bits::from_fn(rows, |row| value(row) <= x),
+            Comparison::Gt => Bits::from_fn(rows, |row| value(row) > x),
+            Comparison::Ge => Bits::from_fn(rows, |row| value(row) >= x),
         }
+    }
+}
+
+/// Any other condition on the value.
+struct Holds<'h>(&'h (dyn Fn(Value<'_>) -> bool + Sync));
+
+impl NumberPass for Holds<'_> {
+    fn pass<G: Fn(usize) -> f64 + Sync>(&self, rows: usize, value: G) -> Bits {
+        Bits::from_fn(rows, |row| {
+            let value = value(row);
+            (self.0)(if value.is_nan() {
+                Value::Absent
+            } else {
+                Value::Number(value)
+            })
+        })
+    }
+}
+
+/// Runs `pass` over the column of a number variable; `None` for other
+/// variables. Ints are exact in a double up to 2^53.
+fn numbers(frame: &Frame<'_>, variable: &Variable, pass: &impl NumberPass) -> Option<Bits> {
+    let rows = frame.rows();
+    let columns = frame.index.columns();
+    let count = frame.count();
+    Some(match variable {
+        Variable::Age => pass.pass(rows, |row| frame.age(row).map_or(f64::NAN, f64::from)),
+        Variable::Income => {
+            let income = &columns.income;
+            pass.pass(rows, |row| {
+                let income = income[row];
+                if income == i64::MIN {
+                    f64::NAN
+                } else {
+                    income as f64 / 100.0
+                }
+            })
+        }
+        Variable::PurchaseCount => pass.pass(rows, |row| f64::from(count[row])),
         Variable::Purchases90d => {
             let window = frame.in_90_days();
-            Bits::from_fn(rows, |row| holds(Value::Number(f64::from(window[row]))))
+            pass.pass(rows, |row| f64::from(window[row]))
         }
         Variable::Purchases365d => {
             let window = frame.in_365_days();
-            Bits::from_fn(rows, |row| holds(Value::Number(f64::from(window[row]))))
+            pass.pass(rows, |row| f64::from(window[row]))
         }
         Variable::TotalSpend => {
             let total = frame.total();
-            Bits::from_fn(rows, |row| holds(Value::Number(total[row] as f64 / 100.0)))
+            pass.pass(rows, |row| total[row] as f64 / 100.0)
         }
         Variable::AvgOrderValue => {
             let total = frame.total();
-            Bits::from_fn(rows, |row| {
-                holds(number((count[row] > 0).then(|| {
-                    let n = i128::from(count[row]);
-                    let average = (2 * i128::from(total[row]) + n) / (2 * n);
-                    average as f64 / 100.0
-                })))
+            pass.pass(rows, |row| {
+                if count[row] == 0 {
+                    return f64::NAN;
+                }
+                let n = i128::from(count[row]);
+                let average = (2 * i128::from(total[row]) + n) / (2 * n);
+                average as f64 / 100.0
             })
         }
-        Variable::RecencyDays => Bits::from_fn(rows, |row| {
-            holds(number(
-                (count[row] > 0).then(|| frame.recency_days(row) as f64),
-            ))
+        Variable::RecencyDays => pass.pass(rows, |row| {
+            if count[row] == 0 {
+                f64::NAN
+            } else {
+                frame.recency_days(row) as f64
+            }
         }),
         Variable::MeanGapDays => {
             let (first, last) = (frame.first(), frame.last());
-            Bits::from_fn(rows, |row| {
-                holds(number((count[row] >= 2).then(|| {
-                    (last[row] - first[row]) as f64
-                        / crate::domain::features::NANOS_PER_DAY as f64
-                        / f64::from(count[row] - 1)
-                })))
+            pass.pass(rows, |row| {
+                if count[row] < 2 {
+                    return f64::NAN;
+                }
+                (last[row] - first[row]) as f64
+                    / crate::domain::features::NANOS_PER_DAY as f64
+                    / f64::from(count[row] - 1)
             })
         }
         Variable::RfmR | Variable::RfmF | Variable::RfmM => {
@@ -370,53 +457,68 @@ fn condition(
                 Variable::RfmF => &scores.f,
                 _ => &scores.m,
             };
-            Bits::from_fn(rows, |row| {
-                holds(number((column[row] > 0).then(|| f64::from(column[row]))))
+            pass.pass(rows, |row| match column[row] {
+                0 => f64::NAN,
+                score => f64::from(score),
             })
         }
-        // Coded above.
-        _ => Bits::filled(rows, false),
-    }
+        _ => return None,
+    })
 }
 
-/// A column of small numbers, one per row, that name values: `names[0]`
-/// is the empty string and stands for absent.
+/// One small number per row that names its value; 0 stands for absent.
 #[derive(Debug)]
-pub struct Coded {
+pub enum Codes<'a> {
+    /// Up to 255 values, such as an enum's.
+    Narrow(Cow<'a, [u8]>),
+    /// Dictionary numbers.
+    Wide(Cow<'a, [u32]>),
+}
+
+/// A coded column and the value of each code: `names[0]` is the empty
+/// string and stands for absent.
+#[derive(Debug)]
+pub struct Coded<'a> {
     /// The code of each row.
-    pub codes: Vec<u32>,
+    pub codes: Codes<'a>,
     /// The value of each code.
     pub names: Vec<String>,
 }
 
-fn enum_codes<T: Copy>(
+fn enum_names(names: &[&str]) -> Vec<String> {
+    std::iter::once("")
+        .chain(names.iter().copied())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn enum_codes<'a, T: Copy>(
     rows: usize,
     names: &[&str],
     ordinal: impl Fn(T) -> u8 + Sync,
     value: impl Fn(usize) -> Option<T> + Sync,
-) -> Coded {
+) -> Coded<'a> {
     Coded {
-        codes: (0..rows)
-            .into_par_iter()
-            .map(|row| value(row).map_or(0, |v| u32::from(ordinal(v)) + 1))
-            .collect(),
-        names: std::iter::once("")
-            .chain(names.iter().copied())
-            .map(str::to_owned)
-            .collect(),
+        codes: Codes::Narrow(Cow::Owned(
+            (0..rows)
+                .into_par_iter()
+                .map(|row| value(row).map_or(0, |v| ordinal(v) + 1))
+                .collect(),
+        )),
+        names: enum_names(names),
     }
 }
 
 /// The coded column of a string, enum or trait variable; `None` for
 /// numbers and bools.
-pub fn codes(frame: &Frame<'_>, variable: &Variable) -> Option<Coded> {
+pub fn codes<'f>(frame: &'f Frame<'_>, variable: &Variable) -> Option<Coded<'f>> {
     use crate::domain::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand};
     use crate::domain::{Gender, Party, Relationship};
     let rows = frame.rows();
     let columns = frame.index.columns();
     let dictionaries = frame.index.dictionaries();
-    let dictionary = |codes: &[u32], names: &[compact_str::CompactString]| Coded {
-        codes: codes.to_vec(),
+    let dictionary = |codes: &'f [u32], names: &[compact_str::CompactString]| Coded {
+        codes: Codes::Wide(Cow::Borrowed(codes)),
         names: names.iter().map(|name| name.to_string()).collect(),
     };
     Some(match variable {
@@ -446,32 +548,20 @@ pub fn codes(frame: &Frame<'_>, variable: &Variable) -> Option<Coded> {
         Variable::IncomeBand => enum_codes(rows, IncomeBand::NAMES, IncomeBand::ordinal, |row| {
             Some(frame.income_band(row))
         }),
-        Variable::Frequency => {
-            let frequency = frame.frequency();
-            enum_codes(
-                rows,
-                FrequencyClass::NAMES,
-                FrequencyClass::ordinal,
-                |row| Some(frequency[row]),
-            )
-        }
-        Variable::Stage => {
-            let stage = frame.stage();
-            enum_codes(
-                rows,
-                EngagementStage::NAMES,
-                EngagementStage::ordinal,
-                |row| Some(stage[row]),
-            )
-        }
+        Variable::Frequency => Coded {
+            codes: Codes::Narrow(Cow::Borrowed(frame.frequency_codes())),
+            names: enum_names(FrequencyClass::NAMES),
+        },
+        Variable::Stage => Coded {
+            codes: Codes::Narrow(Cow::Borrowed(frame.stage_codes())),
+            names: enum_names(EngagementStage::NAMES),
+        },
         Variable::RfmSegment => enum_codes(rows, RfmSegment::NAMES, RfmSegment::ordinal, |row| {
             frame.rfm_segment(row)
         }),
         Variable::Trait(key) => {
-            let mut coded = Coded {
-                codes: vec![0; rows],
-                names: vec![String::new()],
-            };
+            let mut codes = vec![0u32; rows];
+            let mut names = vec![String::new()];
             let mut numbers = std::collections::HashMap::new();
             if let Some(values) = frame.index.trait_values(key) {
                 for (&row, value) in values {
@@ -480,15 +570,18 @@ pub fn codes(frame: &Frame<'_>, variable: &Variable) -> Option<Coded> {
                         TraitValue::Number(number) => number.to_string(),
                         TraitValue::Bool(flag) => flag.to_string(),
                     };
-                    let next = coded.names.len() as u32;
+                    let next = names.len() as u32;
                     let code = *numbers.entry(name.clone()).or_insert_with(|| {
-                        coded.names.push(name);
+                        names.push(name);
                         next
                     });
-                    coded.codes[row as usize] = code;
+                    codes[row as usize] = code;
                 }
             }
-            coded
+            Coded {
+                codes: Codes::Wide(Cow::Owned(codes)),
+                names,
+            }
         }
         _ => return None,
     })
