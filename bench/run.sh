@@ -65,6 +65,6 @@ echo "| server peak RSS during ingest | | $(mib "$peak_kib") MiB |"
 echo "| on disk | | $(( disk_bytes / purchases )) bytes per purchase ($(( disk_bytes / 1048576 )) MiB) |"
 start_server durable
 echo "| restart to SERVING, index rebuilt | | $serving_ms ms |"
-echo "| index memory | | $(log_field index_bytes_per_purchase) bytes per purchase, $(log_field index_bytes_per_customer) bytes per customer |"
+echo "| index memory | | $(log_field index_bytes_per_purchase) bytes per purchase, $(log_field index_bytes_per_customer) bytes per customer, $(log_field index_bytes_per_engagement) bytes per engagement event |"
 echo "| server RSS after restart | | $(mib "$(grep VmRSS "/proc/$server/status" | awk '{print $2}')") MiB |"
 stop_server

@@ -225,7 +225,12 @@ pub struct IndexSize {
     pub purchases: usize,
     /// Bytes of the purchase arrays.
     pub purchase_bytes: usize,
-    /// Bytes of everything else: the id table, the columns, the engagement arrays.
+    /// Engagement events.
+    pub engagements: usize,
+    /// Bytes of the engagement arrays, with the per-customer record that
+    /// holds them for the customers who have any.
+    pub engagement_bytes: usize,
+    /// Bytes of everything else: the id table, the rows, the columns.
     pub customer_bytes: usize,
 }
 
@@ -882,10 +887,11 @@ impl FeatureIndex {
         for (id, row) in self.ids.iter().zip(&self.rows) {
             size.purchases += row.purchases.len();
             size.purchase_bytes += row.purchases.heap_bytes();
-            size.customer_bytes += if id.is_heap_allocated() { id.len() } else { 0 }
-                + row.engaged.as_ref().map_or(0, |engaged| {
-                    size_of::<Engaged>() + engaged.series.heap_bytes()
-                });
+            size.customer_bytes += if id.is_heap_allocated() { id.len() } else { 0 };
+            if let Some(engaged) = &row.engaged {
+                size.engagements += engaged.series.len();
+                size.engagement_bytes += size_of::<Engaged>() + engaged.series.heap_bytes();
+            }
         }
         size
     }
