@@ -92,8 +92,10 @@ async fn open_engine(
                     index_bytes_per_customer =
                         size.customer_bytes.checked_div(size.customers).unwrap_or(0),
                     engagements = size.engagements,
-                    index_bytes_per_engagement =
-                        size.engagement_bytes.checked_div(size.engagements).unwrap_or(0),
+                    index_bytes_per_engagement = size
+                        .engagement_bytes
+                        .checked_div(size.engagements)
+                        .unwrap_or(0),
                     "store open and index built, serving"
                 );
                 return;
