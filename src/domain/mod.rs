@@ -7,6 +7,7 @@ pub mod customer;
 pub mod error;
 pub mod features;
 pub mod names;
+pub mod persona;
 pub mod rules;
 pub mod segment;
 pub mod time;

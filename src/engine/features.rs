@@ -1,6 +1,7 @@
 //! A customer's derived features, computed from the index.
 
 use super::frame::Frame;
+use super::index::FeatureIndex;
 use super::index::{age_at, ymd};
 use super::Engine;
 use crate::domain::features::{
@@ -45,38 +46,48 @@ pub struct CustomerFeatures {
 impl Engine {
     /// A customer's features as of `at`.
     pub fn customer_features(&self, id: &CustomerId, at: Timestamp) -> Result<CustomerFeatures> {
-        let thresholds = self.settings().thresholds;
         let index = self.shared.index();
-        let number = index
-            .row_number(id.as_str())
-            .ok_or_else(|| Error::NotFound(id.name()))?;
-        let row = index
-            .row_at(number)
-            .ok_or_else(|| Error::NotFound(id.name()))?;
-        let columns = index.columns();
-        let at_row = number as usize;
-        let rfm = Frame::new(&index, at, thresholds).rfm_of(at_row);
-        let purchases = PurchaseStats::compute(&row.purchases.times, &row.purchases.amounts, at);
-        let age = age_at(columns.birth[at_row], ymd(at.date()));
-        let (stage, stage_since) = engagement_stage(&purchases, &row.firsts(), at);
-        Ok(CustomerFeatures {
-            id: id.clone(),
-            evaluation_time: at,
-            age,
-            age_band: age_band(age),
-            income_band: income_band(
-                Some(columns.income[at_row]).filter(|&minor| minor != i64::MIN),
-                &thresholds,
-            ),
-            mean_gap_days: purchases.mean_gap_days(),
-            recency_days: purchases.recency_days(at),
-            frequency: purchases.frequency_class(at, &thresholds),
-            stage,
-            stage_since,
-            purchases,
-            thresholds,
-            rfm,
-            rfm_segment: rfm.map(|(r, f, _)| rfm_segment(r, f)),
-        })
+        features_of(&index, id, at, self.settings().thresholds).map(|(_, features)| features)
     }
+}
+
+/// A customer's row number and features as of `at`, from the index.
+pub(super) fn features_of(
+    index: &FeatureIndex,
+    id: &CustomerId,
+    at: Timestamp,
+    thresholds: Thresholds,
+) -> Result<(u32, CustomerFeatures)> {
+    let number = index
+        .row_number(id.as_str())
+        .ok_or_else(|| Error::NotFound(id.name()))?;
+    let row = index
+        .row_at(number)
+        .ok_or_else(|| Error::NotFound(id.name()))?;
+    let columns = index.columns();
+    let at_row = number as usize;
+    let rfm = Frame::new(index, at, thresholds).rfm_of(at_row);
+    let purchases = PurchaseStats::compute(&row.purchases.times, &row.purchases.amounts, at);
+    let age = age_at(columns.birth[at_row], ymd(at.date()));
+    let (stage, stage_since) = engagement_stage(&purchases, &row.firsts(), at);
+    let features = CustomerFeatures {
+        id: id.clone(),
+        evaluation_time: at,
+        age,
+        age_band: age_band(age),
+        income_band: income_band(
+            Some(columns.income[at_row]).filter(|&minor| minor != i64::MIN),
+            &thresholds,
+        ),
+        mean_gap_days: purchases.mean_gap_days(),
+        recency_days: purchases.recency_days(at),
+        frequency: purchases.frequency_class(at, &thresholds),
+        stage,
+        stage_since,
+        purchases,
+        thresholds,
+        rfm,
+        rfm_segment: rfm.map(|(r, f, _)| rfm_segment(r, f)),
+    };
+    Ok((number, features))
 }

@@ -340,30 +340,44 @@ impl<'a> Frame<'a> {
         })
     }
 
-    /// The R, F and M scores of one row, without scoring everyone: three
-    /// passes that count the purchasers worse than it. `None` without a
-    /// purchase at T.
+    /// The R, F and M scores of one row, without scoring everyone. When
+    /// every event counts, three binary searches in the index's sorted
+    /// figures; otherwise three passes that count the purchasers worse.
+    /// `None` without a purchase at T.
     pub fn rfm_of(&self, number: usize) -> Option<(u8, u8, u8)> {
-        let (count, total, last) = (self.count(), self.total(), self.last());
+        let (count, total) = (self.count(), self.total());
         let alive = &self.index.columns().alive;
         if !alive[number] || count[number] == 0 {
             return None;
         }
-        let (mine_last, mine_count, mine_total) = (last[number], count[number], total[number]);
+        let (mine_count, mine_total) = (count[number], total[number]);
         let mine_recency = self.recency_days(number);
-        let (mut buyers, mut r, mut f, mut m) = (0u64, 0u64, 0u64, 0u64);
-        for other in 0..self.rows() {
-            if !alive[other] || count[other] == 0 {
-                continue;
+        let (buyers, r, f, m) = if self.current {
+            let ranks = self.index.ranks();
+            // A larger recency in whole days is a last purchase at or
+            // before T − (recency + 1) days.
+            let bound = self
+                .at
+                .saturating_sub((mine_recency + 1).saturating_mul(NANOS_PER_DAY));
+            (
+                ranks.counts.len() as u64,
+                ranks.lasts.partition_point(|&other| other <= bound) as u64,
+                ranks.counts.partition_point(|&other| other < mine_count) as u64,
+                ranks.totals.partition_point(|&other| other < mine_total) as u64,
+            )
+        } else {
+            let (mut buyers, mut r, mut f, mut m) = (0u64, 0u64, 0u64, 0u64);
+            for other in 0..self.rows() {
+                if !alive[other] || count[other] == 0 {
+                    continue;
+                }
+                buyers += 1;
+                r += u64::from(self.recency_days(other) > mine_recency);
+                f += u64::from(count[other] < mine_count);
+                m += u64::from(total[other] < mine_total);
             }
-            buyers += 1;
-            // Recency is compared in whole days, as it is defined.
-            if last[other] != mine_last && self.recency_days(other) > mine_recency {
-                r += 1;
-            }
-            f += u64::from(count[other] < mine_count);
-            m += u64::from(total[other] < mine_total);
-        }
+            (buyers, r, f, m)
+        };
         let score = |worse: u64| (1 + 5 * worse / buyers) as u8;
         Some((score(r), score(f), score(m)))
     }

@@ -8,10 +8,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
 
 use compact_str::CompactString;
 use foldhash::fast::{FixedState, RandomState};
 use hashbrown::HashTable;
+use rayon::slice::ParallelSliceMut;
 
 use crate::domain::features::{FirstEngagements, Thresholds, NANOS_PER_DAY};
 use crate::domain::{
@@ -483,6 +485,22 @@ pub struct FeatureIndex {
     live: usize,
     /// The thresholds the purchase columns are computed for.
     thresholds: Thresholds,
+    /// Counts the changes, so that caches know when they are stale.
+    generation: u64,
+    /// The sorted purchase figures of the last generation asked for.
+    ranks: Mutex<Option<(u64, Arc<Ranks>)>>,
+}
+
+/// The purchasers' all-time figures, each sorted, for RFM scores: how many
+/// purchasers are worse than a value is one binary search.
+#[derive(Debug, Default)]
+pub struct Ranks {
+    /// Last purchase times.
+    pub lasts: Vec<i64>,
+    /// Purchase counts.
+    pub counts: Vec<u32>,
+    /// Total spend.
+    pub totals: Vec<i64>,
 }
 
 /// `(floor(limit) + 1)` days in nanoseconds: for a whole number of days `r`
@@ -548,12 +566,44 @@ impl FeatureIndex {
         &self.thresholds
     }
 
+    /// The purchasers' all-time figures, sorted; made once per generation
+    /// of the index and shared until the next change.
+    pub fn ranks(&self) -> Arc<Ranks> {
+        let mut cached = self
+            .ranks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((generation, ranks)) = cached.as_ref() {
+            if *generation == self.generation {
+                return Arc::clone(ranks);
+            }
+        }
+        let c = &self.columns;
+        let buyers: Vec<usize> = (0..self.rows.len())
+            .filter(|&row| c.alive[row] && c.count[row] > 0)
+            .collect();
+        let sorted = |mut values: Vec<i64>| {
+            values.par_sort_unstable();
+            values
+        };
+        let mut counts: Vec<u32> = buyers.iter().map(|&row| c.count[row]).collect();
+        counts.par_sort_unstable();
+        let ranks = Arc::new(Ranks {
+            lasts: sorted(buyers.iter().map(|&row| c.last[row]).collect()),
+            totals: sorted(buyers.iter().map(|&row| c.total[row]).collect()),
+            counts,
+        });
+        *cached = Some((self.generation, Arc::clone(&ranks)));
+        ranks
+    }
+
     /// Adds a customer, or refreshes the profile fields of a known one.
     pub fn upsert_customer(&mut self, customer: &Customer) {
         self.upsert(customer.clone().into());
     }
 
     fn upsert(&mut self, fields: CustomerFields) {
+        self.generation += 1;
         let number = match self.row_number(&fields.id) {
             Some(number) => number,
             None => {
@@ -652,6 +702,7 @@ impl FeatureIndex {
 
     /// Removes a customer and returns their activity.
     pub fn remove_customer(&mut self, id: &CustomerId) -> Option<Row> {
+        self.generation += 1;
         let hash = self.hasher.hash_one(id.as_str());
         let ids = &self.ids;
         let entry = self
@@ -742,6 +793,7 @@ impl FeatureIndex {
     /// Records a purchase of the customer in row `number`, in its place;
     /// returns false if there is none.
     pub fn add_purchase(&mut self, number: u32, event: Event) -> bool {
+        self.generation += 1;
         let at = number as usize;
         if !self.columns.alive.get(at).copied().unwrap_or(false) {
             return false;
@@ -759,6 +811,7 @@ impl FeatureIndex {
     /// Records an engagement event of the customer in row `number`, in its
     /// place; returns false if there is none.
     pub fn add_engagement(&mut self, number: u32, kind: EngagementKind, event: Event) -> bool {
+        self.generation += 1;
         let at = number as usize;
         if !self.columns.alive.get(at).copied().unwrap_or(false) {
             return false;
@@ -899,6 +952,7 @@ impl FeatureIndex {
     /// Ends a bulk load: sorts every series, gives back spare capacity and
     /// fills the all-time purchase columns, on two threads.
     pub fn finish_load(&mut self) {
+        self.generation += 1;
         let half = self.rows.len() / 2;
         let c = &mut self.columns;
         let (rows_a, rows_b) = self.rows.split_at_mut(half);

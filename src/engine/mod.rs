@@ -7,6 +7,7 @@ mod customers;
 mod features;
 mod frame;
 pub mod index;
+mod personas;
 mod segments;
 mod select;
 
@@ -20,6 +21,9 @@ use index::FeatureIndex;
 pub use activity::{EventPage, RecordCounts};
 pub use customers::{CustomerUpdate, ImportCounts, Page};
 pub use features::CustomerFeatures;
+pub use personas::{
+    Assignment, CompiledCatalog, ConditionResult, NextStep, PersonaCounts, Rejected,
+};
 pub use segments::{compile_filter, Breakdown, Group, MemberPage, Preview, MAX_DIMENSIONS};
 
 /// Settings the engine applies to every request.
@@ -43,6 +47,8 @@ struct Shared {
     writer: Mutex<()>,
     /// Settings for every request.
     settings: EngineSettings,
+    /// The persona catalog in force, compiled.
+    catalog: RwLock<Arc<CompiledCatalog>>,
 }
 
 impl Shared {
@@ -56,6 +62,22 @@ impl Shared {
         self.index
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn catalog(&self) -> Arc<CompiledCatalog> {
+        Arc::clone(
+            &self
+                .catalog
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    fn set_catalog(&self, compiled: CompiledCatalog) {
+        *self
+            .catalog
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(compiled);
     }
 
     fn index_mut(&self) -> RwLockWriteGuard<'_, FeatureIndex> {
@@ -79,7 +101,16 @@ impl Engine {
         let shared = tokio::task::spawn_blocking(move || -> Result<Shared> {
             let store = Store::open(&options)?;
             let index = activity::rebuild_index(&store, settings.thresholds)?;
+            let catalog = store
+                .get_catalog()?
+                .unwrap_or_else(|| crate::domain::persona::default_catalog(1));
+            let catalog = CompiledCatalog::new(catalog).map_err(|error| {
+                Error::internal(format!(
+                    "the stored persona catalog does not compile: {error}"
+                ))
+            })?;
             Ok(Shared {
+                catalog: RwLock::new(Arc::new(catalog)),
                 store,
                 index: RwLock::new(index),
                 writer: Mutex::new(()),

@@ -154,7 +154,7 @@ pub fn consented(frame: &Frame<'_>, channel: Channel) -> Bits {
     })
 }
 
-fn channel_status(consent: &crate::domain::Consent, channel: Channel) -> ConsentStatus {
+pub(crate) fn channel_status(consent: &crate::domain::Consent, channel: Channel) -> ConsentStatus {
     match channel {
         Channel::Email => consent.email,
         Channel::Sms => consent.sms,
@@ -220,7 +220,7 @@ fn eval(frame: &Frame<'_>, rule: &Predicate) -> Bits {
 
 /// One customer's value of a variable, as a condition sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Value<'v> {
+pub(crate) enum Value<'v> {
     /// No value.
     Absent,
     /// A number (ints are exact in a double up to 2^53).
@@ -231,7 +231,7 @@ enum Value<'v> {
     Bool(bool),
 }
 
-fn compare(value: Value<'_>, comparison: Comparison, literal: &Literal) -> bool {
+pub(crate) fn compare(value: Value<'_>, comparison: Comparison, literal: &Literal) -> bool {
     use std::cmp::Ordering;
     let ordering = match (value, literal) {
         (Value::Number(x), Literal::Int(y)) => x.partial_cmp(&(*y as f64)),

@@ -4,6 +4,7 @@
 pub mod activity;
 pub mod convert;
 pub mod customers;
+pub mod personas;
 pub mod segmentation;
 pub mod status;
 pub mod trace;

@@ -123,7 +123,7 @@ fn parse_segment_name(field: &str, name: &str) -> Result<SegmentId, Status> {
     SegmentId::from_name(name).map_err(|description| to_status(Error::invalid(field, description)))
 }
 
-fn channel_from_proto(channel: i32) -> Result<Option<Channel>, String> {
+pub fn channel_from_proto(channel: i32) -> Result<Option<Channel>, String> {
     match pb::Channel::try_from(channel) {
         Ok(pb::Channel::Unspecified) => Ok(None),
         Ok(pb::Channel::Email) => Ok(Some(Channel::Email)),

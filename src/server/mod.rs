@@ -22,7 +22,9 @@ use crate::grpc::activity::ActivityApi;
 use crate::grpc::customers::CustomerApi;
 use crate::grpc::pb::activity_service_server::ActivityServiceServer;
 use crate::grpc::pb::customer_service_server::CustomerServiceServer;
+use crate::grpc::pb::persona_service_server::PersonaServiceServer;
 use crate::grpc::pb::segmentation_service_server::SegmentationServiceServer;
+use crate::grpc::personas::PersonaApi;
 use crate::grpc::segmentation::SegmentationApi;
 use crate::grpc::trace::RpcTraceLayer;
 use crate::grpc::{pb, ApiLimits, EngineSlot};
@@ -53,11 +55,12 @@ pub struct ServerConfig {
 }
 
 /// The services that health reports on: "" for the whole server, and each API service.
-const HEALTH_SERVICES: [&str; 4] = [
+const HEALTH_SERVICES: [&str; 5] = [
     "",
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
     <ActivityServiceServer<ActivityApi> as NamedService>::NAME,
     <SegmentationServiceServer<SegmentationApi> as NamedService>::NAME,
+    <PersonaServiceServer<PersonaApi> as NamedService>::NAME,
 ];
 
 async fn report(health: &HealthReporter, status: ServingStatus) {
@@ -153,6 +156,12 @@ pub async fn run(
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
 
+    let personas = PersonaServiceServer::new(PersonaApi::new(slot.clone()))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+
     let opener = tokio::spawn(open_engine(
         slot.clone(),
         config.store.clone(),
@@ -184,6 +193,7 @@ pub async fn run(
         .add_service(customers)
         .add_service(activity)
         .add_service(segmentation)
+        .add_service(personas)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stopped.await;
         });

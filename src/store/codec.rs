@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use serde::Deserialize;
 
+use crate::domain::persona::Catalog;
 use crate::domain::segment::Segment;
 
 use crate::domain::{
@@ -60,6 +61,19 @@ pub fn encode_segment(segment: &Segment) -> Result<Vec<u8>> {
 /// Decodes a value of the `segments` tree.
 pub fn decode_segment(bytes: &[u8]) -> Result<Segment> {
     decode(SEGMENT_V1, "segment", bytes)
+}
+
+/// Version byte of catalogs encoded from `domain::persona::Catalog` as it is now.
+const CATALOG_V1: u8 = 1;
+
+/// Encodes the persona catalog.
+pub fn encode_catalog(catalog: &Catalog) -> Result<Vec<u8>> {
+    encode(CATALOG_V1, catalog)
+}
+
+/// Decodes the persona catalog.
+pub fn decode_catalog(bytes: &[u8]) -> Result<Catalog> {
+    decode(CATALOG_V1, "persona catalog", bytes)
 }
 
 /// Encodes a batch of events for the `activity` tree.

@@ -8,6 +8,7 @@
 //! | `customers` | the customer id, as UTF-8    | version byte + postcard `Customer`     |
 //! | `activity`  | batch sequence, u64 big-endian | version byte + postcard `ActivityRecord` |
 //! | `segments`  | the segment id, as UTF-8     | version byte + postcard `Segment`      |
+//! | `meta`      | `persona_catalog`            | version byte + postcard `Catalog`      |
 //!
 //! Customer ids sort byte-wise, which is the order `ListCustomers` pages in.
 //!
@@ -39,10 +40,13 @@ use std::sync::Mutex;
 
 use sled::Transactional as _;
 
+use crate::domain::persona::Catalog;
 use crate::domain::segment::{Segment, SegmentId};
 use crate::domain::{ActivityRecord, Customer, CustomerId, Error, Result};
 use commit::GroupCommit;
 
+/// The key of the persona catalog in the `meta` tree.
+const CATALOG_KEY: &str = "persona_catalog";
 /// The store format this build writes and understands.
 const FORMAT_VERSION: u8 = 1;
 /// How often sled flushes on its own; the loss window under relaxed durability.
@@ -80,6 +84,8 @@ pub struct Store {
     activity: sled::Tree,
     /// Saved segments by id.
     segments: sled::Tree,
+    /// The format version and the persona catalog.
+    meta: sled::Tree,
     /// The sequence number of the next activity batch.
     next_batch: AtomicU64,
     /// Serialises writers; see the module docs.
@@ -143,6 +149,7 @@ impl Store {
             customers,
             activity,
             segments,
+            meta,
             next_batch: AtomicU64::new(next_batch),
             write_lock: Mutex::new(()),
             commit,
@@ -340,6 +347,23 @@ impl Store {
         self.segments
             .remove(id.as_str())
             .map(|old| old.is_some())
+            .map_err(storage_error)
+    }
+
+    /// The stored persona catalog, if one was ever stored.
+    pub fn get_catalog(&self) -> Result<Option<Catalog>> {
+        self.meta
+            .get(CATALOG_KEY)
+            .map_err(storage_error)?
+            .map(|bytes| codec::decode_catalog(&bytes))
+            .transpose()
+    }
+
+    /// Stores the persona catalog, replacing the one before; blocking.
+    pub fn put_catalog(&self, catalog: &Catalog) -> Result<()> {
+        self.meta
+            .insert(CATALOG_KEY, codec::encode_catalog(catalog)?)
+            .map(drop)
             .map_err(storage_error)
     }
 

@@ -7,5 +7,6 @@ mod customers;
 mod health;
 mod import;
 mod importer;
+mod personas;
 mod segments;
 mod support;

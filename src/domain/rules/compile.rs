@@ -540,7 +540,7 @@ fn spec(variable: &Variable) -> Spec {
 }
 
 /// The variable's name as written in a rule, for messages.
-fn display_name(variable: &Variable) -> String {
+pub fn display_name(variable: &Variable) -> String {
     match variable {
         Variable::Trait(key) => format!("customer.traits[{key:?}]"),
         other => spec(other).name.to_owned(),

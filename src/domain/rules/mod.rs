@@ -10,7 +10,10 @@
 
 mod compile;
 
-pub use compile::{compile, operators, parse_variable, variables, CompileError, VariableDoc};
+pub use compile::{
+    compile, display_name as variable_name, operators, parse_variable, variables, CompileError,
+    VariableDoc,
+};
 
 use super::customer::{ConsentStatus, Gender, Party, Relationship};
 use super::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand, RfmSegment};
