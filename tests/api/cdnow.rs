@@ -341,3 +341,71 @@ async fn cdnow_rfm_matches_independent_quintiles() {
     assert!(served.len() >= 8, "{served:?}");
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn cdnow_personas_match_an_independent_computation() {
+    let server = TestServer::start().await;
+    let transactions = transactions();
+    let by_customer = by_customer(&transactions);
+    load(&server, &transactions, &by_customer).await;
+
+    // Everyone is an external individual who bought and never engaged
+    // otherwise, so the built-in catalog comes down to the frequency class
+    // and, for the lapsed, the monetary score.
+    let totals: Vec<i64> = by_customer
+        .values()
+        .map(|own| own.iter().map(|t| t.cents).sum())
+        .collect();
+    let p = totals.len();
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    let mut each: BTreeMap<&String, &str> = BTreeMap::new();
+    for (id, own) in &by_customer {
+        let days: Vec<i64> = own.iter().map(|t| t.day).collect();
+        let spend: i64 = own.iter().map(|t| t.cents).sum();
+        let m = 1 + 5 * totals.iter().filter(|&&other| other < spend).count() / p;
+        let persona = match expected_class(&days, DATA_END) {
+            pb::FrequencyClass::Lapsed if m >= 4 => "LAPSING_LOYAL",
+            pb::FrequencyClass::FrequentCustomer => "VIP_FREQUENT",
+            pb::FrequencyClass::RepeatCustomer | pb::FrequencyClass::Lapsed => "RETURNING_CUSTOMER",
+            pb::FrequencyClass::OneTimeBuyer => "ONE_TIME_BUYER",
+            _ => "PROSPECT",
+        };
+        *expected.entry(persona.to_owned()).or_default() += 1;
+        each.insert(id, persona);
+    }
+    let mut client = crate::personas::personas(&server).await;
+    let breakdown = client
+        .breakdown_personas(pb::BreakdownPersonasRequest {
+            filter: String::new(),
+            evaluation_time: Some(Timestamp {
+                seconds: DATA_END,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let served: BTreeMap<String, i64> = breakdown
+        .groups
+        .into_iter()
+        .filter(|group| group.customer_count > 0)
+        .map(|group| (group.persona_id, group.customer_count))
+        .collect();
+    assert_eq!(served, expected);
+    assert_eq!(served.len(), 4, "{served:?}");
+    for (id, persona) in each {
+        let assignment = client
+            .get_customer_persona(pb::GetCustomerPersonaRequest {
+                name: format!("customers/{id}"),
+                evaluation_time: Some(Timestamp {
+                    seconds: DATA_END,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(assignment.persona.unwrap().persona_id, persona, "{id}");
+    }
+    server.stop().await.unwrap();
+}
