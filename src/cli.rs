@@ -39,6 +39,24 @@ enum Command {
     /// Loads customers and activity from CSV or JSON Lines files into a
     /// running server.
     Import(ImportArgs),
+    /// Prints a customer's persona and why, for people.
+    Persona(PersonaArgs),
+}
+
+/// Flags of `segmentd persona`.
+#[derive(Debug, Args)]
+struct PersonaArgs {
+    /// Server address, e.g. `127.0.0.1:50051`.
+    #[arg(long, env = "SEGMENTD_ADDR", default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// The customer: `customers/ID` or just the id.
+    customer: String,
+    /// The evaluation time, RFC 3339 such as `2026-06-30T00:00:00Z`; now when left out.
+    #[arg(long)]
+    at: Option<String>,
+    /// How long to wait for an answer, e.g. `5s`.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
 /// Flags of `segmentd import`.
@@ -279,6 +297,12 @@ pub fn main() -> ExitCode {
         None => runtime.block_on(serve(cli.serve)),
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
         Some(Command::Import(args)) => import(args, &runtime),
+        Some(Command::Persona(args)) => runtime.block_on(crate::client::persona::show(
+            &args.addr,
+            &args.customer,
+            args.at.as_deref(),
+            args.timeout,
+        )),
         Some(Command::Healthcheck(args)) => {
             match runtime.block_on(crate::client::healthcheck::check(
                 &args.addr,

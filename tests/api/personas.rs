@@ -476,3 +476,51 @@ async fn exports_honour_consent_and_objection() {
     assert_eq!(status.code(), Code::InvalidArgument);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_persona_command_explains_a_customer() {
+    let server = TestServer::start().await;
+    population(&server).await;
+    let addr = server.addr.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_segmentd"))
+            .args([
+                "persona",
+                "--addr",
+                &addr,
+                "onetime",
+                "--at",
+                "2025-02-04T00:00:00Z",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{text}");
+    for line in [
+        "customers/onetime: One-time buyer (ONE_TIME_BUYER)",
+        "[yes] features.frequency == \"ONE_TIME_BUYER\"   (is ONE_TIME_BUYER, needs == \"ONE_TIME_BUYER\")",
+        "  VIP_FREQUENT",
+        "[no ] features.frequency == \"FREQUENT_CUSTOMER\"   (is ONE_TIME_BUYER",
+        "3 more purchases in 365 days → VIP_FREQUENT",
+        "  - Follow up after the purchase",
+        "(catalog revision 1)",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    // A customer who objects gets the reason and a failing exit status.
+    let addr = server.addr.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_segmentd"))
+            .args(["persona", "--addr", &addr, "customers/objector"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("objects to profiling"));
+    server.stop().await.unwrap();
+}
