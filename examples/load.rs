@@ -77,6 +77,26 @@ enum Run {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Unary GetCustomerPersona calls for random customers of a loaded
+    /// data set, for a fixed time or for a fixed rate.
+    Persona {
+        /// Calls in all.
+        #[arg(long, default_value_t = 200_000)]
+        requests: u64,
+        /// Connections to spread them over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Calls in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Customers of the data set: ids are drawn from the first this many.
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: u64,
+        /// Calls per second to hold, spread evenly; 0 sends as fast as
+        /// answers come.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+    },
 }
 
 const COUNTRIES: [&str; 8] = ["TR", "EG", "IR", "US", "DE", "SA", "AE", "GB"];
@@ -189,6 +209,115 @@ async fn create(
     latencies.sort();
     println!(
         "| CreateCustomer, {concurrency} in flight over {connections} connections | {:.0} calls/s | p50 {:.2} ms, p99 {:.2} ms |",
+        requests as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+    Ok(())
+}
+
+/// GetCustomerPersona for random customers; prints calls/s and latency.
+async fn persona(
+    addr: &str,
+    requests: u64,
+    connections: usize,
+    concurrency: usize,
+    customers: u64,
+    rate: u64,
+) -> anyhow::Result<()> {
+    use segmentd::grpc::pb::persona_service_client::PersonaServiceClient;
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        clients.push(PersonaServiceClient::new(channel));
+    }
+    let pick = move |rng: &mut Generator| pb::GetCustomerPersonaRequest {
+        name: format!("customers/load-{:09}", rng.next() % customers),
+        evaluation_time: None,
+    };
+    // Objectors get FAILED_PRECONDITION, which is an answer too.
+    let answered =
+        |outcome: Result<tonic::Response<pb::PersonaAssignment>, tonic::Status>| match outcome {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(()),
+            Err(status) => Err(status),
+        };
+    let started = Instant::now();
+    if rate > 0 {
+        // Open loop: a thread ticks out each call's due time, evenly (the
+        // async timer's 1 ms grain would send them in bursts), and each
+        // call is timed from when it was due, queueing included.
+        let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        std::thread::spawn(move || {
+            for n in 0..requests {
+                let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                if due_tx.send(due).is_err() {
+                    return;
+                }
+            }
+        });
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut rng = Generator(1);
+        let mut n = 0usize;
+        while let Some(due) = due_rx.recv().await {
+            let mut client = clients[n % connections].clone();
+            n += 1;
+            let request = pick(&mut rng);
+            let done_tx = done_tx.clone();
+            tokio::spawn(async move {
+                let outcome = answered(client.get_customer_persona(request).await);
+                let _ = done_tx.send(outcome.map(|()| due.elapsed()));
+            });
+        }
+        drop(done_tx);
+        let mut latencies = Vec::new();
+        while let Some(latency) = done_rx.recv().await {
+            latencies.push(latency?);
+        }
+        let elapsed = started.elapsed();
+        latencies.sort();
+        println!(
+            "| GetCustomerPersona, at {rate} calls/s over {connections} connections | {:.0} calls/s | p50 {:.2} ms, p99 {:.2} ms |",
+            requests as f64 / elapsed.as_secs_f64(),
+            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        );
+        return Ok(());
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let mut client = clients[worker % connections].clone();
+        let next = Arc::clone(&next);
+        workers.push(tokio::spawn(async move {
+            let mut rng = Generator(worker as u64 + 1);
+            let mut latencies = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= requests {
+                    return Ok::<_, tonic::Status>(latencies);
+                }
+                let request = pick(&mut rng);
+                let sent = Instant::now();
+                answered(client.get_customer_persona(request).await)?;
+                latencies.push(sent.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    println!(
+        "| GetCustomerPersona, {concurrency} in flight over {connections} connections | {:.0} calls/s | p50 {:.2} ms, p99 {:.2} ms |",
         requests as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
@@ -683,6 +812,23 @@ async fn main() -> anyhow::Result<()> {
                 seed,
             };
             dataset(&args.addr, &data, batch).await
+        }
+        Run::Persona {
+            requests,
+            connections,
+            concurrency,
+            customers,
+            rate,
+        } => {
+            persona(
+                &args.addr,
+                requests,
+                connections,
+                concurrency,
+                customers,
+                rate,
+            )
+            .await
         }
         Run::Export {
             dir,

@@ -215,6 +215,18 @@ impl PurchaseStats {
     /// Computes the statistics from purchase times sorted ascending, and
     /// their amounts in the same order.
     pub fn compute(times: &[i64], amounts: &[i64], at: Timestamp) -> Self {
+        Self::compute_with_total(times, amounts, at, None)
+    }
+
+    /// As [`PurchaseStats::compute`], with the sum of all the amounts when
+    /// it is known, so that it is not summed again when every purchase
+    /// counts.
+    pub fn compute_with_total(
+        times: &[i64],
+        amounts: &[i64],
+        at: Timestamp,
+        all_time_total: Option<i64>,
+    ) -> Self {
         let t = at.as_nanos();
         let counted = times.partition_point(|&time| time <= t);
         let times = &times[..counted];
@@ -227,9 +239,12 @@ impl PurchaseStats {
             first: times.first().copied().map(Timestamp::from_nanos),
             second: times.get(1).copied().map(Timestamp::from_nanos),
             last: times.last().copied().map(Timestamp::from_nanos),
-            total_minor: amounts[..counted]
-                .iter()
-                .fold(0i64, |sum, &a| sum.saturating_add(a)),
+            total_minor: match all_time_total {
+                Some(total) if counted == amounts.len() => total,
+                _ => amounts[..counted]
+                    .iter()
+                    .fold(0i64, |sum, &a| sum.saturating_add(a)),
+            },
             in_90_days: after(90),
             in_365_days: after(365),
         }

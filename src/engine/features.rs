@@ -67,7 +67,12 @@ pub(super) fn features_of(
     let columns = index.columns();
     let at_row = number as usize;
     let rfm = Frame::new(index, at, thresholds).rfm_of(at_row);
-    let purchases = PurchaseStats::compute(&row.purchases.times, &row.purchases.amounts, at);
+    let purchases = PurchaseStats::compute_with_total(
+        &row.purchases.times,
+        &row.purchases.amounts,
+        at,
+        Some(columns.total[at_row]),
+    );
     let age = age_at(columns.birth[at_row], ymd(at.date()));
     let (stage, stage_since) = engagement_stage(&purchases, &row.firsts(), at);
     let features = CustomerFeatures {
