@@ -110,8 +110,13 @@ pub fn render(assignment: &pb::PersonaAssignment) -> String {
             .map_or(0, |money| money.minor_units);
         let _ = writeln!(
             out,
-            "  {} purchases ({} in 365 days), spend {}.{:02}, {frequency}, {stage}",
+            "  {} {} ({} in 365 days), spend {}.{:02}, {frequency}, {stage}",
             features.purchase_count,
+            if features.purchase_count == 1 {
+                "purchase"
+            } else {
+                "purchases"
+            },
             features.purchases_365d,
             spend / 100,
             (spend % 100).abs()
