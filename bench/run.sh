@@ -5,7 +5,10 @@
 #   1. unary CreateCustomer, with durable and with relaxed acknowledgements;
 #   2. a synthetic data set (default 1M customers, 10M purchases, seeded)
 #      streamed in durably, then a restart: ingest rates, peak RSS, bytes on
-#      disk and in the index per purchase, and the time back to SERVING.
+#      disk and in the index per purchase, and the time back to SERVING;
+#   3. on that data, BreakdownPersonas over everyone, and GetCustomerPersona
+#      for random customers with the server on one core and the load on
+#      the other.
 #
 # Usage: bash bench/run.sh      (CUSTOMERS=... PURCHASES=... to resize)
 set -euo pipefail
@@ -19,8 +22,9 @@ addr=127.0.0.1:${SEGMENTD_BENCH_PORT:-50151}
 server=
 trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 
+pin_server=()
 start_server() { # durability
-  ./target/release/segmentd serve --listen "$addr" --data-dir "$work/db" \
+  "${pin_server[@]}" ./target/release/segmentd serve --listen "$addr" --data-dir "$work/db" \
     --durability "$1" --log-format json >"$work/server.log" 2>&1 &
   server=$!
   started_ns=$(date +%s%N)
@@ -67,4 +71,13 @@ start_server durable
 echo "| restart to SERVING, index rebuilt | | $serving_ms ms |"
 echo "| index memory | | $(log_field index_bytes_per_purchase) bytes per purchase, $(log_field index_bytes_per_customer) bytes per customer, $(log_field index_bytes_per_engagement) bytes per engagement event |"
 echo "| server RSS after restart | | $(mib "$(grep VmRSS "/proc/$server/status" | awk '{print $2}')") MiB |"
+load persona-breakdown --runs 7
+stop_server
+
+# GetCustomerPersona per server core: the server on core 0, the load on
+# core 1; as fast as answers come, then with few calls in flight.
+pin_server=(taskset -c 0)
+start_server durable
+taskset -c 1 ./target/release/examples/load --addr "$addr" persona --requests 200000 --connections 4 --concurrency 64 --customers "$customers"
+taskset -c 1 ./target/release/examples/load --addr "$addr" persona --requests 100000 --connections 4 --concurrency 4 --customers "$customers"
 stop_server

@@ -97,6 +97,12 @@ enum Run {
         #[arg(long, default_value_t = 0)]
         rate: u64,
     },
+    /// BreakdownPersonas over everyone, one call at a time; prints the median.
+    PersonaBreakdown {
+        /// Timed calls, after one warm-up call.
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+    },
 }
 
 const COUNTRIES: [&str; 8] = ["TR", "EG", "IR", "US", "DE", "SA", "AE", "GB"];
@@ -321,6 +327,34 @@ async fn persona(
         requests as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+    Ok(())
+}
+
+/// BreakdownPersonas, timed call by call.
+async fn persona_breakdown(addr: &str, runs: usize) -> anyhow::Result<()> {
+    use segmentd::grpc::pb::persona_service_client::PersonaServiceClient;
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let mut client = PersonaServiceClient::new(channel);
+    let mut times = Vec::new();
+    let mut customers = 0;
+    for run in 0..=runs {
+        let started = Instant::now();
+        let response = client
+            .breakdown_personas(pb::BreakdownPersonasRequest::default())
+            .await?
+            .into_inner();
+        if run > 0 {
+            times.push(started.elapsed());
+        }
+        customers = response.total_count + response.excluded_count;
+    }
+    times.sort();
+    println!(
+        "| BreakdownPersonas over {customers} customers, median of {runs} calls | | {:.2} ms |",
+        percentile(&times, 0.5).as_secs_f64() * 1e3
     );
     Ok(())
 }
@@ -830,6 +864,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Run::PersonaBreakdown { runs } => persona_breakdown(&args.addr, runs).await,
         Run::Export {
             dir,
             customers,

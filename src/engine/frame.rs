@@ -31,6 +31,64 @@ pub struct RfmScores {
     pub m: Vec<u8>,
 }
 
+/// Where the RFM scores step up. A score is 1 + floor(5 × S / P), S being
+/// the purchasers strictly worse; it is at least k + 1 exactly when S is at
+/// least ceil(k × P / 5), that is when the value is better than the
+/// purchaser at that place in sorted order. So a score is 1 plus the number
+/// of these four bounds a value passes.
+#[derive(Debug, Clone)]
+pub struct RfmBounds {
+    /// Last purchase times at the four places (ascending order): a
+    /// recency in whole days smaller than theirs passes.
+    lasts: [i64; 4],
+    /// Purchase counts at the four places: a count above passes.
+    counts: [u32; 4],
+    /// Spend at the four places: a spend above passes.
+    totals: [i64; 4],
+}
+
+impl RfmBounds {
+    /// The bounds of sorted (ascending) figures of the same purchasers;
+    /// `None` when there are none.
+    fn new(lasts: &[i64], counts: &[u32], totals: &[i64]) -> Option<Self> {
+        let p = counts.len();
+        if p == 0 {
+            return None;
+        }
+        // The place of the purchaser that S must reach: ceil(k × P / 5) − 1.
+        let place = |k: usize| (k * p).div_ceil(5) - 1;
+        Some(RfmBounds {
+            lasts: [1, 2, 3, 4].map(|k| lasts[place(k)]),
+            counts: [1, 2, 3, 4].map(|k| counts[place(k)]),
+            totals: [1, 2, 3, 4].map(|k| totals[place(k)]),
+        })
+    }
+
+    /// R of a purchaser whose last purchase was at `last`: worse is a
+    /// larger recency, so S counts purchasers whose last purchase is at or
+    /// before T − (recency + 1) days; it reaches a place when the recency
+    /// is smaller than that purchaser's.
+    fn r(&self, at: i64, last: i64) -> u8 {
+        let recency = |last: i64| (at - last).div_euclid(NANOS_PER_DAY);
+        let mine = recency(last);
+        1 + self
+            .lasts
+            .iter()
+            .filter(|&&bound| mine < recency(bound))
+            .count() as u8
+    }
+
+    /// F of a purchase count.
+    fn f(&self, count: u32) -> u8 {
+        1 + self.counts.iter().filter(|&&bound| count > bound).count() as u8
+    }
+
+    /// M of a spend.
+    fn m(&self, total: i64) -> u8 {
+        1 + self.totals.iter().filter(|&&bound| total > bound).count() as u8
+    }
+}
+
 /// One evaluation time over one index.
 pub struct Frame<'a> {
     /// The index.
@@ -52,6 +110,7 @@ pub struct Frame<'a> {
     /// Engagement stage codes: the stage's ordinal plus one.
     stage: OnceLock<Vec<u8>>,
     rfm: OnceLock<RfmScores>,
+    rfm_bounds: OnceLock<Option<RfmBounds>>,
 }
 
 /// Purchase count, spend, first and last purchase as of a past T.
@@ -78,6 +137,7 @@ impl<'a> Frame<'a> {
             frequency: OnceLock::new(),
             stage: OnceLock::new(),
             rfm: OnceLock::new(),
+            rfm_bounds: OnceLock::new(),
         }
     }
 
@@ -300,44 +360,56 @@ impl<'a> Frame<'a> {
     /// worse.
     pub fn rfm(&self) -> &RfmScores {
         self.rfm.get_or_init(|| {
-            let count = self.count();
-            let total = self.total();
-            let alive = &self.index.columns().alive;
-            let buyers: Vec<usize> = (0..self.rows())
-                .filter(|&number| alive[number] && count[number] > 0)
-                .collect();
-            let p = buyers.len() as u64;
-            let mut scores = RfmScores {
-                r: vec![0; self.rows()],
-                f: vec![0; self.rows()],
-                m: vec![0; self.rows()],
+            let rows = self.rows();
+            let Some(bounds) = self.rfm_bounds() else {
+                return RfmScores {
+                    r: vec![0; rows],
+                    f: vec![0; rows],
+                    m: vec![0; rows],
+                };
             };
-            if p == 0 {
-                return scores;
+            let (count, total, last) = (self.count(), self.total(), self.last());
+            let alive = &self.index.columns().alive;
+            let buyer = |row: usize| alive[row] && count[row] > 0;
+            let column = |score: &(dyn Fn(usize) -> u8 + Sync)| -> Vec<u8> {
+                (0..rows)
+                    .into_par_iter()
+                    .map(|row| if buyer(row) { score(row) } else { 0 })
+                    .collect()
+            };
+            let at = self.at;
+            RfmScores {
+                r: column(&|row| bounds.r(at, last[row])),
+                f: column(&|row| bounds.f(count[row])),
+                m: column(&|row| bounds.m(total[row])),
             }
-            let score = |worse: usize| (1 + 5 * worse as u64 / p) as u8;
-            // R: worse is a larger recency.
-            let mut recency: Vec<i64> = buyers.iter().map(|&n| self.recency_days(n)).collect();
-            recency.sort_unstable();
-            for &number in &buyers {
-                let mine = self.recency_days(number);
-                let worse = recency.len() - recency.partition_point(|&other| other <= mine);
-                scores.r[number] = score(worse);
-            }
-            // F: worse is fewer purchases.
-            let mut counts: Vec<u32> = buyers.iter().map(|&n| count[n]).collect();
-            counts.sort_unstable();
-            for &number in &buyers {
-                scores.f[number] = score(counts.partition_point(|&other| other < count[number]));
-            }
-            // M: worse is a lower total spend.
-            let mut totals: Vec<i64> = buyers.iter().map(|&n| total[n]).collect();
-            totals.sort_unstable();
-            for &number in &buyers {
-                scores.m[number] = score(totals.partition_point(|&other| other < total[number]));
-            }
-            scores
         })
+    }
+
+    /// The quintile bounds of the purchasers as of T; `None` without any.
+    /// When every event counts they come from the index's sorted figures;
+    /// otherwise the frame's figures are sorted once.
+    pub fn rfm_bounds(&self) -> Option<&RfmBounds> {
+        self.rfm_bounds
+            .get_or_init(|| {
+                if self.current {
+                    let ranks = self.index.ranks();
+                    return RfmBounds::new(&ranks.lasts, &ranks.counts, &ranks.totals);
+                }
+                let (count, total, last) = (self.count(), self.total(), self.last());
+                let alive = &self.index.columns().alive;
+                let buyers: Vec<usize> = (0..self.rows())
+                    .filter(|&row| alive[row] && count[row] > 0)
+                    .collect();
+                let mut lasts: Vec<i64> = buyers.iter().map(|&row| last[row]).collect();
+                let mut counts: Vec<u32> = buyers.iter().map(|&row| count[row]).collect();
+                let mut totals: Vec<i64> = buyers.iter().map(|&row| total[row]).collect();
+                lasts.par_sort_unstable();
+                counts.par_sort_unstable();
+                totals.par_sort_unstable();
+                RfmBounds::new(&lasts, &counts, &totals)
+            })
+            .as_ref()
     }
 
     /// The R, F and M scores of one row, without scoring everyone. When
@@ -352,20 +424,16 @@ impl<'a> Frame<'a> {
         }
         let (mine_count, mine_total) = (count[number], total[number]);
         let mine_recency = self.recency_days(number);
-        let (buyers, r, f, m) = if self.current {
-            let ranks = self.index.ranks();
-            // A larger recency in whole days is a last purchase at or
-            // before T − (recency + 1) days.
-            let bound = self
-                .at
-                .saturating_sub((mine_recency + 1).saturating_mul(NANOS_PER_DAY));
-            (
-                ranks.counts.len() as u64,
-                ranks.lasts.partition_point(|&other| other <= bound) as u64,
-                ranks.counts.partition_point(|&other| other < mine_count) as u64,
-                ranks.totals.partition_point(|&other| other < mine_total) as u64,
-            )
-        } else {
+        if self.current {
+            let bounds = self.rfm_bounds()?;
+            let last = self.last()[number];
+            return Some((
+                bounds.r(self.at, last),
+                bounds.f(mine_count),
+                bounds.m(mine_total),
+            ));
+        }
+        let (buyers, r, f, m) = {
             let (mut buyers, mut r, mut f, mut m) = (0u64, 0u64, 0u64, 0u64);
             for other in 0..self.rows() {
                 if !alive[other] || count[other] == 0 {

@@ -277,68 +277,86 @@ async fn cdnow_rfm_matches_independent_quintiles() {
     let by_customer = by_customer(&transactions);
     load(&server, &transactions, &by_customer).await;
 
-    // Everyone bought by the end of the data: P is every customer.
-    let figures: BTreeMap<&String, (i64, usize, i64)> = by_customer
-        .iter()
-        .map(|(id, own)| {
-            let last = own.iter().map(|t| t.day).max().unwrap() * DAY;
-            let recency = (DATA_END - last).div_euclid(DAY);
-            (id, (recency, own.len(), own.iter().map(|t| t.cents).sum()))
-        })
-        .collect();
-    let p = figures.len();
-    let score = |worse: usize| (1 + 5 * worse / p) as i32;
-    let mut expected_segments: BTreeMap<String, i64> = BTreeMap::new();
-    let mut customers = server.customers().await;
-    for (id, &(recency, count, spend)) in &figures {
-        let r = score(figures.values().filter(|f| f.0 > recency).count());
-        let f = score(figures.values().filter(|f| f.1 < count).count());
-        let m = score(figures.values().filter(|f| f.2 < spend).count());
-        let segment = expected_segment(r, f);
-        *expected_segments
-            .entry(
-                segment
-                    .as_str_name()
-                    .trim_start_matches("RFM_SEGMENT_")
-                    .to_owned(),
-            )
-            .or_default() += 1;
-        let features = customers
-            .get_customer_features(pb::GetCustomerFeaturesRequest {
-                name: format!("customers/{id}"),
+    for t in [DATA_END, CALIBRATION_END] {
+        // Everyone bought in the first quarter of 1997: P is every customer.
+        // At the end of the calibration period later purchases do not count,
+        // and the server takes its figures from the purchase series.
+        let own_by = |own: &[&Transaction], t: i64| -> Vec<(i64, i64)> {
+            own.iter()
+                .filter(|tx| tx.day * DAY <= t)
+                .map(|tx| (tx.day * DAY, tx.cents))
+                .collect()
+        };
+        let figures: BTreeMap<&String, (i64, usize, i64)> = by_customer
+            .iter()
+            .map(|(id, own)| {
+                let counted = own_by(own, t);
+                let last = counted.iter().map(|(time, _)| *time).max().unwrap();
+                let recency = (t - last).div_euclid(DAY);
+                (
+                    id,
+                    (
+                        recency,
+                        counted.len(),
+                        counted.iter().map(|(_, cents)| cents).sum(),
+                    ),
+                )
+            })
+            .collect();
+        let p = figures.len();
+        let score = |worse: usize| (1 + 5 * worse / p) as i32;
+        let mut expected_segments: BTreeMap<String, i64> = BTreeMap::new();
+        let mut customers = server.customers().await;
+        for (id, &(recency, count, spend)) in &figures {
+            let r = score(figures.values().filter(|f| f.0 > recency).count());
+            let f = score(figures.values().filter(|f| f.1 < count).count());
+            let m = score(figures.values().filter(|f| f.2 < spend).count());
+            let segment = expected_segment(r, f);
+            *expected_segments
+                .entry(
+                    segment
+                        .as_str_name()
+                        .trim_start_matches("RFM_SEGMENT_")
+                        .to_owned(),
+                )
+                .or_default() += 1;
+            let features = customers
+                .get_customer_features(pb::GetCustomerFeaturesRequest {
+                    name: format!("customers/{id}"),
+                    evaluation_time: Some(Timestamp {
+                        seconds: t,
+                        nanos: 0,
+                    }),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let served = features.rfm.unwrap();
+            assert_eq!((served.r, served.f, served.m), (r, f, m), "customers/{id}");
+            assert_eq!(features.rfm_segment, segment as i32, "customers/{id}");
+        }
+        // Half the customers bought once: they all share F = 1.
+        let breakdown = crate::segments::segmentation(&server)
+            .await
+            .breakdown_customers(pb::BreakdownCustomersRequest {
+                dimensions: vec!["features.rfm_segment".into()],
+                filter: String::new(),
                 evaluation_time: Some(Timestamp {
-                    seconds: DATA_END,
+                    seconds: t,
                     nanos: 0,
                 }),
             })
             .await
             .unwrap()
             .into_inner();
-        let served = features.rfm.unwrap();
-        assert_eq!((served.r, served.f, served.m), (r, f, m), "customers/{id}");
-        assert_eq!(features.rfm_segment, segment as i32, "customers/{id}");
+        let served: BTreeMap<String, i64> = breakdown
+            .groups
+            .into_iter()
+            .map(|group| (group.values[0].clone(), group.customer_count))
+            .collect();
+        assert_eq!(served, expected_segments);
+        assert!(served.len() >= 8, "{served:?}");
     }
-    // Half the customers bought once: they all share F = 1.
-    let breakdown = crate::segments::segmentation(&server)
-        .await
-        .breakdown_customers(pb::BreakdownCustomersRequest {
-            dimensions: vec!["features.rfm_segment".into()],
-            filter: String::new(),
-            evaluation_time: Some(Timestamp {
-                seconds: DATA_END,
-                nanos: 0,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let served: BTreeMap<String, i64> = breakdown
-        .groups
-        .into_iter()
-        .map(|group| (group.values[0].clone(), group.customer_count))
-        .collect();
-    assert_eq!(served, expected_segments);
-    assert!(served.len() >= 8, "{served:?}");
     server.stop().await.unwrap();
 }
 
