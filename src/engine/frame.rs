@@ -14,21 +14,22 @@ use rayon::prelude::*;
 use super::index::{age_at, engaged, ymd, FeatureIndex};
 #[cfg(test)]
 use super::index::{days_past, frequency_bounds};
+use super::select::Bits;
 use crate::domain::features::{
     age_band, engagement_stage, frequency_of, income_band, rfm_segment, FirstEngagements,
     PurchaseStats, Thresholds, NANOS_PER_DAY,
 };
 use crate::domain::Timestamp;
 
-/// R, F and M scores (1–5) of each row; 0 for rows without purchases.
-#[derive(Debug, Default)]
-pub struct RfmScores {
-    /// Recency scores.
-    pub r: Vec<u8>,
-    /// Frequency scores.
-    pub f: Vec<u8>,
-    /// Monetary scores.
-    pub m: Vec<u8>,
+/// One of the RFM scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Score {
+    /// Recency.
+    R,
+    /// Frequency.
+    F,
+    /// Monetary value.
+    M,
 }
 
 /// Where the RFM scores step up. A score is 1 + floor(5 × S / P), S being
@@ -109,8 +110,11 @@ pub struct Frame<'a> {
     frequency: OnceLock<Vec<u8>>,
     /// Engagement stage codes: the stage's ordinal plus one.
     stage: OnceLock<Vec<u8>>,
-    rfm: OnceLock<RfmScores>,
+    /// R, F and M scores (1–5) of each row, each made when first asked
+    /// for; 0 for rows without purchases.
+    rfm: [OnceLock<Vec<u8>>; 3],
     rfm_bounds: OnceLock<Option<RfmBounds>>,
+    alive: OnceLock<Bits>,
 }
 
 /// Purchase count, spend, first and last purchase as of a past T.
@@ -136,14 +140,23 @@ impl<'a> Frame<'a> {
             in_365_days: OnceLock::new(),
             frequency: OnceLock::new(),
             stage: OnceLock::new(),
-            rfm: OnceLock::new(),
+            rfm: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
             rfm_bounds: OnceLock::new(),
+            alive: OnceLock::new(),
         }
     }
 
     /// Rows in the index.
     pub fn rows(&self) -> usize {
         self.index.row_count()
+    }
+
+    /// The rows that hold a customer.
+    pub fn alive(&self) -> &Bits {
+        self.alive.get_or_init(|| {
+            let alive = &self.index.columns().alive;
+            Bits::from_fn(self.rows(), |row| alive[row])
+        })
     }
 
     fn past(&self) -> &PastPurchases {
@@ -355,35 +368,37 @@ impl<'a> Frame<'a> {
         income_band((income != i64::MIN).then_some(income), &self.thresholds)
     }
 
-    /// The R, F and M scores, by row: among the customers with a purchase
+    /// One RFM score of each row: among the customers with a purchase
     /// at or before T, 1 + floor(5 × S / P), where S counts those strictly
     /// worse.
-    pub fn rfm(&self) -> &RfmScores {
-        self.rfm.get_or_init(|| {
-            let rows = self.rows();
+    pub fn rfm(&self, score: Score) -> &[u8] {
+        self.rfm[score as usize].get_or_init(|| {
             let Some(bounds) = self.rfm_bounds() else {
-                return RfmScores {
-                    r: vec![0; rows],
-                    f: vec![0; rows],
-                    m: vec![0; rows],
-                };
+                return vec![0; self.rows()];
             };
             let (count, total, last) = (self.count(), self.total(), self.last());
-            let alive = &self.index.columns().alive;
-            let buyer = |row: usize| alive[row] && count[row] > 0;
-            let column = |score: &(dyn Fn(usize) -> u8 + Sync)| -> Vec<u8> {
-                (0..rows)
-                    .into_par_iter()
-                    .map(|row| if buyer(row) { score(row) } else { 0 })
-                    .collect()
-            };
-            let at = self.at;
-            RfmScores {
-                r: column(&|row| bounds.r(at, last[row])),
-                f: column(&|row| bounds.f(count[row])),
-                m: column(&|row| bounds.m(total[row])),
+            match score {
+                Score::R => self.per_buyer(|row| bounds.r(self.at, last[row])),
+                Score::F => self.per_buyer(|row| bounds.f(count[row])),
+                Score::M => self.per_buyer(|row| bounds.m(total[row])),
             }
         })
+    }
+
+    /// `score` of each row with a purchase at T, 0 for the others.
+    fn per_buyer(&self, score: impl Fn(usize) -> u8 + Sync) -> Vec<u8> {
+        let count = self.count();
+        let alive = &self.index.columns().alive;
+        (0..self.rows())
+            .into_par_iter()
+            .map(|row| {
+                if alive[row] && count[row] > 0 {
+                    score(row)
+                } else {
+                    0
+                }
+            })
+            .collect()
     }
 
     /// The quintile bounds of the purchasers as of T; `None` without any.
@@ -452,8 +467,8 @@ impl<'a> Frame<'a> {
 
     /// The RFM segment of a row with purchases.
     pub fn rfm_segment(&self, number: usize) -> Option<crate::domain::features::RfmSegment> {
-        let scores = self.rfm();
-        (scores.r[number] > 0).then(|| rfm_segment(scores.r[number], scores.f[number]))
+        let (r, f) = (self.rfm(Score::R)[number], self.rfm(Score::F)[number]);
+        (r > 0).then(|| rfm_segment(r, f))
     }
 }
 

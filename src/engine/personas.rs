@@ -6,7 +6,9 @@ use std::sync::Arc;
 use super::features::{features_of, CustomerFeatures};
 use super::frame::Frame;
 use super::index::FeatureIndex;
-use super::select::{channel_status, compare, consented, select, split_objectors, Bits, Value};
+use super::select::{
+    channel_status, compare, consented, select, select_within, split_objectors, Bits, Value,
+};
 use super::{Engine, Shared};
 use crate::domain::features::FrequencyClass;
 use crate::domain::persona::{default_catalog, parse_persona_id, Catalog, Persona, MAX_PERSONAS};
@@ -539,8 +541,7 @@ fn assignments(frame: &Frame<'_>, compiled: &CompiledCatalog, members: &Bits) ->
     let mut remaining = members.clone();
     let mut assigned = Vec::with_capacity(compiled.rules.len());
     for rule in &compiled.rules {
-        let mut bits = select(frame, rule);
-        bits.and(&remaining);
+        let bits = select_within(frame, rule, &remaining);
         remaining.and_not(&bits);
         assigned.push(bits);
     }

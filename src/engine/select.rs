@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use super::frame::Frame;
+use super::frame::{Frame, Score};
 use crate::domain::features::RfmSegment;
 use crate::domain::rules::{Channel, Comparison, Literal, Predicate, StringTest, Variable};
 use crate::domain::{ConsentStatus, TraitValue};
@@ -130,8 +130,18 @@ impl Bits {
 /// The customers a rule selects: the rows that hold a customer and meet it.
 pub fn select(frame: &Frame<'_>, rule: &Predicate) -> Bits {
     let mut bits = eval(frame, rule);
-    let alive = &frame.index.columns().alive;
-    bits.and(&Bits::from_fn(frame.rows(), |row| alive[row]));
+    bits.and(frame.alive());
+    bits
+}
+
+/// The rows among `within` that meet a rule; `within` holds only rows with
+/// a customer.
+pub fn select_within(frame: &Frame<'_>, rule: &Predicate, within: &Bits) -> Bits {
+    if *rule == Predicate::Const(true) {
+        return within.clone();
+    }
+    let mut bits = eval(frame, rule);
+    bits.and(within);
     bits
 }
 
@@ -451,12 +461,11 @@ fn numbers(frame: &Frame<'_>, variable: &Variable, pass: &impl NumberPass) -> Op
             })
         }
         Variable::RfmR | Variable::RfmF | Variable::RfmM => {
-            let scores = frame.rfm();
-            let column = match variable {
-                Variable::RfmR => &scores.r,
-                Variable::RfmF => &scores.f,
-                _ => &scores.m,
-            };
+            let column = frame.rfm(match variable {
+                Variable::RfmR => Score::R,
+                Variable::RfmF => Score::F,
+                _ => Score::M,
+            });
             pass.pass(rows, |row| match column[row] {
                 0 => f64::NAN,
                 score => f64::from(score),
