@@ -75,9 +75,10 @@ load persona-breakdown --runs 7
 stop_server
 
 # GetCustomerPersona per server core: the server on core 0, the load on
-# core 1; as fast as answers come, then with few calls in flight.
+# core 1; with many calls in flight (saturation), then with two, which
+# keeps the server at well over half of that rate.
 pin_server=(taskset -c 0)
 start_server durable
-taskset -c 1 ./target/release/examples/load --addr "$addr" persona --requests 200000 --connections 4 --concurrency 64 --customers "$customers"
-taskset -c 1 ./target/release/examples/load --addr "$addr" persona --requests 100000 --connections 4 --concurrency 4 --customers "$customers"
+taskset -c 1 ./target/release/examples/load --addr "$addr" persona --requests 300000 --connections 4 --concurrency 128 --customers "$customers"
+taskset -c 1 ./target/release/examples/load --addr "$addr" persona --requests 100000 --connections 2 --concurrency 2 --customers "$customers"
 stop_server

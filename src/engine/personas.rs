@@ -506,17 +506,12 @@ fn assign(
     };
     let mut rejected = Vec::new();
     let mut next_steps = Vec::new();
+    let mut matched = None;
     for (persona, rule) in compiled.catalog.personas.iter().zip(&compiled.rules) {
         let (holds, conditions) = explain(rule, &facts);
         if holds {
-            return Ok(Assignment {
-                persona: persona.clone(),
-                matched: conditions,
-                rejected,
-                next_steps,
-                revision: compiled.catalog.revision,
-                features: features.clone(),
-            });
+            matched = Some((persona, conditions));
+            break;
         }
         if let Some(step) = next_step(&failed_leaves(rule, &facts), &features) {
             next_steps.push(NextStep {
@@ -529,11 +524,23 @@ fn assign(
             failed: conditions,
         });
     }
-    Err(Error::FailedPrecondition(format!(
-        "no persona of catalog revision {} holds for {}: end the catalog with a persona whose rule is true",
-        compiled.catalog.revision,
-        id.name()
-    )))
+    // The index lock is not needed to build the answer.
+    drop(index);
+    let Some((persona, conditions)) = matched else {
+        return Err(Error::FailedPrecondition(format!(
+            "no persona of catalog revision {} holds for {}: end the catalog with a persona whose rule is true",
+            compiled.catalog.revision,
+            id.name()
+        )));
+    };
+    Ok(Assignment {
+        persona: persona.clone(),
+        matched: conditions,
+        rejected,
+        next_steps,
+        revision: compiled.catalog.revision,
+        features,
+    })
 }
 
 /// Each member's persona: the position in the catalog, or `None`.
