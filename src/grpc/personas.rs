@@ -3,19 +3,16 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{features_to_proto, timestamp_from_proto, timestamp_to_proto};
+use super::convert::{features_to_proto, timestamp_to_proto};
 use super::pb::persona_service_server::PersonaService;
 use super::pb::{self};
-use super::segmentation::channel_from_proto;
+use super::segmentation::{average, channel_from_proto, evaluation_time, export_batch, money};
 use super::status::to_status;
 use super::{ready, EngineSlot};
 use crate::domain::persona::{Catalog, Persona};
 use crate::domain::{CurrencyCode, CustomerId, Error, Timestamp, Violations};
 use crate::engine::{compile_filter, Assignment, ConditionResult};
 
-/// Assignments per export message when none is asked for, and the most.
-const DEFAULT_EXPORT_BATCH: usize = 1000;
-const MAX_EXPORT_BATCH: usize = 10_000;
 /// The longest display name, description, action or channel of a persona.
 const MAX_TEXT: usize = 2000;
 
@@ -99,22 +96,6 @@ fn assignment_to_proto(
         }),
         catalog_revision: assignment.revision as i64,
         evaluation_time: Some(timestamp_to_proto(at)),
-    }
-}
-
-fn evaluation_time(time: Option<&prost_types::Timestamp>, v: &mut Violations) -> Timestamp {
-    match time {
-        Some(time) => v
-            .check("evaluation_time", timestamp_from_proto(time))
-            .unwrap_or_else(Timestamp::now),
-        None => Timestamp::now(),
-    }
-}
-
-fn money(minor: i128, currency: CurrencyCode) -> pb::Money {
-    pb::Money {
-        currency_code: currency.to_string(),
-        minor_units: minor.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
     }
 }
 
@@ -241,18 +222,12 @@ impl PersonaService for PersonaApi {
             groups: counts
                 .groups
                 .into_iter()
-                .map(|(persona_id, count, spend)| {
-                    let divisor = i128::from(count.max(1));
-                    pb::PersonaGroup {
-                        persona_id,
-                        customer_count: count as i64,
-                        share: count as f64 / total.max(1) as f64,
-                        total_spend: Some(money(spend, currency)),
-                        average_spend: Some(money(
-                            (2 * spend + divisor).div_euclid(2 * divisor),
-                            currency,
-                        )),
-                    }
+                .map(|(persona_id, count, spend)| pb::PersonaGroup {
+                    persona_id,
+                    customer_count: count as i64,
+                    share: count as f64 / total.max(1) as f64,
+                    total_spend: Some(money(spend, currency)),
+                    average_spend: Some(money(average(spend, count), currency)),
                 })
                 .collect(),
             total_count: total as i64,
@@ -274,17 +249,7 @@ impl PersonaService for PersonaApi {
         let mut violations = Violations::default();
         let channel = violations.check("channel", channel_from_proto(request.channel));
         let at = evaluation_time(request.evaluation_time.as_ref(), &mut violations);
-        let batch = match usize::try_from(request.batch_size) {
-            Ok(0) => DEFAULT_EXPORT_BATCH,
-            Ok(size) if size <= MAX_EXPORT_BATCH => size,
-            _ => {
-                violations.add(
-                    "batch_size",
-                    format!("0 to {MAX_EXPORT_BATCH}, got {}", request.batch_size),
-                );
-                1
-            }
-        };
+        let batch = export_batch(request.batch_size, &mut violations);
         let channel = violations
             .into_result(channel)
             .map_err(to_status)?

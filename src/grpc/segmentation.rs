@@ -46,7 +46,11 @@ impl SegmentationApi {
     }
 }
 
-fn evaluation_time(time: Option<&prost_types::Timestamp>, v: &mut Violations) -> Timestamp {
+/// The request's evaluation time, or now when unset.
+pub(super) fn evaluation_time(
+    time: Option<&prost_types::Timestamp>,
+    v: &mut Violations,
+) -> Timestamp {
     match time {
         Some(time) => v
             .check("evaluation_time", timestamp_from_proto(time))
@@ -55,7 +59,8 @@ fn evaluation_time(time: Option<&prost_types::Timestamp>, v: &mut Violations) ->
     }
 }
 
-fn money(minor: i128, currency: CurrencyCode) -> pb::Money {
+/// A sum of minor units as money, saturating at the bounds of an i64.
+pub(super) fn money(minor: i128, currency: CurrencyCode) -> pb::Money {
     pb::Money {
         currency_code: currency.to_string(),
         minor_units: minor.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
@@ -71,25 +76,40 @@ fn breakdown_to_proto(
         groups: breakdown
             .groups
             .into_iter()
-            .map(|group| {
-                let count = i128::from(group.count.max(1));
-                pb::CustomerGroup {
-                    share: group.count as f64 / total.max(1) as f64,
-                    total_spend: Some(money(group.spend_minor, currency)),
-                    average_spend: Some(money(
-                        (2 * group.spend_minor + count).div_euclid(2 * count),
-                        currency,
-                    )),
-                    average_purchase_count: group.purchases as f64 / group.count.max(1) as f64,
-                    customer_count: group.count as i64,
-                    values: group.values,
-                }
+            .map(|group| pb::CustomerGroup {
+                share: group.count as f64 / total.max(1) as f64,
+                total_spend: Some(money(group.spend_minor, currency)),
+                average_spend: Some(money(average(group.spend_minor, group.count), currency)),
+                average_purchase_count: group.purchases as f64 / group.count.max(1) as f64,
+                customer_count: group.count as i64,
+                values: group.values,
             })
             .collect(),
         total_count: total as i64,
         excluded_count: breakdown.excluded as i64,
         evaluation_time: Some(timestamp_to_proto(breakdown.at)),
     }
+}
+
+/// Items per export message: `requested`, or the default for 0.
+pub(super) fn export_batch(requested: i32, v: &mut Violations) -> usize {
+    match usize::try_from(requested) {
+        Ok(0) => DEFAULT_EXPORT_BATCH,
+        Ok(size) if size <= MAX_EXPORT_BATCH => size,
+        _ => {
+            v.add(
+                "batch_size",
+                format!("0 to {MAX_EXPORT_BATCH}, got {requested}"),
+            );
+            1
+        }
+    }
+}
+
+/// `total` over `count`, to the nearest unit.
+pub(super) fn average(total: i128, count: u64) -> i128 {
+    let count = i128::from(count.max(1));
+    (2 * total + count).div_euclid(2 * count)
 }
 
 fn segment_to_proto(segment: &Segment) -> pb::Segment {
@@ -512,17 +532,7 @@ impl SegmentationService for SegmentationApi {
         let mut violations = Violations::default();
         let channel = violations.check("channel", channel_from_proto(request.channel));
         let at = evaluation_time(request.evaluation_time.as_ref(), &mut violations);
-        let batch = match usize::try_from(request.batch_size) {
-            Ok(0) => DEFAULT_EXPORT_BATCH,
-            Ok(size) if size <= MAX_EXPORT_BATCH => size,
-            _ => {
-                violations.add(
-                    "batch_size",
-                    format!("0 to {MAX_EXPORT_BATCH}, got {}", request.batch_size),
-                );
-                1
-            }
-        };
+        let batch = export_batch(request.batch_size, &mut violations);
         let channel = violations
             .into_result(channel)
             .map_err(to_status)?
