@@ -263,7 +263,7 @@ impl PurchaseStats {
     pub fn mean_gap_days(&self) -> Option<f64> {
         match (self.first, self.last) {
             (Some(first), Some(last)) if self.count >= 2 => {
-                let span = (last.as_nanos() - first.as_nanos()) as f64 / NANOS_PER_DAY as f64;
+                let span = last.as_nanos().abs_diff(first.as_nanos()) as f64 / NANOS_PER_DAY as f64;
                 Some(span / (self.count - 1) as f64)
             }
             _ => None,
@@ -272,8 +272,11 @@ impl PurchaseStats {
 
     /// floor((T − last) / 1 day).
     pub fn recency_days(&self, at: Timestamp) -> Option<i64> {
-        self.last
-            .map(|last| (at.as_nanos() - last.as_nanos()).div_euclid(NANOS_PER_DAY))
+        self.last.map(|last| {
+            at.as_nanos()
+                .saturating_sub(last.as_nanos())
+                .div_euclid(NANOS_PER_DAY)
+        })
     }
 
     /// The frequency class, checked in the design's order.
@@ -309,8 +312,8 @@ pub fn frequency_of(
         1 => return FrequencyClass::OneTimeBuyer,
         _ => {}
     }
-    let gap = (last - first) as f64 / NANOS_PER_DAY as f64 / (count - 1) as f64;
-    let recency = (at - last).div_euclid(NANOS_PER_DAY) as f64;
+    let gap = last.abs_diff(first) as f64 / NANOS_PER_DAY as f64 / (count - 1) as f64;
+    let recency = at.saturating_sub(last).div_euclid(NANOS_PER_DAY) as f64;
     let frequent_min = u64::from(thresholds.frequent_min_purchases_365d);
     if recency > (thresholds.lapsed_gap_multiplier * gap).max(thresholds.lapsed_min_days) {
         FrequencyClass::Lapsed

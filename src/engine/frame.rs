@@ -70,7 +70,7 @@ impl RfmBounds {
     /// before T − (recency + 1) days; it reaches a place when the recency
     /// is smaller than that purchaser's.
     fn r(&self, at: i64, last: i64) -> u8 {
-        let recency = |last: i64| (at - last).div_euclid(NANOS_PER_DAY);
+        let recency = |last: i64| at.saturating_sub(last).div_euclid(NANOS_PER_DAY);
         let mine = recency(last);
         1 + self
             .lasts
@@ -266,7 +266,9 @@ impl<'a> Frame<'a> {
     /// Whole days since the last purchase, by row; meaningful where the
     /// count is not 0.
     pub fn recency_days(&self, number: usize) -> i64 {
-        (self.at - self.last()[number]).div_euclid(NANOS_PER_DAY)
+        self.at
+            .saturating_sub(self.last()[number])
+            .div_euclid(NANOS_PER_DAY)
     }
 
     /// The frequency class of each row, as its ordinal plus one (so that 0

@@ -539,7 +539,7 @@ pub fn frequency_bounds(times: &[i64], thresholds: &Thresholds) -> (i64, i64) {
     if count < 2 {
         return (i64::MAX, i64::MIN);
     }
-    let gap = (last - first) as f64 / NANOS_PER_DAY as f64 / (count - 1) as f64;
+    let gap = last.abs_diff(first) as f64 / NANOS_PER_DAY as f64 / (count - 1) as f64;
     let lapsed_after = (thresholds.lapsed_gap_multiplier * gap).max(thresholds.lapsed_min_days);
     let lapsed_from = last.saturating_add(days_past(lapsed_after));
     let recent_until = last.saturating_add(days_past(thresholds.frequent_gap_multiplier * gap));

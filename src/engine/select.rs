@@ -455,7 +455,7 @@ fn numbers(frame: &Frame<'_>, variable: &Variable, pass: &impl NumberPass) -> Op
                 if count[row] < 2 {
                     return f64::NAN;
                 }
-                (last[row] - first[row]) as f64
+                last[row].abs_diff(first[row]) as f64
                     / crate::domain::features::NANOS_PER_DAY as f64
                     / f64::from(count[row] - 1)
             })

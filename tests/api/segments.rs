@@ -935,3 +935,61 @@ async fn list_customers_takes_a_filter() {
     assert_eq!(status.code(), Code::InvalidArgument);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn times_centuries_apart_do_not_overflow() {
+    let server = TestServer::start().await;
+    create(&server, "old-timer", pb::Customer::default())
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // 1680-01-01 and yesterday: their span does not fit nanoseconds in an i64.
+    let mut first = purchase("first", "old-timer", 0, 100);
+    first.occurred_at = at(-9_124_560_000);
+    let mut second = purchase("second", "old-timer", 0, 100);
+    second.occurred_at = at(now - 86_400);
+    activity(&server)
+        .await
+        .record_activity(pb::RecordActivityRequest {
+            purchases: vec![first, second],
+            engagements: vec![],
+        })
+        .await
+        .unwrap();
+    // 2262-01-01, near the end of what a timestamp can hold.
+    let late = at(9_183_110_400);
+    let features = server
+        .customers()
+        .await
+        .get_customer_features(pb::GetCustomerFeaturesRequest {
+            name: "customers/old-timer".into(),
+            evaluation_time: late,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(features.purchase_count, 2);
+    assert!(features.mean_gap_days.unwrap() > 200.0 * 365.0);
+    // 236 years since the last purchase, but the mean gap is 346 years.
+    assert_eq!(
+        features.frequency_class,
+        pb::FrequencyClass::RepeatCustomer as i32
+    );
+    let mut client = segmentation(&server).await;
+    for evaluation_time in [late, at(-9_000_000_000), None] {
+        let response = client
+            .breakdown_customers(pb::BreakdownCustomersRequest {
+                dimensions: vec!["features.frequency".into(), "features.rfm_segment".into()],
+                filter: "features.mean_gap_days >= 0 || features.recency_days >= 0".into(),
+                evaluation_time,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(response.total_count <= 1);
+    }
+    server.stop().await.unwrap();
+}
