@@ -268,6 +268,39 @@ async fn every_built_in_persona_is_reached_and_explained() {
             .minor_units,
         200_000
     );
+    // A filter narrows the population first.
+    let buyers = client
+        .breakdown_personas(pb::BreakdownPersonasRequest {
+            filter: "features.purchase_count >= 2".into(),
+            evaluation_time: at(T),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let counts: BTreeMap<String, i64> = buyers
+        .groups
+        .iter()
+        .filter(|g| g.customer_count > 0)
+        .map(|g| (g.persona_id.clone(), g.customer_count))
+        .collect();
+    assert_eq!(
+        counts,
+        BTreeMap::from([
+            ("LAPSING_LOYAL".to_owned(), 1),
+            ("VIP_FREQUENT".to_owned(), 1),
+            ("BUSINESS_ACCOUNT".to_owned(), 1),
+            ("RETURNING_CUSTOMER".to_owned(), 2),
+        ])
+    );
+    assert_eq!((buyers.total_count, buyers.excluded_count), (5, 0));
+    let status = client
+        .breakdown_personas(pb::BreakdownPersonasRequest {
+            filter: "features.purchase_count >=".into(),
+            evaluation_time: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
     server.stop().await.unwrap();
 }
 
