@@ -44,10 +44,31 @@ pub struct CustomerFeatures {
 }
 
 impl Engine {
-    /// A customer's features as of `at`.
-    pub fn customer_features(&self, id: &CustomerId, at: Timestamp) -> Result<CustomerFeatures> {
+    /// A customer's features as of `at`. They take microseconds when the
+    /// index's sorted RFM figures are current, and are then computed where
+    /// they are asked for; after a change of the index the figures are
+    /// sorted again, which takes milliseconds, on the blocking pool.
+    pub async fn customer_features(
+        &self,
+        id: CustomerId,
+        at: Timestamp,
+    ) -> Result<CustomerFeatures> {
+        let thresholds = self.settings().thresholds;
+        if self.cheap_rfm(at) {
+            let index = self.shared.index();
+            return features_of(&index, &id, at, thresholds).map(|(_, features)| features);
+        }
+        self.blocking(move |shared| {
+            features_of(&shared.index(), &id, at, thresholds).map(|(_, features)| features)
+        })
+        .await
+    }
+
+    /// Whether RFM scores as of `at` cost only a few comparisons now: every
+    /// event counts, and the sorted figures of the index are current.
+    pub(super) fn cheap_rfm(&self, at: Timestamp) -> bool {
         let index = self.shared.index();
-        features_of(&index, id, at, self.settings().thresholds).map(|(_, features)| features)
+        at.as_nanos() >= index.max_time() && index.ranks_ready()
     }
 }
 

@@ -566,6 +566,16 @@ impl FeatureIndex {
         &self.thresholds
     }
 
+    /// Whether the sorted figures of this generation are made, so that
+    /// asking for them costs nothing.
+    pub fn ranks_ready(&self) -> bool {
+        self.ranks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .is_some_and(|(generation, _)| *generation == self.generation)
+    }
+
     /// The purchasers' all-time figures, sorted; made once per generation
     /// of the index and shared until the next change.
     pub fn ranks(&self) -> Arc<Ranks> {

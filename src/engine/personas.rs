@@ -561,12 +561,19 @@ impl Engine {
         self.shared.catalog()
     }
 
-    /// A customer's persona as of `at`, with the explanation. It takes
-    /// microseconds (one customer's series, binary searches in cached
-    /// ranks), so it runs where it is called rather than on the blocking
-    /// pool, whose thread hand-offs would cost more than the work.
-    pub fn customer_persona(&self, id: &CustomerId, at: Timestamp) -> Result<Assignment> {
-        assign(&self.shared, &self.shared.catalog(), id, at)
+    /// A customer's persona as of `at`, with the explanation. It usually
+    /// takes microseconds (one customer's series, binary searches in the
+    /// sorted RFM figures), so it runs where it is called rather than on the
+    /// blocking pool, whose thread hand-offs would cost more than the work;
+    /// only when the figures must be sorted again does it move there.
+    pub async fn customer_persona(&self, id: CustomerId, at: Timestamp) -> Result<Assignment> {
+        let compiled = self.shared.catalog();
+        if self.cheap_rfm(at) {
+            return assign(&self.shared, &compiled, &id, at);
+        }
+        // The RFM figures must be sorted again first: milliseconds of work.
+        self.blocking(move |shared| assign(shared, &compiled, &id, at))
+            .await
     }
 
     /// Replaces the catalog, after checking every persona; `expected`, when

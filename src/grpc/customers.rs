@@ -331,7 +331,7 @@ impl CustomerService for CustomerApi {
         let (Some(id), Some(at)) = (id, at) else {
             return Err(to_status(Error::internal("checked fields missing")));
         };
-        let features = engine.customer_features(&id, at).map_err(to_status)?;
+        let features = engine.customer_features(id, at).await.map_err(to_status)?;
         Ok(Response::new(features_to_proto(
             &features,
             engine.settings().reporting_currency,

@@ -148,7 +148,7 @@ impl PersonaService for PersonaApi {
         let Some(id) = id else {
             return Err(to_status(Error::internal("checked name missing")));
         };
-        let assignment = engine.customer_persona(&id, at).map_err(to_status)?;
+        let assignment = engine.customer_persona(id, at).await.map_err(to_status)?;
         Ok(Response::new(assignment_to_proto(
             assignment,
             at,
