@@ -45,9 +45,9 @@ pub struct CustomerFeatures {
 
 impl Engine {
     /// A customer's features as of `at`. They take microseconds when the
-    /// index's sorted RFM figures are current, and are then computed where
-    /// they are asked for; after a change of the index the figures are
-    /// sorted again, which takes milliseconds, on the blocking pool.
+    /// index's RFM bounds are current, and are then computed where they are
+    /// asked for; after a change of the index the bounds are found again,
+    /// which takes milliseconds, on the blocking pool.
     pub async fn customer_features(
         &self,
         id: CustomerId,
@@ -65,10 +65,10 @@ impl Engine {
     }
 
     /// Whether RFM scores as of `at` cost only a few comparisons now: every
-    /// event counts, and the sorted figures of the index are current.
+    /// event counts, and the index's RFM bounds are current.
     pub(super) fn cheap_rfm(&self, at: Timestamp) -> bool {
         let index = self.shared.index();
-        at.as_nanos() >= index.max_time() && index.ranks_ready()
+        at.as_nanos() >= index.max_time() && index.rfm_ready()
     }
 }
 

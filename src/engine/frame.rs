@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use super::index::{age_at, engaged, ymd, FeatureIndex};
 #[cfg(test)]
 use super::index::{days_past, frequency_bounds};
+use super::rfm::RfmBounds;
 use super::select::Bits;
 use crate::domain::features::{
     age_band, engagement_stage, frequency_of, income_band, rfm_segment, FirstEngagements,
@@ -30,64 +31,6 @@ pub enum Score {
     F,
     /// Monetary value.
     M,
-}
-
-/// Where the RFM scores step up. A score is 1 + floor(5 × S / P), S being
-/// the purchasers strictly worse; it is at least k + 1 exactly when S is at
-/// least ceil(k × P / 5), that is when the value is better than the
-/// purchaser at that place in sorted order. So a score is 1 plus the number
-/// of these four bounds a value passes.
-#[derive(Debug, Clone)]
-pub struct RfmBounds {
-    /// Last purchase times at the four places (ascending order): a
-    /// recency in whole days smaller than theirs passes.
-    lasts: [i64; 4],
-    /// Purchase counts at the four places: a count above passes.
-    counts: [u32; 4],
-    /// Spend at the four places: a spend above passes.
-    totals: [i64; 4],
-}
-
-impl RfmBounds {
-    /// The bounds of sorted (ascending) figures of the same purchasers;
-    /// `None` when there are none.
-    fn new(lasts: &[i64], counts: &[u32], totals: &[i64]) -> Option<Self> {
-        let p = counts.len();
-        if p == 0 {
-            return None;
-        }
-        // The place of the purchaser that S must reach: ceil(k × P / 5) − 1.
-        let place = |k: usize| (k * p).div_ceil(5) - 1;
-        Some(RfmBounds {
-            lasts: [1, 2, 3, 4].map(|k| lasts[place(k)]),
-            counts: [1, 2, 3, 4].map(|k| counts[place(k)]),
-            totals: [1, 2, 3, 4].map(|k| totals[place(k)]),
-        })
-    }
-
-    /// R of a purchaser whose last purchase was at `last`: worse is a
-    /// larger recency, so S counts purchasers whose last purchase is at or
-    /// before T − (recency + 1) days; it reaches a place when the recency
-    /// is smaller than that purchaser's.
-    fn r(&self, at: i64, last: i64) -> u8 {
-        let recency = |last: i64| at.saturating_sub(last).div_euclid(NANOS_PER_DAY);
-        let mine = recency(last);
-        1 + self
-            .lasts
-            .iter()
-            .filter(|&&bound| mine < recency(bound))
-            .count() as u8
-    }
-
-    /// F of a purchase count.
-    fn f(&self, count: u32) -> u8 {
-        1 + self.counts.iter().filter(|&&bound| count > bound).count() as u8
-    }
-
-    /// M of a spend.
-    fn m(&self, total: i64) -> u8 {
-        1 + self.totals.iter().filter(|&&bound| total > bound).count() as u8
-    }
 }
 
 /// One evaluation time over one index.
@@ -404,34 +347,31 @@ impl<'a> Frame<'a> {
     }
 
     /// The quintile bounds of the purchasers as of T; `None` without any.
-    /// When every event counts they come from the index's sorted figures;
-    /// otherwise the frame's figures are sorted once.
+    /// When every event counts they are the index's, made once per change
+    /// of it; otherwise they are found in the frame's figures.
     pub fn rfm_bounds(&self) -> Option<&RfmBounds> {
         self.rfm_bounds
             .get_or_init(|| {
                 if self.current {
-                    let ranks = self.index.ranks();
-                    return RfmBounds::new(&ranks.lasts, &ranks.counts, &ranks.totals);
+                    return self.index.rfm_bounds();
                 }
                 let (count, total, last) = (self.count(), self.total(), self.last());
                 let alive = &self.index.columns().alive;
                 let buyers: Vec<usize> = (0..self.rows())
                     .filter(|&row| alive[row] && count[row] > 0)
                     .collect();
-                let mut lasts: Vec<i64> = buyers.iter().map(|&row| last[row]).collect();
-                let mut counts: Vec<u32> = buyers.iter().map(|&row| count[row]).collect();
-                let mut totals: Vec<i64> = buyers.iter().map(|&row| total[row]).collect();
-                lasts.par_sort_unstable();
-                counts.par_sort_unstable();
-                totals.par_sort_unstable();
-                RfmBounds::new(&lasts, &counts, &totals)
+                RfmBounds::from_figures(
+                    buyers.iter().map(|&row| last[row]).collect(),
+                    buyers.iter().map(|&row| count[row]).collect(),
+                    buyers.iter().map(|&row| total[row]).collect(),
+                )
             })
             .as_ref()
     }
 
     /// The R, F and M scores of one row, without scoring everyone. When
-    /// every event counts, three binary searches in the index's sorted
-    /// figures; otherwise three passes that count the purchasers worse.
+    /// every event counts, a few comparisons with the index's RFM bounds;
+    /// otherwise three passes that count the purchasers worse.
     /// `None` without a purchase at T.
     pub fn rfm_of(&self, number: usize) -> Option<(u8, u8, u8)> {
         let (count, total) = (self.count(), self.total());

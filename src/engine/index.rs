@@ -8,13 +8,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use compact_str::CompactString;
 use foldhash::fast::{FixedState, RandomState};
 use hashbrown::HashTable;
-use rayon::slice::ParallelSliceMut;
 
+use super::rfm::RfmBounds;
 use crate::domain::features::{FirstEngagements, Thresholds, NANOS_PER_DAY};
 use crate::domain::{
     Consent, Customer, CustomerId, Date, EngagementKind, Error, Gender, Party, Relationship,
@@ -487,20 +487,8 @@ pub struct FeatureIndex {
     thresholds: Thresholds,
     /// Counts the changes, so that caches know when they are stale.
     generation: u64,
-    /// The sorted purchase figures of the last generation asked for.
-    ranks: Mutex<Option<(u64, Arc<Ranks>)>>,
-}
-
-/// The purchasers' all-time figures, each sorted, for RFM scores: how many
-/// purchasers are worse than a value is one binary search.
-#[derive(Debug, Default)]
-pub struct Ranks {
-    /// Last purchase times.
-    pub lasts: Vec<i64>,
-    /// Purchase counts.
-    pub counts: Vec<u32>,
-    /// Total spend.
-    pub totals: Vec<i64>,
+    /// The purchasers' RFM bounds of the last generation asked for.
+    rfm: Mutex<Option<(u64, Option<RfmBounds>)>>,
 }
 
 /// `(floor(limit) + 1)` days in nanoseconds: for a whole number of days `r`
@@ -566,45 +554,39 @@ impl FeatureIndex {
         &self.thresholds
     }
 
-    /// Whether the sorted figures of this generation are made, so that
-    /// asking for them costs nothing.
-    pub fn ranks_ready(&self) -> bool {
-        self.ranks
+    /// Whether the RFM bounds of this generation are made, so that asking
+    /// for them costs nothing.
+    pub fn rfm_ready(&self) -> bool {
+        self.rfm
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .as_ref()
             .is_some_and(|(generation, _)| *generation == self.generation)
     }
 
-    /// The purchasers' all-time figures, sorted; made once per generation
-    /// of the index and shared until the next change.
-    pub fn ranks(&self) -> Arc<Ranks> {
+    /// The purchasers' RFM bounds over the all-time figures; found once per
+    /// generation of the index and kept until the next change.
+    pub fn rfm_bounds(&self) -> Option<RfmBounds> {
         let mut cached = self
-            .ranks
+            .rfm
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((generation, ranks)) = cached.as_ref() {
+        if let Some((generation, bounds)) = cached.as_ref() {
             if *generation == self.generation {
-                return Arc::clone(ranks);
+                return *bounds;
             }
         }
         let c = &self.columns;
         let buyers: Vec<usize> = (0..self.rows.len())
             .filter(|&row| c.alive[row] && c.count[row] > 0)
             .collect();
-        let sorted = |mut values: Vec<i64>| {
-            values.par_sort_unstable();
-            values
-        };
-        let mut counts: Vec<u32> = buyers.iter().map(|&row| c.count[row]).collect();
-        counts.par_sort_unstable();
-        let ranks = Arc::new(Ranks {
-            lasts: sorted(buyers.iter().map(|&row| c.last[row]).collect()),
-            totals: sorted(buyers.iter().map(|&row| c.total[row]).collect()),
-            counts,
-        });
-        *cached = Some((self.generation, Arc::clone(&ranks)));
-        ranks
+        let bounds = RfmBounds::from_figures(
+            buyers.iter().map(|&row| c.last[row]).collect(),
+            buyers.iter().map(|&row| c.count[row]).collect(),
+            buyers.iter().map(|&row| c.total[row]).collect(),
+        );
+        *cached = Some((self.generation, bounds));
+        bounds
     }
 
     /// Adds a customer, or refreshes the profile fields of a known one.

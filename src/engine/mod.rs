@@ -8,6 +8,7 @@ mod features;
 mod frame;
 pub mod index;
 mod personas;
+mod rfm;
 mod segments;
 mod select;
 
@@ -101,9 +102,9 @@ impl Engine {
         let shared = tokio::task::spawn_blocking(move || -> Result<Shared> {
             let store = Store::open(&options)?;
             let index = activity::rebuild_index(&store, settings.thresholds)?;
-            // The first RFM score would otherwise sort every purchaser's
-            // figures while other calls wait for it.
-            index.ranks();
+            // The first RFM score would otherwise find the bounds while
+            // other calls wait for it.
+            index.rfm_bounds();
             let catalog = store
                 .get_catalog()?
                 .unwrap_or_else(|| crate::domain::persona::default_catalog(1));

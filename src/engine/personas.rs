@@ -562,10 +562,10 @@ impl Engine {
     }
 
     /// A customer's persona as of `at`, with the explanation. It usually
-    /// takes microseconds (one customer's series, binary searches in the
-    /// sorted RFM figures), so it runs where it is called rather than on the
-    /// blocking pool, whose thread hand-offs would cost more than the work;
-    /// only when the figures must be sorted again does it move there.
+    /// takes microseconds (one customer's series, comparisons with the RFM
+    /// bounds), so it runs where it is called rather than on the blocking
+    /// pool, whose thread hand-offs would cost more than the work; only when
+    /// the bounds must be found again does it move there.
     pub async fn customer_persona(&self, id: CustomerId, at: Timestamp) -> Result<Assignment> {
         let compiled = self.shared.catalog();
         if self.cheap_rfm(at) {
