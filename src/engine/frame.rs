@@ -369,42 +369,19 @@ impl<'a> Frame<'a> {
             .as_ref()
     }
 
-    /// The R, F and M scores of one row, without scoring everyone. When
-    /// every event counts, a few comparisons with the index's RFM bounds;
-    /// otherwise three passes that count the purchasers worse.
-    /// `None` without a purchase at T.
+    /// The R, F and M scores of one row, without scoring everyone: a few
+    /// comparisons with the quintile bounds. `None` without a purchase at T.
     pub fn rfm_of(&self, number: usize) -> Option<(u8, u8, u8)> {
-        let (count, total) = (self.count(), self.total());
-        let alive = &self.index.columns().alive;
-        if !alive[number] || count[number] == 0 {
+        let count = self.count()[number];
+        if !self.index.columns().alive[number] || count == 0 {
             return None;
         }
-        let (mine_count, mine_total) = (count[number], total[number]);
-        let mine_recency = self.recency_days(number);
-        if self.current {
-            let bounds = self.rfm_bounds()?;
-            let last = self.last()[number];
-            return Some((
-                bounds.r(self.at, last),
-                bounds.f(mine_count),
-                bounds.m(mine_total),
-            ));
-        }
-        let (buyers, r, f, m) = {
-            let (mut buyers, mut r, mut f, mut m) = (0u64, 0u64, 0u64, 0u64);
-            for other in 0..self.rows() {
-                if !alive[other] || count[other] == 0 {
-                    continue;
-                }
-                buyers += 1;
-                r += u64::from(self.recency_days(other) > mine_recency);
-                f += u64::from(count[other] < mine_count);
-                m += u64::from(total[other] < mine_total);
-            }
-            (buyers, r, f, m)
-        };
-        let score = |worse: u64| (1 + 5 * worse / buyers) as u8;
-        Some((score(r), score(f), score(m)))
+        let bounds = self.rfm_bounds()?;
+        Some((
+            bounds.r(self.at, self.last()[number]),
+            bounds.f(count),
+            bounds.m(self.total()[number]),
+        ))
     }
 
     /// The RFM segment of a row with purchases.
