@@ -211,15 +211,23 @@ async fn create(
     for worker in workers {
         latencies.extend(worker.await??);
     }
-    let elapsed = started.elapsed();
+    report(
+        &format!("CreateCustomer, {concurrency} in flight over {connections} connections"),
+        started.elapsed(),
+        latencies,
+    );
+    Ok(())
+}
+
+/// Prints one table row: calls per second and latency percentiles.
+fn report(run: &str, elapsed: Duration, mut latencies: Vec<Duration>) {
     latencies.sort();
     println!(
-        "| CreateCustomer, {concurrency} in flight over {connections} connections | {:.0} calls/s | p50 {:.2} ms, p99 {:.2} ms |",
-        requests as f64 / elapsed.as_secs_f64(),
+        "| {run} | {:.0} calls/s | p50 {:.2} ms, p99 {:.2} ms |",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
     );
-    Ok(())
 }
 
 /// GetCustomerPersona for random customers; prints calls/s and latency.
@@ -286,13 +294,10 @@ async fn persona(
         while let Some(latency) = done_rx.recv().await {
             latencies.push(latency?);
         }
-        let elapsed = started.elapsed();
-        latencies.sort();
-        println!(
-            "| GetCustomerPersona, at {rate} calls/s over {connections} connections | {:.0} calls/s | p50 {:.2} ms, p99 {:.2} ms |",
-            requests as f64 / elapsed.as_secs_f64(),
-            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        report(
+            &format!("GetCustomerPersona, at {rate} calls/s over {connections} connections"),
+            started.elapsed(),
+            latencies,
         );
         return Ok(());
     }
@@ -320,13 +325,10 @@ async fn persona(
     for worker in workers {
         latencies.extend(worker.await??);
     }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    println!(
-        "| GetCustomerPersona, {concurrency} in flight over {connections} connections | {:.0} calls/s | p50 {:.2} ms, p99 {:.2} ms |",
-        requests as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    report(
+        &format!("GetCustomerPersona, {concurrency} in flight over {connections} connections"),
+        started.elapsed(),
+        latencies,
     );
     Ok(())
 }
