@@ -8,7 +8,9 @@
 #      disk and in the index per purchase, and the time back to SERVING;
 #   3. on that data, BreakdownPersonas over everyone, and GetCustomerPersona
 #      for random customers with the server on one core and the load on
-#      the other.
+#      the other: closed loop with many and with two calls in flight, then
+#      open loop at half of the saturated rate, beside a health check at
+#      the same rate.
 #
 # Usage: bash bench/run.sh      (CUSTOMERS=... PURCHASES=... to resize)
 set -euo pipefail
@@ -46,6 +48,7 @@ stop_server() {
 }
 
 load() { ./target/release/examples/load --addr "$addr" "$@"; }
+pinned_load() { taskset -c 1 ./target/release/examples/load --addr "$addr" "$@"; }
 mib() { echo $(( $1 / 1024 )); }
 log_field() { grep -o "\"$1\":[0-9]*" "$work/server.log" | tail -1 | cut -d: -f2; }
 
@@ -79,6 +82,13 @@ stop_server
 # keeps the server at well over half of that rate.
 pin_server=(taskset -c 0)
 start_server durable
-taskset -c 1 ./target/release/examples/load --addr "$addr" persona --requests 300000 --connections 4 --concurrency 128 --customers "$customers"
-taskset -c 1 ./target/release/examples/load --addr "$addr" persona --requests 100000 --connections 2 --concurrency 2 --customers "$customers"
+saturated=$(pinned_load persona --requests 300000 --connections 4 --concurrency 128 --customers "$customers")
+echo "$saturated"
+pinned_load persona --requests 100000 --connections 2 --concurrency 2 --customers "$customers"
+# Open loop at half of that rate, each call timed from when it was due;
+# then the same load on a health check, which does no work: the floor that
+# the transport and the machine set.
+half=$(( $(echo "$saturated" | grep -o '[0-9]* calls/s' | cut -d' ' -f1) / 2 ))
+pinned_load persona --requests $(( half * 10 )) --rate "$half" --customers "$customers"
+pinned_load health --requests $(( half * 10 )) --rate "$half"
 stop_server

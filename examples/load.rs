@@ -18,6 +18,11 @@ use segmentd::grpc::pb::customer_service_client::CustomerServiceClient;
 use segmentd::grpc::pb::{self, google::r#type::Date};
 use tonic::transport::Channel;
 
+/// The server's allocator, so that the load generator's own allocations
+/// cost it no more than the server's cost the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 struct Args {
     /// Server address.
@@ -80,13 +85,13 @@ enum Run {
     /// Unary GetCustomerPersona calls for random customers of a loaded
     /// data set, for a fixed time or for a fixed rate.
     Persona {
-        /// Calls in all.
+        /// Calls in all (with --rate, after the warm-up).
         #[arg(long, default_value_t = 200_000)]
         requests: u64,
         /// Connections to spread them over.
         #[arg(long, default_value_t = 4)]
         connections: usize,
-        /// Calls in flight at once.
+        /// Calls in flight at once, without --rate.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
         /// Customers of the data set: ids are drawn from the first this many.
@@ -96,6 +101,28 @@ enum Run {
         /// answers come.
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// With --rate: seconds of calls sent first, at the same rate, to
+        /// warm both ends up, and left out of the figures.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+    },
+    /// grpc.health.v1.Health/Check at a fixed rate: the same open-loop load
+    /// as `persona --rate` on a call that does no work, which shows how
+    /// much of the latency is the transport's and the machine's.
+    Health {
+        /// Calls in all, after the warm-up.
+        #[arg(long, default_value_t = 200_000)]
+        requests: u64,
+        /// Connections to spread them over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Calls per second to hold, spread evenly.
+        #[arg(long)]
+        rate: u64,
+        /// Seconds of calls sent first, at the same rate, to warm both ends
+        /// up, and left out of the figures.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
     },
     /// BreakdownPersonas over everyone, one call at a time; prints the median.
     PersonaBreakdown {
@@ -230,6 +257,63 @@ fn report(run: &str, elapsed: Duration, mut latencies: Vec<Duration>) {
     );
 }
 
+/// The codec of an open-loop GetCustomerPersona call: the request encoded
+/// as usual, the answer's bytes counted but not decoded, as h2load would,
+/// so that the load generator's one core keeps pace with the server's.
+#[derive(Debug, Clone, Copy, Default)]
+struct CountAnswer;
+
+/// Counts an answer's bytes and drops them.
+#[derive(Debug, Clone, Copy, Default)]
+struct ByteCounter;
+
+impl tonic::codec::Decoder for ByteCounter {
+    type Item = usize;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<usize>, tonic::Status> {
+        use bytes::Buf;
+        let length = src.remaining();
+        src.advance(length);
+        Ok(Some(length))
+    }
+}
+
+impl tonic::codec::Codec for CountAnswer {
+    type Encode = pb::GetCustomerPersonaRequest;
+    type Decode = usize;
+    type Encoder = tonic_prost::ProstEncoder<pb::GetCustomerPersonaRequest>;
+    type Decoder = ByteCounter;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ByteCounter
+    }
+}
+
+/// GetCustomerPersona, its answer counted rather than decoded.
+async fn counted_persona_call(
+    channel: Channel,
+    request: pb::GetCustomerPersonaRequest,
+) -> Result<usize, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let path =
+        http::uri::PathAndQuery::from_static("/segmentd.v1.PersonaService/GetCustomerPersona");
+    let answer = grpc
+        .unary(tonic::Request::new(request), path, CountAnswer)
+        .await?;
+    Ok(answer.into_inner())
+}
+
 /// GetCustomerPersona for random customers; prints calls/s and latency.
 async fn persona(
     addr: &str,
@@ -238,15 +322,21 @@ async fn persona(
     concurrency: usize,
     customers: u64,
     rate: u64,
+    warmup: f64,
 ) -> anyhow::Result<()> {
     use segmentd::grpc::pb::persona_service_client::PersonaServiceClient;
-    let mut clients = Vec::new();
+    let mut channels = Vec::new();
     for _ in 0..connections {
         let channel = Channel::from_shared(format!("http://{addr}"))?
             .connect()
             .await?;
-        clients.push(PersonaServiceClient::new(channel));
+        channels.push(channel);
     }
+    let clients: Vec<_> = channels
+        .iter()
+        .cloned()
+        .map(PersonaServiceClient::new)
+        .collect();
     let pick = move |rng: &mut Generator| pb::GetCustomerPersonaRequest {
         name: format!("customers/load-{:09}", rng.next() % customers),
         evaluation_time: None,
@@ -258,49 +348,29 @@ async fn persona(
             Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(()),
             Err(status) => Err(status),
         };
-    let started = Instant::now();
     if rate > 0 {
-        // Open loop: a thread ticks out each call's due time, evenly (the
-        // async timer's 1 ms grain would send them in bursts), and each
-        // call is timed from when it was due, queueing included.
-        let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-        std::thread::spawn(move || {
-            for n in 0..requests {
-                let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-                if due_tx.send(due).is_err() {
-                    return;
-                }
-            }
-        });
-        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut rng = Generator(1);
-        let mut n = 0usize;
-        while let Some(due) = due_rx.recv().await {
-            let mut client = clients[n % connections].clone();
-            n += 1;
-            let request = pick(&mut rng);
-            let done_tx = done_tx.clone();
-            tokio::spawn(async move {
-                let outcome = answered(client.get_customer_persona(request).await);
-                let _ = done_tx.send(outcome.map(|()| due.elapsed()));
-            });
-        }
-        drop(done_tx);
-        let mut latencies = Vec::new();
-        while let Some(latency) = done_rx.recv().await {
-            latencies.push(latency?);
-        }
-        report(
-            &format!("GetCustomerPersona, at {rate} calls/s over {connections} connections"),
-            started.elapsed(),
-            latencies,
-        );
-        return Ok(());
+        return open_loop(
+            format!("GetCustomerPersona, at {rate} calls/s over {connections} connections"),
+            requests,
+            rate,
+            warmup,
+            move |n| {
+                let channel = channels[n as usize % connections].clone();
+                let request = pick(&mut rng);
+                async move {
+                    match counted_persona_call(channel, request).await {
+                        Ok(0) => Err(tonic::Status::internal("an empty persona assignment")),
+                        Ok(_) => Ok(()),
+                        Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(()),
+                        Err(status) => Err(status),
+                    }
+                }
+            },
+        )
+        .await;
     }
+    let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for worker in 0..concurrency {
@@ -331,6 +401,96 @@ async fn persona(
         latencies,
     );
     Ok(())
+}
+
+/// Sends `warmup` seconds of calls and then `requests` more at `rate` calls
+/// per second, and prints one table row for those after the warm-up.
+///
+/// A task starts each call when it is due, evenly spaced, and between
+/// calls it yields rather than sleeps: the load generator's core spins,
+/// so that neither the async timer's 1 ms grain nor the generator's own
+/// wake-ups move a call from its due time. Each call is timed from when
+/// it was due, queueing included: a stall anywhere shows in every call it
+/// delays.
+async fn open_loop<F, C>(
+    run: String,
+    requests: u64,
+    rate: u64,
+    warmup: f64,
+    mut call: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(u64) -> C + Send + 'static,
+    C: std::future::Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    anyhow::ensure!(rate > 0, "--rate must be above 0");
+    let warmup_calls = (warmup.max(0.0) * rate as f64) as u64;
+    // Answers go to a channel nobody waits on until the end, so that a
+    // finished call is freed at once and wakes nothing.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    let due = move |n: u64| started + Duration::from_secs_f64(n as f64 / rate as f64);
+    let measured_from = due(warmup_calls);
+    let ticker = tokio::spawn(async move {
+        let mut n = 0;
+        while n < warmup_calls + requests {
+            let now = Instant::now();
+            while n < warmup_calls + requests && due(n) <= now {
+                let due = due(n);
+                let done_tx = (n >= warmup_calls).then(|| done_tx.clone());
+                let call = call(n);
+                tokio::spawn(async move {
+                    let outcome = call.await;
+                    if let Some(done_tx) = done_tx {
+                        let _ = done_tx.send(outcome.map(|()| due.elapsed()));
+                    }
+                });
+                n += 1;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    ticker.await?;
+    let latencies = tokio::task::spawn_blocking(move || {
+        done_rx
+            .iter()
+            .collect::<Result<Vec<Duration>, tonic::Status>>()
+    })
+    .await??;
+    report(&run, measured_from.elapsed(), latencies);
+    Ok(())
+}
+
+/// grpc.health.v1.Health/Check at a fixed rate.
+async fn health(
+    addr: &str,
+    requests: u64,
+    connections: usize,
+    rate: u64,
+    warmup: f64,
+) -> anyhow::Result<()> {
+    use tonic_health::pb::health_client::HealthClient;
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        clients.push(HealthClient::new(channel));
+    }
+    open_loop(
+        format!("Health/Check, at {rate} calls/s over {connections} connections"),
+        requests,
+        rate,
+        warmup,
+        move |n| {
+            let mut client = clients[n as usize % connections].clone();
+            async move {
+                let request = tonic_health::pb::HealthCheckRequest::default();
+                client.check(request).await.map(|_| ())
+            }
+        },
+    )
+    .await
 }
 
 /// BreakdownPersonas, timed call by call.
@@ -855,6 +1015,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             customers,
             rate,
+            warmup,
         } => {
             persona(
                 &args.addr,
@@ -863,9 +1024,16 @@ async fn main() -> anyhow::Result<()> {
                 concurrency,
                 customers,
                 rate,
+                warmup,
             )
             .await
         }
+        Run::Health {
+            requests,
+            connections,
+            rate,
+            warmup,
+        } => health(&args.addr, requests, connections, rate, warmup).await,
         Run::PersonaBreakdown { runs } => persona_breakdown(&args.addr, runs).await,
         Run::Export {
             dir,

@@ -24,6 +24,8 @@ pub struct CompiledCatalog {
     pub catalog: Catalog,
     /// The rule of each persona, in order.
     pub rules: Vec<Predicate>,
+    /// The same rules with the text of every condition written out.
+    explainers: Vec<Explainer>,
 }
 
 impl CompiledCatalog {
@@ -40,7 +42,189 @@ impl CompiledCatalog {
                 ),
             }
         }
-        violations.into_result(CompiledCatalog { catalog, rules })
+        let explainers = rules.iter().map(Explainer::new).collect();
+        violations.into_result(CompiledCatalog {
+            catalog,
+            rules,
+            explainers,
+        })
+    }
+}
+
+/// A rule ready to be explained: the text of each of its conditions, and
+/// what each asks for, are written out once, when the catalog is compiled,
+/// so that explaining one customer formats only the customer's values.
+#[derive(Debug)]
+enum Explainer {
+    /// A condition on one value, or a constant.
+    Leaf {
+        rule: Predicate,
+        condition: String,
+        expected: String,
+    },
+    And(Vec<Explainer>),
+    Or(Vec<Explainer>),
+    /// A negation, explained as one condition.
+    Not {
+        rule: Predicate,
+        condition: String,
+    },
+}
+
+impl Explainer {
+    fn new(rule: &Predicate) -> Self {
+        match rule {
+            Predicate::And(operands) => Explainer::And(operands.iter().map(Self::new).collect()),
+            Predicate::Or(operands) => Explainer::Or(operands.iter().map(Self::new).collect()),
+            Predicate::Not(_) => Explainer::Not {
+                rule: rule.clone(),
+                condition: render(rule),
+            },
+            leaf => Explainer::Leaf {
+                rule: leaf.clone(),
+                condition: render(leaf),
+                expected: expected(leaf),
+            },
+        }
+    }
+
+    fn holds(&self, facts: &Facts<'_>) -> bool {
+        match self {
+            Explainer::Leaf { rule, .. } | Explainer::Not { rule, .. } => holds(rule, facts),
+            Explainer::And(parts) => parts.iter().all(|part| part.holds(facts)),
+            Explainer::Or(parts) => parts.iter().any(|part| part.holds(facts)),
+        }
+    }
+
+    /// Whether the rule holds for one customer; the conditions that decided
+    /// it go to `out`: all of them when it holds, the failed ones when it
+    /// does not.
+    fn explain(&self, facts: &Facts<'_>, out: &mut Vec<ConditionResult>) -> bool {
+        match self {
+            Explainer::Leaf {
+                rule,
+                condition,
+                expected,
+            } => {
+                let holds = holds(rule, facts);
+                out.push(ConditionResult {
+                    condition: condition.clone(),
+                    actual: match rule {
+                        Predicate::Const(_) => String::new(),
+                        _ => leaf_variable(rule).map_or_else(String::new, |v| facts.shown(v)),
+                    },
+                    expected: expected.clone(),
+                    holds,
+                });
+                holds
+            }
+            Explainer::Not { rule, condition } => {
+                let holds = holds(rule, facts);
+                out.push(ConditionResult {
+                    condition: condition.clone(),
+                    actual: if holds { "does not hold" } else { "holds" }.into(),
+                    expected: "does not hold".into(),
+                    holds,
+                });
+                holds
+            }
+            Explainer::And(parts) => {
+                let all = self.holds(facts);
+                for part in parts {
+                    // When the whole fails, only the failed parts explain it.
+                    if all || !part.holds(facts) {
+                        part.explain(facts, out);
+                    }
+                }
+                all
+            }
+            Explainer::Or(parts) => {
+                let any = self.holds(facts);
+                for part in parts {
+                    // When the whole holds, the parts that hold explain it.
+                    if !any || part.holds(facts) {
+                        part.explain(facts, out);
+                    }
+                }
+                any
+            }
+        }
+    }
+}
+
+/// The variable a condition reads.
+fn leaf_variable(rule: &Predicate) -> Option<&Variable> {
+    match rule {
+        Predicate::Compare(variable, _, _)
+        | Predicate::In(variable, _)
+        | Predicate::Text(variable, _, _)
+        | Predicate::IsTrue(variable)
+        | Predicate::Has(variable) => Some(variable),
+        _ => None,
+    }
+}
+
+/// What a condition asks for, as the explanation shows it.
+fn expected(rule: &Predicate) -> String {
+    match rule {
+        Predicate::Const(_) => "always".into(),
+        Predicate::Compare(_, comparison, literal) => {
+            format!("{} {}", operator(*comparison), show_literal(literal))
+        }
+        Predicate::In(_, literals) => format!(
+            "in [{}]",
+            literals
+                .iter()
+                .map(show_literal)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Predicate::Text(_, test, needle) => format!(
+            "{} {needle:?}",
+            match test {
+                StringTest::StartsWith => "starts with",
+                StringTest::EndsWith => "ends with",
+                StringTest::Contains => "contains",
+            }
+        ),
+        Predicate::IsTrue(_) => "true".into(),
+        Predicate::Has(_) => "present".into(),
+        // Never leaves: explained through their parts, or as a whole.
+        Predicate::And(_) => "all of its parts hold".into(),
+        Predicate::Or(_) => "one of its parts holds".into(),
+        Predicate::Not(_) => "does not hold".into(),
+    }
+}
+
+/// Whether a rule holds for one customer.
+fn holds(rule: &Predicate, facts: &Facts<'_>) -> bool {
+    match rule {
+        Predicate::Const(value) => *value,
+        Predicate::Compare(variable, comparison, literal) => {
+            facts.with_value(variable, |value| compare(value, *comparison, literal))
+        }
+        Predicate::In(variable, literals) => facts.with_value(variable, |value| {
+            literals
+                .iter()
+                .any(|literal| compare(value, Comparison::Eq, literal))
+        }),
+        Predicate::Text(variable, test, needle) => {
+            facts.with_value(variable, |value| match value {
+                Value::Text(text) => match test {
+                    StringTest::StartsWith => text.starts_with(needle.as_str()),
+                    StringTest::EndsWith => text.ends_with(needle.as_str()),
+                    StringTest::Contains => text.contains(needle.as_str()),
+                },
+                _ => false,
+            })
+        }
+        Predicate::IsTrue(variable) => {
+            facts.with_value(variable, |value| matches!(value, Value::Bool(true)))
+        }
+        Predicate::Has(variable) => facts.with_value(variable, |value| value != Value::Absent),
+        Predicate::And(operands) => operands.iter().all(|operand| holds(operand, facts)),
+        Predicate::Or(operands) => operands.iter().any(|operand| holds(operand, facts)),
+        Predicate::Not(operand) => !holds(operand, facts),
     }
 }
 
@@ -289,112 +473,6 @@ fn bracketed(rule: &Predicate, needed: bool) -> String {
     }
 }
 
-/// Whether a rule holds for one customer, and the conditions that decided
-/// it: all of them when it holds, the failed ones when it does not.
-fn explain(rule: &Predicate, facts: &Facts<'_>) -> (bool, Vec<ConditionResult>) {
-    let leaf = |variable: &Variable, expected: String, holds: &dyn Fn(Value<'_>) -> bool| {
-        let result = facts.with_value(variable, holds);
-        (
-            result,
-            vec![ConditionResult {
-                condition: render(rule),
-                actual: facts.shown(variable),
-                expected,
-                holds: result,
-            }],
-        )
-    };
-    match rule {
-        Predicate::Const(value) => (
-            *value,
-            vec![ConditionResult {
-                condition: value.to_string(),
-                actual: String::new(),
-                expected: "always".into(),
-                holds: *value,
-            }],
-        ),
-        Predicate::Compare(variable, comparison, literal) => leaf(
-            variable,
-            format!("{} {}", operator(*comparison), show_literal(literal)),
-            &|value| compare(value, *comparison, literal),
-        ),
-        Predicate::In(variable, literals) => leaf(
-            variable,
-            format!(
-                "in [{}]",
-                literals
-                    .iter()
-                    .map(show_literal)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            &|value| {
-                literals
-                    .iter()
-                    .any(|literal| compare(value, Comparison::Eq, literal))
-            },
-        ),
-        Predicate::Text(variable, test, needle) => leaf(
-            variable,
-            format!(
-                "{} {needle:?}",
-                match test {
-                    StringTest::StartsWith => "starts with",
-                    StringTest::EndsWith => "ends with",
-                    StringTest::Contains => "contains",
-                }
-            ),
-            &|value| match value {
-                Value::Text(text) => match test {
-                    StringTest::StartsWith => text.starts_with(needle.as_str()),
-                    StringTest::EndsWith => text.ends_with(needle.as_str()),
-                    StringTest::Contains => text.contains(needle.as_str()),
-                },
-                _ => false,
-            },
-        ),
-        Predicate::IsTrue(variable) => leaf(variable, "true".into(), &|value| {
-            matches!(value, Value::Bool(true))
-        }),
-        Predicate::Has(variable) => {
-            leaf(variable, "present".into(), &|value| value != Value::Absent)
-        }
-        Predicate::And(operands) => {
-            let parts: Vec<_> = operands.iter().map(|o| explain(o, facts)).collect();
-            let holds = parts.iter().all(|(holds, _)| *holds);
-            let conditions = parts
-                .into_iter()
-                .filter(|(part, _)| holds || !part)
-                .flat_map(|(_, conditions)| conditions)
-                .collect();
-            (holds, conditions)
-        }
-        Predicate::Or(operands) => {
-            let parts: Vec<_> = operands.iter().map(|o| explain(o, facts)).collect();
-            let holds = parts.iter().any(|(holds, _)| *holds);
-            let conditions = parts
-                .into_iter()
-                .filter(|(part, _)| !holds || *part)
-                .flat_map(|(_, conditions)| conditions)
-                .collect();
-            (holds, conditions)
-        }
-        Predicate::Not(operand) => {
-            let (inner, _) = explain(operand, facts);
-            (
-                !inner,
-                vec![ConditionResult {
-                    condition: render(rule),
-                    actual: if inner { "holds" } else { "does not hold" }.into(),
-                    expected: "does not hold".into(),
-                    holds: !inner,
-                }],
-            )
-        }
-    }
-}
-
 /// What it would take for one failed condition to hold, if it is a step a
 /// customer can take: more purchases, a feedback, a referral.
 fn step_for(rule: &Predicate, features: &CustomerFeatures) -> Option<String> {
@@ -478,7 +556,7 @@ fn failed_leaves<'r>(rule: &'r Predicate, facts: &Facts<'_>) -> Vec<&'r Predicat
     match rule {
         Predicate::And(operands) => operands
             .iter()
-            .filter(|operand| !explain(operand, facts).0)
+            .filter(|operand| !holds(operand, facts))
             .collect(),
         other => vec![other],
     }
@@ -507,9 +585,10 @@ fn assign(
     let mut rejected = Vec::new();
     let mut next_steps = Vec::new();
     let mut matched = None;
-    for (persona, rule) in compiled.catalog.personas.iter().zip(&compiled.rules) {
-        let (holds, conditions) = explain(rule, &facts);
-        if holds {
+    let personas = compiled.catalog.personas.iter();
+    for ((persona, rule), explainer) in personas.zip(&compiled.rules).zip(&compiled.explainers) {
+        let mut conditions = Vec::new();
+        if explainer.explain(&facts, &mut conditions) {
             matched = Some((persona, conditions));
             break;
         }

@@ -394,6 +394,10 @@ async fn the_catalog_is_replaced_checked_and_reset() {
     let replaced = client
         .replace_persona_catalog(pb::ReplacePersonaCatalogRequest {
             personas: vec![
+                persona(
+                    "STAFF_OR_HEAVY",
+                    "!(customer.relationship == \"EXTERNAL\") || features.purchase_count >= 100",
+                ),
                 persona("BIG_SPENDER", "features.total_spend >= 100"),
                 persona("EVERYONE", "true"),
             ],
@@ -406,6 +410,28 @@ async fn the_catalog_is_replaced_checked_and_reset() {
     let lapsing = persona_of(&mut client, "lapsing").await.unwrap();
     assert_eq!(lapsing.persona.unwrap().persona_id, "BIG_SPENDER");
     assert_eq!(lapsing.catalog_revision, 2);
+    // A failed "or" names every part; a negation is one condition.
+    let failed = &lapsing.explanation.unwrap().rejected[0];
+    assert_eq!(failed.persona_id, "STAFF_OR_HEAVY");
+    assert_eq!(
+        conditions(&failed.failed),
+        owned(&[
+            ("!(customer.relationship == \"EXTERNAL\")", "holds", false),
+            ("features.purchase_count >= 100", "2", false),
+        ])
+    );
+    assert_eq!(failed.failed[0].expected, "does not hold");
+    // An "or" that holds names the parts that hold.
+    let staff = persona_of(&mut client, "internal").await.unwrap();
+    assert_eq!(staff.persona.unwrap().persona_id, "STAFF_OR_HEAVY");
+    assert_eq!(
+        conditions(&staff.explanation.unwrap().matched),
+        owned(&[(
+            "!(customer.relationship == \"EXTERNAL\")",
+            "does not hold",
+            true
+        )])
+    );
     assert_eq!(
         persona_of(&mut client, "vip")
             .await
@@ -436,7 +462,7 @@ async fn the_catalog_is_replaced_checked_and_reset() {
         .unwrap()
         .into_inner();
     assert_eq!(kept.revision, 2);
-    assert_eq!(kept.personas.len(), 2);
+    assert_eq!(kept.personas.len(), 3);
     let reset = client
         .reset_persona_catalog(pb::ResetPersonaCatalogRequest {})
         .await
