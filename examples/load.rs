@@ -124,6 +124,13 @@ enum Run {
         #[arg(long, default_value_t = 1.0)]
         warmup: f64,
     },
+    /// No server: sleeps 50 µs at a time and counts the wake-ups that come
+    /// late, which shows how quickly this machine wakes an idle core.
+    Wakeups {
+        /// How long to go on.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// BreakdownPersonas over everyone, one call at a time; prints the median.
     PersonaBreakdown {
         /// Timed calls, after one warm-up call.
@@ -432,11 +439,17 @@ where
     let due = move |n: u64| started + Duration::from_secs_f64(n as f64 / rate as f64);
     let measured_from = due(warmup_calls);
     let ticker = tokio::spawn(async move {
+        // How late each measured call left: the generator's own check that
+        // it kept pace.
+        let mut late = Vec::with_capacity(requests as usize);
         let mut n = 0;
         while n < warmup_calls + requests {
             let now = Instant::now();
             while n < warmup_calls + requests && due(n) <= now {
                 let due = due(n);
+                if n >= warmup_calls {
+                    late.push(now - due);
+                }
                 let done_tx = (n >= warmup_calls).then(|| done_tx.clone());
                 let call = call(n);
                 tokio::spawn(async move {
@@ -449,15 +462,24 @@ where
             }
             tokio::task::yield_now().await;
         }
+        late.sort();
+        late
     });
-    ticker.await?;
+    let late = ticker.await?;
     let latencies = tokio::task::spawn_blocking(move || {
         done_rx
             .iter()
             .collect::<Result<Vec<Duration>, tonic::Status>>()
     })
     .await??;
-    report(&run, measured_from.elapsed(), latencies);
+    report(
+        &format!(
+            "{run}, sent at most {:.2} ms late for 99%",
+            percentile(&late, 0.99).as_secs_f64() * 1e3
+        ),
+        measured_from.elapsed(),
+        latencies,
+    );
     Ok(())
 }
 
@@ -491,6 +513,28 @@ async fn health(
         },
     )
     .await
+}
+
+/// Sleeps 50 µs at a time for `period` and prints how many wake-ups came
+/// more than 0.5 ms and more than 1 ms late, and the latest.
+fn wakeups(period: Duration) {
+    let nap = Duration::from_micros(50);
+    let started = Instant::now();
+    let (mut naps, mut over_half, mut over_one, mut worst) = (0u64, 0u64, 0u64, Duration::ZERO);
+    while started.elapsed() < period {
+        let before = Instant::now();
+        std::thread::sleep(nap);
+        let late = before.elapsed().saturating_sub(nap);
+        naps += 1;
+        over_half += u64::from(late > Duration::from_micros(500));
+        over_one += u64::from(late > Duration::from_millis(1));
+        worst = worst.max(late);
+    }
+    println!(
+        "| wake-ups after a 50 µs sleep on an idle core, for {} s | {naps} wake-ups | {over_half} over 0.5 ms late, {over_one} over 1 ms, the latest {:.2} ms |",
+        period.as_secs(),
+        worst.as_secs_f64() * 1e3,
+    );
 }
 
 /// BreakdownPersonas, timed call by call.
@@ -1034,6 +1078,10 @@ async fn main() -> anyhow::Result<()> {
             rate,
             warmup,
         } => health(&args.addr, requests, connections, rate, warmup).await,
+        Run::Wakeups { seconds } => {
+            wakeups(Duration::from_secs(seconds));
+            Ok(())
+        }
         Run::PersonaBreakdown { runs } => persona_breakdown(&args.addr, runs).await,
         Run::Export {
             dir,
