@@ -196,10 +196,20 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// `count` connections to the server, each its own HTTP/2 connection.
+async fn channels(addr: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count {
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
 async fn connect(addr: &str) -> anyhow::Result<CustomerServiceClient<Channel>> {
-    let channel = Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let channel = channels(addr, 1).await?.remove(0);
     Ok(CustomerServiceClient::new(channel))
 }
 
@@ -332,13 +342,7 @@ async fn persona(
     warmup: f64,
 ) -> anyhow::Result<()> {
     use segmentd::grpc::pb::persona_service_client::PersonaServiceClient;
-    let mut channels = Vec::new();
-    for _ in 0..connections {
-        let channel = Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await?;
-        channels.push(channel);
-    }
+    let channels = channels(addr, connections).await?;
     let clients: Vec<_> = channels
         .iter()
         .cloned()
@@ -492,13 +496,11 @@ async fn health(
     warmup: f64,
 ) -> anyhow::Result<()> {
     use tonic_health::pb::health_client::HealthClient;
-    let mut clients = Vec::new();
-    for _ in 0..connections {
-        let channel = Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await?;
-        clients.push(HealthClient::new(channel));
-    }
+    let clients: Vec<_> = channels(addr, connections)
+        .await?
+        .into_iter()
+        .map(HealthClient::new)
+        .collect();
     open_loop(
         format!("Health/Check, at {rate} calls/s over {connections} connections"),
         requests,

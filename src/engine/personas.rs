@@ -7,7 +7,8 @@ use super::features::{features_of, CustomerFeatures};
 use super::frame::Frame;
 use super::index::FeatureIndex;
 use super::select::{
-    channel_status, compare, consented, select, select_within, split_objectors, Bits, Value,
+    channel_status, compare, consented, is_one_of, is_present, is_true, passes, select,
+    select_within, split_objectors, Bits, Value,
 };
 use super::{Engine, Shared};
 use crate::domain::features::FrequencyClass;
@@ -171,14 +172,7 @@ fn expected(rule: &Predicate) -> String {
         Predicate::Compare(_, comparison, literal) => {
             format!("{} {}", operator(*comparison), show_literal(literal))
         }
-        Predicate::In(_, literals) => format!(
-            "in [{}]",
-            literals
-                .iter()
-                .map(show_literal)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Predicate::In(_, literals) => format!("in [{}]", show_literals(literals)),
         Predicate::Text(_, test, needle) => format!(
             "{} {needle:?}",
             match test {
@@ -203,25 +197,14 @@ fn holds(rule: &Predicate, facts: &Facts<'_>) -> bool {
         Predicate::Compare(variable, comparison, literal) => {
             facts.with_value(variable, |value| compare(value, *comparison, literal))
         }
-        Predicate::In(variable, literals) => facts.with_value(variable, |value| {
-            literals
-                .iter()
-                .any(|literal| compare(value, Comparison::Eq, literal))
-        }),
+        Predicate::In(variable, literals) => {
+            facts.with_value(variable, |value| is_one_of(value, literals))
+        }
         Predicate::Text(variable, test, needle) => {
-            facts.with_value(variable, |value| match value {
-                Value::Text(text) => match test {
-                    StringTest::StartsWith => text.starts_with(needle.as_str()),
-                    StringTest::EndsWith => text.ends_with(needle.as_str()),
-                    StringTest::Contains => text.contains(needle.as_str()),
-                },
-                _ => false,
-            })
+            facts.with_value(variable, |value| passes(value, *test, needle))
         }
-        Predicate::IsTrue(variable) => {
-            facts.with_value(variable, |value| matches!(value, Value::Bool(true)))
-        }
-        Predicate::Has(variable) => facts.with_value(variable, |value| value != Value::Absent),
+        Predicate::IsTrue(variable) => facts.with_value(variable, is_true),
+        Predicate::Has(variable) => facts.with_value(variable, is_present),
         Predicate::And(operands) => operands.iter().all(|operand| holds(operand, facts)),
         Predicate::Or(operands) => operands.iter().any(|operand| holds(operand, facts)),
         Predicate::Not(operand) => !holds(operand, facts),
@@ -410,6 +393,14 @@ fn show_literal(literal: &Literal) -> String {
     }
 }
 
+fn show_literals(literals: &[Literal]) -> String {
+    literals
+        .iter()
+        .map(show_literal)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn operator(comparison: Comparison) -> &'static str {
     match comparison {
         Comparison::Eq => "==",
@@ -434,11 +425,7 @@ fn render(rule: &Predicate) -> String {
         Predicate::In(variable, literals) => format!(
             "{} in [{}]",
             variable_name(variable),
-            literals
-                .iter()
-                .map(show_literal)
-                .collect::<Vec<_>>()
-                .join(", ")
+            show_literals(literals)
         ),
         Predicate::Text(variable, test, needle) => format!(
             "{}.{}({needle:?})",

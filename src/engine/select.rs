@@ -206,25 +206,14 @@ fn eval(frame: &Frame<'_>, rule: &Predicate) -> Bits {
                 compare(value, *comparison, literal)
             })
         }
-        Predicate::In(variable, literals) => condition(frame, variable, &|value| {
-            literals
-                .iter()
-                .any(|literal| compare(value, Comparison::Eq, literal))
-        }),
+        Predicate::In(variable, literals) => {
+            condition(frame, variable, &|value| is_one_of(value, literals))
+        }
         Predicate::Text(variable, test, needle) => {
-            condition(frame, variable, &|value| match value {
-                Value::Text(text) => match test {
-                    StringTest::StartsWith => text.starts_with(needle.as_str()),
-                    StringTest::EndsWith => text.ends_with(needle.as_str()),
-                    StringTest::Contains => text.contains(needle.as_str()),
-                },
-                _ => false,
-            })
+            condition(frame, variable, &|value| passes(value, *test, needle))
         }
-        Predicate::IsTrue(variable) => {
-            condition(frame, variable, &|value| matches!(value, Value::Bool(true)))
-        }
-        Predicate::Has(variable) => condition(frame, variable, &|value| value != Value::Absent),
+        Predicate::IsTrue(variable) => condition(frame, variable, &is_true),
+        Predicate::Has(variable) => condition(frame, variable, &is_present),
     }
 }
 
@@ -239,6 +228,35 @@ pub(crate) enum Value<'v> {
     Text(&'v str),
     /// A bool.
     Bool(bool),
+}
+
+/// Whether a value equals one of `literals`: the test of `in`.
+pub(crate) fn is_one_of(value: Value<'_>, literals: &[Literal]) -> bool {
+    literals
+        .iter()
+        .any(|literal| compare(value, Comparison::Eq, literal))
+}
+
+/// Whether a value is a string that passes a string test.
+pub(crate) fn passes(value: Value<'_>, test: StringTest, needle: &str) -> bool {
+    match value {
+        Value::Text(text) => match test {
+            StringTest::StartsWith => text.starts_with(needle),
+            StringTest::EndsWith => text.ends_with(needle),
+            StringTest::Contains => text.contains(needle),
+        },
+        _ => false,
+    }
+}
+
+/// The test of a bool variable used as a condition.
+pub(crate) fn is_true(value: Value<'_>) -> bool {
+    matches!(value, Value::Bool(true))
+}
+
+/// The test of `has()`.
+pub(crate) fn is_present(value: Value<'_>) -> bool {
+    value != Value::Absent
 }
 
 pub(crate) fn compare(value: Value<'_>, comparison: Comparison, literal: &Literal) -> bool {
