@@ -8,9 +8,9 @@
 #      disk and in the index per purchase, and the time back to SERVING;
 #   3. on that data, BreakdownPersonas over everyone, and GetCustomerPersona
 #      for random customers with the server on one core and the load on
-#      the other: closed loop with many and with two calls in flight, then
-#      open loop at half of the saturated rate, beside a health check at
-#      the same rate.
+#      the other: closed loop with many and with two calls in flight, the
+#      latter also while purchases arrive, then open loop at half of the
+#      saturated rate, beside a health check at the same rate.
 #
 # Before all that, with no server running, it times wake-ups from short sleeps
 # on an idle core: the machine's own latency floor.
@@ -90,6 +90,9 @@ start_server durable
 saturated=$(pinned_load persona --requests 300000 --connections 4 --concurrency 128 --customers "$customers")
 echo "$saturated"
 pinned_load persona --requests 100000 --connections 2 --concurrency 2 --customers "$customers"
+# The same while purchases arrive one per call: each moves the RFM bounds.
+pinned_load persona --requests 100000 --connections 2 --concurrency 2 --customers "$customers" \
+  --purchases-per-second 1000
 # Open loop at half of that rate, each call timed from when it was due,
 # beside the same load on a health check, which does no work: the floor
 # that the transport and the machine set. Three rounds, as the tail varies

@@ -105,6 +105,10 @@ enum Run {
         /// warm both ends up, and left out of the figures.
         #[arg(long, default_value_t = 1.0)]
         warmup: f64,
+        /// Purchases per second recorded meanwhile, one per RecordActivity
+        /// call, for random customers: personas while activity arrives.
+        #[arg(long, default_value_t = 0)]
+        purchases_per_second: u64,
     },
     /// grpc.health.v1.Health/Check at a fixed rate: the same open-loop load
     /// as `persona --rate` on a call that does no work, which shows how
@@ -274,6 +278,65 @@ fn report(run: &str, elapsed: Duration, mut latencies: Vec<Duration>) {
     );
 }
 
+/// Records one purchase per call, `rate` calls a second, for random
+/// customers, until aborted; `recorded` counts the calls answered, and a
+/// refused call ends it with the error.
+async fn record_purchases(
+    channel: Channel,
+    rate: u64,
+    customers: u64,
+    recorded: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    let client = ActivityServiceClient::new(channel);
+    let mut rng = Generator(std::process::id().into());
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut sent = 0u64;
+    loop {
+        tick.tick().await;
+        if let Ok(status) = failed_rx.try_recv() {
+            return Err(anyhow::Error::from(status).context("RecordActivity"));
+        }
+        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due {
+            sent += 1;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            let purchase = pb::Purchase {
+                purchase_id: format!("live-{}-{sent}", now.as_nanos()),
+                customer: format!("customers/{}", customer_id(rng.next() % customers)),
+                occurred_at: Some(prost_types::Timestamp {
+                    seconds: now.as_secs() as i64,
+                    nanos: now.subsec_nanos() as i32,
+                }),
+                amount: Some(pb::Money {
+                    currency_code: "USD".into(),
+                    minor_units: 500 + (rng.next() % 20_000) as i64,
+                }),
+                quantity: 1,
+                category: "live".into(),
+                durability: pb::ProductDurability::Consumable as i32,
+            };
+            let request = pb::RecordActivityRequest {
+                purchases: vec![purchase],
+                engagements: vec![],
+            };
+            let (mut client, recorded, failed_tx) =
+                (client.clone(), Arc::clone(&recorded), failed_tx.clone());
+            tokio::spawn(async move {
+                match client.record_activity(request).await {
+                    Ok(_) => {
+                        recorded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(status) => {
+                        let _ = failed_tx.send(status);
+                    }
+                }
+            });
+        }
+    }
+}
+
 /// The codec of an open-loop GetCustomerPersona call: the request encoded
 /// as usual, the answer's bytes counted but not decoded, as h2load would,
 /// so that the load generator's one core keeps pace with the server's.
@@ -332,16 +395,44 @@ async fn counted_persona_call(
 }
 
 /// GetCustomerPersona for random customers; prints calls/s and latency.
-async fn persona(
-    addr: &str,
+/// What `load persona` was asked for.
+struct PersonaLoad {
     requests: u64,
     connections: usize,
     concurrency: usize,
     customers: u64,
     rate: u64,
     warmup: f64,
-) -> anyhow::Result<()> {
+    purchases_per_second: u64,
+}
+
+async fn persona(addr: &str, load: PersonaLoad) -> anyhow::Result<()> {
+    let PersonaLoad {
+        requests,
+        connections,
+        concurrency,
+        customers,
+        rate,
+        warmup,
+        purchases_per_second,
+    } = load;
     use segmentd::grpc::pb::persona_service_client::PersonaServiceClient;
+    anyhow::ensure!(
+        rate == 0 || purchases_per_second == 0,
+        "--purchases-per-second goes with a closed loop, not with --rate"
+    );
+    let recorded = Arc::new(AtomicU64::new(0));
+    let purchases = if purchases_per_second > 0 {
+        let channel = channels(addr, 1).await?.remove(0);
+        Some(tokio::spawn(record_purchases(
+            channel,
+            purchases_per_second,
+            customers,
+            Arc::clone(&recorded),
+        )))
+    } else {
+        None
+    };
     let channels = channels(addr, connections).await?;
     let clients: Vec<_> = channels
         .iter()
@@ -406,11 +497,18 @@ async fn persona(
     for worker in workers {
         latencies.extend(worker.await??);
     }
-    report(
-        &format!("GetCustomerPersona, {concurrency} in flight over {connections} connections"),
-        started.elapsed(),
-        latencies,
-    );
+    let elapsed = started.elapsed();
+    let mut run =
+        format!("GetCustomerPersona, {concurrency} in flight over {connections} connections");
+    if let Some(purchases) = purchases {
+        purchases.abort();
+        if let Ok(Err(error)) = purchases.await {
+            return Err(error.context("recording purchases"));
+        }
+        let rate = recorded.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64();
+        run.push_str(&format!(", {rate:.0} purchases/s recorded meanwhile"));
+    }
+    report(&run, elapsed, latencies);
     Ok(())
 }
 
@@ -1062,17 +1160,18 @@ async fn main() -> anyhow::Result<()> {
             customers,
             rate,
             warmup,
+            purchases_per_second,
         } => {
-            persona(
-                &args.addr,
+            let load = PersonaLoad {
                 requests,
                 connections,
                 concurrency,
                 customers,
                 rate,
                 warmup,
-            )
-            .await
+                purchases_per_second,
+            };
+            persona(&args.addr, load).await
         }
         Run::Health {
             requests,

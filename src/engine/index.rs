@@ -14,7 +14,7 @@ use compact_str::CompactString;
 use foldhash::fast::{FixedState, RandomState};
 use hashbrown::HashTable;
 
-use super::rfm::RfmBounds;
+use super::rfm::{Figures, RfmBounds, RfmTracker};
 use crate::domain::features::{FirstEngagements, Thresholds, NANOS_PER_DAY};
 use crate::domain::{
     Consent, Customer, CustomerId, Date, EngagementKind, Error, Gender, Party, Relationship,
@@ -487,8 +487,54 @@ pub struct FeatureIndex {
     thresholds: Thresholds,
     /// Counts the changes, so that caches know when they are stale.
     generation: u64,
-    /// The purchasers' RFM bounds of the last generation asked for.
-    rfm: Mutex<Option<(u64, Option<RfmBounds>)>>,
+    /// The purchasers' RFM bounds, and what keeps them.
+    rfm: Mutex<RfmState>,
+}
+
+/// The RFM bounds over the all-time figures, and the tracker that moves
+/// them with each purchase. Writers change it through `&mut` (no lock is
+/// taken); readers find the bounds under the lock when they are stale.
+#[derive(Debug, Default)]
+struct RfmState {
+    /// The bounds as of the last change; `None` when they must be found.
+    bounds: Option<Option<RfmBounds>>,
+    /// The figures near the bounds' places, when they are kept.
+    tracker: Option<RfmTracker>,
+    /// Whether the tracker is made yet: with no purchasers there is none.
+    tracked: bool,
+    /// Changes since the bounds were last asked for.
+    unread: usize,
+}
+
+/// Changes without anyone asking for the bounds after which the tracker is
+/// dropped: a bulk import does not pay to keep it, and the next reader
+/// finds the bounds from the columns.
+const UNREAD_CHANGES: usize = 8192;
+
+impl RfmState {
+    /// The bounds, if they are known or the tracker can tell them; a
+    /// tracker whose places have left their windows is dropped.
+    fn tracked_bounds(&mut self) -> Option<Option<RfmBounds>> {
+        if let Some(bounds) = self.bounds {
+            return Some(bounds);
+        }
+        if !self.tracked {
+            return None;
+        }
+        let bounds = match &self.tracker {
+            // Made when there were no purchasers, and none has come since.
+            None => Some(None),
+            Some(tracker) => tracker.bounds(),
+        };
+        match bounds {
+            Some(bounds) => {
+                self.bounds = Some(bounds);
+                self.unread = 0;
+            }
+            None => *self = RfmState::default(),
+        }
+        bounds
+    }
 }
 
 /// `(floor(limit) + 1)` days in nanoseconds: for a whole number of days `r`
@@ -554,39 +600,78 @@ impl FeatureIndex {
         &self.thresholds
     }
 
-    /// Whether the RFM bounds of this generation are made, so that asking
-    /// for them costs nothing.
+    /// Whether the RFM bounds are at hand, so that asking for them costs
+    /// microseconds: after a purchase they are moved by the tracker; only
+    /// after a bulk load, or once a place has left its window, must they be
+    /// found from the columns, which takes milliseconds.
     pub fn rfm_ready(&self) -> bool {
-        self.rfm
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .as_ref()
-            .is_some_and(|(generation, _)| *generation == self.generation)
-    }
-
-    /// The purchasers' RFM bounds over the all-time figures; found once per
-    /// generation of the index and kept until the next change.
-    pub fn rfm_bounds(&self) -> Option<RfmBounds> {
-        let mut cached = self
+        let mut state = self
             .rfm
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((generation, bounds)) = cached.as_ref() {
-            if *generation == self.generation {
-                return *bounds;
-            }
+        state.tracked_bounds().is_some()
+    }
+
+    /// The purchasers' RFM bounds over the all-time figures.
+    pub fn rfm_bounds(&self) -> Option<RfmBounds> {
+        let mut state = self
+            .rfm
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(bounds) = state.tracked_bounds() {
+            return bounds;
         }
         let c = &self.columns;
         let buyers: Vec<usize> = (0..self.rows.len())
             .filter(|&row| c.alive[row] && c.count[row] > 0)
             .collect();
-        let bounds = RfmBounds::from_figures(
+        let tracker = RfmTracker::new(
             buyers.iter().map(|&row| c.last[row]).collect(),
             buyers.iter().map(|&row| c.count[row]).collect(),
             buyers.iter().map(|&row| c.total[row]).collect(),
         );
-        *cached = Some((self.generation, bounds));
+        let bounds = tracker.as_ref().and_then(RfmTracker::bounds).flatten();
+        *state = RfmState {
+            bounds: Some(bounds),
+            tracker,
+            tracked: true,
+            unread: 0,
+        };
         bounds
+    }
+
+    /// A purchaser's all-time figures, or `None` for a customer who has
+    /// bought nothing.
+    fn figures(&self, at: usize) -> Option<Figures> {
+        let c = &self.columns;
+        (c.alive[at] && c.count[at] > 0).then(|| (c.last[at], c.count[at], c.total[at]))
+    }
+
+    /// Moves the RFM bounds for a change of one customer's figures.
+    fn rfm_change(&mut self, old: Option<Figures>, new: Option<Figures>) {
+        if old == new {
+            return;
+        }
+        let state = self
+            .rfm
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.bounds = None;
+        state.unread += 1;
+        match &mut state.tracker {
+            Some(_) if state.unread > UNREAD_CHANGES => *state = RfmState::default(),
+            Some(tracker) => tracker.change(old, new),
+            // With no purchasers before, the first one makes the tracker.
+            None => state.tracked = false,
+        }
+    }
+
+    /// Forgets the RFM bounds: they are found again from the columns.
+    fn rfm_forget(&mut self) {
+        *self
+            .rfm
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = RfmState::default();
     }
 
     /// Adds a customer, or refreshes the profile fields of a known one.
@@ -703,6 +788,8 @@ impl FeatureIndex {
             .ok()?;
         let (number, _) = entry.remove();
         let at = number as usize;
+        let figures = self.figures(at);
+        self.rfm_change(figures, None);
         self.ids[at] = CompactString::default();
         self.set_traits(number, BTreeMap::new());
         let c = &mut self.columns;
@@ -796,7 +883,10 @@ impl FeatureIndex {
             self.columns.lapsed_from[at],
             self.columns.frequent_until[at],
         ) = frequency_bounds(&purchases.times, &self.thresholds);
+        let before = self.figures(at);
         self.note_purchase(at, event.time, event.amount.unwrap_or(0));
+        let after = self.figures(at);
+        self.rfm_change(before, after);
         true
     }
 
@@ -945,6 +1035,7 @@ impl FeatureIndex {
     /// fills the all-time purchase columns, on two threads.
     pub fn finish_load(&mut self) {
         self.generation += 1;
+        self.rfm_forget();
         let half = self.rows.len() / 2;
         let c = &mut self.columns;
         let (rows_a, rows_b) = self.rows.split_at_mut(half);

@@ -2,22 +2,35 @@
 //! bounds a value passes, so scoring one customer is four comparisons and
 //! scoring everyone is one pass.
 
+use std::collections::BTreeMap;
+
 use crate::domain::features::NANOS_PER_DAY;
 
-/// The values at the four places ceil(k × P / 5) − 1, k = 1..4, of the
-/// ascending order of `values` (P of them, at least one), found by
-/// selection, each in what the one before left to its right.
-fn places<T: Ord + Copy>(mut values: Vec<T>) -> [T; 4] {
-    let p = values.len();
-    let mut found = [values[0]; 4];
+/// The place of quintile bound `k` (0..4) among `p` purchasers in
+/// ascending order: ceil((k + 1) × P / 5) − 1.
+fn place(k: usize, p: usize) -> usize {
+    ((k + 1) * p).div_ceil(5) - 1
+}
+
+/// The values at `ranks` (ascending) of the ascending order of `values`,
+/// found by selection, each in what the one before left to its right.
+fn values_at<T: Ord + Copy>(values: &mut [T], ranks: &[usize]) -> Vec<T> {
+    let mut found = Vec::with_capacity(ranks.len());
     let mut from = 0;
-    for (k, slot) in found.iter_mut().enumerate() {
-        let place = ((k + 1) * p).div_ceil(5) - 1;
-        let (_, value, _) = values[from..].select_nth_unstable(place - from);
-        *slot = *value;
-        from = place;
+    for &rank in ranks {
+        let (_, value, _) = values[from..].select_nth_unstable(rank - from);
+        found.push(*value);
+        from = rank;
     }
     found
+}
+
+/// The values at the four places of the ascending order of `values` (P of
+/// them, at least one).
+fn places<T: Ord + Copy>(mut values: Vec<T>) -> [T; 4] {
+    let p = values.len();
+    let found = values_at(&mut values, &[0, 1, 2, 3].map(|k| place(k, p)));
+    [found[0], found[1], found[2], found[3]]
 }
 
 /// Where the RFM scores step up. A score is 1 + floor(5 × S / P), S being
@@ -79,6 +92,183 @@ impl RfmBounds {
     }
 }
 
+/// How many purchasers on each side of a place its window reaches when it
+/// is made; a place leaves its window after at least this many changes
+/// that pass it, and the bounds are then found again from the columns.
+const SPREAD: usize = 2048;
+
+/// One figure of every purchaser, kept exact near the four places: per
+/// place, how many values lie below a range of values, and the values in
+/// that range with their multiplicities. A change of one value costs a few
+/// comparisons, and a place is read by walking its window.
+#[derive(Debug, Clone)]
+struct Windows<T: Ord + Copy> {
+    /// Per place, the lowest and the highest value of its window.
+    range: [(T, T); 4],
+    /// Per place, the values below `range.0`.
+    below: [usize; 4],
+    /// Per place, the values within `range`, by value.
+    window: [BTreeMap<T, u32>; 4],
+}
+
+impl<T: Ord + Copy> Windows<T> {
+    /// The windows of `values` (at least one), `spread` places either side.
+    fn new(mut values: Vec<T>, spread: usize) -> Self {
+        let p = values.len();
+        let ends = [0, 1, 2, 3].map(|k| {
+            let at = place(k, p);
+            (at.saturating_sub(spread), (at + spread).min(p - 1))
+        });
+        let mut ranks: Vec<usize> = ends.iter().flat_map(|&(lo, hi)| [lo, hi]).collect();
+        ranks.sort_unstable();
+        ranks.dedup();
+        let found = values_at(&mut values, &ranks);
+        let value_at = |rank: usize| found[ranks.binary_search(&rank).unwrap_or_default()];
+        let range = ends.map(|(lo, hi)| (value_at(lo), value_at(hi)));
+        let mut below = [0; 4];
+        let mut window: [BTreeMap<T, u32>; 4] = Default::default();
+        for &value in &values {
+            for k in 0..4 {
+                let (lo, hi) = range[k];
+                if value < lo {
+                    below[k] += 1;
+                } else if value <= hi {
+                    *window[k].entry(value).or_default() += 1;
+                }
+            }
+        }
+        Windows {
+            range,
+            below,
+            window,
+        }
+    }
+
+    fn add(&mut self, value: T) {
+        for k in 0..4 {
+            let (lo, hi) = self.range[k];
+            if value < lo {
+                self.below[k] += 1;
+            } else if value <= hi {
+                *self.window[k].entry(value).or_default() += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, value: T) {
+        for k in 0..4 {
+            let (lo, hi) = self.range[k];
+            if value < lo {
+                self.below[k] = self.below[k].saturating_sub(1);
+            } else if value <= hi {
+                if let Some(count) = self.window[k].get_mut(&value) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.window[k].remove(&value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The values at the four places among `p` purchasers, or `None` when
+    /// a place has left its window.
+    fn places(&self, p: usize) -> Option<[T; 4]> {
+        let mut found = [self.range[0].0; 4];
+        for (k, slot) in found.iter_mut().enumerate() {
+            let rank = place(k, p).checked_sub(self.below[k])?;
+            let mut passed = 0;
+            *slot = self.window[k]
+                .iter()
+                .find(|(_, &count)| {
+                    passed += count as usize;
+                    passed > rank
+                })
+                .map(|(&value, _)| value)?;
+        }
+        Some(found)
+    }
+}
+
+/// The purchasers' figures kept near the places of the RFM bounds, so that
+/// a purchase moves the bounds without a new selection over everyone.
+#[derive(Debug, Clone)]
+pub struct RfmTracker {
+    purchasers: usize,
+    lasts: Windows<i64>,
+    counts: Windows<u32>,
+    totals: Windows<i64>,
+}
+
+/// One purchaser's figures: last purchase time, purchases, spend.
+pub type Figures = (i64, u32, i64);
+
+impl RfmTracker {
+    /// The tracker of these purchasers' figures (the same purchasers in
+    /// the same order in each); `None` when there are none.
+    pub fn new(lasts: Vec<i64>, counts: Vec<u32>, totals: Vec<i64>) -> Option<Self> {
+        Self::with_spread(lasts, counts, totals, SPREAD)
+    }
+
+    fn with_spread(
+        lasts: Vec<i64>,
+        counts: Vec<u32>,
+        totals: Vec<i64>,
+        spread: usize,
+    ) -> Option<Self> {
+        if counts.is_empty() {
+            return None;
+        }
+        let purchasers = counts.len();
+        let ((lasts, counts), totals) = rayon::join(
+            || {
+                rayon::join(
+                    || Windows::new(lasts, spread),
+                    || Windows::new(counts, spread),
+                )
+            },
+            || Windows::new(totals, spread),
+        );
+        Some(RfmTracker {
+            purchasers,
+            lasts,
+            counts,
+            totals,
+        })
+    }
+
+    /// A purchaser's figures change from `old` to `new`; `None` is not a
+    /// purchaser (yet, or any more).
+    pub fn change(&mut self, old: Option<Figures>, new: Option<Figures>) {
+        if let Some((last, count, total)) = old {
+            self.purchasers -= 1;
+            self.lasts.remove(last);
+            self.counts.remove(count);
+            self.totals.remove(total);
+        }
+        if let Some((last, count, total)) = new {
+            self.purchasers += 1;
+            self.lasts.add(last);
+            self.counts.add(count);
+            self.totals.add(total);
+        }
+    }
+
+    /// The bounds now: `Some(None)` with no purchasers, `None` when a place
+    /// has left its window and the bounds must be found from the columns.
+    pub fn bounds(&self) -> Option<Option<RfmBounds>> {
+        if self.purchasers == 0 {
+            return Some(None);
+        }
+        let p = self.purchasers;
+        Some(Some(RfmBounds {
+            lasts: self.lasts.places(p)?,
+            counts: self.counts.places(p)?,
+            totals: self.totals.places(p)?,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +289,95 @@ mod tests {
             sorted.sort_unstable();
             let expected = [1, 2, 3, 4].map(|k: usize| sorted[(k * p).div_ceil(5) - 1]);
             assert_eq!(places(values), expected, "{p}");
+        }
+    }
+
+    /// A small generator, the same every run.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    fn figures_of(all: &[Figures]) -> (Vec<i64>, Vec<u32>, Vec<i64>) {
+        (
+            all.iter().map(|f| f.0).collect(),
+            all.iter().map(|f| f.1).collect(),
+            all.iter().map(|f| f.2).collect(),
+        )
+    }
+
+    #[test]
+    fn tracked_bounds_are_those_found_afresh() {
+        let mut rng = Lcg(11);
+        // A narrow spread, so that places leave their windows often.
+        for (start, spread) in [(0usize, 2), (1, 4), (7, 8), (300, 16), (2_000, 64)] {
+            let mut all: Vec<Figures> = (0..start)
+                .map(|_| {
+                    (
+                        rng.below(4_000) as i64,
+                        1 + rng.below(6) as u32,
+                        rng.below(90_000) as i64,
+                    )
+                })
+                .collect();
+            let made = |all: &[Figures]| {
+                let (l, c, t) = figures_of(all);
+                RfmTracker::with_spread(l, c, t, spread)
+            };
+            let mut tracker = made(&all);
+            let (mut kept, mut rebuilt) = (0, 0);
+            for step in 0..2_000 {
+                let change = rng.below(10);
+                let (old, new) = if change < 2 && !all.is_empty() {
+                    // A purchaser leaves.
+                    let at = rng.below(all.len() as u64) as usize;
+                    (Some(all.swap_remove(at)), None)
+                } else if change < 5 || all.is_empty() {
+                    // A first purchase.
+                    let new = (4_000 + step as i64, 1, rng.below(90_000) as i64);
+                    all.push(new);
+                    (None, Some(new))
+                } else {
+                    // Another purchase, late or new.
+                    let at = rng.below(all.len() as u64) as usize;
+                    let old = all[at];
+                    let time = rng.below(4_000 + step as u64) as i64;
+                    all[at] = (old.0.max(time), old.1 + 1, old.2 + rng.below(20_000) as i64);
+                    (Some(old), Some(all[at]))
+                };
+                let afresh = {
+                    let (l, c, t) = figures_of(&all);
+                    RfmBounds::from_figures(l, c, t)
+                };
+                match tracker.as_mut() {
+                    Some(t) => t.change(old, new),
+                    None => tracker = made(&all),
+                }
+                match tracker.as_ref().and_then(RfmTracker::bounds) {
+                    Some(bounds) => {
+                        kept += 1;
+                        assert_eq!(bounds, afresh, "start {start}, step {step}");
+                    }
+                    None if tracker.is_none() => assert_eq!(afresh, None),
+                    None => {
+                        rebuilt += 1;
+                        tracker = made(&all);
+                        let bounds = tracker.as_ref().and_then(RfmTracker::bounds);
+                        assert_eq!(bounds, Some(afresh), "rebuilt at step {step}");
+                    }
+                }
+            }
+            assert!(
+                kept > rebuilt && rebuilt > 0,
+                "start {start}: kept {kept}, rebuilt {rebuilt}"
+            );
         }
     }
 }

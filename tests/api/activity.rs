@@ -1,5 +1,7 @@
 //! ActivityService and GetCustomerFeatures on hand-built customers.
 
+use std::collections::BTreeMap;
+
 use prost_types::Timestamp;
 use segmentd::grpc::pb;
 use segmentd::grpc::pb::activity_service_client::ActivityServiceClient;
@@ -362,5 +364,122 @@ async fn deleting_a_customer_erases_their_activity_and_survives_a_restart() {
         "the referral was erased"
     );
     assert_eq!(f.total_spend.unwrap().minor_units, 700);
+    restarted.stop().await.unwrap();
+}
+
+/// A customer, their R, F and M scores if they have bought, and their RFM
+/// segment.
+type Rfm = (String, Option<(i32, i32, i32)>, i32);
+
+/// Every customer's RFM scores and segment as of `seconds`.
+async fn rfm_of_everyone(server: &TestServer, customers: &[String], seconds: i64) -> Vec<Rfm> {
+    let mut all = Vec::new();
+    for customer in customers {
+        let f = features(server, customer, Some(seconds)).await;
+        let scores = f.rfm.map(|s| (s.r, s.f, s.m));
+        all.push((customer.clone(), scores, f.rfm_segment));
+    }
+    all
+}
+
+/// RFM scores computed here from the purchases sent: each score is
+/// 1 + floor(5 × S / P), S being the purchasers strictly worse (a longer
+/// recency in whole days, fewer purchases, less spend) and P all of them.
+fn expected_scores(
+    figures: &BTreeMap<String, (i64, i64, i64)>,
+    evaluation: i64,
+) -> BTreeMap<String, (i32, i32, i32)> {
+    let p = figures.len() as i64;
+    let score = |worse: usize| 1 + (5 * worse as i64 / p) as i32;
+    let recency = |last: i64| (evaluation - last).div_euclid(DAY);
+    figures
+        .iter()
+        .map(|(customer, &(last, count, total))| {
+            let others = figures.values();
+            let r = others
+                .clone()
+                .filter(|o| recency(o.0) > recency(last))
+                .count();
+            let f = others.clone().filter(|o| o.1 < count).count();
+            let m = others.filter(|o| o.2 < total).count();
+            (customer.clone(), (score(r), score(f), score(m)))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rfm_scores_follow_each_purchase_and_each_departure() {
+    let server = TestServer::start().await;
+    let customers: Vec<String> = (0..40).map(|n| format!("c{n:02}")).collect();
+    for customer in &customers {
+        create(&server, customer, pb::Customer::default())
+            .await
+            .unwrap();
+    }
+    let evaluation = BASE + 400 * DAY;
+    let live_scores = |all: Vec<Rfm>| {
+        all.into_iter()
+            .filter_map(|(customer, scores, _)| Some((customer, scores?)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    // Purchases arrive in small batches, late ones among them, and every
+    // customer's scores are checked after each batch against scores
+    // computed here; then some purchasers leave.
+    let mut state = 5u64;
+    let mut next = |n: u64| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % n
+    };
+    let mut figures: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    let mut staying = customers.clone();
+    for batch in 0..25 {
+        let mut purchases = Vec::new();
+        for i in 0..6 {
+            let customer = staying[next(staying.len() as u64) as usize].clone();
+            let day = (batch * 12 + next(60) as i64).min(390);
+            let cents = 100 + next(50_000) as i64;
+            purchases.push(purchase(&format!("p{batch}-{i}"), &customer, day, cents));
+            let entry = figures.entry(customer).or_insert((i64::MIN, 0, 0));
+            *entry = (entry.0.max(BASE + day * DAY), entry.1 + 1, entry.2 + cents);
+        }
+        record(&server, purchases, vec![]).await.unwrap();
+        let live = live_scores(rfm_of_everyone(&server, &staying, evaluation).await);
+        assert_eq!(
+            live,
+            expected_scores(&figures, evaluation),
+            "after batch {batch}"
+        );
+    }
+    for customer in staying.drain(7..12).collect::<Vec<_>>() {
+        let request = pb::DeleteCustomerRequest {
+            name: format!("customers/{customer}"),
+            etag: String::new(),
+        };
+        server
+            .customers()
+            .await
+            .delete_customer(request)
+            .await
+            .unwrap();
+        figures.remove(&customer);
+    }
+    let live = rfm_of_everyone(&server, &staying, evaluation).await;
+    assert_eq!(
+        live_scores(live.clone()),
+        expected_scores(&figures, evaluation),
+        "after the departures"
+    );
+
+    // A restart finds the same scores and segments from the store.
+    let data_dir = server.data_dir.clone();
+    let _keep = server.stop_keeping_data().await;
+    let restarted = TestServer::spawn(config(&data_dir)).await;
+    restarted.wait_serving().await;
+    assert_eq!(
+        rfm_of_everyone(&restarted, &staying, evaluation).await,
+        live
+    );
     restarted.stop().await.unwrap();
 }
