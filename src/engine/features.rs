@@ -54,22 +54,23 @@ impl Engine {
         at: Timestamp,
     ) -> Result<CustomerFeatures> {
         let thresholds = self.settings().thresholds;
-        if self.cheap_rfm(at) {
+        {
             let index = self.shared.index();
-            return features_of(&index, &id, at, thresholds).map(|(_, features)| features);
+            if cheap_rfm(&index, at) {
+                return features_of(&index, &id, at, thresholds).map(|(_, features)| features);
+            }
         }
         self.blocking(move |shared| {
             features_of(&shared.index(), &id, at, thresholds).map(|(_, features)| features)
         })
         .await
     }
+}
 
-    /// Whether RFM scores as of `at` cost only a few comparisons now: every
-    /// event counts, and the index's RFM bounds are current.
-    pub(super) fn cheap_rfm(&self, at: Timestamp) -> bool {
-        let index = self.shared.index();
-        at.as_nanos() >= index.max_time() && index.rfm_ready()
-    }
+/// Whether RFM scores as of `at` cost only a few comparisons now: every
+/// event counts, and the index's RFM bounds are at hand.
+pub(super) fn cheap_rfm(index: &FeatureIndex, at: Timestamp) -> bool {
+    at.as_nanos() >= index.max_time() && index.rfm_ready()
 }
 
 /// A customer's row number and features as of `at`, from the index.

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::sync::Mutex;
+use std::sync::{RwLock, TryLockError};
 
 use compact_str::CompactString;
 use foldhash::fast::{FixedState, RandomState};
@@ -488,12 +488,13 @@ pub struct FeatureIndex {
     /// Counts the changes, so that caches know when they are stale.
     generation: u64,
     /// The purchasers' RFM bounds, and what keeps them.
-    rfm: Mutex<RfmState>,
+    rfm: RwLock<RfmState>,
 }
 
 /// The RFM bounds over the all-time figures, and the tracker that moves
 /// them with each purchase. Writers change it through `&mut` (no lock is
-/// taken); readers find the bounds under the lock when they are stale.
+/// taken); readers share the bounds, and the first to find them stale
+/// brings them up to date under the write lock.
 #[derive(Debug, Default)]
 struct RfmState {
     /// The bounds as of the last change; `None` when they must be found.
@@ -605,18 +606,37 @@ impl FeatureIndex {
     /// after a bulk load, or once a place has left its window, must they be
     /// found from the columns, which takes milliseconds.
     pub fn rfm_ready(&self) -> bool {
-        let mut state = self
-            .rfm
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let fresh = match self.rfm.try_read() {
+            Ok(state) => state.bounds.is_some(),
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner().bounds.is_some(),
+            Err(TryLockError::WouldBlock) => false,
+        };
+        if fresh {
+            return true;
+        }
+        // A reader finding the bounds afresh holds the lock for
+        // milliseconds: the caller had better wait on the blocking pool.
+        let mut state = match self.rfm.try_write() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
         state.tracked_bounds().is_some()
     }
 
     /// The purchasers' RFM bounds over the all-time figures.
     pub fn rfm_bounds(&self) -> Option<RfmBounds> {
+        let fresh = self
+            .rfm
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .bounds;
+        if let Some(bounds) = fresh {
+            return bounds;
+        }
         let mut state = self
             .rfm
-            .lock()
+            .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(bounds) = state.tracked_bounds() {
             return bounds;

@@ -1,17 +1,17 @@
 //! Personas: the catalog in force, one customer's persona with its
 //! explanation, and persona counts and exports over the whole index.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLockReadGuard};
 
-use super::features::{features_of, CustomerFeatures};
+use super::features::{cheap_rfm, features_of, CustomerFeatures};
 use super::frame::Frame;
 use super::index::FeatureIndex;
 use super::select::{
     channel_status, compare, consented, is_one_of, is_present, is_true, passes, select,
     select_within, split_objectors, Bits, Value,
 };
-use super::{Engine, Shared};
-use crate::domain::features::FrequencyClass;
+use super::Engine;
+use crate::domain::features::{FrequencyClass, Thresholds};
 use crate::domain::persona::{default_catalog, parse_persona_id, Catalog, Persona, MAX_PERSONAS};
 use crate::domain::rules::{
     compile, variable_name, Channel, Comparison, Literal, Predicate, StringTest, Variable,
@@ -550,13 +550,13 @@ fn failed_leaves<'r>(rule: &'r Predicate, facts: &Facts<'_>) -> Vec<&'r Predicat
 }
 
 fn assign(
-    shared: &Shared,
+    index: RwLockReadGuard<'_, FeatureIndex>,
+    thresholds: Thresholds,
     compiled: &CompiledCatalog,
     id: &CustomerId,
     at: Timestamp,
 ) -> Result<Assignment> {
-    let index = shared.index();
-    let (number, features) = features_of(&index, id, at, shared.settings.thresholds)?;
+    let (number, features) = features_of(&index, id, at, thresholds)?;
     let row = number as usize;
     if index.columns().objects[row] {
         return Err(Error::FailedPrecondition(format!(
@@ -634,11 +634,16 @@ impl Engine {
     /// the bounds must be found again does it move there.
     pub async fn customer_persona(&self, id: CustomerId, at: Timestamp) -> Result<Assignment> {
         let compiled = self.shared.catalog();
-        if self.cheap_rfm(at) {
-            return assign(&self.shared, &compiled, &id, at);
+        let thresholds = self.shared.settings.thresholds;
+        {
+            // One look at the index decides and answers.
+            let index = self.shared.index();
+            if cheap_rfm(&index, at) {
+                return assign(index, thresholds, &compiled, &id, at);
+            }
         }
         // The RFM figures must be sorted again first: milliseconds of work.
-        self.blocking(move |shared| assign(shared, &compiled, &id, at))
+        self.blocking(move |shared| assign(shared.index(), thresholds, &compiled, &id, at))
             .await
     }
 

@@ -241,7 +241,7 @@ impl RfmTracker {
     /// purchaser (yet, or any more).
     pub fn change(&mut self, old: Option<Figures>, new: Option<Figures>) {
         if let Some((last, count, total)) = old {
-            self.purchasers -= 1;
+            self.purchasers = self.purchasers.saturating_sub(1);
             self.lasts.remove(last);
             self.counts.remove(count);
             self.totals.remove(total);
