@@ -485,8 +485,6 @@ pub struct FeatureIndex {
     live: usize,
     /// The thresholds the purchase columns are computed for.
     thresholds: Thresholds,
-    /// Counts the changes, so that caches know when they are stale.
-    generation: u64,
     /// The purchasers' RFM bounds, and what keeps them.
     rfm: RwLock<RfmState>,
 }
@@ -700,7 +698,6 @@ impl FeatureIndex {
     }
 
     fn upsert(&mut self, fields: CustomerFields) {
-        self.generation += 1;
         let number = match self.row_number(&fields.id) {
             Some(number) => number,
             None => {
@@ -799,7 +796,6 @@ impl FeatureIndex {
 
     /// Removes a customer and returns their activity.
     pub fn remove_customer(&mut self, id: &CustomerId) -> Option<Row> {
-        self.generation += 1;
         let hash = self.hasher.hash_one(id.as_str());
         let ids = &self.ids;
         let entry = self
@@ -892,7 +888,6 @@ impl FeatureIndex {
     /// Records a purchase of the customer in row `number`, in its place;
     /// returns false if there is none.
     pub fn add_purchase(&mut self, number: u32, event: Event) -> bool {
-        self.generation += 1;
         let at = number as usize;
         if !self.columns.alive.get(at).copied().unwrap_or(false) {
             return false;
@@ -913,7 +908,6 @@ impl FeatureIndex {
     /// Records an engagement event of the customer in row `number`, in its
     /// place; returns false if there is none.
     pub fn add_engagement(&mut self, number: u32, kind: EngagementKind, event: Event) -> bool {
-        self.generation += 1;
         let at = number as usize;
         if !self.columns.alive.get(at).copied().unwrap_or(false) {
             return false;
@@ -1054,7 +1048,6 @@ impl FeatureIndex {
     /// Ends a bulk load: sorts every series, gives back spare capacity and
     /// fills the all-time purchase columns, on two threads.
     pub fn finish_load(&mut self) {
-        self.generation += 1;
         self.rfm_forget();
         let half = self.rows.len() / 2;
         let c = &mut self.columns;
