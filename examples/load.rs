@@ -84,32 +84,7 @@ enum Run {
     },
     /// Unary GetCustomerPersona calls for random customers of a loaded
     /// data set, for a fixed time or for a fixed rate.
-    Persona {
-        /// Calls in all (with --rate, after the warm-up).
-        #[arg(long, default_value_t = 200_000)]
-        requests: u64,
-        /// Connections to spread them over.
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
-        /// Calls in flight at once, without --rate.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Customers of the data set: ids are drawn from the first this many.
-        #[arg(long, default_value_t = 1_000_000)]
-        customers: u64,
-        /// Calls per second to hold, spread evenly; 0 sends as fast as
-        /// answers come.
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        /// With --rate: seconds of calls sent first, at the same rate, to
-        /// warm both ends up, and left out of the figures.
-        #[arg(long, default_value_t = 1.0)]
-        warmup: f64,
-        /// Purchases per second recorded meanwhile, one per RecordActivity
-        /// call, for random customers: personas while activity arrives.
-        #[arg(long, default_value_t = 0)]
-        purchases_per_second: u64,
-    },
+    Persona(PersonaLoad),
     /// grpc.health.v1.Health/Check at a fixed rate: the same open-loop load
     /// as `persona --rate` on a call that does no work, which shows how
     /// much of the latency is the transport's and the machine's.
@@ -394,18 +369,36 @@ async fn counted_persona_call(
     Ok(answer.into_inner())
 }
 
-/// GetCustomerPersona for random customers; prints calls/s and latency.
-/// What `load persona` was asked for.
+/// What `load persona` is asked for.
+#[derive(Debug, clap::Args)]
 struct PersonaLoad {
+    /// Calls in all (with --rate, after the warm-up).
+    #[arg(long, default_value_t = 200_000)]
     requests: u64,
+    /// Connections to spread them over.
+    #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Calls in flight at once, without --rate.
+    #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Customers of the data set: ids are drawn from the first this many.
+    #[arg(long, default_value_t = 1_000_000)]
     customers: u64,
+    /// Calls per second to hold, spread evenly; 0 sends as fast as
+    /// answers come.
+    #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// With --rate: seconds of calls sent first, at the same rate, to
+    /// warm both ends up, and left out of the figures.
+    #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Purchases per second recorded meanwhile, one per RecordActivity
+    /// call, for random customers: personas while activity arrives.
+    #[arg(long, default_value_t = 0)]
     purchases_per_second: u64,
 }
 
+/// GetCustomerPersona for random customers; prints calls/s and latency.
 async fn persona(addr: &str, load: PersonaLoad) -> anyhow::Result<()> {
     let PersonaLoad {
         requests,
@@ -1153,26 +1146,7 @@ async fn main() -> anyhow::Result<()> {
             };
             dataset(&args.addr, &data, batch).await
         }
-        Run::Persona {
-            requests,
-            connections,
-            concurrency,
-            customers,
-            rate,
-            warmup,
-            purchases_per_second,
-        } => {
-            let load = PersonaLoad {
-                requests,
-                connections,
-                concurrency,
-                customers,
-                rate,
-                warmup,
-                purchases_per_second,
-            };
-            persona(&args.addr, load).await
-        }
+        Run::Persona(load) => persona(&args.addr, load).await,
         Run::Health {
             requests,
             connections,

@@ -88,6 +88,19 @@ async fn features(
         .into_inner()
 }
 
+async fn delete(server: &TestServer, customer: &str) {
+    let request = pb::DeleteCustomerRequest {
+        name: format!("customers/{customer}"),
+        etag: String::new(),
+    };
+    server
+        .customers()
+        .await
+        .delete_customer(request)
+        .await
+        .unwrap();
+}
+
 async fn purchase_ids(server: &TestServer, customer: &str, page_size: i32) -> Vec<String> {
     let mut client = activity(server).await;
     let mut ids = Vec::new();
@@ -330,16 +343,7 @@ async fn deleting_a_customer_erases_their_activity_and_survives_a_restart() {
     record(&server, vec![purchase("l2", "leaves", 4, 100)], vec![])
         .await
         .unwrap();
-    let request = pb::DeleteCustomerRequest {
-        name: "customers/leaves".into(),
-        etag: String::new(),
-    };
-    server
-        .customers()
-        .await
-        .delete_customer(request)
-        .await
-        .unwrap();
+    delete(&server, "leaves").await;
     assert_eq!(purchase_ids(&server, "stays", 10).await, ["s2", "s1"]);
 
     // A new customer of the same id starts with no history.
@@ -453,16 +457,7 @@ async fn rfm_scores_follow_each_purchase_and_each_departure() {
         );
     }
     for customer in staying.drain(7..12).collect::<Vec<_>>() {
-        let request = pb::DeleteCustomerRequest {
-            name: format!("customers/{customer}"),
-            etag: String::new(),
-        };
-        server
-            .customers()
-            .await
-            .delete_customer(request)
-            .await
-            .unwrap();
+        delete(&server, &customer).await;
         figures.remove(&customer);
     }
     let live = rfm_of_everyone(&server, &staying, evaluation).await;
