@@ -1,6 +1,7 @@
 //! RFM scores by quintile bounds: a score is 1 plus the number of four
 //! bounds a value passes, so scoring one customer is four comparisons and
-//! scoring everyone is one pass.
+//! scoring everyone is one pass. The bounds are found by selection, and
+//! then kept, purchase by purchase, by [`RfmTracker`].
 
 use std::collections::BTreeMap;
 
