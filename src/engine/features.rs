@@ -45,9 +45,10 @@ pub struct CustomerFeatures {
 
 impl Engine {
     /// A customer's features as of `at`. They take microseconds when the
-    /// index's RFM bounds are current, and are then computed where they are
-    /// asked for; after a change of the index the bounds are found again,
-    /// which takes milliseconds, on the blocking pool.
+    /// index's RFM bounds are at hand, and are then computed where they are
+    /// asked for; when the bounds must be found from the columns (after a
+    /// bulk load, or once the tracker has lost them), which takes
+    /// milliseconds, or for a past evaluation time, on the blocking pool.
     pub async fn customer_features(
         &self,
         id: CustomerId,

@@ -631,7 +631,8 @@ impl Engine {
     /// takes microseconds (one customer's series, comparisons with the RFM
     /// bounds), so it runs where it is called rather than on the blocking
     /// pool, whose thread hand-offs would cost more than the work; only when
-    /// the bounds must be found again does it move there.
+    /// the bounds must be found from the columns, or the evaluation time is
+    /// in the past, does it move there.
     pub async fn customer_persona(&self, id: CustomerId, at: Timestamp) -> Result<Assignment> {
         let compiled = self.shared.catalog();
         let thresholds = self.shared.settings.thresholds;
@@ -642,7 +643,8 @@ impl Engine {
                 return assign(index, thresholds, &compiled, &id, at);
             }
         }
-        // The RFM figures must be sorted again first: milliseconds of work.
+        // The RFM bounds must be found first, or the figures computed as of
+        // a past time: milliseconds of work.
         self.blocking(move |shared| assign(shared.index(), thresholds, &compiled, &id, at))
             .await
     }
