@@ -972,12 +972,7 @@ async fn dataset(addr: &str, data: &DataSet, batch: usize) -> anyhow::Result<()>
         })
     })
     .collect::<Vec<_>>();
-    let started = Instant::now();
-    let response = activity_client
-        .import_activity(tokio_stream::iter(messages))
-        .await?
-        .into_inner();
-    let elapsed = started.elapsed();
+    let (response, elapsed) = import_activity(&mut activity_client, messages).await?;
     anyhow::ensure!(
         response.accepted_count as u64 == total,
         "recorded {response:?} of {total}"
@@ -998,12 +993,7 @@ async fn dataset(addr: &str, data: &DataSet, batch: usize) -> anyhow::Result<()>
         })
         .collect::<Vec<_>>();
     drop(engagements);
-    let started = Instant::now();
-    let response = activity_client
-        .import_activity(tokio_stream::iter(messages))
-        .await?
-        .into_inner();
-    let elapsed = started.elapsed();
+    let (response, elapsed) = import_activity(&mut activity_client, messages).await?;
     anyhow::ensure!(
         response.accepted_count as u64 == total,
         "recorded {response:?} of {total} engagement events"
@@ -1014,6 +1004,20 @@ async fn dataset(addr: &str, data: &DataSet, batch: usize) -> anyhow::Result<()>
         elapsed.as_secs_f64(),
     );
     Ok(())
+}
+
+/// Streams `messages` over one ImportActivity call; the answer and how
+/// long it took.
+async fn import_activity(
+    client: &mut ActivityServiceClient<Channel>,
+    messages: Vec<pb::ImportActivityRequest>,
+) -> anyhow::Result<(pb::ImportActivityResponse, Duration)> {
+    let started = Instant::now();
+    let response = client
+        .import_activity(tokio_stream::iter(messages))
+        .await?
+        .into_inner();
+    Ok((response, started.elapsed()))
 }
 
 /// An enum's name without its prefix: `GENDER_FEMALE` → `FEMALE`.

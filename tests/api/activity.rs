@@ -54,7 +54,7 @@ pub async fn activity(server: &TestServer) -> ActivityServiceClient<Channel> {
     ActivityServiceClient::new(server.channel().await)
 }
 
-async fn record(
+pub async fn record(
     server: &TestServer,
     purchases: Vec<pb::Purchase>,
     engagements: Vec<pb::EngagementEvent>,

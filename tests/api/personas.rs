@@ -8,7 +8,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::activity::{activity, at, engagement, purchase};
+use crate::activity::{at, engagement, purchase, record};
 use crate::customers::create;
 use crate::segments::T;
 use crate::support::{config, TestServer};
@@ -93,14 +93,7 @@ async fn population(server: &TestServer) {
         engagement("e-fb", "cocreator", 100, pb::EngagementType::Feedback),
         engagement("e-visit", "window", 100, pb::EngagementType::Visit),
     ];
-    activity(server)
-        .await
-        .record_activity(pb::RecordActivityRequest {
-            purchases,
-            engagements,
-        })
-        .await
-        .unwrap();
+    record(server, purchases, engagements).await.unwrap();
 }
 
 async fn persona_of(

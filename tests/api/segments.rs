@@ -9,7 +9,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::activity::{activity, at, engagement, purchase, BASE, DAY};
+use crate::activity::{at, engagement, purchase, record, BASE, DAY};
 use crate::customers::create;
 use crate::support::TestServer;
 
@@ -170,14 +170,7 @@ pub async fn population(server: &TestServer) {
         engagement("d-visit", "d-lena", 100, pb::EngagementType::Visit),
         engagement("e-feedback", "e-nour", 385, pb::EngagementType::Feedback),
     ];
-    activity(server)
-        .await
-        .record_activity(pb::RecordActivityRequest {
-            purchases,
-            engagements,
-        })
-        .await
-        .unwrap();
+    record(server, purchases, engagements).await.unwrap();
 }
 
 async fn breakdown(
@@ -770,14 +763,7 @@ async fn member_pages_keep_their_evaluation_time() {
         .as_secs() as i64;
     let mut bought = purchase("late", "p-15", 0, 100);
     bought.occurred_at = at(now + 60);
-    activity(&server)
-        .await
-        .record_activity(pb::RecordActivityRequest {
-            purchases: vec![bought],
-            engagements: vec![],
-        })
-        .await
-        .unwrap();
+    record(&server, vec![bought], vec![]).await.unwrap();
     let mut names = first.customers.clone();
     let mut token = first.next_page_token.clone();
     while !token.is_empty() {
@@ -951,14 +937,7 @@ async fn times_centuries_apart_do_not_overflow() {
     first.occurred_at = at(-9_124_560_000);
     let mut second = purchase("second", "old-timer", 0, 100);
     second.occurred_at = at(now - 86_400);
-    activity(&server)
-        .await
-        .record_activity(pb::RecordActivityRequest {
-            purchases: vec![first, second],
-            engagements: vec![],
-        })
-        .await
-        .unwrap();
+    record(&server, vec![first, second], vec![]).await.unwrap();
     // 2262-01-01, near the end of what a timestamp can hold.
     let late = at(9_183_110_400);
     let features = server
