@@ -3,18 +3,30 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`serve`, `healthcheck`, `import`) and its flags.
+//! From the top floor down; a module uses only the floors below it.
+//!
+//! - [`cli`]: the command line (`serve`, `healthcheck`, `import`,
+//!   `persona`) and its flags; the only module that knows clap.
+//! - [`telemetry`]: log setup.
 //! - [`server`]: runs tonic with health, reflection and the API; opens the
 //!   engine in the background and drains on shutdown.
-//! - [`grpc`]: the only module that knows protobuf and tonic types:
-//!   generated code, conversions, handlers, status mapping, RPC tracing.
-//! - [`engine`]: the domain operations the handlers call.
-//! - [`domain`]: customers, valid values and the error type; no I/O.
+//! - [`client`]: the commands that call a running server: a one-shot
+//!   health Check, the CSV / JSON Lines importer and a persona explanation.
+//! - [`grpc`]: generated code, conversions, handlers, status mapping, RPC
+//!   tracing. With `server` and `client`, the only modules that know
+//!   protobuf and tonic types.
+//! - [`engine`]: the domain operations the handlers call; owns the store and
+//!   the in-memory feature index and keeps them in step.
 //! - [`store`]: the only module that knows sled: key layout, versioned
 //!   codec, atomic writes and group commit.
-//! - [`client`]: the commands that call a running server: a one-shot
-//!   health Check, and the CSV / JSON Lines importer.
-//! - [`telemetry`]: log setup.
+//! - [`domain`]: customers, activity, rules, personas, valid values and the
+//!   error type; no I/O.
+//!
+//! The walls are checked by `tests/api/architecture.rs`: the domain and the
+//! engine name neither tonic, prost, sled nor clap (the domain not tokio
+//! either), the store neither tonic, prost nor clap, no module names a
+//! floor above its own, and the modules of one floor import each other in
+//! no circle.
 
 pub mod cli;
 pub mod client;

@@ -2,6 +2,7 @@
 //! generated clients.
 
 mod activity;
+mod architecture;
 mod cdnow;
 mod customers;
 mod health;
