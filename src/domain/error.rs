@@ -68,6 +68,25 @@ impl Error {
     pub fn internal(context: impl fmt::Display) -> Self {
         Error::Internal(context.to_string())
     }
+
+    /// The same error with `prefix` put before every field path. The domain
+    /// and the engine name fields relative to the value they check (a
+    /// profile's `department`); the API layer adds where that value sits in
+    /// its request (`customer.`).
+    pub fn under(self, prefix: &str) -> Self {
+        match self {
+            Error::InvalidArgument(violations) => Error::InvalidArgument(
+                violations
+                    .into_iter()
+                    .map(|violation| FieldViolation {
+                        field: format!("{prefix}{}", violation.field),
+                        description: violation.description,
+                    })
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
 }
 
 /// Collects field violations while a request is checked, so that the client
@@ -125,6 +144,16 @@ impl Violations {
     /// Moves the violations of `other` into this collector.
     pub fn extend(&mut self, other: Violations) {
         self.found.extend(other.found);
+    }
+
+    /// Moves the violations of `other`, whose paths are relative to a part
+    /// of the value checked here, into this collector under `prefix`.
+    pub fn extend_under(&mut self, prefix: &str, other: Violations) {
+        self.found
+            .extend(other.found.into_iter().map(|violation| FieldViolation {
+                field: format!("{prefix}{}", violation.field),
+                description: violation.description,
+            }));
     }
 
     /// `Ok(value)` when nothing was recorded, else INVALID_ARGUMENT with every violation.

@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::rules::{compile, Predicate};
+use super::{Result, Violations};
+
 /// One persona.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Persona {
@@ -34,6 +37,69 @@ pub struct Catalog {
 
 /// The most personas a catalog may hold.
 pub const MAX_PERSONAS: usize = 100;
+
+/// The most characters of a display name, a description, an action or a
+/// channel.
+pub const MAX_TEXT: usize = 2000;
+
+/// The most recommended actions, or channels, of one persona.
+pub const MAX_LIST: usize = 50;
+
+impl Persona {
+    /// Checks every field and compiles the rule; the violations name the
+    /// fields relative to the persona (`persona_id`, `rule`).
+    pub fn check(&self, violations: &mut Violations) -> Option<Predicate> {
+        violations.check("persona_id", parse_persona_id(&self.id));
+        for (name, text) in [
+            ("display_name", &self.display_name),
+            ("description", &self.description),
+        ] {
+            if text.chars().count() > MAX_TEXT {
+                violations.add(name, format!("at most {MAX_TEXT} characters"));
+            }
+        }
+        for (name, list) in [
+            ("recommended_actions", &self.recommended_actions),
+            ("channels", &self.channels),
+        ] {
+            if list.len() > MAX_LIST || list.iter().any(|item| item.chars().count() > MAX_TEXT) {
+                violations.add(
+                    name,
+                    format!("at most {MAX_LIST} entries of at most {MAX_TEXT} characters"),
+                );
+            }
+        }
+        let rule = compile(&self.rule)
+            .map_err(|error| format!("at character {}: {}", error.position, error.message));
+        violations.check("rule", rule)
+    }
+}
+
+/// Checks the personas of a catalog: how many there are, each persona, and
+/// that no id appears twice. Returns the compiled rules, in order; the
+/// violations name the fields relative to the catalog (`personas[2].rule`).
+pub fn check_catalog(personas: &[Persona]) -> Result<Vec<Predicate>> {
+    let mut violations = Violations::default();
+    if personas.is_empty() || personas.len() > MAX_PERSONAS {
+        violations.add(
+            "personas",
+            format!("1 to {MAX_PERSONAS} personas, got {}", personas.len()),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut rules = Vec::with_capacity(personas.len());
+    for (index, persona) in personas.iter().enumerate() {
+        let mut found = Violations::default();
+        let rule = persona.check(&mut found);
+        let valid_id = parse_persona_id(&persona.id).is_ok();
+        if valid_id && !seen.insert(persona.id.as_str()) {
+            found.add("persona_id", format!("{} appears twice", persona.id));
+        }
+        violations.extend_under(&format!("personas[{index}]."), found);
+        rules.extend(rule);
+    }
+    violations.into_result(rules)
+}
 
 /// Checks a persona id: 1 to 63 characters from `[A-Z0-9_]`, starting with
 /// a letter.
@@ -203,5 +269,59 @@ pub fn default_catalog(revision: u64) -> Catalog {
         personas: default_personas(),
         revision,
         built_in: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Error;
+
+    fn fields(error: Error) -> Vec<String> {
+        let Error::InvalidArgument(violations) = error else {
+            panic!("not a field violation: {error}");
+        };
+        let mut fields: Vec<String> = violations.into_iter().map(|v| v.field).collect();
+        fields.sort();
+        fields
+    }
+
+    #[test]
+    fn the_built_in_catalog_checks() {
+        let rules = check_catalog(&default_personas()).unwrap();
+        assert_eq!(rules.len(), default_personas().len());
+    }
+
+    #[test]
+    fn violations_are_named_relative_to_the_catalog() {
+        let mut long = persona("LONG", "", "", "true", &[], &[]);
+        long.description = "x".repeat(MAX_TEXT + 1);
+        long.channels = vec!["email".into(); MAX_LIST + 1];
+        let error = check_catalog(&[
+            persona("BIG", "", "", "features.total_spend >= 100", &[], &[]),
+            persona("BROKEN", "", "", "features.total_spend >=", &[], &[]),
+            persona("big-2", "", "", "true", &[], &[]),
+            persona("BIG", "", "", "nonsense", &[], &[]),
+            long,
+        ])
+        .unwrap_err();
+        assert_eq!(
+            fields(error),
+            [
+                "personas[1].rule",
+                "personas[2].persona_id",
+                "personas[3].persona_id",
+                "personas[3].rule",
+                "personas[4].channels",
+                "personas[4].description",
+            ]
+        );
+        assert_eq!(fields(check_catalog(&[]).unwrap_err()), ["personas"]);
+    }
+
+    #[test]
+    fn the_api_layer_puts_its_prefix_before_relative_paths() {
+        let error = Error::invalid("department", "only an INTERNAL customer has a department");
+        assert_eq!(fields(error.under("customer.")), ["customer.department"]);
     }
 }
