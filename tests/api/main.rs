@@ -4,6 +4,7 @@
 mod activity;
 mod cdnow;
 mod customers;
+mod docs;
 mod health;
 mod import;
 mod importer;
