@@ -5,6 +5,7 @@ mod activity;
 mod architecture;
 mod cdnow;
 mod customers;
+mod docs;
 mod health;
 mod import;
 mod importer;

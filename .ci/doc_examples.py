@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Runs the examples of README.md and of every document in docs/ against a
+real server and fails on any difference from the output a document shows.
+
+Every ```sh block whose first line starts with `grpcurl`, `buf curl` or
+`segmentd` (the binary under test) is run with bash, and the fenced block
+right after it is its expected output (stdout, then stderr). Each document
+gets a fresh server and runs its examples in order, so an example may build
+on the data of the examples above it in the same document, and on nothing
+else. Times and etags differ from run to run and are masked on both sides.
+With --update, the documents' outputs are rewritten instead.
+
+Usage: doc_examples.py BINARY [--update] [DOCUMENT...]
+
+Without DOCUMENT, README.md and docs/*.md are run, those without examples
+skipped.
+"""
+
+import glob
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```\n", re.S | re.M)
+VOLATILE = re.compile(r'"(createTime|updateTime|etag)": "[^"]*"')
+# The address the examples are written for.
+DOCUMENTED_ADDRESS = re.compile(r"\b(localhost|127\.0\.0\.1):50051\b")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def normalise(text):
+    lines = [line.rstrip() for line in VOLATILE.sub(r'"\1": "…"', text).strip().splitlines()]
+    return "\n".join(lines)
+
+
+def examples(document, text):
+    """(command block match, output block match) pairs, in order."""
+    blocks = list(FENCE.finditer(text))
+    pairs = []
+    for i, block in enumerate(blocks):
+        info, body = block.group(1).strip(), block.group(2)
+        if info == "sh" and body.startswith(("grpcurl", "buf curl", "segmentd ")):
+            if i + 1 >= len(blocks):
+                sys.exit(f"{document}: example without an output block: {body.splitlines()[0]}")
+            pairs.append((block, blocks[i + 1]))
+    return pairs
+
+
+def script_of(command, binary, port):
+    """The example as bash runs it: against this server, with this binary."""
+    script = DOCUMENTED_ADDRESS.sub(f"127.0.0.1:{port}", command)
+    if script.startswith("segmentd "):
+        script = shlex.quote(binary) + script[len("segmentd"):]
+    return script
+
+
+class Server:
+    """segmentd on a free port and a fresh data directory."""
+
+    def __init__(self, binary):
+        self.binary = binary
+        self.port = free_port()
+        data_dir = tempfile.mkdtemp(prefix="segmentd-docs-")
+        self.log = open(os.path.join(data_dir, "server.log"), "w+")
+        self.process = subprocess.Popen(
+            [binary, "serve", "--listen", f"127.0.0.1:{self.port}",
+             "--data-dir", os.path.join(data_dir, "db"), "--log-format", "json"],
+            stdout=self.log, stderr=self.log)
+
+    def wait_serving(self):
+        for _ in range(300):
+            check = subprocess.run([self.binary, "healthcheck", "--addr", f"127.0.0.1:{self.port}"],
+                                   capture_output=True)
+            if check.returncode == 0:
+                return
+            time.sleep(0.1)
+        sys.exit("the server never reported SERVING")
+
+    def stop(self):
+        """Sends SIGTERM; fails unless the server flushed and exited 0."""
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=60)
+        self.log.seek(0)
+        server_log = self.log.read()
+        if code != 0 or '"store flushed"' not in server_log:
+            print(server_log)
+            sys.exit(f"the server did not shut down cleanly on SIGTERM (exit code {code})")
+
+
+def run_document(document, binary, update):
+    """Runs one document's examples on a server of its own; returns
+    (examples, failures, updated)."""
+    path = os.path.join(ROOT, document)
+    text = open(path, encoding="utf-8").read()
+    pairs = examples(document, text)
+    if not pairs:
+        return 0, 0, 0
+    print(f"--- {document}")
+    server = Server(binary)
+    failures, replacements = 0, []
+    try:
+        server.wait_serving()
+        for command, expected in pairs:
+            script = script_of(command.group(2), binary, server.port)
+            run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+            actual = (run.stdout + run.stderr).strip() + "\n"
+            title = command.group(2).splitlines()[0][:100]
+            if normalise(actual) == normalise(expected.group(2)):
+                print(f"ok      {title}")
+            elif update:
+                print(f"updated {title}")
+                replacements.append((expected.start(2), expected.end(2), actual))
+            else:
+                failures += 1
+                print(f"FAILED  {title}\n--- expected\n{expected.group(2)}--- actual\n{actual}")
+    finally:
+        server.stop()
+    if update and replacements:
+        for start, end, output in reversed(replacements):
+            text = text[:start] + output + text[end:]
+        open(path, "w", encoding="utf-8").write(text)
+    return len(pairs), failures, len(replacements)
+
+
+def main():
+    args = sys.argv[1:]
+    if not args:
+        sys.exit(__doc__)
+    binary, update = os.path.abspath(args[0]), "--update" in args[1:]
+    documents = [arg for arg in args[1:] if arg != "--update"]
+    if not documents:
+        documents = ["README.md"] + sorted(
+            os.path.relpath(path, ROOT) for path in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+    total = failed = updated = 0
+    for document in documents:
+        count, failures, replaced = run_document(document, binary, update)
+        total, failed, updated = total + count, failed + failures, updated + replaced
+    if update:
+        print(f"{updated} of {total} outputs updated")
+    else:
+        print(f"{total - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
