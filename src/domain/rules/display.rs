@@ -1,0 +1,1 @@
+//! A [`super::Predicate`] written back as rule text.
