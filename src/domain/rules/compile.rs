@@ -52,9 +52,9 @@ pub fn compile(source: &str) -> Result<Predicate, CompileError> {
             .stack_size(PARSER_STACK_BYTES)
             .spawn_scoped(scope, || parse_and_compile(source));
         match spawned {
-            Ok(handle) => handle.join().unwrap_or_else(|_| {
-                Err(CompileError::at(0, "the rule could not be parsed"))
-            }),
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(CompileError::at(0, "the rule could not be parsed"))),
             Err(error) => Err(CompileError::at(
                 0,
                 format!("the rule compiler could not start: {error}"),
@@ -821,7 +821,6 @@ fn flipped(op: Comparison) -> Comparison {
         Comparison::Ge => Comparison::Le,
     }
 }
-
 
 #[cfg(test)]
 mod tests;

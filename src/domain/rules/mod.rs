@@ -27,6 +27,7 @@ mod testing;
 mod variables;
 
 pub use compile::{compile, operators};
+pub use display::show_number;
 pub use error::CompileError;
 pub use variables::{
     dimension_names, display_name as variable_name, is_dimension, parse_variable, variables,

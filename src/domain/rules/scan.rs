@@ -292,7 +292,6 @@ fn describe_parse_error(raw: &str) -> String {
     format!("syntax error: {message}")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,9 +2,9 @@
 //! and the refusal of everything else.
 
 use super::*;
+use crate::domain::features::EngagementStage;
 use crate::domain::rules::testing::{compare, ok, refused, text, trait_};
 use crate::domain::rules::Channel;
-use crate::domain::features::EngagementStage;
 use crate::domain::ConsentStatus;
 use Comparison::{Eq, Ge, Gt, Le, Lt, Ne};
 

@@ -328,11 +328,7 @@ fn suggestions_are_the_names_within_two_edits() {
         "(did you mean customer.country?)",
     );
     // Two transposed letters are two edits, not one.
-    refused(
-        "customer.ctiy == 1",
-        0,
-        "(did you mean customer.city?)",
-    );
+    refused("customer.ctiy == 1", 0, "(did you mean customer.city?)");
     let error = compile("customer.xyzzy == 1").unwrap_err();
     assert!(!error.message.contains("did you mean"), "{}", error.message);
 }
