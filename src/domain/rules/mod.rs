@@ -14,7 +14,8 @@
 //!   derived from it: the documentation, dimensions, name resolution, types.
 //! - `scan`: from text to CEL's syntax tree; size and nesting limits, and
 //!   the parser's errors at character positions.
-//! - `compile`: from the syntax tree to a [`Predicate`].
+//! - `compile`: from the syntax tree to a [`Predicate`], and the refusal of
+//!   everything else.
 //! - `display`: a [`Predicate`] written back as rule text.
 //! - `error`: [`CompileError`].
 
