@@ -5,10 +5,10 @@
 //! [`dimension_names`], name resolution ([`parse_variable`],
 //! [`display_name`]) and the types the compiler checks literals against.
 //!
-//! A new variable is a variant of [`Variable`] and a row in the table below;
-//! the generated lookup has no catch-all arm, so the compiler refuses a
-//! variant without its row, and every evaluator in the engine matches
-//! exhaustively too.
+//! A new variable is one entry in the table below: the macro generates its
+//! [`Variable`] variant, its row and its arm of the row lookup. The
+//! engine's evaluators match on [`Variable`] without catch-all arms, so the
+//! compiler then names every evaluator that lacks the new variable.
 
 use std::sync::OnceLock;
 
@@ -16,66 +16,6 @@ use super::error::{clip, CompileError};
 use super::{Channel, Literal};
 use crate::domain::customer::{parse_trait_key, ConsentStatus, Gender, Party, Relationship};
 use crate::domain::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand, RfmSegment};
-
-/// A variable a rule can read; its type, optionality and documentation
-/// are in its row of the table below.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Variable {
-    /// `customer.relationship`.
-    Relationship,
-    /// `customer.party`.
-    Party,
-    /// `customer.age`.
-    Age,
-    /// `customer.age_band`.
-    AgeBand,
-    /// `customer.gender`.
-    Gender,
-    /// `customer.country`.
-    Country,
-    /// `customer.region`.
-    Region,
-    /// `customer.city`.
-    City,
-    /// `customer.language`.
-    Language,
-    /// `customer.income`.
-    Income,
-    /// `customer.income_band`.
-    IncomeBand,
-    /// `customer.traits["key"]`.
-    Trait(String),
-    /// `customer.consent.email` and the others.
-    Consent(Channel),
-    /// `customer.objects_to_profiling`.
-    ObjectsToProfiling,
-    /// `features.frequency`.
-    Frequency,
-    /// `features.stage`.
-    Stage,
-    /// `features.purchase_count`.
-    PurchaseCount,
-    /// `features.purchases_90d`.
-    Purchases90d,
-    /// `features.purchases_365d`.
-    Purchases365d,
-    /// `features.total_spend`.
-    TotalSpend,
-    /// `features.avg_order_value`.
-    AvgOrderValue,
-    /// `features.recency_days`.
-    RecencyDays,
-    /// `features.mean_gap_days`.
-    MeanGapDays,
-    /// `features.rfm.r`.
-    RfmR,
-    /// `features.rfm.f`.
-    RfmF,
-    /// `features.rfm.m`.
-    RfmM,
-    /// `features.rfm_segment`.
-    RfmSegment,
-}
 
 /// The type of a variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,8 +146,8 @@ pub(super) struct Row {
     pub(super) example: &'static str,
 }
 
-/// The variable a row stands for. The trait row stands for every trait and
-/// holds the empty key.
+/// The variable a row stands for. The trait row, written `(_)`, stands
+/// for every trait and holds the empty key.
 macro_rules! row_variable {
     ($variant:ident(_)) => {
         Variable::$variant(String::new())
@@ -220,269 +160,370 @@ macro_rules! row_variable {
     };
 }
 
-/// Generates, from one list of rows, the table in the order of the
-/// documentation ([`ROWS`]) and the lookup of a variable's row ([`row`]),
-/// an exhaustive match with no catch-all arm.
-macro_rules! variable_table {
+/// Generates, from one list of variants and their rows, the [`Variable`]
+/// enum, the table in the order of the documentation ([`ROWS`]) and the
+/// lookup of a variable's row ([`row`]), an exhaustive match with no
+/// catch-all arm. A variant with a payload has one row per value, the
+/// value (or `_` for every value) in brackets before the row.
+macro_rules! variables {
     ($(
-        $variant:ident $(($($value:tt)+))? => { $($field:ident: $content:expr),+ $(,)? }
+        $(#[doc = $doc:literal])*
+        $variant:ident $(($payload:ty))? => [$(
+            $(($($value:tt)+))? { $($field:ident: $content:expr),+ $(,)? }
+        ),+ $(,)?]
     ),+ $(,)?) => {
+        /// A variable a rule can read. Its name, type, optionality and
+        /// documentation are in its row of the table in this module.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum Variable {
+            $($(#[doc = $doc])* $variant $(($payload))?,)+
+        }
+
         /// Every variable and its row, in the order of the documentation;
         /// the trait row stands for all traits.
-        pub(super) static ROWS: &[(Variable, Row)] = &[$(
-            (row_variable!($variant $(($($value)+))?), Row { $($field: $content),+ }),
-        )+];
+        pub(super) static ROWS: &[(Variable, Row)] = &[$($(
+            (
+                row_variable!($variant $(($($value)+))?),
+                Row { $($field: $content),+ },
+            ),
+        )+)+];
 
         /// The row of a variable.
         pub(super) fn row(variable: &Variable) -> Row {
             match variable {
-                $(Variable::$variant $(($($value)+))? => Row { $($field: $content),+ },)+
+                $($(Variable::$variant $(($($value)+))? => Row { $($field: $content),+ },)+)+
             }
         }
     };
 }
 
-variable_table! {
-    Relationship => {
-        name: "customer.relationship",
-        ty: Type::Enum(EnumKind::Relationship),
-        optional: false,
-        dimension: true,
-        description: "EXTERNAL for a customer who buys the products, INTERNAL for an employee or a group of the company",
-        example: r#"customer.relationship == "EXTERNAL""#,
-    },
-    Party => {
-        name: "customer.party",
-        ty: Type::Enum(EnumKind::Party),
-        optional: false,
-        dimension: true,
-        description: "INDIVIDUAL for a person, BUSINESS for a company or another organisation",
-        example: r#"customer.party == "BUSINESS""#,
-    },
-    Age => {
-        name: "customer.age",
-        ty: Type::Int,
-        optional: true,
-        dimension: false,
-        description: "age in whole years at the evaluation time; absent without a birth date",
-        example: "customer.age >= 18",
-    },
-    AgeBand => {
-        name: "customer.age_band",
-        ty: Type::Enum(EnumKind::AgeBand),
-        optional: false,
-        dimension: true,
-        description: "age band at the evaluation time; UNKNOWN without a birth date",
-        example: r#"customer.age_band in ["25_34", "35_44"]"#,
-    },
-    Gender => {
-        name: "customer.gender",
-        ty: Type::Enum(EnumKind::Gender),
-        optional: false,
-        dimension: true,
-        description: "gender as the customer stated it",
-        example: r#"customer.gender == "FEMALE""#,
-    },
-    Country => {
-        name: "customer.country",
-        ty: Type::String,
-        optional: true,
-        dimension: true,
-        description: "ISO 3166-1 alpha-2 country code in upper case, such as TR",
-        example: r#"customer.country in ["TR", "EG"]"#,
-    },
-    Region => {
-        name: "customer.region",
-        ty: Type::String,
-        optional: true,
-        dimension: true,
-        description: "region, state or province; absent when empty",
-        example: r#"customer.region == "Istanbul""#,
-    },
-    City => {
-        name: "customer.city",
-        ty: Type::String,
-        optional: true,
-        dimension: true,
-        description: "city; absent when empty",
-        example: r#"customer.city.startsWith("Is")"#,
-    },
-    Language => {
-        name: "customer.language",
-        ty: Type::String,
-        optional: true,
-        dimension: true,
-        description: "BCP 47 language tag, such as tr or ar-EG",
-        example: r#"customer.language.startsWith("ar")"#,
-    },
-    Income => {
-        name: "customer.income",
-        ty: Type::Double,
-        optional: true,
-        dimension: false,
-        description: "yearly income in major units of the reporting currency",
-        example: "customer.income >= 50000",
-    },
-    IncomeBand => {
-        name: "customer.income_band",
-        ty: Type::Enum(EnumKind::IncomeBand),
-        optional: false,
-        dimension: true,
-        description: "income band from the configured limits; UNKNOWN without an income",
-        example: r#"customer.income_band in ["HIGH", "VERY_HIGH"]"#,
-    },
-    Trait(_) => {
-        name: r#"customer.traits["KEY"]"#,
-        ty: Type::Trait,
-        optional: true,
-        dimension: true,
-        description: "a custom trait (string, number or bool), compared as the literal's type; true on its own only when it is the bool true; also written customer.traits.KEY",
-        example: r#"customer.traits["tier"] == "gold""#,
-    },
-    Consent(Channel::Email) => {
-        name: "customer.consent.email",
-        ty: Type::Enum(EnumKind::Consent),
-        optional: false,
-        dimension: true,
-        description: "consent to email",
-        example: r#"customer.consent.email == "GRANTED""#,
-    },
-    Consent(Channel::Sms) => {
-        name: "customer.consent.sms",
-        ty: Type::Enum(EnumKind::Consent),
-        optional: false,
-        dimension: true,
-        description: "consent to text messages",
-        example: r#"customer.consent.sms != "DENIED""#,
-    },
-    Consent(Channel::Push) => {
-        name: "customer.consent.push",
-        ty: Type::Enum(EnumKind::Consent),
-        optional: false,
-        dimension: true,
-        description: "consent to push notifications",
-        example: r#"customer.consent.push == "GRANTED""#,
-    },
-    Consent(Channel::Ads) => {
-        name: "customer.consent.ads",
-        ty: Type::Enum(EnumKind::Consent),
-        optional: false,
-        dimension: true,
-        description: "consent to personalised advertising",
-        example: r#"customer.consent.ads == "GRANTED""#,
-    },
-    ObjectsToProfiling => {
-        name: "customer.objects_to_profiling",
-        ty: Type::Bool,
-        optional: false,
-        dimension: false,
-        description: "true when the customer objects to profiling (GDPR article 21)",
-        example: "!customer.objects_to_profiling",
-    },
-    Frequency => {
-        name: "features.frequency",
-        ty: Type::Enum(EnumKind::Frequency),
-        optional: false,
-        dimension: true,
-        description: "buyer class from the purchase count, the recency and the mean gap",
-        example: r#"features.frequency == "FREQUENT_CUSTOMER""#,
-    },
-    Stage => {
-        name: "features.stage",
-        ty: Type::Enum(EnumKind::Stage),
-        optional: false,
-        dimension: true,
-        description: "highest level of the engagement pyramid with evidence",
-        example: r#"features.stage in ["REBUYING", "GIVING_FEEDBACK"]"#,
-    },
-    PurchaseCount => {
-        name: "features.purchase_count",
-        ty: Type::Int,
-        optional: false,
-        dimension: false,
-        description: "purchases at or before the evaluation time",
-        example: "features.purchase_count > 0",
-    },
-    Purchases90d => {
-        name: "features.purchases_90d",
-        ty: Type::Int,
-        optional: false,
-        dimension: false,
-        description: "purchases in the last 90 days",
-        example: "features.purchases_90d >= 2",
-    },
-    Purchases365d => {
-        name: "features.purchases_365d",
-        ty: Type::Int,
-        optional: false,
-        dimension: false,
-        description: "purchases in the last 365 days",
-        example: "features.purchases_365d >= 4",
-    },
-    TotalSpend => {
-        name: "features.total_spend",
-        ty: Type::Double,
-        optional: false,
-        dimension: false,
-        description: "total spend in major units of the reporting currency",
-        example: "features.total_spend >= 1000",
-    },
-    AvgOrderValue => {
-        name: "features.avg_order_value",
-        ty: Type::Double,
-        optional: true,
-        dimension: false,
-        description: "average order value in major units; absent without purchases",
-        example: "features.avg_order_value > 49.99",
-    },
-    RecencyDays => {
-        name: "features.recency_days",
-        ty: Type::Int,
-        optional: true,
-        dimension: false,
-        description: "whole days since the last purchase; absent without purchases",
-        example: "features.recency_days <= 30",
-    },
-    MeanGapDays => {
-        name: "features.mean_gap_days",
-        ty: Type::Double,
-        optional: true,
-        dimension: false,
-        description: "mean days between purchases; absent with fewer than two purchases",
-        example: "features.mean_gap_days < 45",
-    },
-    RfmR => {
-        name: "features.rfm.r",
-        ty: Type::Int,
-        optional: true,
-        dimension: false,
-        description: "RFM recency score, 1 to 5, 5 the most recent; absent without purchases",
-        example: "features.rfm.r >= 4",
-    },
-    RfmF => {
-        name: "features.rfm.f",
-        ty: Type::Int,
-        optional: true,
-        dimension: false,
-        description: "RFM frequency score, 1 to 5, 5 the most purchases; absent without purchases",
-        example: "features.rfm.f == 5",
-    },
-    RfmM => {
-        name: "features.rfm.m",
-        ty: Type::Int,
-        optional: true,
-        dimension: false,
-        description: "RFM monetary score, 1 to 5, 5 the largest spend; absent without purchases",
-        example: "features.rfm.m >= 4 && features.rfm.f >= 4",
-    },
-    RfmSegment => {
-        name: "features.rfm_segment",
-        ty: Type::Enum(EnumKind::RfmSegment),
-        optional: true,
-        dimension: true,
-        description: "RFM segment from the R and F scores; absent without purchases",
-        example: r#"features.rfm_segment in ["CHAMPIONS", "LOYAL"]"#,
-    },
+// The variables, in the order of the documentation: each entry is a variant
+// of `Variable` and its rows (one, or one per payload value). Each row has
+// the name written in rules, the type, whether it can be absent, whether it
+// can group a breakdown, a one-line description and an example that
+// compiles (a test checks it).
+variables! {
+    /// `customer.relationship`.
+    Relationship => [
+        {
+            name: "customer.relationship",
+            ty: Type::Enum(EnumKind::Relationship),
+            optional: false,
+            dimension: true,
+            description: "EXTERNAL for a customer who buys the products, INTERNAL for an employee or a group of the company",
+            example: r#"customer.relationship == "EXTERNAL""#,
+        },
+    ],
+    /// `customer.party`.
+    Party => [
+        {
+            name: "customer.party",
+            ty: Type::Enum(EnumKind::Party),
+            optional: false,
+            dimension: true,
+            description: "INDIVIDUAL for a person, BUSINESS for a company or another organisation",
+            example: r#"customer.party == "BUSINESS""#,
+        },
+    ],
+    /// `customer.age`.
+    Age => [
+        {
+            name: "customer.age",
+            ty: Type::Int,
+            optional: true,
+            dimension: false,
+            description: "age in whole years at the evaluation time; absent without a birth date",
+            example: "customer.age >= 18",
+        },
+    ],
+    /// `customer.age_band`.
+    AgeBand => [
+        {
+            name: "customer.age_band",
+            ty: Type::Enum(EnumKind::AgeBand),
+            optional: false,
+            dimension: true,
+            description: "age band at the evaluation time; UNKNOWN without a birth date",
+            example: r#"customer.age_band in ["25_34", "35_44"]"#,
+        },
+    ],
+    /// `customer.gender`.
+    Gender => [
+        {
+            name: "customer.gender",
+            ty: Type::Enum(EnumKind::Gender),
+            optional: false,
+            dimension: true,
+            description: "gender as the customer stated it",
+            example: r#"customer.gender == "FEMALE""#,
+        },
+    ],
+    /// `customer.country`.
+    Country => [
+        {
+            name: "customer.country",
+            ty: Type::String,
+            optional: true,
+            dimension: true,
+            description: "ISO 3166-1 alpha-2 country code in upper case, such as TR",
+            example: r#"customer.country in ["TR", "EG"]"#,
+        },
+    ],
+    /// `customer.region`.
+    Region => [
+        {
+            name: "customer.region",
+            ty: Type::String,
+            optional: true,
+            dimension: true,
+            description: "region, state or province; absent when empty",
+            example: r#"customer.region == "Istanbul""#,
+        },
+    ],
+    /// `customer.city`.
+    City => [
+        {
+            name: "customer.city",
+            ty: Type::String,
+            optional: true,
+            dimension: true,
+            description: "city; absent when empty",
+            example: r#"customer.city.startsWith("Is")"#,
+        },
+    ],
+    /// `customer.language`.
+    Language => [
+        {
+            name: "customer.language",
+            ty: Type::String,
+            optional: true,
+            dimension: true,
+            description: "BCP 47 language tag, such as tr or ar-EG",
+            example: r#"customer.language.startsWith("ar")"#,
+        },
+    ],
+    /// `customer.income`.
+    Income => [
+        {
+            name: "customer.income",
+            ty: Type::Double,
+            optional: true,
+            dimension: false,
+            description: "yearly income in major units of the reporting currency",
+            example: "customer.income >= 50000",
+        },
+    ],
+    /// `customer.income_band`.
+    IncomeBand => [
+        {
+            name: "customer.income_band",
+            ty: Type::Enum(EnumKind::IncomeBand),
+            optional: false,
+            dimension: true,
+            description: "income band from the configured limits; UNKNOWN without an income",
+            example: r#"customer.income_band in ["HIGH", "VERY_HIGH"]"#,
+        },
+    ],
+    /// `customer.traits["key"]`; its row stands for every trait.
+    Trait(String) => [
+        (_) {
+            name: r#"customer.traits["KEY"]"#,
+            ty: Type::Trait,
+            optional: true,
+            dimension: true,
+            description: "a custom trait (string, number or bool), compared as the literal's type; true on its own only when it is the bool true; also written customer.traits.KEY",
+            example: r#"customer.traits["tier"] == "gold""#,
+        },
+    ],
+    /// `customer.consent.email` and the other channels.
+    Consent(Channel) => [
+        (Channel::Email) {
+            name: "customer.consent.email",
+            ty: Type::Enum(EnumKind::Consent),
+            optional: false,
+            dimension: true,
+            description: "consent to email",
+            example: r#"customer.consent.email == "GRANTED""#,
+        },
+        (Channel::Sms) {
+            name: "customer.consent.sms",
+            ty: Type::Enum(EnumKind::Consent),
+            optional: false,
+            dimension: true,
+            description: "consent to text messages",
+            example: r#"customer.consent.sms != "DENIED""#,
+        },
+        (Channel::Push) {
+            name: "customer.consent.push",
+            ty: Type::Enum(EnumKind::Consent),
+            optional: false,
+            dimension: true,
+            description: "consent to push notifications",
+            example: r#"customer.consent.push == "GRANTED""#,
+        },
+        (Channel::Ads) {
+            name: "customer.consent.ads",
+            ty: Type::Enum(EnumKind::Consent),
+            optional: false,
+            dimension: true,
+            description: "consent to personalised advertising",
+            example: r#"customer.consent.ads == "GRANTED""#,
+        },
+    ],
+    /// `customer.objects_to_profiling`.
+    ObjectsToProfiling => [
+        {
+            name: "customer.objects_to_profiling",
+            ty: Type::Bool,
+            optional: false,
+            dimension: false,
+            description: "true when the customer objects to profiling (GDPR article 21)",
+            example: "!customer.objects_to_profiling",
+        },
+    ],
+    /// `features.frequency`.
+    Frequency => [
+        {
+            name: "features.frequency",
+            ty: Type::Enum(EnumKind::Frequency),
+            optional: false,
+            dimension: true,
+            description: "buyer class from the purchase count, the recency and the mean gap",
+            example: r#"features.frequency == "FREQUENT_CUSTOMER""#,
+        },
+    ],
+    /// `features.stage`.
+    Stage => [
+        {
+            name: "features.stage",
+            ty: Type::Enum(EnumKind::Stage),
+            optional: false,
+            dimension: true,
+            description: "highest level of the engagement pyramid with evidence",
+            example: r#"features.stage in ["REBUYING", "GIVING_FEEDBACK"]"#,
+        },
+    ],
+    /// `features.purchase_count`.
+    PurchaseCount => [
+        {
+            name: "features.purchase_count",
+            ty: Type::Int,
+            optional: false,
+            dimension: false,
+            description: "purchases at or before the evaluation time",
+            example: "features.purchase_count > 0",
+        },
+    ],
+    /// `features.purchases_90d`.
+    Purchases90d => [
+        {
+            name: "features.purchases_90d",
+            ty: Type::Int,
+            optional: false,
+            dimension: false,
+            description: "purchases in the last 90 days",
+            example: "features.purchases_90d >= 2",
+        },
+    ],
+    /// `features.purchases_365d`.
+    Purchases365d => [
+        {
+            name: "features.purchases_365d",
+            ty: Type::Int,
+            optional: false,
+            dimension: false,
+            description: "purchases in the last 365 days",
+            example: "features.purchases_365d >= 4",
+        },
+    ],
+    /// `features.total_spend`.
+    TotalSpend => [
+        {
+            name: "features.total_spend",
+            ty: Type::Double,
+            optional: false,
+            dimension: false,
+            description: "total spend in major units of the reporting currency",
+            example: "features.total_spend >= 1000",
+        },
+    ],
+    /// `features.avg_order_value`.
+    AvgOrderValue => [
+        {
+            name: "features.avg_order_value",
+            ty: Type::Double,
+            optional: true,
+            dimension: false,
+            description: "average order value in major units; absent without purchases",
+            example: "features.avg_order_value > 49.99",
+        },
+    ],
+    /// `features.recency_days`.
+    RecencyDays => [
+        {
+            name: "features.recency_days",
+            ty: Type::Int,
+            optional: true,
+            dimension: false,
+            description: "whole days since the last purchase; absent without purchases",
+            example: "features.recency_days <= 30",
+        },
+    ],
+    /// `features.mean_gap_days`.
+    MeanGapDays => [
+        {
+            name: "features.mean_gap_days",
+            ty: Type::Double,
+            optional: true,
+            dimension: false,
+            description: "mean days between purchases; absent with fewer than two purchases",
+            example: "features.mean_gap_days < 45",
+        },
+    ],
+    /// `features.rfm.r`.
+    RfmR => [
+        {
+            name: "features.rfm.r",
+            ty: Type::Int,
+            optional: true,
+            dimension: false,
+            description: "RFM recency score, 1 to 5, 5 the most recent; absent without purchases",
+            example: "features.rfm.r >= 4",
+        },
+    ],
+    /// `features.rfm.f`.
+    RfmF => [
+        {
+            name: "features.rfm.f",
+            ty: Type::Int,
+            optional: true,
+            dimension: false,
+            description: "RFM frequency score, 1 to 5, 5 the most purchases; absent without purchases",
+            example: "features.rfm.f == 5",
+        },
+    ],
+    /// `features.rfm.m`.
+    RfmM => [
+        {
+            name: "features.rfm.m",
+            ty: Type::Int,
+            optional: true,
+            dimension: false,
+            description: "RFM monetary score, 1 to 5, 5 the largest spend; absent without purchases",
+            example: "features.rfm.m >= 4 && features.rfm.f >= 4",
+        },
+    ],
+    /// `features.rfm_segment`.
+    RfmSegment => [
+        {
+            name: "features.rfm_segment",
+            ty: Type::Enum(EnumKind::RfmSegment),
+            optional: true,
+            dimension: true,
+            description: "RFM segment from the R and F scores; absent without purchases",
+            example: r#"features.rfm_segment in ["CHAMPIONS", "LOYAL"]"#,
+        },
+    ],
 }
 
 /// The documentation of one variable.
