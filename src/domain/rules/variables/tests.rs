@@ -327,8 +327,11 @@ fn suggestions_are_the_names_within_two_edits() {
         0,
         "(did you mean customer.country?)",
     );
-    // Two transposed letters are two edits, not one.
+    // A swap of two letters is two edits (Levenshtein, not Damerau), so two
+    // swaps are too far for a suggestion.
     refused("customer.ctiy == 1", 0, "(did you mean customer.city?)");
+    let error = compile("customer.cuontyr == 1").unwrap_err();
+    assert!(!error.message.contains("did you mean"), "{}", error.message);
     let error = compile("customer.xyzzy == 1").unwrap_err();
     assert!(!error.message.contains("did you mean"), "{}", error.message);
 }
