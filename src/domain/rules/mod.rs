@@ -7,12 +7,32 @@
 //! comparisons, `&&`, `||`, `!`, `in` lists, `startsWith`, `endsWith`,
 //! `contains`, `has()`, and enum values named by strings. Anything else is
 //! refused with its position and what is supported.
+//!
+//! # Layout
+//!
+//! - `variables`: the table of variables, one row each, and everything
+//!   derived from it: the documentation, dimensions, name resolution, types.
+//! - `scan`: from text to CEL's syntax tree; size and nesting limits, and
+//!   the parser's errors at character positions.
+//! - `compile`: from the syntax tree to a [`Predicate`], and the refusal of
+//!   everything else.
+//! - `display`: a [`Predicate`] written back as rule text.
+//! - `error`: [`CompileError`].
 
 mod compile;
+mod display;
+mod error;
+mod scan;
+#[cfg(test)]
+mod testing;
+mod variables;
 
-pub use compile::{
-    compile, display_name as variable_name, operators, parse_variable, variables, CompileError,
-    VariableDoc,
+pub use compile::{compile, operators};
+pub use display::show_number;
+pub use error::CompileError;
+pub use variables::{
+    dimension_names, display_name as variable_name, is_dimension, parse_variable, variables,
+    Variable, VariableDoc,
 };
 
 use super::customer::{ConsentStatus, Gender, Party, Relationship};
@@ -29,65 +49,6 @@ pub enum Channel {
     Push,
     /// Advertising audiences.
     Ads,
-}
-
-/// A variable a rule can read. Each has one type; see [`Variable::kind`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Variable {
-    /// `customer.relationship`: enum, EXTERNAL or INTERNAL.
-    Relationship,
-    /// `customer.party`: enum, INDIVIDUAL or BUSINESS.
-    Party,
-    /// `customer.age`: int, whole years at T; optional.
-    Age,
-    /// `customer.age_band`: enum of [`AgeBand`].
-    AgeBand,
-    /// `customer.gender`: enum of [`Gender`].
-    Gender,
-    /// `customer.country`: string, ISO 3166-1 alpha-2; optional.
-    Country,
-    /// `customer.region`: string; optional (absent when empty).
-    Region,
-    /// `customer.city`: string; optional (absent when empty).
-    City,
-    /// `customer.language`: string, BCP 47; optional.
-    Language,
-    /// `customer.income`: double, yearly income in major units; optional.
-    Income,
-    /// `customer.income_band`: enum of [`IncomeBand`].
-    IncomeBand,
-    /// `customer.traits["key"]`: string, double or bool; optional.
-    Trait(String),
-    /// `customer.consent.email` and the others: enum of [`ConsentStatus`].
-    Consent(Channel),
-    /// `customer.objects_to_profiling`: bool.
-    ObjectsToProfiling,
-    /// `features.frequency`: enum of [`FrequencyClass`].
-    Frequency,
-    /// `features.stage`: enum of [`EngagementStage`].
-    Stage,
-    /// `features.purchase_count`: int.
-    PurchaseCount,
-    /// `features.purchases_90d`: int.
-    Purchases90d,
-    /// `features.purchases_365d`: int.
-    Purchases365d,
-    /// `features.total_spend`: double, major units.
-    TotalSpend,
-    /// `features.avg_order_value`: double, major units; optional.
-    AvgOrderValue,
-    /// `features.recency_days`: int; optional.
-    RecencyDays,
-    /// `features.mean_gap_days`: double; optional.
-    MeanGapDays,
-    /// `features.rfm.r`: int 1–5; optional (absent without purchases).
-    RfmR,
-    /// `features.rfm.f`: int 1–5; optional.
-    RfmF,
-    /// `features.rfm.m`: int 1–5; optional.
-    RfmM,
-    /// `features.rfm_segment`: enum of [`RfmSegment`]; optional.
-    RfmSegment,
 }
 
 /// A literal a variable is compared with, already of the variable's type.
@@ -175,62 +136,4 @@ pub enum Predicate {
     Or(Vec<Predicate>),
     /// The operand does not hold.
     Not(Box<Predicate>),
-}
-
-/// Whether a variable can group a breakdown: the enums, the location and
-/// language strings, and traits. Numbers and bools cannot.
-pub fn is_dimension(variable: &Variable) -> bool {
-    use Variable as V;
-    match variable {
-        V::Relationship
-        | V::Party
-        | V::AgeBand
-        | V::Gender
-        | V::Country
-        | V::Region
-        | V::City
-        | V::Language
-        | V::IncomeBand
-        | V::Trait(_)
-        | V::Consent(_)
-        | V::Frequency
-        | V::Stage
-        | V::RfmSegment => true,
-        V::Age
-        | V::Income
-        | V::ObjectsToProfiling
-        | V::PurchaseCount
-        | V::Purchases90d
-        | V::Purchases365d
-        | V::TotalSpend
-        | V::AvgOrderValue
-        | V::RecencyDays
-        | V::MeanGapDays
-        | V::RfmR
-        | V::RfmF
-        | V::RfmM => false,
-    }
-}
-
-/// The names of the variables that can group a breakdown.
-pub fn dimension_names() -> &'static [&'static str] {
-    &[
-        "customer.relationship",
-        "customer.party",
-        "customer.age_band",
-        "customer.gender",
-        "customer.country",
-        "customer.region",
-        "customer.city",
-        "customer.language",
-        "customer.income_band",
-        "customer.consent.email",
-        "customer.consent.sms",
-        "customer.consent.push",
-        "customer.consent.ads",
-        "customer.traits.KEY",
-        "features.frequency",
-        "features.stage",
-        "features.rfm_segment",
-    ]
 }
