@@ -2,8 +2,10 @@
 //! mapping. Only this module knows prost and tonic types.
 
 pub mod activity;
+pub mod check;
 pub mod convert;
 pub mod customers;
+pub mod paging;
 pub mod personas;
 pub mod segmentation;
 pub mod status;
@@ -57,10 +59,14 @@ pub struct ApiLimits {
 /// The engine, or UNAVAILABLE while it is starting.
 fn ready(slot: &EngineSlot) -> Result<Arc<Engine>, tonic::Status> {
     slot.get().cloned().ok_or_else(|| {
-        status::to_status(Error::Unavailable(
-            "segmentd is starting: the store is not open yet".into(),
-        ))
+        Error::Unavailable("segmentd is starting: the store is not open yet".into()).into()
     })
+}
+
+/// The next message of a client stream; an oversized one is refused as
+/// RESOURCE_EXHAUSTED (see [`status::from_stream_error`]).
+async fn next_message<T>(stream: &mut tonic::Streaming<T>) -> Result<Option<T>, tonic::Status> {
+    stream.message().await.map_err(status::from_stream_error)
 }
 
 /// Ends a client-streaming import: makes everything applied durable, then
@@ -72,7 +78,7 @@ async fn finish_import<T>(
     batches: u64,
     applied: &str,
 ) -> Result<tonic::Response<T>, tonic::Status> {
-    engine.durable().await.map_err(status::to_status)?;
+    engine.durable().await?;
     match outcome {
         Ok(response) => Ok(tonic::Response::new(response)),
         Err(status) => Err(tonic::Status::with_details(

@@ -16,43 +16,50 @@ fn resource_type(name: &str) -> &'static str {
 
 /// Maps a domain error to a status with rich error details. Internal errors
 /// are logged here and reach the client only as a generic INTERNAL.
-pub fn to_status(error: Error) -> Status {
-    let message = error.to_string();
-    match error {
-        Error::InvalidArgument(violations) => {
-            let mut details = ErrorDetails::new();
-            for violation in violations {
-                details.add_bad_request_violation(violation.field, violation.description);
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        let message = error.to_string();
+        match error {
+            Error::InvalidArgument(violations) => {
+                let mut details = ErrorDetails::new();
+                for violation in violations {
+                    details.add_bad_request_violation(violation.field, violation.description);
+                }
+                Status::with_error_details(Code::InvalidArgument, message, details)
             }
-            Status::with_error_details(Code::InvalidArgument, message, details)
-        }
-        Error::NotFound(name) => Status::with_error_details(
-            Code::NotFound,
-            message,
-            ErrorDetails::with_resource_info(resource_type(&name), name, "", "no such resource"),
-        ),
-        Error::AlreadyExists(name) => Status::with_error_details(
-            Code::AlreadyExists,
-            message,
-            ErrorDetails::with_resource_info(resource_type(&name), name, "", "the id is taken"),
-        ),
-        Error::FailedPrecondition(description) => Status::with_error_details(
-            Code::FailedPrecondition,
-            message,
-            ErrorDetails::with_precondition_failure_violation("ETAG", "etag", description),
-        ),
-        Error::ResourceExhausted {
-            subject,
-            description,
-        } => Status::with_error_details(
-            Code::ResourceExhausted,
-            message,
-            ErrorDetails::with_quota_failure_violation(subject, description),
-        ),
-        Error::Unavailable(_) => Status::unavailable(message),
-        Error::Internal(context) => {
-            tracing::error!(error = %context, "internal error");
-            Status::internal("internal error")
+            Error::NotFound(name) => Status::with_error_details(
+                Code::NotFound,
+                message,
+                ErrorDetails::with_resource_info(
+                    resource_type(&name),
+                    name,
+                    "",
+                    "no such resource",
+                ),
+            ),
+            Error::AlreadyExists(name) => Status::with_error_details(
+                Code::AlreadyExists,
+                message,
+                ErrorDetails::with_resource_info(resource_type(&name), name, "", "the id is taken"),
+            ),
+            Error::FailedPrecondition(description) => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                ErrorDetails::with_precondition_failure_violation("ETAG", "etag", description),
+            ),
+            Error::ResourceExhausted {
+                subject,
+                description,
+            } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_quota_failure_violation(subject, description),
+            ),
+            Error::Unavailable(_) => Status::unavailable(message),
+            Error::Internal(context) => {
+                tracing::error!(error = %context, "internal error");
+                Status::internal("internal error")
+            }
         }
     }
 }
