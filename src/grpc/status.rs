@@ -1,7 +1,10 @@
 //! The one mapping from domain errors to gRPC statuses.
 
+use http::{HeaderValue, Response};
+use tonic::body::Body;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use tower::util::MapResponseLayer;
 
 use crate::domain::Error;
 
@@ -68,6 +71,8 @@ impl From<Error> for Status {
 /// gRPC's status code guide names RESOURCE_EXHAUSTED for it, so that is
 /// what clients get.
 pub const OVERSIZED_MESSAGE_PREFIX: &str = "Error, decoded message length too large";
+/// OUT_OF_RANGE as a `grpc-status` header value.
+const OUT_OF_RANGE: &str = "11";
 
 /// Rewrites the status of an oversized request message; others pass through.
 pub fn from_stream_error(status: Status) -> Status {
@@ -76,4 +81,29 @@ pub fn from_stream_error(status: Status) -> Status {
     } else {
         status
     }
+}
+
+/// The layer of [`oversized_requests`].
+pub type OversizedRequestLayer = MapResponseLayer<fn(Response<Body>) -> Response<Body>>;
+
+/// The rewrite of [`from_stream_error`] for unary requests, whose decode
+/// error tonic answers before a handler runs.
+pub fn oversized_requests() -> OversizedRequestLayer {
+    MapResponseLayer::new(remap_oversized_request as fn(Response<Body>) -> Response<Body>)
+}
+
+fn remap_oversized_request(mut response: Response<Body>) -> Response<Body> {
+    let headers = response.headers();
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let oversized = text("grpc-status") == Some(OUT_OF_RANGE)
+        && text("grpc-message").is_some_and(|message| {
+            message
+                .replace("%20", " ")
+                .starts_with(OVERSIZED_MESSAGE_PREFIX)
+        });
+    if oversized {
+        let code = HeaderValue::from(Code::ResourceExhausted as i32);
+        response.headers_mut().insert("grpc-status", code);
+    }
+    response
 }
