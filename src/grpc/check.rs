@@ -33,6 +33,7 @@ pub trait All {
     fn all(self) -> Checked<Self::Values>;
 }
 
+/// Implements [`All`] for a tuple of checks.
 macro_rules! all_of_tuple {
     ($($value:ident: $type:ident),+) => {
         impl<$($type),+> All for ($(Checked<$type>,)+) {

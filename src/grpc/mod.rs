@@ -1,5 +1,15 @@
 //! The gRPC layer: generated types, conversions, handlers and the status
 //! mapping. Only this module knows prost and tonic types.
+//!
+//! - One handler file per service (`customers`, `activity`, `segmentation`,
+//!   `personas`). A handler checks and converts the request, calls the
+//!   engine and converts the result back; handler files share nothing
+//!   with each other.
+//! - [`check`]: request checks that return the parsed values.
+//! - [`convert`]: protobuf to domain and back, one file per resource.
+//! - [`paging`]: page sizes and the one page-token format.
+//! - [`status`]: domain errors as statuses, through `?`.
+//! - [`trace`]: a span per RPC.
 
 pub mod activity;
 pub mod check;

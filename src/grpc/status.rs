@@ -92,6 +92,7 @@ pub fn oversized_requests() -> OversizedRequestLayer {
     MapResponseLayer::new(remap_oversized_request as fn(Response<Body>) -> Response<Body>)
 }
 
+/// Answers RESOURCE_EXHAUSTED for OUT_OF_RANGE about an oversized message.
 fn remap_oversized_request(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers();
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());

@@ -36,6 +36,7 @@ pub fn rpc_spans() -> RpcTraceLayer {
         .on_failure(failed as fn(GrpcFailureClass, Duration, &Span))
 }
 
+/// The span of one RPC; the code and the latency are recorded later.
 fn span(request: &Request<Body>) -> Span {
     tracing::info_span!(
         "rpc",
@@ -45,6 +46,7 @@ fn span(request: &Request<Body>) -> Span {
     )
 }
 
+/// The response headers are out: records the latency.
 fn answered(_response: &Response<Body>, latency: Duration, span: &Span) {
     span.record("latency_us", latency.as_micros() as u64);
 }
@@ -58,6 +60,7 @@ fn ended(trailers: Option<&HeaderMap>, _stream: Duration, span: &Span) {
     }
 }
 
+/// A failure, from the headers or the trailers: records and logs its code.
 fn failed(failure: GrpcFailureClass, _latency: Duration, span: &Span) {
     // A transport error, rather than a status, counts as UNKNOWN.
     let code = match failure {
