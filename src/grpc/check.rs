@@ -4,7 +4,6 @@
 //! client hears of every invalid field at once.
 
 use crate::domain::{Error, Timestamp, Violations};
-use crate::grpc::convert::timestamp_from_proto;
 
 /// A checked field: its value, or INVALID_ARGUMENT naming it.
 pub type Checked<T> = Result<T, Error>;
@@ -66,11 +65,16 @@ fn join<const N: usize>(errors: [Option<Error>; N]) -> Error {
     Error::InvalidArgument(violations)
 }
 
+/// A protobuf timestamp as a domain instant, reported against `field`.
+fn timestamp(field_name: &str, time: &prost_types::Timestamp) -> Checked<Timestamp> {
+    field(field_name, Timestamp::from_parts(time.seconds, time.nanos))
+}
+
 /// The request's `evaluation_time`, or now when it is unset.
 pub fn evaluation_time(time: Option<&prost_types::Timestamp>) -> Checked<Timestamp> {
     time.map_or_else(
         || Ok(Timestamp::now()),
-        |time| field("evaluation_time", timestamp_from_proto(time)),
+        |time| timestamp("evaluation_time", time),
     )
 }
 
@@ -78,7 +82,7 @@ pub fn evaluation_time(time: Option<&prost_types::Timestamp>) -> Checked<Timesta
 pub fn optional_evaluation_time(
     time: Option<&prost_types::Timestamp>,
 ) -> Checked<Option<Timestamp>> {
-    time.map(|time| field("evaluation_time", timestamp_from_proto(time)))
+    time.map(|time| timestamp("evaluation_time", time))
         .transpose()
 }
 
