@@ -1,13 +1,14 @@
-//! Listing the customers a rule selects: the ids come from the feature
-//! index, the customers themselves from the store.
+//! Listing customers: every customer in id order from the store, or those a
+//! rule selects, whose ids come from the feature index and whose records
+//! come from the store.
 
 use super::Engine;
 use crate::domain::rules::Predicate;
 use crate::domain::{Customer, CustomerId, Error, Result, Timestamp};
 
-/// One page of the customers a rule selects.
+/// One page of a customer listing.
 #[derive(Debug, Clone)]
-pub struct SelectedPage {
+pub struct CustomerPage {
     /// The customers, in id order; one deleted since the index was read is
     /// left out.
     pub customers: Vec<Customer>,
@@ -16,16 +17,24 @@ pub struct SelectedPage {
 }
 
 impl Engine {
-    /// The customers `rule` selects as of `at` after `after`: the `limit`
-    /// first in id order. Objectors are included: listing customers is not
-    /// marketing.
-    pub async fn select_customers(
+    /// The first `limit` customers in id order after `after`: of every
+    /// customer, or with `selection` of those its rule selects as of its
+    /// time. Objectors are included: listing customers is not marketing.
+    pub async fn customer_page(
         &self,
-        rule: Predicate,
-        at: Timestamp,
+        selection: Option<(Predicate, Timestamp)>,
         after: Option<CustomerId>,
         limit: usize,
-    ) -> Result<SelectedPage> {
+    ) -> Result<CustomerPage> {
+        let Some((rule, at)) = selection else {
+            let page = self.list_customers(after, limit).await?;
+            let last = page.customers.last().filter(|_| page.more);
+            let next = last.map(|customer| customer.id.clone());
+            return Ok(CustomerPage {
+                customers: page.customers,
+                next,
+            });
+        };
         let after = after.map(|id| id.as_str().to_owned());
         let (ids, more) = self.filter_customers(rule, at, after, limit).await?;
         self.blocking(move |shared| {
@@ -39,7 +48,7 @@ impl Engine {
             }
             // The index's last id, even if that customer is gone by now.
             let next = ids.into_iter().last().filter(|_| more);
-            Ok(SelectedPage { customers, next })
+            Ok(CustomerPage { customers, next })
         })
         .await
     }

@@ -23,7 +23,7 @@ use index::FeatureIndex;
 pub use activity::{EventPage, RecordCounts};
 pub use customers::{CustomerUpdate, ImportCounts, Page};
 pub use features::CustomerFeatures;
-pub use listing::SelectedPage;
+pub use listing::CustomerPage;
 pub use personas::{
     Assignment, CompiledCatalog, ConditionResult, NextStep, PersonaCounts, Rejected,
 };

@@ -133,8 +133,8 @@ impl CustomerService for CustomerApi {
         Ok(Response::new(()))
     }
 
-    /// Without a filter or an evaluation time, customers are read in id
-    /// order from the store; with either, the index selects them.
+    /// Without a filter or an evaluation time, every customer is listed;
+    /// with either, those the filter selects as of that time.
     async fn list_customers(
         &self,
         request: Request<pb::ListCustomersRequest>,
@@ -149,24 +149,21 @@ impl CustomerService for CustomerApi {
         )
             .all()?;
         let resume = paged.resume::<CustomerId>(&request.page_token)?;
-        let first_page_time = resume.as_ref().and_then(|resume| resume.at);
-        let after = resume.map(|resume| resume.after);
-        let (customers, next_page_token) =
-            if request.filter.trim().is_empty() && requested.is_none() && first_page_time.is_none()
-            {
-                let page = engine.list_customers(after, page_size).await?;
-                let next = page.customers.last().filter(|_| page.more);
-                let token = next.map(|last| paged.next_token(None, &last.id));
-                (page.customers, token)
-            } else {
-                let at = page_time(requested, first_page_time)?;
-                let page = engine.select_customers(rule, at, after, page_size).await?;
-                let token = page.next.map(|last| paged.next_token(Some(at), &last));
-                (page.customers, token)
-            };
+        let (first_page_time, after) =
+            resume.map_or((None, None), |resume| (resume.at, Some(resume.after)));
+        let selects =
+            !request.filter.trim().is_empty() || requested.is_some() || first_page_time.is_some();
+        let at = selects
+            .then(|| page_time(requested, first_page_time))
+            .transpose()?;
+        let selection = at.map(|at| (rule, at));
+        let page = engine.customer_page(selection, after, page_size).await?;
         Ok(Response::new(pb::ListCustomersResponse {
-            customers: customers.iter().map(customer_to_proto).collect(),
-            next_page_token: next_page_token.unwrap_or_default(),
+            customers: page.customers.iter().map(customer_to_proto).collect(),
+            next_page_token: page
+                .next
+                .map(|last| paged.next_token(at, &last))
+                .unwrap_or_default(),
         }))
     }
 
