@@ -79,6 +79,15 @@ async fn next_message<T>(stream: &mut tonic::Streaming<T>) -> Result<Option<T>, 
     stream.message().await.map_err(status::from_stream_error)
 }
 
+/// A server stream that sends `messages`, all ready.
+type ReadyStream<T> = tokio_stream::Iter<std::vec::IntoIter<Result<T, tonic::Status>>>;
+
+/// The server stream of `messages`.
+fn stream_of<T>(messages: Vec<T>) -> ReadyStream<T> {
+    let messages: Vec<_> = messages.into_iter().map(Ok).collect();
+    tokio_stream::iter(messages)
+}
+
 /// Ends a client-streaming import: makes everything applied durable, then
 /// answers with `outcome`. An error says which message stopped the stream
 /// and that the `batches` before it (`applied`) are durable.

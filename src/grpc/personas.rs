@@ -5,12 +5,12 @@ use tonic::{Request, Response, Status};
 
 use super::check::{evaluation_time, export_batch, field, All};
 use super::convert::{
-    assignment_to_proto, catalog_from_proto, catalog_to_proto, channel_from_proto, customer_name,
-    persona_breakdown_to_proto, timestamp_to_proto,
+    assignment_batches_to_proto, assignment_to_proto, catalog_from_proto, catalog_to_proto,
+    channel_from_proto, persona_breakdown_to_proto,
 };
 use super::pb::persona_service_server::PersonaService;
 use super::pb::{self};
-use super::{ready, EngineSlot};
+use super::{ready, stream_of, EngineSlot, ReadyStream};
 use crate::domain::CustomerId;
 use crate::engine::compile_filter;
 
@@ -27,10 +27,6 @@ impl PersonaApi {
         PersonaApi { engine }
     }
 }
-
-/// The stream ExportPersonaAssignments answers with.
-type ExportStream =
-    tokio_stream::Iter<std::vec::IntoIter<Result<pb::ExportPersonaAssignmentsResponse, Status>>>;
 
 #[tonic::async_trait]
 impl PersonaService for PersonaApi {
@@ -100,7 +96,7 @@ impl PersonaService for PersonaApi {
         )))
     }
 
-    type ExportPersonaAssignmentsStream = ExportStream;
+    type ExportPersonaAssignmentsStream = ReadyStream<pb::ExportPersonaAssignmentsResponse>;
 
     async fn export_persona_assignments(
         &self,
@@ -117,22 +113,7 @@ impl PersonaService for PersonaApi {
         let (revision, rows) = engine
             .export_personas(request.persona_ids, channel, at)
             .await?;
-        let messages: Vec<_> = rows
-            .chunks(batch)
-            .map(|chunk| {
-                Ok(pb::ExportPersonaAssignmentsResponse {
-                    assignments: chunk
-                        .iter()
-                        .map(|(customer, persona)| pb::ExportedAssignment {
-                            customer: customer_name(customer),
-                            persona_id: persona.clone(),
-                        })
-                        .collect(),
-                    catalog_revision: revision as i64,
-                    evaluation_time: Some(timestamp_to_proto(at)),
-                })
-            })
-            .collect();
-        Ok(Response::new(tokio_stream::iter(messages)))
+        let messages = assignment_batches_to_proto(&rows, batch, revision, at);
+        Ok(Response::new(stream_of(messages)))
     }
 }

@@ -6,13 +6,13 @@ use tonic::{Request, Response, Status};
 use super::check::{evaluation_time, export_batch, field, optional_evaluation_time, All};
 use super::convert::{
     breakdown_to_proto, channel_from_proto, customer_name, dimensions_from_proto,
-    new_segment_from_proto, preview_to_proto, rule_language_to_proto, sample_size,
-    segment_to_proto, timestamp_to_proto, SegmentChanges,
+    member_batches_to_proto, new_segment_from_proto, preview_to_proto, rule_language_to_proto,
+    sample_size, segment_to_proto, timestamp_to_proto, SegmentChanges,
 };
 use super::paging::{page_size, page_time, PagedRequest};
 use super::pb::segmentation_service_server::SegmentationService;
 use super::pb::{self};
-use super::{ready, ApiLimits, EngineSlot};
+use super::{ready, stream_of, ApiLimits, EngineSlot, ReadyStream};
 use crate::domain::segment::SegmentId;
 use crate::domain::Error;
 use crate::engine::compile_filter;
@@ -32,10 +32,6 @@ impl SegmentationApi {
         SegmentationApi { engine, limits }
     }
 }
-
-/// The stream ExportSegmentMembers answers with.
-type ExportStream =
-    tokio_stream::Iter<std::vec::IntoIter<Result<pb::ExportSegmentMembersResponse, Status>>>;
 
 #[tonic::async_trait]
 impl SegmentationService for SegmentationApi {
@@ -180,7 +176,7 @@ impl SegmentationService for SegmentationApi {
         }))
     }
 
-    type ExportSegmentMembersStream = ExportStream;
+    type ExportSegmentMembersStream = ReadyStream<pb::ExportSegmentMembersResponse>;
 
     async fn export_segment_members(
         &self,
@@ -196,16 +192,7 @@ impl SegmentationService for SegmentationApi {
         )
             .all()?;
         let (segment, ids) = engine.export_members(id, channel, at).await?;
-        let messages: Vec<_> = ids
-            .chunks(batch)
-            .map(|chunk| {
-                Ok(pb::ExportSegmentMembersResponse {
-                    customers: chunk.iter().map(|id| customer_name(id)).collect(),
-                    segment_revision: segment.revision as i64,
-                    evaluation_time: Some(timestamp_to_proto(at)),
-                })
-            })
-            .collect();
-        Ok(Response::new(tokio_stream::iter(messages)))
+        let messages = member_batches_to_proto(&ids, batch, &segment, at);
+        Ok(Response::new(stream_of(messages)))
     }
 }

@@ -15,11 +15,12 @@ pub use customer::{
 };
 pub use features::features_to_proto;
 pub use persona::{
-    assignment_to_proto, catalog_from_proto, catalog_to_proto, persona_breakdown_to_proto,
+    assignment_batches_to_proto, assignment_to_proto, catalog_from_proto, catalog_to_proto,
+    persona_breakdown_to_proto,
 };
 pub use segment::{
-    breakdown_to_proto, dimensions_from_proto, new_segment_from_proto, preview_to_proto,
-    rule_language_to_proto, sample_size, segment_to_proto, SegmentChanges,
+    breakdown_to_proto, dimensions_from_proto, member_batches_to_proto, new_segment_from_proto,
+    preview_to_proto, rule_language_to_proto, sample_size, segment_to_proto, SegmentChanges,
 };
 
 use crate::domain::rules::Channel;

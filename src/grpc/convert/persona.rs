@@ -7,7 +7,7 @@ use crate::engine::{Assignment, ConditionResult, PersonaCounts};
 use crate::grpc::check::{collected, Checked};
 use crate::grpc::pb;
 
-use super::{average, features_to_proto, money, timestamp_to_proto};
+use super::{average, customer_name, features_to_proto, money, timestamp_to_proto};
 
 /// The longest display name, description, action or channel of a persona.
 const MAX_TEXT: usize = 2000;
@@ -150,4 +150,26 @@ pub fn persona_breakdown_to_proto(
         catalog_revision: counts.revision as i64,
         evaluation_time: Some(timestamp_to_proto(at)),
     }
+}
+
+/// Exported (customer id, persona id) rows, `batch` to a message.
+pub fn assignment_batches_to_proto(
+    rows: &[(String, String)],
+    batch: usize,
+    revision: u64,
+    at: Timestamp,
+) -> Vec<pb::ExportPersonaAssignmentsResponse> {
+    rows.chunks(batch)
+        .map(|chunk| pb::ExportPersonaAssignmentsResponse {
+            assignments: chunk
+                .iter()
+                .map(|(customer, persona)| pb::ExportedAssignment {
+                    customer: customer_name(customer),
+                    persona_id: persona.clone(),
+                })
+                .collect(),
+            catalog_revision: revision as i64,
+            evaluation_time: Some(timestamp_to_proto(at)),
+        })
+        .collect()
 }

@@ -239,3 +239,19 @@ pub fn rule_language_to_proto() -> pb::DescribeRuleLanguageResponse {
         operators: rules::operators().into_iter().map(str::to_owned).collect(),
     }
 }
+
+/// A segment's exported members, `batch` to a message.
+pub fn member_batches_to_proto(
+    ids: &[String],
+    batch: usize,
+    segment: &Segment,
+    at: Timestamp,
+) -> Vec<pb::ExportSegmentMembersResponse> {
+    ids.chunks(batch)
+        .map(|chunk| pb::ExportSegmentMembersResponse {
+            customers: chunk.iter().map(|id| customer_name(id)).collect(),
+            segment_revision: segment.revision as i64,
+            evaluation_time: Some(timestamp_to_proto(at)),
+        })
+        .collect()
+}
