@@ -7,6 +7,7 @@ mod customers;
 mod features;
 mod frame;
 pub mod index;
+mod listing;
 mod personas;
 mod rfm;
 mod segments;
@@ -22,6 +23,7 @@ use index::FeatureIndex;
 pub use activity::{EventPage, RecordCounts};
 pub use customers::{CustomerUpdate, ImportCounts, Page};
 pub use features::CustomerFeatures;
+pub use listing::CustomerPage;
 pub use personas::{
     Assignment, CompiledCatalog, ConditionResult, NextStep, PersonaCounts, Rejected,
 };

@@ -1,9 +1,21 @@
 //! The gRPC layer: generated types, conversions, handlers and the status
 //! mapping. Only this module knows prost and tonic types.
+//!
+//! - One handler file per service (`customers`, `activity`, `segmentation`,
+//!   `personas`). A handler checks and converts the request, calls the
+//!   engine and converts the result back; handler files share nothing
+//!   with each other.
+//! - [`check`]: request checks that return the parsed values.
+//! - [`convert`]: protobuf to domain and back, one file per resource.
+//! - [`paging`]: page sizes and the one page-token format.
+//! - [`status`]: domain errors as statuses, through `?`.
+//! - [`trace`]: a span per RPC.
 
 pub mod activity;
+pub mod check;
 pub mod convert;
 pub mod customers;
+pub mod paging;
 pub mod personas;
 pub mod segmentation;
 pub mod status;
@@ -57,10 +69,23 @@ pub struct ApiLimits {
 /// The engine, or UNAVAILABLE while it is starting.
 fn ready(slot: &EngineSlot) -> Result<Arc<Engine>, tonic::Status> {
     slot.get().cloned().ok_or_else(|| {
-        status::to_status(Error::Unavailable(
-            "segmentd is starting: the store is not open yet".into(),
-        ))
+        Error::Unavailable("segmentd is starting: the store is not open yet".into()).into()
     })
+}
+
+/// The next message of a client stream; an oversized one is refused as
+/// RESOURCE_EXHAUSTED (see [`status::from_stream_error`]).
+async fn next_message<T>(stream: &mut tonic::Streaming<T>) -> Result<Option<T>, tonic::Status> {
+    stream.message().await.map_err(status::from_stream_error)
+}
+
+/// A server stream that sends `messages`, all ready.
+type ReadyStream<T> = tokio_stream::Iter<std::vec::IntoIter<Result<T, tonic::Status>>>;
+
+/// The server stream of `messages`.
+fn stream_of<T>(messages: Vec<T>) -> ReadyStream<T> {
+    let messages: Vec<_> = messages.into_iter().map(Ok).collect();
+    tokio_stream::iter(messages)
 }
 
 /// Ends a client-streaming import: makes everything applied durable, then
@@ -72,7 +97,7 @@ async fn finish_import<T>(
     batches: u64,
     applied: &str,
 ) -> Result<tonic::Response<T>, tonic::Status> {
-    engine.durable().await.map_err(status::to_status)?;
+    engine.durable().await?;
     match outcome {
         Ok(response) => Ok(tonic::Response::new(response)),
         Err(status) => Err(tonic::Status::with_details(

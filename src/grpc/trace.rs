@@ -1,109 +1,72 @@
-//! A span per RPC, with the method, the gRPC status code and the latency.
-//! Only the method path is recorded: never a request's contents.
+//! A span per RPC, with the method, the gRPC status code and the latency:
+//! tower-http's trace layer for gRPC, told what to record. Only the method
+//! path is recorded, never a request's contents.
+//!
+//! The latency is the time to the response headers. The status code of an
+//! error answered at once is in the headers; otherwise it comes in the
+//! trailers, so a stream that fails half-way is logged with its own code.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::Duration;
 
-use http::HeaderValue;
-use tower::{Layer, Service};
-use tracing::Instrument as _;
+use http::{HeaderMap, Request, Response};
+use tonic::body::Body;
+use tower_http::classify::{GrpcErrorsAsFailures, GrpcFailureClass, SharedClassifier};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
 
-use super::status::OVERSIZED_MESSAGE_PREFIX;
+/// The layer [`rpc_spans`] makes.
+pub type RpcTraceLayer = TraceLayer<
+    SharedClassifier<GrpcErrorsAsFailures>,
+    fn(&Request<Body>) -> Span,
+    (),
+    fn(&Response<Body>, Duration, &Span),
+    (),
+    fn(Option<&HeaderMap>, Duration, &Span),
+    fn(GrpcFailureClass, Duration, &Span),
+>;
 
 /// Wraps every RPC in a span; see the module docs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RpcTraceLayer;
+pub fn rpc_spans() -> RpcTraceLayer {
+    TraceLayer::new_for_grpc()
+        .make_span_with(span as fn(&Request<Body>) -> Span)
+        .on_request(())
+        .on_response(answered as fn(&Response<Body>, Duration, &Span))
+        .on_body_chunk(())
+        .on_eos(ended as fn(Option<&HeaderMap>, Duration, &Span))
+        .on_failure(failed as fn(GrpcFailureClass, Duration, &Span))
+}
 
-impl<S> Layer<S> for RpcTraceLayer {
-    type Service = RpcTrace<S>;
+/// The span of one RPC; the code and the latency are recorded later.
+fn span(request: &Request<Body>) -> Span {
+    tracing::info_span!(
+        "rpc",
+        method = %request.uri().path(),
+        code = tracing::field::Empty,
+        latency_us = tracing::field::Empty,
+    )
+}
 
-    fn layer(&self, inner: S) -> Self::Service {
-        RpcTrace { inner }
+/// The response headers are out: records the latency.
+fn answered(_response: &Response<Body>, latency: Duration, span: &Span) {
+    span.record("latency_us", latency.as_micros() as u64);
+}
+
+/// The end of the response: a success is logged here, a failure in [`failed`].
+fn ended(trailers: Option<&HeaderMap>, _stream: Duration, span: &Span) {
+    let code = trailers.and_then(|trailers| trailers.get("grpc-status"));
+    if code.is_some_and(|code| code == "0") {
+        span.record("code", "Ok");
+        tracing::debug!("rpc answered");
     }
 }
 
-/// The service [`RpcTraceLayer`] makes.
-#[derive(Debug, Clone)]
-pub struct RpcTrace<S> {
-    /// The wrapped service.
-    inner: S,
-}
-
-/// The status code of a response whose status is in its headers (a unary
-/// error, or a trailers-only response). Successful calls carry their status
-/// in the trailers, which come after the body.
-fn header_code(response: &http::Response<tonic::body::Body>) -> Option<i32> {
-    response
-        .headers()
-        .get("grpc-status")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.parse().ok())
-}
-
-/// See [`super::status::from_stream_error`]: the same rewrite for a unary
-/// request, whose decode error tonic answers before our handler runs.
-fn remap_oversized_request(response: &mut http::Response<tonic::body::Body>) {
-    let oversized = header_code(response) == Some(tonic::Code::OutOfRange as i32)
-        && response
-            .headers()
-            .get("grpc-message")
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|message| {
-                message
-                    .replace("%20", " ")
-                    .starts_with(OVERSIZED_MESSAGE_PREFIX)
-            });
-    if oversized {
-        let code = HeaderValue::from(tonic::Code::ResourceExhausted as i32);
-        response.headers_mut().insert("grpc-status", code);
-    }
-}
-
-impl<S, B> Service<http::Request<B>> for RpcTrace<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let span = tracing::info_span!(
-            "rpc",
-            method = %request.uri().path(),
-            code = tracing::field::Empty,
-            latency_us = tracing::field::Empty,
-        );
-        let started = Instant::now();
-        let response = self.inner.call(request);
-        Box::pin(
-            async move {
-                let mut response = response.await?;
-                remap_oversized_request(&mut response);
-                let latency_us = started.elapsed().as_micros() as u64;
-                let span = tracing::Span::current();
-                span.record("latency_us", latency_us);
-                match header_code(&response) {
-                    Some(code) if code != 0 => {
-                        let code = tonic::Code::from_i32(code);
-                        span.record("code", tracing::field::debug(code));
-                        tracing::info!(?code, latency_us, "rpc failed");
-                    }
-                    _ => {
-                        span.record("code", "Ok");
-                        tracing::debug!(latency_us, "rpc answered");
-                    }
-                }
-                Ok(response)
-            }
-            .instrument(span),
-        )
-    }
+/// A failure, from the headers or the trailers: records and logs its code.
+fn failed(failure: GrpcFailureClass, _latency: Duration, span: &Span) {
+    // A transport error, rather than a status, counts as UNKNOWN.
+    let code = match failure {
+        GrpcFailureClass::Status(status) => tonic::Code::from_i32(status.code_raw()),
+        _ => tonic::Code::Unknown,
+    };
+    span.record("code", tracing::field::debug(code));
+    tracing::info!(?code, "rpc failed");
 }

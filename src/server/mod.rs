@@ -26,8 +26,7 @@ use crate::grpc::pb::persona_service_server::PersonaServiceServer;
 use crate::grpc::pb::segmentation_service_server::SegmentationServiceServer;
 use crate::grpc::personas::PersonaApi;
 use crate::grpc::segmentation::SegmentationApi;
-use crate::grpc::trace::RpcTraceLayer;
-use crate::grpc::{pb, ApiLimits, EngineSlot};
+use crate::grpc::{pb, status, trace, ApiLimits, EngineSlot};
 use crate::store::StoreOptions;
 
 /// Everything the server is configured with.
@@ -186,7 +185,8 @@ pub async fn run(
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
-        .layer(RpcTraceLayer)
+        .layer(trace::rpc_spans())
+        .layer(status::oversized_requests())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -478,3 +478,47 @@ async fn rfm_scores_follow_each_purchase_and_each_departure() {
     );
     restarted.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_page_token_holds_only_for_its_customer_and_method() {
+    let server = TestServer::start().await;
+    for id in ["ann", "bob"] {
+        create(&server, id, pb::Customer::default()).await.unwrap();
+    }
+    let purchases = (0..3)
+        .map(|n| purchase(&format!("p{n}"), "ann", n, 100))
+        .chain((0..3).map(|n| purchase(&format!("q{n}"), "bob", n, 100)))
+        .collect();
+    let engagements = (0..3)
+        .map(|n| engagement(&format!("e{n}"), "ann", n, pb::EngagementType::Visit))
+        .collect();
+    record(&server, purchases, engagements).await.unwrap();
+    assert_eq!(purchase_ids(&server, "ann", 1).await, ["p2", "p1", "p0"]);
+
+    let mut client = activity(&server).await;
+    let purchases = |parent: &str, page_token: String| pb::ListPurchasesRequest {
+        parent: format!("customers/{parent}"),
+        page_size: 1,
+        page_token,
+    };
+    let first = client
+        .list_purchases(purchases("ann", String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = client
+        .list_purchases(purchases("bob", first.next_page_token.clone()))
+        .await
+        .unwrap_err();
+    crate::customers::assert_token_of_another_request(&status);
+    let status = client
+        .list_engagements(pb::ListEngagementsRequest {
+            parent: "customers/ann".into(),
+            page_size: 1,
+            page_token: first.next_page_token,
+        })
+        .await
+        .unwrap_err();
+    crate::customers::assert_token_of_another_request(&status);
+    server.stop().await.unwrap();
+}

@@ -630,3 +630,69 @@ pub fn nanos(timestamp: &Option<prost_types::Timestamp>) -> i128 {
     let timestamp = timestamp.as_ref().expect("timestamp set");
     i128::from(timestamp.seconds) * 1_000_000_000 + i128::from(timestamp.nanos)
 }
+
+/// Asserts that `status` refuses a page token as another request's.
+pub fn assert_token_of_another_request(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(violated_fields(status), ["page_token"]);
+    let bad = status.get_details_bad_request().unwrap();
+    assert!(
+        bad.field_violations[0]
+            .description
+            .starts_with("belongs to a different request"),
+        "{bad:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_page_token_holds_only_for_the_filter_it_came_with() {
+    let server = TestServer::start().await;
+    for n in 0..4 {
+        create(&server, &format!("t{n}"), pb::Customer::default())
+            .await
+            .unwrap();
+    }
+    let mut client = server.customers().await;
+    let list = |filter: &str, page_token: String| pb::ListCustomersRequest {
+        page_size: 1,
+        page_token,
+        filter: filter.into(),
+        evaluation_time: None,
+    };
+    let unfiltered = client
+        .list_customers(list("", String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let filtered = client
+        .list_customers(list("features.purchase_count == 0", String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!unfiltered.next_page_token.is_empty());
+    assert!(!filtered.next_page_token.is_empty());
+
+    // The same request goes on where the first page ended.
+    let second = client
+        .list_customers(list(
+            "features.purchase_count == 0",
+            filtered.next_page_token.clone(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.customers[0].name, "customers/t1");
+
+    for (filter, token) in [
+        ("customer.age > 30", filtered.next_page_token.clone()),
+        ("", filtered.next_page_token),
+        ("features.purchase_count == 0", unfiltered.next_page_token),
+    ] {
+        let status = client
+            .list_customers(list(filter, token))
+            .await
+            .unwrap_err();
+        assert_token_of_another_request(&status);
+    }
+    server.stop().await.unwrap();
+}

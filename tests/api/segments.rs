@@ -972,3 +972,78 @@ async fn times_centuries_apart_do_not_overflow() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_member_page_token_holds_only_for_its_segment() {
+    let server = TestServer::start().await;
+    population(&server).await;
+    let mut client = segmentation(&server).await;
+    for (id, filter) in [
+        ("everyone", "true"),
+        ("buyers", "features.purchase_count >= 1"),
+    ] {
+        client
+            .create_segment(pb::CreateSegmentRequest {
+                segment_id: id.into(),
+                segment: Some(segment(filter)),
+            })
+            .await
+            .unwrap();
+    }
+    let members = |segment: &str, page_token: String| pb::ListSegmentMembersRequest {
+        segment: format!("segments/{segment}"),
+        evaluation_time: at(T),
+        page_size: 2,
+        page_token,
+    };
+    let first = client
+        .list_segment_members(members("everyone", String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = client
+        .list_segment_members(members("everyone", first.next_page_token.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.customers, ["customers/c-reza", "customers/d-lena"]);
+
+    let status = client
+        .list_segment_members(members("buyers", first.next_page_token.clone()))
+        .await
+        .unwrap_err();
+    crate::customers::assert_token_of_another_request(&status);
+
+    // A token of ListSegments is not one of ListSegmentMembers.
+    let segments = client
+        .list_segments(pb::ListSegmentsRequest {
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = client
+        .list_segment_members(members("everyone", segments.next_page_token.clone()))
+        .await
+        .unwrap_err();
+    crate::customers::assert_token_of_another_request(&status);
+    let status = client
+        .list_segments(pb::ListSegmentsRequest {
+            page_size: 1,
+            page_token: first.next_page_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    crate::customers::assert_token_of_another_request(&status);
+
+    // Later pages are evaluated as of the first page's time.
+    let mut later = members("everyone", first.next_page_token);
+    later.evaluation_time = at(T + DAY);
+    let status = client.list_segment_members(later).await.unwrap_err();
+    assert_eq!(
+        crate::customers::violated_fields(&status),
+        ["evaluation_time"]
+    );
+    server.stop().await.unwrap();
+}

@@ -1,18 +1,18 @@
-//! Conversions between the generated protobuf types and domain types. Every
-//! value that enters the domain is checked here, and each invalid field is
-//! reported with its path in the request.
+//! Customers: the client-settable profile in, the stored customer out.
+//! Every invalid field is reported with its path in the request.
 
 use crate::domain::customer::{
     parse_birth_date, parse_country_code, parse_language, parse_postal_code, parse_short_text,
     parse_trait_key,
 };
-use crate::domain::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand, RfmSegment};
 use crate::domain::{
-    Consent, ConsentStatus, CurrencyCode, Customer, Date, Gender, Location, Money, Party, Profile,
-    ProfileField, Relationship, Timestamp, TraitValue, Violations,
+    update, Consent, ConsentStatus, CurrencyCode, Customer, CustomerId, Date, Error, Gender,
+    Location, Money, Party, Profile, ProfileField, Relationship, TraitValue, Violations,
 };
-use crate::engine::CustomerFeatures;
+use crate::grpc::check::{collected, Checked};
 use crate::grpc::pb;
+
+use super::timestamp_to_proto;
 
 /// What incoming values are checked against.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +50,7 @@ fn optional_text(value: &str) -> Option<&str> {
 
 /// Converts the client-settable fields of `customer`, recording every
 /// invalid one as a violation of `{prefix}{field}`.
-pub fn profile_from_proto(
+fn profile_from_proto(
     customer: &pb::Customer,
     prefix: &str,
     rules: &ProfileRules,
@@ -161,7 +161,7 @@ pub fn profile_from_proto(
 }
 
 /// The fields an update without a mask changes: those set in the request.
-pub fn implied_fields(customer: &pb::Customer) -> Vec<ProfileField> {
+fn implied_fields(customer: &pb::Customer) -> Vec<ProfileField> {
     let mut fields = Vec::new();
     let mut add = |set: bool, field: ProfileField| {
         if set {
@@ -197,18 +197,84 @@ pub fn implied_fields(customer: &pb::Customer) -> Vec<ProfileField> {
     fields
 }
 
-/// A domain instant as a protobuf timestamp.
-pub fn timestamp_to_proto(timestamp: Timestamp) -> prost_types::Timestamp {
-    let (seconds, nanos) = timestamp.to_parts();
-    prost_types::Timestamp { seconds, nanos }
-}
-
 fn consent_status_to_proto(status: ConsentStatus) -> i32 {
     match status {
         ConsentStatus::Unknown => pb::ConsentStatus::Unknown as i32,
         ConsentStatus::Granted => pb::ConsentStatus::Granted as i32,
         ConsentStatus::Denied => pb::ConsentStatus::Denied as i32,
     }
+}
+
+/// The profile of a new customer; `customer` is required.
+pub fn new_profile_from_proto(
+    customer: Option<&pb::Customer>,
+    rules: &ProfileRules,
+) -> Checked<Profile> {
+    let Some(customer) = customer else {
+        return Err(Error::invalid("customer", "required"));
+    };
+    let mut violations = Violations::default();
+    let profile = profile_from_proto(customer, "customer.", rules, &mut violations);
+    collected(profile, violations)
+}
+
+/// The fields an update changes, named by the update mask's `paths`
+/// (AIP-134) or else those set, and their new values. Only the fields being
+/// changed have to be valid.
+pub fn profile_update_from_proto(
+    customer: &pb::Customer,
+    paths: &[String],
+    rules: &ProfileRules,
+) -> Checked<(Vec<ProfileField>, Profile)> {
+    let mut violations = Violations::default();
+    let fields: Vec<ProfileField> = match paths {
+        [] => implied_fields(customer),
+        [star] if star == "*" => update::ALL.to_vec(),
+        paths => paths
+            .iter()
+            .enumerate()
+            .filter_map(|(index, path)| {
+                violations
+                    .check(
+                        format!("update_mask.paths[{index}]"),
+                        ProfileField::parse(path),
+                    )
+                    .flatten()
+            })
+            .collect(),
+    };
+    let mut profile_violations = Violations::default();
+    let profile = profile_from_proto(customer, "customer.", rules, &mut profile_violations);
+    profile_violations.retain(|violation| {
+        let path = violation
+            .field
+            .strip_prefix("customer.")
+            .unwrap_or(&violation.field);
+        fields.iter().any(|field| field.covers(path))
+    });
+    violations.extend(profile_violations);
+    collected((fields, profile), violations)
+}
+
+/// The customers of one import message, each named by its `name`.
+pub fn import_batch_from_proto(
+    customers: &[pb::Customer],
+    rules: &ProfileRules,
+) -> Checked<Vec<(CustomerId, Profile)>> {
+    let mut violations = Violations::default();
+    let mut batch = Vec::with_capacity(customers.len());
+    for (index, customer) in customers.iter().enumerate() {
+        let prefix = format!("customers[{index}].");
+        let id = violations.check(
+            format!("{prefix}name"),
+            CustomerId::from_name(&customer.name),
+        );
+        let profile = profile_from_proto(customer, &prefix, rules, &mut violations);
+        if let Some(id) = id {
+            batch.push((id, profile));
+        }
+    }
+    collected(batch, violations)
 }
 
 /// A stored customer as the API shows it.
@@ -270,96 +336,4 @@ pub fn customer_to_proto(customer: &Customer) -> pb::Customer {
         update_time: Some(timestamp_to_proto(customer.update_time)),
         etag: customer.etag(),
     }
-}
-
-/// Derived features as the API shows them.
-pub fn features_to_proto(
-    features: &CustomerFeatures,
-    currency: CurrencyCode,
-) -> pb::CustomerFeatures {
-    let money = |minor_units: i64| pb::Money {
-        currency_code: currency.to_string(),
-        minor_units,
-    };
-    let stats = &features.purchases;
-    let thresholds = &features.thresholds;
-    pb::CustomerFeatures {
-        name: features.id.name(),
-        evaluation_time: Some(timestamp_to_proto(features.evaluation_time)),
-        age: features.age,
-        age_band: match features.age_band {
-            AgeBand::Unknown => pb::AgeBand::Unknown,
-            AgeBand::Under18 => pb::AgeBand::Under18,
-            AgeBand::From18To24 => pb::AgeBand::AgeBand1824,
-            AgeBand::From25To34 => pb::AgeBand::AgeBand2534,
-            AgeBand::From35To44 => pb::AgeBand::AgeBand3544,
-            AgeBand::From45To54 => pb::AgeBand::AgeBand4554,
-            AgeBand::From55To64 => pb::AgeBand::AgeBand5564,
-            AgeBand::From65 => pb::AgeBand::AgeBand65Plus,
-        } as i32,
-        income_band: match features.income_band {
-            IncomeBand::Unknown => pb::IncomeBand::Unknown,
-            IncomeBand::Low => pb::IncomeBand::Low,
-            IncomeBand::Middle => pb::IncomeBand::Middle,
-            IncomeBand::High => pb::IncomeBand::High,
-            IncomeBand::VeryHigh => pb::IncomeBand::VeryHigh,
-        } as i32,
-        purchase_count: stats.count as i64,
-        first_purchase_time: stats.first.map(timestamp_to_proto),
-        last_purchase_time: stats.last.map(timestamp_to_proto),
-        total_spend: Some(money(stats.total_minor)),
-        average_order_value: stats.average_order_minor().map(money),
-        mean_gap_days: features.mean_gap_days,
-        purchases_90d: stats.in_90_days as i64,
-        purchases_365d: stats.in_365_days as i64,
-        recency_days: features.recency_days,
-        frequency_class: match features.frequency {
-            FrequencyClass::None => pb::FrequencyClass::None,
-            FrequencyClass::OneTimeBuyer => pb::FrequencyClass::OneTimeBuyer,
-            FrequencyClass::Lapsed => pb::FrequencyClass::Lapsed,
-            FrequencyClass::FrequentCustomer => pb::FrequencyClass::FrequentCustomer,
-            FrequencyClass::RepeatCustomer => pb::FrequencyClass::RepeatCustomer,
-        } as i32,
-        engagement_stage: match features.stage {
-            EngagementStage::TotalMarket => pb::EngagementStage::TotalMarket,
-            EngagementStage::JustLooking => pb::EngagementStage::JustLooking,
-            EngagementStage::JustBuying => pb::EngagementStage::JustBuying,
-            EngagementStage::Rebuying => pb::EngagementStage::Rebuying,
-            EngagementStage::GivingFeedback => pb::EngagementStage::GivingFeedback,
-            EngagementStage::TellingOthers => pb::EngagementStage::TellingOthers,
-        } as i32,
-        stage_since: features.stage_since.map(timestamp_to_proto),
-        thresholds: Some(pb::FeatureThresholds {
-            lapsed_gap_multiplier: thresholds.lapsed_gap_multiplier,
-            lapsed_min_days: thresholds.lapsed_min_days,
-            frequent_min_purchases_365d: thresholds.frequent_min_purchases_365d as i32,
-            frequent_gap_multiplier: thresholds.frequent_gap_multiplier,
-            income_band_limits: thresholds.income_band_limits.to_vec(),
-        }),
-        rfm: features.rfm.map(|(r, f, m)| pb::RfmScores {
-            r: r.into(),
-            f: f.into(),
-            m: m.into(),
-        }),
-        rfm_segment: features
-            .rfm_segment
-            .map_or(pb::RfmSegment::Unspecified, |segment| match segment {
-                RfmSegment::Champions => pb::RfmSegment::Champions,
-                RfmSegment::Loyal => pb::RfmSegment::Loyal,
-                RfmSegment::PotentialLoyalist => pb::RfmSegment::PotentialLoyalist,
-                RfmSegment::NewCustomers => pb::RfmSegment::NewCustomers,
-                RfmSegment::Promising => pb::RfmSegment::Promising,
-                RfmSegment::NeedAttention => pb::RfmSegment::NeedAttention,
-                RfmSegment::AboutToSleep => pb::RfmSegment::AboutToSleep,
-                RfmSegment::CantLoseThem => pb::RfmSegment::CantLoseThem,
-                RfmSegment::AtRisk => pb::RfmSegment::AtRisk,
-                RfmSegment::Hibernating => pb::RfmSegment::Hibernating,
-                RfmSegment::Lost => pb::RfmSegment::Lost,
-            }) as i32,
-    }
-}
-
-/// A protobuf timestamp as a domain instant.
-pub fn timestamp_from_proto(timestamp: &prost_types::Timestamp) -> Result<Timestamp, String> {
-    Timestamp::from_parts(timestamp.seconds, timestamp.nanos)
 }
