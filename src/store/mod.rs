@@ -53,7 +53,7 @@ const FORMAT_VERSION: u8 = 1;
 pub const PERIODIC_FLUSH_MS: u64 = 500;
 
 /// When a write is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Only once it is flushed to disk; concurrent writers share one flush.
     Durable,
@@ -180,11 +180,6 @@ impl Store {
                 codec::decode_customer(&value)
             })
             .collect()
-    }
-
-    /// The number of stored customers; a full scan, for start-up and tests.
-    pub fn count_customers(&self) -> usize {
-        self.customers.len()
     }
 
     /// Runs `change` as one atomic write: it reads through `writes`, stages
