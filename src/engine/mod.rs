@@ -3,6 +3,7 @@
 //! gRPC nor sled.
 
 mod activity;
+mod bits;
 mod customers;
 mod features;
 mod frame;

@@ -3,12 +3,13 @@
 
 use std::sync::{Arc, RwLockReadGuard};
 
+use super::bits::Bits;
 use super::features::{cheap_rfm, features_of, CustomerFeatures};
 use super::frame::Frame;
 use super::index::FeatureIndex;
 use super::select::{
     channel_status, compare, consented, is_one_of, is_present, is_true, passes, select,
-    select_within, split_objectors, Bits, Value,
+    select_within, split_objectors, Value,
 };
 use super::Engine;
 use crate::domain::features::{FrequencyClass, Thresholds};

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use super::frame::Frame;
 use rayon::prelude::*;
 
-use super::select::{codes, consented, select, split_objectors, Bits, Coded, Codes};
+use super::bits::Bits;
+use super::select::{codes, consented, select, split_objectors, Coded, Codes};
 use super::{Engine, Shared};
 use crate::domain::rules::{compile, Channel, Predicate, Variable};
 use crate::domain::segment::{Segment, SegmentId};
