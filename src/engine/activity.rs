@@ -178,9 +178,9 @@ fn rows_of<'a>(
     rows
 }
 
-/// Records a batch, all or nothing; blocking. Not yet durable.
+/// Records a batch, all or nothing; a write (see [`Engine::write`]), not
+/// yet durable.
 fn record(shared: &Shared, batch: ActivityBatch) -> Result<RecordCounts> {
-    let _writer = shared.writer();
     let index = shared.index();
     let mut violations = Violations::default();
     let purchase_rows = rows_of(
@@ -328,7 +328,7 @@ impl Engine {
                 ),
             });
         }
-        self.blocking(move |shared| record(shared, batch)).await
+        self.write(move |shared| record(shared, batch)).await
     }
 
     /// One page of a customer's purchases, newest first.
@@ -338,7 +338,7 @@ impl Engine {
         after: Option<(i64, u64)>,
         page_size: usize,
     ) -> Result<EventPage<Purchase>> {
-        self.blocking(move |shared| {
+        self.scan(move |shared| {
             read_page(
                 shared,
                 &id,
@@ -358,7 +358,7 @@ impl Engine {
         after: Option<(i64, u64)>,
         page_size: usize,
     ) -> Result<EventPage<Engagement>> {
-        self.blocking(move |shared| {
+        self.scan(move |shared| {
             read_page(
                 shared,
                 &id,

@@ -66,30 +66,33 @@ impl Engine {
         request_id: Option<String>,
     ) -> Result<Customer> {
         cross_field_check(&profile, "customer.")?;
-        let shared = &self.shared;
-        let _writer = shared.writer();
-        let customer = shared.store.write(|writes| {
-            if let Some(existing) = writes.get(&id)? {
-                let is_retry = request_id.is_some() && existing.create_request_id == request_id;
-                return if is_retry {
-                    Ok(existing)
-                } else {
-                    Err(Error::AlreadyExists(id.name()))
-                };
-            }
-            let now = Timestamp::now();
-            let customer = Customer {
-                id: id.clone(),
-                profile,
-                create_time: now,
-                update_time: now,
-                create_request_id: request_id,
-            };
-            writes.put(customer.clone());
-            Ok(customer)
-        })?;
-        shared.index_mut().upsert_customer(&customer);
-        drop(_writer);
+        let customer = self
+            .write(move |shared| {
+                let customer = shared.store.write(|writes| {
+                    if let Some(existing) = writes.get(&id)? {
+                        let is_retry =
+                            request_id.is_some() && existing.create_request_id == request_id;
+                        return if is_retry {
+                            Ok(existing)
+                        } else {
+                            Err(Error::AlreadyExists(id.name()))
+                        };
+                    }
+                    let now = Timestamp::now();
+                    let customer = Customer {
+                        id: id.clone(),
+                        profile,
+                        create_time: now,
+                        update_time: now,
+                        create_request_id: request_id,
+                    };
+                    writes.put(customer.clone());
+                    Ok(customer)
+                })?;
+                shared.index_mut().upsert_customer(&customer);
+                Ok(customer)
+            })
+            .await?;
         self.durable().await?;
         Ok(customer)
     }
@@ -111,34 +114,36 @@ impl Engine {
             etag,
             allow_missing,
         } = update;
-        let shared = &self.shared;
-        let writer = shared.writer();
-        let customer = shared.store.write(|writes| {
-            let now = Timestamp::now();
-            let mut customer = match writes.get(&id)? {
-                Some(existing) => {
-                    check_etag(&existing, etag.as_deref())?;
-                    existing
-                }
-                None if allow_missing => Customer {
-                    id: id.clone(),
-                    profile: Profile::default(),
-                    create_time: now,
-                    update_time: now,
-                    create_request_id: None,
-                },
-                None => return Err(Error::NotFound(id.name())),
-            };
-            for field in &fields {
-                field.copy(&profile, &mut customer.profile);
-            }
-            cross_field_check(&customer.profile, "customer.")?;
-            customer.update_time = now.after(customer.update_time);
-            writes.put(customer.clone());
-            Ok(customer)
-        })?;
-        shared.index_mut().upsert_customer(&customer);
-        drop(writer);
+        let customer = self
+            .write(move |shared| {
+                let customer = shared.store.write(|writes| {
+                    let now = Timestamp::now();
+                    let mut customer = match writes.get(&id)? {
+                        Some(existing) => {
+                            check_etag(&existing, etag.as_deref())?;
+                            existing
+                        }
+                        None if allow_missing => Customer {
+                            id: id.clone(),
+                            profile: Profile::default(),
+                            create_time: now,
+                            update_time: now,
+                            create_request_id: None,
+                        },
+                        None => return Err(Error::NotFound(id.name())),
+                    };
+                    for field in &fields {
+                        field.copy(&profile, &mut customer.profile);
+                    }
+                    cross_field_check(&customer.profile, "customer.")?;
+                    customer.update_time = now.after(customer.update_time);
+                    writes.put(customer.clone());
+                    Ok(customer)
+                })?;
+                shared.index_mut().upsert_customer(&customer);
+                Ok(customer)
+            })
+            .await?;
         self.durable().await?;
         Ok(customer)
     }
@@ -147,7 +152,7 @@ impl Engine {
     pub async fn delete_customer(&self, id: &CustomerId, etag: Option<&str>) -> Result<()> {
         let id = id.clone();
         let etag = etag.map(str::to_owned);
-        self.blocking(move |shared| erase_customer(shared, &id, etag.as_deref()))
+        self.write(move |shared| erase_customer(shared, &id, etag.as_deref()))
             .await?;
         self.durable().await
     }
@@ -158,7 +163,7 @@ impl Engine {
         after: Option<CustomerId>,
         page_size: usize,
     ) -> Result<Page> {
-        self.blocking(move |shared| {
+        self.scan(move |shared| {
             let mut customers = shared.store.list_customers(after.as_ref(), page_size + 1)?;
             let more = customers.len() > page_size;
             customers.truncate(page_size);
@@ -177,8 +182,7 @@ impl Engine {
         for (index, (_, profile)) in batch.iter().enumerate() {
             cross_field_check(profile, &format!("customers[{index}]."))?;
         }
-        self.blocking(move |shared| {
-            let _writer = shared.writer();
+        self.write(move |shared| {
             let mut stored = Vec::with_capacity(batch.len());
             let counts = shared.store.write(|writes| {
                 let now = Timestamp::now();
@@ -219,9 +223,9 @@ impl Engine {
     }
 }
 
-/// Removes a customer, after an etag check, and their activity with it.
+/// Removes a customer, after an etag check, and their activity with it;
+/// a write (see [`Engine::write`]).
 fn erase_customer(shared: &Shared, id: &CustomerId, etag: Option<&str>) -> Result<()> {
-    let _writer = shared.writer();
     let existing = shared
         .store
         .get_customer(id)?

@@ -44,34 +44,19 @@ pub struct CustomerFeatures {
 }
 
 impl Engine {
-    /// A customer's features as of `at`. They take microseconds when the
-    /// index's RFM bounds are at hand, and are then computed where they are
-    /// asked for; when the bounds must be found from the columns (after a
-    /// bulk load, or once the tracker has lost them), which takes
-    /// milliseconds, or for a past evaluation time, on the blocking pool.
+    /// A customer's features as of `at`: a read of one customer, inline
+    /// unless it would have to scan (see [`Engine::read_customer`]).
     pub async fn customer_features(
         &self,
         id: CustomerId,
         at: Timestamp,
     ) -> Result<CustomerFeatures> {
         let thresholds = self.settings().thresholds;
-        {
-            let index = self.shared.index();
-            if cheap_rfm(&index, at) {
-                return features_of(&index, &id, at, thresholds).map(|(_, features)| features);
-            }
-        }
-        self.blocking(move |shared| {
-            features_of(&shared.index(), &id, at, thresholds).map(|(_, features)| features)
+        self.read_customer(at, move |index| {
+            features_of(&index, &id, at, thresholds).map(|(_, features)| features)
         })
         .await
     }
-}
-
-/// Whether RFM scores as of `at` cost only a few comparisons now: every
-/// event counts, and the index's RFM bounds are at hand.
-pub(super) fn cheap_rfm(index: &FeatureIndex, at: Timestamp) -> bool {
-    at.as_nanos() >= index.max_time() && index.rfm_ready()
 }
 
 /// A customer's row number and features as of `at`, from the index.

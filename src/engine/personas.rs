@@ -4,7 +4,7 @@
 use std::sync::{Arc, RwLockReadGuard};
 
 use super::bits::Bits;
-use super::features::{cheap_rfm, features_of, CustomerFeatures};
+use super::features::{features_of, CustomerFeatures};
 use super::frame::Frame;
 use super::index::FeatureIndex;
 use super::select::{
@@ -628,26 +628,17 @@ impl Engine {
         self.shared.catalog()
     }
 
-    /// A customer's persona as of `at`, with the explanation. It usually
-    /// takes microseconds (one customer's series, comparisons with the RFM
-    /// bounds), so it runs where it is called rather than on the blocking
-    /// pool, whose thread hand-offs would cost more than the work; only when
-    /// the bounds must be found from the columns, or the evaluation time is
-    /// in the past, does it move there.
+    /// A customer's persona as of `at`, with the explanation: a read of one
+    /// customer, inline unless it would have to scan (see
+    /// [`Engine::read_customer`]); the blocking pool's thread hand-offs would
+    /// cost more than the usual microseconds of work.
     pub async fn customer_persona(&self, id: CustomerId, at: Timestamp) -> Result<Assignment> {
         let compiled = self.shared.catalog();
         let thresholds = self.shared.settings.thresholds;
-        {
-            // One look at the index decides and answers.
-            let index = self.shared.index();
-            if cheap_rfm(&index, at) {
-                return assign(index, thresholds, &compiled, &id, at);
-            }
-        }
-        // The RFM bounds must be found first, or the figures computed as of
-        // a past time: milliseconds of work.
-        self.blocking(move |shared| assign(shared.index(), thresholds, &compiled, &id, at))
-            .await
+        self.read_customer(at, move |index| {
+            assign(index, thresholds, &compiled, &id, at)
+        })
+        .await
     }
 
     /// Replaces the catalog, after checking every persona; `expected`, when
@@ -702,8 +693,7 @@ impl Engine {
         expected: Option<u64>,
     ) -> Result<Catalog> {
         let stored = self
-            .blocking(move |shared| {
-                let _writer = shared.writer();
+            .write(move |shared| {
                 let current = shared.catalog().catalog.revision;
                 if let Some(expected) = expected {
                     if expected != current {
@@ -730,7 +720,7 @@ impl Engine {
         at: Timestamp,
     ) -> Result<PersonaCounts> {
         let compiled = self.shared.catalog();
-        self.blocking(move |shared| {
+        self.scan(move |shared| {
             let index = shared.index();
             let frame = Frame::new(&index, at, shared.settings.thresholds);
             let (members, objectors) = split_objectors(&frame, &select(&frame, &rule));
@@ -780,7 +770,7 @@ impl Engine {
                 ));
             }
         }
-        self.blocking(move |shared| {
+        self.scan(move |shared| {
             let index = shared.index();
             let frame = Frame::new(&index, at, shared.settings.thresholds);
             let (mut members, _) =
