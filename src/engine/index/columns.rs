@@ -167,36 +167,68 @@ impl Columns {
     /// Writes a row's derived columns; `at` is an existing row or the next
     /// one.
     pub(super) fn set_derived(&mut self, at: usize, derived: &Derived) {
-        put(&mut self.count, at, derived.count);
-        put(&mut self.total, at, derived.total);
-        put(&mut self.first, at, derived.first);
-        put(&mut self.last, at, derived.last);
-        put(&mut self.engaged, at, derived.engaged);
-        put(&mut self.lapsed_from, at, derived.lapsed_from);
-        put(&mut self.frequent_until, at, derived.frequent_until);
+        // Taken apart whole, so that a new derived column cannot be missed.
+        let Derived {
+            count,
+            total,
+            first,
+            last,
+            engaged,
+            lapsed_from,
+            frequent_until,
+        } = *derived;
+        put(&mut self.count, at, count);
+        put(&mut self.total, at, total);
+        put(&mut self.first, at, first);
+        put(&mut self.last, at, last);
+        put(&mut self.engaged, at, engaged);
+        put(&mut self.lapsed_from, at, lapsed_from);
+        put(&mut self.frequent_until, at, frequent_until);
     }
 
     /// Heap bytes of every column.
     pub(super) fn heap_bytes(&self) -> usize {
-        bytes(&self.alive)
-            + bytes(&self.party)
-            + bytes(&self.relationship)
-            + bytes(&self.gender)
-            + bytes(&self.consent)
-            + bytes(&self.objects)
-            + bytes(&self.birth)
-            + bytes(&self.income)
-            + bytes(&self.country)
-            + bytes(&self.region)
-            + bytes(&self.city)
-            + bytes(&self.language)
-            + bytes(&self.count)
-            + bytes(&self.total)
-            + bytes(&self.first)
-            + bytes(&self.last)
-            + bytes(&self.engaged)
-            + bytes(&self.lapsed_from)
-            + bytes(&self.frequent_until)
+        // Taken apart whole, so that a new column cannot be missed.
+        let Columns {
+            alive,
+            party,
+            relationship,
+            gender,
+            consent,
+            objects,
+            birth,
+            income,
+            country,
+            region,
+            city,
+            language,
+            count,
+            total,
+            first,
+            last,
+            engaged,
+            lapsed_from,
+            frequent_until,
+        } = self;
+        bytes(alive)
+            + bytes(party)
+            + bytes(relationship)
+            + bytes(gender)
+            + bytes(consent)
+            + bytes(objects)
+            + bytes(birth)
+            + bytes(income)
+            + bytes(country)
+            + bytes(region)
+            + bytes(city)
+            + bytes(language)
+            + bytes(count)
+            + bytes(total)
+            + bytes(first)
+            + bytes(last)
+            + bytes(engaged)
+            + bytes(lapsed_from)
+            + bytes(frequent_until)
     }
 }
 
