@@ -1,6 +1,8 @@
-//! Customer operations: create, read, update, delete, list and import.
+//! Customer operations: create, read, update, delete, list and import,
+//! and one customer's features.
 
-use super::{Engine, Shared};
+use super::features::{features_of, CustomerFeatures};
+use super::handle::{Engine, Shared};
 use crate::domain::{
     Customer, CustomerId, Error, Profile, ProfileField, Result, Timestamp, Violations,
 };
@@ -103,6 +105,20 @@ impl Engine {
             .store
             .get_customer(id)?
             .ok_or_else(|| Error::NotFound(id.name()))
+    }
+
+    /// A customer's features as of `at`: a read of one customer, inline
+    /// unless it would have to scan (see [`Engine::read_customer`]).
+    pub async fn customer_features(
+        &self,
+        id: CustomerId,
+        at: Timestamp,
+    ) -> Result<CustomerFeatures> {
+        let thresholds = self.settings().thresholds;
+        self.read_customer(at, move |index| {
+            features_of(&index, &id, at, thresholds).map(|(_, features)| features)
+        })
+        .await
     }
 
     /// Changes the named fields of a customer.

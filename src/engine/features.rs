@@ -3,7 +3,6 @@
 use super::frame::Frame;
 use super::index::FeatureIndex;
 use super::index::{age_at, ymd};
-use super::Engine;
 use crate::domain::features::{
     age_band, engagement_stage, income_band, rfm_segment, AgeBand, EngagementStage, FrequencyClass,
     IncomeBand, PurchaseStats, RfmSegment, Thresholds,
@@ -41,22 +40,6 @@ pub struct CustomerFeatures {
     pub rfm: Option<(u8, u8, u8)>,
     /// The RFM segment, with purchases.
     pub rfm_segment: Option<RfmSegment>,
-}
-
-impl Engine {
-    /// A customer's features as of `at`: a read of one customer, inline
-    /// unless it would have to scan (see [`Engine::read_customer`]).
-    pub async fn customer_features(
-        &self,
-        id: CustomerId,
-        at: Timestamp,
-    ) -> Result<CustomerFeatures> {
-        let thresholds = self.settings().thresholds;
-        self.read_customer(at, move |index| {
-            features_of(&index, &id, at, thresholds).map(|(_, features)| features)
-        })
-        .await
-    }
 }
 
 /// A customer's row number and features as of `at`, from the index.

@@ -7,9 +7,11 @@ use std::hash::BuildHasher;
 use rayon::prelude::*;
 
 use super::columns::{CustomerFields, Derived};
-use super::series::Loaded;
+use super::series::{event_key, Event, EventRef, Loaded};
 use super::FeatureIndex;
+use crate::domain::features::Thresholds;
 use crate::domain::{Customer, Error, Result};
+use crate::store::Store;
 
 /// Customers or events handed from the reading thread to the indexing
 /// thread at a time.
@@ -19,6 +21,51 @@ const LOAD_CHUNK: usize = 4096;
 const FINISH_CHUNK: usize = 1 << 16;
 
 impl FeatureIndex {
+    /// Builds the index from everything stored; blocking.
+    pub fn rebuild(store: &Store, thresholds: Thresholds) -> Result<FeatureIndex> {
+        let started = std::time::Instant::now();
+        let mut index = FeatureIndex::new(thresholds);
+        index.bulk_load_customers(|add| store.for_each_customer(add))?;
+        let customers_ms = started.elapsed().as_millis() as u64;
+        let orphans = index.bulk_load(|add| {
+            store.for_each_activity(|seq, record| {
+                for (position, purchase) in record.purchases.iter().enumerate() {
+                    let Some(purchase) = purchase else { continue };
+                    let event = Event {
+                        time: purchase.occurred_at.as_nanos(),
+                        amount: Some(purchase.amount_minor),
+                        key: event_key(purchase.id),
+                        at: EventRef::new(seq, position),
+                    };
+                    add(purchase.customer, Loaded::Purchase(event));
+                }
+                for (position, engagement) in record.engagements.iter().enumerate() {
+                    let Some(engagement) = engagement else {
+                        continue;
+                    };
+                    let event = Event {
+                        time: engagement.occurred_at.as_nanos(),
+                        amount: None,
+                        key: event_key(engagement.id),
+                        at: EventRef::new(seq, position),
+                    };
+                    add(
+                        engagement.customer,
+                        Loaded::Engagement(engagement.kind, event),
+                    );
+                }
+            })
+        })?;
+        if orphans > 0 {
+            tracing::warn!(orphans, "stored events of unknown customers were skipped");
+        }
+        let activity_ms = started.elapsed().as_millis() as u64 - customers_ms;
+        index.finish_load();
+        let sort_ms = started.elapsed().as_millis() as u64 - customers_ms - activity_ms;
+        tracing::info!(customers_ms, activity_ms, sort_ms, "index rebuilt");
+        Ok(index)
+    }
+
     /// Loads every stored customer, on two threads: `scan` reads and
     /// decodes them on one and hands each to `add`; the rows are made on
     /// the other.
