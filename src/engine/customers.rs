@@ -179,7 +179,7 @@ impl Engine {
         after: Option<CustomerId>,
         page_size: usize,
     ) -> Result<Page> {
-        self.scan(move |shared| {
+        self.blocking(move |shared| {
             let mut customers = shared.store.list_customers(after.as_ref(), page_size + 1)?;
             let more = customers.len() > page_size;
             customers.truncate(page_size);

@@ -2,6 +2,17 @@
 //! the in-memory feature index and keeps them in step; it knows neither
 //! gRPC nor sled.
 //!
+//! # Layout
+//!
+//! - `handle`: the [`Engine`] handle, what its operations share, and the
+//!   paths work runs by.
+//! - `customers`, `activity`, `segments`, `personas`: the operations.
+//! - [`index`]: the in-memory feature index, in step with the store.
+//! - `features`, `frame`, `rfm`: one customer's features, and everyone's
+//!   as of a time, over the index.
+//! - `select`, `bits`: compiled rules evaluated a column at a time into
+//!   bit sets.
+//!
 //! # Where work runs
 //!
 //! Reads of one record (a customer, a segment, one customer's features or
