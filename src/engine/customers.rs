@@ -6,6 +6,7 @@ use super::handle::{Engine, Shared};
 use crate::domain::{
     Customer, CustomerId, Error, Profile, ProfileField, Result, Timestamp, Violations,
 };
+use crate::store::CustomerWrites;
 
 /// A partial update of one customer.
 #[derive(Debug, Clone)]
@@ -68,35 +69,27 @@ impl Engine {
         request_id: Option<String>,
     ) -> Result<Customer> {
         cross_field_check(&profile, "customer.")?;
-        let customer = self
-            .write(move |shared| {
-                let customer = shared.store.write(|writes| {
-                    if let Some(existing) = writes.get(&id)? {
-                        let is_retry =
-                            request_id.is_some() && existing.create_request_id == request_id;
-                        return if is_retry {
-                            Ok(existing)
-                        } else {
-                            Err(Error::AlreadyExists(id.name()))
-                        };
-                    }
-                    let now = Timestamp::now();
-                    let customer = Customer {
-                        id: id.clone(),
-                        profile,
-                        create_time: now,
-                        update_time: now,
-                        create_request_id: request_id,
-                    };
-                    writes.put(customer.clone());
-                    Ok(customer)
-                })?;
-                shared.index_mut().upsert_customer(&customer);
-                Ok(customer)
-            })
-            .await?;
-        self.durable().await?;
-        Ok(customer)
+        self.write_customer(move |writes| {
+            if let Some(existing) = writes.get(&id)? {
+                let is_retry = request_id.is_some() && existing.create_request_id == request_id;
+                return if is_retry {
+                    Ok(existing)
+                } else {
+                    Err(Error::AlreadyExists(id.name()))
+                };
+            }
+            let now = Timestamp::now();
+            let customer = Customer {
+                id: id.clone(),
+                profile,
+                create_time: now,
+                update_time: now,
+                create_request_id: request_id,
+            };
+            writes.put(customer.clone());
+            Ok(customer)
+        })
+        .await
     }
 
     /// Reads one customer.
@@ -130,32 +123,43 @@ impl Engine {
             etag,
             allow_missing,
         } = update;
+        self.write_customer(move |writes| {
+            let now = Timestamp::now();
+            let mut customer = match writes.get(&id)? {
+                Some(existing) => {
+                    check_etag(&existing, etag.as_deref())?;
+                    existing
+                }
+                None if allow_missing => Customer {
+                    id: id.clone(),
+                    profile: Profile::default(),
+                    create_time: now,
+                    update_time: now,
+                    create_request_id: None,
+                },
+                None => return Err(Error::NotFound(id.name())),
+            };
+            for field in &fields {
+                field.copy(&profile, &mut customer.profile);
+            }
+            cross_field_check(&customer.profile, "customer.")?;
+            customer.update_time = now.after(customer.update_time);
+            writes.put(customer.clone());
+            Ok(customer)
+        })
+        .await
+    }
+
+    /// Writes one customer with `change`, which reads through the store's
+    /// staged writes and returns the customer to keep, and waits until it
+    /// is durable.
+    async fn write_customer(
+        &self,
+        change: impl FnOnce(&mut CustomerWrites<'_>) -> Result<Customer> + Send + 'static,
+    ) -> Result<Customer> {
         let customer = self
             .write(move |shared| {
-                let customer = shared.store.write(|writes| {
-                    let now = Timestamp::now();
-                    let mut customer = match writes.get(&id)? {
-                        Some(existing) => {
-                            check_etag(&existing, etag.as_deref())?;
-                            existing
-                        }
-                        None if allow_missing => Customer {
-                            id: id.clone(),
-                            profile: Profile::default(),
-                            create_time: now,
-                            update_time: now,
-                            create_request_id: None,
-                        },
-                        None => return Err(Error::NotFound(id.name())),
-                    };
-                    for field in &fields {
-                        field.copy(&profile, &mut customer.profile);
-                    }
-                    cross_field_check(&customer.profile, "customer.")?;
-                    customer.update_time = now.after(customer.update_time);
-                    writes.put(customer.clone());
-                    Ok(customer)
-                })?;
+                let customer = shared.store.write(change)?;
                 shared.index_mut().upsert_customer(&customer);
                 Ok(customer)
             })

@@ -167,23 +167,13 @@ impl Columns {
     /// Writes a row's derived columns; `at` is an existing row or the next
     /// one.
     pub(super) fn set_derived(&mut self, at: usize, derived: &Derived) {
-        // Taken apart whole, so that a new derived column cannot be missed.
-        let Derived {
-            count,
-            total,
-            first,
-            last,
-            engaged,
-            lapsed_from,
-            frequent_until,
-        } = *derived;
-        put(&mut self.count, at, count);
-        put(&mut self.total, at, total);
-        put(&mut self.first, at, first);
-        put(&mut self.last, at, last);
-        put(&mut self.engaged, at, engaged);
-        put(&mut self.lapsed_from, at, lapsed_from);
-        put(&mut self.frequent_until, at, frequent_until);
+        put(&mut self.count, at, derived.count);
+        put(&mut self.total, at, derived.total);
+        put(&mut self.first, at, derived.first);
+        put(&mut self.last, at, derived.last);
+        put(&mut self.engaged, at, derived.engaged);
+        put(&mut self.lapsed_from, at, derived.lapsed_from);
+        put(&mut self.frequent_until, at, derived.frequent_until);
     }
 
     /// Heap bytes of every column.
