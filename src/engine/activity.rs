@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::RandomState;
 
-use super::handle::{Engine, Shared};
 use super::index::{event_key, Event, EventRef, FeatureIndex, Row, Series};
+use super::{Engine, Shared};
 use crate::domain::{
     ActivityBatch, ActivityRecord, CustomerId, Engagement, Error, EventId, Purchase, Result,
     Violations,

@@ -2,7 +2,7 @@
 //! and one customer's features.
 
 use super::features::{features_of, CustomerFeatures};
-use super::handle::{Engine, Shared};
+use super::{Engine, Shared};
 use crate::domain::{
     Customer, CustomerId, Error, Profile, ProfileField, Result, Timestamp, Violations,
 };

@@ -4,8 +4,8 @@
 //!
 //! # Layout
 //!
-//! - `handle`: the [`Engine`] handle, what its operations share, and the
-//!   paths work runs by.
+//! - this module: the [`Engine`] handle, what its operations share, and
+//!   the paths work runs by.
 //! - `customers`, `activity`, `segments`, `personas`: the operations.
 //! - [`index`]: the in-memory feature index, in step with the store.
 //! - `features`, `frame`, `rfm`: one customer's features, and everyone's
@@ -36,18 +36,206 @@ mod bits;
 mod customers;
 mod features;
 mod frame;
-mod handle;
 pub mod index;
 mod personas;
 mod rfm;
 mod segments;
 mod select;
 
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::domain::features::Thresholds;
+use crate::domain::{CurrencyCode, Error, Result, Timestamp};
+use crate::store::{Store, StoreOptions};
+use index::{FeatureIndex, IndexSize};
+
 pub use activity::{EventPage, RecordCounts};
 pub use customers::{CustomerUpdate, ImportCounts, Page};
 pub use features::CustomerFeatures;
-pub use handle::{Engine, EngineSettings};
 pub use personas::{
     Assignment, CompiledCatalog, ConditionResult, NextStep, PersonaCounts, Rejected,
 };
 pub use segments::{compile_filter, Breakdown, Group, MemberPage, Preview, MAX_DIMENSIONS};
+
+/// Settings the engine applies to every request.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// The one currency that amounts are kept in.
+    pub reporting_currency: CurrencyCode,
+    /// The thresholds of the derived features.
+    pub thresholds: Thresholds,
+}
+
+/// What the engine's operations share.
+#[derive(Debug)]
+struct Shared {
+    /// The durable store.
+    store: Store,
+    /// The feature index, always in step with the store.
+    index: RwLock<FeatureIndex>,
+    /// The one writer lock: held by [`Engine::write`] across the store
+    /// write and the index update, so that writes run one at a time and
+    /// apply to both in the same order.
+    writer: Mutex<()>,
+    /// Settings for every request.
+    settings: EngineSettings,
+    /// The persona catalog in force, compiled.
+    catalog: RwLock<Arc<CompiledCatalog>>,
+}
+
+impl Shared {
+    /// Takes the writer lock; only [`Engine::write`] does.
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The index, for reading.
+    fn index(&self) -> RwLockReadGuard<'_, FeatureIndex> {
+        self.index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The catalog in force.
+    fn catalog(&self) -> Arc<CompiledCatalog> {
+        Arc::clone(
+            &self
+                .catalog
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    /// Puts a catalog in force; under the writer lock.
+    fn set_catalog(&self, compiled: CompiledCatalog) {
+        *self
+            .catalog
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(compiled);
+    }
+
+    /// The index, for a write; under the writer lock.
+    fn index_mut(&self) -> RwLockWriteGuard<'_, FeatureIndex> {
+        self.index
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The engine; shared by every RPC handler.
+#[derive(Debug)]
+pub struct Engine {
+    /// Everything, behind one pointer so blocking work can hold it.
+    shared: Arc<Shared>,
+}
+
+impl Engine {
+    /// Opens the store, rebuilds the feature index from it, and makes the
+    /// engine ready to serve.
+    pub async fn open(options: StoreOptions, settings: EngineSettings) -> Result<Self> {
+        let shared = tokio::task::spawn_blocking(move || -> Result<Shared> {
+            let store = Store::open(&options)?;
+            let index = FeatureIndex::rebuild(&store, settings.thresholds)?;
+            // The first RFM score would otherwise find the bounds while
+            // other calls wait for it.
+            index.rfm_bounds();
+            let catalog = store
+                .get_catalog()?
+                .unwrap_or_else(|| crate::domain::persona::default_catalog(1));
+            let catalog = CompiledCatalog::new(catalog).map_err(|error| {
+                Error::internal(format!(
+                    "the stored persona catalog does not compile: {error}"
+                ))
+            })?;
+            Ok(Shared {
+                catalog: RwLock::new(Arc::new(catalog)),
+                store,
+                index: RwLock::new(index),
+                writer: Mutex::new(()),
+                settings,
+            })
+        })
+        .await
+        .map_err(|error| Error::internal(format!("store open task failed: {error}")))??;
+        Ok(Engine {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.shared.settings
+    }
+
+    /// What the index holds, and the memory it takes.
+    pub fn index_size(&self) -> IndexSize {
+        self.shared.index().size()
+    }
+
+    /// Flushes everything to disk, for shutdown.
+    pub async fn flush(&self) -> Result<()> {
+        self.blocking(|shared| shared.store.flush()).await
+    }
+
+    /// Resolves once every write applied so far is durable.
+    pub async fn durable(&self) -> Result<()> {
+        self.shared.store.durable().await
+    }
+
+    /// Runs a write on the blocking pool under the one writer lock: it
+    /// reads and checks what it needs, writes the store and updates the
+    /// index, and no other write runs meanwhile. The change is applied but
+    /// not yet durable: await [`Engine::durable`] before acknowledging it.
+    async fn write<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.blocking(move |shared| {
+            let _writer = shared.writer();
+            change(shared)
+        })
+        .await
+    }
+
+    /// Runs a read whose cost grows with the data on the blocking pool.
+    async fn scan<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.blocking(read).await
+    }
+
+    /// Reads one customer's figures as of `at` from the index: inline when
+    /// the RFM bounds are at hand and every event counts, which takes
+    /// microseconds; otherwise as a scan, for the bounds must be found from
+    /// the columns, or the figures computed as of a past time, first. One
+    /// look at the index decides and, inline, answers.
+    async fn read_customer<T: Send + 'static>(
+        &self,
+        at: Timestamp,
+        read: impl FnOnce(RwLockReadGuard<'_, FeatureIndex>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        {
+            let index = self.shared.index();
+            if at.as_nanos() >= index.max_time() && index.rfm_ready() {
+                return read(index);
+            }
+        }
+        self.scan(move |shared| read(shared.index())).await
+    }
+
+    /// Runs blocking work on the blocking pool: the one hand-off under
+    /// [`Engine::write`] and [`Engine::scan`]; an operation calls one of
+    /// those, which say what it is.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || work(&shared))
+            .await
+            .map_err(|error| Error::internal(format!("engine task failed: {error}")))?
+    }
+}

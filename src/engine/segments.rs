@@ -7,8 +7,8 @@ use super::frame::Frame;
 use rayon::prelude::*;
 
 use super::bits::Bits;
-use super::handle::{Engine, Shared};
 use super::select::{codes, consented, select, split_objectors, Coded, Codes};
+use super::{Engine, Shared};
 use crate::domain::rules::{compile, Channel, Predicate, Variable};
 use crate::domain::segment::{Segment, SegmentId};
 use crate::domain::{Error, Result, Timestamp};

@@ -8,7 +8,7 @@
 //! - this module: the persona operations of the engine.
 
 mod advice;
-pub(super) mod catalog;
+mod catalog;
 mod explain;
 mod render;
 
@@ -20,8 +20,8 @@ pub use explain::{Assignment, ConditionResult, Rejected};
 
 use super::bits::Bits;
 use super::frame::Frame;
-use super::handle::Engine;
 use super::select::{consented, select, select_within, split_objectors};
+use super::Engine;
 use crate::domain::persona::{default_catalog, parse_persona_id, Catalog, Persona, MAX_PERSONAS};
 use crate::domain::rules::{Channel, Predicate};
 use crate::domain::{CustomerId, Error, Result, Timestamp, Violations};
