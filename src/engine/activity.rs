@@ -132,7 +132,7 @@ fn rows_of<'a>(
     rows
 }
 
-/// Records a batch, all or nothing; a write (see [`Engine::write`]), not
+/// Records a batch, all or nothing; a write (see `Engine::write`), not
 /// yet durable.
 fn record(shared: &Shared, batch: ActivityBatch) -> Result<RecordCounts> {
     let index = shared.index();

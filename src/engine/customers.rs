@@ -101,7 +101,7 @@ impl Engine {
     }
 
     /// A customer's features as of `at`: a read of one customer, inline
-    /// unless it would have to scan (see [`Engine::read_customer`]).
+    /// unless it would have to scan (see `Engine::read_customer`).
     pub async fn customer_features(
         &self,
         id: CustomerId,
@@ -244,7 +244,7 @@ impl Engine {
 }
 
 /// Removes a customer, after an etag check, and their activity with it;
-/// a write (see [`Engine::write`]).
+/// a write (see `Engine::write`).
 fn erase_customer(shared: &Shared, id: &CustomerId, etag: Option<&str>) -> Result<()> {
     let existing = shared
         .store

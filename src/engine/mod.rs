@@ -18,12 +18,12 @@
 //! Reads of one record (a customer, a segment, one customer's features or
 //! persona) run inline on the async worker: they take microseconds. Every
 //! write and every scan goes to the blocking pool, a write through
-//! [`Engine::write`] and a scan (anything whose cost grows with the data:
+//! `Engine::write` and a scan (anything whose cost grows with the data:
 //! selections, breakdowns, previews, member pages, exports, persona
 //! breakdowns, ranges of the store, a page of a customer's history) through
-//! [`Engine::scan`]. A read of one customer that would have to scan, because
+//! `Engine::scan`. A read of one customer that would have to scan, because
 //! the RFM bounds must be found again from the columns or the evaluation
-//! time is in the past, is a scan ([`Engine::read_customer`]).
+//! time is in the past, is a scan (`Engine::read_customer`).
 //!
 //! Writes are serialised once, by the engine's writer lock, which `write`
 //! holds across the store write and the index update so that the two apply
@@ -73,7 +73,7 @@ struct Shared {
     store: Store,
     /// The feature index, always in step with the store.
     index: RwLock<FeatureIndex>,
-    /// The one writer lock: held by [`Engine::write`] across the store
+    /// The one writer lock: held by `Engine::write` across the store
     /// write and the index update, so that writes run one at a time and
     /// apply to both in the same order.
     writer: Mutex<()>,
@@ -84,7 +84,7 @@ struct Shared {
 }
 
 impl Shared {
-    /// Takes the writer lock; only [`Engine::write`] does.
+    /// Takes the writer lock; only `Engine::write` does.
     fn writer(&self) -> MutexGuard<'_, ()> {
         self.writer
             .lock()
@@ -227,7 +227,7 @@ impl Engine {
     }
 
     /// Runs blocking work on the blocking pool: the one hand-off under
-    /// [`Engine::write`] and [`Engine::scan`]; an operation calls one of
+    /// `Engine::write` and `Engine::scan`; an operation calls one of
     /// those, which say what it is.
     async fn blocking<T: Send + 'static>(
         &self,

@@ -63,7 +63,7 @@ pub struct Columns {
 }
 
 /// The columns a row's activity gives it. Every path that changes a row's
-/// activity writes them through [`Columns::set_derived`] with
+/// activity writes them through `Columns::set_derived` with
 /// [`Derived::of`], so that a derived column is computed in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Derived {

@@ -3,8 +3,8 @@
 //! It is rebuilt from the store at start-up and updated on every write;
 //! features are computed from it, never by scanning the store.
 //!
-//! - [`series`]: one customer's events of each kind, sorted.
-//! - [`columns`]: the profile and purchase columns, their dictionaries, and
+//! - `series`: one customer's events of each kind, sorted.
+//! - `columns`: the profile and purchase columns, their dictionaries, and
 //!   the one function that derives a row's columns from its activity.
 //! - `load`: the bulk load at start-up.
 //! - this module: the rows by customer id, and the changes of one customer.

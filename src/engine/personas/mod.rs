@@ -62,7 +62,7 @@ impl Engine {
 
     /// A customer's persona as of `at`, with the explanation: a read of one
     /// customer, inline unless it would have to scan (see
-    /// [`Engine::read_customer`]); the blocking pool's thread hand-offs would
+    /// `Engine::read_customer`); the blocking pool's thread hand-offs would
     /// cost more than the usual microseconds of work.
     pub async fn customer_persona(&self, id: CustomerId, at: Timestamp) -> Result<Assignment> {
         let compiled = self.shared.catalog();
