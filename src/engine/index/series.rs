@@ -264,11 +264,20 @@ impl Row {
 
     /// Adds an engagement event at its place.
     pub(super) fn insert_engagement(&mut self, kind: EngagementKind, event: Event) {
+        self.engagements_noting(kind, event.time).insert(
+            event.time,
+            event.amount,
+            event.key,
+            event.at,
+        );
+    }
+
+    /// The engagement series, made if need be, with an engagement of
+    /// `kind` at `time` noted among the firsts.
+    fn engagements_noting(&mut self, kind: EngagementKind, time: i64) -> &mut Series {
         let engaged = self.engaged.get_or_insert_with(Box::default);
-        engaged.firsts.note(kind, event.time);
-        engaged
-            .series
-            .insert(event.time, event.amount, event.key, event.at);
+        engaged.firsts.note(kind, time);
+        &mut engaged.series
     }
 
     /// Appends a loaded event out of order, during a bulk load; see
@@ -279,13 +288,12 @@ impl Row {
                 self.purchases
                     .push(event.time, event.amount, event.key, event.at)
             }
-            Loaded::Engagement(kind, event) => {
-                let engaged = self.engaged.get_or_insert_with(Box::default);
-                engaged.firsts.note(kind, event.time);
-                engaged
-                    .series
-                    .push(event.time, event.amount, event.key, event.at);
-            }
+            Loaded::Engagement(kind, event) => self.engagements_noting(kind, event.time).push(
+                event.time,
+                event.amount,
+                event.key,
+                event.at,
+            ),
         }
     }
 
