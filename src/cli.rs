@@ -133,7 +133,7 @@ struct ServeArgs {
         value_enum,
         default_value = "durable"
     )]
-    durability: Durability,
+    durability: DurabilityFlag,
     /// sled page cache, in MiB of on-disk data.
     #[arg(long, env = "SEGMENTD_CACHE_CAPACITY_MB", default_value_t = 64)]
     cache_capacity_mb: u64,
@@ -206,6 +206,26 @@ struct HealthcheckArgs {
     timeout: Duration,
 }
 
+/// The values of `--durability`: the store's [`Durability`], named for
+/// the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DurabilityFlag {
+    /// Only once it is flushed to disk; concurrent writers share one flush.
+    Durable,
+    /// As soon as it is applied in memory; sled flushes every
+    /// [`PERIODIC_FLUSH_MS`] milliseconds, so a crash can lose that much.
+    Relaxed,
+}
+
+impl From<DurabilityFlag> for Durability {
+    fn from(flag: DurabilityFlag) -> Self {
+        match flag {
+            DurabilityFlag::Durable => Durability::Durable,
+            DurabilityFlag::Relaxed => Durability::Relaxed,
+        }
+    }
+}
+
 /// Three increasing income limits.
 #[derive(Debug, Clone, Copy)]
 struct IncomeLimits([i64; 3]);
@@ -249,7 +269,7 @@ impl ServeArgs {
             store: StoreOptions {
                 path: self.data_dir.clone(),
                 cache_capacity_bytes: self.cache_capacity_mb * 1024 * 1024,
-                durability: self.durability,
+                durability: self.durability.into(),
             },
             engine: EngineSettings {
                 reporting_currency: self.currency,

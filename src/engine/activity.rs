@@ -1,13 +1,12 @@
-//! Activity operations: recording events idempotently, reading one
-//! customer's history, and rebuilding the index at start-up.
+//! Activity operations: recording events idempotently and reading one
+//! customer's history.
 
 use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::RandomState;
 
-use super::index::{event_key, Event, EventRef, FeatureIndex, Loaded, Row, Series};
+use super::index::{event_key, Event, EventRef, FeatureIndex, Row, Series};
 use super::{Engine, Shared};
-use crate::domain::features::Thresholds;
 use crate::domain::{
     ActivityBatch, ActivityRecord, CustomerId, Engagement, Error, EventId, Purchase, Result,
     Violations,
@@ -30,51 +29,6 @@ pub struct EventPage<T> {
     pub events: Vec<T>,
     /// The (time, key) to continue after, when more events follow.
     pub next: Option<(i64, u64)>,
-}
-
-/// Builds the index from everything stored; blocking.
-pub fn rebuild_index(store: &Store, thresholds: Thresholds) -> Result<FeatureIndex> {
-    let started = std::time::Instant::now();
-    let mut index = FeatureIndex::new(thresholds);
-    index.bulk_load_customers(|add| store.for_each_customer(add))?;
-    let customers_ms = started.elapsed().as_millis() as u64;
-    let orphans = index.bulk_load(|add| {
-        store.for_each_activity(|seq, record| {
-            for (position, purchase) in record.purchases.iter().enumerate() {
-                let Some(purchase) = purchase else { continue };
-                let event = Event {
-                    time: purchase.occurred_at.as_nanos(),
-                    amount: Some(purchase.amount_minor),
-                    key: event_key(purchase.id),
-                    at: EventRef::new(seq, position),
-                };
-                add(purchase.customer, Loaded::Purchase(event));
-            }
-            for (position, engagement) in record.engagements.iter().enumerate() {
-                let Some(engagement) = engagement else {
-                    continue;
-                };
-                let event = Event {
-                    time: engagement.occurred_at.as_nanos(),
-                    amount: None,
-                    key: event_key(engagement.id),
-                    at: EventRef::new(seq, position),
-                };
-                add(
-                    engagement.customer,
-                    Loaded::Engagement(engagement.kind, event),
-                );
-            }
-        })
-    })?;
-    if orphans > 0 {
-        tracing::warn!(orphans, "stored events of unknown customers were skipped");
-    }
-    let activity_ms = started.elapsed().as_millis() as u64 - customers_ms;
-    index.finish_load();
-    let sort_ms = started.elapsed().as_millis() as u64 - customers_ms - activity_ms;
-    tracing::info!(customers_ms, activity_ms, sort_ms, "index rebuilt");
-    Ok(index)
 }
 
 /// The batches that hold a customer's events.
@@ -178,9 +132,9 @@ fn rows_of<'a>(
     rows
 }
 
-/// Records a batch, all or nothing; blocking. Not yet durable.
+/// Records a batch, all or nothing; a write (see `Engine::write`), not
+/// yet durable.
 fn record(shared: &Shared, batch: ActivityBatch) -> Result<RecordCounts> {
-    let _writer = shared.writer();
     let index = shared.index();
     let mut violations = Violations::default();
     let purchase_rows = rows_of(
@@ -328,7 +282,7 @@ impl Engine {
                 ),
             });
         }
-        self.blocking(move |shared| record(shared, batch)).await
+        self.write(move |shared| record(shared, batch)).await
     }
 
     /// One page of a customer's purchases, newest first.
@@ -338,7 +292,7 @@ impl Engine {
         after: Option<(i64, u64)>,
         page_size: usize,
     ) -> Result<EventPage<Purchase>> {
-        self.blocking(move |shared| {
+        self.scan(move |shared| {
             read_page(
                 shared,
                 &id,
@@ -358,7 +312,7 @@ impl Engine {
         after: Option<(i64, u64)>,
         page_size: usize,
     ) -> Result<EventPage<Engagement>> {
-        self.blocking(move |shared| {
+        self.scan(move |shared| {
             read_page(
                 shared,
                 &id,

@@ -1,9 +1,12 @@
-//! Customer operations: create, read, update, delete, list and import.
+//! Customer operations: create, read, update, delete, list and import,
+//! and one customer's features.
 
+use super::features::{features_of, CustomerFeatures};
 use super::{Engine, Shared};
 use crate::domain::{
     Customer, CustomerId, Error, Profile, ProfileField, Result, Timestamp, Violations,
 };
+use crate::store::CustomerWrites;
 
 /// A partial update of one customer.
 #[derive(Debug, Clone)]
@@ -66,9 +69,7 @@ impl Engine {
         request_id: Option<String>,
     ) -> Result<Customer> {
         cross_field_check(&profile, "customer.")?;
-        let shared = &self.shared;
-        let _writer = shared.writer();
-        let customer = shared.store.write(|writes| {
+        self.write_customer(move |writes| {
             if let Some(existing) = writes.get(&id)? {
                 let is_retry = request_id.is_some() && existing.create_request_id == request_id;
                 return if is_retry {
@@ -87,11 +88,8 @@ impl Engine {
             };
             writes.put(customer.clone());
             Ok(customer)
-        })?;
-        shared.index_mut().upsert_customer(&customer);
-        drop(_writer);
-        self.durable().await?;
-        Ok(customer)
+        })
+        .await
     }
 
     /// Reads one customer.
@@ -100,6 +98,20 @@ impl Engine {
             .store
             .get_customer(id)?
             .ok_or_else(|| Error::NotFound(id.name()))
+    }
+
+    /// A customer's features as of `at`: a read of one customer, inline
+    /// unless it would have to scan (see `Engine::read_customer`).
+    pub async fn customer_features(
+        &self,
+        id: CustomerId,
+        at: Timestamp,
+    ) -> Result<CustomerFeatures> {
+        let thresholds = self.settings().thresholds;
+        self.read_customer(at, move |index| {
+            features_of(&index, &id, at, thresholds).map(|(_, features)| features)
+        })
+        .await
     }
 
     /// Changes the named fields of a customer.
@@ -111,9 +123,7 @@ impl Engine {
             etag,
             allow_missing,
         } = update;
-        let shared = &self.shared;
-        let writer = shared.writer();
-        let customer = shared.store.write(|writes| {
+        self.write_customer(move |writes| {
             let now = Timestamp::now();
             let mut customer = match writes.get(&id)? {
                 Some(existing) => {
@@ -136,9 +146,24 @@ impl Engine {
             customer.update_time = now.after(customer.update_time);
             writes.put(customer.clone());
             Ok(customer)
-        })?;
-        shared.index_mut().upsert_customer(&customer);
-        drop(writer);
+        })
+        .await
+    }
+
+    /// Writes one customer with `change`, which reads through the store's
+    /// staged writes and returns the customer to keep, and waits until it
+    /// is durable.
+    async fn write_customer(
+        &self,
+        change: impl FnOnce(&mut CustomerWrites<'_>) -> Result<Customer> + Send + 'static,
+    ) -> Result<Customer> {
+        let customer = self
+            .write(move |shared| {
+                let customer = shared.store.write(change)?;
+                shared.index_mut().upsert_customer(&customer);
+                Ok(customer)
+            })
+            .await?;
         self.durable().await?;
         Ok(customer)
     }
@@ -147,7 +172,7 @@ impl Engine {
     pub async fn delete_customer(&self, id: &CustomerId, etag: Option<&str>) -> Result<()> {
         let id = id.clone();
         let etag = etag.map(str::to_owned);
-        self.blocking(move |shared| erase_customer(shared, &id, etag.as_deref()))
+        self.write(move |shared| erase_customer(shared, &id, etag.as_deref()))
             .await?;
         self.durable().await
     }
@@ -177,8 +202,7 @@ impl Engine {
         for (index, (_, profile)) in batch.iter().enumerate() {
             cross_field_check(profile, &format!("customers[{index}]."))?;
         }
-        self.blocking(move |shared| {
-            let _writer = shared.writer();
+        self.write(move |shared| {
             let mut stored = Vec::with_capacity(batch.len());
             let counts = shared.store.write(|writes| {
                 let now = Timestamp::now();
@@ -219,9 +243,9 @@ impl Engine {
     }
 }
 
-/// Removes a customer, after an etag check, and their activity with it.
+/// Removes a customer, after an etag check, and their activity with it;
+/// a write (see `Engine::write`).
 fn erase_customer(shared: &Shared, id: &CustomerId, etag: Option<&str>) -> Result<()> {
-    let _writer = shared.writer();
     let existing = shared
         .store
         .get_customer(id)?

@@ -3,7 +3,6 @@
 use super::frame::Frame;
 use super::index::FeatureIndex;
 use super::index::{age_at, ymd};
-use super::Engine;
 use crate::domain::features::{
     age_band, engagement_stage, income_band, rfm_segment, AgeBand, EngagementStage, FrequencyClass,
     IncomeBand, PurchaseStats, RfmSegment, Thresholds,
@@ -41,37 +40,6 @@ pub struct CustomerFeatures {
     pub rfm: Option<(u8, u8, u8)>,
     /// The RFM segment, with purchases.
     pub rfm_segment: Option<RfmSegment>,
-}
-
-impl Engine {
-    /// A customer's features as of `at`. They take microseconds when the
-    /// index's RFM bounds are at hand, and are then computed where they are
-    /// asked for; when the bounds must be found from the columns (after a
-    /// bulk load, or once the tracker has lost them), which takes
-    /// milliseconds, or for a past evaluation time, on the blocking pool.
-    pub async fn customer_features(
-        &self,
-        id: CustomerId,
-        at: Timestamp,
-    ) -> Result<CustomerFeatures> {
-        let thresholds = self.settings().thresholds;
-        {
-            let index = self.shared.index();
-            if cheap_rfm(&index, at) {
-                return features_of(&index, &id, at, thresholds).map(|(_, features)| features);
-            }
-        }
-        self.blocking(move |shared| {
-            features_of(&shared.index(), &id, at, thresholds).map(|(_, features)| features)
-        })
-        .await
-    }
-}
-
-/// Whether RFM scores as of `at` cost only a few comparisons now: every
-/// event counts, and the index's RFM bounds are at hand.
-pub(super) fn cheap_rfm(index: &FeatureIndex, at: Timestamp) -> bool {
-    at.as_nanos() >= index.max_time() && index.rfm_ready()
 }
 
 /// A customer's row number and features as of `at`, from the index.

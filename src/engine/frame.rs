@@ -11,11 +11,11 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::bits::Bits;
 use super::index::{age_at, engaged, ymd, FeatureIndex};
 #[cfg(test)]
 use super::index::{days_past, frequency_bounds};
 use super::rfm::RfmBounds;
-use super::select::Bits;
 use crate::domain::features::{
     age_band, engagement_stage, frequency_of, income_band, rfm_segment, FirstEngagements,
     PurchaseStats, Thresholds, NANOS_PER_DAY,

@@ -1,8 +1,38 @@
 //! The engine: the domain operations the RPCs call. It owns the store and
 //! the in-memory feature index and keeps them in step; it knows neither
 //! gRPC nor sled.
+//!
+//! # Layout
+//!
+//! - this module: the [`Engine`] handle, what its operations share, and
+//!   the paths work runs by.
+//! - `customers`, `activity`, `segments`, `personas`: the operations.
+//! - [`index`]: the in-memory feature index, in step with the store.
+//! - `features`, `frame`, `rfm`: one customer's features, and everyone's
+//!   as of a time, over the index.
+//! - `select`, `bits`: compiled rules evaluated a column at a time into
+//!   bit sets.
+//!
+//! # Where work runs
+//!
+//! Reads of one record (a customer, a segment, one customer's features or
+//! persona) run inline on the async worker: they take microseconds. Every
+//! write and every scan goes to the blocking pool, a write through
+//! `Engine::write` and a scan (anything whose cost grows with the data:
+//! selections, breakdowns, previews, member pages, exports, persona
+//! breakdowns, ranges of the store, a page of a customer's history) through
+//! `Engine::scan`. A read of one customer that would have to scan, because
+//! the RFM bounds must be found again from the columns or the evaluation
+//! time is in the past, is a scan (`Engine::read_customer`).
+//!
+//! Writes are serialised once, by the engine's writer lock, which `write`
+//! holds across the store write and the index update so that the two apply
+//! in the same order; the store does not serialise its writers itself. A
+//! write is acknowledged only once [`Engine::durable`] resolves (group
+//! commit); bulk imports apply first and wait for it per request.
 
 mod activity;
+mod bits;
 mod customers;
 mod features;
 mod frame;
@@ -16,9 +46,9 @@ mod select;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::domain::features::Thresholds;
-use crate::domain::{CurrencyCode, Error, Result};
+use crate::domain::{CurrencyCode, Error, Result, Timestamp};
 use crate::store::{Store, StoreOptions};
-use index::FeatureIndex;
+use index::{FeatureIndex, IndexSize};
 
 pub use activity::{EventPage, RecordCounts};
 pub use customers::{CustomerUpdate, ImportCounts, Page};
@@ -45,8 +75,9 @@ struct Shared {
     store: Store,
     /// The feature index, always in step with the store.
     index: RwLock<FeatureIndex>,
-    /// Held by every write across its store write and its index update,
-    /// so that the two apply in the same order.
+    /// The one writer lock: held by `Engine::write` across the store
+    /// write and the index update, so that writes run one at a time and
+    /// apply to both in the same order.
     writer: Mutex<()>,
     /// Settings for every request.
     settings: EngineSettings,
@@ -55,18 +86,21 @@ struct Shared {
 }
 
 impl Shared {
+    /// Takes the writer lock; only `Engine::write` does.
     fn writer(&self) -> MutexGuard<'_, ()> {
         self.writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The index, for reading.
     fn index(&self) -> RwLockReadGuard<'_, FeatureIndex> {
         self.index
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The catalog in force.
     fn catalog(&self) -> Arc<CompiledCatalog> {
         Arc::clone(
             &self
@@ -76,6 +110,7 @@ impl Shared {
         )
     }
 
+    /// Puts a catalog in force; under the writer lock.
     fn set_catalog(&self, compiled: CompiledCatalog) {
         *self
             .catalog
@@ -83,6 +118,7 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(compiled);
     }
 
+    /// The index, for a write; under the writer lock.
     fn index_mut(&self) -> RwLockWriteGuard<'_, FeatureIndex> {
         self.index
             .write()
@@ -103,7 +139,7 @@ impl Engine {
     pub async fn open(options: StoreOptions, settings: EngineSettings) -> Result<Self> {
         let shared = tokio::task::spawn_blocking(move || -> Result<Shared> {
             let store = Store::open(&options)?;
-            let index = activity::rebuild_index(&store, settings.thresholds)?;
+            let index = FeatureIndex::rebuild(&store, settings.thresholds)?;
             // The first RFM score would otherwise find the bounds while
             // other calls wait for it.
             index.rfm_bounds();
@@ -136,7 +172,7 @@ impl Engine {
     }
 
     /// What the index holds, and the memory it takes.
-    pub fn index_size(&self) -> index::IndexSize {
+    pub fn index_size(&self) -> IndexSize {
         self.shared.index().size()
     }
 
@@ -150,7 +186,51 @@ impl Engine {
         self.shared.store.durable().await
     }
 
-    /// Runs blocking work on the blocking pool.
+    /// Runs a write on the blocking pool under the one writer lock: it
+    /// reads and checks what it needs, writes the store and updates the
+    /// index, and no other write runs meanwhile. The change is applied but
+    /// not yet durable: await [`Engine::durable`] before acknowledging it.
+    async fn write<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.blocking(move |shared| {
+            let _writer = shared.writer();
+            change(shared)
+        })
+        .await
+    }
+
+    /// Runs a read whose cost grows with the data on the blocking pool.
+    async fn scan<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.blocking(read).await
+    }
+
+    /// Reads one customer's figures as of `at` from the index: inline when
+    /// the RFM bounds are at hand and every event counts, which takes
+    /// microseconds; otherwise as a scan, for the bounds must be found from
+    /// the columns, or the figures computed as of a past time, first. One
+    /// look at the index decides and, inline, answers.
+    async fn read_customer<T: Send + 'static>(
+        &self,
+        at: Timestamp,
+        read: impl FnOnce(RwLockReadGuard<'_, FeatureIndex>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        {
+            let index = self.shared.index();
+            if at.as_nanos() >= index.max_time() && index.rfm_ready() {
+                return read(index);
+            }
+        }
+        self.scan(move |shared| read(shared.index())).await
+    }
+
+    /// Runs blocking work on the blocking pool: the one hand-off under
+    /// `Engine::write` and `Engine::scan`; an operation calls one of
+    /// those, which say what it is.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Shared) -> Result<T> + Send + 'static,

@@ -1,9 +1,11 @@
 //! RFM scores by quintile bounds: a score is 1 plus the number of four
 //! bounds a value passes, so scoring one customer is four comparisons and
 //! scoring everyone is one pass. The bounds are found by selection, and
-//! then kept, purchase by purchase, by [`RfmTracker`].
+//! then kept, purchase by purchase, by [`RfmTracker`]; [`RfmState`] holds
+//! the bounds and the tracker for the index, and says when they are at hand.
 
 use std::collections::BTreeMap;
+use std::sync::{RwLock, TryLockError};
 
 use crate::domain::features::NANOS_PER_DAY;
 
@@ -267,6 +269,140 @@ impl RfmTracker {
             counts: self.counts.places(p)?,
             totals: self.totals.places(p)?,
         }))
+    }
+}
+
+/// Every purchaser's figures, the same purchasers in the same order in
+/// each: last purchase times, purchase counts, spend.
+pub type AllFigures = (Vec<i64>, Vec<u32>, Vec<i64>);
+
+/// Changes without anyone asking for the bounds after which the tracker is
+/// dropped: a bulk import does not pay to keep it, and the next reader
+/// finds the bounds from the columns.
+const UNREAD_CHANGES: usize = 8192;
+
+/// The RFM bounds over the all-time figures, and the tracker that moves
+/// them with each purchase. Writers change it through `&mut` (no lock is
+/// taken); readers share the bounds, and the first to find them stale
+/// brings them up to date under the write lock.
+#[derive(Debug, Default)]
+pub struct RfmState(RwLock<Kept>);
+
+/// What [`RfmState`] keeps behind its lock.
+#[derive(Debug, Default)]
+struct Kept {
+    /// The bounds as of the last change; `None` when they must be found.
+    bounds: Option<Option<RfmBounds>>,
+    /// The figures near the bounds' places, when they are kept.
+    tracker: Option<RfmTracker>,
+    /// Whether the tracker is made yet: with no purchasers there is none.
+    tracked: bool,
+    /// Changes since the bounds were last asked for.
+    unread: usize,
+}
+
+impl Kept {
+    /// The bounds, if they are known or the tracker can tell them; a
+    /// tracker whose places have left their windows is dropped.
+    fn tracked_bounds(&mut self) -> Option<Option<RfmBounds>> {
+        if let Some(bounds) = self.bounds {
+            return Some(bounds);
+        }
+        if !self.tracked {
+            return None;
+        }
+        let bounds = match &self.tracker {
+            // Made when there were no purchasers, and none has come since.
+            None => Some(None),
+            Some(tracker) => tracker.bounds(),
+        };
+        match bounds {
+            Some(bounds) => {
+                self.bounds = Some(bounds);
+                self.unread = 0;
+            }
+            None => *self = Kept::default(),
+        }
+        bounds
+    }
+}
+
+impl RfmState {
+    /// Whether the bounds are at hand, so that asking for them costs
+    /// microseconds. Never waits: a reader finding the bounds afresh holds
+    /// the lock for milliseconds, and then they are not at hand.
+    pub fn ready(&self) -> bool {
+        let fresh = match self.0.try_read() {
+            Ok(kept) => kept.bounds.is_some(),
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner().bounds.is_some(),
+            Err(TryLockError::WouldBlock) => false,
+        };
+        if fresh {
+            return true;
+        }
+        let mut kept = match self.0.try_write() {
+            Ok(kept) => kept,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        kept.tracked_bounds().is_some()
+    }
+
+    /// The bounds, found from `figures` (every purchaser's) when neither
+    /// they nor the tracker are at hand.
+    pub fn bounds(&self, figures: impl FnOnce() -> AllFigures) -> Option<RfmBounds> {
+        let fresh = self
+            .0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .bounds;
+        if let Some(bounds) = fresh {
+            return bounds;
+        }
+        let mut kept = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(bounds) = kept.tracked_bounds() {
+            return bounds;
+        }
+        let (lasts, counts, totals) = figures();
+        let tracker = RfmTracker::new(lasts, counts, totals);
+        let bounds = tracker.as_ref().and_then(RfmTracker::bounds).flatten();
+        *kept = Kept {
+            bounds: Some(bounds),
+            tracker,
+            tracked: true,
+            unread: 0,
+        };
+        bounds
+    }
+
+    /// Moves the bounds for a change of one customer's figures.
+    pub fn change(&mut self, old: Option<Figures>, new: Option<Figures>) {
+        if old == new {
+            return;
+        }
+        let kept = self
+            .0
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        kept.bounds = None;
+        kept.unread += 1;
+        match &mut kept.tracker {
+            Some(_) if kept.unread > UNREAD_CHANGES => *kept = Kept::default(),
+            Some(tracker) => tracker.change(old, new),
+            // With no purchasers before, the first one makes the tracker.
+            None => kept.tracked = false,
+        }
+    }
+
+    /// Forgets the bounds: they are found again from the figures.
+    pub fn forget(&mut self) {
+        *self
+            .0
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Kept::default();
     }
 }
 

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use super::frame::Frame;
 use rayon::prelude::*;
 
-use super::select::{codes, consented, select, split_objectors, Bits, Coded, Codes};
+use super::bits::Bits;
+use super::select::{codes, consented, select, split_objectors, Coded, Codes};
 use super::{Engine, Shared};
 use crate::domain::rules::{compile, Channel, Predicate, Variable};
 use crate::domain::segment::{Segment, SegmentId};
@@ -296,7 +297,7 @@ impl Engine {
         rule: Predicate,
         at: Timestamp,
     ) -> Result<Breakdown> {
-        self.blocking(move |shared| Ok(breakdown(shared, &dimensions, &rule, at)))
+        self.scan(move |shared| Ok(breakdown(shared, &dimensions, &rule, at)))
             .await
     }
 
@@ -309,7 +310,7 @@ impl Engine {
         sample: usize,
         compare: Option<SegmentId>,
     ) -> Result<Preview> {
-        self.blocking(move |shared| {
+        self.scan(move |shared| {
             let current = compare
                 .map(|id| read_segment(shared, &id).and_then(|segment| stored_rule(&segment)))
                 .transpose()?;
@@ -346,7 +347,7 @@ impl Engine {
         after: Option<String>,
         limit: usize,
     ) -> Result<MemberPage> {
-        self.blocking(move |shared| {
+        self.scan(move |shared| {
             let rule = stored_rule(&read_segment(shared, &id)?)?;
             let index = shared.index();
             let frame = Frame::new(&index, at, shared.settings.thresholds);
@@ -369,7 +370,7 @@ impl Engine {
         channel: Option<Channel>,
         at: Timestamp,
     ) -> Result<(Segment, Vec<String>)> {
-        self.blocking(move |shared| {
+        self.scan(move |shared| {
             let segment = read_segment(shared, &id)?;
             let rule = stored_rule(&segment)?;
             let index = shared.index();
@@ -409,8 +410,7 @@ impl Engine {
         compile_filter(&segment.filter)
             .map_err(|description| Error::invalid("segment.filter", description))?;
         let saved = self
-            .blocking(move |shared| {
-                let _writer = shared.writer();
+            .write(move |shared| {
                 if shared.store.get_segment(&segment.id)?.is_some() {
                     return Err(Error::AlreadyExists(segment.id.name()));
                 }
@@ -428,7 +428,7 @@ impl Engine {
 
     /// One segment.
     pub async fn get_segment(&self, id: SegmentId) -> Result<Segment> {
-        self.blocking(move |shared| read_segment(shared, &id)).await
+        read_segment(&self.shared, &id)
     }
 
     /// Up to `limit` segments after `after`, and whether more follow.
@@ -437,7 +437,7 @@ impl Engine {
         after: Option<SegmentId>,
         limit: usize,
     ) -> Result<(Vec<Segment>, bool)> {
-        self.blocking(move |shared| {
+        self.scan(move |shared| {
             let mut segments = shared.store.list_segments(after.as_ref(), limit + 1)?;
             let more = segments.len() > limit;
             segments.truncate(limit);
@@ -454,8 +454,7 @@ impl Engine {
         change: impl FnOnce(&mut Segment) + Send + 'static,
     ) -> Result<Segment> {
         let saved = self
-            .blocking(move |shared| {
-                let _writer = shared.writer();
+            .write(move |shared| {
                 let mut segment = read_segment(shared, &id)?;
                 change(&mut segment);
                 compile_filter(&segment.filter)
@@ -472,8 +471,7 @@ impl Engine {
 
     /// Deletes a segment.
     pub async fn delete_segment(&self, id: SegmentId) -> Result<()> {
-        self.blocking(move |shared| {
-            let _writer = shared.writer();
+        self.write(move |shared| {
             if shared.store.delete_segment(&id)? {
                 Ok(())
             } else {

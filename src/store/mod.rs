@@ -21,11 +21,14 @@
 //!
 //! # Writes
 //!
-//! Every change goes through [`Store::write`], which runs under one lock, so a
-//! read-check-write (an etag check, an idempotent create) sees no other
-//! writer, and applies its changes as one atomic sled batch. A caller that
-//! acknowledges a write first awaits [`Store::durable`], which joins the next
-//! group commit (or returns at once under [`Durability::Relaxed`]).
+//! The store does not serialise its writers: its one owner, the engine,
+//! runs one write at a time under its writer lock, which also covers the
+//! index update that goes with each write. So a read-check-write (an etag
+//! check, an idempotent create) sees no other writer. A change of customers
+//! goes through [`Store::write`], which applies it as one atomic sled batch.
+//! A caller that acknowledges a write first awaits [`Store::durable`], which
+//! joins the next group commit (or returns at once under
+//! [`Durability::Relaxed`]).
 
 mod codec;
 mod commit;
@@ -36,7 +39,6 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use sled::Transactional as _;
 
@@ -53,7 +55,7 @@ const FORMAT_VERSION: u8 = 1;
 pub const PERIODIC_FLUSH_MS: u64 = 500;
 
 /// When a write is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Only once it is flushed to disk; concurrent writers share one flush.
     Durable,
@@ -88,8 +90,6 @@ pub struct Store {
     meta: sled::Tree,
     /// The sequence number of the next activity batch.
     next_batch: AtomicU64,
-    /// Serialises writers; see the module docs.
-    write_lock: Mutex<()>,
     /// The group committer.
     commit: GroupCommit,
     /// When writes are acknowledged.
@@ -151,7 +151,6 @@ impl Store {
             segments,
             meta,
             next_batch: AtomicU64::new(next_batch),
-            write_lock: Mutex::new(()),
             commit,
             durability: options.durability,
         })
@@ -182,19 +181,11 @@ impl Store {
             .collect()
     }
 
-    /// The number of stored customers; a full scan, for start-up and tests.
-    pub fn count_customers(&self) -> usize {
-        self.customers.len()
-    }
-
     /// Runs `change` as one atomic write: it reads through `writes`, stages
     /// puts and deletes there, and they are applied together if it returns
-    /// `Ok`. Blocking; writers run one at a time.
+    /// `Ok`. Blocking; the caller runs one write at a time (see the module
+    /// docs).
     pub fn write<T>(&self, change: impl FnOnce(&mut CustomerWrites<'_>) -> Result<T>) -> Result<T> {
-        let _only_writer = self
-            .write_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut writes = CustomerWrites {
             tree: &self.customers,
             staged: BTreeMap::new(),
@@ -242,10 +233,6 @@ impl Store {
 
     /// Stores a batch of events and returns its sequence number; blocking.
     pub fn append_activity(&self, batch: &ActivityRecord) -> Result<u64> {
-        let _only_writer = self
-            .write_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let seq = self.next_batch.fetch_add(1, Ordering::Relaxed);
         self.activity
             .insert(seq.to_be_bytes(), codec::encode_activity(batch)?)
@@ -279,10 +266,6 @@ impl Store {
         id: &CustomerId,
         rewritten: &[(u64, Option<ActivityRecord>)],
     ) -> Result<()> {
-        let _only_writer = self
-            .write_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let encoded = rewritten
             .iter()
             .map(|(seq, batch)| {

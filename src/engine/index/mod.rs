@@ -1,0 +1,301 @@
+//! The in-memory feature index: one row per customer with what features
+//! need, and each customer's activity times and amounts in compact arrays.
+//! It is rebuilt from the store at start-up and updated on every write;
+//! features are computed from it, never by scanning the store.
+//!
+//! - `series`: one customer's events of each kind, sorted.
+//! - `columns`: the profile and purchase columns, their dictionaries, and
+//!   the one function that derives a row's columns from its activity.
+//! - `load`: the bulk load at start-up.
+//! - this module: the rows by customer id, and the changes of one customer.
+
+mod columns;
+mod load;
+mod series;
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+use std::mem::size_of;
+
+use compact_str::CompactString;
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+
+pub use columns::{
+    age_at, days_past, engaged, frequency_bounds, ymd, Columns, Derived, Dictionaries, Dictionary,
+};
+pub use series::{event_key, Event, EventRef, Loaded, Row, Series};
+
+use super::rfm::{Figures, RfmBounds, RfmState};
+use crate::domain::features::Thresholds;
+use crate::domain::{Customer, CustomerId, EngagementKind, TraitValue};
+use columns::CustomerFields;
+
+/// What the index holds, and the heap memory it takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexSize {
+    /// Customers.
+    pub customers: usize,
+    /// Purchases.
+    pub purchases: usize,
+    /// Bytes of the purchase arrays.
+    pub purchase_bytes: usize,
+    /// Engagement events.
+    pub engagements: usize,
+    /// Bytes of the engagement arrays, with the per-customer record that
+    /// holds them for the customers who have any.
+    pub engagement_bytes: usize,
+    /// Bytes of everything else: the id table, the rows, the columns.
+    pub customer_bytes: usize,
+}
+
+/// The index.
+#[derive(Debug, Default)]
+pub struct FeatureIndex {
+    /// Row numbers, found by the hash of their id.
+    table: HashTable<u32>,
+    /// Hashes ids for `table`.
+    hasher: RandomState,
+    /// Ids by row; empty where a customer was deleted. Ids of up to 24
+    /// bytes are held inline.
+    ids: Vec<CompactString>,
+    /// Activity by row.
+    rows: Vec<Row>,
+    /// Profile and purchase columns by row.
+    columns: Columns,
+    /// The strings of the dictionary-encoded columns.
+    dictionaries: Dictionaries,
+    /// Trait values by key, then by row.
+    traits: BTreeMap<String, HashMap<u32, TraitValue, RandomState>>,
+    /// The latest time of any event added; events are never later than it.
+    max_time: i64,
+    /// Rows that hold a customer.
+    live: usize,
+    /// The thresholds the purchase columns are computed for.
+    thresholds: Thresholds,
+    /// The purchasers' RFM bounds, and what keeps them.
+    rfm: RfmState,
+}
+
+impl FeatureIndex {
+    /// An empty index whose purchase columns follow `thresholds`.
+    pub fn new(thresholds: Thresholds) -> Self {
+        FeatureIndex {
+            thresholds,
+            ..FeatureIndex::default()
+        }
+    }
+
+    /// The thresholds the purchase columns follow.
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
+    }
+
+    /// Whether the RFM bounds are at hand, so that asking for them costs
+    /// microseconds: after a purchase they are moved by the tracker; only
+    /// after a bulk load, or once a place has left its window, must they be
+    /// found from the columns, which takes milliseconds.
+    pub fn rfm_ready(&self) -> bool {
+        self.rfm.ready()
+    }
+
+    /// The purchasers' RFM bounds over the all-time figures.
+    pub fn rfm_bounds(&self) -> Option<RfmBounds> {
+        self.rfm.bounds(|| {
+            let c = &self.columns;
+            let buyers: Vec<usize> = (0..self.rows.len())
+                .filter(|&row| c.alive[row] && c.count[row] > 0)
+                .collect();
+            (
+                buyers.iter().map(|&row| c.last[row]).collect(),
+                buyers.iter().map(|&row| c.count[row]).collect(),
+                buyers.iter().map(|&row| c.total[row]).collect(),
+            )
+        })
+    }
+
+    /// A purchaser's all-time figures, or `None` for a customer who has
+    /// bought nothing.
+    fn figures(&self, at: usize) -> Option<Figures> {
+        let c = &self.columns;
+        (c.alive[at] && c.count[at] > 0).then(|| (c.last[at], c.count[at], c.total[at]))
+    }
+
+    /// Adds a customer, or refreshes the profile fields of a known one.
+    pub fn upsert_customer(&mut self, customer: &Customer) {
+        self.upsert(customer.clone().into());
+    }
+
+    fn upsert(&mut self, fields: CustomerFields) {
+        let number = match self.row_number(&fields.id) {
+            Some(number) => number,
+            None => {
+                let number = self.ids.len() as u32;
+                let hash = self.hasher.hash_one(fields.id.as_str());
+                let (ids, hasher) = (&self.ids, &self.hasher);
+                self.table
+                    .insert_unique(hash, number, |&n| hasher.hash_one(ids[n as usize].as_str()));
+                self.ids.push(fields.id.clone());
+                self.rows.push(Row::default());
+                self.columns.set_derived(number as usize, &Derived::NONE);
+                self.live += 1;
+                number
+            }
+        };
+        self.columns
+            .set_profile(number as usize, &fields, &mut self.dictionaries);
+        self.set_traits(number, fields.traits);
+    }
+
+    fn set_traits(&mut self, number: u32, traits: BTreeMap<String, TraitValue>) {
+        for (key, values) in &mut self.traits {
+            if !traits.contains_key(key) {
+                values.remove(&number);
+            }
+        }
+        for (key, value) in traits {
+            self.traits.entry(key).or_default().insert(number, value);
+        }
+        self.traits.retain(|_, values| !values.is_empty());
+    }
+
+    /// Removes a customer and returns their activity.
+    pub fn remove_customer(&mut self, id: &CustomerId) -> Option<Row> {
+        let hash = self.hasher.hash_one(id.as_str());
+        let ids = &self.ids;
+        let entry = self
+            .table
+            .find_entry(hash, |&n| ids[n as usize] == id.as_str())
+            .ok()?;
+        let (number, _) = entry.remove();
+        let at = number as usize;
+        let figures = self.figures(at);
+        self.rfm.change(figures, None);
+        self.ids[at] = CompactString::default();
+        self.set_traits(number, BTreeMap::new());
+        self.columns.alive[at] = false;
+        self.columns.set_derived(at, &Derived::NONE);
+        self.live -= 1;
+        Some(std::mem::take(&mut self.rows[at]))
+    }
+
+    /// The row number of a customer.
+    pub fn row_number(&self, id: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(id);
+        self.table
+            .find(hash, |&n| self.ids[n as usize] == id)
+            .copied()
+    }
+
+    /// A customer's activity.
+    pub fn row(&self, id: &str) -> Option<&Row> {
+        self.row_at(self.row_number(id)?)
+    }
+
+    /// A row's activity, if it holds a customer.
+    pub fn row_at(&self, number: u32) -> Option<&Row> {
+        let at = number as usize;
+        (*self.columns.alive.get(at)?).then(|| &self.rows[at])
+    }
+
+    /// The id of a row; empty for a deleted row.
+    pub fn id_at(&self, number: u32) -> &str {
+        self.ids.get(number as usize).map_or("", |id| id.as_str())
+    }
+
+    /// The profile and purchase columns.
+    pub fn columns(&self) -> &Columns {
+        &self.columns
+    }
+
+    /// The strings of the dictionary-encoded columns.
+    pub fn dictionaries(&self) -> &Dictionaries {
+        &self.dictionaries
+    }
+
+    /// The values of one trait, by row.
+    pub fn trait_values(&self, key: &str) -> Option<&HashMap<u32, TraitValue, RandomState>> {
+        self.traits.get(key)
+    }
+
+    /// Rows, deleted ones included: row numbers run below this.
+    pub fn row_count(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The latest time of any event added, nanoseconds since the epoch.
+    /// At or after it, the all-time columns are the figures as of then.
+    pub fn max_time(&self) -> i64 {
+        self.max_time
+    }
+
+    /// Records a purchase of the customer in row `number`, in its place;
+    /// returns false if there is none.
+    pub fn add_purchase(&mut self, number: u32, event: Event) -> bool {
+        self.change_activity(number, event.time, |row| row.insert_purchase(event))
+    }
+
+    /// Records an engagement event of the customer in row `number`, in its
+    /// place; returns false if there is none.
+    pub fn add_engagement(&mut self, number: u32, kind: EngagementKind, event: Event) -> bool {
+        self.change_activity(number, event.time, |row| row.insert_engagement(kind, event))
+    }
+
+    /// Changes the activity of the customer in row `number` with an event
+    /// at `time`, and brings the row's derived columns and the RFM bounds in
+    /// step; returns false if there is no customer.
+    fn change_activity(&mut self, number: u32, time: i64, change: impl FnOnce(&mut Row)) -> bool {
+        let at = number as usize;
+        if !self.columns.alive.get(at).copied().unwrap_or(false) {
+            return false;
+        }
+        let before = self.figures(at);
+        let row = &mut self.rows[at];
+        change(row);
+        self.columns
+            .set_derived(at, &Derived::of(row, &self.thresholds));
+        let after = self.figures(at);
+        self.rfm.change(before, after);
+        self.max_time = self.max_time.max(time);
+        true
+    }
+
+    /// Customers in the index.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether the index holds no customer.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// What the index holds and the heap memory it takes, from the
+    /// capacities of its arrays and tables.
+    pub fn size(&self) -> IndexSize {
+        let traits: usize = self
+            .traits
+            .iter()
+            .map(|(key, values)| key.len() + values.capacity() * (4 + size_of::<TraitValue>() + 1))
+            .sum();
+        let mut size = IndexSize {
+            customers: self.live,
+            // The id table holds a row number and one control byte per slot.
+            customer_bytes: self.table.capacity() * (size_of::<u32>() + 1)
+                + self.ids.capacity() * size_of::<CompactString>()
+                + self.rows.capacity() * size_of::<Row>()
+                + self.columns.heap_bytes()
+                + self.dictionaries.heap_bytes()
+                + traits,
+            ..IndexSize::default()
+        };
+        for (id, row) in self.ids.iter().zip(&self.rows) {
+            size.purchases += row.purchases.len();
+            size.purchase_bytes += row.purchases.heap_bytes();
+            size.customer_bytes += if id.is_heap_allocated() { id.len() } else { 0 };
+            size.engagements += row.engagements().len();
+            size.engagement_bytes += row.engagement_bytes();
+        }
+        size
+    }
+}
