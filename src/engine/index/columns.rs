@@ -96,7 +96,9 @@ impl Derived {
     };
 
     /// The columns of a row's activity, its series being in order.
-    pub fn of(row: &Row, thresholds: &Thresholds) -> Self {
+    /// A row's derived columns; `total` is the sum of its purchase amounts,
+    /// which a change of one event keeps up without adding them all again.
+    pub fn of(row: &Row, thresholds: &Thresholds, total: i64) -> Self {
         let times = &row.purchases.times;
         let (lapsed_from, frequent_until) = frequency_bounds(times, thresholds);
         let firsts = row.firsts();
@@ -110,11 +112,7 @@ impl Derived {
         .fold(0, |flags, (_, flag)| flags | flag);
         Derived {
             count: times.len() as u32,
-            total: row
-                .purchases
-                .amounts
-                .iter()
-                .fold(0i64, |sum, &amount| sum.saturating_add(amount)),
+            total,
             first: times.first().copied().unwrap_or(0),
             last: times.last().copied().unwrap_or(0),
             engaged,

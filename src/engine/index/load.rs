@@ -155,7 +155,12 @@ impl FeatureIndex {
                 .par_iter_mut()
                 .map(|row| {
                     row.finish_load();
-                    Derived::of(row, thresholds)
+                    let total = row
+                        .purchases
+                        .amounts
+                        .iter()
+                        .fold(0i64, |sum, &amount| sum.saturating_add(amount));
+                    Derived::of(row, thresholds, total)
                 })
                 .collect();
             for (offset, (row, derived)) in rows.iter().zip(&derived).enumerate() {

@@ -232,19 +232,30 @@ impl FeatureIndex {
     /// Records a purchase of the customer in row `number`, in its place;
     /// returns false if there is none.
     pub fn add_purchase(&mut self, number: u32, event: Event) -> bool {
-        self.change_activity(number, event.time, |row| row.insert_purchase(event))
+        self.change_activity(number, event.time, event.amount.unwrap_or(0), |row| {
+            row.insert_purchase(event)
+        })
     }
 
     /// Records an engagement event of the customer in row `number`, in its
     /// place; returns false if there is none.
     pub fn add_engagement(&mut self, number: u32, kind: EngagementKind, event: Event) -> bool {
-        self.change_activity(number, event.time, |row| row.insert_engagement(kind, event))
+        self.change_activity(number, event.time, 0, |row| {
+            row.insert_engagement(kind, event)
+        })
     }
 
     /// Changes the activity of the customer in row `number` with an event
-    /// at `time`, and brings the row's derived columns and the RFM bounds in
-    /// step; returns false if there is no customer.
-    fn change_activity(&mut self, number: u32, time: i64, change: impl FnOnce(&mut Row)) -> bool {
+    /// at `time` that adds `spent` to its purchase total, and brings the
+    /// row's derived columns and the RFM bounds in step; returns false if
+    /// there is no customer.
+    fn change_activity(
+        &mut self,
+        number: u32,
+        time: i64,
+        spent: i64,
+        change: impl FnOnce(&mut Row),
+    ) -> bool {
         let at = number as usize;
         if !self.columns.alive.get(at).copied().unwrap_or(false) {
             return false;
@@ -252,8 +263,9 @@ impl FeatureIndex {
         let before = self.figures(at);
         let row = &mut self.rows[at];
         change(row);
+        let total = self.columns.total[at].saturating_add(spent);
         self.columns
-            .set_derived(at, &Derived::of(row, &self.thresholds));
+            .set_derived(at, &Derived::of(row, &self.thresholds, total));
         let after = self.figures(at);
         self.rfm.change(before, after);
         self.max_time = self.max_time.max(time);
