@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::country;
 use super::time::{Date, Timestamp};
+use super::{Result, Violations};
 
 /// The collection part of a customer's resource name.
 pub const COLLECTION: &str = "customers/";
@@ -366,22 +367,20 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// Checks the rules that span fields, naming fields under `prefix`.
-    pub fn cross_field_violations(&self, prefix: &str) -> Vec<(String, String)> {
-        let mut found = Vec::new();
+    /// Checks the rules that span fields; the violations name fields
+    /// relative to the profile (`department`).
+    pub fn check(&self) -> Result<()> {
+        let mut violations = Violations::default();
         if self.department.is_some() && self.relationship != Relationship::Internal {
-            found.push((
-                format!("{prefix}department"),
-                "only an INTERNAL customer has a department".to_owned(),
-            ));
+            violations.add("department", "only an INTERNAL customer has a department");
         }
         if self.traits.len() > MAX_TRAITS {
-            found.push((
-                format!("{prefix}traits"),
+            violations.add(
+                "traits",
                 format!("at most {MAX_TRAITS} traits, got {}", self.traits.len()),
-            ));
+            );
         }
-        found
+        violations.into_result(())
     }
 }
 

@@ -3,9 +3,7 @@
 
 use super::features::{features_of, CustomerFeatures};
 use super::{Engine, Shared};
-use crate::domain::{
-    Customer, CustomerId, Error, Profile, ProfileField, Result, Timestamp, Violations,
-};
+use crate::domain::{Customer, CustomerId, Error, Profile, ProfileField, Result, Timestamp};
 use crate::store::CustomerWrites;
 
 /// A partial update of one customer.
@@ -51,24 +49,17 @@ fn check_etag(customer: &Customer, expected: Option<&str>) -> Result<()> {
     }
 }
 
-fn cross_field_check(profile: &Profile, prefix: &str) -> Result<()> {
-    let mut violations = Violations::default();
-    for (field, description) in profile.cross_field_violations(prefix) {
-        violations.add(field, description);
-    }
-    violations.into_result(())
-}
-
 impl Engine {
     /// Creates a customer. A repeat of an earlier create with the same
     /// `request_id` returns the stored customer instead of ALREADY_EXISTS.
+    /// Violations name fields relative to the profile.
     pub async fn create_customer(
         &self,
         id: CustomerId,
         profile: Profile,
         request_id: Option<String>,
     ) -> Result<Customer> {
-        cross_field_check(&profile, "customer.")?;
+        profile.check()?;
         self.write_customer(move |writes| {
             if let Some(existing) = writes.get(&id)? {
                 let is_retry = request_id.is_some() && existing.create_request_id == request_id;
@@ -114,7 +105,8 @@ impl Engine {
         .await
     }
 
-    /// Changes the named fields of a customer.
+    /// Changes the named fields of a customer. Violations name fields
+    /// relative to the profile.
     pub async fn update_customer(&self, update: CustomerUpdate) -> Result<Customer> {
         let CustomerUpdate {
             id,
@@ -142,7 +134,7 @@ impl Engine {
             for field in &fields {
                 field.copy(&profile, &mut customer.profile);
             }
-            cross_field_check(&customer.profile, "customer.")?;
+            customer.profile.check()?;
             customer.update_time = now.after(customer.update_time);
             writes.put(customer.clone());
             Ok(customer)
@@ -194,13 +186,16 @@ impl Engine {
 
     /// Creates or replaces a batch of customers, all or nothing. The batch
     /// is applied but not yet durable: call [`Engine::durable`] before
-    /// acknowledging it.
+    /// acknowledging it. Violations name fields relative to the batch
+    /// (`[3].department`).
     pub async fn import_customers(
         &self,
         batch: Vec<(CustomerId, Profile)>,
     ) -> Result<ImportCounts> {
         for (index, (_, profile)) in batch.iter().enumerate() {
-            cross_field_check(profile, &format!("customers[{index}]."))?;
+            profile
+                .check()
+                .map_err(|error| error.under(&format!("[{index}].")))?;
         }
         self.write(move |shared| {
             let mut stored = Vec::with_capacity(batch.len());

@@ -81,7 +81,10 @@ impl CustomerService for CustomerApi {
             new_profile_from_proto(request.customer.as_ref(), &rules(&engine)),
         )
             .all()?;
-        let customer = engine.create_customer(id, profile, request_id).await?;
+        let customer = engine
+            .create_customer(id, profile, request_id)
+            .await
+            .map_err(|error| error.under("customer."))?;
         Ok(Response::new(customer_to_proto(&customer)))
     }
 
@@ -116,7 +119,8 @@ impl CustomerService for CustomerApi {
                 etag: optional(customer.etag),
                 allow_missing: request.allow_missing,
             })
-            .await?;
+            .await
+            .map_err(|error| error.under("customer."))?;
         Ok(Response::new(customer_to_proto(&updated)))
     }
 
@@ -195,7 +199,10 @@ impl CustomerService for CustomerApi {
             while let Some(message) = next_message(&mut stream).await? {
                 check_batch_size(message.customers.len(), self.limits)?;
                 let batch = import_batch_from_proto(&message.customers, &rules(&engine))?;
-                let counts = engine.import_customers(batch).await?;
+                let counts = engine
+                    .import_customers(batch)
+                    .await
+                    .map_err(|error| error.under("customers"))?;
                 totals.created += counts.created;
                 totals.updated += counts.updated;
                 batches += 1;

@@ -5,8 +5,8 @@ use tonic::{Request, Response, Status};
 
 use super::check::{evaluation_time, export_batch, field, All};
 use super::convert::{
-    assignment_batches_to_proto, assignment_to_proto, catalog_from_proto, catalog_to_proto,
-    channel_from_proto, persona_breakdown_to_proto,
+    assignment_batches_to_proto, assignment_to_proto, catalog_to_proto, channel_from_proto,
+    persona_breakdown_to_proto, persona_from_proto,
 };
 use super::pb::persona_service_server::PersonaService;
 use super::pb::{self};
@@ -61,7 +61,11 @@ impl PersonaService for PersonaApi {
     ) -> Result<Response<pb::PersonaCatalog>, Status> {
         let engine = ready(&self.engine)?;
         let request = request.into_inner();
-        let personas = catalog_from_proto(request.personas)?;
+        let personas = request
+            .personas
+            .into_iter()
+            .map(persona_from_proto)
+            .collect();
         let expected = u64::try_from(request.expected_revision)
             .ok()
             .filter(|&revision| revision > 0);

@@ -107,6 +107,28 @@ async fn an_invalid_batch_stops_the_stream_and_keeps_the_batches_before_it() {
 }
 
 #[tokio::test]
+async fn a_rule_across_fields_names_the_customer_of_the_batch() {
+    let server = TestServer::start().await;
+    let mut client = server.customers().await;
+    let mut bad = batch(0..10);
+    // A department is for INTERNAL customers only.
+    bad.customers[3].relationship = pb::Relationship::External as i32;
+    let status = client
+        .import_customers(tokio_stream::iter(vec![batch(10..20), bad]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["customers[3].department"]);
+    assert!(
+        status.message().contains("message 1"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(count_all(&server).await, 10);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_batch_over_the_limit_is_resource_exhausted() {
     let server = TestServer::start().await;
     let mut client = server.customers().await;

@@ -3,9 +3,9 @@
 //! conditions written out once.
 
 use super::explain::Explainer;
-use crate::domain::persona::Catalog;
-use crate::domain::rules::{compile, Predicate};
-use crate::domain::{Result, Violations};
+use crate::domain::persona::{check_catalog, Catalog};
+use crate::domain::rules::Predicate;
+use crate::domain::Result;
 
 /// The catalog in force with its rules compiled.
 #[derive(Debug)]
@@ -19,21 +19,12 @@ pub struct CompiledCatalog {
 }
 
 impl CompiledCatalog {
-    /// Compiles every rule; each failure is a violation of `personas[i].rule`.
+    /// Checks the catalog and compiles every rule; the violations name
+    /// fields relative to the catalog (`personas[2].rule`).
     pub fn new(catalog: Catalog) -> Result<Self> {
-        let mut violations = Violations::default();
-        let mut rules = Vec::with_capacity(catalog.personas.len());
-        for (index, persona) in catalog.personas.iter().enumerate() {
-            match compile(&persona.rule) {
-                Ok(rule) => rules.push(rule),
-                Err(error) => violations.add(
-                    format!("personas[{index}].rule"),
-                    format!("at character {}: {}", error.position, error.message),
-                ),
-            }
-        }
+        let rules = check_catalog(&catalog.personas)?;
         let explainers = rules.iter().map(Explainer::new).collect();
-        violations.into_result(CompiledCatalog {
+        Ok(CompiledCatalog {
             catalog,
             rules,
             explainers,

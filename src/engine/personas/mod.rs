@@ -22,9 +22,9 @@ use super::bits::Bits;
 use super::frame::Frame;
 use super::select::{consented, select, select_within, split_objectors};
 use super::Engine;
-use crate::domain::persona::{default_catalog, parse_persona_id, Catalog, Persona, MAX_PERSONAS};
+use crate::domain::persona::{default_catalog, Catalog, Persona};
 use crate::domain::rules::{Channel, Predicate};
-use crate::domain::{CustomerId, Error, Result, Timestamp, Violations};
+use crate::domain::{CustomerId, Error, Result, Timestamp};
 use explain::assign;
 
 /// Customers per persona.
@@ -81,43 +81,19 @@ impl Engine {
         .await
     }
 
-    /// Replaces the catalog, after checking every persona; `expected`, when
-    /// given, must be the stored revision.
+    /// Replaces the catalog, after checking every persona (the violations
+    /// name fields relative to the catalog); `expected`, when given, must be
+    /// the stored revision.
     pub async fn replace_catalog(
         &self,
         personas: Vec<Persona>,
         expected: Option<u64>,
     ) -> Result<Catalog> {
-        let mut violations = Violations::default();
-        if personas.is_empty() || personas.len() > MAX_PERSONAS {
-            violations.add(
-                "personas",
-                format!("1 to {MAX_PERSONAS} personas, got {}", personas.len()),
-            );
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (index, persona) in personas.iter().enumerate() {
-            if let Err(description) = parse_persona_id(&persona.id) {
-                violations.add(format!("personas[{index}].persona_id"), description);
-            } else if !seen.insert(persona.id.clone()) {
-                violations.add(
-                    format!("personas[{index}].persona_id"),
-                    format!("{} appears twice", persona.id),
-                );
-            }
-        }
-        let checked = CompiledCatalog::new(Catalog {
+        let compiled = CompiledCatalog::new(Catalog {
             personas,
             revision: 0,
             built_in: false,
-        });
-        if let Err(Error::InvalidArgument(found)) = &checked {
-            for violation in found {
-                violations.add(violation.field.clone(), violation.description.clone());
-            }
-        }
-        violations.into_result(())?;
-        let compiled = checked?;
+        })?;
         self.store_catalog(compiled, expected).await
     }
 

@@ -49,14 +49,14 @@ fn optional_text(value: &str) -> Option<&str> {
 }
 
 /// Converts the client-settable fields of `customer`, recording every
-/// invalid one as a violation of `{prefix}{field}`.
+/// invalid one as a violation named relative to the customer
+/// (`birth_date`).
 fn profile_from_proto(
     customer: &pb::Customer,
-    prefix: &str,
     rules: &ProfileRules,
     violations: &mut Violations,
 ) -> Profile {
-    let field = |name: &str| format!("{prefix}{name}");
+    let field = |name: &str| name.to_owned();
     let party = match enum_value(customer.party, field("party"), "Party", violations) {
         Some(pb::Party::Business) => Party::Business,
         _ => Party::Individual,
@@ -214,8 +214,8 @@ pub fn new_profile_from_proto(
         return Err(Error::invalid("customer", "required"));
     };
     let mut violations = Violations::default();
-    let profile = profile_from_proto(customer, "customer.", rules, &mut violations);
-    collected(profile, violations)
+    let profile = profile_from_proto(customer, rules, &mut violations);
+    collected(profile, violations).map_err(|error| error.under("customer."))
 }
 
 /// The fields an update changes, named by the update mask's `paths`
@@ -244,15 +244,10 @@ pub fn profile_update_from_proto(
             .collect(),
     };
     let mut profile_violations = Violations::default();
-    let profile = profile_from_proto(customer, "customer.", rules, &mut profile_violations);
-    profile_violations.retain(|violation| {
-        let path = violation
-            .field
-            .strip_prefix("customer.")
-            .unwrap_or(&violation.field);
-        fields.iter().any(|field| field.covers(path))
-    });
-    violations.extend(profile_violations);
+    let profile = profile_from_proto(customer, rules, &mut profile_violations);
+    profile_violations
+        .retain(|violation| fields.iter().any(|field| field.covers(&violation.field)));
+    violations.extend_under("customer.", profile_violations);
     collected((fields, profile), violations)
 }
 
@@ -269,7 +264,9 @@ pub fn import_batch_from_proto(
             format!("{prefix}name"),
             CustomerId::from_name(&customer.name),
         );
-        let profile = profile_from_proto(customer, &prefix, rules, &mut violations);
+        let mut profile_violations = Violations::default();
+        let profile = profile_from_proto(customer, rules, &mut profile_violations);
+        violations.extend_under(&prefix, profile_violations);
         if let Some(id) = id {
             batch.push((id, profile));
         }

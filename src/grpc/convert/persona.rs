@@ -2,16 +2,13 @@
 //! and persona breakdowns.
 
 use crate::domain::persona::{Catalog, Persona};
-use crate::domain::{CurrencyCode, Timestamp, Violations};
+use crate::domain::{CurrencyCode, Timestamp};
 use crate::engine::{Assignment, ConditionResult, PersonaCounts};
-use crate::grpc::check::{collected, Checked};
 use crate::grpc::pb;
 
 use super::{average, customer_name, features_to_proto, money, timestamp_to_proto};
 
 /// The longest display name, description, action or channel of a persona.
-const MAX_TEXT: usize = 2000;
-
 fn persona_to_proto(persona: &Persona) -> pb::Persona {
     pb::Persona {
         persona_id: persona.id.clone(),
@@ -83,27 +80,8 @@ pub fn assignment_to_proto(
     }
 }
 
-fn persona_from_proto(persona: pb::Persona, index: usize, v: &mut Violations) -> Persona {
-    let field = |name: &str| format!("personas[{index}].{name}");
-    for (name, text) in [
-        ("display_name", &persona.display_name),
-        ("description", &persona.description),
-    ] {
-        if text.chars().count() > MAX_TEXT {
-            v.add(field(name), format!("at most {MAX_TEXT} characters"));
-        }
-    }
-    for (name, list) in [
-        ("recommended_actions", &persona.recommended_actions),
-        ("channels", &persona.channels),
-    ] {
-        if list.len() > 50 || list.iter().any(|item| item.chars().count() > MAX_TEXT) {
-            v.add(
-                field(name),
-                format!("at most 50 entries of at most {MAX_TEXT} characters"),
-            );
-        }
-    }
+/// A persona of a new catalog; the domain checks it with the catalog.
+pub fn persona_from_proto(persona: pb::Persona) -> Persona {
     Persona {
         id: persona.persona_id,
         display_name: persona.display_name,
@@ -112,17 +90,6 @@ fn persona_from_proto(persona: pb::Persona, index: usize, v: &mut Violations) ->
         recommended_actions: persona.recommended_actions,
         channels: persona.channels,
     }
-}
-
-/// The personas of a new catalog, every invalid field reported.
-pub fn catalog_from_proto(personas: Vec<pb::Persona>) -> Checked<Vec<Persona>> {
-    let mut violations = Violations::default();
-    let personas = personas
-        .into_iter()
-        .enumerate()
-        .map(|(index, persona)| persona_from_proto(persona, index, &mut violations))
-        .collect();
-    collected(personas, violations)
 }
 
 /// Persona counts as the API shows them.
