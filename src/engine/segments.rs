@@ -405,10 +405,11 @@ impl Engine {
         .await
     }
 
-    /// Saves a new segment; its filter must compile.
+    /// Saves a new segment; its filter must compile. Violations name
+    /// fields relative to the segment.
     pub async fn create_segment(&self, mut segment: Segment) -> Result<Segment> {
         compile_filter(&segment.filter)
-            .map_err(|description| Error::invalid("segment.filter", description))?;
+            .map_err(|description| Error::invalid("filter", description))?;
         let saved = self
             .write(move |shared| {
                 if shared.store.get_segment(&segment.id)?.is_some() {
@@ -447,7 +448,8 @@ impl Engine {
     }
 
     /// Changes a segment with `change`, which gets the stored one; the
-    /// revision goes up by one.
+    /// revision goes up by one. Violations name fields relative to the
+    /// segment.
     pub async fn update_segment(
         &self,
         id: SegmentId,
@@ -458,7 +460,7 @@ impl Engine {
                 let mut segment = read_segment(shared, &id)?;
                 change(&mut segment);
                 compile_filter(&segment.filter)
-                    .map_err(|description| Error::invalid("segment.filter", description))?;
+                    .map_err(|description| Error::invalid("filter", description))?;
                 segment.revision += 1;
                 segment.update_time = Timestamp::now().after(segment.update_time);
                 shared.store.put_segment(&segment)?;

@@ -116,7 +116,8 @@ impl PersonaService for PersonaApi {
             .all()?;
         let (revision, rows) = engine
             .export_personas(request.persona_ids, channel, at)
-            .await?;
+            .await
+            .map_err(|error| error.under("persona_ids"))?;
         let messages = assignment_batches_to_proto(&rows, batch, revision, at);
         Ok(Response::new(stream_of(messages)))
     }

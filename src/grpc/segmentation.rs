@@ -67,7 +67,10 @@ impl SegmentationService for SegmentationApi {
         let request = request.into_inner();
         let id = field("segment_id", SegmentId::parse(&request.segment_id));
         let segment = new_segment_from_proto(id, request.segment)?;
-        let saved = engine.create_segment(segment).await?;
+        let saved = engine
+            .create_segment(segment)
+            .await
+            .map_err(|error| error.under("segment."))?;
         Ok(Response::new(segment_to_proto(&saved)))
     }
 
@@ -116,7 +119,8 @@ impl SegmentationService for SegmentationApi {
         let changes = SegmentChanges::from_proto(segment, paths.as_deref().unwrap_or(&[]))?;
         let updated = engine
             .update_segment(id, move |stored| changes.apply(stored))
-            .await?;
+            .await
+            .map_err(|error| error.under("segment."))?;
         Ok(Response::new(segment_to_proto(&updated)))
     }
 

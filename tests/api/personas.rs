@@ -520,12 +520,16 @@ async fn exports_honour_consent_and_objection() {
     );
     let status = client
         .export_persona_assignments(pb::ExportPersonaAssignmentsRequest {
-            persona_ids: vec!["NO_SUCH".into()],
+            persona_ids: vec!["LAPSING_LOYAL".into(), "NO_SUCH".into()],
             ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        crate::customers::violated_fields(&status),
+        ["persona_ids[1]"]
+    );
     server.stop().await.unwrap();
 }
 

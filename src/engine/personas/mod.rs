@@ -167,7 +167,8 @@ impl Engine {
     }
 
     /// Every customer's persona among `persona_ids` (all when empty), in id
-    /// order, with consent on `channel` when given; never an objector.
+    /// order, with consent on `channel` when given; never an objector. An
+    /// unknown persona is a violation of its place in the list (`[2]`).
     pub async fn export_personas(
         &self,
         persona_ids: Vec<String>,
@@ -178,7 +179,7 @@ impl Engine {
         for (index, id) in persona_ids.iter().enumerate() {
             if !compiled.catalog.personas.iter().any(|p| &p.id == id) {
                 return Err(Error::invalid(
-                    format!("persona_ids[{index}]"),
+                    format!("[{index}]"),
                     format!(
                         "{id} is not in the catalog (revision {})",
                         compiled.catalog.revision
