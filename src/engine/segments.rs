@@ -7,7 +7,7 @@ use super::frame::Frame;
 use rayon::prelude::*;
 
 use super::bits::Bits;
-use super::select::{codes, consented, select, split_objectors, Coded, Codes};
+use super::select::{consented, dimension_codes, select, split_objectors, Codes};
 use super::{Engine, Shared};
 use crate::domain::rules::{compile, Channel, Predicate, Variable};
 use crate::domain::segment::{Segment, SegmentId};
@@ -139,12 +139,7 @@ fn breakdown(
     let (members, objectors) = split_objectors(&frame, &selected);
     let coded: Vec<_> = dimensions
         .iter()
-        .map(|dimension| {
-            codes(&frame, dimension).unwrap_or_else(|| Coded {
-                codes: Codes::Narrow(vec![0; frame.rows()].into()),
-                names: vec![String::new()],
-            })
-        })
+        .map(|dimension| dimension_codes(&frame, dimension))
         .collect();
     let dimensions_us = started.elapsed().as_micros() as u64 - select_us;
     let (count, total) = (frame.count(), frame.total());
