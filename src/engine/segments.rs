@@ -95,7 +95,7 @@ fn stored_rule(segment: &Segment) -> Result<Predicate> {
 
 /// The ids of the rows set in `bits` that come after `after`, the
 /// `limit` smallest, in order; and how many such rows there are.
-fn smallest_ids(
+pub(super) fn smallest_ids(
     frame: &Frame<'_>,
     bits: &Bits,
     after: Option<&str>,
@@ -376,26 +376,6 @@ impl Engine {
             }
             let (ids, _) = smallest_ids(&frame, &members, None, usize::MAX);
             Ok((segment, ids))
-        })
-        .await
-    }
-
-    /// The ids of the customers `rule` selects after `after`, the `limit`
-    /// first in id order, and whether more follow. Objectors are included:
-    /// listing customers is not marketing.
-    pub async fn filter_customers(
-        &self,
-        rule: Predicate,
-        at: Timestamp,
-        after: Option<String>,
-        limit: usize,
-    ) -> Result<(Vec<String>, bool)> {
-        self.blocking(move |shared| {
-            let index = shared.index();
-            let frame = Frame::new(&index, at, shared.settings.thresholds);
-            let selected = select(&frame, &rule);
-            let (ids, following) = smallest_ids(&frame, &selected, after.as_deref(), limit);
-            Ok((ids.clone(), following > ids.len()))
         })
         .await
     }
