@@ -216,7 +216,7 @@ fn literal_number(literal: &Literal) -> Option<f64> {
 }
 
 /// The codes of a breakdown dimension, one per row: a string, an enum or a
-/// trait (see [`Dimension`] for the other variables).
+/// trait (see `Dimension` for the other variables).
 pub fn dimension_codes<'f>(frame: &'f Frame<'_>, dimension: &Variable) -> Coded<'f> {
     column(frame, dimension, Dimension)
 }
@@ -224,7 +224,7 @@ pub fn dimension_codes<'f>(frame: &'f Frame<'_>, dimension: &Variable) -> Coded<
 /// The values of one trait: the rows that hold it, and what they hold.
 type TraitValues = HashMap<u32, TraitValue, RandomState>;
 
-/// What to make of a variable's column. [`column`] calls the one method
+/// What to make of a variable's column. [`column()`] calls the one method
 /// that fits the variable, once per condition. A number column comes as a
 /// reader of each row whose type is the variable's own, so each number
 /// loop is compiled for its variable, with nothing materialised and no
@@ -473,8 +473,10 @@ impl<'f> ColumnPass<'f> for Condition<'_> {
 }
 
 /// `value op x`, compared in the loop made for a number column; NaN
-/// (absent) meets no comparison, `!=` included. On any other column, the
-/// same comparison is `otherwise`.
+/// (absent) meets no comparison, `!=` included. On any other column the
+/// same comparison is `otherwise`: a trait, whose values may be numbers;
+/// a string, an enum or a bool only if the compiler had let a number
+/// literal through for one, which it refuses, and then no row meets it.
 struct CompareTo<'h> {
     /// The operator.
     comparison: Comparison,
