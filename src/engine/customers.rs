@@ -1,4 +1,4 @@
-//! Customer operations: create, read, update, delete, list and import,
+//! Customer operations: create, read, update, delete and import,
 //! and one customer's features.
 
 use super::features::{features_of, CustomerFeatures};
@@ -19,15 +19,6 @@ pub struct CustomerUpdate {
     pub etag: Option<String>,
     /// Create the customer if it does not exist.
     pub allow_missing: bool,
-}
-
-/// One page of customers.
-#[derive(Debug, Clone)]
-pub struct Page {
-    /// The customers, in id order.
-    pub customers: Vec<Customer>,
-    /// Whether more customers follow the last one.
-    pub more: bool,
 }
 
 /// What an import batch did.
@@ -167,21 +158,6 @@ impl Engine {
         self.write(move |shared| erase_customer(shared, &id, etag.as_deref()))
             .await?;
         self.durable().await
-    }
-
-    /// Lists up to `page_size` customers after `after`, in id order.
-    pub async fn list_customers(
-        &self,
-        after: Option<CustomerId>,
-        page_size: usize,
-    ) -> Result<Page> {
-        self.blocking(move |shared| {
-            let mut customers = shared.store.list_customers(after.as_ref(), page_size + 1)?;
-            let more = customers.len() > page_size;
-            customers.truncate(page_size);
-            Ok(Page { customers, more })
-        })
-        .await
     }
 
     /// Creates or replaces a batch of customers, all or nothing. The batch

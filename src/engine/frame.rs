@@ -412,7 +412,7 @@ fn current_frequency(
     }
 }
 
-/// [`current_frequency`] as its code (ordinal plus one), without branches:
+/// `current_frequency` as its code (ordinal plus one), without branches:
 /// the classes of neighbouring customers follow no pattern a branch
 /// predictor could learn.
 #[inline]
@@ -427,7 +427,7 @@ fn current_frequency_code(count: u32, lapsed_from: i64, frequent_until: i64, at:
     several * repeat_buyer + (1 - several) * few
 }
 
-/// [`current_stage`] as its code, without branches: the stages are tested
+/// `current_stage` as its code, without branches: the stages are tested
 /// from the top of the pyramid down and their codes fall in that order, so
 /// the first that holds is the largest code among those that hold.
 #[inline]

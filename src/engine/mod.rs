@@ -6,7 +6,8 @@
 //!
 //! - this module: the [`Engine`] handle, what its operations share, and
 //!   the paths work runs by.
-//! - `customers`, `activity`, `segments`, `personas`: the operations.
+//! - `customers`, `listing`, `activity`, `segments`, `personas`: the
+//!   operations.
 //! - [`index`]: the in-memory feature index, in step with the store.
 //! - `features`, `frame`, `rfm`: one customer's features, and everyone's
 //!   as of a time, over the index.
@@ -51,7 +52,7 @@ use crate::store::{Store, StoreOptions};
 use index::{FeatureIndex, IndexSize};
 
 pub use activity::{EventPage, RecordCounts};
-pub use customers::{CustomerUpdate, ImportCounts, Page};
+pub use customers::{CustomerUpdate, ImportCounts};
 pub use features::CustomerFeatures;
 pub use listing::CustomerPage;
 pub use personas::{
@@ -176,9 +177,10 @@ impl Engine {
         self.shared.index().size()
     }
 
-    /// Flushes everything to disk, for shutdown.
+    /// Flushes everything to disk, for shutdown; a write, so none other
+    /// runs meanwhile.
     pub async fn flush(&self) -> Result<()> {
-        self.blocking(|shared| shared.store.flush()).await
+        self.write(|shared| shared.store.flush()).await
     }
 
     /// Resolves once every write applied so far is durable.

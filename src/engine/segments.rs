@@ -7,7 +7,7 @@ use super::frame::Frame;
 use rayon::prelude::*;
 
 use super::bits::Bits;
-use super::select::{codes, consented, select, split_objectors, Coded, Codes};
+use super::select::{consented, dimension_codes, select, split_objectors, Codes};
 use super::{Engine, Shared};
 use crate::domain::rules::{compile, Channel, Predicate, Variable};
 use crate::domain::segment::{Segment, SegmentId};
@@ -95,7 +95,7 @@ fn stored_rule(segment: &Segment) -> Result<Predicate> {
 
 /// The ids of the rows set in `bits` that come after `after`, the
 /// `limit` smallest, in order; and how many such rows there are.
-fn smallest_ids(
+pub(super) fn smallest_ids(
     frame: &Frame<'_>,
     bits: &Bits,
     after: Option<&str>,
@@ -139,12 +139,7 @@ fn breakdown(
     let (members, objectors) = split_objectors(&frame, &selected);
     let coded: Vec<_> = dimensions
         .iter()
-        .map(|dimension| {
-            codes(&frame, dimension).unwrap_or_else(|| Coded {
-                codes: Codes::Narrow(vec![0; frame.rows()].into()),
-                names: vec![String::new()],
-            })
-        })
+        .map(|dimension| dimension_codes(&frame, dimension))
         .collect();
     let dimensions_us = started.elapsed().as_micros() as u64 - select_us;
     let (count, total) = (frame.count(), frame.total());
@@ -381,26 +376,6 @@ impl Engine {
             }
             let (ids, _) = smallest_ids(&frame, &members, None, usize::MAX);
             Ok((segment, ids))
-        })
-        .await
-    }
-
-    /// The ids of the customers `rule` selects after `after`, the `limit`
-    /// first in id order, and whether more follow. Objectors are included:
-    /// listing customers is not marketing.
-    pub async fn filter_customers(
-        &self,
-        rule: Predicate,
-        at: Timestamp,
-        after: Option<String>,
-        limit: usize,
-    ) -> Result<(Vec<String>, bool)> {
-        self.blocking(move |shared| {
-            let index = shared.index();
-            let frame = Frame::new(&index, at, shared.settings.thresholds);
-            let selected = select(&frame, &rule);
-            let (ids, following) = smallest_ids(&frame, &selected, after.as_deref(), limit);
-            Ok((ids.clone(), following > ids.len()))
         })
         .await
     }

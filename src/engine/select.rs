@@ -3,9 +3,15 @@
 //! and `&&`, `||` and `!` combine those bit sets a word at a time. A
 //! condition on a string or enum is decided once per distinct value (per
 //! dictionary entry), then looked up per customer.
+//!
+//! `column` is the one place that says which column each variable reads;
+//! a selection, a comparison with a number and a breakdown dimension are
+//! each a pass over it, chosen once per condition, never per row.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
 use rayon::prelude::*;
 
 use super::bits::Bits;
@@ -84,14 +90,17 @@ fn eval(frame: &Frame<'_>, rule: &Predicate) -> Bits {
             bits
         }
         Predicate::Compare(variable, comparison, literal) => {
-            if let Some(x) = literal_number(literal) {
-                if let Some(bits) = numbers(frame, variable, &CompareTo(*comparison, x)) {
-                    return bits;
-                }
-            }
-            condition(frame, variable, &|value| {
-                compare(value, *comparison, literal)
-            })
+            let holds: &(dyn Fn(Value<'_>) -> bool + Sync) =
+                &|value| compare(value, *comparison, literal);
+            let Some(x) = literal_number(literal) else {
+                return condition(frame, variable, holds);
+            };
+            let pass = CompareTo {
+                comparison: *comparison,
+                x,
+                otherwise: Condition(holds),
+            };
+            column(frame, variable, pass)
         }
         Predicate::In(variable, literals) => {
             condition(frame, variable, &|value| is_one_of(value, literals))
@@ -194,30 +203,218 @@ fn condition(
     variable: &Variable,
     holds: &(dyn Fn(Value<'_>) -> bool + Sync),
 ) -> Bits {
-    let rows = frame.rows();
-    if let Variable::Trait(key) = variable {
-        let mut bits = Bits::filled(rows, false);
-        let absent = holds(Value::Absent);
-        if absent {
-            bits.not();
-        }
-        if let Some(values) = frame.index.trait_values(key) {
-            for (&row, value) in values {
-                let value = match value {
-                    TraitValue::String(text) => Value::Text(text),
-                    TraitValue::Number(number) => Value::Number(*number),
-                    TraitValue::Bool(flag) => Value::Bool(*flag),
-                };
-                match (holds(value), absent) {
-                    (true, false) => bits.set(row as usize),
-                    (false, true) => bits.clear(row as usize),
-                    _ => {}
-                }
-            }
-        }
-        return bits;
+    column(frame, variable, Condition(holds))
+}
+
+/// A number literal as a double.
+fn literal_number(literal: &Literal) -> Option<f64> {
+    match literal {
+        Literal::Int(value) => Some(*value as f64),
+        Literal::Double(value) => Some(*value),
+        _ => None,
     }
-    if let Some(coded) = codes(frame, variable) {
+}
+
+/// The codes of a breakdown dimension, one per row: a string, an enum or a
+/// trait (see `Dimension` for the other variables).
+pub fn dimension_codes<'f>(frame: &'f Frame<'_>, dimension: &Variable) -> Coded<'f> {
+    column(frame, dimension, Dimension)
+}
+
+/// The values of one trait: the rows that hold it, and what they hold.
+type TraitValues = HashMap<u32, TraitValue, RandomState>;
+
+/// What to make of a variable's column. [`column()`] calls the one method
+/// that fits the variable, once per condition. A number column comes as a
+/// reader of each row whose type is the variable's own, so each number
+/// loop is compiled for its variable, with nothing materialised and no
+/// call per row.
+trait ColumnPass<'f> {
+    /// What the pass makes of the column.
+    type Output;
+
+    /// A string or an enum: one code per row.
+    fn coded(self, rows: usize, coded: Coded<'f>) -> Self::Output;
+
+    /// A trait: the values of the rows that hold it (`None` when no row
+    /// does); absent in the other rows.
+    fn traits(self, rows: usize, values: Option<&'f TraitValues>) -> Self::Output;
+
+    /// A number, each row read by `value`: NaN where absent. Ints are
+    /// exact in a double up to 2^53.
+    fn numbers<G: Fn(usize) -> f64 + Sync>(self, rows: usize, value: G) -> Self::Output;
+
+    /// A bool, one per row.
+    fn bools(self, rows: usize, values: &'f [bool]) -> Self::Output;
+}
+
+/// Runs `pass` over the column of `variable`: the one place that says
+/// which column each variable reads, and as what. Every variable is
+/// matched by name, with no catch-all arm, so that a variable added to the
+/// table does not compile until it is given its column here.
+fn column<'f, P: ColumnPass<'f>>(frame: &'f Frame<'_>, variable: &Variable, pass: P) -> P::Output {
+    use crate::domain::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand};
+    use crate::domain::{Gender, Party, Relationship};
+    let rows = frame.rows();
+    let columns = frame.index.columns();
+    let dictionaries = frame.index.dictionaries();
+    let dictionary = |codes: &'f [u32], names: &[compact_str::CompactString]| Coded {
+        codes: Codes::Wide(Cow::Borrowed(codes)),
+        names: names.iter().map(|name| name.to_string()).collect(),
+    };
+    let rfm = |pass: P, score: Score| {
+        let scores = frame.rfm(score);
+        pass.numbers(rows, |row| match scores[row] {
+            0 => f64::NAN,
+            score => f64::from(score),
+        })
+    };
+    match variable {
+        Variable::Relationship => pass.coded(
+            rows,
+            enum_codes(rows, Relationship::NAMES, Relationship::ordinal, |row| {
+                Some(columns.relationship[row])
+            }),
+        ),
+        Variable::Party => pass.coded(
+            rows,
+            enum_codes(rows, Party::NAMES, Party::ordinal, |row| {
+                Some(columns.party[row])
+            }),
+        ),
+        Variable::Age => pass.numbers(rows, |row| frame.age(row).map_or(f64::NAN, f64::from)),
+        Variable::AgeBand => pass.coded(
+            rows,
+            enum_codes(rows, AgeBand::NAMES, AgeBand::ordinal, |row| {
+                Some(frame.age_band(row))
+            }),
+        ),
+        Variable::Gender => pass.coded(
+            rows,
+            enum_codes(rows, Gender::NAMES, Gender::ordinal, |row| {
+                Some(columns.gender[row])
+            }),
+        ),
+        Variable::Country => pass.coded(
+            rows,
+            dictionary(&columns.country, dictionaries.country.names()),
+        ),
+        Variable::Region => pass.coded(
+            rows,
+            dictionary(&columns.region, dictionaries.region.names()),
+        ),
+        Variable::City => pass.coded(rows, dictionary(&columns.city, dictionaries.city.names())),
+        Variable::Language => pass.coded(
+            rows,
+            dictionary(&columns.language, dictionaries.language.names()),
+        ),
+        Variable::Income => {
+            let income = &columns.income;
+            pass.numbers(rows, |row| {
+                let income = income[row];
+                if income == i64::MIN {
+                    f64::NAN
+                } else {
+                    income as f64 / 100.0
+                }
+            })
+        }
+        Variable::IncomeBand => pass.coded(
+            rows,
+            enum_codes(rows, IncomeBand::NAMES, IncomeBand::ordinal, |row| {
+                Some(frame.income_band(row))
+            }),
+        ),
+        Variable::Trait(key) => pass.traits(rows, frame.index.trait_values(key)),
+        Variable::Consent(channel) => pass.coded(
+            rows,
+            enum_codes(rows, ConsentStatus::NAMES, ConsentStatus::ordinal, |row| {
+                Some(channel_status(&columns.consent[row], *channel))
+            }),
+        ),
+        Variable::ObjectsToProfiling => pass.bools(rows, &columns.objects),
+        Variable::Frequency => pass.coded(
+            rows,
+            Coded {
+                codes: Codes::Narrow(Cow::Borrowed(frame.frequency_codes())),
+                names: enum_names(FrequencyClass::NAMES),
+            },
+        ),
+        Variable::Stage => pass.coded(
+            rows,
+            Coded {
+                codes: Codes::Narrow(Cow::Borrowed(frame.stage_codes())),
+                names: enum_names(EngagementStage::NAMES),
+            },
+        ),
+        Variable::PurchaseCount => {
+            let count = frame.count();
+            pass.numbers(rows, |row| f64::from(count[row]))
+        }
+        Variable::Purchases90d => {
+            let window = frame.in_90_days();
+            pass.numbers(rows, |row| f64::from(window[row]))
+        }
+        Variable::Purchases365d => {
+            let window = frame.in_365_days();
+            pass.numbers(rows, |row| f64::from(window[row]))
+        }
+        Variable::TotalSpend => {
+            let total = frame.total();
+            pass.numbers(rows, |row| total[row] as f64 / 100.0)
+        }
+        Variable::AvgOrderValue => {
+            let (count, total) = (frame.count(), frame.total());
+            pass.numbers(rows, |row| {
+                if count[row] == 0 {
+                    return f64::NAN;
+                }
+                let n = i128::from(count[row]);
+                let average = (2 * i128::from(total[row]) + n) / (2 * n);
+                average as f64 / 100.0
+            })
+        }
+        Variable::RecencyDays => {
+            let count = frame.count();
+            pass.numbers(rows, |row| {
+                if count[row] == 0 {
+                    f64::NAN
+                } else {
+                    frame.recency_days(row) as f64
+                }
+            })
+        }
+        Variable::MeanGapDays => {
+            let (count, first, last) = (frame.count(), frame.first(), frame.last());
+            pass.numbers(rows, |row| {
+                if count[row] < 2 {
+                    return f64::NAN;
+                }
+                last[row].abs_diff(first[row]) as f64
+                    / crate::domain::features::NANOS_PER_DAY as f64
+                    / f64::from(count[row] - 1)
+            })
+        }
+        Variable::RfmR => rfm(pass, Score::R),
+        Variable::RfmF => rfm(pass, Score::F),
+        Variable::RfmM => rfm(pass, Score::M),
+        Variable::RfmSegment => pass.coded(
+            rows,
+            enum_codes(rows, RfmSegment::NAMES, RfmSegment::ordinal, |row| {
+                frame.rfm_segment(row)
+            }),
+        ),
+    }
+}
+
+/// The rows whose value meets a condition.
+struct Condition<'h>(&'h (dyn Fn(Value<'_>) -> bool + Sync));
+
+impl<'f> ColumnPass<'f> for Condition<'_> {
+    type Output = Bits;
+
+    fn coded(self, rows: usize, coded: Coded<'f>) -> Bits {
+        let holds = self.0;
         // Decide once per distinct value, then look each row up.
         let decided: Vec<bool> = coded
             .names
@@ -231,48 +428,78 @@ fn condition(
                 }
             })
             .collect();
-        return match &coded.codes {
+        match &coded.codes {
             Codes::Narrow(codes) => Bits::from_fn(rows, |row| decided[codes[row] as usize]),
             Codes::Wide(codes) => Bits::from_fn(rows, |row| decided[codes[row] as usize]),
-        };
-    }
-    if let Some(bits) = numbers(frame, variable, &Holds(holds)) {
-        return bits;
-    }
-    let columns = frame.index.columns();
-    match variable {
-        Variable::ObjectsToProfiling => {
-            Bits::from_fn(rows, |row| holds(Value::Bool(columns.objects[row])))
         }
-        // Coded or numbers above.
-        _ => Bits::filled(rows, false),
+    }
+
+    fn traits(self, rows: usize, values: Option<&'f TraitValues>) -> Bits {
+        let holds = self.0;
+        // Every row as absent, then the rows that hold the trait.
+        let absent = holds(Value::Absent);
+        let mut bits = Bits::filled(rows, absent);
+        for (&row, value) in values.into_iter().flatten() {
+            let value = match value {
+                TraitValue::String(text) => Value::Text(text),
+                TraitValue::Number(number) => Value::Number(*number),
+                TraitValue::Bool(flag) => Value::Bool(*flag),
+            };
+            match (holds(value), absent) {
+                (true, false) => bits.set(row as usize),
+                (false, true) => bits.clear(row as usize),
+                _ => {}
+            }
+        }
+        bits
+    }
+
+    fn numbers<G: Fn(usize) -> f64 + Sync>(self, rows: usize, value: G) -> Bits {
+        let holds = self.0;
+        Bits::from_fn(rows, |row| {
+            let value = value(row);
+            holds(if value.is_nan() {
+                Value::Absent
+            } else {
+                Value::Number(value)
+            })
+        })
+    }
+
+    fn bools(self, rows: usize, values: &'f [bool]) -> Bits {
+        let holds = self.0;
+        Bits::from_fn(rows, |row| holds(Value::Bool(values[row])))
     }
 }
 
-/// A number literal as a double.
-fn literal_number(literal: &Literal) -> Option<f64> {
-    match literal {
-        Literal::Int(value) => Some(*value as f64),
-        Literal::Double(value) => Some(*value),
-        _ => None,
+/// `value op x`, compared in the loop made for a number column; NaN
+/// (absent) meets no comparison, `!=` included. On any other column the
+/// same comparison is `otherwise`: a trait, whose values may be numbers;
+/// a string, an enum or a bool only if the compiler had let a number
+/// literal through for one, which it refuses, and then no row meets it.
+struct CompareTo<'h> {
+    /// The operator.
+    comparison: Comparison,
+    /// The number compared with.
+    x: f64,
+    /// The comparison as a condition on any value.
+    otherwise: Condition<'h>,
+}
+
+impl<'f> ColumnPass<'f> for CompareTo<'_> {
+    type Output = Bits;
+
+    fn coded(self, rows: usize, coded: Coded<'f>) -> Bits {
+        self.otherwise.coded(rows, coded)
     }
-}
 
-/// What to do with a number column: given a way to read each row (NaN
-/// where absent), make the bit set. Each variable's reader is its own
-/// type, so every loop below is compiled for it, with nothing
-/// materialised and no call per row.
-trait NumberPass {
-    fn pass<G: Fn(usize) -> f64 + Sync>(&self, rows: usize, value: G) -> Bits;
-}
+    fn traits(self, rows: usize, values: Option<&'f TraitValues>) -> Bits {
+        self.otherwise.traits(rows, values)
+    }
 
-/// `value op x`; NaN (absent) meets no comparison, `!=` included.
-struct CompareTo(Comparison, f64);
-
-impl NumberPass for CompareTo {
-    fn pass<G: Fn(usize) -> f64 + Sync>(&self, rows: usize, value: G) -> Bits {
-        let x = self.1;
-        match self.0 {
+    fn numbers<G: Fn(usize) -> f64 + Sync>(self, rows: usize, value: G) -> Bits {
+        let x = self.x;
+        match self.comparison {
             Comparison::Eq => Bits::from_fn(rows, |row| value(row) == x),
             Comparison::Ne => Bits::from_fn(rows, |row| {
                 let value = value(row);
@@ -284,100 +511,65 @@ impl NumberPass for CompareTo {
             Comparison::Ge => Bits::from_fn(rows, |row| value(row) >= x),
         }
     }
-}
 
-/// Any other condition on the value.
-struct Holds<'h>(&'h (dyn Fn(Value<'_>) -> bool + Sync));
-
-impl NumberPass for Holds<'_> {
-    fn pass<G: Fn(usize) -> f64 + Sync>(&self, rows: usize, value: G) -> Bits {
-        Bits::from_fn(rows, |row| {
-            let value = value(row);
-            (self.0)(if value.is_nan() {
-                Value::Absent
-            } else {
-                Value::Number(value)
-            })
-        })
+    fn bools(self, rows: usize, values: &'f [bool]) -> Bits {
+        self.otherwise.bools(rows, values)
     }
 }
 
-/// Runs `pass` over the column of a number variable; `None` for other
-/// variables. Ints are exact in a double up to 2^53.
-fn numbers(frame: &Frame<'_>, variable: &Variable, pass: &impl NumberPass) -> Option<Bits> {
-    let rows = frame.rows();
-    let columns = frame.index.columns();
-    let count = frame.count();
-    Some(match variable {
-        Variable::Age => pass.pass(rows, |row| frame.age(row).map_or(f64::NAN, f64::from)),
-        Variable::Income => {
-            let income = &columns.income;
-            pass.pass(rows, |row| {
-                let income = income[row];
-                if income == i64::MIN {
-                    f64::NAN
-                } else {
-                    income as f64 / 100.0
-                }
-            })
-        }
-        Variable::PurchaseCount => pass.pass(rows, |row| f64::from(count[row])),
-        Variable::Purchases90d => {
-            let window = frame.in_90_days();
-            pass.pass(rows, |row| f64::from(window[row]))
-        }
-        Variable::Purchases365d => {
-            let window = frame.in_365_days();
-            pass.pass(rows, |row| f64::from(window[row]))
-        }
-        Variable::TotalSpend => {
-            let total = frame.total();
-            pass.pass(rows, |row| total[row] as f64 / 100.0)
-        }
-        Variable::AvgOrderValue => {
-            let total = frame.total();
-            pass.pass(rows, |row| {
-                if count[row] == 0 {
-                    return f64::NAN;
-                }
-                let n = i128::from(count[row]);
-                let average = (2 * i128::from(total[row]) + n) / (2 * n);
-                average as f64 / 100.0
-            })
-        }
-        Variable::RecencyDays => pass.pass(rows, |row| {
-            if count[row] == 0 {
-                f64::NAN
-            } else {
-                frame.recency_days(row) as f64
-            }
-        }),
-        Variable::MeanGapDays => {
-            let (first, last) = (frame.first(), frame.last());
-            pass.pass(rows, |row| {
-                if count[row] < 2 {
-                    return f64::NAN;
-                }
-                last[row].abs_diff(first[row]) as f64
-                    / crate::domain::features::NANOS_PER_DAY as f64
-                    / f64::from(count[row] - 1)
-            })
-        }
-        Variable::RfmR | Variable::RfmF | Variable::RfmM => {
-            let column = frame.rfm(match variable {
-                Variable::RfmR => Score::R,
-                Variable::RfmF => Score::F,
-                _ => Score::M,
+/// The codes of a breakdown dimension. Only strings, enums and traits are
+/// dimensions: `is_dimension` keeps numbers and bools out of a breakdown
+/// before it runs. Were one given, every customer would fall in its one
+/// group, absent.
+struct Dimension;
+
+impl<'f> ColumnPass<'f> for Dimension {
+    type Output = Coded<'f>;
+
+    fn coded(self, _rows: usize, coded: Coded<'f>) -> Coded<'f> {
+        coded
+    }
+
+    fn traits(self, rows: usize, values: Option<&'f TraitValues>) -> Coded<'f> {
+        // A code per distinct value, as text, in the order first met.
+        let mut codes = vec![0u32; rows];
+        let mut names = vec![String::new()];
+        let mut numbers = HashMap::new();
+        for (&row, value) in values.into_iter().flatten() {
+            let name = match value {
+                TraitValue::String(text) => text.clone(),
+                TraitValue::Number(number) => number.to_string(),
+                TraitValue::Bool(flag) => flag.to_string(),
+            };
+            let next = names.len() as u32;
+            let code = *numbers.entry(name.clone()).or_insert_with(|| {
+                names.push(name);
+                next
             });
-            pass.pass(rows, |row| match column[row] {
-                0 => f64::NAN,
-                score => f64::from(score),
-            })
+            codes[row as usize] = code;
         }
-        _ => return None,
-    })
+        Coded {
+            codes: Codes::Wide(Cow::Owned(codes)),
+            names,
+        }
+    }
+
+    fn numbers<G: Fn(usize) -> f64 + Sync>(self, rows: usize, _value: G) -> Coded<'f> {
+        everyone_absent(rows)
+    }
+
+    fn bools(self, rows: usize, _values: &'f [bool]) -> Coded<'f> {
+        everyone_absent(rows)
+    }
 }
 
+/// A coded column in which every row is absent.
+fn everyone_absent<'f>(rows: usize) -> Coded<'f> {
+    Coded {
+        codes: Codes::Narrow(vec![0; rows].into()),
+        names: vec![String::new()],
+    }
+}
 /// One small number per row that names its value; 0 stands for absent.
 #[derive(Debug)]
 pub enum Codes<'a> {
@@ -419,82 +611,4 @@ fn enum_codes<'a, T: Copy>(
         )),
         names: enum_names(names),
     }
-}
-
-/// The coded column of a string, enum or trait variable; `None` for
-/// numbers and bools.
-pub fn codes<'f>(frame: &'f Frame<'_>, variable: &Variable) -> Option<Coded<'f>> {
-    use crate::domain::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand};
-    use crate::domain::{Gender, Party, Relationship};
-    let rows = frame.rows();
-    let columns = frame.index.columns();
-    let dictionaries = frame.index.dictionaries();
-    let dictionary = |codes: &'f [u32], names: &[compact_str::CompactString]| Coded {
-        codes: Codes::Wide(Cow::Borrowed(codes)),
-        names: names.iter().map(|name| name.to_string()).collect(),
-    };
-    Some(match variable {
-        Variable::Country => dictionary(&columns.country, dictionaries.country.names()),
-        Variable::Region => dictionary(&columns.region, dictionaries.region.names()),
-        Variable::City => dictionary(&columns.city, dictionaries.city.names()),
-        Variable::Language => dictionary(&columns.language, dictionaries.language.names()),
-        Variable::Relationship => {
-            enum_codes(rows, Relationship::NAMES, Relationship::ordinal, |row| {
-                Some(columns.relationship[row])
-            })
-        }
-        Variable::Party => enum_codes(rows, Party::NAMES, Party::ordinal, |row| {
-            Some(columns.party[row])
-        }),
-        Variable::Gender => enum_codes(rows, Gender::NAMES, Gender::ordinal, |row| {
-            Some(columns.gender[row])
-        }),
-        Variable::Consent(channel) => {
-            enum_codes(rows, ConsentStatus::NAMES, ConsentStatus::ordinal, |row| {
-                Some(channel_status(&columns.consent[row], *channel))
-            })
-        }
-        Variable::AgeBand => enum_codes(rows, AgeBand::NAMES, AgeBand::ordinal, |row| {
-            Some(frame.age_band(row))
-        }),
-        Variable::IncomeBand => enum_codes(rows, IncomeBand::NAMES, IncomeBand::ordinal, |row| {
-            Some(frame.income_band(row))
-        }),
-        Variable::Frequency => Coded {
-            codes: Codes::Narrow(Cow::Borrowed(frame.frequency_codes())),
-            names: enum_names(FrequencyClass::NAMES),
-        },
-        Variable::Stage => Coded {
-            codes: Codes::Narrow(Cow::Borrowed(frame.stage_codes())),
-            names: enum_names(EngagementStage::NAMES),
-        },
-        Variable::RfmSegment => enum_codes(rows, RfmSegment::NAMES, RfmSegment::ordinal, |row| {
-            frame.rfm_segment(row)
-        }),
-        Variable::Trait(key) => {
-            let mut codes = vec![0u32; rows];
-            let mut names = vec![String::new()];
-            let mut numbers = std::collections::HashMap::new();
-            if let Some(values) = frame.index.trait_values(key) {
-                for (&row, value) in values {
-                    let name = match value {
-                        TraitValue::String(text) => text.clone(),
-                        TraitValue::Number(number) => number.to_string(),
-                        TraitValue::Bool(flag) => flag.to_string(),
-                    };
-                    let next = names.len() as u32;
-                    let code = *numbers.entry(name.clone()).or_insert_with(|| {
-                        names.push(name);
-                        next
-                    });
-                    codes[row as usize] = code;
-                }
-            }
-            Coded {
-                codes: Codes::Wide(Cow::Owned(codes)),
-                names,
-            }
-        }
-        _ => return None,
-    })
 }

@@ -5,10 +5,9 @@
 use std::sync::RwLockReadGuard;
 
 use super::advice::{next_step, NextStep};
-use super::render::{operator, render, show, show_literal, show_literals};
 use crate::domain::features::Thresholds;
 use crate::domain::persona::{Catalog, Persona};
-use crate::domain::rules::{Predicate, StringTest, Variable};
+use crate::domain::rules::{show_number, Predicate, StringTest, Variable};
 use crate::domain::{CustomerId, Error, Result, Timestamp, TraitValue};
 use crate::engine::features::{features_of, CustomerFeatures};
 use crate::engine::index::FeatureIndex;
@@ -51,11 +50,11 @@ impl Explainer {
             Predicate::Or(operands) => Explainer::Or(operands.iter().map(Self::new).collect()),
             Predicate::Not(_) => Explainer::Not {
                 rule: rule.clone(),
-                condition: render(rule),
+                condition: rule.to_string(),
             },
             leaf => Explainer::Leaf {
                 rule: leaf.clone(),
-                condition: render(leaf),
+                condition: leaf.to_string(),
                 expected: expected(leaf),
             },
         }
@@ -141,10 +140,11 @@ fn leaf_variable(rule: &Predicate) -> Option<&Variable> {
 fn expected(rule: &Predicate) -> String {
     match rule {
         Predicate::Const(_) => "always".into(),
-        Predicate::Compare(_, comparison, literal) => {
-            format!("{} {}", operator(*comparison), show_literal(literal))
+        Predicate::Compare(_, comparison, literal) => format!("{comparison} {literal}"),
+        Predicate::In(_, literals) => {
+            let literals: Vec<String> = literals.iter().map(ToString::to_string).collect();
+            format!("in [{}]", literals.join(", "))
         }
-        Predicate::In(_, literals) => format!("in [{}]", show_literals(literals)),
         Predicate::Text(_, test, needle) => format!(
             "{} {needle:?}",
             match test {
@@ -230,6 +230,17 @@ struct Facts<'a> {
     row: usize,
     /// The customer's features as of the evaluation time.
     features: &'a CustomerFeatures,
+}
+
+/// A customer's value as an explanation shows it: a number as a person
+/// writes it, a string or an enum bare, `absent` when there is none.
+fn show(value: &Value<'_>) -> String {
+    match value {
+        Value::Absent => "absent".to_owned(),
+        Value::Number(number) => show_number(*number),
+        Value::Text(text) => (*text).to_owned(),
+        Value::Bool(flag) => flag.to_string(),
+    }
 }
 
 fn text(value: &str) -> Value<'_> {

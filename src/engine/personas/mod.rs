@@ -4,13 +4,11 @@
 //! - [`catalog`]: the catalog compiled.
 //! - [`explain`]: one customer's persona, condition by condition.
 //! - [`advice`]: the next steps towards a persona ranked higher.
-//! - [`render`]: conditions and values as the explanations write them.
 //! - this module: the persona operations of the engine.
 
 mod advice;
 mod catalog;
 mod explain;
-mod render;
 
 use std::sync::Arc;
 
