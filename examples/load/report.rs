@@ -4,15 +4,18 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-/// The latencies of one run, kept in nanoseconds to three significant
-/// digits: a fixed few kilobytes however many calls are recorded, merged
-/// from the workers at the end.
+/// The latencies of one run, kept in microseconds to three significant
+/// digits: a few kilobytes however many calls are recorded, merged from
+/// the workers at the end.
 pub struct Latencies(Histogram<u64>);
+
+/// The longest latency an auto-resizing histogram takes, in microseconds.
+const LONGEST_MICROS: u128 = (i64::MAX / 2) as u128;
 
 impl Default for Latencies {
     fn default() -> Self {
         // Three significant digits are within the allowed 0 to 5, and a
-        // histogram made by `new` grows to any value it is given.
+        // histogram made by `new` grows to whatever it is given.
         Latencies(Histogram::new(3).expect("3 significant digits"))
     }
 }
@@ -20,13 +23,14 @@ impl Default for Latencies {
 impl Latencies {
     /// Notes one latency.
     pub fn record(&mut self, latency: Duration) {
+        let micros = latency.as_micros().min(LONGEST_MICROS) as u64;
         self.0
-            .saturating_record(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+            .record(micros)
+            .expect("an auto-resizing histogram takes up to i64::MAX / 2");
     }
 
     /// Takes in another run's latencies.
     pub fn add(&mut self, other: &Latencies) {
-        // Both grow to any value, so adding cannot fail.
         self.0.add(&other.0).expect("auto-resizing histograms add");
     }
 
@@ -37,7 +41,7 @@ impl Latencies {
 
     /// The latency at quantile `q` (0.5 for the median).
     pub fn at(&self, q: f64) -> Duration {
-        Duration::from_nanos(self.0.value_at_quantile(q))
+        Duration::from_micros(self.0.value_at_quantile(q))
     }
 }
 
