@@ -39,6 +39,16 @@ pub fn customer_id(n: u64) -> String {
     format!("load-{n:09}")
 }
 
+/// The resource name of customer `n`.
+fn customer_name(n: u32) -> String {
+    format!("customers/{}", customer_id(u64::from(n)))
+}
+
+/// Whole seconds since the epoch as a protobuf timestamp.
+fn timestamp(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
 /// A plausible customer, the same for the same `n`.
 pub fn customer(n: u64) -> pb::Customer {
     let internal = n % 50 == 0;
@@ -175,11 +185,8 @@ impl Purchase {
     pub fn to_pb(&self) -> pb::Purchase {
         pb::Purchase {
             purchase_id: format!("p{}", self.n),
-            customer: format!("customers/{}", customer_id(u64::from(self.customer))),
-            occurred_at: Some(prost_types::Timestamp {
-                seconds: self.occurred_at,
-                nanos: 0,
-            }),
+            customer: customer_name(self.customer),
+            occurred_at: Some(timestamp(self.occurred_at)),
             amount: Some(pb::Money {
                 currency_code: "USD".into(),
                 minor_units: self.amount_minor,
@@ -260,12 +267,9 @@ impl Engagement {
     pub fn to_pb(&self) -> pb::EngagementEvent {
         pb::EngagementEvent {
             event_id: format!("e{}", self.n),
-            customer: format!("customers/{}", customer_id(u64::from(self.customer))),
-            occurred_at: Some(prost_types::Timestamp {
-                seconds: self.occurred_at,
-                nanos: 0,
-            }),
             r#type: self.kind as i32,
+            customer: customer_name(self.customer),
+            occurred_at: Some(timestamp(self.occurred_at)),
             nps_score: self.nps_score,
             channel: self.channel.into(),
         }

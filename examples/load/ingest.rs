@@ -77,20 +77,19 @@ pub async fn dataset(addr: &str, data: &DataSet, batch: usize) -> anyhow::Result
         let customers: Vec<_> = all.by_ref().take(1000).collect();
         (!customers.is_empty()).then_some(pb::ImportCustomersRequest { customers })
     });
-    let started = Instant::now();
-    let response = customer_client
-        .import_customers(tokio_stream::iter(messages))
-        .await?
-        .into_inner();
-    let elapsed = started.elapsed();
+    let (response, elapsed) =
+        timed(customer_client.import_customers(tokio_stream::iter(messages))).await;
+    let response = response?.into_inner();
     anyhow::ensure!(
         response.created_count as u64 == customers,
         "imported {response:?} of {customers}"
     );
-    println!(
-        "| ImportCustomers, one stream, 1000 per message | {:.0} customers/s | {customers} customers in {:.1} s |",
-        customers as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64(),
+    report_import(
+        "ImportCustomers, one stream, 1000 per message",
+        "customers",
+        customers,
+        "customers",
+        elapsed,
     );
 
     let mut activity_client = ActivityServiceClient::new(channel);
@@ -104,15 +103,13 @@ pub async fn dataset(addr: &str, data: &DataSet, batch: usize) -> anyhow::Result
         })
     })
     .collect::<Vec<_>>();
-    let (response, elapsed) = import_activity(&mut activity_client, messages).await?;
-    anyhow::ensure!(
-        response.accepted_count as u64 == total,
-        "recorded {response:?} of {total}"
-    );
-    println!(
-        "| ImportActivity, one stream, {batch} per message | {:.0} purchases/s | {total} purchases in {:.1} s |",
-        total as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64(),
+    let elapsed = import_activity(&mut activity_client, messages, total, "purchases").await?;
+    report_import(
+        &format!("ImportActivity, one stream, {batch} per message"),
+        "purchases",
+        total,
+        "purchases",
+        elapsed,
     );
 
     let engagements = data.engagements();
@@ -125,29 +122,48 @@ pub async fn dataset(addr: &str, data: &DataSet, batch: usize) -> anyhow::Result
         })
         .collect::<Vec<_>>();
     drop(engagements);
-    let (response, elapsed) = import_activity(&mut activity_client, messages).await?;
-    anyhow::ensure!(
-        response.accepted_count as u64 == total,
-        "recorded {response:?} of {total} engagement events"
-    );
-    println!(
-        "| ImportActivity (engagement events), one stream, {batch} per message | {:.0} events/s | {total} visits, feedback and referrals in {:.1} s |",
-        total as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64(),
+    let elapsed =
+        import_activity(&mut activity_client, messages, total, "engagement events").await?;
+    report_import(
+        &format!("ImportActivity (engagement events), one stream, {batch} per message"),
+        "events",
+        total,
+        "visits, feedback and referrals",
+        elapsed,
     );
     Ok(())
 }
 
-/// Streams `messages` over one ImportActivity call; the answer and how
-/// long it took.
+/// Streams `messages` over one ImportActivity call and checks that all
+/// `total` events, `what` they are, were accepted; how long it took.
 async fn import_activity(
     client: &mut ActivityServiceClient<Channel>,
     messages: Vec<pb::ImportActivityRequest>,
-) -> anyhow::Result<(pb::ImportActivityResponse, Duration)> {
+    total: u64,
+    what: &str,
+) -> anyhow::Result<Duration> {
+    let (response, elapsed) = timed(client.import_activity(tokio_stream::iter(messages))).await;
+    let response = response?.into_inner();
+    anyhow::ensure!(
+        response.accepted_count as u64 == total,
+        "recorded {response:?} of {total} {what}"
+    );
+    Ok(elapsed)
+}
+
+/// Prints one table row: `total` of `what` imported in `elapsed`, so
+/// many `unit` a second.
+fn report_import(run: &str, unit: &str, total: u64, what: &str, elapsed: Duration) {
+    println!(
+        "| {run} | {:.0} {unit}/s | {total} {what} in {:.1} s |",
+        total as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
+    );
+}
+
+/// Awaits `call`; its outcome and how long it took.
+async fn timed<T>(call: impl std::future::Future<Output = T>) -> (T, Duration) {
     let started = Instant::now();
-    let response = client
-        .import_activity(tokio_stream::iter(messages))
-        .await?
-        .into_inner();
-    Ok((response, started.elapsed()))
+    let outcome = call.await;
+    (outcome, started.elapsed())
 }

@@ -53,22 +53,20 @@ pub struct HealthLoad {
 
 /// grpc.health.v1.Health/Check at a fixed rate.
 pub async fn health(addr: &str, load: HealthLoad) -> anyhow::Result<()> {
-    let HealthLoad {
-        requests,
-        connections,
-        rate,
-        warmup,
-    } = load;
+    let connections = load.connections;
     let clients: Vec<_> = channels(addr, connections)
         .await?
         .into_iter()
         .map(HealthClient::new)
         .collect();
     open_loop(
-        format!("Health/Check, at {rate} calls/s over {connections} connections"),
-        requests,
-        rate,
-        warmup,
+        format!(
+            "Health/Check, at {} calls/s over {connections} connections",
+            load.rate
+        ),
+        load.requests,
+        load.rate,
+        load.warmup,
         move |n| {
             let mut client = clients[n as usize % connections].clone();
             async move { client.check(HealthCheckRequest::default()).await.map(drop) }
