@@ -38,7 +38,7 @@ use data::DataSet;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The command line.
+/// Load generator for segmentd: prints one Markdown table row per run.
 #[derive(Debug, Parser)]
 struct Args {
     /// Server address.
