@@ -3,12 +3,12 @@
 //! public API, and a runtime to call the engine's async methods from
 //! Criterion's synchronous loops.
 
-#![allow(dead_code)] // Each benchmark file uses a part of this module.
+// Each benchmark file uses a part of this module, and of the data set.
+#![allow(dead_code)]
 
 /// The load generator's data set, so that the micro-benchmarks and the
-/// end-to-end runs measure the same customers. Parts of it (CSV export,
-/// protobuf events) serve only the load generator.
-#[allow(dead_code)]
+/// end-to-end runs measure the same customers. Parts of it (the protobuf
+/// events) serve only the load generator.
 #[path = "../../examples/load/data.rs"]
 mod data;
 
