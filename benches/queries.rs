@@ -5,6 +5,10 @@
 //! (1M customers by default, with 3M purchases and their engagement
 //! events), loaded once through the engine's public API.
 //!
+//! Each call goes through the engine's async method as a handler makes it,
+//! on a tokio runtime: the scans and the recorded purchase include the
+//! hand-off to the blocking pool; a persona is answered where it is asked.
+//!
 //! Run with `cargo bench --bench queries`.
 
 mod support;
@@ -16,7 +20,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use segmentd::domain::rules::{parse_variable, Variable};
 use segmentd::domain::segment::{Segment, SegmentId};
-use segmentd::domain::{ActivityBatch, Error, EventId, ProductDurability, Purchase, Timestamp};
+use segmentd::domain::{ActivityBatch, EventId, ProductDurability, Purchase, Timestamp};
 use segmentd::engine::{compile_filter, Engine};
 use support::{at, size, DataSet};
 use tokio::runtime::Runtime;
@@ -37,11 +41,13 @@ const BREAKDOWN_DIMENSIONS: [&str; 3] =
 /// Customers whose personas are asked for, in turn.
 const PERSONA_CUSTOMERS: usize = 1024;
 
+/// The benchmarks, on one data set loaded first.
 fn queries(c: &mut Criterion) {
     let runtime = support::runtime();
+    let customers = support::customers(1_000_000);
     let data = DataSet {
-        customers: support::customers(1_000_000),
-        purchases: 3 * support::customers(1_000_000),
+        customers,
+        purchases: 3 * customers,
         seed: support::SEED,
     };
     let loaded = support::load(&runtime, &data, true);
@@ -186,7 +192,6 @@ fn record_purchase(
             };
             let counts = runtime
                 .block_on(engine.import_activity(batch))
-                .map_err(|error: Error| error.to_string())
                 .expect("the purchase is recorded");
             black_box(counts)
         })

@@ -16,6 +16,7 @@ use segmentd::engine::Engine;
 use support::{size, DataSet};
 use tokio::runtime::Runtime;
 
+/// The benchmark, on a store loaded first.
 fn rebuild(c: &mut Criterion) {
     let runtime = support::runtime();
     let customers = support::customers(100_000);
@@ -28,8 +29,9 @@ fn rebuild(c: &mut Criterion) {
     // The store is reopened on every iteration: the loading engine closes first.
     drop(engine);
     let mut group = c.benchmark_group("open");
-    // Each open takes seconds.
+    // Each open takes most of a second: ten samples, with time for them.
     group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
     group.bench_function(
         format!(
             "rebuild_index/{}_customers_{}_purchases",
