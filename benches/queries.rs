@@ -44,12 +44,7 @@ const PERSONA_CUSTOMERS: usize = 1024;
 /// The benchmarks, on one data set loaded first.
 fn queries(c: &mut Criterion) {
     let runtime = support::runtime();
-    let customers = support::customers(1_000_000);
-    let data = DataSet {
-        customers,
-        purchases: 3 * customers,
-        seed: support::SEED,
-    };
+    let data = support::data_set(1_000_000, 3);
     let loaded = support::load(&runtime, &data, true);
     let engine = &loaded.engine;
     let over = format!("{}_customers", size(data.customers));

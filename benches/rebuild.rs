@@ -13,18 +13,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use segmentd::engine::Engine;
-use support::{size, DataSet};
+use support::size;
 use tokio::runtime::Runtime;
 
 /// The benchmark, on a store loaded first.
 fn rebuild(c: &mut Criterion) {
     let runtime = support::runtime();
-    let customers = support::customers(100_000);
-    let data = DataSet {
-        customers,
-        purchases: 10 * customers,
-        seed: support::SEED,
-    };
+    let data = support::data_set(100_000, 10);
     let support::Loaded { engine, dir } = support::load(&runtime, &data, false);
     // The store is reopened on every iteration: the loading engine closes first.
     drop(engine);

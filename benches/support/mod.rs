@@ -35,14 +35,20 @@ pub fn at() -> Timestamp {
     seconds(1_795_392_000)
 }
 
-/// How many customers a benchmark loads: `default`, or the number in
-/// `SEGMENTD_BENCH_CUSTOMERS`, to try the benchmarks quickly at a smaller
-/// size. The size is in every benchmark's name.
-pub fn customers(default: u64) -> u64 {
-    std::env::var("SEGMENTD_BENCH_CUSTOMERS")
+/// The data set of a benchmark: `customers` customers, or the number in
+/// `SEGMENTD_BENCH_CUSTOMERS` to try the benchmarks quickly at a smaller
+/// size, with `purchases_each` purchases per customer on average. The size
+/// is in every benchmark's name.
+pub fn data_set(customers: u64, purchases_each: u64) -> DataSet {
+    let customers = std::env::var("SEGMENTD_BENCH_CUSTOMERS")
         .ok()
         .and_then(|count| count.parse().ok())
-        .unwrap_or(default)
+        .unwrap_or(customers);
+    DataSet {
+        customers,
+        purchases: purchases_each * customers,
+        seed: SEED,
+    }
 }
 
 /// Events per import call while loading, as `load dataset` sends them.
