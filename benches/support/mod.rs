@@ -51,7 +51,8 @@ pub fn data_set(customers: u64, purchases_each: u64) -> DataSet {
     }
 }
 
-/// Events per import call while loading, as `load dataset` sends them.
+/// Customers or events per import call while loading (`load dataset`
+/// sends as many events per message).
 const BATCH: usize = 10_000;
 
 /// The seed of every benchmark's data set, as `load dataset`'s default.
@@ -100,8 +101,8 @@ pub async fn open(path: &Path) -> Engine {
 }
 
 /// Loads `data` into a new engine: its customers, purchases and, with
-/// `engagements`, its engagement events, in batches as `load dataset`
-/// sends them; prints how long that took, which is not measured.
+/// `engagements`, its engagement events, in batches of [`BATCH`]; prints
+/// how long that took, which is not measured.
 pub fn load(runtime: &Runtime, data: &DataSet, engagements: bool) -> Loaded {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("a temporary directory");
