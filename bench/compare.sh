@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compares segmentd's BreakdownCustomers with DuckDB, polars and PostgreSQL
 # 15 on one seeded synthetic data set (default 1M customers, 10M purchases,
-# and their visits, feedback and referrals), made by examples/load.rs: the
+# and their visits, feedback and referrals), made by examples/load/: the
 # `dataset` command streams it into a release build of segmentd, started on
 # loopback with a fresh data directory, and the `export` command writes the
 # very same data as CSV files for the other engines. Two questions, as of

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks a release build of segmentd on this machine, against servers it
 # starts on loopback with fresh data directories, using the load generator
-# in examples/load.rs:
+# in examples/load/:
 #   1. unary CreateCustomer, with durable and with relaxed acknowledgements;
 #   2. a synthetic data set (default 1M customers, 10M purchases, seeded)
 #      streamed in durably, then a restart: ingest rates, peak RSS, bytes on

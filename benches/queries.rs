@@ -1,0 +1,197 @@
+//! Micro-benchmarks of the engine's hot paths over one index: a rule's
+//! preview and a saved segment's first page, one customer's persona with
+//! its explanation, breakdowns by persona and by dimensions, and one
+//! purchase recorded into the index. The data set is the load generator's
+//! (1M customers by default, with 3M purchases and their engagement
+//! events), loaded once through the engine's public API.
+//!
+//! Each call goes through the engine's async method as a handler makes it,
+//! on a tokio runtime: the scans and the recorded purchase include the
+//! hand-off to the blocking pool; a persona is answered where it is asked.
+//!
+//! Run with `cargo bench --bench queries`.
+
+mod support;
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use segmentd::domain::rules::{parse_variable, Variable};
+use segmentd::domain::segment::{Segment, SegmentId};
+use segmentd::domain::{ActivityBatch, EventId, ProductDurability, Purchase, Timestamp};
+use segmentd::engine::{compile_filter, Engine};
+use support::{at, size, DataSet};
+use tokio::runtime::Runtime;
+
+/// The rule of the preview and of the saved segment: a country list, a
+/// purchase count and a recency, so that profile and activity columns are
+/// both read.
+const RULE: &str = r#"customer.country in ["TR", "DE", "GB"] && features.purchase_count >= 2 && features.recency_days <= 365"#;
+
+/// The filter and dimensions of the customer breakdown: `bench/compare.py`'s Q1.
+const BREAKDOWN_FILTER: &str =
+    r#"customer.relationship == "EXTERNAL" && customer.income >= 50000.0"#;
+
+/// The dimensions of the customer breakdown.
+const BREAKDOWN_DIMENSIONS: [&str; 3] =
+    ["customer.country", "customer.gender", "customer.age_band"];
+
+/// Customers whose personas are asked for, in turn.
+const PERSONA_CUSTOMERS: usize = 1024;
+
+/// The benchmarks, on one data set loaded first.
+fn queries(c: &mut Criterion) {
+    let runtime = support::runtime();
+    let data = support::data_set(1_000_000, 3);
+    let loaded = support::load(&runtime, &data, true);
+    let engine = &loaded.engine;
+    let over = format!("{}_customers", size(data.customers));
+
+    let mut scans = c.benchmark_group("scan");
+    // A scan takes milliseconds: ten samples are enough to see a change.
+    scans.sample_size(10);
+    scans.bench_function(format!("preview_rule/{over}"), |b| {
+        b.iter(|| runtime.block_on(preview(engine)))
+    });
+    let segment = save_segment(&runtime, engine);
+    scans.bench_function(format!("saved_segment_first_page/{over}"), |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let page = engine
+                    .segment_members(segment.clone(), at(), None, 100)
+                    .await
+                    .expect("the segment's members");
+                black_box(page)
+            })
+        })
+    });
+    scans.bench_function(format!("breakdown_personas/{over}"), |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let counts = engine
+                    .breakdown_personas(compile_filter("").expect("everyone"), at())
+                    .await
+                    .expect("the persona breakdown");
+                black_box(counts)
+            })
+        })
+    });
+    scans.bench_function(format!("breakdown_customers/{over}"), |b| {
+        b.iter(|| runtime.block_on(breakdown(engine)))
+    });
+    scans.finish();
+
+    let chosen = persona_customers(&data);
+    let mut turn = 0;
+    c.bench_function(&format!("customer_persona/{over}"), |b| {
+        b.iter(|| {
+            turn = (turn + 1) % chosen.len();
+            let id = support::id(chosen[turn]);
+            runtime.block_on(async {
+                let assignment = engine
+                    .customer_persona(id, at())
+                    .await
+                    .expect("a persona with its explanation");
+                black_box(assignment)
+            })
+        })
+    });
+
+    // Last, as it changes the index the others read.
+    record_purchase(c, &runtime, engine, &data, &over);
+}
+
+/// The rule compiled and previewed as PreviewSegment does: members,
+/// objectors and a sample of ten.
+async fn preview(engine: &Engine) {
+    let rule = compile_filter(RULE).expect("the rule compiles");
+    let preview = engine
+        .preview(rule, at(), 10, None)
+        .await
+        .expect("the preview");
+    black_box(preview);
+}
+
+/// The customer breakdown as BreakdownCustomers does it.
+async fn breakdown(engine: &Engine) {
+    let rule = compile_filter(BREAKDOWN_FILTER).expect("the filter compiles");
+    let dimensions: Vec<Variable> = BREAKDOWN_DIMENSIONS
+        .iter()
+        .map(|name| parse_variable(name).expect("a dimension"))
+        .collect();
+    let breakdown = engine
+        .breakdown(dimensions, rule, at())
+        .await
+        .expect("the breakdown");
+    black_box(breakdown);
+}
+
+/// Saves [`RULE`] as a segment; its id.
+fn save_segment(runtime: &Runtime, engine: &Engine) -> SegmentId {
+    let id = SegmentId::parse("benchmark").expect("a segment id");
+    let segment = Segment {
+        id: id.clone(),
+        display_name: "Benchmark".into(),
+        description: String::new(),
+        filter: RULE.into(),
+        revision: 0,
+        create_time: at(),
+        update_time: at(),
+    };
+    runtime
+        .block_on(engine.create_segment(segment))
+        .expect("the segment is saved");
+    id
+}
+
+/// Customers drawn at random, leaving out those who object to profiling
+/// (who get no persona).
+fn persona_customers(data: &DataSet) -> Vec<u64> {
+    let mut rng = StdRng::seed_from_u64(support::SEED);
+    std::iter::repeat_with(|| rng.random_range(0..data.customers))
+        .filter(|&n| !support::objects_to_profiling(n))
+        .take(PERSONA_CUSTOMERS)
+        .collect()
+}
+
+/// One purchase for a random customer, an hour before the evaluation time,
+/// recorded as RecordActivity does before its durability wait: the store
+/// write, the customer's series, and the RFM bounds moved.
+fn record_purchase(
+    c: &mut Criterion,
+    runtime: &Runtime,
+    engine: &Engine,
+    data: &DataSet,
+    over: &str,
+) {
+    let mut rng = StdRng::seed_from_u64(support::SEED);
+    let occurred_at = Timestamp::from_nanos(at().as_nanos() - 3_600 * 1_000_000_000);
+    let mut recorded = 0u64;
+    c.bench_function(&format!("record_purchase/{over}"), |b| {
+        b.iter(|| {
+            recorded += 1;
+            let purchase = Purchase {
+                id: EventId::parse(&format!("bench-{recorded}")).expect("an event id"),
+                customer: support::id(rng.random_range(0..data.customers)),
+                occurred_at,
+                amount_minor: rng.random_range(500..20_500),
+                quantity: 1,
+                category: "bench".into(),
+                durability: ProductDurability::Consumable,
+            };
+            let batch = ActivityBatch {
+                purchases: vec![purchase],
+                engagements: Vec::new(),
+            };
+            let counts = runtime
+                .block_on(engine.import_activity(batch))
+                .expect("the purchase is recorded");
+            black_box(counts)
+        })
+    });
+}
+
+criterion_group!(benches, queries);
+criterion_main!(benches);
