@@ -3,7 +3,7 @@
 //! not checked. [`All::all`] joins the checks of one request, so that the
 //! client hears of every invalid field at once.
 
-use crate::domain::{Error, Timestamp, Violations};
+use crate::domain::{CustomerId, Error, Timestamp, Violations};
 
 /// A checked field: its value, or INVALID_ARGUMENT naming it.
 pub type Checked<T> = Result<T, Error>;
@@ -76,6 +76,19 @@ pub fn evaluation_time(time: Option<&prost_types::Timestamp>) -> Checked<Timesta
         || Ok(Timestamp::now()),
         |time| timestamp("evaluation_time", time),
     )
+}
+
+/// The customer `name` and the `evaluation_time` of a request about one
+/// customer as of a time.
+pub fn customer_at(
+    name: &str,
+    time: Option<&prost_types::Timestamp>,
+) -> Checked<(CustomerId, Timestamp)> {
+    (
+        field("name", CustomerId::from_name(name)),
+        evaluation_time(time),
+    )
+        .all()
 }
 
 /// The request's `evaluation_time`, if it is set.

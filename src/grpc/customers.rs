@@ -3,7 +3,7 @@
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::check::{evaluation_time, field, optional, optional_evaluation_time, All, Checked};
+use super::check::{customer_at, field, optional, optional_evaluation_time, All, Checked};
 use super::convert::{
     customer_to_proto, features_to_proto, import_batch_from_proto, new_profile_from_proto,
     profile_update_from_proto, ProfileRules,
@@ -177,11 +177,7 @@ impl CustomerService for CustomerApi {
     ) -> Result<Response<pb::CustomerFeatures>, Status> {
         let engine = ready(&self.engine)?;
         let request = request.into_inner();
-        let (id, at) = (
-            field("name", CustomerId::from_name(&request.name)),
-            evaluation_time(request.evaluation_time.as_ref()),
-        )
-            .all()?;
+        let (id, at) = customer_at(&request.name, request.evaluation_time.as_ref())?;
         let features = engine.customer_features(id, at).await?;
         let currency = engine.settings().reporting_currency;
         Ok(Response::new(features_to_proto(&features, currency)))

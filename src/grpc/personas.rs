@@ -3,7 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::check::{evaluation_time, export_batch, field, All};
+use super::check::{customer_at, evaluation_time, export_batch, field, All};
 use super::convert::{
     assignment_batches_to_proto, assignment_to_proto, catalog_to_proto, channel_from_proto,
     persona_breakdown_to_proto, persona_from_proto,
@@ -11,7 +11,6 @@ use super::convert::{
 use super::pb::persona_service_server::PersonaService;
 use super::pb::{self};
 use super::{ready, stream_of, EngineSlot, ReadyStream};
-use crate::domain::CustomerId;
 use crate::engine::compile_filter;
 
 /// The PersonaService handlers.
@@ -36,11 +35,7 @@ impl PersonaService for PersonaApi {
     ) -> Result<Response<pb::PersonaAssignment>, Status> {
         let engine = ready(&self.engine)?;
         let request = request.into_inner();
-        let (id, at) = (
-            field("name", CustomerId::from_name(&request.name)),
-            evaluation_time(request.evaluation_time.as_ref()),
-        )
-            .all()?;
+        let (id, at) = customer_at(&request.name, request.evaluation_time.as_ref())?;
         let assignment = engine.customer_persona(id, at).await?;
         let currency = engine.settings().reporting_currency;
         Ok(Response::new(assignment_to_proto(assignment, at, currency)))

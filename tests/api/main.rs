@@ -10,5 +10,6 @@ mod health;
 mod import;
 mod importer;
 mod personas;
+mod saved_segments;
 mod segments;
 mod support;
