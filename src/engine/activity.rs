@@ -282,7 +282,8 @@ impl Engine {
                 ),
             });
         }
-        self.write(move |shared| record(shared, batch)).await
+        self.write(batch.len(), move |shared| record(shared, batch))
+            .await
     }
 
     /// One page of a customer's purchases, newest first.

@@ -141,7 +141,7 @@ impl Engine {
         change: impl FnOnce(&mut CustomerWrites<'_>) -> Result<Customer> + Send + 'static,
     ) -> Result<Customer> {
         let customer = self
-            .write(move |shared| {
+            .write(1, move |shared| {
                 let customer = shared.store.write(change)?;
                 shared.index_mut().upsert_customer(&customer);
                 Ok(customer)
@@ -155,8 +155,12 @@ impl Engine {
     pub async fn delete_customer(&self, id: &CustomerId, etag: Option<&str>) -> Result<()> {
         let id = id.clone();
         let etag = etag.map(str::to_owned);
-        self.write(move |shared| erase_customer(shared, &id, etag.as_deref()))
-            .await?;
+        // Erasing rewrites every stored batch that holds one of their
+        // events, as many as they have: never a small write.
+        self.write(usize::MAX, move |shared| {
+            erase_customer(shared, &id, etag.as_deref())
+        })
+        .await?;
         self.durable().await
     }
 
@@ -173,7 +177,7 @@ impl Engine {
                 .check()
                 .map_err(|error| error.under(&format!("[{index}].")))?;
         }
-        self.write(move |shared| {
+        self.write(batch.len(), move |shared| {
             let mut stored = Vec::with_capacity(batch.len());
             let counts = shared.store.write(|writes| {
                 let now = Timestamp::now();

@@ -16,15 +16,24 @@
 //!
 //! # Where work runs
 //!
-//! Reads of one record (a customer, a segment, one customer's features or
-//! persona) run inline on the async worker: they take microseconds. Every
-//! write and every scan goes to the blocking pool, a write through
-//! `Engine::write` and a scan (anything whose cost grows with the data:
-//! selections, breakdowns, previews, member pages, exports, persona
-//! breakdowns, ranges of the store, a page of a customer's history) through
-//! `Engine::scan`. A read of one customer that would have to scan, because
-//! the RFM bounds must be found again from the columns or the evaluation
-//! time is in the past, is a scan (`Engine::read_customer`).
+//! Nothing on an async worker waits for a lock that long work holds.
+//!
+//! - Reads of one record (a customer, a segment, one customer's features
+//!   or persona) run inline on the async worker: they take microseconds.
+//!   A read of one customer that would have to scan, because the RFM
+//!   bounds must be found again from the columns or the evaluation time is
+//!   in the past, is a scan (`Engine::read_customer`).
+//! - A scan (anything whose cost grows with the data: selections,
+//!   breakdowns, previews, member pages, exports, persona breakdowns,
+//!   ranges of the store, a page of a customer's history) goes to the
+//!   blocking pool through `Engine::scan`.
+//! - Every write goes through `Engine::write`, which is told how many
+//!   records it changes. A small one (at most `INLINE_WRITE_RECORDS`)
+//!   runs inline when the writer lock and the index are free at once, as
+//!   a read of one record does: it takes microseconds and waits for
+//!   nothing. Any other write (an import's batch, a flush, or a small one
+//!   that finds the lock or the index taken) goes to the blocking pool,
+//!   where it may wait.
 //!
 //! Writes are serialised once, by the engine's writer lock, which `write`
 //! holds across the store write and the index update so that the two apply
@@ -44,7 +53,7 @@ mod rfm;
 mod segments;
 mod select;
 
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use crate::domain::features::Thresholds;
 use crate::domain::{CurrencyCode, Error, Result, Timestamp};
@@ -59,6 +68,14 @@ pub use personas::{
     Assignment, CompiledCatalog, ConditionResult, NextStep, PersonaCounts, Rejected,
 };
 pub use segments::{compile_filter, Breakdown, Group, MemberPage, Preview, MAX_DIMENSIONS};
+
+/// The most records a write may change and still run inline: a write of a
+/// few records takes microseconds.
+const INLINE_WRITE_RECORDS: usize = 16;
+
+/// How often a small write finds the writer lock taken, and yields, before
+/// it goes to the blocking pool.
+const INLINE_WRITE_TRIES: usize = 3;
 
 /// Settings the engine applies to every request.
 #[derive(Debug, Clone)]
@@ -92,6 +109,21 @@ impl Shared {
         self.writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The writer lock if no write holds it and no scan holds the index;
+    /// never waits.
+    fn free_writer(&self) -> Option<MutexGuard<'_, ()>> {
+        let writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        let index_free = match self.index.try_write() {
+            Ok(_) | Err(TryLockError::Poisoned(_)) => true,
+            Err(TryLockError::WouldBlock) => false,
+        };
+        index_free.then_some(writer)
     }
 
     /// The index, for reading.
@@ -177,10 +209,10 @@ impl Engine {
         self.shared.index().size()
     }
 
-    /// Flushes everything to disk, for shutdown; a write, so none other
-    /// runs meanwhile.
+    /// Flushes everything to disk, for shutdown; a write of every record,
+    /// so none other runs meanwhile.
     pub async fn flush(&self) -> Result<()> {
-        self.write(|shared| shared.store.flush()).await
+        self.write(usize::MAX, |shared| shared.store.flush()).await
     }
 
     /// Resolves once every write applied so far is durable.
@@ -188,14 +220,27 @@ impl Engine {
         self.shared.store.durable().await
     }
 
-    /// Runs a write on the blocking pool under the one writer lock: it
+    /// Runs a write of `records` records under the one writer lock: it
     /// reads and checks what it needs, writes the store and updates the
-    /// index, and no other write runs meanwhile. The change is applied but
-    /// not yet durable: await [`Engine::durable`] before acknowledging it.
+    /// index, and no other write runs meanwhile. A small write runs inline
+    /// if the lock and the index are free, else on the blocking pool (see
+    /// the module docs). The change is applied but not yet durable: await
+    /// [`Engine::durable`] before acknowledging it.
     async fn write<T: Send + 'static>(
         &self,
+        records: usize,
         change: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        if records <= INLINE_WRITE_RECORDS {
+            // Another small write holds the lock for microseconds: let it
+            // finish before giving up on running inline.
+            for _ in 0..INLINE_WRITE_TRIES {
+                if let Some(_writer) = self.shared.free_writer() {
+                    return change(&self.shared);
+                }
+                tokio::task::yield_now().await;
+            }
+        }
         self.blocking(move |shared| {
             let _writer = shared.writer();
             change(shared)

@@ -386,7 +386,7 @@ impl Engine {
         compile_filter(&segment.filter)
             .map_err(|description| Error::invalid("filter", description))?;
         let saved = self
-            .write(move |shared| {
+            .write(1, move |shared| {
                 if shared.store.get_segment(&segment.id)?.is_some() {
                     return Err(Error::AlreadyExists(segment.id.name()));
                 }
@@ -431,7 +431,7 @@ impl Engine {
         change: impl FnOnce(&mut Segment) + Send + 'static,
     ) -> Result<Segment> {
         let saved = self
-            .write(move |shared| {
+            .write(1, move |shared| {
                 let mut segment = read_segment(shared, &id)?;
                 change(&mut segment);
                 compile_filter(&segment.filter)
@@ -448,7 +448,7 @@ impl Engine {
 
     /// Deletes a segment.
     pub async fn delete_segment(&self, id: SegmentId) -> Result<()> {
-        self.write(move |shared| {
+        self.write(1, move |shared| {
             if shared.store.delete_segment(&id)? {
                 Ok(())
             } else {

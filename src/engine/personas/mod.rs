@@ -107,7 +107,7 @@ impl Engine {
         expected: Option<u64>,
     ) -> Result<Catalog> {
         let stored = self
-            .write(move |shared| {
+            .write(1, move |shared| {
                 let current = shared.catalog().catalog.revision;
                 if let Some(expected) = expected {
                     if expected != current {
