@@ -31,9 +31,11 @@
 //!   records it changes. A small one (at most `INLINE_WRITE_RECORDS`)
 //!   runs inline when the writer lock and the index are free at once, as
 //!   a read of one record does: it takes microseconds and waits for
-//!   nothing. Any other write (an import's batch, a flush, or a small one
-//!   that finds the lock or the index taken) goes to the blocking pool,
-//!   where it may wait.
+//!   nothing (only a scan that takes the index in the microseconds between
+//!   that look and the write's index update can still hold it up). Any
+//!   other write (an import's batch, a flush, or a small one that finds
+//!   the lock or the index taken) goes to the blocking pool, where it may
+//!   wait.
 //!
 //! Writes are serialised once, by the engine's writer lock, which `write`
 //! holds across the store write and the index update so that the two apply
