@@ -141,11 +141,6 @@ impl Violations {
         self.found.is_empty()
     }
 
-    /// Moves the violations of `other` into this collector.
-    pub fn extend(&mut self, other: Violations) {
-        self.found.extend(other.found);
-    }
-
     /// Moves the violations of `other`, whose paths are relative to a part
     /// of the value checked here, into this collector under `prefix`.
     pub fn extend_under(&mut self, prefix: &str, other: Violations) {
