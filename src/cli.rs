@@ -297,6 +297,9 @@ impl ServeArgs {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // The store holds personal data: every file the server makes is for
+    // its own user only (0600, directories 0700), whatever umask it got.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     telemetry::init(args.log_format);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %args.data_dir.display(), durability = ?args.durability, "listening");

@@ -37,6 +37,7 @@ pub use codec::{ActivityView, EngagementView, PurchaseView};
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -117,6 +118,18 @@ impl Store {
     /// Opens (or creates) the store; blocking, so call it off the async
     /// workers. Must run inside a tokio runtime, which hosts the committer.
     pub fn open(options: &StoreOptions) -> Result<Self> {
+        // A new data directory is for the service's user only: it holds
+        // personal data.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&options.path)
+            .map_err(|error| {
+                Error::internal(format!(
+                    "cannot create the data directory {}: {error}",
+                    options.path.display()
+                ))
+            })?;
         let db = sled::Config::new()
             .path(&options.path)
             .cache_capacity(options.cache_capacity_bytes)

@@ -153,3 +153,82 @@ async fn shutdown_reports_not_serving_then_drains_an_open_stream() {
         .unwrap();
     restarted.stop().await.unwrap();
 }
+
+/// Every file under `dir`, directories included, with its permission bits.
+fn modes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::metadata(&path).unwrap();
+        found.push((path.clone(), metadata.permissions().mode() & 0o777));
+        if metadata.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_served_data_is_readable_by_the_service_user_only() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("db");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_segmentd"))
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(&data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let channel = async {
+        for _ in 0..200 {
+            if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                return channel;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the server did not listen on {addr}");
+    }
+    .await;
+    let mut health = HealthClient::new(channel.clone());
+    for _ in 0..200 {
+        let status = health
+            .check(HealthCheckRequest {
+                service: CUSTOMER_SERVICE.into(),
+            })
+            .await
+            .map(|response| response.into_inner().status());
+        if status.is_ok_and(|status| status == ServingStatus::Serving) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut customers = pb::customer_service_client::CustomerServiceClient::new(channel);
+    customers
+        .create_customer(pb::CreateCustomerRequest {
+            customer_id: "private".into(),
+            customer: Some(full_customer()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let found = modes(&data_dir);
+    assert!(found.len() > 2, "{found:?}");
+    let open: Vec<_> = found.iter().filter(|(_, mode)| mode & 0o077 != 0).collect();
+    assert!(open.is_empty(), "readable by others: {open:?}");
+}
