@@ -71,40 +71,58 @@ impl From<Error> for Status {
 /// gRPC's status code guide names RESOURCE_EXHAUSTED for it, so that is
 /// what clients get.
 pub const OVERSIZED_MESSAGE_PREFIX: &str = "Error, decoded message length too large";
-/// OUT_OF_RANGE as a `grpc-status` header value.
-const OUT_OF_RANGE: &str = "11";
+/// tonic reports a request that is not a valid message of its type (a
+/// broken varint, a string that is not UTF-8) as INTERNAL; it is the
+/// client's fault, so clients get INVALID_ARGUMENT, and INTERNAL stays for
+/// faults of ours.
+pub const UNDECODABLE_MESSAGE_PREFIX: &str = "failed to decode Protobuf message";
 
-/// Rewrites the status of an oversized request message; others pass through.
-pub fn from_stream_error(status: Status) -> Status {
-    if status.code() == Code::OutOfRange && status.message().starts_with(OVERSIZED_MESSAGE_PREFIX) {
-        Status::resource_exhausted(status.message().to_owned())
-    } else {
-        status
+/// The code a client gets for a request message tonic refused with `code`
+/// and `message`, when it is not `code`.
+fn client_fault(code: Code, message: &str) -> Option<Code> {
+    match code {
+        Code::OutOfRange if message.starts_with(OVERSIZED_MESSAGE_PREFIX) => {
+            Some(Code::ResourceExhausted)
+        }
+        Code::Internal if message.starts_with(UNDECODABLE_MESSAGE_PREFIX) => {
+            Some(Code::InvalidArgument)
+        }
+        _ => None,
     }
 }
 
-/// The layer of [`oversized_requests`].
-pub type OversizedRequestLayer = MapResponseLayer<fn(Response<Body>) -> Response<Body>>;
+/// Rewrites the status of a request message that was too large or not a
+/// message; others pass through.
+pub fn from_stream_error(status: Status) -> Status {
+    match client_fault(status.code(), status.message()) {
+        Some(code) => Status::new(code, status.message().to_owned()),
+        None => status,
+    }
+}
+
+/// The layer of [`refused_requests`].
+pub type RefusedRequestLayer = MapResponseLayer<fn(Response<Body>) -> Response<Body>>;
 
 /// The rewrite of [`from_stream_error`] for unary requests, whose decode
 /// error tonic answers before a handler runs.
-pub fn oversized_requests() -> OversizedRequestLayer {
-    MapResponseLayer::new(remap_oversized_request as fn(Response<Body>) -> Response<Body>)
+pub fn refused_requests() -> RefusedRequestLayer {
+    MapResponseLayer::new(remap_refused_request as fn(Response<Body>) -> Response<Body>)
 }
 
-/// Answers RESOURCE_EXHAUSTED for OUT_OF_RANGE about an oversized message.
-fn remap_oversized_request(mut response: Response<Body>) -> Response<Body> {
+/// Answers with the code of [`client_fault`] for a request message tonic
+/// refused.
+fn remap_refused_request(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers();
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    let oversized = text("grpc-status") == Some(OUT_OF_RANGE)
-        && text("grpc-message").is_some_and(|message| {
-            message
-                .replace("%20", " ")
-                .starts_with(OVERSIZED_MESSAGE_PREFIX)
-        });
-    if oversized {
-        let code = HeaderValue::from(Code::ResourceExhausted as i32);
-        response.headers_mut().insert("grpc-status", code);
+    let code = text("grpc-status")
+        .and_then(|code| code.parse::<i32>().ok())
+        .map(Code::from_i32);
+    let message = text("grpc-message").map(|message| message.replace("%20", " "));
+    if let (Some(code), Some(message)) = (code, message) {
+        if let Some(fault) = client_fault(code, &message) {
+            let code = HeaderValue::from(fault as i32);
+            response.headers_mut().insert("grpc-status", code);
+        }
     }
     response
 }

@@ -186,7 +186,7 @@ pub async fn run(
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .layer(trace::rpc_spans())
-        .layer(status::oversized_requests())
+        .layer(status::refused_requests())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -9,6 +9,7 @@ mod docs;
 mod health;
 mod import;
 mod importer;
+mod malformed;
 mod personas;
 mod saved_segments;
 mod segments;
