@@ -8,6 +8,7 @@
 //! - [`check`]: request checks that return the parsed values.
 //! - [`convert`]: protobuf to domain and back, one file per resource.
 //! - [`paging`]: page sizes and the one page-token format.
+//! - [`peer`]: who is at the other end of a connection.
 //! - [`status`]: domain errors as statuses, through `?`.
 //! - [`trace`]: a span per RPC.
 
@@ -16,6 +17,7 @@ pub mod check;
 pub mod convert;
 pub mod customers;
 pub mod paging;
+pub mod peer;
 pub mod personas;
 pub mod segmentation;
 pub mod status;

@@ -111,11 +111,26 @@ async fn open_engine(
     }
 }
 
-/// Serves on `listener` until `shutdown` resolves, then reports NOT_SERVING,
+/// The sockets the server listens on, bound by the caller (so that a test
+/// can bind port 0 and know the port).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The gRPC API, with health and reflection.
+    pub api: TcpListener,
+}
+
+impl Listeners {
+    /// The API listener alone.
+    pub fn api(api: TcpListener) -> Self {
+        Listeners { api }
+    }
+}
+
+/// Serves on `listeners` until `shutdown` resolves, then reports NOT_SERVING,
 /// drains in-flight calls for at most the configured grace, flushes the
 /// store and returns.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -172,7 +187,7 @@ pub async fn run(
     // Cuts every connection still open when the shutdown grace runs out.
     let cut_connections = CancellationToken::new();
     let connections = cut_connections.clone();
-    let incoming = TcpIncoming::from(listener)
+    let incoming = TcpIncoming::from(listeners.api)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)))
         .map(move |accepted| {

@@ -76,9 +76,13 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let data_dir = config.store.path.clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(listener, config, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(server::run(
+            server::Listeners::api(listener),
+            config,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         TestServer {
             addr,
             data_dir,

@@ -303,7 +303,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %args.data_dir.display(), durability = ?args.durability, "listening");
-    server::run(listener, args.config(), server::shutdown_signal()).await
+    server::run(
+        server::Listeners::api(listener),
+        args.config(),
+        server::shutdown_signal(),
+    )
+    .await
 }
 
 /// Runs the command line; what `main` calls.
