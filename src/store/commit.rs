@@ -53,8 +53,9 @@ pub struct FlushCounts {
     pub waiters: u64,
     /// The time all flushes took, in microseconds.
     pub micros: u64,
-    /// Flushes that took at most `FLUSH_BUCKETS_MICROS[i]`, cumulative.
-    pub at_most: [u64; FLUSH_BUCKETS_MICROS.len()],
+    /// Flushes by latency: at `i`, those that took at most
+    /// `FLUSH_BUCKETS_MICROS[i]` but more than the bound before.
+    pub buckets: [u64; FLUSH_BUCKETS_MICROS.len()],
 }
 
 impl FlushStats {
@@ -76,19 +77,16 @@ impl FlushStats {
 
     /// The counts now.
     pub fn counts(&self) -> FlushCounts {
-        let mut counts = FlushCounts {
+        FlushCounts {
             flushes: self.flushes.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             waiters: self.waiters.load(Ordering::Relaxed),
             micros: self.micros.load(Ordering::Relaxed),
-            at_most: [0; FLUSH_BUCKETS_MICROS.len()],
-        };
-        let mut below = 0;
-        for (at_most, bucket) in counts.at_most.iter_mut().zip(&self.buckets) {
-            below += bucket.load(Ordering::Relaxed);
-            *at_most = below;
+            buckets: self
+                .buckets
+                .each_ref()
+                .map(|bucket| bucket.load(Ordering::Relaxed)),
         }
-        counts
     }
 }
 

@@ -1,0 +1,28 @@
+//! The metrics flags of `segmentd serve`.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+use tokio::net::TcpListener;
+
+/// Where Prometheus metrics are served.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Address of an HTTP listener serving Prometheus metrics on
+    /// `/metrics`, e.g. `0.0.0.0:9090`; no metrics listener when left out.
+    #[arg(long, env = "SEGMENTD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// The metrics listener, bound, if one was asked for.
+    pub async fn bind(&self) -> anyhow::Result<Option<TcpListener>> {
+        let Some(addr) = self.metrics_listen else {
+            return Ok(None);
+        };
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot listen for metrics on {addr}: {error}"))?;
+        Ok(Some(listener))
+    }
+}
