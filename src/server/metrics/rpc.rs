@@ -507,8 +507,10 @@ impl<B: Body> Body for CountedBody<B> {
             // The end without trailers: no status was sent.
             None => Some(Code::Unknown),
         };
-        if let (Some(code), Some(call)) = (code, this.call.take()) {
-            call.end(code);
+        if let Some(code) = code {
+            if let Some(call) = this.call.take() {
+                call.end(code);
+            }
         }
         Poll::Ready(frame)
     }
