@@ -155,12 +155,11 @@ pub async fn run(
 
     let slot = EngineSlot::default();
     let metrics = metrics::Metrics::new(slot.clone());
-    // The metrics listener stops when `run` returns, however it returns.
-    let stop_metrics = CancellationToken::new();
-    let _stop_metrics_on_return = stop_metrics.clone().drop_guard();
+    // Dropped, as on an early return, the metrics listener stops too.
+    let mut metrics_listener = None;
     if let Some(listener) = listeners.metrics {
         tracing::info!(addr = %listener.local_addr()?, "serving metrics on /metrics");
-        tokio::spawn(metrics::serve(listener, metrics.clone(), stop_metrics));
+        metrics_listener = Some(metrics::MetricsListener::start(listener, metrics.clone()));
     }
     let customers = CustomerServiceServer::new(CustomerApi::new(slot.clone(), config.limits))
         .max_decoding_message_size(config.max_message_bytes)
@@ -253,6 +252,9 @@ pub async fn run(
         }
     }
     flush(&slot).await?;
+    if let Some(listener) = metrics_listener {
+        listener.stop().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

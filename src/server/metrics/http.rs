@@ -9,16 +9,45 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Metrics, CONTENT_TYPE};
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The metrics listener at work; it stops when stopped or dropped.
+#[derive(Debug)]
+pub struct MetricsListener {
+    /// Stops the listener and its connections when dropped.
+    stop: DropGuard,
+    /// The accept loop.
+    task: JoinHandle<()>,
+}
+
+impl MetricsListener {
+    /// Serves `metrics` on `listener`, in a task of its own.
+    pub fn start(listener: TcpListener, metrics: Metrics) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, metrics, stop.clone()));
+        MetricsListener {
+            stop: stop.drop_guard(),
+            task,
+        }
+    }
+
+    /// Stops serving, and returns once the listener is closed.
+    pub async fn stop(self) {
+        let MetricsListener { stop, task } = self;
+        drop(stop);
+        let _ = task.await;
+    }
+}
+
 /// Serves `/metrics` on `listener` until `stop` is cancelled; then closes
 /// the listener and every connection.
-pub async fn serve(listener: TcpListener, metrics: Metrics, stop: CancellationToken) {
+async fn serve(listener: TcpListener, metrics: Metrics, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,

@@ -11,7 +11,7 @@
 mod http;
 mod rpc;
 
-pub use http::serve;
+pub use http::MetricsListener;
 pub use rpc::{RpcMetrics, RpcMetricsLayer, CODE_NAMES, LATENCY_BUCKETS_MICROS};
 
 use std::sync::atomic::{AtomicBool, Ordering};

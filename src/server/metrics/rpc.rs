@@ -525,3 +525,183 @@ impl<B: Body> Body for CountedBody<B> {
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http::HeaderValue;
+    use http_body_util::{BodyExt as _, StreamBody};
+    use hyper::body::Bytes;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    type TestBody =
+        StreamBody<tokio_stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+
+    const PATH: &str = "/segmentd.v1.CustomerService/GetCustomer";
+
+    fn table() -> Arc<RpcTable> {
+        Arc::new(RpcTable::new(&[crate::grpc::pb::FILE_DESCRIPTOR_SET]))
+    }
+
+    fn method<'a>(table: &'a RpcTable, path: &str) -> &'a MethodStats {
+        table.method(path)
+    }
+
+    fn handled(method: &MethodStats, code: Code) -> u64 {
+        method.handled[code as usize].load(Ordering::Relaxed)
+    }
+
+    /// A body of one message and trailers with `code`.
+    fn streamed(code: Code) -> TestBody {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from(code as i32));
+        StreamBody::new(tokio_stream::iter(vec![
+            Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+            Ok(Frame::trailers(trailers)),
+        ]))
+    }
+
+    /// A layered service answering every call with `answer`, as the
+    /// connection copy tonic would make.
+    fn service(
+        table: &Arc<RpcTable>,
+        limit: usize,
+        answer: fn() -> Response<TestBody>,
+    ) -> impl Service<
+        Request<()>,
+        Response = Response<CountedBody<TestBody>>,
+        Error = Infallible,
+        Future = CountedFuture<std::future::Ready<Result<Response<TestBody>, Infallible>>>,
+    > + Clone {
+        let inner = tower::service_fn(move |_request: Request<()>| {
+            std::future::ready(Ok::<_, Infallible>(answer()))
+        });
+        RpcMetricsLayer::new(Arc::clone(table), limit)
+            .layer(inner)
+            .clone()
+    }
+
+    fn request(path: &str) -> Request<()> {
+        Request::builder().uri(path).body(()).unwrap()
+    }
+
+    #[test]
+    fn the_table_holds_every_method_with_its_type() {
+        let table = table();
+        let get = method(&table, PATH);
+        assert_eq!(
+            (get.service.as_str(), get.method.as_str(), get.call_type),
+            (
+                "segmentd.v1.CustomerService",
+                "GetCustomer",
+                CallType::Unary
+            )
+        );
+        let export = method(
+            &table,
+            "/segmentd.v1.SegmentationService/ExportSegmentMembers",
+        );
+        assert_eq!(export.call_type, CallType::ServerStream);
+        let import = method(&table, "/segmentd.v1.CustomerService/ImportCustomers");
+        assert_eq!(import.call_type, CallType::ClientStream);
+        assert_eq!(method(&table, "/no.Such/Method").service, "unknown");
+        assert_eq!(
+            method(&table, "/segmentd.v1.CustomerService/").service,
+            "unknown"
+        );
+    }
+
+    #[test]
+    fn latencies_fall_in_their_buckets() {
+        let histogram = LatencyHistogram::default();
+        for micros in [10, 50, 51, 999, 1_000, 20_000_000] {
+            histogram.observe(micros);
+        }
+        let (buckets, count, sum) = histogram.read();
+        assert_eq!(&buckets[..5], &[2, 1, 0, 0, 2]);
+        assert_eq!(buckets.iter().sum::<u64>(), 5, "over 10 s is in no bucket");
+        assert_eq!(count, 6);
+        assert_eq!(sum, 10 + 50 + 51 + 999 + 1_000 + 20_000_000);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_is_counted_at_its_trailers() {
+        let table = table();
+        let service = service(&table, 8, || Response::new(streamed(Code::Ok)));
+        let response = service.oneshot(request(PATH)).await.unwrap();
+        let get = method(&table, PATH);
+        assert_eq!(get.started.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            get.in_flight.load(Ordering::Relaxed),
+            1,
+            "the body is not over"
+        );
+        let mut body = response.into_body();
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        assert_eq!(handled(get, Code::Ok), 0);
+        assert!(body.frame().await.unwrap().unwrap().is_trailers());
+        assert_eq!(handled(get, Code::Ok), 1);
+        assert_eq!(get.in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(get.latency.read().1, 1);
+        drop(body);
+        assert_eq!(handled(get, Code::Cancelled), 0, "counted once");
+    }
+
+    #[tokio::test]
+    async fn an_error_in_the_headers_is_counted_at_once() {
+        let table = table();
+        let service = service(&table, 8, || {
+            let status = tonic::Status::not_found("no such customer");
+            status
+                .into_http::<()>()
+                .map(|()| StreamBody::new(tokio_stream::iter(Vec::new())))
+        });
+        let response = service.oneshot(request(PATH)).await.unwrap();
+        assert_eq!(handled(method(&table, PATH), Code::NotFound), 1);
+        drop(response);
+        assert_eq!(handled(method(&table, PATH), Code::Cancelled), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_is_cancelled() {
+        let table = table();
+        let service = service(&table, 8, || Response::new(streamed(Code::Ok)));
+        let response = service.oneshot(request(PATH)).await.unwrap();
+        drop(response);
+        let get = method(&table, PATH);
+        assert_eq!(handled(get, Code::Cancelled), 1);
+        assert_eq!(handled(get, Code::Ok), 0);
+        assert_eq!(get.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn calls_over_the_connection_limit_are_shed_and_counted() {
+        let table = table();
+        let connection = service(&table, 1, || Response::new(streamed(Code::Ok)));
+        // The first call holds the connection's one place until it answers.
+        let first = connection.clone().call(request(PATH));
+        let shed = connection.clone().oneshot(request(PATH)).await.unwrap();
+        assert_eq!(
+            shed.headers().get("grpc-status").unwrap(),
+            &HeaderValue::from(Code::ResourceExhausted as i32)
+        );
+        assert!(shed.body().is_end_stream());
+        let get = method(&table, PATH);
+        assert_eq!(get.shed.load(Ordering::Relaxed), 1);
+        assert_eq!(handled(get, Code::ResourceExhausted), 1);
+
+        // Another connection has places of its own.
+        let other = service(&table, 1, || Response::new(streamed(Code::Ok)));
+        let response = other.oneshot(request(PATH)).await.unwrap();
+        assert!(response.headers().get("grpc-status").is_none());
+
+        // Once the first call answers, its place is free again.
+        drop(first.await.unwrap());
+        let response = connection.oneshot(request(PATH)).await.unwrap();
+        assert!(response.headers().get("grpc-status").is_none());
+        assert_eq!(get.shed.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,308 @@
+//! The metrics listener: the calls made show in a scrape, by method and
+//! status code, with their latency, and so do the index, the store and the
+//! build; calls over a connection's limit are shed and counted.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use segmentd::grpc::pb;
+use segmentd::grpc::pb::persona_service_client::PersonaServiceClient;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tonic::Code;
+
+use crate::activity::{engagement, purchase, record};
+use crate::customers::{create, full_customer};
+use crate::support::TestServer;
+
+/// The answer to `GET path` on the metrics listener: the status code and
+/// the body.
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// One scrape: every sample by its name and labels, as written.
+async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The labels of a method of CustomerService, and more.
+fn customer_method(method: &str, call_type: &str, more: &str) -> String {
+    format!(
+        r#"grpc_service="segmentd.v1.CustomerService",grpc_method="{method}",grpc_type="{call_type}"{more}"#
+    )
+}
+
+fn sample<'a>(samples: &'a BTreeMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("no {series} in {:#?}", samples.keys().collect::<Vec<_>>()))
+}
+
+#[tokio::test]
+async fn a_scrape_shows_the_calls_made_the_index_and_the_build() {
+    let (server, metrics) = TestServer::start_with_metrics(|_| {}).await;
+    create(&server, "ada", full_customer()).await.unwrap();
+    // Customers who object to profiling are never exported: bob does not.
+    create(&server, "bob", pb::Customer::default())
+        .await
+        .unwrap();
+    record(
+        &server,
+        vec![
+            purchase("p1", "ada", 10, 1_000),
+            purchase("p2", "ada", 20, 2_000),
+            purchase("p3", "bob", 30, 3_000),
+        ],
+        vec![engagement("v1", "bob", 5, pb::EngagementType::Visit)],
+    )
+    .await
+    .unwrap();
+    let mut customers = server.customers().await;
+    for _ in 0..3 {
+        let request = pb::GetCustomerRequest {
+            name: "customers/ada".into(),
+        };
+        customers.get_customer(request).await.unwrap();
+    }
+    let missing = pb::GetCustomerRequest {
+        name: "customers/nobody".into(),
+    };
+    let status = customers.get_customer(missing).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    // A server stream, read to its end.
+    let mut personas = PersonaServiceClient::new(server.channel().await);
+    let mut stream = personas
+        .export_persona_assignments(pb::ExportPersonaAssignmentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut exported = 0;
+    while let Some(batch) = stream.message().await.unwrap() {
+        exported += batch.assignments.len();
+    }
+    assert!(exported > 0);
+
+    let samples = scrape(metrics).await;
+    let get = customer_method("GetCustomer", "unary", "");
+    assert_eq!(
+        sample(&samples, &format!("grpc_server_started_total{{{get}}}")),
+        4.0
+    );
+    let ok = customer_method("GetCustomer", "unary", r#",grpc_code="OK""#);
+    assert_eq!(
+        sample(&samples, &format!("grpc_server_handled_total{{{ok}}}")),
+        3.0
+    );
+    let not_found = customer_method("GetCustomer", "unary", r#",grpc_code="NotFound""#);
+    assert_eq!(
+        sample(
+            &samples,
+            &format!("grpc_server_handled_total{{{not_found}}}")
+        ),
+        1.0
+    );
+    let created = customer_method("CreateCustomer", "unary", r#",grpc_code="OK""#);
+    assert_eq!(
+        sample(&samples, &format!("grpc_server_handled_total{{{created}}}")),
+        2.0
+    );
+    let export = r#"grpc_service="segmentd.v1.PersonaService",grpc_method="ExportPersonaAssignments",grpc_type="server_stream""#;
+    assert_eq!(
+        sample(
+            &samples,
+            &format!(r#"grpc_server_handled_total{{{export},grpc_code="OK"}}"#)
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&samples, &format!("grpc_server_in_flight{{{get}}}")),
+        0.0
+    );
+    assert_eq!(
+        sample(&samples, &format!("grpc_server_shed_total{{{get}}}")),
+        0.0
+    );
+
+    // The histogram: sub-millisecond buckets, cumulative, ending in +Inf
+    // with every call.
+    let bucket = |le: &str| {
+        sample(
+            &samples,
+            &format!(r#"grpc_server_handling_seconds_bucket{{{get},le="{le}"}}"#),
+        )
+    };
+    let bounds = [
+        "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.01", "1", "10", "+Inf",
+    ];
+    let counts: Vec<f64> = bounds.iter().map(|le| bucket(le)).collect();
+    assert!(
+        counts.windows(2).all(|pair| pair[0] <= pair[1]),
+        "{counts:?}"
+    );
+    assert_eq!(bucket("+Inf"), 4.0);
+    assert_eq!(
+        sample(
+            &samples,
+            &format!("grpc_server_handling_seconds_count{{{get}}}")
+        ),
+        4.0
+    );
+    assert!(
+        sample(
+            &samples,
+            &format!("grpc_server_handling_seconds_sum{{{get}}}")
+        ) > 0.0
+    );
+
+    // The index and the store.
+    assert_eq!(sample(&samples, "segmentd_index_customers"), 2.0);
+    assert_eq!(sample(&samples, "segmentd_index_purchases"), 3.0);
+    assert_eq!(sample(&samples, "segmentd_index_engagements"), 1.0);
+    assert!(sample(&samples, r#"segmentd_index_bytes{part="purchases"}"#) > 0.0);
+    assert_eq!(
+        sample(
+            &samples,
+            r#"segmentd_events_recorded_total{kind="purchase"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            r#"segmentd_events_recorded_total{kind="engagement"}"#
+        ),
+        1.0
+    );
+    assert!(sample(&samples, "segmentd_store_disk_bytes") > 0.0);
+    // Two creates and one RecordActivity waited for durability.
+    assert!(sample(&samples, "segmentd_group_commit_flushes_total") >= 1.0);
+    assert!(sample(&samples, "segmentd_group_commit_waits_total") >= 3.0);
+    assert_eq!(
+        sample(
+            &samples,
+            r#"segmentd_group_commit_seconds_bucket{le="+Inf"}"#
+        ),
+        sample(&samples, "segmentd_group_commit_flushes_total")
+    );
+    assert!(samples.contains_key("segmentd_index_rebuild_seconds"));
+
+    // The build, and whether callers authenticate.
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        sample(
+            &samples,
+            &format!(r#"segmentd_build_info{{version="{version}"}}"#)
+        ),
+        1.0
+    );
+    assert_eq!(sample(&samples, "segmentd_authentication_enabled"), 0.0);
+    assert_eq!(sample(&samples, "segmentd_ready"), 1.0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn only_metrics_is_served() {
+    let (server, metrics) = TestServer::start_with_metrics(|_| {}).await;
+    let (status, body) = http_get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("# TYPE grpc_server_handled_total counter"),
+        "{body}"
+    );
+    assert_eq!(http_get(metrics, "/").await.0, 404);
+    assert_eq!(http_get(metrics, "/metrics/more").await.0, 404);
+    server.stop().await.unwrap();
+    // The listener stops with the server.
+    let refused = tokio::net::TcpStream::connect(metrics).await;
+    assert!(refused.is_err(), "the metrics listener outlived the server");
+}
+
+#[tokio::test]
+async fn calls_over_a_connections_limit_are_shed_and_counted() {
+    let (server, metrics) =
+        TestServer::start_with_metrics(|config| config.concurrency_per_connection = 1).await;
+    let busy_channel = server.channel().await;
+    // An import holds its connection's one place until its stream ends.
+    let (messages, stream) = tokio::sync::mpsc::channel::<pb::ImportCustomersRequest>(1);
+    let mut importer =
+        pb::customer_service_client::CustomerServiceClient::new(busy_channel.clone());
+    let import = tokio::spawn(async move {
+        importer
+            .import_customers(tokio_stream::wrappers::ReceiverStream::new(stream))
+            .await
+    });
+    let import_labels = customer_method("ImportCustomers", "client_stream", "");
+    let in_flight = format!("grpc_server_in_flight{{{import_labels}}}");
+    for _ in 0..200 {
+        if scrape(metrics).await.get(&in_flight) == Some(&1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sample(&scrape(metrics).await, &in_flight), 1.0);
+
+    let missing = || pb::GetCustomerRequest {
+        name: "customers/nobody".into(),
+    };
+    let mut busy = pb::customer_service_client::CustomerServiceClient::new(busy_channel);
+    let shed = busy.get_customer(missing()).await.unwrap_err();
+    assert_eq!(shed.code(), Code::ResourceExhausted, "{shed:?}");
+    // Another connection has a place of its own.
+    let mut other = server.customers().await;
+    let status = other.get_customer(missing()).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    let samples = scrape(metrics).await;
+    let get = customer_method("GetCustomer", "unary", "");
+    assert_eq!(
+        sample(&samples, &format!("grpc_server_shed_total{{{get}}}")),
+        1.0
+    );
+    let exhausted = customer_method("GetCustomer", "unary", r#",grpc_code="ResourceExhausted""#);
+    assert_eq!(
+        sample(
+            &samples,
+            &format!("grpc_server_handled_total{{{exhausted}}}")
+        ),
+        1.0
+    );
+
+    // Once the import ends, its connection serves again.
+    drop(messages);
+    import.await.unwrap().unwrap();
+    let status = busy.get_customer(missing()).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let samples = scrape(metrics).await;
+    assert_eq!(
+        sample(
+            &samples,
+            &format!("grpc_server_in_flight{{{import_labels}}}")
+        ),
+        0.0
+    );
+    let imported = customer_method("ImportCustomers", "client_stream", r#",grpc_code="OK""#);
+    assert_eq!(
+        sample(
+            &samples,
+            &format!("grpc_server_handled_total{{{imported}}}")
+        ),
+        1.0
+    );
+    server.stop().await.unwrap();
+}
