@@ -41,14 +41,15 @@ async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// The labels of a method of CustomerService, and more.
+/// The labels of a method of CustomerService, followed by `more`.
 fn customer_method(method: &str, call_type: &str, more: &str) -> String {
     format!(
         r#"grpc_service="segmentd.v1.CustomerService",grpc_method="{method}",grpc_type="{call_type}"{more}"#
     )
 }
 
-fn sample<'a>(samples: &'a BTreeMap<String, f64>, series: &str) -> f64 {
+/// The value of `series` in a scrape; fails the test when it is absent.
+fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
     *samples
         .get(series)
         .unwrap_or_else(|| panic!("no {series} in {:#?}", samples.keys().collect::<Vec<_>>()))

@@ -570,12 +570,8 @@ mod tests {
         table: &Arc<RpcTable>,
         limit: usize,
         answer: fn() -> Response<TestBody>,
-    ) -> impl Service<
-        Request<()>,
-        Response = Response<CountedBody<TestBody>>,
-        Error = Infallible,
-        Future = CountedFuture<std::future::Ready<Result<Response<TestBody>, Infallible>>>,
-    > + Clone {
+    ) -> impl Service<Request<()>, Response = Response<CountedBody<TestBody>>, Error = Infallible> + Clone
+    {
         let inner = tower::service_fn(move |_request: Request<()>| {
             std::future::ready(Ok::<_, Infallible>(answer()))
         });
