@@ -226,7 +226,7 @@ impl Scrape {
             MetricType::Gauge,
         )?;
         for method in &called {
-            ConstGauge::new(method.in_flight.load(Ordering::Relaxed))
+            ConstGauge::new(method.in_flight() as i64)
                 .encode(family.encode_family(&method_labels(method))?)?;
         }
 

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -101,36 +101,33 @@ impl CallType {
 #[derive(Debug, Default)]
 pub struct LatencyHistogram {
     /// Observations by bucket: at `i`, those of at most
-    /// `LATENCY_BUCKETS_MICROS[i]` but more than the bound before.
-    buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len()],
-    /// Every observation, over 10 s too.
-    count: AtomicU64,
+    /// `LATENCY_BUCKETS_MICROS[i]` but more than the bound before; the
+    /// last holds those over every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
     /// The sum of the observations, in microseconds.
     sum_micros: AtomicU64,
 }
 
 impl LatencyHistogram {
     fn observe(&self, micros: u64) {
-        if let Some(bucket) = LATENCY_BUCKETS_MICROS
+        let bucket = LATENCY_BUCKETS_MICROS
             .iter()
             .position(|&bound| micros <= bound)
-        {
-            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        }
+            .unwrap_or(LATENCY_BUCKETS_MICROS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The observations by bucket (not cumulative), the count and the sum
-    /// in microseconds.
+    /// The observations by bucket of `LATENCY_BUCKETS_MICROS` (not
+    /// cumulative), the count of every observation, and their sum in
+    /// microseconds.
     pub fn read(&self) -> ([u64; LATENCY_BUCKETS_MICROS.len()], u64, u64) {
-        let buckets = self
-            .buckets
-            .each_ref()
-            .map(|bucket| bucket.load(Ordering::Relaxed));
-        // Read after the buckets, and never below them: an observation
-        // counts its bucket first.
-        let count = self.count.load(Ordering::Relaxed).max(buckets.iter().sum());
+        let mut buckets = [0; LATENCY_BUCKETS_MICROS.len()];
+        for (read, bucket) in buckets.iter_mut().zip(&self.buckets) {
+            *read = bucket.load(Ordering::Relaxed);
+        }
+        let over = self.buckets[LATENCY_BUCKETS_MICROS.len()].load(Ordering::Relaxed);
+        let count = buckets.iter().sum::<u64>() + over;
         (buckets, count, self.sum_micros.load(Ordering::Relaxed))
     }
 }
@@ -148,8 +145,6 @@ pub struct MethodStats {
     pub started: AtomicU64,
     /// Calls handled, by status code.
     pub handled: [AtomicU64; CODE_NAMES.len()],
-    /// Calls started and not yet handled.
-    pub in_flight: AtomicI64,
     /// Calls shed over the connection's concurrency limit.
     pub shed: AtomicU64,
     /// From the start of a call to its end.
@@ -157,6 +152,18 @@ pub struct MethodStats {
 }
 
 impl MethodStats {
+    /// Calls started and not yet handled.
+    pub fn in_flight(&self) -> u64 {
+        // Read before the starts, which a call counts first, so that the
+        // difference is never negative.
+        let handled: u64 = self
+            .handled
+            .iter()
+            .map(|handled| handled.load(Ordering::Relaxed))
+            .sum();
+        self.started.load(Ordering::Relaxed).saturating_sub(handled)
+    }
+
     fn new(service: &str, method: &str, call_type: CallType) -> Self {
         MethodStats {
             service: service.to_owned(),
@@ -164,7 +171,6 @@ impl MethodStats {
             call_type,
             started: AtomicU64::new(0),
             handled: Default::default(),
-            in_flight: AtomicI64::new(0),
             shed: AtomicU64::new(0),
             latency: LatencyHistogram::default(),
         }
@@ -362,7 +368,6 @@ pub struct Call {
 impl Call {
     fn start(method: Arc<MethodStats>) -> Self {
         method.started.fetch_add(1, Ordering::Relaxed);
-        method.in_flight.fetch_add(1, Ordering::Relaxed);
         Call {
             method,
             started: Instant::now(),
@@ -384,7 +389,6 @@ impl Call {
         method.latency.observe(micros);
         let index = (code as usize).min(CODE_NAMES.len() - 1);
         method.handled[index].fetch_add(1, Ordering::Relaxed);
-        method.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -630,17 +634,13 @@ mod tests {
         let response = service.oneshot(request(PATH)).await.unwrap();
         let get = method(&table, PATH);
         assert_eq!(get.started.load(Ordering::Relaxed), 1);
-        assert_eq!(
-            get.in_flight.load(Ordering::Relaxed),
-            1,
-            "the body is not over"
-        );
+        assert_eq!(get.in_flight(), 1, "the body is not over");
         let mut body = response.into_body();
         assert!(body.frame().await.unwrap().unwrap().is_data());
         assert_eq!(handled(get, Code::Ok), 0);
         assert!(body.frame().await.unwrap().unwrap().is_trailers());
         assert_eq!(handled(get, Code::Ok), 1);
-        assert_eq!(get.in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(get.in_flight(), 0);
         assert_eq!(get.latency.read().1, 1);
         drop(body);
         assert_eq!(handled(get, Code::Cancelled), 0, "counted once");
@@ -670,7 +670,7 @@ mod tests {
         let get = method(&table, PATH);
         assert_eq!(handled(get, Code::Cancelled), 1);
         assert_eq!(handled(get, Code::Ok), 0);
-        assert_eq!(get.in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(get.in_flight(), 0);
     }
 
     #[tokio::test]
