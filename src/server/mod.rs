@@ -1,5 +1,6 @@
 //! Runs the gRPC server: health, reflection and the API on one listener,
-//! with the store opened in the background and a bounded graceful drain.
+//! with the store opened in the background and a bounded graceful drain;
+//! and, on a listener of their own, its Prometheus metrics ([`metrics`]).
 
 mod kill_switch;
 pub mod metrics;

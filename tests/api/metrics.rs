@@ -29,30 +29,50 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// One scrape: every sample by its name and labels, as written.
-async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
-    let (status, body) = http_get(addr, "/metrics").await;
-    assert_eq!(status, 200, "{body}");
-    body.lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| {
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            (series.to_owned(), value.parse().unwrap())
-        })
-        .collect()
+struct Scrape(BTreeMap<String, f64>);
+
+impl Scrape {
+    async fn of(addr: SocketAddr) -> Scrape {
+        let (status, body) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        let samples = body
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                (series.to_owned(), value.parse().unwrap())
+            })
+            .collect();
+        Scrape(samples)
+    }
+
+    /// The value of `series`; fails the test when it is absent.
+    fn get(&self, series: &str) -> f64 {
+        *self
+            .0
+            .get(series)
+            .unwrap_or_else(|| panic!("no {series} in {:#?}", self.0.keys().collect::<Vec<_>>()))
+    }
+
+    /// The value of `metric` for `method` (`Service/Method` of
+    /// `segmentd.v1`) of `call_type`, with the labels in `more` after the
+    /// method's.
+    fn of_method(&self, metric: &str, method: &str, call_type: &str, more: &str) -> f64 {
+        self.get(&method_series(metric, method, call_type, more))
+    }
 }
 
-/// The labels of a method of CustomerService, followed by `more`.
-fn customer_method(method: &str, call_type: &str, more: &str) -> String {
+/// The series of `metric` for a method; see [`Scrape::of_method`].
+fn method_series(metric: &str, method: &str, call_type: &str, more: &str) -> String {
+    let (service, method) = method.split_once('/').unwrap();
     format!(
-        r#"grpc_service="segmentd.v1.CustomerService",grpc_method="{method}",grpc_type="{call_type}"{more}"#
+        r#"{metric}{{grpc_service="segmentd.v1.{service}",grpc_method="{method}",grpc_type="{call_type}"{more}}}"#
     )
 }
 
-/// The value of `series` in a scrape; fails the test when it is absent.
-fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
-    *samples
-        .get(series)
-        .unwrap_or_else(|| panic!("no {series} in {:#?}", samples.keys().collect::<Vec<_>>()))
+/// The labels of a status code, after a method's.
+fn code(name: &str) -> String {
+    format!(r#",grpc_code="{name}""#)
 }
 
 #[tokio::test]
@@ -99,53 +119,36 @@ async fn a_scrape_shows_the_calls_made_the_index_and_the_build() {
     }
     assert!(exported > 0);
 
-    let samples = scrape(metrics).await;
-    let get = customer_method("GetCustomer", "unary", "");
-    assert_eq!(
-        sample(&samples, &format!("grpc_server_started_total{{{get}}}")),
-        4.0
+    let scrape = Scrape::of(metrics).await;
+    let get = |metric: &str, more: &str| {
+        scrape.of_method(metric, "CustomerService/GetCustomer", "unary", more)
+    };
+    assert_eq!(get("grpc_server_started_total", ""), 4.0);
+    assert_eq!(get("grpc_server_handled_total", &code("OK")), 3.0);
+    assert_eq!(get("grpc_server_handled_total", &code("NotFound")), 1.0);
+    assert_eq!(get("grpc_server_in_flight", ""), 0.0);
+    assert_eq!(get("grpc_server_shed_total", ""), 0.0);
+    let created = scrape.of_method(
+        "grpc_server_handled_total",
+        "CustomerService/CreateCustomer",
+        "unary",
+        &code("OK"),
     );
-    let ok = customer_method("GetCustomer", "unary", r#",grpc_code="OK""#);
-    assert_eq!(
-        sample(&samples, &format!("grpc_server_handled_total{{{ok}}}")),
-        3.0
+    assert_eq!(created, 2.0);
+    let exported = scrape.of_method(
+        "grpc_server_handled_total",
+        "PersonaService/ExportPersonaAssignments",
+        "server_stream",
+        &code("OK"),
     );
-    let not_found = customer_method("GetCustomer", "unary", r#",grpc_code="NotFound""#);
-    assert_eq!(
-        sample(
-            &samples,
-            &format!("grpc_server_handled_total{{{not_found}}}")
-        ),
-        1.0
-    );
-    let created = customer_method("CreateCustomer", "unary", r#",grpc_code="OK""#);
-    assert_eq!(
-        sample(&samples, &format!("grpc_server_handled_total{{{created}}}")),
-        2.0
-    );
-    let export = r#"grpc_service="segmentd.v1.PersonaService",grpc_method="ExportPersonaAssignments",grpc_type="server_stream""#;
-    assert_eq!(
-        sample(
-            &samples,
-            &format!(r#"grpc_server_handled_total{{{export},grpc_code="OK"}}"#)
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(&samples, &format!("grpc_server_in_flight{{{get}}}")),
-        0.0
-    );
-    assert_eq!(
-        sample(&samples, &format!("grpc_server_shed_total{{{get}}}")),
-        0.0
-    );
+    assert_eq!(exported, 1.0);
 
     // The histogram: sub-millisecond buckets, cumulative, ending in +Inf
     // with every call.
     let bucket = |le: &str| {
-        sample(
-            &samples,
-            &format!(r#"grpc_server_handling_seconds_bucket{{{get},le="{le}"}}"#),
+        get(
+            "grpc_server_handling_seconds_bucket",
+            &format!(r#",le="{le}""#),
         )
     };
     let bounds = [
@@ -157,63 +160,41 @@ async fn a_scrape_shows_the_calls_made_the_index_and_the_build() {
         "{counts:?}"
     );
     assert_eq!(bucket("+Inf"), 4.0);
-    assert_eq!(
-        sample(
-            &samples,
-            &format!("grpc_server_handling_seconds_count{{{get}}}")
-        ),
-        4.0
-    );
-    assert!(
-        sample(
-            &samples,
-            &format!("grpc_server_handling_seconds_sum{{{get}}}")
-        ) > 0.0
-    );
+    assert_eq!(get("grpc_server_handling_seconds_count", ""), 4.0);
+    assert!(get("grpc_server_handling_seconds_sum", "") > 0.0);
 
     // The index and the store.
-    assert_eq!(sample(&samples, "segmentd_index_customers"), 2.0);
-    assert_eq!(sample(&samples, "segmentd_index_purchases"), 3.0);
-    assert_eq!(sample(&samples, "segmentd_index_engagements"), 1.0);
-    assert!(sample(&samples, r#"segmentd_index_bytes{part="purchases"}"#) > 0.0);
+    assert_eq!(scrape.get("segmentd_index_customers"), 2.0);
+    assert_eq!(scrape.get("segmentd_index_purchases"), 3.0);
+    assert_eq!(scrape.get("segmentd_index_engagements"), 1.0);
+    assert!(scrape.get(r#"segmentd_index_bytes{part="purchases"}"#) > 0.0);
     assert_eq!(
-        sample(
-            &samples,
-            r#"segmentd_events_recorded_total{kind="purchase"}"#
-        ),
+        scrape.get(r#"segmentd_events_recorded_total{kind="purchase"}"#),
         3.0
     );
     assert_eq!(
-        sample(
-            &samples,
-            r#"segmentd_events_recorded_total{kind="engagement"}"#
-        ),
+        scrape.get(r#"segmentd_events_recorded_total{kind="engagement"}"#),
         1.0
     );
-    assert!(sample(&samples, "segmentd_store_disk_bytes") > 0.0);
+    assert!(scrape.get("segmentd_store_disk_bytes") > 0.0);
+    assert!(scrape.get("segmentd_index_rebuild_seconds") >= 0.0);
     // Two creates and one RecordActivity waited for durability.
-    assert!(sample(&samples, "segmentd_group_commit_flushes_total") >= 1.0);
-    assert!(sample(&samples, "segmentd_group_commit_waits_total") >= 3.0);
+    let flushes = scrape.get("segmentd_group_commit_flushes_total");
+    assert!(flushes >= 1.0);
+    assert!(scrape.get("segmentd_group_commit_waits_total") >= 3.0);
     assert_eq!(
-        sample(
-            &samples,
-            r#"segmentd_group_commit_seconds_bucket{le="+Inf"}"#
-        ),
-        sample(&samples, "segmentd_group_commit_flushes_total")
+        scrape.get(r#"segmentd_group_commit_seconds_bucket{le="+Inf"}"#),
+        flushes
     );
-    assert!(samples.contains_key("segmentd_index_rebuild_seconds"));
 
     // The build, and whether callers authenticate.
     let version = env!("CARGO_PKG_VERSION");
     assert_eq!(
-        sample(
-            &samples,
-            &format!(r#"segmentd_build_info{{version="{version}"}}"#)
-        ),
+        scrape.get(&format!(r#"segmentd_build_info{{version="{version}"}}"#)),
         1.0
     );
-    assert_eq!(sample(&samples, "segmentd_authentication_enabled"), 0.0);
-    assert_eq!(sample(&samples, "segmentd_ready"), 1.0);
+    assert_eq!(scrape.get("segmentd_authentication_enabled"), 0.0);
+    assert_eq!(scrape.get("segmentd_ready"), 1.0);
     server.stop().await.unwrap();
 }
 
@@ -243,20 +224,27 @@ async fn calls_over_a_connections_limit_are_shed_and_counted() {
     let (messages, stream) = tokio::sync::mpsc::channel::<pb::ImportCustomersRequest>(1);
     let mut importer =
         pb::customer_service_client::CustomerServiceClient::new(busy_channel.clone());
-    let import = tokio::spawn(async move {
+    let importing = tokio::spawn(async move {
         importer
             .import_customers(tokio_stream::wrappers::ReceiverStream::new(stream))
             .await
     });
-    let import_labels = customer_method("ImportCustomers", "client_stream", "");
-    let in_flight = format!("grpc_server_in_flight{{{import_labels}}}");
+    let import = |metric: &str, more: &str| {
+        method_series(
+            metric,
+            "CustomerService/ImportCustomers",
+            "client_stream",
+            more,
+        )
+    };
+    let in_flight = import("grpc_server_in_flight", "");
     for _ in 0..200 {
-        if scrape(metrics).await.get(&in_flight) == Some(&1.0) {
+        if Scrape::of(metrics).await.0.get(&in_flight) == Some(&1.0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(sample(&scrape(metrics).await, &in_flight), 1.0);
+    assert_eq!(Scrape::of(metrics).await.get(&in_flight), 1.0);
 
     let missing = || pb::GetCustomerRequest {
         name: "customers/nobody".into(),
@@ -269,40 +257,25 @@ async fn calls_over_a_connections_limit_are_shed_and_counted() {
     let status = other.get_customer(missing()).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 
-    let samples = scrape(metrics).await;
-    let get = customer_method("GetCustomer", "unary", "");
+    let scrape = Scrape::of(metrics).await;
+    let get = |metric: &str, more: &str| {
+        scrape.of_method(metric, "CustomerService/GetCustomer", "unary", more)
+    };
+    assert_eq!(get("grpc_server_shed_total", ""), 1.0);
     assert_eq!(
-        sample(&samples, &format!("grpc_server_shed_total{{{get}}}")),
-        1.0
-    );
-    let exhausted = customer_method("GetCustomer", "unary", r#",grpc_code="ResourceExhausted""#);
-    assert_eq!(
-        sample(
-            &samples,
-            &format!("grpc_server_handled_total{{{exhausted}}}")
-        ),
+        get("grpc_server_handled_total", &code("ResourceExhausted")),
         1.0
     );
 
     // Once the import ends, its connection serves again.
     drop(messages);
-    import.await.unwrap().unwrap();
+    importing.await.unwrap().unwrap();
     let status = busy.get_customer(missing()).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let samples = scrape(metrics).await;
+    let scrape = Scrape::of(metrics).await;
+    assert_eq!(scrape.get(&in_flight), 0.0);
     assert_eq!(
-        sample(
-            &samples,
-            &format!("grpc_server_in_flight{{{import_labels}}}")
-        ),
-        0.0
-    );
-    let imported = customer_method("ImportCustomers", "client_stream", r#",grpc_code="OK""#);
-    assert_eq!(
-        sample(
-            &samples,
-            &format!("grpc_server_handled_total{{{imported}}}")
-        ),
+        scrape.get(&import("grpc_server_handled_total", &code("OK"))),
         1.0
     );
     server.stop().await.unwrap();

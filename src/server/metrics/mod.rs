@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -140,23 +140,48 @@ fn single(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    metric: impl prometheus_client::encoding::EncodeMetric,
+    metric: impl EncodeMetric,
 ) -> Result<(), std::fmt::Error> {
     let metric_encoder = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
     metric.encode(metric_encoder)
 }
 
-/// Writes a histogram without labels from per-bucket counts.
-fn histogram(
+/// Writes a family with one label, `label`, and a metric per value of it.
+fn by_label<M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    buckets: &[(f64, u64)],
-    count: u64,
-    sum_seconds: f64,
+    (name, help, metric_type): (&str, &str, MetricType),
+    label: &str,
+    metrics: impl IntoIterator<Item = (&'static str, M)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut metric_encoder = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    metric_encoder.encode_histogram::<NoLabelSet>(sum_seconds, count, buckets, None)
+    let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (value, metric) in metrics {
+        metric.encode(family.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
+}
+
+/// Writes a family with a metric per method in `methods`.
+fn by_method<'a, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    (name, help, metric_type): (&str, &str, MetricType),
+    methods: &[&'a MethodStats],
+    metric: impl Fn(&'a MethodStats) -> M,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for method in methods {
+        metric(method).encode(family.encode_family(&method_labels(method))?)?;
+    }
+    Ok(())
+}
+
+/// Latency buckets for the encoder: each upper bound, in seconds, with
+/// the observations in it.
+fn buckets(bounds_micros: &[u64], counts: &[u64]) -> Vec<(f64, u64)> {
+    bounds_micros
+        .iter()
+        .map(|&bound| seconds(bound))
+        .zip(counts.iter().copied())
+        .collect()
 }
 
 fn seconds(micros: u64) -> f64 {
@@ -171,17 +196,16 @@ impl Scrape {
             .methods()
             .filter(|method| method.started.load(Ordering::Relaxed) > 0)
             .collect();
-        let counter = |method: &MethodStats| method.started.load(Ordering::Relaxed);
-        let mut family = encoder.encode_descriptor(
-            "grpc_server_started",
-            "RPCs started on the server",
-            None,
-            MetricType::Counter,
+        by_method(
+            encoder,
+            (
+                "grpc_server_started",
+                "RPCs started on the server",
+                MetricType::Counter,
+            ),
+            &called,
+            |method| ConstCounter::new(method.started.load(Ordering::Relaxed)),
         )?;
-        for method in &called {
-            ConstCounter::new(counter(method))
-                .encode(family.encode_family(&method_labels(method))?)?;
-        }
 
         let mut family = encoder.encode_descriptor(
             "grpc_server_handled",
@@ -209,38 +233,36 @@ impl Scrape {
         )?;
         for method in &called {
             let (counts, count, sum_micros) = method.latency.read();
-            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_MICROS
-                .iter()
-                .map(|&bound| seconds(bound))
-                .zip(counts)
-                .collect();
             family
                 .encode_family(&method_labels(method))?
-                .encode_histogram::<NoLabelSet>(seconds(sum_micros), count, &buckets, None)?;
+                .encode_histogram::<NoLabelSet>(
+                    seconds(sum_micros),
+                    count,
+                    &buckets(&LATENCY_BUCKETS_MICROS, &counts),
+                    None,
+                )?;
         }
 
-        let mut family = encoder.encode_descriptor(
-            "grpc_server_in_flight",
-            "RPCs started and not yet completed",
-            None,
-            MetricType::Gauge,
+        by_method(
+            encoder,
+            (
+                "grpc_server_in_flight",
+                "RPCs started and not yet completed",
+                MetricType::Gauge,
+            ),
+            &called,
+            |method| ConstGauge::new(method.in_flight() as i64),
         )?;
-        for method in &called {
-            ConstGauge::new(method.in_flight() as i64)
-                .encode(family.encode_family(&method_labels(method))?)?;
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "grpc_server_shed",
-            "RPCs refused with RESOURCE_EXHAUSTED because their connection had --concurrency-per-connection calls in flight (also counted as handled)",
-            None,
-            MetricType::Counter,
-        )?;
-        for method in &called {
-            ConstCounter::new(method.shed.load(Ordering::Relaxed))
-                .encode(family.encode_family(&method_labels(method))?)?;
-        }
-        Ok(())
+        by_method(
+            encoder,
+            (
+                "grpc_server_shed",
+                "RPCs refused with RESOURCE_EXHAUSTED because their connection had --concurrency-per-connection calls in flight (also counted as handled)",
+                MetricType::Counter,
+            ),
+            &called,
+            |method| ConstCounter::new(method.shed.load(Ordering::Relaxed)),
+        )
     }
 
     /// The `segmentd_*` families of the engine and the store.
@@ -250,54 +272,29 @@ impl Scrape {
         stats: &EngineStats,
     ) -> Result<(), std::fmt::Error> {
         let index = &stats.index;
-        single(
-            encoder,
-            "segmentd_index_customers",
-            "Customers in the in-memory index",
-            ConstGauge::new(index.customers as i64),
-        )?;
-        single(
-            encoder,
-            "segmentd_index_purchases",
-            "Purchases in the in-memory index",
-            ConstGauge::new(index.purchases as i64),
-        )?;
-        single(
-            encoder,
-            "segmentd_index_engagements",
-            "Engagement events in the in-memory index",
-            ConstGauge::new(index.engagements as i64),
-        )?;
-        let mut family = encoder.encode_descriptor(
-            "segmentd_index_bytes",
-            "Heap bytes of the in-memory index, by part",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (part, bytes) in [
-            ("customers", index.customer_bytes),
-            ("purchases", index.purchase_bytes),
-            ("engagements", index.engagement_bytes),
+        for (name, help, value) in [
+            (
+                "segmentd_index_customers",
+                "Customers in the in-memory index",
+                index.customers as u64,
+            ),
+            (
+                "segmentd_index_purchases",
+                "Purchases in the in-memory index",
+                index.purchases as u64,
+            ),
+            (
+                "segmentd_index_engagements",
+                "Engagement events in the in-memory index",
+                index.engagements as u64,
+            ),
+            (
+                "segmentd_store_disk_bytes",
+                "Bytes the store takes on disk",
+                stats.store_bytes,
+            ),
         ] {
-            ConstGauge::new(bytes as i64).encode(family.encode_family(&[("part", part)])?)?;
-        }
-        single(
-            encoder,
-            "segmentd_store_disk_bytes",
-            "Bytes the store takes on disk",
-            ConstGauge::new(stats.store_bytes as i64),
-        )?;
-        let mut family = encoder.encode_descriptor(
-            "segmentd_events_recorded",
-            "Events recorded since start-up, repeats of a recorded id not counted, by kind",
-            None,
-            MetricType::Counter,
-        )?;
-        for (kind, recorded) in [
-            ("purchase", stats.purchases_recorded),
-            ("engagement", stats.engagements_recorded),
-        ] {
-            ConstCounter::new(recorded).encode(family.encode_family(&[("kind", kind)])?)?;
+            single(encoder, name, help, ConstGauge::new(value as i64))?;
         }
         single(
             encoder,
@@ -305,38 +302,66 @@ impl Scrape {
             "How long the last rebuild of the index from the store took",
             ConstGauge::new(stats.last_rebuild.as_secs_f64()),
         )?;
+        by_label(
+            encoder,
+            (
+                "segmentd_index_bytes",
+                "Heap bytes of the in-memory index, by part",
+                MetricType::Gauge,
+            ),
+            "part",
+            [
+                ("customers", index.customer_bytes),
+                ("purchases", index.purchase_bytes),
+                ("engagements", index.engagement_bytes),
+            ]
+            .map(|(part, bytes)| (part, ConstGauge::new(bytes as i64))),
+        )?;
+        by_label(
+            encoder,
+            (
+                "segmentd_events_recorded",
+                "Events recorded since start-up, repeats of a recorded id not counted, by kind",
+                MetricType::Counter,
+            ),
+            "kind",
+            [
+                ("purchase", ConstCounter::new(stats.purchases_recorded)),
+                ("engagement", ConstCounter::new(stats.engagements_recorded)),
+            ],
+        )?;
 
         let flushes = &stats.flushes;
-        single(
-            encoder,
-            "segmentd_group_commit_flushes",
-            "Group-commit flushes of the store to disk",
-            ConstCounter::new(flushes.flushes),
-        )?;
-        single(
-            encoder,
-            "segmentd_group_commit_failures",
-            "Group-commit flushes that failed",
-            ConstCounter::new(flushes.failures),
-        )?;
-        single(
-            encoder,
-            "segmentd_group_commit_waits",
-            "Writes that waited for a group commit; over the flushes, the writes that share one",
-            ConstCounter::new(flushes.waiters),
-        )?;
-        let buckets: Vec<(f64, u64)> = FLUSH_BUCKETS_MICROS
-            .iter()
-            .map(|&bound| seconds(bound))
-            .zip(flushes.buckets)
-            .collect();
-        histogram(
-            encoder,
+        for (name, help, value) in [
+            (
+                "segmentd_group_commit_flushes",
+                "Group-commit flushes of the store to disk",
+                flushes.flushes,
+            ),
+            (
+                "segmentd_group_commit_failures",
+                "Group-commit flushes that failed",
+                flushes.failures,
+            ),
+            (
+                "segmentd_group_commit_waits",
+                "Writes that waited for a group commit; over the flushes, the writes that share one",
+                flushes.waiters,
+            ),
+        ] {
+            single(encoder, name, help, ConstCounter::new(value))?;
+        }
+        let mut histogram = encoder.encode_descriptor(
             "segmentd_group_commit_seconds",
             "How long a group-commit flush took",
-            &buckets,
-            flushes.flushes.max(flushes.buckets.iter().sum()),
+            None,
+            MetricType::Histogram,
+        )?;
+        histogram.encode_histogram::<NoLabelSet>(
             seconds(flushes.micros),
+            flushes.flushes.max(flushes.buckets.iter().sum()),
+            &buckets(&FLUSH_BUCKETS_MICROS, &flushes.buckets),
+            None,
         )
     }
 }
