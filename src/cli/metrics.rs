@@ -26,3 +26,29 @@ impl MetricsArgs {
         Ok(Some(listener))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        metrics: MetricsArgs,
+    }
+
+    #[test]
+    fn metrics_are_off_unless_asked_for() {
+        let flags = Flags::try_parse_from(["segmentd"]).unwrap();
+        assert_eq!(flags.metrics.metrics_listen, None);
+        let flags =
+            Flags::try_parse_from(["segmentd", "--metrics-listen", "127.0.0.1:9090"]).unwrap();
+        assert_eq!(
+            flags.metrics.metrics_listen,
+            Some(([127, 0, 0, 1], 9090).into())
+        );
+        assert!(Flags::try_parse_from(["segmentd", "--metrics-listen", "nowhere"]).is_err());
+    }
+}

@@ -395,3 +395,36 @@ impl Collector for Scrape {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn before_the_store_opens_only_the_server_reports() {
+        let metrics = Metrics::new(EngineSlot::default());
+        let text = metrics.render().await;
+        assert!(text.contains("\nsegmentd_ready 0\n"), "{text}");
+        assert!(
+            text.contains("\nsegmentd_authentication_enabled 0\n"),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "\nsegmentd_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(!text.contains("segmentd_index_customers"), "{text}");
+        assert!(!text.contains("grpc_server_started_total{"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_server_says_whether_callers_authenticate() {
+        let metrics = Metrics::new(EngineSlot::default());
+        metrics.set_authentication_enabled(true);
+        let text = metrics.render().await;
+        assert!(
+            text.contains("\nsegmentd_authentication_enabled 1\n"),
+            "{text}"
+        );
+    }
+}
