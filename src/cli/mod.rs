@@ -2,6 +2,8 @@
 //! healthcheck`. Every flag can also be set through the environment
 //! variable named in its help.
 
+mod metrics;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -190,6 +192,9 @@ struct ServeArgs {
     /// How long in-flight calls may run on after SIGTERM or SIGINT, e.g. `20s`.
     #[arg(long, env = "SEGMENTD_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     shutdown_grace: Duration,
+    /// Prometheus metrics.
+    #[command(flatten)]
+    metrics: metrics::MetricsArgs,
 }
 
 /// Flags of `segmentd healthcheck`.
@@ -303,12 +308,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %args.data_dir.display(), durability = ?args.durability, "listening");
-    server::run(
-        server::Listeners::api(listener),
-        args.config(),
-        server::shutdown_signal(),
-    )
-    .await
+    let mut listeners = server::Listeners::api(listener);
+    listeners.metrics = args.metrics.bind().await?;
+    server::run(listeners, args.config(), server::shutdown_signal()).await
 }
 
 /// Runs the command line; what `main` calls.
