@@ -358,7 +358,97 @@ impl AsyncWrite for Transport {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use rcgen::{CertificateParams, CertifiedIssuer, KeyPair};
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server};
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
     use super::*;
+    use crate::server::tls;
+
+    /// The PEM of a certificate `issuer` signs for `names`, and of its key.
+    fn signed(issuer: &CertifiedIssuer<'_, KeyPair>, names: &[&str]) -> (String, String) {
+        let names = names.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+        let key = KeyPair::generate().unwrap();
+        let certificate = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, issuer)
+            .unwrap();
+        (certificate.pem(), key.serialize_pem())
+    }
+
+    /// The transport's promise to authentication: a request's extensions
+    /// hold the connection's peer, with the identity of its verified client
+    /// certificate, where a layer in front of the handlers finds it.
+    #[tokio::test]
+    async fn requests_carry_the_peer_and_its_certificate_identity() {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let (server_cert, server_key) = signed(&ca, &["localhost"]);
+        let (client_cert, client_key) = signed(&ca, &["spiffe://example.org/worker"]);
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles {
+            certificate: dir.path().join("server.pem"),
+            key: dir.path().join("server.key"),
+            client_ca: Some(dir.path().join("ca.pem")),
+        };
+        std::fs::write(&files.certificate, &server_cert).unwrap();
+        std::fs::write(&files.key, &server_key).unwrap();
+        std::fs::write(files.client_ca.as_ref().unwrap(), ca.pem()).unwrap();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = tls::acceptor(&files).unwrap();
+        let connections = incoming(
+            listener,
+            Some(acceptor),
+            Duration::from_secs(5),
+            &CancellationToken::new(),
+        );
+        let seen = Arc::new(Mutex::new(Vec::<Peer>::new()));
+        let recorder = seen.clone();
+        let (_, health) = tonic_health::server::health_reporter();
+        let server = Server::builder()
+            .layer(tonic::service::InterceptorLayer::new(
+                move |request: tonic::Request<()>| {
+                    let peer = request.extensions().get::<Peer>().cloned();
+                    recorder.lock().unwrap().extend(peer);
+                    Ok(request)
+                },
+            ))
+            .add_service(health)
+            .serve_with_incoming(connections);
+        let server = tokio::spawn(server);
+
+        let client_tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca.pem()))
+            .identity(Identity::from_pem(client_cert, client_key));
+        let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+            .unwrap()
+            .tls_config(client_tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap();
+        server.abort();
+
+        let peers = seen.lock().unwrap().clone();
+        assert_eq!(peers.len(), 1, "one request, one peer: {peers:?}");
+        let peer = &peers[0];
+        assert_eq!(
+            peer.certificate_identity.as_deref(),
+            Some("spiffe://example.org/worker")
+        );
+        let remote = peer.remote_addr.expect("the client's address");
+        assert!(remote.ip().is_loopback() && remote.port() != port);
+    }
 
     /// A client's opening: the preface and a SETTINGS frame of one setting.
     fn client_opening() -> Vec<u8> {
