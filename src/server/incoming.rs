@@ -370,7 +370,10 @@ mod tests {
 
     /// The PEM of a certificate `issuer` signs for `names`, and of its key.
     fn signed(issuer: &CertifiedIssuer<'_, KeyPair>, names: &[&str]) -> (String, String) {
-        let names = names.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+        let names = names
+            .iter()
+            .map(|name| name.to_string())
+            .collect::<Vec<_>>();
         let key = KeyPair::generate().unwrap();
         let certificate = CertificateParams::new(names)
             .unwrap()

@@ -74,16 +74,17 @@ impl TestServer {
     /// A server with `config`, not yet necessarily SERVING.
     pub async fn spawn(config: ServerConfig) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        Self::spawn_on(server::Listeners::api(listener), config)
+    }
+
+    /// A server on `listeners` with `config`, not yet necessarily SERVING.
+    pub fn spawn_on(listeners: server::Listeners, config: ServerConfig) -> TestServer {
+        let addr = listeners.api.local_addr().unwrap();
         let data_dir = config.store.path.clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(
-            server::Listeners::api(listener),
-            config,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(server::run(listeners, config, async {
+            let _ = stopped.await;
+        }));
         TestServer {
             addr,
             data_dir,
