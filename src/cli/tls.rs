@@ -105,3 +105,52 @@ impl ClientTlsArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// The serve flags alone.
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        tls: TlsArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<TransportConfig, clap::Error> {
+        let args = std::iter::once("serve").chain(args.iter().copied());
+        Serve::try_parse_from(args).map(|serve| serve.tls.transport())
+    }
+
+    #[test]
+    fn plaintext_with_a_ten_second_handshake_by_default() {
+        let transport = parse(&[]).unwrap();
+        assert_eq!(transport, TransportConfig::default());
+        assert_eq!(transport.handshake_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_certificate_needs_its_key_and_mtls_needs_both() {
+        assert!(parse(&["--tls-cert", "server.pem"]).is_err());
+        assert!(parse(&["--tls-key", "server.key"]).is_err());
+        assert!(parse(&["--tls-client-ca", "ca.pem"]).is_err());
+        let transport = parse(&[
+            "--tls-cert",
+            "server.pem",
+            "--tls-key",
+            "server.key",
+            "--tls-client-ca",
+            "ca.pem",
+            "--handshake-timeout",
+            "3s",
+        ])
+        .unwrap();
+        let files = transport.tls.unwrap();
+        assert_eq!(files.certificate, PathBuf::from("server.pem"));
+        assert_eq!(files.key, PathBuf::from("server.key"));
+        assert_eq!(files.client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(transport.handshake_timeout, Duration::from_secs(3));
+    }
+}

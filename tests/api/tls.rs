@@ -13,7 +13,7 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
 use segmentd::grpc::pb;
 use segmentd::grpc::pb::customer_service_client::CustomerServiceClient;
-use segmentd::server::{self, Listeners, TlsFiles};
+use segmentd::server::{Listeners, TlsFiles};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
@@ -371,12 +371,4 @@ async fn tls_connections_that_never_open_http2_are_closed_after_the_handshake_ti
     let channel = tls_channel(server.addr, &ca, None).await.unwrap();
     assert!(list_customers(channel).await.is_ok());
     server.stop().await.unwrap();
-}
-
-/// `server::TransportConfig` names the default timeout the flag documents.
-#[test]
-fn the_handshake_timeout_is_ten_seconds_by_default() {
-    let transport = server::TransportConfig::default();
-    assert_eq!(transport.handshake_timeout, Duration::from_secs(10));
-    assert!(transport.tls.is_none());
 }
