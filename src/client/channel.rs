@@ -30,6 +30,9 @@ pub fn endpoint(addr: &str, tls: Option<&ClientTls>) -> anyhow::Result<Endpoint>
     let Some(tls) = tls else {
         return Ok(endpoint);
     };
+    if endpoint.uri().scheme_str() != Some("https") {
+        anyhow::bail!("{addr}: TLS needs an https:// address, or host:port");
+    }
     let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&tls.ca)?));
     if let Some((certificate, key)) = &tls.identity {
         config = config.identity(Identity::from_pem(read(certificate)?, read(key)?));

@@ -8,8 +8,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-/// Asks the server at `addr` about `service` ("" for the whole server).
-/// Returns whether it is SERVING.
+/// Asks the server at `addr`, in plaintext, about `service` ("" for the
+/// whole server). Returns whether it is SERVING.
 pub async fn check(addr: &str, service: &str, timeout: Duration) -> anyhow::Result<bool> {
     check_at(super::channel::endpoint(addr, None)?, service, timeout).await
 }

@@ -11,6 +11,8 @@ use rcgen::{
 };
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
+use segmentd::client::channel::{self, ClientTls};
+use segmentd::client::healthcheck;
 use segmentd::grpc::pb;
 use segmentd::grpc::pb::customer_service_client::CustomerServiceClient;
 use segmentd::server::{Listeners, TlsFiles};
@@ -271,6 +273,24 @@ async fn mtls_refuses_clients_without_a_certificate_of_its_ca() {
     assert!(refused(tls_channel(server.addr, &ca, None).await).await);
     let stranger = Pki::new("another CA").client("spiffe://example.org/ns/shop/sa/worker");
     assert!(refused(tls_channel(server.addr, &ca, Some(&stranger)).await).await);
+
+    // The client commands' connection: the CA file, and the worker's
+    // certificate as their identity.
+    std::fs::write(pki.path("worker.pem"), &worker.certificate).unwrap();
+    std::fs::write(pki.path("worker.key"), &worker.key).unwrap();
+    let mut client_tls = ClientTls {
+        ca: pki.path("ca.pem"),
+        identity: None,
+        server_name: Some(SERVER_NAME.into()),
+    };
+    let addr = server.addr.to_string();
+    let check = |tls: &ClientTls| {
+        let endpoint = channel::endpoint(&addr, Some(tls)).unwrap();
+        healthcheck::check_at(endpoint, "", Duration::from_secs(5))
+    };
+    assert!(check(&client_tls).await.is_err());
+    client_tls.identity = Some((pki.path("worker.pem"), pki.path("worker.key")));
+    assert!(check(&client_tls).await.unwrap());
     server.stop().await.unwrap();
 }
 
