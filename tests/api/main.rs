@@ -15,3 +15,4 @@ mod personas;
 mod saved_segments;
 mod segments;
 mod support;
+mod tls;
