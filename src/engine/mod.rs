@@ -69,7 +69,9 @@ pub use listing::CustomerPage;
 pub use personas::{
     Assignment, CompiledCatalog, ConditionResult, NextStep, PersonaCounts, Rejected,
 };
-pub use segments::{compile_filter, Breakdown, Group, MemberPage, Preview, MAX_DIMENSIONS};
+pub use segments::{
+    compile_filter, segment_etag, Breakdown, Group, MemberPage, Preview, MAX_DIMENSIONS,
+};
 
 /// The most records a write may change and still run inline: a write of a
 /// few records takes microseconds.

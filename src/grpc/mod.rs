@@ -51,6 +51,8 @@ pub mod pb {
 
 use std::sync::{Arc, OnceLock};
 
+use tonic_types::StatusExt as _;
+
 use crate::domain::Error;
 use crate::engine::Engine;
 
@@ -92,7 +94,9 @@ fn stream_of<T>(messages: Vec<T>) -> ReadyStream<T> {
 
 /// Ends a client-streaming import: makes everything applied durable, then
 /// answers with `outcome`. An error says which message stopped the stream
-/// and that the `batches` before it (`applied`) are durable.
+/// and that the `batches` before it (`applied`) are durable, and keeps the
+/// refusal's details (its field violations, with paths such as
+/// `customers[5].location.country_code`).
 async fn finish_import<T>(
     engine: &Engine,
     outcome: Result<T, tonic::Status>,
@@ -100,17 +104,28 @@ async fn finish_import<T>(
     applied: &str,
 ) -> Result<tonic::Response<T>, tonic::Status> {
     engine.durable().await?;
-    match outcome {
-        Ok(response) => Ok(tonic::Response::new(response)),
-        Err(status) => Err(tonic::Status::with_details(
-            status.code(),
-            format!(
-                "message {batches} was refused, and the stream stopped there; the {batches} messages before it ({applied}) were applied and are durable: {}",
-                status.message()
-            ),
-            status.details().to_vec().into(),
-        )),
+    let refusal = match outcome {
+        Ok(response) => return Ok(tonic::Response::new(response)),
+        Err(refusal) => refusal,
+    };
+    let message = format!(
+        "message {batches} was refused, and the stream stopped there; the {batches} messages before it ({applied}) were applied and are durable: {}",
+        refusal.message()
+    );
+    // The details repeat the message, so they are made again with the new
+    // one: a client that checks the two agree (grpcio's rpc_status does)
+    // would otherwise drop them.
+    let mut details = refusal.get_error_details();
+    if let Some(info) = details.error_info() {
+        let mut metadata = info.metadata.clone();
+        metadata.insert("message_index".to_owned(), batches.to_string());
+        details.set_error_info(info.reason.clone(), info.domain.clone(), metadata);
     }
+    Err(tonic::Status::with_error_details(
+        refusal.code(),
+        message,
+        details,
+    ))
 }
 
 #[cfg(test)]

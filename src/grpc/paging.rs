@@ -33,7 +33,8 @@ pub const TOKEN_VERSION: u8 = 1;
 /// Bytes before the evaluation time: version, fingerprint and flag.
 const HEADER_LEN: usize = 10;
 
-/// Checks `page_size` against the default and the cap.
+/// The page size of a request: the default for 0, and at most the cap; a
+/// larger one is reduced to the cap (AIP-158).
 pub fn page_size(requested: i32, limits: ApiLimits) -> Result<usize, Error> {
     match usize::try_from(requested) {
         Err(_) => Err(Error::invalid(
@@ -41,11 +42,7 @@ pub fn page_size(requested: i32, limits: ApiLimits) -> Result<usize, Error> {
             format!("must not be negative, got {requested}"),
         )),
         Ok(0) => Ok(DEFAULT_PAGE_SIZE.min(limits.max_page_size)),
-        Ok(size) if size > limits.max_page_size => Err(Error::ResourceExhausted {
-            subject: "page_size".into(),
-            description: format!("at most {} per page, got {size}", limits.max_page_size),
-        }),
-        Ok(size) => Ok(size),
+        Ok(size) => Ok(size.min(limits.max_page_size)),
     }
 }
 
@@ -239,10 +236,8 @@ mod tests {
     fn page_sizes() {
         assert_eq!(page_size(0, limits()).unwrap(), DEFAULT_PAGE_SIZE);
         assert_eq!(page_size(1000, limits()).unwrap(), 1000);
-        assert!(matches!(
-            page_size(1001, limits()),
-            Err(Error::ResourceExhausted { .. })
-        ));
+        assert_eq!(page_size(1001, limits()).unwrap(), 1000);
+        assert_eq!(page_size(i32::MAX, limits()).unwrap(), 1000);
         assert!(matches!(
             page_size(-1, limits()),
             Err(Error::InvalidArgument(_))

@@ -3,7 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::check::{evaluation_time, export_batch, field, optional_evaluation_time, All};
+use super::check::{evaluation_time, export_batch, field, optional, optional_evaluation_time, All};
 use super::convert::{
     breakdown_to_proto, channel_from_proto, customer_name, dimensions_from_proto,
     member_batches_to_proto, new_segment_from_proto, preview_to_proto, rule_language_to_proto,
@@ -116,9 +116,10 @@ impl SegmentationService for SegmentationApi {
             .ok_or_else(|| Error::invalid("segment", "required"))?;
         let id = field("segment.name", SegmentId::from_name(&segment.name))?;
         let paths = request.update_mask.map(|mask| mask.paths);
+        let etag = optional(segment.etag.clone());
         let changes = SegmentChanges::from_proto(segment, paths.as_deref().unwrap_or(&[]))?;
         let updated = engine
-            .update_segment(id, move |stored| changes.apply(stored))
+            .update_segment(id, etag, move |stored| changes.apply(stored))
             .await
             .map_err(|error| error.under("segment."))?;
         Ok(Response::new(segment_to_proto(&updated)))
@@ -129,8 +130,9 @@ impl SegmentationService for SegmentationApi {
         request: Request<pb::DeleteSegmentRequest>,
     ) -> Result<Response<()>, Status> {
         let engine = ready(&self.engine)?;
-        let id = field("name", SegmentId::from_name(&request.into_inner().name))?;
-        engine.delete_segment(id).await?;
+        let request = request.into_inner();
+        let id = field("name", SegmentId::from_name(&request.name))?;
+        engine.delete_segment(id, optional(request.etag)).await?;
         Ok(Response::new(()))
     }
 

@@ -1,12 +1,57 @@
 //! The one mapping from domain errors to gRPC statuses.
+//!
+//! Every status segmentd makes carries a `google.rpc.ErrorInfo` in the
+//! domain [`ERROR_DOMAIN`], whose `reason` names the error in UPPER_SNAKE_CASE
+//! (see [`reason`]), beside the detail of its kind: `BadRequest`,
+//! `ResourceInfo`, `PreconditionFailure` or `QuotaFailure`. A status stays
+//! small whatever the request held: the domain bounds each echoed value,
+//! and here at most [`MAX_LISTED_VIOLATIONS`] field violations, and at most
+//! [`MAX_VIOLATION_BYTES`] of them, are listed; the message counts the rest.
 
-use http::{HeaderValue, Response};
+use std::collections::HashMap;
+
+use http::Response;
 use tonic::body::Body;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::util::MapResponseLayer;
 
-use crate::domain::Error;
+use crate::domain::error::bounded;
+use crate::domain::{Error, FieldViolation};
+
+/// The `domain` of every `google.rpc.ErrorInfo` segmentd sends.
+pub const ERROR_DOMAIN: &str = "segmentd";
+/// The most field violations one status lists.
+pub const MAX_LISTED_VIOLATIONS: usize = 20;
+/// The most bytes of field paths and descriptions one status lists.
+pub const MAX_VIOLATION_BYTES: usize = 4096;
+/// The most characters of a status message.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// The `reason` of the `ErrorInfo` of each kind of error.
+pub mod reason {
+    /// One or more request fields are invalid (INVALID_ARGUMENT).
+    pub const FIELD_VIOLATION: &str = "FIELD_VIOLATION";
+    /// The request bytes are not a message of the method's type
+    /// (INVALID_ARGUMENT).
+    pub const MALFORMED_MESSAGE: &str = "MALFORMED_MESSAGE";
+    /// A request message is over the server's size limit (RESOURCE_EXHAUSTED).
+    pub const MESSAGE_TOO_LARGE: &str = "MESSAGE_TOO_LARGE";
+    /// The named resource does not exist (NOT_FOUND).
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// The named resource exists already (ALREADY_EXISTS).
+    pub const ALREADY_EXISTS: &str = "ALREADY_EXISTS";
+    /// The etag sent is not the resource's current one (ABORTED).
+    pub const ETAG_MISMATCH: &str = "ETAG_MISMATCH";
+    /// The resource is not in the state the request needs (FAILED_PRECONDITION).
+    pub const FAILED_PRECONDITION: &str = "FAILED_PRECONDITION";
+    /// An input is over a configured limit (RESOURCE_EXHAUSTED).
+    pub const RESOURCE_EXHAUSTED: &str = "RESOURCE_EXHAUSTED";
+    /// The service cannot answer yet (UNAVAILABLE).
+    pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// A fault of ours (INTERNAL).
+    pub const INTERNAL: &str = "INTERNAL";
+}
 
 /// The resource type of a resource name, for ResourceInfo details.
 fn resource_type(name: &str) -> &'static str {
@@ -17,51 +62,105 @@ fn resource_type(name: &str) -> &'static str {
     }
 }
 
+/// Details holding only an `ErrorInfo` with `reason` and `metadata`.
+pub fn error_info<const N: usize>(reason: &str, metadata: [(&str, String); N]) -> ErrorDetails {
+    let metadata: HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+    ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata)
+}
+
+/// The details of a resource that is, or is not, there: an `ErrorInfo`
+/// with `reason` naming it, and its `ResourceInfo`.
+fn resource_details(reason: &str, name: String, description: &str) -> ErrorDetails {
+    let kind = resource_type(&name);
+    let mut details = error_info(
+        reason,
+        [("resource", name.clone()), ("type", kind.to_owned())],
+    );
+    details.set_resource_info(kind, name, "", description);
+    details
+}
+
+/// The details of field violations: an `ErrorInfo` with the first field
+/// and the number of violations, and a `BadRequest` listing the first of
+/// them within [`MAX_LISTED_VIOLATIONS`] and [`MAX_VIOLATION_BYTES`].
+fn violation_details(violations: Vec<FieldViolation>) -> ErrorDetails {
+    let first = violations
+        .first()
+        .map(|violation| violation.field.clone())
+        .unwrap_or_default();
+    let mut details = error_info(
+        reason::FIELD_VIOLATION,
+        [
+            ("field", first),
+            ("field_violations", violations.len().to_string()),
+        ],
+    );
+    let mut bytes = 0;
+    for violation in violations.into_iter().take(MAX_LISTED_VIOLATIONS) {
+        bytes += violation.field.len() + violation.description.len();
+        if bytes > MAX_VIOLATION_BYTES {
+            break;
+        }
+        details.add_bad_request_violation(violation.field, violation.description);
+    }
+    details
+}
+
 /// Maps a domain error to a status with rich error details. Internal errors
 /// are logged here and reach the client only as a generic INTERNAL.
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
-        let message = error.to_string();
+        let message = bounded(error.to_string(), MAX_MESSAGE_CHARS);
         match error {
-            Error::InvalidArgument(violations) => {
-                let mut details = ErrorDetails::new();
-                for violation in violations {
-                    details.add_bad_request_violation(violation.field, violation.description);
-                }
-                Status::with_error_details(Code::InvalidArgument, message, details)
-            }
+            Error::InvalidArgument(violations) => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                violation_details(violations),
+            ),
             Error::NotFound(name) => Status::with_error_details(
                 Code::NotFound,
                 message,
-                ErrorDetails::with_resource_info(
-                    resource_type(&name),
-                    name,
-                    "",
-                    "no such resource",
-                ),
+                resource_details(reason::NOT_FOUND, name, "no such resource"),
             ),
             Error::AlreadyExists(name) => Status::with_error_details(
                 Code::AlreadyExists,
                 message,
-                ErrorDetails::with_resource_info(resource_type(&name), name, "", "the id is taken"),
+                resource_details(reason::ALREADY_EXISTS, name, "the id is taken"),
             ),
-            Error::FailedPrecondition(description) => Status::with_error_details(
-                Code::FailedPrecondition,
-                message,
-                ErrorDetails::with_precondition_failure_violation("ETAG", "etag", description),
-            ),
+            Error::EtagMismatch { name, etag: _ } => {
+                let mut details = error_info(reason::ETAG_MISMATCH, [("resource", name)]);
+                details.add_precondition_failure_violation("ETAG", "etag", message.clone());
+                Status::with_error_details(Code::Aborted, message, details)
+            }
+            Error::FailedPrecondition(description) => {
+                let mut details = error_info(reason::FAILED_PRECONDITION, []);
+                details.add_precondition_failure_violation("STATE", "", description);
+                Status::with_error_details(Code::FailedPrecondition, message, details)
+            }
             Error::ResourceExhausted {
                 subject,
                 description,
-            } => Status::with_error_details(
-                Code::ResourceExhausted,
+            } => {
+                let mut details =
+                    error_info(reason::RESOURCE_EXHAUSTED, [("subject", subject.clone())]);
+                details.add_quota_failure_violation(subject, description);
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            Error::Unavailable(_) => Status::with_error_details(
+                Code::Unavailable,
                 message,
-                ErrorDetails::with_quota_failure_violation(subject, description),
+                error_info(reason::UNAVAILABLE, []),
             ),
-            Error::Unavailable(_) => Status::unavailable(message),
             Error::Internal(context) => {
                 tracing::error!(error = %context, "internal error");
-                Status::internal("internal error")
+                Status::with_error_details(
+                    Code::Internal,
+                    "internal error",
+                    error_info(reason::INTERNAL, []),
+                )
             }
         }
     }
@@ -77,15 +176,15 @@ pub const OVERSIZED_MESSAGE_PREFIX: &str = "Error, decoded message length too la
 /// faults of ours.
 pub const UNDECODABLE_MESSAGE_PREFIX: &str = "failed to decode Protobuf message";
 
-/// The code a client gets for a request message tonic refused with `code`
-/// and `message`, when it is not `code`.
-fn client_fault(code: Code, message: &str) -> Option<Code> {
+/// The code and the `ErrorInfo` reason a client gets for a request
+/// message tonic refused with `code` and `message`, when it is not `code`.
+fn client_fault(code: Code, message: &str) -> Option<(Code, &'static str)> {
     match code {
         Code::OutOfRange if message.starts_with(OVERSIZED_MESSAGE_PREFIX) => {
-            Some(Code::ResourceExhausted)
+            Some((Code::ResourceExhausted, reason::MESSAGE_TOO_LARGE))
         }
         Code::Internal if message.starts_with(UNDECODABLE_MESSAGE_PREFIX) => {
-            Some(Code::InvalidArgument)
+            Some((Code::InvalidArgument, reason::MALFORMED_MESSAGE))
         }
         _ => None,
     }
@@ -95,7 +194,9 @@ fn client_fault(code: Code, message: &str) -> Option<Code> {
 /// message; others pass through.
 pub fn from_stream_error(status: Status) -> Status {
     match client_fault(status.code(), status.message()) {
-        Some(code) => Status::new(code, status.message().to_owned()),
+        Some((code, reason)) => {
+            Status::with_error_details(code, status.message(), error_info(reason, []))
+        }
         None => status,
     }
 }
@@ -109,8 +210,8 @@ pub fn refused_requests() -> RefusedRequestLayer {
     MapResponseLayer::new(remap_refused_request as fn(Response<Body>) -> Response<Body>)
 }
 
-/// Answers with the code of [`client_fault`] for a request message tonic
-/// refused.
+/// Answers with the code and the details of [`client_fault`] for a request
+/// message tonic refused.
 fn remap_refused_request(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers();
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
@@ -118,11 +219,20 @@ fn remap_refused_request(mut response: Response<Body>) -> Response<Body> {
         .and_then(|code| code.parse::<i32>().ok())
         .map(Code::from_i32);
     let message = text("grpc-message").map(|message| message.replace("%20", " "));
-    if let (Some(code), Some(message)) = (code, message) {
-        if let Some(fault) = client_fault(code, &message) {
-            let code = HeaderValue::from(fault as i32);
-            response.headers_mut().insert("grpc-status", code);
-        }
+    let (Some(code), Some(message)) = (code, message) else {
+        return response;
+    };
+    let Some((fault, reason)) = client_fault(code, &message) else {
+        return response;
+    };
+    // The message as sent, percent-decoded whole.
+    let message = Status::from_header_map(headers)
+        .map(|status| status.message().to_owned())
+        .unwrap_or(message);
+    let status = Status::with_error_details(fault, message, error_info(reason, []));
+    let headers = response.headers_mut();
+    if let Err(error) = status.add_header(headers) {
+        tracing::warn!(%error, "refused request status not rewritten");
     }
     response
 }

@@ -4,7 +4,7 @@
 use crate::domain::rules::{self, Variable};
 use crate::domain::segment::{Segment, SegmentId};
 use crate::domain::{CurrencyCode, Error, Timestamp, Violations};
-use crate::engine::{compile_filter, Breakdown, Preview, MAX_DIMENSIONS};
+use crate::engine::{compile_filter, segment_etag, Breakdown, Preview, MAX_DIMENSIONS};
 use crate::grpc::check::{collected, All, Checked};
 use crate::grpc::pb;
 
@@ -29,6 +29,7 @@ pub fn segment_to_proto(segment: &Segment) -> pb::Segment {
         revision: segment.revision as i64,
         create_time: Some(timestamp_to_proto(segment.create_time)),
         update_time: Some(timestamp_to_proto(segment.update_time)),
+        etag: segment_etag(segment),
     }
 }
 
