@@ -208,6 +208,12 @@ impl Engine {
         &self.shared.settings
     }
 
+    /// The key that authenticates page tokens, kept in the store; never
+    /// to be sent.
+    pub fn page_token_key(&self) -> &crate::store::PageTokenKey {
+        self.shared.store.page_token_key()
+    }
+
     /// What the index holds, and the memory it takes.
     pub fn index_size(&self) -> IndexSize {
         self.shared.index().size()

@@ -91,7 +91,7 @@ impl SegmentationService for SegmentationApi {
         let engine = ready(&self.engine)?;
         let request = request.into_inner();
         let page_size = page_size(request.page_size, self.limits)?;
-        let paged = PagedRequest::new("ListSegments");
+        let paged = PagedRequest::new(engine.page_token_key(), "ListSegments");
         let after = paged
             .resume(&request.page_token)?
             .map(|resume| resume.after);
@@ -166,7 +166,8 @@ impl SegmentationService for SegmentationApi {
         let id = field("segment", SegmentId::from_name(&request.segment))?;
         let page_size = page_size(request.page_size, self.limits)?;
         let requested = optional_evaluation_time(request.evaluation_time.as_ref())?;
-        let paged = PagedRequest::new("ListSegmentMembers").field(&request.segment);
+        let paged = PagedRequest::new(engine.page_token_key(), "ListSegmentMembers")
+            .field(&request.segment);
         let resume = paged.resume::<String>(&request.page_token)?;
         let at = page_time(requested, resume.as_ref().and_then(|resume| resume.at))?;
         let after = resume.map(|resume| resume.after);
