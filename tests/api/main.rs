@@ -6,6 +6,7 @@ mod architecture;
 mod cdnow;
 mod customers;
 mod docs;
+mod errors;
 mod health;
 mod import;
 mod importer;
