@@ -639,6 +639,11 @@ async fn an_oversized_message_is_resource_exhausted_and_the_server_lives_on() {
     );
     let status = create(&server, "big", customer).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let info = status.get_details_error_info().expect("an ErrorInfo");
+    assert_eq!(
+        (info.domain.as_str(), info.reason.as_str()),
+        ("segmentd", "MESSAGE_TOO_LARGE")
+    );
     assert_eq!(
         get(&server, "customers/big").await.unwrap_err().code(),
         Code::NotFound
