@@ -1,17 +1,18 @@
 //! The one error type of the domain, mapped to a gRPC status in `grpc/`.
 //!
 //! An error never repeats a client's value at length: a value it echoes is
-//! cut to [`MAX_ECHO_CHARS`] characters ([`echo`]), and every field path and
-//! description to a bound of its own, whatever built it. A client whose
-//! library limits the size of a status (grpc-core allows 16 KiB of
-//! metadata) still hears what was wrong.
+//! cut to [`MAX_ECHO_CHARS`] characters ([`echo`]), and every description
+//! to a bound of its own, whatever built it; field paths are kept whole,
+//! since updates match violations to fields by them, and the status
+//! mapping cuts them. A client whose library limits the size of a status
+//! (grpc-core allows 16 KiB of metadata) still hears what was wrong.
 
 use std::fmt;
 
 /// The most characters of a client's value that an error repeats.
 pub const MAX_ECHO_CHARS: usize = 64;
-/// The most characters of a field path in an error.
-const MAX_FIELD_CHARS: usize = 128;
+/// The most characters of a field path in a message or a status.
+pub const MAX_FIELD_CHARS: usize = 128;
 /// The most characters of a violation's description.
 const MAX_DESCRIPTION_CHARS: usize = 256;
 
@@ -51,10 +52,10 @@ pub struct FieldViolation {
 }
 
 impl FieldViolation {
-    /// A violation of `field`, both texts cut to their bounds.
+    /// A violation of `field`, its description cut to its bound.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
         FieldViolation {
-            field: bounded(field.into(), MAX_FIELD_CHARS),
+            field: field.into(),
             description: bounded(description.into(), MAX_DESCRIPTION_CHARS),
         }
     }
@@ -103,14 +104,15 @@ pub enum Error {
 }
 
 fn summarize(violations: &[FieldViolation]) -> String {
-    match violations {
-        [] => "invalid argument".to_owned(),
-        [one] => format!("invalid {}: {}", one.field, one.description),
-        [first, rest @ ..] => format!(
-            "invalid {}: {} (and {} more field violations)",
-            first.field,
-            first.description,
-            rest.len()
+    let Some(first) = violations.first() else {
+        return "invalid argument".to_owned();
+    };
+    let field = bounded(first.field.clone(), MAX_FIELD_CHARS);
+    match violations.len() - 1 {
+        0 => format!("invalid {field}: {}", first.description),
+        more => format!(
+            "invalid {field}: {} (and {more} more field violations)",
+            first.description
         ),
     }
 }
@@ -247,11 +249,10 @@ mod tests {
     fn violations_are_bounded_whoever_built_them() {
         let huge = "x".repeat(1 << 20);
         let mut violations = Violations::default();
-        violations.add(huge.clone(), format!("expected a name, got {huge:?}"));
+        violations.add("name", format!("expected a name, got {huge:?}"));
         let Err(Error::InvalidArgument(found)) = violations.into_result(()) else {
             panic!("expected INVALID_ARGUMENT");
         };
-        assert!(found[0].field.chars().count() < MAX_FIELD_CHARS + 40);
         assert!(found[0].description.chars().count() < MAX_DESCRIPTION_CHARS + 40);
         assert!(found[0]
             .description

@@ -12,6 +12,7 @@ use super::paging::{page_size, page_time, PagedRequest};
 use super::pb::customer_service_server::CustomerService;
 use super::pb::{self};
 use super::{finish_import, next_message, ready, ApiLimits, EngineSlot};
+use crate::domain::error::echo;
 use crate::domain::{CustomerId, Error, Timestamp};
 use crate::engine::{compile_filter, CustomerUpdate, Engine, ImportCounts};
 
@@ -48,7 +49,8 @@ fn request_id(text: String) -> Checked<Option<String>> {
         Err(_) => Err(Error::invalid(
             "request_id",
             format!(
-                "expected a UUID such as 3fa85f64-5717-4562-b3fc-2c963f66afa6, got {request_id:?}"
+                "expected a UUID such as 3fa85f64-5717-4562-b3fc-2c963f66afa6, got {}",
+                echo(&request_id)
             ),
         )),
     }

@@ -16,7 +16,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::util::MapResponseLayer;
 
-use crate::domain::error::bounded;
+use crate::domain::error::{bounded, MAX_FIELD_CHARS};
 use crate::domain::{Error, FieldViolation};
 
 /// The `domain` of every `google.rpc.ErrorInfo` segmentd sends.
@@ -89,7 +89,7 @@ fn resource_details(reason: &str, name: String, description: &str) -> ErrorDetai
 fn violation_details(violations: Vec<FieldViolation>) -> ErrorDetails {
     let first = violations
         .first()
-        .map(|violation| violation.field.clone())
+        .map(|violation| bounded(violation.field.clone(), MAX_FIELD_CHARS))
         .unwrap_or_default();
     let mut details = error_info(
         reason::FIELD_VIOLATION,
@@ -100,11 +100,12 @@ fn violation_details(violations: Vec<FieldViolation>) -> ErrorDetails {
     );
     let mut bytes = 0;
     for violation in violations.into_iter().take(MAX_LISTED_VIOLATIONS) {
-        bytes += violation.field.len() + violation.description.len();
+        let field = bounded(violation.field, MAX_FIELD_CHARS);
+        bytes += field.len() + violation.description.len();
         if bytes > MAX_VIOLATION_BYTES {
             break;
         }
-        details.add_bad_request_violation(violation.field, violation.description);
+        details.add_bad_request_violation(field, violation.description);
     }
     details
 }
@@ -235,4 +236,42 @@ fn remap_refused_request(mut response: Response<Body>) -> Response<Body> {
         tracing::warn!(%error, "refused request status not rewritten");
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_stays_small_whatever_the_violations() {
+        let violations: Vec<_> = (0..10_000)
+            .map(|n| FieldViolation::new(format!("{n}{}", "f".repeat(1000)), "d".repeat(1000)))
+            .collect();
+        let status = Status::from(Error::InvalidArgument(violations));
+        let details = status.get_error_details();
+        let listed = details.bad_request().unwrap().field_violations.len();
+        assert!((1..=MAX_LISTED_VIOLATIONS).contains(&listed), "{listed}");
+        assert!(
+            status.details().len() < 8 * 1024,
+            "{}",
+            status.details().len()
+        );
+        assert!(status
+            .message()
+            .ends_with("(and 9999 more field violations)"));
+        let info = details.error_info().unwrap();
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(info.metadata["field_violations"], "10000");
+    }
+
+    #[test]
+    fn an_internal_error_tells_nothing_of_its_cause() {
+        let status = Status::from(Error::internal("disk on fire at /var/lib"));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            reason::INTERNAL
+        );
+    }
 }

@@ -78,6 +78,35 @@ async fn a_megabyte_name_gets_a_small_invalid_argument() {
         "the length of the value is told: {violation:?}"
     );
 
+    // A huge trait key names the field in full inside the server, so that
+    // an update still finds the violation of the field it changes, and the
+    // status cuts it.
+    let mut customer = full_customer();
+    customer.traits.insert(
+        "k".repeat(100_000),
+        pb::TraitValue {
+            kind: Some(pb::trait_value::Kind::BoolValue(true)),
+        },
+    );
+    let status = create(&server, "t1", customer.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(trailer_bytes(&status) < 4096, "{status:?}");
+    create(&server, "t1", full_customer()).await.unwrap();
+    customer.name = "customers/t1".into();
+    let status = server
+        .customers()
+        .await
+        .update_customer(pb::UpdateCustomerRequest {
+            customer: Some(customer),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let fields = violated_fields(&status);
+    assert!(fields[0].starts_with("customer.traits[\"kkk"), "{fields:?}");
+    assert!(trailer_bytes(&status) < 4096, "{status:?}");
+
     // A huge etag, echoed by the mismatch, is cut too.
     create(&server, "e1", full_customer()).await.unwrap();
     let status = server

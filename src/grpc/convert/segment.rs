@@ -1,6 +1,7 @@
 //! Segments and what they select: saved segments in and out, breakdown
 //! dimensions, breakdowns and previews.
 
+use crate::domain::error::echo;
 use crate::domain::rules::{self, Variable};
 use crate::domain::segment::{Segment, SegmentId};
 use crate::domain::{CurrencyCode, Error, Timestamp, Violations};
@@ -113,7 +114,10 @@ impl SegmentChanges {
                 "*" => (display_name, description, filter) = (true, true, true),
                 other => violations.add(
                     format!("update_mask.paths[{index}]"),
-                    format!("{other:?} cannot be changed; the fields are display_name, description and filter"),
+                    format!(
+                        "{} cannot be changed; the fields are display_name, description and filter",
+                        echo(other)
+                    ),
                 ),
             }
         }
