@@ -51,8 +51,6 @@ pub mod pb {
 
 use std::sync::{Arc, OnceLock};
 
-use tonic_types::StatusExt as _;
-
 use crate::domain::Error;
 use crate::engine::Engine;
 
@@ -112,19 +110,10 @@ async fn finish_import<T>(
         "message {batches} was refused, and the stream stopped there; the {batches} messages before it ({applied}) were applied and are durable: {}",
         refusal.message()
     );
-    // The details repeat the message, so they are made again with the new
-    // one: a client that checks the two agree (grpcio's rpc_status does)
-    // would otherwise drop them.
-    let mut details = refusal.get_error_details();
-    if let Some(info) = details.error_info() {
-        let mut metadata = info.metadata.clone();
-        metadata.insert("message_index".to_owned(), batches.to_string());
-        details.set_error_info(info.reason.clone(), info.domain.clone(), metadata);
-    }
-    Err(tonic::Status::with_error_details(
-        refusal.code(),
+    Err(status::restated(
+        &refusal,
         message,
-        details,
+        ("message_index", batches.to_string()),
     ))
 }
 

@@ -8,12 +8,13 @@
 //! and here at most [`MAX_LISTED_VIOLATIONS`] field violations, and at most
 //! [`MAX_VIOLATION_BYTES`] of them, are listed; the message counts the rest.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use http::Response;
+use prost::Message as _;
 use tonic::body::Body;
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::{ErrorDetails, StatusExt as _};
 use tower::util::MapResponseLayer;
 
 use crate::domain::error::{bounded, MAX_FIELD_CHARS};
@@ -62,42 +63,119 @@ fn resource_type(name: &str) -> &'static str {
     }
 }
 
-/// Details holding only an `ErrorInfo` with `reason` and `metadata`.
-pub fn error_info<const N: usize>(reason: &str, metadata: [(&str, String); N]) -> ErrorDetails {
-    let metadata: HashMap<String, String> = metadata
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect();
-    ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata)
+/// The type URL of `google.rpc.ErrorInfo` in a status's details.
+const ERROR_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.ErrorInfo";
+
+/// `google.rpc.ErrorInfo`, its metadata kept in key order, so that a
+/// status encodes to the same bytes every time.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ErrorInfo {
+    /// What went wrong, in UPPER_SNAKE_CASE: one of [`reason`].
+    #[prost(string, tag = "1")]
+    pub reason: String,
+    /// Always [`ERROR_DOMAIN`].
+    #[prost(string, tag = "2")]
+    pub domain: String,
+    /// Facts about the error, such as the resource name.
+    #[prost(btree_map = "string, string", tag = "3")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ErrorInfo {
+    /// An ErrorInfo of segmentd with `reason` and `metadata`.
+    pub fn new<const N: usize>(reason: &str, metadata: [(&str, String); N]) -> Self {
+        ErrorInfo {
+            reason: reason.to_owned(),
+            domain: ERROR_DOMAIN.to_owned(),
+            metadata: metadata
+                .into_iter()
+                .map(|(key, value)| (key.to_owned(), value))
+                .collect(),
+        }
+    }
+}
+
+/// `google.rpc.Status` with `info` first among its details, then `details`.
+fn rpc_status(code: Code, message: &str, info: &ErrorInfo, details: ErrorDetails) -> Vec<u8> {
+    // tonic_types encodes the standard details; the ErrorInfo goes in
+    // front of them, encoded here in a fixed order.
+    let standard = Status::with_error_details(code, message, details);
+    let mut status = tonic_types::pb::Status::decode(standard.details()).unwrap_or_default();
+    status.details.insert(
+        0,
+        prost_types::Any {
+            type_url: ERROR_INFO_TYPE_URL.to_owned(),
+            value: info.encode_to_vec(),
+        },
+    );
+    status.encode_to_vec()
+}
+
+/// A status of `code` and `message` whose details are `info` and `details`.
+pub fn status_with(
+    code: Code,
+    message: impl Into<String>,
+    info: ErrorInfo,
+    details: ErrorDetails,
+) -> Status {
+    let message = message.into();
+    let encoded = rpc_status(code, &message, &info, details);
+    Status::with_details(code, message, encoded.into())
+}
+
+/// `status` with `message` instead of its own, in the status and in its
+/// details alike (clients such as grpcio's rpc_status refuse details whose
+/// message differs), and `key` set to `value` in its ErrorInfo.
+pub fn restated(status: &Status, message: String, (key, value): (&str, String)) -> Status {
+    let mut rpc = tonic_types::pb::Status::decode(status.details()).unwrap_or_default();
+    rpc.code = status.code() as i32;
+    rpc.message.clone_from(&message);
+    for detail in &mut rpc.details {
+        if detail.type_url != ERROR_INFO_TYPE_URL {
+            continue;
+        }
+        if let Ok(mut info) = ErrorInfo::decode(detail.value.as_slice()) {
+            info.metadata.insert(key.to_owned(), value.clone());
+            detail.value = info.encode_to_vec();
+        }
+    }
+    Status::with_details(status.code(), message, rpc.encode_to_vec().into())
 }
 
 /// The details of a resource that is, or is not, there: an `ErrorInfo`
 /// with `reason` naming it, and its `ResourceInfo`.
-fn resource_details(reason: &str, name: String, description: &str) -> ErrorDetails {
+fn resource_status(
+    code: Code,
+    message: String,
+    reason: &str,
+    name: String,
+    description: &str,
+) -> Status {
     let kind = resource_type(&name);
-    let mut details = error_info(
+    let info = ErrorInfo::new(
         reason,
         [("resource", name.clone()), ("type", kind.to_owned())],
     );
-    details.set_resource_info(kind, name, "", description);
-    details
+    let details = ErrorDetails::with_resource_info(kind, name, "", description);
+    status_with(code, message, info, details)
 }
 
-/// The details of field violations: an `ErrorInfo` with the first field
+/// The status of field violations: an `ErrorInfo` with the first field
 /// and the number of violations, and a `BadRequest` listing the first of
 /// them within [`MAX_LISTED_VIOLATIONS`] and [`MAX_VIOLATION_BYTES`].
-fn violation_details(violations: Vec<FieldViolation>) -> ErrorDetails {
+fn violation_status(message: String, violations: Vec<FieldViolation>) -> Status {
     let first = violations
         .first()
         .map(|violation| bounded(violation.field.clone(), MAX_FIELD_CHARS))
         .unwrap_or_default();
-    let mut details = error_info(
+    let info = ErrorInfo::new(
         reason::FIELD_VIOLATION,
         [
             ("field", first),
             ("field_violations", violations.len().to_string()),
         ],
     );
+    let mut details = ErrorDetails::new();
     let mut bytes = 0;
     for violation in violations.into_iter().take(MAX_LISTED_VIOLATIONS) {
         let field = bounded(violation.field, MAX_FIELD_CHARS);
@@ -107,7 +185,7 @@ fn violation_details(violations: Vec<FieldViolation>) -> ErrorDetails {
         }
         details.add_bad_request_violation(field, violation.description);
     }
-    details
+    status_with(Code::InvalidArgument, message, info, details)
 }
 
 /// Maps a domain error to a status with rich error details. Internal errors
@@ -116,51 +194,55 @@ impl From<Error> for Status {
     fn from(error: Error) -> Status {
         let message = bounded(error.to_string(), MAX_MESSAGE_CHARS);
         match error {
-            Error::InvalidArgument(violations) => Status::with_error_details(
-                Code::InvalidArgument,
-                message,
-                violation_details(violations),
-            ),
-            Error::NotFound(name) => Status::with_error_details(
+            Error::InvalidArgument(violations) => violation_status(message, violations),
+            Error::NotFound(name) => resource_status(
                 Code::NotFound,
                 message,
-                resource_details(reason::NOT_FOUND, name, "no such resource"),
+                reason::NOT_FOUND,
+                name,
+                "no such resource",
             ),
-            Error::AlreadyExists(name) => Status::with_error_details(
+            Error::AlreadyExists(name) => resource_status(
                 Code::AlreadyExists,
                 message,
-                resource_details(reason::ALREADY_EXISTS, name, "the id is taken"),
+                reason::ALREADY_EXISTS,
+                name,
+                "the id is taken",
             ),
             Error::EtagMismatch { name, etag: _ } => {
-                let mut details = error_info(reason::ETAG_MISMATCH, [("resource", name)]);
-                details.add_precondition_failure_violation("ETAG", "etag", message.clone());
-                Status::with_error_details(Code::Aborted, message, details)
+                let info = ErrorInfo::new(reason::ETAG_MISMATCH, [("resource", name)]);
+                let details =
+                    ErrorDetails::with_precondition_failure_violation("ETAG", "etag", &message);
+                status_with(Code::Aborted, message, info, details)
             }
             Error::FailedPrecondition(description) => {
-                let mut details = error_info(reason::FAILED_PRECONDITION, []);
-                details.add_precondition_failure_violation("STATE", "", description);
-                Status::with_error_details(Code::FailedPrecondition, message, details)
+                let info = ErrorInfo::new(reason::FAILED_PRECONDITION, []);
+                let details =
+                    ErrorDetails::with_precondition_failure_violation("STATE", "", description);
+                status_with(Code::FailedPrecondition, message, info, details)
             }
             Error::ResourceExhausted {
                 subject,
                 description,
             } => {
-                let mut details =
-                    error_info(reason::RESOURCE_EXHAUSTED, [("subject", subject.clone())]);
-                details.add_quota_failure_violation(subject, description);
-                Status::with_error_details(Code::ResourceExhausted, message, details)
+                let info =
+                    ErrorInfo::new(reason::RESOURCE_EXHAUSTED, [("subject", subject.clone())]);
+                let details = ErrorDetails::with_quota_failure_violation(subject, description);
+                status_with(Code::ResourceExhausted, message, info, details)
             }
-            Error::Unavailable(_) => Status::with_error_details(
+            Error::Unavailable(_) => status_with(
                 Code::Unavailable,
                 message,
-                error_info(reason::UNAVAILABLE, []),
+                ErrorInfo::new(reason::UNAVAILABLE, []),
+                ErrorDetails::new(),
             ),
             Error::Internal(context) => {
                 tracing::error!(error = %context, "internal error");
-                Status::with_error_details(
+                status_with(
                     Code::Internal,
                     "internal error",
-                    error_info(reason::INTERNAL, []),
+                    ErrorInfo::new(reason::INTERNAL, []),
+                    ErrorDetails::new(),
                 )
             }
         }
@@ -195,9 +277,12 @@ fn client_fault(code: Code, message: &str) -> Option<(Code, &'static str)> {
 /// message; others pass through.
 pub fn from_stream_error(status: Status) -> Status {
     match client_fault(status.code(), status.message()) {
-        Some((code, reason)) => {
-            Status::with_error_details(code, status.message(), error_info(reason, []))
-        }
+        Some((code, reason)) => status_with(
+            code,
+            status.message(),
+            ErrorInfo::new(reason, []),
+            ErrorDetails::new(),
+        ),
         None => status,
     }
 }
@@ -230,7 +315,12 @@ fn remap_refused_request(mut response: Response<Body>) -> Response<Body> {
     let message = Status::from_header_map(headers)
         .map(|status| status.message().to_owned())
         .unwrap_or(message);
-    let status = Status::with_error_details(fault, message, error_info(reason, []));
+    let status = status_with(
+        fault,
+        message,
+        ErrorInfo::new(reason, []),
+        ErrorDetails::new(),
+    );
     let headers = response.headers_mut();
     if let Err(error) = status.add_header(headers) {
         tracing::warn!(%error, "refused request status not rewritten");
@@ -272,6 +362,38 @@ mod tests {
         assert_eq!(
             status.get_error_details().error_info().unwrap().reason,
             reason::INTERNAL
+        );
+    }
+
+    #[test]
+    fn a_status_encodes_the_same_every_time() {
+        let not_found = || Status::from(Error::NotFound("customers/a".into()));
+        let first = not_found();
+        for _ in 0..20 {
+            assert_eq!(not_found().details(), first.details());
+        }
+        let info = first.get_error_details().error_info().cloned().unwrap();
+        assert_eq!(info.reason, reason::NOT_FOUND);
+        assert_eq!(info.metadata["resource"], "customers/a");
+        assert!(first.get_error_details().resource_info().is_some());
+    }
+
+    #[test]
+    fn a_restated_status_keeps_its_details_under_the_new_message() {
+        let refused = Status::from(Error::invalid("customers[5].name", "bad"));
+        let restated = restated(
+            &refused,
+            "message 3: bad".into(),
+            ("message_index", "3".into()),
+        );
+        assert_eq!(restated.message(), "message 3: bad");
+        let decoded = tonic_types::pb::Status::decode(restated.details()).unwrap();
+        assert_eq!(decoded.message, "message 3: bad");
+        let details = restated.get_error_details();
+        assert_eq!(details.error_info().unwrap().metadata["message_index"], "3");
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            "customers[5].name"
         );
     }
 }
