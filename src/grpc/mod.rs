@@ -106,10 +106,16 @@ async fn finish_import<T>(
         Ok(response) => return Ok(tonic::Response::new(response)),
         Err(refusal) => refusal,
     };
-    let message = format!(
-        "message {batches} was refused, and the stream stopped there; the {batches} messages before it ({applied}) were applied and are durable: {}",
-        refusal.message()
-    );
+    let message = match batches {
+        0 => format!(
+            "message 0 was refused, and the stream stopped there; nothing was applied: {}",
+            refusal.message()
+        ),
+        _ => format!(
+            "message {batches} was refused, and the stream stopped there; the {batches} messages before it ({applied}) were applied and are durable: {}",
+            refusal.message()
+        ),
+    };
     Err(status::restated(
         &refusal,
         message,
