@@ -312,13 +312,10 @@ async fn segments_have_an_etag_and_a_stale_one_is_aborted() {
         .unwrap()
         .into_inner();
     assert!(!created.etag.is_empty());
-    let got = client
-        .get_segment(pb::GetSegmentRequest {
-            name: "segments/buyers".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let read = pb::GetSegmentRequest {
+        name: "segments/buyers".into(),
+    };
+    let got = client.get_segment(read.clone()).await.unwrap().into_inner();
     assert_eq!(got.etag, created.etag);
 
     let rename = |etag: &str| pb::UpdateSegmentRequest {
@@ -356,13 +353,7 @@ async fn segments_have_an_etag_and_a_stale_one_is_aborted() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Aborted);
     // Nothing changed: the segment is as renamed.
-    let kept = client
-        .get_segment(pb::GetSegmentRequest {
-            name: "segments/buyers".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let kept = client.get_segment(read).await.unwrap().into_inner();
     assert_eq!(kept, renamed);
     client.delete_segment(delete(&renamed.etag)).await.unwrap();
     server.stop().await.unwrap();
