@@ -35,7 +35,7 @@ import time
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```\n", re.S | re.M)
-VOLATILE = re.compile(r'"(createTime|updateTime|etag)": "[^"]*"')
+VOLATILE = re.compile(r'"(createTime|updateTime|etag|nextPageToken)": "[^"]*"')
 # The address the examples are written for.
 DOCUMENTED_ADDRESS = re.compile(r"\b(localhost|127\.0\.0\.1):50051\b")
 # The address of the health listener in the examples of a TLS server.
