@@ -13,6 +13,7 @@
 //! - [`trace`]: a span per RPC.
 
 pub mod activity;
+pub mod auth;
 pub mod check;
 pub mod convert;
 pub mod customers;
