@@ -2,6 +2,8 @@
 //! healthcheck`. Every flag can also be set through the environment
 //! variable named in its help.
 
+mod auth;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -190,6 +192,9 @@ struct ServeArgs {
     /// How long in-flight calls may run on after SIGTERM or SIGINT, e.g. `20s`.
     #[arg(long, env = "SEGMENTD_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     shutdown_grace: Duration,
+    /// Who may call what.
+    #[command(flatten)]
+    auth: auth::AuthArgs,
 }
 
 /// Flags of `segmentd healthcheck`.
@@ -292,6 +297,7 @@ impl ServeArgs {
             keepalive_interval: self.keepalive_interval,
             keepalive_timeout: self.keepalive_timeout,
             shutdown_grace: self.shutdown_grace,
+            auth: self.auth.config(),
         }
     }
 }

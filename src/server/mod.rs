@@ -19,6 +19,7 @@ use tonic_health::ServingStatus;
 
 use crate::engine::{Engine, EngineSettings};
 use crate::grpc::activity::ActivityApi;
+use crate::grpc::auth::{AuthConfig, AuthLayer, ReflectionMode};
 use crate::grpc::customers::CustomerApi;
 use crate::grpc::pb::activity_service_server::ActivityServiceServer;
 use crate::grpc::pb::customer_service_server::CustomerServiceServer;
@@ -51,6 +52,8 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
     /// How long in-flight calls may run on after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Who may call what; off by default.
+    pub auth: AuthConfig,
 }
 
 /// The services that health reports on: "" for the whole server, and each API service.
@@ -136,6 +139,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     report(&health, ServingStatus::NotServing).await;
+    let auth = AuthLayer::start(&config.auth, listeners.api.local_addr().ok())?;
+    let reflection = config.auth.reflection() != ReflectionMode::Off;
 
     // The error details types are described too, so that grpcurl and buf
     // curl can print field violations.
@@ -202,9 +207,10 @@ pub async fn run(
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .layer(trace::rpc_spans())
         .layer(status::refused_requests())
+        .layer(auth)
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_optional_service(reflection.then_some(reflection_v1))
+        .add_optional_service(reflection.then_some(reflection_v1alpha))
         .add_service(customers)
         .add_service(activity)
         .add_service(segmentation)
