@@ -192,9 +192,9 @@ struct ServeArgs {
     /// How long in-flight calls may run on after SIGTERM or SIGINT, e.g. `20s`.
     #[arg(long, env = "SEGMENTD_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     shutdown_grace: Duration,
-    /// Who may call what.
+    /// Who may call what; boxed to keep `Command` small.
     #[command(flatten)]
-    auth: auth::AuthArgs,
+    auth: Box<auth::AuthArgs>,
 }
 
 /// Flags of `segmentd healthcheck`.
