@@ -54,7 +54,10 @@ impl Refusal {
                 Code::Unauthenticated,
                 "INVALID_CREDENTIALS",
                 format!("invalid credentials: {why}; send a current token as \"authorization: Bearer <token>\""),
-                format!(r#"Bearer realm="segmentd", error="invalid_token", error_description="{why}""#),
+                format!(
+                    r#"Bearer realm="segmentd", error="invalid_token", error_description="{}""#,
+                    why.replace('"', "'")
+                ),
             ),
             Refusal::MissingScope { principal, scope } => (
                 Code::PermissionDenied,
