@@ -264,3 +264,46 @@ fn refusal(kind: &ErrorKind) -> &'static str {
         _ => "the JWT is malformed",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpc::auth::Scope;
+
+    fn refused(json: &str) -> String {
+        match KeySet::parse(json.as_bytes()) {
+            Ok(_) => panic!("accepted: {json}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn only_named_public_signing_keys_are_accepted() {
+        let ed25519 = r#"{"kty": "OKP", "crv": "Ed25519", "x": "u04If1AkNZ68IfT0aGgGlt9NFpj4UYKOYMJtYsykhGk""#;
+        let set =
+            KeySet::parse(format!(r#"{{"keys": [{ed25519}, "kid": "a"}}]}}"#).as_bytes()).unwrap();
+        assert_eq!(set.0["a"].algorithms, [Algorithm::EdDSA]);
+        let encryption = format!(r#"{{"keys": [{ed25519}, "kid": "e", "use": "enc"}}]}}"#);
+        assert!(KeySet::parse(encryption.as_bytes()).unwrap().0.is_empty());
+
+        assert!(refused(&format!(r#"{{"keys": [{ed25519}}}]}}"#)).contains("no kid"));
+        let secret = r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "s", "alg": "HS256"}]}"#;
+        assert!(refused(secret).contains("symmetric"));
+        let twice = format!(r#"{{"keys": [{ed25519}, "kid": "a"}}, {ed25519}, "kid": "a"}}]}}"#);
+        assert!(refused(&twice).contains("used twice"));
+    }
+
+    #[test]
+    fn scopes_come_from_scope_and_scp() {
+        let claims: Claims = serde_json::from_str(
+            r#"{"sub": "s", "exp": 1, "scope": "openid export", "scp": ["customers.read"]}"#,
+        )
+        .unwrap();
+        let scopes = claims.scopes();
+        assert!(scopes.contains(Scope::Export));
+        assert!(scopes.contains(Scope::CustomersRead));
+        let claims: Claims =
+            serde_json::from_str(r#"{"scp": "segments.read personas.read"}"#).unwrap();
+        assert_eq!(claims.scopes().iter().count(), 2);
+    }
+}
