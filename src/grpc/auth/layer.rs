@@ -113,12 +113,14 @@ pin_project_lite::pin_project! {
     /// The answer of [`AuthService`]: the services' answer, or a refusal.
     #[project = AnswerProjection]
     pub enum Answer<F, B> {
-        /// Passed on.
+        /// Passed on: `inner` is the services' answer. (The macro takes
+        /// no docs on variant fields.)
         Served {
             #[pin]
             inner: F,
         },
-        /// Refused, with the status as a response.
+        /// Refused: `response` is the status as a response, until it is
+        /// handed out.
         Refused {
             response: Option<Response<B>>,
         },
