@@ -47,7 +47,7 @@ impl Refusal {
             Refusal::MissingCredentials => (
                 Code::Unauthenticated,
                 "MISSING_CREDENTIALS",
-                format!("missing credentials: {method} needs a caller{needs}; send the metadata \"authorization: Bearer <token>\" with a token of the access file or a JWT, or a client certificate"),
+                format!("missing credentials: {method} needs credentials{needs}; send the metadata \"authorization: Bearer <token>\" with a token of the access file or a JWT, or a client certificate"),
                 r#"Bearer realm="segmentd""#.to_owned(),
             ),
             Refusal::InvalidCredentials(why) => (
