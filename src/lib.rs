@@ -9,7 +9,8 @@
 //!   `persona`) and its flags; the only module that knows clap.
 //! - [`telemetry`]: log setup.
 //! - [`server`]: runs tonic with health, reflection and the API; opens the
-//!   engine in the background and drains on shutdown.
+//!   engine in the background and drains on shutdown; serves Prometheus
+//!   metrics.
 //! - [`client`]: the commands that call a running server: a one-shot
 //!   health Check, the CSV / JSON Lines importer and a persona explanation.
 //! - [`grpc`]: generated code, conversions, handlers, status mapping, RPC

@@ -3,6 +3,7 @@
 //! variable named in its help.
 
 mod auth;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +11,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+mod tls;
 
 use crate::client::import::ImportOptions;
 use crate::domain::features::Thresholds;
@@ -59,6 +62,8 @@ struct PersonaArgs {
     /// How long to wait for an answer, e.g. `5s`.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: tls::ClientTlsArgs,
 }
 
 /// Flags of `segmentd import`.
@@ -80,6 +85,8 @@ struct ImportArgs {
     /// Rows per request.
     #[arg(long, default_value_t = 1000)]
     batch_size: usize,
+    #[command(flatten)]
+    tls: tls::ClientTlsArgs,
 }
 
 fn import(args: ImportArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
@@ -90,7 +97,9 @@ fn import(args: ImportArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result
         strict: args.strict,
         batch_size: args.batch_size.clamp(1, 1000),
     };
-    let (customers, activity) = runtime.block_on(crate::client::import::run(&options))?;
+    let endpoint = args.tls.endpoint(&options.addr)?;
+    let (customers, activity) =
+        runtime.block_on(crate::client::import::run_at(endpoint, &options))?;
     if let (Some(summary), Some(path)) = (customers, &options.customers) {
         println!(
             "{}: {} rows: {} customers created, {} replaced, {} rows skipped",
@@ -195,6 +204,11 @@ struct ServeArgs {
     /// Who may call what; boxed to keep `Command` small.
     #[command(flatten)]
     auth: Box<auth::AuthArgs>,
+    /// Prometheus metrics.
+    #[command(flatten)]
+    metrics: metrics::MetricsArgs,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 /// Flags of `segmentd healthcheck`.
@@ -209,6 +223,8 @@ struct HealthcheckArgs {
     /// How long to wait for an answer, e.g. `3s`.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: tls::ClientTlsArgs,
 }
 
 /// The values of `--durability`: the store's [`Durability`], named for
@@ -298,6 +314,7 @@ impl ServeArgs {
             keepalive_timeout: self.keepalive_timeout,
             shutdown_grace: self.shutdown_grace,
             auth: self.auth.config(),
+            transport: self.tls.transport(),
         }
     }
 }
@@ -309,12 +326,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %args.data_dir.display(), durability = ?args.durability, "listening");
-    server::run(
-        server::Listeners::api(listener),
-        args.config(),
-        server::shutdown_signal(),
-    )
-    .await
+    let listeners = server::Listeners {
+        api: listener,
+        health: args.tls.bind_health().await?,
+        metrics: args.metrics.bind().await?,
+    };
+    server::run(listeners, args.config(), server::shutdown_signal()).await
 }
 
 /// Runs the command line; what `main` calls.
@@ -331,18 +348,16 @@ pub fn main() -> ExitCode {
         None => runtime.block_on(serve(cli.serve)),
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
         Some(Command::Import(args)) => import(args, &runtime),
-        Some(Command::Persona(args)) => runtime.block_on(crate::client::persona::show(
-            &args.addr,
-            &args.customer,
-            args.at.as_deref(),
-            args.timeout,
-        )),
+        Some(Command::Persona(args)) => runtime.block_on(async {
+            let endpoint = args.tls.endpoint(&args.addr)?;
+            crate::client::persona::show(endpoint, &args.customer, args.at.as_deref(), args.timeout)
+                .await
+        }),
         Some(Command::Healthcheck(args)) => {
-            match runtime.block_on(crate::client::healthcheck::check(
-                &args.addr,
-                &args.service,
-                args.timeout,
-            )) {
+            match runtime.block_on(async {
+                let endpoint = args.tls.endpoint(&args.addr)?;
+                crate::client::healthcheck::check_at(endpoint, &args.service, args.timeout).await
+            }) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::FAILURE,
                 Err(error) => Err(error),
