@@ -1,6 +1,6 @@
 //! Who may call what, against the real server: anonymous calls, scoped
 //! static tokens, an access file changed on disk, JWTs against a JWKS
-//! file, open health, reflection in each mode, and the audit events of
+//! file, certificate identities over mTLS, open health, reflection in each mode, and the audit events of
 //! the audited handlers.
 
 use std::collections::BTreeMap;
@@ -629,4 +629,130 @@ async fn every_change_erasure_and_export_is_audited_without_personal_data() {
 /// `printf %s customers/ID | sha256sum | cut -c1-16`.
 fn audit_customer(name: &str) -> String {
     format!("customers/sha256:{}", &sha256_hex(name)[..16])
+}
+
+/// A CA, a server certificate for 127.0.0.1 and client certificates, PEM.
+struct TestCa {
+    /// The authority.
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    /// A certificate for `sans` (a URI SAN when one starts with spiffe://),
+    /// and its key.
+    fn issue(&self, sans: &[&str], usage: rcgen::ExtendedKeyUsagePurpose) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        for san in sans {
+            params
+                .subject_alt_names
+                .push(match san.strip_prefix("spiffe://") {
+                    Some(_) => rcgen::SanType::URI((*san).try_into().unwrap()),
+                    None => rcgen::SanType::IpAddress(san.parse().unwrap()),
+                });
+        }
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        (
+            params.signed_by(&key, &self.ca).unwrap().pem(),
+            key.serialize_pem(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn over_mtls_the_certificate_identity_is_the_caller_with_the_scopes_the_file_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = TestCa {
+        ca: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+    };
+    let (certificate, key) = ca.issue(&["127.0.0.1"], rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(path("server.pem"), certificate).unwrap();
+    std::fs::write(path("server.key"), key).unwrap();
+    std::fs::write(path("ca.pem"), ca.ca.pem()).unwrap();
+    let eraser = "spiffe://example.org/ns/crm/sa/eraser";
+    let access = serde_json::json!({
+        "tokens": [{"principal": "reader", "sha256": sha256_hex(READ), "scopes": READ_SCOPES}],
+        "certificates": [{"identity": eraser, "scopes": ["customers.erase"]}],
+    });
+    std::fs::write(path("access.json"), access.to_string()).unwrap();
+
+    let mut config = config(&path("data"));
+    config.auth.access_file = Some(path("access.json"));
+    config.transport.tls = Some(segmentd::server::TlsFiles {
+        certificate: path("server.pem"),
+        key: path("server.key"),
+        client_ca: Some(path("ca.pem")),
+    });
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = TestServer::spawn_on(
+        segmentd::server::Listeners {
+            api,
+            health: None,
+            metrics: None,
+        },
+        config,
+    );
+    let connect = |client: &str| {
+        let (certificate, key) = ca.issue(&[client], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca.ca.pem()))
+            .domain_name("127.0.0.1")
+            .identity(tonic::transport::Identity::from_pem(certificate, key));
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{}", server.addr));
+        endpoint.unwrap().tls_config(tls).unwrap()
+    };
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(connect(eraser).connect_lazy());
+    for _ in 0..600 {
+        let request = tonic_health::pb::HealthCheckRequest::default();
+        if let Ok(answer) = health.check(request).await {
+            if answer.into_inner().status() == ServingStatus::Serving {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut as_eraser = CustomerServiceClient::new(connect(eraser).connect().await.unwrap());
+    let erase = pb::DeleteCustomerRequest {
+        name: "customers/nobody".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        as_eraser.delete_customer(erase).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let status = as_eraser
+        .get_customer(get("customers/nobody"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains(eraser), "{}", status.message());
+
+    // A certificate of the CA that the file does not map may do nothing;
+    // a token over TLS is checked as over plaintext.
+    let stranger = connect("spiffe://example.org/ns/crm/sa/stranger")
+        .connect()
+        .await
+        .unwrap();
+    let mut as_stranger = CustomerServiceClient::new(stranger.clone());
+    let status = as_stranger
+        .get_customer(get("customers/nobody"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let bearer = format!("Bearer {READ}")
+        .parse::<tonic::metadata::MetadataValue<_>>()
+        .unwrap();
+    let mut request = Request::new(get("customers/nobody"));
+    request.metadata_mut().insert("authorization", bearer);
+    assert_eq!(
+        as_stranger.get_customer(request).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    server.stop().await.unwrap();
 }
