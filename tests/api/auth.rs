@@ -1,7 +1,7 @@
 //! Who may call what, against the real server: anonymous calls, scoped
 //! static tokens, an access file changed on disk, JWTs against a JWKS
-//! file, certificate identities over mTLS, open health, reflection in each mode, and the audit events of
-//! the audited handlers.
+//! file, certificate identities over mTLS, open health, reflection in each
+//! mode, and the audit events of the audited handlers.
 
 use std::collections::BTreeMap;
 use std::path::Path;
