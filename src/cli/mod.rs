@@ -2,6 +2,7 @@
 //! healthcheck`. Every flag can also be set through the environment
 //! variable named in its help.
 
+mod auth;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -200,6 +201,9 @@ struct ServeArgs {
     /// How long in-flight calls may run on after SIGTERM or SIGINT, e.g. `20s`.
     #[arg(long, env = "SEGMENTD_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     shutdown_grace: Duration,
+    /// Who may call what; boxed to keep `Command` small.
+    #[command(flatten)]
+    auth: Box<auth::AuthArgs>,
     /// Prometheus metrics.
     #[command(flatten)]
     metrics: metrics::MetricsArgs,
@@ -309,6 +313,7 @@ impl ServeArgs {
             keepalive_interval: self.keepalive_interval,
             keepalive_timeout: self.keepalive_timeout,
             shutdown_grace: self.shutdown_grace,
+            auth: self.auth.config(),
             transport: self.tls.transport(),
         }
     }

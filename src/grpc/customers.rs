@@ -3,6 +3,7 @@
 
 use tonic::{Request, Response, Status, Streaming};
 
+use super::audit::{self, Audit};
 use super::check::{customer_at, field, optional, optional_evaluation_time, All, Checked};
 use super::convert::{
     customer_to_proto, features_to_proto, import_batch_from_proto, new_profile_from_proto,
@@ -130,13 +131,23 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::DeleteCustomerRequest>,
     ) -> Result<Response<()>, Status> {
-        let engine = ready(&self.engine)?;
-        let request = request.into_inner();
-        let id = field("name", CustomerId::from_name(&request.name))?;
-        engine
-            .delete_customer(&id, optional(request.etag).as_deref())
-            .await?;
-        Ok(Response::new(()))
+        let audit = Audit::new(
+            &request,
+            "DeleteCustomer",
+            audit::customer(&request.get_ref().name),
+        );
+        audit.outcome(
+            async {
+                let engine = ready(&self.engine)?;
+                let request = request.into_inner();
+                let id = field("name", CustomerId::from_name(&request.name))?;
+                engine
+                    .delete_customer(&id, optional(request.etag).as_deref())
+                    .await?;
+                Ok(Response::new(()))
+            }
+            .await,
+        )
     }
 
     /// Without a filter or an evaluation time, every customer is listed;

@@ -5,6 +5,9 @@
 //!   `personas`). A handler checks and converts the request, calls the
 //!   engine and converts the result back; handler files share nothing
 //!   with each other.
+//! - [`auth`]: who may call what: credentials, scopes per method, the
+//!   layer that checks every request.
+//! - [`audit`]: the audit log of changes, erasures and exports.
 //! - [`check`]: request checks that return the parsed values.
 //! - [`convert`]: protobuf to domain and back, one file per resource.
 //! - [`paging`]: page sizes and the one page-token format.
@@ -13,6 +16,8 @@
 //! - [`trace`]: a span per RPC.
 
 pub mod activity;
+pub mod audit;
+pub mod auth;
 pub mod check;
 pub mod convert;
 pub mod customers;

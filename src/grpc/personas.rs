@@ -3,6 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::audit::{self, Audit};
 use super::check::{customer_at, evaluation_time, export_batch, field, All};
 use super::convert::{
     assignment_batches_to_proto, assignment_to_proto, catalog_to_proto, channel_from_proto,
@@ -54,27 +55,39 @@ impl PersonaService for PersonaApi {
         &self,
         request: Request<pb::ReplacePersonaCatalogRequest>,
     ) -> Result<Response<pb::PersonaCatalog>, Status> {
-        let engine = ready(&self.engine)?;
-        let request = request.into_inner();
-        let personas = request
-            .personas
-            .into_iter()
-            .map(persona_from_proto)
-            .collect();
-        let expected = u64::try_from(request.expected_revision)
-            .ok()
-            .filter(|&revision| revision > 0);
-        let catalog = engine.replace_catalog(personas, expected).await?;
-        Ok(Response::new(catalog_to_proto(&catalog)))
+        let audit = Audit::new(&request, "ReplacePersonaCatalog", audit::CATALOG.to_owned());
+        audit.catalog_outcome(
+            async {
+                let engine = ready(&self.engine)?;
+                let request = request.into_inner();
+                let personas = request
+                    .personas
+                    .into_iter()
+                    .map(persona_from_proto)
+                    .collect();
+                let expected = u64::try_from(request.expected_revision)
+                    .ok()
+                    .filter(|&revision| revision > 0);
+                let catalog = engine.replace_catalog(personas, expected).await?;
+                Ok(Response::new(catalog_to_proto(&catalog)))
+            }
+            .await,
+        )
     }
 
     async fn reset_persona_catalog(
         &self,
-        _request: Request<pb::ResetPersonaCatalogRequest>,
+        request: Request<pb::ResetPersonaCatalogRequest>,
     ) -> Result<Response<pb::PersonaCatalog>, Status> {
-        let engine = ready(&self.engine)?;
-        let catalog = engine.reset_catalog().await?;
-        Ok(Response::new(catalog_to_proto(&catalog)))
+        let audit = Audit::new(&request, "ResetPersonaCatalog", audit::CATALOG.to_owned());
+        audit.catalog_outcome(
+            async {
+                let engine = ready(&self.engine)?;
+                let catalog = engine.reset_catalog().await?;
+                Ok(Response::new(catalog_to_proto(&catalog)))
+            }
+            .await,
+        )
     }
 
     async fn breakdown_personas(
@@ -101,19 +114,29 @@ impl PersonaService for PersonaApi {
         &self,
         request: Request<pb::ExportPersonaAssignmentsRequest>,
     ) -> Result<Response<Self::ExportPersonaAssignmentsStream>, Status> {
-        let engine = ready(&self.engine)?;
-        let request = request.into_inner();
-        let (channel, at, batch) = (
-            field("channel", channel_from_proto(request.channel)),
-            evaluation_time(request.evaluation_time.as_ref()),
-            export_batch(request.batch_size),
+        let audit = Audit::new(
+            &request,
+            "ExportPersonaAssignments",
+            audit::personas(&request.get_ref().persona_ids),
+        );
+        audit.outcome(
+            async {
+                let engine = ready(&self.engine)?;
+                let request = request.into_inner();
+                let (channel, at, batch) = (
+                    field("channel", channel_from_proto(request.channel)),
+                    evaluation_time(request.evaluation_time.as_ref()),
+                    export_batch(request.batch_size),
+                )
+                    .all()?;
+                let (revision, rows) = engine
+                    .export_personas(request.persona_ids, channel, at)
+                    .await
+                    .map_err(|error| error.under("persona_ids"))?;
+                let messages = assignment_batches_to_proto(&rows, batch, revision, at);
+                Ok(Response::new(stream_of(messages)))
+            }
+            .await,
         )
-            .all()?;
-        let (revision, rows) = engine
-            .export_personas(request.persona_ids, channel, at)
-            .await
-            .map_err(|error| error.under("persona_ids"))?;
-        let messages = assignment_batches_to_proto(&rows, batch, revision, at);
-        Ok(Response::new(stream_of(messages)))
     }
 }

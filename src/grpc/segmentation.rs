@@ -3,6 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::audit::{self, Audit};
 use super::check::{evaluation_time, export_batch, field, optional, optional_evaluation_time, All};
 use super::convert::{
     breakdown_to_proto, channel_from_proto, customer_name, dimensions_from_proto,
@@ -63,15 +64,25 @@ impl SegmentationService for SegmentationApi {
         &self,
         request: Request<pb::CreateSegmentRequest>,
     ) -> Result<Response<pb::Segment>, Status> {
-        let engine = ready(&self.engine)?;
-        let request = request.into_inner();
-        let id = field("segment_id", SegmentId::parse(&request.segment_id));
-        let segment = new_segment_from_proto(id, request.segment)?;
-        let saved = engine
-            .create_segment(segment)
-            .await
-            .map_err(|error| error.under("segment."))?;
-        Ok(Response::new(segment_to_proto(&saved)))
+        let audit = Audit::new(
+            &request,
+            "CreateSegment",
+            audit::named(&format!("segments/{}", request.get_ref().segment_id)),
+        );
+        audit.outcome(
+            async {
+                let engine = ready(&self.engine)?;
+                let request = request.into_inner();
+                let id = field("segment_id", SegmentId::parse(&request.segment_id));
+                let segment = new_segment_from_proto(id, request.segment)?;
+                let saved = engine
+                    .create_segment(segment)
+                    .await
+                    .map_err(|error| error.under("segment."))?;
+                Ok(Response::new(segment_to_proto(&saved)))
+            }
+            .await,
+        )
     }
 
     async fn get_segment(
@@ -109,31 +120,52 @@ impl SegmentationService for SegmentationApi {
         &self,
         request: Request<pb::UpdateSegmentRequest>,
     ) -> Result<Response<pb::Segment>, Status> {
-        let engine = ready(&self.engine)?;
-        let request = request.into_inner();
-        let segment = request
+        let name = request
+            .get_ref()
             .segment
-            .ok_or_else(|| Error::invalid("segment", "required"))?;
-        let id = field("segment.name", SegmentId::from_name(&segment.name))?;
-        let paths = request.update_mask.map(|mask| mask.paths);
-        let etag = optional(segment.etag.clone());
-        let changes = SegmentChanges::from_proto(segment, paths.as_deref().unwrap_or(&[]))?;
-        let updated = engine
-            .update_segment(id, etag, move |stored| changes.apply(stored))
-            .await
-            .map_err(|error| error.under("segment."))?;
-        Ok(Response::new(segment_to_proto(&updated)))
+            .as_ref()
+            .map_or("", |segment| &segment.name);
+        let audit = Audit::new(&request, "UpdateSegment", audit::named(name));
+        audit.outcome(
+            async {
+                let engine = ready(&self.engine)?;
+                let request = request.into_inner();
+                let segment = request
+                    .segment
+                    .ok_or_else(|| Error::invalid("segment", "required"))?;
+                let id = field("segment.name", SegmentId::from_name(&segment.name))?;
+                let paths = request.update_mask.map(|mask| mask.paths);
+                let etag = optional(segment.etag.clone());
+                let changes = SegmentChanges::from_proto(segment, paths.as_deref().unwrap_or(&[]))?;
+                let updated = engine
+                    .update_segment(id, etag, move |stored| changes.apply(stored))
+                    .await
+                    .map_err(|error| error.under("segment."))?;
+                Ok(Response::new(segment_to_proto(&updated)))
+            }
+            .await,
+        )
     }
 
     async fn delete_segment(
         &self,
         request: Request<pb::DeleteSegmentRequest>,
     ) -> Result<Response<()>, Status> {
-        let engine = ready(&self.engine)?;
-        let request = request.into_inner();
-        let id = field("name", SegmentId::from_name(&request.name))?;
-        engine.delete_segment(id, optional(request.etag)).await?;
-        Ok(Response::new(()))
+        let audit = Audit::new(
+            &request,
+            "DeleteSegment",
+            audit::named(&request.get_ref().name),
+        );
+        audit.outcome(
+            async {
+                let engine = ready(&self.engine)?;
+                let request = request.into_inner();
+                let id = field("name", SegmentId::from_name(&request.name))?;
+                engine.delete_segment(id, optional(request.etag)).await?;
+                Ok(Response::new(()))
+            }
+            .await,
+        )
     }
 
     async fn preview_segment(
@@ -161,26 +193,36 @@ impl SegmentationService for SegmentationApi {
         &self,
         request: Request<pb::ListSegmentMembersRequest>,
     ) -> Result<Response<pb::ListSegmentMembersResponse>, Status> {
-        let engine = ready(&self.engine)?;
-        let request = request.into_inner();
-        let id = field("segment", SegmentId::from_name(&request.segment))?;
-        let page_size = page_size(request.page_size, self.limits)?;
-        let requested = optional_evaluation_time(request.evaluation_time.as_ref())?;
-        let paged = PagedRequest::new(engine.page_token_key(), "ListSegmentMembers")
-            .field(&request.segment);
-        let resume = paged.resume::<String>(&request.page_token)?;
-        let at = page_time(requested, resume.as_ref().and_then(|resume| resume.at))?;
-        let after = resume.map(|resume| resume.after);
-        let page = engine.segment_members(id, at, after, page_size).await?;
-        let next = page.ids.last().filter(|_| page.more);
-        Ok(Response::new(pb::ListSegmentMembersResponse {
-            customers: page.ids.iter().map(|id| customer_name(id)).collect(),
-            next_page_token: next
-                .map(|last| paged.next_token(Some(at), last))
-                .unwrap_or_default(),
-            total_size: page.total as i64,
-            evaluation_time: Some(timestamp_to_proto(at)),
-        }))
+        let audit = Audit::new(
+            &request,
+            "ListSegmentMembers",
+            audit::named(&request.get_ref().segment),
+        );
+        audit.outcome(
+            async {
+                let engine = ready(&self.engine)?;
+                let request = request.into_inner();
+                let id = field("segment", SegmentId::from_name(&request.segment))?;
+                let page_size = page_size(request.page_size, self.limits)?;
+                let requested = optional_evaluation_time(request.evaluation_time.as_ref())?;
+                let paged = PagedRequest::new(engine.page_token_key(), "ListSegmentMembers")
+                    .field(&request.segment);
+                let resume = paged.resume::<String>(&request.page_token)?;
+                let at = page_time(requested, resume.as_ref().and_then(|resume| resume.at))?;
+                let after = resume.map(|resume| resume.after);
+                let page = engine.segment_members(id, at, after, page_size).await?;
+                let next = page.ids.last().filter(|_| page.more);
+                Ok(Response::new(pb::ListSegmentMembersResponse {
+                    customers: page.ids.iter().map(|id| customer_name(id)).collect(),
+                    next_page_token: next
+                        .map(|last| paged.next_token(Some(at), last))
+                        .unwrap_or_default(),
+                    total_size: page.total as i64,
+                    evaluation_time: Some(timestamp_to_proto(at)),
+                }))
+            }
+            .await,
+        )
     }
 
     type ExportSegmentMembersStream = ReadyStream<pb::ExportSegmentMembersResponse>;
@@ -189,17 +231,27 @@ impl SegmentationService for SegmentationApi {
         &self,
         request: Request<pb::ExportSegmentMembersRequest>,
     ) -> Result<Response<Self::ExportSegmentMembersStream>, Status> {
-        let engine = ready(&self.engine)?;
-        let request = request.into_inner();
-        let id = field("segment", SegmentId::from_name(&request.segment))?;
-        let (channel, at, batch) = (
-            field("channel", channel_from_proto(request.channel)),
-            evaluation_time(request.evaluation_time.as_ref()),
-            export_batch(request.batch_size),
+        let audit = Audit::new(
+            &request,
+            "ExportSegmentMembers",
+            audit::named(&request.get_ref().segment),
+        );
+        audit.outcome(
+            async {
+                let engine = ready(&self.engine)?;
+                let request = request.into_inner();
+                let id = field("segment", SegmentId::from_name(&request.segment))?;
+                let (channel, at, batch) = (
+                    field("channel", channel_from_proto(request.channel)),
+                    evaluation_time(request.evaluation_time.as_ref()),
+                    export_batch(request.batch_size),
+                )
+                    .all()?;
+                let (segment, ids) = engine.export_members(id, channel, at).await?;
+                let messages = member_batches_to_proto(&ids, batch, &segment, at);
+                Ok(Response::new(stream_of(messages)))
+            }
+            .await,
         )
-            .all()?;
-        let (segment, ids) = engine.export_members(id, channel, at).await?;
-        let messages = member_batches_to_proto(&ids, batch, &segment, at);
-        Ok(Response::new(stream_of(messages)))
     }
 }

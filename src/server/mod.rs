@@ -25,6 +25,7 @@ use tonic_health::ServingStatus;
 
 use crate::engine::{Engine, EngineSettings};
 use crate::grpc::activity::ActivityApi;
+use crate::grpc::auth::{AuthConfig, AuthLayer, ReflectionMode};
 use crate::grpc::customers::CustomerApi;
 use crate::grpc::pb::activity_service_server::ActivityServiceServer;
 use crate::grpc::pb::customer_service_server::CustomerServiceServer;
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
     /// How long in-flight calls may run on after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Who may call what; off by default.
+    pub auth: AuthConfig,
     /// TLS, and how long a connection may take to open.
     pub transport: TransportConfig,
 }
@@ -152,6 +155,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     report(&health, ServingStatus::NotServing).await;
+    let auth = AuthLayer::start(&config.auth, listeners.api.local_addr().ok())?;
+    let reflection = config.auth.reflection() != ReflectionMode::Off;
 
     // The error details types are described too, so that grpcurl and buf
     // curl can print field violations.
@@ -177,6 +182,7 @@ pub async fn run(
 
     let slot = EngineSlot::default();
     let metrics = metrics::Metrics::new(slot.clone());
+    metrics.set_authentication_enabled(config.auth.enabled());
     // Dropped, as on an early return, the metrics listener stops too.
     let mut metrics_listener = None;
     if let Some(listener) = listeners.metrics {
@@ -240,9 +246,10 @@ pub async fn run(
         .layer(metrics.layer(config.concurrency_per_connection))
         .layer(trace::rpc_spans())
         .layer(status::refused_requests())
+        .layer(auth)
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_optional_service(reflection.then_some(reflection_v1))
+        .add_optional_service(reflection.then_some(reflection_v1alpha))
         .add_service(customers)
         .add_service(activity)
         .add_service(segmentation)

@@ -43,6 +43,7 @@ pub fn config(data_dir: &Path) -> ServerConfig {
         keepalive_interval: Duration::from_secs(30),
         keepalive_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(2),
+        auth: Default::default(),
         transport: Default::default(),
     }
 }
@@ -170,5 +171,33 @@ impl TestServer {
         let temp = self._temp.take();
         self.stop().await.unwrap();
         temp
+    }
+}
+
+/// Sends `authorization: Bearer <token>` with every call.
+#[derive(Debug, Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A connection whose calls carry a bearer token.
+pub type BearerChannel = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
+impl TestServer {
+    /// A new connection whose calls carry `token`, for any generated
+    /// client: `CustomerServiceClient::new(server.with_token("…").await)`.
+    pub async fn with_token(&self, token: &str) -> BearerChannel {
+        let value = format!("Bearer {token}").parse().unwrap();
+        tonic::service::interceptor::InterceptedService::new(self.channel().await, Bearer(value))
     }
 }
