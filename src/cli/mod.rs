@@ -1,6 +1,11 @@
 //! The command line: `segmentd serve` (the default) and `segmentd
 //! healthcheck`. Every flag can also be set through the environment
 //! variable named in its help.
+//!
+//! - `backup`: the online backup's flags, `segmentd backup` and `segmentd
+//!   restore`.
+
+mod backup;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +46,10 @@ enum Command {
     Import(ImportArgs),
     /// Prints a customer's persona and why, for people.
     Persona(PersonaArgs),
+    /// Takes a consistent backup of a running server into a file.
+    Backup(backup::BackupArgs),
+    /// Restores a backup file into an empty data directory, offline.
+    Restore(backup::RestoreArgs),
 }
 
 /// Flags of `segmentd persona`.
@@ -190,6 +199,9 @@ struct ServeArgs {
     /// How long in-flight calls may run on after SIGTERM or SIGINT, e.g. `20s`.
     #[arg(long, env = "SEGMENTD_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     shutdown_grace: Duration,
+    /// The online backup's bound.
+    #[command(flatten)]
+    backup: backup::BackupServeArgs,
 }
 
 /// Flags of `segmentd healthcheck`.
@@ -292,6 +304,7 @@ impl ServeArgs {
             keepalive_interval: self.keepalive_interval,
             keepalive_timeout: self.keepalive_timeout,
             shutdown_grace: self.shutdown_grace,
+            backup: self.backup.limits(),
         }
     }
 }
@@ -325,6 +338,8 @@ pub fn main() -> ExitCode {
         None => runtime.block_on(serve(cli.serve)),
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
         Some(Command::Import(args)) => import(args, &runtime),
+        Some(Command::Backup(args)) => runtime.block_on(backup::backup(args)),
+        Some(Command::Restore(args)) => backup::restore(args),
         Some(Command::Persona(args)) => runtime.block_on(crate::client::persona::show(
             &args.addr,
             &args.customer,

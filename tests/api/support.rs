@@ -43,6 +43,7 @@ pub fn config(data_dir: &Path) -> ServerConfig {
         keepalive_interval: Duration::from_secs(30),
         keepalive_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(2),
+        backup: Default::default(),
     }
 }
 

@@ -1,0 +1,90 @@
+//! Flags of the online backup: its bound in `segmentd serve`, and the
+//! commands `segmentd backup` and `segmentd restore`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::parse_duration;
+use crate::engine::BackupLimits;
+use crate::store::backup;
+
+/// Backup flags of `segmentd serve`.
+#[derive(Debug, Args)]
+pub struct BackupServeArgs {
+    /// Most MiB of writes held while a backup runs; a backup during which
+    /// more are written fails with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SEGMENTD_BACKUP_MAX_PENDING_MB", default_value_t = 256)]
+    backup_max_pending_mb: usize,
+}
+
+impl BackupServeArgs {
+    /// The limits of a backup these flags set.
+    pub fn limits(&self) -> BackupLimits {
+        BackupLimits {
+            max_pending_bytes: self.backup_max_pending_mb.saturating_mul(1024 * 1024),
+        }
+    }
+}
+
+/// Flags of `segmentd backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Server address, e.g. `127.0.0.1:50051`.
+    #[arg(long, env = "SEGMENTD_ADDR", default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// The backup file to write; replaced only once a complete backup is
+    /// on disk.
+    #[arg(long)]
+    out: PathBuf,
+    /// How long to wait for the connection, e.g. `5s`.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+}
+
+/// Flags of `segmentd restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The data directory to restore into: missing or empty, and no
+    /// server running on it.
+    #[arg(long, env = "SEGMENTD_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The backup file, as `segmentd backup` wrote it.
+    file: PathBuf,
+}
+
+/// Runs `segmentd backup` and prints what the file holds.
+pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let report = crate::client::backup::run(&args.addr, &args.out, args.connect_timeout).await?;
+    println!(
+        "{}: {} bytes, {} puts, {} deletes, in {:.1} s",
+        args.out.display(),
+        report.summary.bytes,
+        report.summary.puts,
+        report.summary.deletes,
+        report.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Runs `segmentd restore` and prints what the trees hold.
+pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    // The store holds personal data: every file made is for this user
+    // only, whatever umask the command got.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let summary = backup::restore(&args.file, &args.data_dir)?;
+    println!(
+        "{}: restored {} bytes ({} puts, {} deletes) into {}",
+        args.file.display(),
+        summary.file.bytes,
+        summary.file.puts,
+        summary.file.deletes,
+        args.data_dir.display()
+    );
+    for (tree, keys) in &summary.trees {
+        println!("  {tree}: {keys} keys");
+    }
+    println!("the server rebuilds its index from them when it starts");
+    Ok(())
+}
