@@ -173,3 +173,163 @@ fn empty_dir(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::persona::default_catalog;
+    use crate::domain::{ActivityRecord, Customer, CustomerId, Location, Profile, Timestamp};
+    use crate::store::{Durability, StoreOptions};
+
+    fn options(path: &Path) -> StoreOptions {
+        StoreOptions {
+            path: path.to_path_buf(),
+            cache_capacity_bytes: 1024 * 1024,
+            durability: Durability::Relaxed,
+        }
+    }
+
+    fn customer(id: &str, city: &str) -> Customer {
+        let at = Timestamp::from_parts(1_700_000_000, 0).unwrap();
+        Customer {
+            id: CustomerId::parse(id).unwrap(),
+            profile: Profile {
+                location: Location {
+                    city: city.into(),
+                    ..Location::default()
+                },
+                ..Profile::default()
+            },
+            create_time: at,
+            update_time: at,
+            create_request_id: None,
+        }
+    }
+
+    fn put(store: &Store, customers: &[(&str, &str)]) {
+        store
+            .write(|writes| {
+                for (id, city) in customers {
+                    writes.put(customer(id, city));
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// Every key of every tree, with its value.
+    fn contents(store: &Store) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        let mut found = Vec::new();
+        store
+            .scan_all(|change| {
+                found.push((
+                    change.tree.to_vec(),
+                    change.key.to_vec(),
+                    change.value.unwrap().to_vec(),
+                ));
+                Ok(())
+            })
+            .unwrap();
+        found
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_backup_restores_the_store_as_it_was_when_the_tap_was_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&options(&dir.path().join("live"))).unwrap();
+        let ids: Vec<String> = (0..200).map(|i| format!("c-{i:03}")).collect();
+        for chunk in ids.chunks(50) {
+            let batch: Vec<(&str, &str)> = chunk.iter().map(|id| (id.as_str(), "Ankara")).collect();
+            put(&store, &batch);
+        }
+        for _ in 0..3 {
+            store.append_activity(&ActivityRecord::default()).unwrap();
+        }
+
+        let tap = store.start_tap(1024 * 1024).unwrap();
+        let mut encoder = BackupEncoder::new(STORE_FORMAT);
+        let mut file = Vec::new();
+        let mut scanned = 0;
+        store
+            .scan_all(|change| {
+                encoder.push(change);
+                scanned += 1;
+                // Midway through the customers, change keys behind the
+                // scan, ahead of it, and new ones, with every kind of write.
+                if change.tree == b"customers" && change.key == b"c-100" {
+                    put(&store, &[("c-010", "Izmir"), ("c-150", "Izmir")]);
+                    put(&store, &[("c-199", "Bursa")]);
+                    put(&store, &[("a-new", "Van"), ("z-new", "Van")]);
+                    store
+                        .write(|writes| {
+                            writes.delete(&CustomerId::parse("c-020").unwrap());
+                            Ok(())
+                        })
+                        .unwrap();
+                    store
+                        .erase_customer(&CustomerId::parse("c-160").unwrap(), &[(1, None)])
+                        .unwrap();
+                    store.append_activity(&ActivityRecord::default()).unwrap();
+                    store.put_catalog(&default_catalog(7)).unwrap();
+                }
+                file.extend(encoder.take());
+                Ok(())
+            })
+            .unwrap();
+        assert!(scanned > 200);
+        // After the scan, before the tap is taken: in the backup.
+        put(&store, &[("c-000", "Adana")]);
+        let changes = tap.take().unwrap();
+        assert!(!changes.is_empty());
+        for change in changes.iter() {
+            encoder.push(change);
+        }
+        let (last, summary) = encoder.finish();
+        file.extend(last);
+        let expected = contents(&store);
+        // After the tap is taken: not in the backup.
+        put(&store, &[("c-001", "Mersin")]);
+
+        let path = dir.path().join("backup");
+        std::fs::write(&path, &file).unwrap();
+        let restored_dir = dir.path().join("restored");
+        let restored = restore(&path, &restored_dir).unwrap();
+        assert_eq!(restored.file, summary);
+        let restored = Store::open(&options(&restored_dir)).unwrap();
+        assert_eq!(contents(&restored), expected);
+        assert_eq!(
+            restored
+                .get_customer(&CustomerId::parse("c-001").unwrap())
+                .unwrap()
+                .unwrap()
+                .profile
+                .location
+                .city,
+            "Ankara"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_tap_over_its_bound_fails_the_backup_and_one_runs_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&options(dir.path())).unwrap();
+        let tap = store.start_tap(4096).unwrap();
+        assert!(matches!(
+            store.start_tap(4096),
+            Err(Error::FailedPrecondition(_))
+        ));
+        // The same key again and again takes the room of one.
+        for _ in 0..100 {
+            put(&store, &[("c-1", "Ankara")]);
+        }
+        tap.check().unwrap();
+        let ids: Vec<String> = (0..100).map(|i| format!("c-{i:03}")).collect();
+        let batch: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "Ankara")).collect();
+        put(&store, &batch);
+        assert!(matches!(tap.check(), Err(Error::ResourceExhausted { .. })));
+        assert!(matches!(tap.take(), Err(Error::ResourceExhausted { .. })));
+        // Dropped with the backup: the next one may start.
+        drop(store.start_tap(4096).unwrap());
+        store.start_tap(4096).unwrap();
+    }
+}
