@@ -3,6 +3,7 @@
 
 mod activity;
 mod architecture;
+mod backup;
 mod cdnow;
 mod customers;
 mod docs;
