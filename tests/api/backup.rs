@@ -167,6 +167,19 @@ async fn admin(server: &TestServer) -> AdminServiceClient<tonic::transport::Chan
     AdminServiceClient::new(server.channel().await)
 }
 
+/// An AdminService client whose connection buffers little, so that a
+/// slow reader holds the server's scan back.
+async fn narrow_admin(server: &TestServer) -> AdminServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(64 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    AdminServiceClient::new(channel)
+}
+
 /// Reads a backup stream to its end into `path`, waiting `pause` between
 /// chunks, as a slow client would.
 async fn receive(mut chunks: Streaming<pb::BackupStoreChunk>, path: &Path, pause: Duration) {
@@ -186,7 +199,7 @@ async fn all_customers(server: &TestServer) -> BTreeMap<String, pb::Customer> {
     loop {
         let page = client
             .list_customers(pb::ListCustomersRequest {
-                page_size: 1000,
+                page_size: 100,
                 page_token,
                 ..Default::default()
             })
@@ -230,7 +243,9 @@ async fn purchase_counts(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_under_writes_restores_everything_acknowledged_before_it() {
     let live = Arc::new(TestServer::start().await);
-    seed(&live, SEEDED, 0).await;
+    // Notes make the file far larger than what the channel and the
+    // connection buffer, so the scan runs at the reader's pace.
+    seed(&live, SEEDED, 1000).await;
 
     let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
     let (stop, stopped) = watch::channel(false);
@@ -253,13 +268,13 @@ async fn a_backup_under_writes_restores_everything_acknowledged_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("store.backup");
     let started = Instant::now();
-    let chunks = admin(&live)
+    let chunks = narrow_admin(&live)
         .await
         .backup_store(pb::BackupStoreRequest {})
         .await
         .unwrap()
         .into_inner();
-    // A slow reader, so that the writers go on while the backup runs.
+    // A slow reader, so that the writers go on while the scan runs.
     receive(chunks, &file, Duration::from_millis(20)).await;
     let elapsed = started.elapsed();
     let during = acknowledged.lock().unwrap().writes - before.writes;
