@@ -357,7 +357,10 @@ mod tests {
         (file, summary)
     }
 
-    fn read_all(file: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)>> {
+    /// A record as owned bytes: tree, key, and the value of a put.
+    type Owned = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
+    fn read_all(file: &[u8]) -> Result<Vec<Owned>> {
         let mut changes = Vec::new();
         read_backup(file, 1, |change| {
             changes.push((
