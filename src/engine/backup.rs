@@ -160,7 +160,7 @@ impl Engine {
             let started = Instant::now();
             tracing::info!("backup started");
             let sink = Sink {
-                runtime,
+                runtime: runtime.clone(),
                 chunks: &sender,
             };
             match copy(&shared, tap, &sink) {
@@ -177,7 +177,10 @@ impl Engine {
                 ),
                 Err(Stop::Failed(error)) => {
                     tracing::warn!(%error, elapsed_ms = started.elapsed().as_millis() as u64, "backup failed");
-                    let _ = sender.blocking_send(Err(error));
+                    // A client that reads nothing is not waited for
+                    // forever; one that went away is not told.
+                    let _ = runtime
+                        .block_on(tokio::time::timeout(STALL_TIMEOUT, sender.send(Err(error))));
                 }
             }
         });
