@@ -163,8 +163,14 @@ async fn writer(
     }
 }
 
-async fn admin(server: &TestServer) -> AdminServiceClient<tonic::transport::Channel> {
+/// Starts a backup on a new connection.
+async fn start_backup(
+    server: &TestServer,
+) -> Result<Streaming<pb::BackupStoreChunk>, tonic::Status> {
     AdminServiceClient::new(server.channel().await)
+        .backup_store(pb::BackupStoreRequest {})
+        .await
+        .map(|response| response.into_inner())
 }
 
 /// An AdminService client whose connection buffers little, so that a
@@ -455,19 +461,10 @@ async fn a_client_that_stops_reading_holds_up_no_writer() {
     // Far more than the channel and the connection's windows hold.
     seed(&live, 3000, 1000).await;
 
-    let mut stalled = admin(&live)
-        .await
-        .backup_store(pb::BackupStoreRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stalled = start_backup(&live).await.unwrap();
     stalled.message().await.unwrap().unwrap();
     // A second backup meanwhile is refused.
-    let status = admin(&live)
-        .await
-        .backup_store(pb::BackupStoreRequest {})
-        .await
-        .unwrap_err();
+    let status = start_backup(&live).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
 
     // Writes go on while the backup waits for its reader, until the tap
@@ -500,12 +497,7 @@ async fn a_client_that_stops_reading_holds_up_no_writer() {
     drop(stalled);
 
     // A backup whose client goes away frees the tap for the next one.
-    let mut gone = admin(&live)
-        .await
-        .backup_store(pb::BackupStoreRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut gone = start_backup(&live).await.unwrap();
     gone.message().await.unwrap().unwrap();
     drop(gone);
     let file = dir.path().join("after.backup");
