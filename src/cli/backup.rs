@@ -88,3 +88,33 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     println!("the server rebuilds its index from them when it starts");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::super::{Cli, Command};
+
+    #[test]
+    fn backup_and_restore_parse() {
+        let cli = Cli::try_parse_from(["segmentd", "backup", "--out", "store.backup"]).unwrap();
+        let Some(Command::Backup(args)) = cli.command else {
+            panic!("not a backup: {:?}", cli.command);
+        };
+        assert_eq!(args.out.to_str(), Some("store.backup"));
+        assert_eq!(args.addr, "127.0.0.1:50051");
+
+        let cli = Cli::try_parse_from(["segmentd", "restore", "--data-dir", "d", "f"]).unwrap();
+        let Some(Command::Restore(args)) = cli.command else {
+            panic!("not a restore: {:?}", cli.command);
+        };
+        assert_eq!(
+            (args.data_dir.to_str(), args.file.to_str()),
+            (Some("d"), Some("f"))
+        );
+        assert!(Cli::try_parse_from(["segmentd", "restore", "f"]).is_err());
+
+        let cli = Cli::try_parse_from(["segmentd", "--backup-max-pending-mb", "8"]).unwrap();
+        assert_eq!(cli.serve.backup.limits().max_pending_bytes, 8 * 1024 * 1024);
+    }
+}
