@@ -95,41 +95,37 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    /// Sends what `encoder` holds once it is a full chunk; waits while the
-    /// client is behind, and fails when the tap overflows, the client goes
-    /// away or stalls.
+    /// Sends the full chunks `encoder` holds; waits while the client is
+    /// behind, and fails when the tap overflows, the client goes away or
+    /// stalls.
     fn ship(&self, encoder: &mut BackupEncoder, tap: Option<&Tap>) -> Result<(), Stop> {
         if let Some(tap) = tap {
             tap.check()?;
         }
-        if encoder.buffered() < CHUNK_BYTES {
-            return Ok(());
-        }
-        let bytes = encoder.take();
-        self.send(bytes, tap)
-    }
-
-    /// Sends `bytes` in chunks of at most [`CHUNK_BYTES`].
-    fn send(&self, bytes: Vec<u8>, tap: Option<&Tap>) -> Result<(), Stop> {
-        for chunk in bytes.chunks(CHUNK_BYTES) {
-            self.runtime.block_on(async {
-                let overflow = async {
-                    match tap {
-                        Some(tap) => tap.overflowed().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    sent = self.chunks.send(Ok(chunk.to_vec())) => sent.map_err(|_| Stop::Gone),
-                    error = overflow => Err(Stop::Failed(error)),
-                    () = tokio::time::sleep(STALL_TIMEOUT) => Err(Stop::Failed(Error::Unavailable(format!(
-                        "the backup stopped: the client took no data for {} s",
-                        STALL_TIMEOUT.as_secs()
-                    )))),
-                }
-            })?;
+        while encoder.buffered() >= CHUNK_BYTES {
+            self.send(encoder.take_front(CHUNK_BYTES), tap)?;
         }
         Ok(())
+    }
+
+    /// Sends one chunk, as [`Sink::ship`] does.
+    fn send(&self, chunk: Vec<u8>, tap: Option<&Tap>) -> Result<(), Stop> {
+        self.runtime.block_on(async {
+            let overflow = async {
+                match tap {
+                    Some(tap) => tap.overflowed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                sent = self.chunks.send(Ok(chunk)) => sent.map_err(|_| Stop::Gone),
+                error = overflow => Err(Stop::Failed(error)),
+                () = tokio::time::sleep(STALL_TIMEOUT) => Err(Stop::Failed(Error::Unavailable(format!(
+                    "the backup stopped: the client took no data for {} s",
+                    STALL_TIMEOUT.as_secs()
+                )))),
+            }
+        })
     }
 }
 
@@ -214,7 +210,9 @@ fn copy(shared: &Shared, tap: Tap, sink: &Sink<'_>) -> Result<Written, Stop> {
         sink.ship(&mut encoder, None)?;
     }
     let (last, summary) = encoder.finish();
-    sink.send(last, None)?;
+    for chunk in last.chunks(CHUNK_BYTES) {
+        sink.send(chunk.to_vec(), None)?;
+    }
     Ok(Written {
         scanned,
         tapped: changes.len(),

@@ -122,6 +122,18 @@ impl BackupEncoder {
         self.buffer.len()
     }
 
+    /// Takes the first `max` bytes encoded so far (all of them if fewer).
+    pub fn take_front(&mut self, max: usize) -> Vec<u8> {
+        if self.buffer.len() <= max {
+            return self.take();
+        }
+        let rest = self.buffer.split_off(max);
+        let front = std::mem::replace(&mut self.buffer, rest);
+        self.hasher.update(&front);
+        self.summary.bytes += front.len() as u64;
+        front
+    }
+
     /// Takes the bytes encoded so far.
     pub fn take(&mut self) -> Vec<u8> {
         self.hasher.update(&self.buffer);
@@ -341,6 +353,7 @@ mod tests {
             key: b"c1",
             value: Some(b"one"),
         });
+        file.extend(encoder.take_front(5));
         file.extend(encoder.take());
         encoder.push(Change {
             tree: b"customers",
