@@ -223,9 +223,23 @@ impl<R: Read> HashingReader<R> {
                 self.position
             )));
         }
+        // Read as the bytes come, so that a corrupt length costs no more
+        // memory than the file holds.
         into.clear();
-        into.resize(len as usize, 0);
-        self.exact(into, inside)
+        let read = (&mut self.inner)
+            .take(len)
+            .read_to_end(into)
+            .map_err(|error| Error::internal(format!("cannot read the file: {error}")))?
+            as u64;
+        if read < len {
+            return Err(refused(format!(
+                "the file is truncated: it ends at byte {} inside {inside}",
+                self.position + read
+            )));
+        }
+        self.hasher.update(&into[..]);
+        self.position += len;
+        Ok(())
     }
 
     /// Whether the file ends here.
