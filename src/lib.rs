@@ -10,7 +10,8 @@
 //!   knows clap.
 //! - [`telemetry`]: log setup.
 //! - [`server`]: runs tonic with health, reflection and the API; opens the
-//!   engine in the background and drains on shutdown.
+//!   engine in the background and drains on shutdown; serves Prometheus
+//!   metrics.
 //! - [`client`]: the commands that call a running server: a one-shot
 //!   health Check, the CSV / JSON Lines importer, a persona explanation
 //!   and an online backup into a file.

@@ -46,7 +46,7 @@ impl tonic::codec::Codec for CountAnswer {
 /// GetCustomerPersona, its answer counted rather than decoded: the
 /// answer's length in bytes.
 pub async fn counted_persona_call(
-    channel: tonic::transport::Channel,
+    channel: crate::drive::Connection,
     request: pb::GetCustomerPersonaRequest,
 ) -> Result<usize, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel);

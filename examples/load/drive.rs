@@ -3,28 +3,79 @@
 //! where calls leave at a fixed rate whatever the answers do.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
+use http::header::AUTHORIZATION;
+use http::HeaderValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tower_http::set_header::SetRequestHeader;
 
 use crate::report::{ms, report, Latencies};
 
+/// How every connection of a run reaches the server.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConnectOptions {
+    /// Speak TLS, trusting the server certificates this CA (PEM) signed.
+    #[arg(long, global = true)]
+    tls_ca: Option<PathBuf>,
+    /// With --tls-ca: the name the server certificate must carry, when it
+    /// is not the address's host.
+    #[arg(long, global = true)]
+    tls_server_name: Option<String>,
+    /// A bearer token sent with every call.
+    #[arg(long, env = "SEGMENTD_TOKEN", global = true)]
+    token: Option<String>,
+}
+
+/// The options of this run, set once by `main`.
+static CONNECT: OnceLock<ConnectOptions> = OnceLock::new();
+
+/// Sets how every connection of this run is made.
+pub fn configure(options: ConnectOptions) {
+    let _ = CONNECT.set(options);
+}
+
+/// A connection to the server that sends the run's bearer token, if any.
+pub type Connection = SetRequestHeader<Channel, Option<HeaderValue>>;
+
 /// `count` connections to the server, each its own HTTP/2 connection.
-pub async fn channels(addr: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
+pub async fn channels(addr: &str, count: usize) -> anyhow::Result<Vec<Connection>> {
+    let options = CONNECT.get().cloned().unwrap_or_default();
+    let token = match &options.token {
+        Some(token) => Some(HeaderValue::try_from(format!("Bearer {token}"))?),
+        None => None,
+    };
+    let scheme = if options.tls_ca.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint = Channel::from_shared(format!("{scheme}://{addr}"))?;
+    if let Some(ca) = &options.tls_ca {
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+        if let Some(name) = &options.tls_server_name {
+            tls = tls.domain_name(name);
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
     let mut channels = Vec::with_capacity(count);
     for _ in 0..count {
-        let channel = Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await?;
-        channels.push(channel);
+        let channel = endpoint.connect().await?;
+        channels.push(SetRequestHeader::if_not_present(
+            channel,
+            AUTHORIZATION,
+            token.clone(),
+        ));
     }
     Ok(channels)
 }
 
 /// One connection to the server.
-pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
+pub async fn channel(addr: &str) -> anyhow::Result<Connection> {
     Ok(channels(addr, 1).await?.remove(0))
 }
 

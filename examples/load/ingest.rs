@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::drive::Connection;
 use segmentd::grpc::pb;
 use segmentd::grpc::pb::activity_service_client::ActivityServiceClient;
 use segmentd::grpc::pb::customer_service_client::CustomerServiceClient;
-use tonic::transport::Channel;
 
 use crate::data::{customer, DataSet, Engagement};
 use crate::drive::{channel, channels, closed_loop};
@@ -137,7 +137,7 @@ pub async fn dataset(addr: &str, data: &DataSet, batch: usize) -> anyhow::Result
 /// Streams `messages` over one ImportActivity call and checks that all
 /// `total` events, `what` they are, were accepted; how long it took.
 async fn import_activity(
-    client: &mut ActivityServiceClient<Channel>,
+    client: &mut ActivityServiceClient<Connection>,
     messages: Vec<pb::ImportActivityRequest>,
     total: u64,
     what: &str,

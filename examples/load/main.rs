@@ -44,6 +44,9 @@ struct Args {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: String,
+    /// TLS and credentials.
+    #[command(flatten)]
+    connect: drive::ConnectOptions,
     /// What to run.
     #[command(subcommand)]
     run: Run,
@@ -100,6 +103,7 @@ enum Run {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    drive::configure(args.connect);
     let addr = &args.addr;
     match args.run {
         Run::Create(load) => ingest::create(addr, load).await,

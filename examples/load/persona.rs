@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::drive::Connection;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use segmentd::grpc::pb;
 use segmentd::grpc::pb::activity_service_client::ActivityServiceClient;
 use segmentd::grpc::pb::persona_service_client::PersonaServiceClient;
-use tonic::transport::Channel;
 
 use crate::counted::counted_persona_call;
 use crate::data::customer_id;
@@ -136,7 +136,7 @@ pub async fn persona(addr: &str, load: PersonaLoad) -> anyhow::Result<()> {
 /// customers, until aborted; `recorded` counts the calls answered, and a
 /// refused call ends it with the error.
 async fn record_purchases(
-    channel: Channel,
+    channel: Connection,
     rate: u64,
     customers: u64,
     recorded: Arc<AtomicU64>,

@@ -6,6 +6,7 @@
 //!   restore`.
 
 mod backup;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -202,6 +203,9 @@ struct ServeArgs {
     /// The online backup's bound.
     #[command(flatten)]
     backup: backup::BackupServeArgs,
+    /// Prometheus metrics.
+    #[command(flatten)]
+    metrics: metrics::MetricsArgs,
 }
 
 /// Flags of `segmentd healthcheck`.
@@ -316,12 +320,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %args.data_dir.display(), durability = ?args.durability, "listening");
-    server::run(
-        server::Listeners::api(listener),
-        args.config(),
-        server::shutdown_signal(),
-    )
-    .await
+    let mut listeners = server::Listeners::api(listener);
+    listeners.metrics = args.metrics.bind().await?;
+    server::run(listeners, args.config(), server::shutdown_signal()).await
 }
 
 /// Runs the command line; what `main` calls.

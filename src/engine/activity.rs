@@ -240,6 +240,9 @@ fn record(shared: &Shared, batch: ActivityBatch) -> Result<RecordCounts> {
             index.add_engagement(row, engagement.kind, event);
         }
     }
+    shared
+        .counters
+        .recorded(new_purchases.len(), new_engagements.len());
     Ok(RecordCounts {
         accepted,
         duplicates: total - accepted,

@@ -14,6 +14,7 @@
 //!   as of a time, over the index.
 //! - `select`, `bits`: compiled rules evaluated a column at a time into
 //!   bit sets.
+//! - `stats`: numbers about the engine at work, for the metrics.
 //!
 //! # Where work runs
 //!
@@ -56,6 +57,7 @@ mod personas;
 mod rfm;
 mod segments;
 mod select;
+mod stats;
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
@@ -73,6 +75,7 @@ pub use personas::{
     Assignment, CompiledCatalog, ConditionResult, NextStep, PersonaCounts, Rejected,
 };
 pub use segments::{compile_filter, Breakdown, Group, MemberPage, Preview, MAX_DIMENSIONS};
+pub use stats::EngineStats;
 
 /// The most records a write may change and still run inline: a write of a
 /// few records takes microseconds.
@@ -106,6 +109,8 @@ struct Shared {
     settings: EngineSettings,
     /// The persona catalog in force, compiled.
     catalog: RwLock<Arc<CompiledCatalog>>,
+    /// What the engine counts as it works, for the metrics.
+    counters: stats::Counters,
 }
 
 impl Shared {
@@ -177,7 +182,10 @@ impl Engine {
     pub async fn open(options: StoreOptions, settings: EngineSettings) -> Result<Self> {
         let shared = tokio::task::spawn_blocking(move || -> Result<Shared> {
             let store = Store::open(&options)?;
+            let rebuild_started = std::time::Instant::now();
             let index = FeatureIndex::rebuild(&store, settings.thresholds)?;
+            let counters = stats::Counters::default();
+            counters.rebuilt(rebuild_started.elapsed());
             // The first RFM score would otherwise find the bounds while
             // other calls wait for it.
             index.rfm_bounds();
@@ -195,6 +203,7 @@ impl Engine {
                 index: RwLock::new(index),
                 writer: Mutex::new(()),
                 settings,
+                counters,
             })
         })
         .await

@@ -1,7 +1,9 @@
 //! Runs the gRPC server: health, reflection and the API on one listener,
-//! with the store opened in the background and a bounded graceful drain.
+//! with the store opened in the background and a bounded graceful drain;
+//! and, on a listener of their own, its Prometheus metrics ([`metrics`]).
 
 mod kill_switch;
+pub mod metrics;
 
 use std::future::Future;
 use std::time::Duration;
@@ -122,12 +124,14 @@ async fn open_engine(
 pub struct Listeners {
     /// The gRPC API, with health and reflection.
     pub api: TcpListener,
+    /// Prometheus metrics over HTTP (`GET /metrics`); none when `None`.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
     /// The API listener alone.
     pub fn api(api: TcpListener) -> Self {
-        Listeners { api }
+        Listeners { api, metrics: None }
     }
 }
 
@@ -156,6 +160,13 @@ pub async fn run(
         .build_v1alpha()?;
 
     let slot = EngineSlot::default();
+    let metrics = metrics::Metrics::new(slot.clone());
+    // Dropped, as on an early return, the metrics listener stops too.
+    let mut metrics_listener = None;
+    if let Some(listener) = listeners.metrics {
+        tracing::info!(addr = %listener.local_addr()?, "serving metrics on /metrics");
+        metrics_listener = Some(metrics::MetricsListener::start(listener, metrics.clone()));
+    }
     let customers = CustomerServiceServer::new(CustomerApi::new(slot.clone(), config.limits))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes)
@@ -205,12 +216,14 @@ pub async fn run(
             accepted.map(|tcp| kill_switch::KillableConnection::new(tcp, &connections))
         });
     let (stop, stopped) = oneshot::channel::<()>();
+    // The per-connection concurrency limit is kept by the metrics layer,
+    // which counts what it sheds; tonic's own would shed outside every layer.
     let server = Server::builder()
-        .concurrency_limit_per_connection(config.concurrency_per_connection)
         .load_shed(true)
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .layer(metrics.layer(config.concurrency_per_connection))
         .layer(trace::rpc_spans())
         .layer(status::refused_requests())
         .add_service(health_service)
@@ -252,6 +265,9 @@ pub async fn run(
         }
     }
     flush(&slot).await?;
+    if let Some(listener) = metrics_listener {
+        listener.stop().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

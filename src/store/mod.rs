@@ -39,6 +39,7 @@ mod codec;
 mod commit;
 
 pub use codec::{ActivityView, EngagementView, PurchaseView};
+pub use commit::{FlushCounts, FLUSH_BUCKETS_MICROS};
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -419,6 +420,16 @@ impl Store {
     /// Flushes everything to disk; blocking. Used at shutdown.
     pub fn flush(&self) -> Result<()> {
         self.db.flush().map(|_| ()).map_err(storage_error)
+    }
+
+    /// The group commits so far: how many, and how long they took.
+    pub fn flush_counts(&self) -> FlushCounts {
+        self.commit.stats()
+    }
+
+    /// The bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.db.size_on_disk().map_err(storage_error)
     }
 }
 

@@ -11,6 +11,7 @@ mod health;
 mod import;
 mod importer;
 mod malformed;
+mod metrics;
 mod personas;
 mod saved_segments;
 mod segments;

@@ -74,16 +74,36 @@ impl TestServer {
     /// A server with `config`, not yet necessarily SERVING.
     pub async fn spawn(config: ServerConfig) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        Self::spawn_on(server::Listeners::api(listener), config).await
+    }
+
+    /// A server on a fresh data directory, with a metrics listener and
+    /// `configure`d, once it is SERVING; and the metrics listener's address.
+    pub async fn start_with_metrics(
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> (TestServer, SocketAddr) {
+        let temp = tempfile::tempdir().unwrap();
+        let mut config = config(temp.path());
+        configure(&mut config);
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = metrics.local_addr().unwrap();
+        let mut listeners = server::Listeners::api(api);
+        listeners.metrics = Some(metrics);
+        let mut server = Self::spawn_on(listeners, config).await;
+        server._temp = Some(temp);
+        server.wait_serving().await;
+        (server, metrics_addr)
+    }
+
+    /// A server on `listeners` with `config`, not yet necessarily SERVING.
+    pub async fn spawn_on(listeners: server::Listeners, config: ServerConfig) -> TestServer {
+        let addr = listeners.api.local_addr().unwrap();
         let data_dir = config.store.path.clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(
-            server::Listeners::api(listener),
-            config,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(server::run(listeners, config, async {
+            let _ = stopped.await;
+        }));
         TestServer {
             addr,
             data_dir,
