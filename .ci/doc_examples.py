@@ -10,6 +10,12 @@ on the data of the examples above it in the same document, and on nothing
 else. Times and etags differ from run to run and are masked on both sides.
 With --update, the documents' outputs are rewritten instead.
 
+A document that starts with `<!-- doc-server: tls -->` gets a TLS server:
+a throwaway CA and server certificate (for localhost and 127.0.0.1) are
+made with openssl, and its examples run in a directory that holds the CA
+as `ca.pem`, with the server's plaintext health listener at
+localhost:50052.
+
 Usage: doc_examples.py BINARY [--update] [DOCUMENT...]
 
 Without DOCUMENT, README.md and docs/*.md are run, those without examples
@@ -29,9 +35,18 @@ import time
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```\n", re.S | re.M)
-VOLATILE = re.compile(r'"(createTime|updateTime|etag)": "[^"]*"')
+VOLATILE = re.compile(r'"(createTime|updateTime|etag|nextPageToken)": "[^"]*"')
 # The address the examples are written for.
 DOCUMENTED_ADDRESS = re.compile(r"\b(localhost|127\.0\.0\.1):50051\b")
+# The address of the health listener in the examples of a TLS server.
+DOCUMENTED_HEALTH_ADDRESS = re.compile(r"\b(localhost|127\.0\.0\.1):50052\b")
+# How a document asks for a server other than the plaintext default.
+DOC_SERVER = re.compile(r"\A<!-- doc-server: (\w+) -->")
+# Extensions of the throwaway server certificate.
+SERVER_EXTENSIONS = """subjectAltName = DNS:localhost, IP:127.0.0.1
+extendedKeyUsage = serverAuth
+basicConstraints = CA:FALSE
+"""
 
 
 def free_port():
@@ -58,31 +73,64 @@ def examples(document, text):
     return pairs
 
 
-def script_of(command, binary, port):
+def script_of(command, binary, server):
     """The example as bash runs it: against this server, with this binary."""
-    script = DOCUMENTED_ADDRESS.sub(f"127.0.0.1:{port}", command)
+    script = DOCUMENTED_ADDRESS.sub(f"127.0.0.1:{server.port}", command)
+    if server.health_port:
+        script = DOCUMENTED_HEALTH_ADDRESS.sub(f"127.0.0.1:{server.health_port}", script)
     if script.startswith("segmentd "):
         script = shlex.quote(binary) + script[len("segmentd"):]
     return script
 
 
-class Server:
-    """segmentd on a free port and a fresh data directory."""
+def make_certificates(directory):
+    """A throwaway CA (ca.pem) and a server certificate it signed
+    (server.pem, server.key) in `directory`."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+            "-subj", "/CN=segmentd docs CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    with open(os.path.join(directory, "server.ext"), "w") as extensions:
+        extensions.write(SERVER_EXTENSIONS)
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-extfile", "server.ext", "-out", "server.pem")
 
-    def __init__(self, binary):
+
+class Server:
+    """segmentd on a free port and a fresh data directory; with TLS and a
+    health listener when `tls`, its CA in `workdir`."""
+
+    def __init__(self, binary, tls=False):
         self.binary = binary
         self.port = free_port()
+        self.health_port = None
         data_dir = tempfile.mkdtemp(prefix="segmentd-docs-")
+        self.workdir = None
+        flags = []
+        if tls:
+            self.workdir = os.path.join(data_dir, "work")
+            os.mkdir(self.workdir)
+            make_certificates(data_dir)
+            os.rename(os.path.join(data_dir, "ca.pem"), os.path.join(self.workdir, "ca.pem"))
+            self.health_port = free_port()
+            flags = ["--tls-cert", os.path.join(data_dir, "server.pem"),
+                     "--tls-key", os.path.join(data_dir, "server.key"),
+                     "--health-listen", f"127.0.0.1:{self.health_port}"]
         self.log = open(os.path.join(data_dir, "server.log"), "w+")
         self.process = subprocess.Popen(
             [binary, "serve", "--listen", f"127.0.0.1:{self.port}",
-             "--data-dir", os.path.join(data_dir, "db"), "--log-format", "json"],
+             "--data-dir", os.path.join(data_dir, "db"), "--log-format", "json", *flags],
             stdout=self.log, stderr=self.log)
 
     def wait_serving(self):
+        tls = ["--tls-ca", os.path.join(self.workdir, "ca.pem")] if self.workdir else []
         for _ in range(300):
-            check = subprocess.run([self.binary, "healthcheck", "--addr", f"127.0.0.1:{self.port}"],
-                                   capture_output=True)
+            check = subprocess.run([self.binary, "healthcheck", "--addr", f"127.0.0.1:{self.port}",
+                                    *tls], capture_output=True)
             if check.returncode == 0:
                 return
             time.sleep(0.1)
@@ -108,13 +156,17 @@ def run_document(document, binary, update):
     if not pairs:
         return 0, 0, 0
     print(f"--- {document}")
-    server = Server(binary)
+    kind = DOC_SERVER.match(text)
+    if kind and kind.group(1) != "tls":
+        sys.exit(f"{document}: unknown doc-server {kind.group(1)!r}")
+    server = Server(binary, tls=bool(kind))
     failures, replacements = 0, []
     try:
         server.wait_serving()
         for command, expected in pairs:
-            script = script_of(command.group(2), binary, server.port)
-            run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+            script = script_of(command.group(2), binary, server)
+            run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                                 cwd=server.workdir)
             actual = (run.stdout + run.stderr).strip() + "\n"
             title = command.group(2).splitlines()[0][:100]
             if normalise(actual) == normalise(expected.group(2)):

@@ -41,6 +41,8 @@ pub struct BackupArgs {
     /// How long to wait for the connection, e.g. `5s`.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     connect_timeout: Duration,
+    #[command(flatten)]
+    tls: super::tls::ClientTlsArgs,
 }
 
 /// Flags of `segmentd restore`.
@@ -56,7 +58,8 @@ pub struct RestoreArgs {
 
 /// Runs `segmentd backup` and prints what the file holds.
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
-    let report = crate::client::backup::run(&args.addr, &args.out, args.connect_timeout).await?;
+    let endpoint = args.tls.endpoint(&args.addr)?;
+    let report = crate::client::backup::run_at(endpoint, &args.out, args.connect_timeout).await?;
     println!(
         "{}: {} bytes, {} puts, {} deletes, in {:.1} s",
         args.out.display(),

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod tls;
+
 use crate::client::import::ImportOptions;
 use crate::domain::features::Thresholds;
 use crate::domain::CurrencyCode;
@@ -67,6 +69,8 @@ struct PersonaArgs {
     /// How long to wait for an answer, e.g. `5s`.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: tls::ClientTlsArgs,
 }
 
 /// Flags of `segmentd import`.
@@ -88,6 +92,8 @@ struct ImportArgs {
     /// Rows per request.
     #[arg(long, default_value_t = 1000)]
     batch_size: usize,
+    #[command(flatten)]
+    tls: tls::ClientTlsArgs,
 }
 
 fn import(args: ImportArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
@@ -98,7 +104,9 @@ fn import(args: ImportArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result
         strict: args.strict,
         batch_size: args.batch_size.clamp(1, 1000),
     };
-    let (customers, activity) = runtime.block_on(crate::client::import::run(&options))?;
+    let endpoint = args.tls.endpoint(&options.addr)?;
+    let (customers, activity) =
+        runtime.block_on(crate::client::import::run_at(endpoint, &options))?;
     if let (Some(summary), Some(path)) = (customers, &options.customers) {
         println!(
             "{}: {} rows: {} customers created, {} replaced, {} rows skipped",
@@ -206,6 +214,8 @@ struct ServeArgs {
     /// Prometheus metrics.
     #[command(flatten)]
     metrics: metrics::MetricsArgs,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 /// Flags of `segmentd healthcheck`.
@@ -220,6 +230,8 @@ struct HealthcheckArgs {
     /// How long to wait for an answer, e.g. `3s`.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: tls::ClientTlsArgs,
 }
 
 /// The values of `--durability`: the store's [`Durability`], named for
@@ -308,6 +320,7 @@ impl ServeArgs {
             keepalive_interval: self.keepalive_interval,
             keepalive_timeout: self.keepalive_timeout,
             shutdown_grace: self.shutdown_grace,
+            transport: self.tls.transport(),
             backup: self.backup.limits(),
         }
     }
@@ -320,8 +333,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %args.data_dir.display(), durability = ?args.durability, "listening");
-    let mut listeners = server::Listeners::api(listener);
-    listeners.metrics = args.metrics.bind().await?;
+    let listeners = server::Listeners {
+        api: listener,
+        health: args.tls.bind_health().await?,
+        metrics: args.metrics.bind().await?,
+    };
     server::run(listeners, args.config(), server::shutdown_signal()).await
 }
 
@@ -341,18 +357,16 @@ pub fn main() -> ExitCode {
         Some(Command::Import(args)) => import(args, &runtime),
         Some(Command::Backup(args)) => runtime.block_on(backup::backup(args)),
         Some(Command::Restore(args)) => backup::restore(args),
-        Some(Command::Persona(args)) => runtime.block_on(crate::client::persona::show(
-            &args.addr,
-            &args.customer,
-            args.at.as_deref(),
-            args.timeout,
-        )),
+        Some(Command::Persona(args)) => runtime.block_on(async {
+            let endpoint = args.tls.endpoint(&args.addr)?;
+            crate::client::persona::show(endpoint, &args.customer, args.at.as_deref(), args.timeout)
+                .await
+        }),
         Some(Command::Healthcheck(args)) => {
-            match runtime.block_on(crate::client::healthcheck::check(
-                &args.addr,
-                &args.service,
-                args.timeout,
-            )) {
+            match runtime.block_on(async {
+                let endpoint = args.tls.endpoint(&args.addr)?;
+                crate::client::healthcheck::check_at(endpoint, &args.service, args.timeout).await
+            }) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::FAILURE,
                 Err(error) => Err(error),

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use tonic::transport::Endpoint;
 
 use crate::grpc::pb;
 use crate::grpc::pb::admin_service_client::AdminServiceClient;
@@ -37,25 +38,31 @@ fn temporary_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-/// Takes a backup of the server at `addr` into `out`; `connect_timeout`
-/// bounds the connection only, for a backup takes as long as the store is
-/// large.
+/// Takes a backup of the server at `addr`, in plaintext, into `out`; see
+/// [`run_at`].
 pub async fn run(
     addr: &str,
     out: &Path,
     connect_timeout: Duration,
 ) -> anyhow::Result<BackupReport> {
+    run_at(super::channel::endpoint(addr, None)?, out, connect_timeout).await
+}
+
+/// Takes a backup of the server at `endpoint` into `out`;
+/// `connect_timeout` bounds the connection only, for a backup takes as
+/// long as the store is large.
+pub async fn run_at(
+    endpoint: Endpoint,
+    out: &Path,
+    connect_timeout: Duration,
+) -> anyhow::Result<BackupReport> {
     let started = Instant::now();
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let channel = tonic::transport::Endpoint::from_shared(uri)?
+    let uri = endpoint.uri().clone();
+    let channel = endpoint
         .connect_timeout(connect_timeout)
         .connect()
         .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
+        .with_context(|| format!("cannot connect to {uri}"))?;
     let mut chunks = AdminServiceClient::new(channel)
         .backup_store(pb::BackupStoreRequest {})
         .await

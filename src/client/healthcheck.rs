@@ -3,19 +3,25 @@
 
 use std::time::Duration;
 
+use tonic::transport::Endpoint;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-/// Asks the server at `addr` about `service` ("" for the whole server).
-/// Returns whether it is SERVING.
+/// Asks the server at `addr`, in plaintext, about `service` ("" for the
+/// whole server). Returns whether it is SERVING.
 pub async fn check(addr: &str, service: &str, timeout: Duration) -> anyhow::Result<bool> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let channel = tonic::transport::Endpoint::from_shared(uri)?
+    check_at(super::channel::endpoint(addr, None)?, service, timeout).await
+}
+
+/// Asks the server at `endpoint` about `service` ("" for the whole server).
+/// Returns whether it is SERVING.
+pub async fn check_at(
+    endpoint: Endpoint,
+    service: &str,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let channel = endpoint
         .connect_timeout(timeout)
         .timeout(timeout)
         .connect()

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -369,15 +369,19 @@ async fn import_activity(
 pub async fn run(
     options: &ImportOptions,
 ) -> anyhow::Result<(Option<FileSummary>, Option<FileSummary>)> {
+    run_at(super::channel::endpoint(&options.addr, None)?, options).await
+}
+
+/// Runs an import into the server at `endpoint` (`options.addr` names it
+/// in errors); returns the summaries of the customer and activity files.
+pub async fn run_at(
+    endpoint: Endpoint,
+    options: &ImportOptions,
+) -> anyhow::Result<(Option<FileSummary>, Option<FileSummary>)> {
     if options.customers.is_none() && options.activity.is_none() {
         bail!("nothing to import: give --customers FILE, --activity FILE or both");
     }
-    let uri = if options.addr.contains("://") {
-        options.addr.clone()
-    } else {
-        format!("http://{}", options.addr)
-    };
-    let channel = tonic::transport::Endpoint::from_shared(uri)?
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot connect to {}", options.addr))?;

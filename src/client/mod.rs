@@ -2,6 +2,7 @@
 //! its public API: `healthcheck`, `import`, `persona` and `backup`.
 
 pub mod backup;
+pub mod channel;
 pub mod healthcheck;
 pub mod import;
 pub mod persona;

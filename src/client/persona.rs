@@ -4,22 +4,19 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use tonic::transport::Endpoint;
+
 use crate::grpc::pb;
 use crate::grpc::pb::persona_service_client::PersonaServiceClient;
 
-/// Asks the server at `addr` for the persona of `name` (`customers/ID`, or
+/// Asks the server at `endpoint` for the persona of `name` (`customers/ID`, or
 /// just the id) as of `at` (RFC 3339; now when `None`), and prints it.
 pub async fn show(
-    addr: &str,
+    endpoint: Endpoint,
     name: &str,
     at: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
     let evaluation_time = match at {
         Some(text) => {
             let parsed =
@@ -34,7 +31,7 @@ pub async fn show(
         }
         None => None,
     };
-    let channel = tonic::transport::Endpoint::from_shared(uri)?
+    let channel = endpoint
         .connect_timeout(timeout)
         .timeout(timeout)
         .connect()

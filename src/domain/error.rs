@@ -1,6 +1,46 @@
 //! The one error type of the domain, mapped to a gRPC status in `grpc/`.
+//!
+//! An error never repeats a client's value at length: a value it echoes is
+//! cut to [`MAX_ECHO_CHARS`] characters ([`echo`]), and every description
+//! to a bound of its own, whatever built it; field paths are kept whole,
+//! since updates match violations to fields by them, and the status
+//! mapping cuts them. A client whose library limits the size of a status
+//! (grpc-core allows 16 KiB of metadata) still hears what was wrong.
 
 use std::fmt;
+
+/// The most characters of a client's value that an error repeats.
+pub const MAX_ECHO_CHARS: usize = 64;
+/// The most characters of a field path in a message or a status.
+pub const MAX_FIELD_CHARS: usize = 128;
+/// The most characters of a violation's description.
+const MAX_DESCRIPTION_CHARS: usize = 256;
+
+/// `value` as an error repeats it: quoted, and past [`MAX_ECHO_CHARS`]
+/// characters cut with `…` and followed by its length, e.g.
+/// `"xxxx…" (1048576 characters)`.
+pub fn echo(value: &str) -> String {
+    match value.char_indices().nth(MAX_ECHO_CHARS) {
+        None => format!("{value:?}"),
+        Some((end, _)) => format!(
+            "{:?} ({} characters)",
+            format!("{}…", &value[..end]),
+            value.chars().count()
+        ),
+    }
+}
+
+/// `text` cut to `max` characters, with `…` and the length it had.
+pub fn bounded(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text,
+        Some((end, _)) => format!(
+            "{}… (cut from {} characters)",
+            &text[..end],
+            text.chars().count()
+        ),
+    }
+}
 
 /// One invalid field of a request, named by its path, e.g. `customer.birth_date`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,6 +49,16 @@ pub struct FieldViolation {
     pub field: String,
     /// What is wrong with the value, and what would be right.
     pub description: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field`, its description cut to its bound.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        FieldViolation {
+            field: field.into(),
+            description: bounded(description.into(), MAX_DESCRIPTION_CHARS),
+        }
+    }
 }
 
 /// Everything a request can fail with.
@@ -23,7 +73,18 @@ pub enum Error {
     /// The named resource exists already.
     #[error("{0} already exists")]
     AlreadyExists(String),
-    /// The resource is not in the state the request requires, e.g. an etag mismatch.
+    /// The request was made against another version of the resource than
+    /// the stored one: its etag is not the current one. Read the resource
+    /// again and retry (AIP-154).
+    #[error("etag {} is not the current etag of {name}: it changed since it was read; read it again", echo(.etag))]
+    EtagMismatch {
+        /// The resource name, e.g. `customers/42`.
+        name: String,
+        /// The etag the request sent.
+        etag: String,
+    },
+    /// The resource is not in the state the request requires, e.g. a
+    /// persona for a customer who objects to profiling.
     #[error("{0}")]
     FailedPrecondition(String),
     /// An input is over one of the configured limits.
@@ -43,14 +104,15 @@ pub enum Error {
 }
 
 fn summarize(violations: &[FieldViolation]) -> String {
-    match violations {
-        [] => "invalid argument".to_owned(),
-        [one] => format!("invalid {}: {}", one.field, one.description),
-        [first, rest @ ..] => format!(
-            "invalid {}: {} (and {} more field violations)",
-            first.field,
-            first.description,
-            rest.len()
+    let Some(first) = violations.first() else {
+        return "invalid argument".to_owned();
+    };
+    let field = bounded(first.field.clone(), MAX_FIELD_CHARS);
+    match violations.len() - 1 {
+        0 => format!("invalid {field}: {}", first.description),
+        more => format!(
+            "invalid {field}: {} (and {more} more field violations)",
+            first.description
         ),
     }
 }
@@ -58,10 +120,15 @@ fn summarize(violations: &[FieldViolation]) -> String {
 impl Error {
     /// An INVALID_ARGUMENT for a single field.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Error::InvalidArgument(vec![FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        }])
+        Error::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    /// An etag mismatch of the resource `name`: the request sent `etag`.
+    pub fn etag_mismatch(name: String, etag: &str) -> Self {
+        Error::EtagMismatch {
+            name,
+            etag: etag.to_owned(),
+        }
     }
 
     /// An internal error carrying context for the log.
@@ -78,9 +145,11 @@ impl Error {
             Error::InvalidArgument(violations) => Error::InvalidArgument(
                 violations
                     .into_iter()
-                    .map(|violation| FieldViolation {
-                        field: format!("{prefix}{}", violation.field),
-                        description: violation.description,
+                    .map(|violation| {
+                        FieldViolation::new(
+                            format!("{prefix}{}", violation.field),
+                            violation.description,
+                        )
                     })
                     .collect(),
             ),
@@ -99,10 +168,7 @@ pub struct Violations {
 impl Violations {
     /// Records a violation of `field`.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.found.push(FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        });
+        self.found.push(FieldViolation::new(field, description));
     }
 
     /// Records the error of `result`, if any, against `field`, and returns its value.
@@ -144,11 +210,12 @@ impl Violations {
     /// Moves the violations of `other`, whose paths are relative to a part
     /// of the value checked here, into this collector under `prefix`.
     pub fn extend_under(&mut self, prefix: &str, other: Violations) {
-        self.found
-            .extend(other.found.into_iter().map(|violation| FieldViolation {
-                field: format!("{prefix}{}", violation.field),
-                description: violation.description,
-            }));
+        self.found.extend(other.found.into_iter().map(|violation| {
+            FieldViolation::new(
+                format!("{prefix}{}", violation.field),
+                violation.description,
+            )
+        }));
     }
 
     /// `Ok(value)` when nothing was recorded, else INVALID_ARGUMENT with every violation.
@@ -163,3 +230,45 @@ impl Violations {
 
 /// The result type of the domain.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_are_cut_and_say_how_long_the_value_was() {
+        assert_eq!(echo("ZZ"), "\"ZZ\"");
+        let long = "é".repeat(1_000_000);
+        let echoed = echo(&long);
+        assert!(echoed.starts_with(&format!("\"{}…\"", "é".repeat(MAX_ECHO_CHARS))));
+        assert!(echoed.ends_with("(1000000 characters)"), "{echoed}");
+        assert_eq!(echo(&"x".repeat(MAX_ECHO_CHARS)).len(), MAX_ECHO_CHARS + 2);
+    }
+
+    #[test]
+    fn violations_are_bounded_whoever_built_them() {
+        let huge = "x".repeat(1 << 20);
+        let mut violations = Violations::default();
+        violations.add("name", format!("expected a name, got {huge:?}"));
+        let Err(Error::InvalidArgument(found)) = violations.into_result(()) else {
+            panic!("expected INVALID_ARGUMENT");
+        };
+        assert!(found[0].description.chars().count() < MAX_DESCRIPTION_CHARS + 40);
+        assert!(found[0]
+            .description
+            .ends_with(&format!("(cut from {} characters)", huge.len() + 23)));
+        let Error::InvalidArgument(found) = Error::invalid("f", huge).under("customer.") else {
+            panic!("expected INVALID_ARGUMENT");
+        };
+        assert_eq!(found[0].field, "customer.f");
+        assert!(found[0].description.len() < 400);
+    }
+
+    #[test]
+    fn an_etag_mismatch_echoes_a_bounded_etag() {
+        let error = Error::etag_mismatch("customers/a".into(), &"e".repeat(10_000));
+        let message = error.to_string();
+        assert!(message.len() < 300, "{message}");
+        assert!(message.contains("(10000 characters)"));
+    }
+}

@@ -32,10 +32,9 @@ pub struct ImportCounts {
 
 fn check_etag(customer: &Customer, expected: Option<&str>) -> Result<()> {
     match expected {
-        Some(etag) if etag != customer.etag() => Err(Error::FailedPrecondition(format!(
-            "etag {etag:?} is not the current etag of {}: it changed since it was read; read it again",
-            customer.id.name()
-        ))),
+        Some(etag) if etag != customer.etag() => {
+            Err(Error::etag_mismatch(customer.id.name(), etag))
+        }
         _ => Ok(()),
     }
 }

@@ -74,7 +74,9 @@ pub use listing::CustomerPage;
 pub use personas::{
     Assignment, CompiledCatalog, ConditionResult, NextStep, PersonaCounts, Rejected,
 };
-pub use segments::{compile_filter, Breakdown, Group, MemberPage, Preview, MAX_DIMENSIONS};
+pub use segments::{
+    compile_filter, segment_etag, Breakdown, Group, MemberPage, Preview, MAX_DIMENSIONS,
+};
 pub use stats::EngineStats;
 
 /// The most records a write may change and still run inline: a write of a
@@ -216,6 +218,12 @@ impl Engine {
     /// The settings in force.
     pub fn settings(&self) -> &EngineSettings {
         &self.shared.settings
+    }
+
+    /// The key that authenticates page tokens, kept in the store; never
+    /// to be sent.
+    pub fn page_token_key(&self) -> &crate::store::PageTokenKey {
+        self.shared.store.page_token_key()
     }
 
     /// What the index holds, and the memory it takes.

@@ -83,6 +83,22 @@ pub fn compile_filter(source: &str) -> std::result::Result<Predicate, String> {
     compile(source).map_err(|error| format!("at character {}: {}", error.position, error.message))
 }
 
+/// The etag of a segment: changes on every write of it, as a customer's
+/// does.
+pub fn segment_etag(segment: &Segment) -> String {
+    format!("{:x}", segment.update_time.as_nanos())
+}
+
+/// An etag mismatch unless `expected` is unset or the segment's etag.
+fn check_etag(segment: &Segment, expected: Option<&str>) -> Result<()> {
+    match expected {
+        Some(etag) if etag != segment_etag(segment) => {
+            Err(Error::etag_mismatch(segment.id.name(), etag))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn stored_rule(segment: &Segment) -> Result<Predicate> {
     compile(&segment.filter).map_err(|error| {
         Error::internal(format!(
@@ -423,16 +439,18 @@ impl Engine {
     }
 
     /// Changes a segment with `change`, which gets the stored one; the
-    /// revision goes up by one. Violations name fields relative to the
-    /// segment.
+    /// revision goes up by one. With an `etag`, the stored segment's must
+    /// equal it. Violations name fields relative to the segment.
     pub async fn update_segment(
         &self,
         id: SegmentId,
+        etag: Option<String>,
         change: impl FnOnce(&mut Segment) + Send + 'static,
     ) -> Result<Segment> {
         let saved = self
             .write(1, move |shared| {
                 let mut segment = read_segment(shared, &id)?;
+                check_etag(&segment, etag.as_deref())?;
                 change(&mut segment);
                 compile_filter(&segment.filter)
                     .map_err(|description| Error::invalid("filter", description))?;
@@ -446,9 +464,12 @@ impl Engine {
         Ok(saved)
     }
 
-    /// Deletes a segment.
-    pub async fn delete_segment(&self, id: SegmentId) -> Result<()> {
+    /// Deletes a segment; with an `etag`, only if it is the stored one's.
+    pub async fn delete_segment(&self, id: SegmentId, etag: Option<String>) -> Result<()> {
         self.write(1, move |shared| {
+            if let Some(etag) = etag.as_deref() {
+                check_etag(&read_segment(shared, &id)?, Some(etag))?;
+            }
             if shared.store.delete_segment(&id)? {
                 Ok(())
             } else {

@@ -12,6 +12,7 @@ use super::paging::{page_size, page_time, PagedRequest};
 use super::pb::customer_service_server::CustomerService;
 use super::pb::{self};
 use super::{finish_import, next_message, ready, ApiLimits, EngineSlot};
+use crate::domain::error::echo;
 use crate::domain::{CustomerId, Error, Timestamp};
 use crate::engine::{compile_filter, CustomerUpdate, Engine, ImportCounts};
 
@@ -48,7 +49,8 @@ fn request_id(text: String) -> Checked<Option<String>> {
         Err(_) => Err(Error::invalid(
             "request_id",
             format!(
-                "expected a UUID such as 3fa85f64-5717-4562-b3fc-2c963f66afa6, got {request_id:?}"
+                "expected a UUID such as 3fa85f64-5717-4562-b3fc-2c963f66afa6, got {}",
+                echo(&request_id)
             ),
         )),
     }
@@ -146,7 +148,8 @@ impl CustomerService for CustomerApi {
         let engine = ready(&self.engine)?;
         let request = request.into_inner();
         let page_size = page_size(request.page_size, self.limits)?;
-        let paged = PagedRequest::new("ListCustomers").field(&request.filter);
+        let paged =
+            PagedRequest::new(engine.page_token_key(), "ListCustomers").field(&request.filter);
         let (rule, requested) = (
             field("filter", compile_filter(&request.filter)),
             optional_evaluation_time(request.evaluation_time.as_ref()),

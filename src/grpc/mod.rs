@@ -93,7 +93,9 @@ fn stream_of<T>(messages: Vec<T>) -> ReadyStream<T> {
 
 /// Ends a client-streaming import: makes everything applied durable, then
 /// answers with `outcome`. An error says which message stopped the stream
-/// and that the `batches` before it (`applied`) are durable.
+/// and that the `batches` before it (`applied`) are durable, and keeps the
+/// refusal's details (its field violations, with paths such as
+/// `customers[5].location.country_code`).
 async fn finish_import<T>(
     engine: &Engine,
     outcome: Result<T, tonic::Status>,
@@ -101,17 +103,25 @@ async fn finish_import<T>(
     applied: &str,
 ) -> Result<tonic::Response<T>, tonic::Status> {
     engine.durable().await?;
-    match outcome {
-        Ok(response) => Ok(tonic::Response::new(response)),
-        Err(status) => Err(tonic::Status::with_details(
-            status.code(),
-            format!(
-                "message {batches} was refused, and the stream stopped there; the {batches} messages before it ({applied}) were applied and are durable: {}",
-                status.message()
-            ),
-            status.details().to_vec().into(),
-        )),
-    }
+    let refusal = match outcome {
+        Ok(response) => return Ok(tonic::Response::new(response)),
+        Err(refusal) => refusal,
+    };
+    let message = match batches {
+        0 => format!(
+            "message 0 was refused, and the stream stopped there; nothing was applied: {}",
+            refusal.message()
+        ),
+        _ => format!(
+            "message {batches} was refused, and the stream stopped there; the {batches} messages before it ({applied}) were applied and are durable: {}",
+            refusal.message()
+        ),
+    };
+    Err(status::restated(
+        &refusal,
+        message,
+        ("message_index", batches.to_string()),
+    ))
 }
 
 #[cfg(test)]

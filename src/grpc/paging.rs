@@ -10,30 +10,43 @@
 //! | 1–8 | the request's fingerprint, a u64, big-endian |
 //! | 9 | 1 when an evaluation time follows, else 0 |
 //! | 10–17 | only with that flag: the first page's evaluation time, i64 nanoseconds since the epoch, big-endian |
-//! | rest | the position: the key of the last item returned, in the call's encoding ([`Position`]) |
+//! | then | the position: the key of the last item returned, in the call's encoding ([`Position`]) |
+//! | last 16 | the tag: HMAC-SHA-256 of every byte before it, under the store's page-token key, cut to 16 bytes |
 //!
-//! The fingerprint is FNV-1a (64 bits) over the method name and every
-//! request field the pages depend on (filter, parent, segment) other than
-//! `page_size`, `page_token` and `evaluation_time`. A token sent with other
-//! such fields, or to another method, is refused. The evaluation time is
-//! kept whole instead: later pages are answered as of the first page's
-//! time, and may leave `evaluation_time` unset or repeat it.
+//! The tag makes a token unforgeable: one the server did not make, or
+//! changed in any bit, is refused, and the key never leaves the server
+//! (it is kept in the store, so tokens outlive a restart). The fingerprint
+//! is FNV-1a (64 bits) over the method name and every request field the
+//! pages depend on (filter, parent, segment) other than `page_size`,
+//! `page_token` and `evaluation_time`. A token sent with other such
+//! fields, or to another method, is refused. The evaluation time is kept
+//! whole instead: later pages are answered as of the first page's time,
+//! and may leave `evaluation_time` unset or repeat it.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
 
 use super::ApiLimits;
 use crate::domain::segment::SegmentId;
 use crate::domain::{CustomerId, Error, Timestamp};
+use crate::store::PageTokenKey;
 
 /// The default page size of List calls.
 const DEFAULT_PAGE_SIZE: usize = 50;
 /// The version byte that opens every page token of this format.
-pub const TOKEN_VERSION: u8 = 1;
+pub const TOKEN_VERSION: u8 = 2;
 /// Bytes before the evaluation time: version, fingerprint and flag.
 const HEADER_LEN: usize = 10;
+/// Bytes of the tag that ends a token.
+const TAG_LEN: usize = 16;
 
-/// Checks `page_size` against the default and the cap.
+/// The MAC of page tokens.
+type TokenMac = Hmac<Sha256>;
+
+/// The page size of a request: the default for 0, and at most the cap; a
+/// larger one is reduced to the cap (AIP-158).
 pub fn page_size(requested: i32, limits: ApiLimits) -> Result<usize, Error> {
     match usize::try_from(requested) {
         Err(_) => Err(Error::invalid(
@@ -41,11 +54,7 @@ pub fn page_size(requested: i32, limits: ApiLimits) -> Result<usize, Error> {
             format!("must not be negative, got {requested}"),
         )),
         Ok(0) => Ok(DEFAULT_PAGE_SIZE.min(limits.max_page_size)),
-        Ok(size) if size > limits.max_page_size => Err(Error::ResourceExhausted {
-            subject: "page_size".into(),
-            description: format!("at most {} per page, got {size}", limits.max_page_size),
-        }),
-        Ok(size) => Ok(size),
+        Ok(size) => Ok(size.min(limits.max_page_size)),
     }
 }
 
@@ -112,11 +121,13 @@ pub struct Resume<P> {
 
 /// The request of one List call, as far as its pages depend on it.
 #[derive(Debug, Clone, Copy)]
-pub struct PagedRequest {
+pub struct PagedRequest<'k> {
     /// The method name, e.g. `ListCustomers`, for messages.
     method: &'static str,
     /// FNV-1a over the method and the request fields.
     fingerprint: u64,
+    /// The key of the tags.
+    key: &'k PageTokenKey,
 }
 
 /// FNV-1a, 64 bits: stable across builds and platforms.
@@ -128,13 +139,14 @@ fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
     hash
 }
 
-impl PagedRequest {
-    /// A call of `method`; add the fields its pages depend on with
-    /// [`PagedRequest::field`].
-    pub fn new(method: &'static str) -> Self {
+impl<'k> PagedRequest<'k> {
+    /// A call of `method`, its tokens tagged under `key`; add the fields
+    /// its pages depend on with [`PagedRequest::field`].
+    pub fn new(key: &'k PageTokenKey, method: &'static str) -> Self {
         PagedRequest {
             method,
             fingerprint: fnv1a(0xcbf2_9ce4_8422_2325, method.as_bytes()),
+            key,
         }
     }
 
@@ -146,6 +158,14 @@ impl PagedRequest {
             fingerprint: fnv1a(length, value.as_bytes()),
             ..self
         }
+    }
+
+    /// The MAC of a token's bytes before its tag.
+    fn mac(&self, body: &[u8]) -> TokenMac {
+        let mut mac =
+            TokenMac::new_from_slice(self.key.bytes()).expect("HMAC takes a key of any length");
+        mac.update(body);
+        mac
     }
 
     /// The token of the page after the one ending at `last`.
@@ -161,6 +181,8 @@ impl PagedRequest {
             None => token.push(0),
         }
         last.encode(&mut token);
+        let tag = self.mac(&token).finalize().into_bytes();
+        token.extend_from_slice(&tag[..TAG_LEN]);
         URL_SAFE_NO_PAD.encode(token)
     }
 
@@ -176,7 +198,14 @@ impl PagedRequest {
             )
         };
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-        let Some((header, rest)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+        let Some(body_len) = bytes.len().checked_sub(TAG_LEN) else {
+            return Err(invalid());
+        };
+        let (body, tag) = bytes.split_at(body_len);
+        self.mac(body)
+            .verify_truncated_left(tag)
+            .map_err(|_| invalid())?;
+        let Some((header, rest)) = body.split_first_chunk::<HEADER_LEN>() else {
             return Err(invalid());
         };
         let [version, fingerprint @ .., flag] = *header;
@@ -227,6 +256,9 @@ pub fn page_time(
 mod tests {
     use super::*;
 
+    static KEY: std::sync::LazyLock<PageTokenKey> =
+        std::sync::LazyLock::new(|| PageTokenKey::repeated(7));
+
     fn limits() -> ApiLimits {
         ApiLimits {
             max_page_size: 1000,
@@ -239,10 +271,8 @@ mod tests {
     fn page_sizes() {
         assert_eq!(page_size(0, limits()).unwrap(), DEFAULT_PAGE_SIZE);
         assert_eq!(page_size(1000, limits()).unwrap(), 1000);
-        assert!(matches!(
-            page_size(1001, limits()),
-            Err(Error::ResourceExhausted { .. })
-        ));
+        assert_eq!(page_size(1001, limits()).unwrap(), 1000);
+        assert_eq!(page_size(i32::MAX, limits()).unwrap(), 1000);
         assert!(matches!(
             page_size(-1, limits()),
             Err(Error::InvalidArgument(_))
@@ -251,7 +281,7 @@ mod tests {
 
     #[test]
     fn tokens_round_trip() {
-        let request = PagedRequest::new("ListCustomers").field("customer.age > 30");
+        let request = PagedRequest::new(&KEY, "ListCustomers").field("customer.age > 30");
         let id = CustomerId::parse("a:b@c").unwrap();
         let token = request.next_token(None, &id);
         let resumed: Resume<CustomerId> = request.resume(&token).unwrap().unwrap();
@@ -272,13 +302,13 @@ mod tests {
 
     #[test]
     fn tokens_of_other_requests_are_refused() {
-        let request = PagedRequest::new("ListPurchases").field("customers/a");
+        let request = PagedRequest::new(&KEY, "ListPurchases").field("customers/a");
         let token = request.next_token(None, &(1_i64, 2_u64));
         for other in [
-            PagedRequest::new("ListPurchases").field("customers/b"),
-            PagedRequest::new("ListEngagements").field("customers/a"),
+            PagedRequest::new(&KEY, "ListPurchases").field("customers/b"),
+            PagedRequest::new(&KEY, "ListEngagements").field("customers/a"),
             // The length prefix keeps ("ab", "") apart from ("a", "b").
-            PagedRequest::new("ListPurchases")
+            PagedRequest::new(&KEY, "ListPurchases")
                 .field("customers/")
                 .field("a"),
         ] {
@@ -293,11 +323,12 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        let request = PagedRequest::new("ListSegments");
+        let request = PagedRequest::new(&KEY, "ListSegments");
         for token in [
             "!!!".to_owned(),
             URL_SAFE_NO_PAD.encode("s1:abc"),
             URL_SAFE_NO_PAD.encode([TOKEN_VERSION]),
+            URL_SAFE_NO_PAD.encode([0; TAG_LEN]),
         ] {
             let Err(Error::InvalidArgument(found)) = request.resume::<SegmentId>(&token) else {
                 panic!("garbage was accepted: {token}");
@@ -316,5 +347,26 @@ mod tests {
         assert_eq!(page_time(Some(first), Some(first)).unwrap(), first);
         assert!(page_time(Some(Timestamp::from_nanos(11)), Some(first)).is_err());
         assert_eq!(page_time(Some(first), None).unwrap(), first);
+    }
+
+    #[test]
+    fn every_changed_bit_and_every_other_key_is_refused() {
+        let request = PagedRequest::new(&KEY, "ListCustomers").field("f");
+        let id = CustomerId::parse("a").unwrap();
+        let token = request.next_token(Some(Timestamp::from_nanos(5)), &id);
+        let bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let flipped = URL_SAFE_NO_PAD.encode(flipped);
+            assert!(
+                request.resume::<CustomerId>(&flipped).is_err(),
+                "bit {bit} flipped was accepted"
+            );
+        }
+        let other_key = PageTokenKey::repeated(8);
+        let other_server = PagedRequest::new(&other_key, "ListCustomers").field("f");
+        assert!(other_server.resume::<CustomerId>(&token).is_err());
+        assert!(request.resume::<CustomerId>(&token).is_ok());
     }
 }

@@ -3,7 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::check::{evaluation_time, export_batch, field, optional_evaluation_time, All};
+use super::check::{evaluation_time, export_batch, field, optional, optional_evaluation_time, All};
 use super::convert::{
     breakdown_to_proto, channel_from_proto, customer_name, dimensions_from_proto,
     member_batches_to_proto, new_segment_from_proto, preview_to_proto, rule_language_to_proto,
@@ -91,7 +91,7 @@ impl SegmentationService for SegmentationApi {
         let engine = ready(&self.engine)?;
         let request = request.into_inner();
         let page_size = page_size(request.page_size, self.limits)?;
-        let paged = PagedRequest::new("ListSegments");
+        let paged = PagedRequest::new(engine.page_token_key(), "ListSegments");
         let after = paged
             .resume(&request.page_token)?
             .map(|resume| resume.after);
@@ -116,9 +116,10 @@ impl SegmentationService for SegmentationApi {
             .ok_or_else(|| Error::invalid("segment", "required"))?;
         let id = field("segment.name", SegmentId::from_name(&segment.name))?;
         let paths = request.update_mask.map(|mask| mask.paths);
+        let etag = optional(segment.etag.clone());
         let changes = SegmentChanges::from_proto(segment, paths.as_deref().unwrap_or(&[]))?;
         let updated = engine
-            .update_segment(id, move |stored| changes.apply(stored))
+            .update_segment(id, etag, move |stored| changes.apply(stored))
             .await
             .map_err(|error| error.under("segment."))?;
         Ok(Response::new(segment_to_proto(&updated)))
@@ -129,8 +130,9 @@ impl SegmentationService for SegmentationApi {
         request: Request<pb::DeleteSegmentRequest>,
     ) -> Result<Response<()>, Status> {
         let engine = ready(&self.engine)?;
-        let id = field("name", SegmentId::from_name(&request.into_inner().name))?;
-        engine.delete_segment(id).await?;
+        let request = request.into_inner();
+        let id = field("name", SegmentId::from_name(&request.name))?;
+        engine.delete_segment(id, optional(request.etag)).await?;
         Ok(Response::new(()))
     }
 
@@ -164,7 +166,8 @@ impl SegmentationService for SegmentationApi {
         let id = field("segment", SegmentId::from_name(&request.segment))?;
         let page_size = page_size(request.page_size, self.limits)?;
         let requested = optional_evaluation_time(request.evaluation_time.as_ref())?;
-        let paged = PagedRequest::new("ListSegmentMembers").field(&request.segment);
+        let paged = PagedRequest::new(engine.page_token_key(), "ListSegmentMembers")
+            .field(&request.segment);
         let resume = paged.resume::<String>(&request.page_token)?;
         let at = page_time(requested, resume.as_ref().and_then(|resume| resume.at))?;
         let after = resume.map(|resume| resume.after);

@@ -8,13 +8,13 @@
 
 use std::future::Future as _;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// An accepted TCP connection that fails once `killed` is cancelled.
 pub struct KillableConnection {
@@ -31,6 +31,11 @@ impl KillableConnection {
             inner,
             killed: Box::pin(switch.clone().cancelled_owned()),
         }
+    }
+
+    /// The address of the other end, when the socket still knows it.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer_addr().ok()
     }
 
     /// Fails once the switch is thrown; otherwise registers for it and
@@ -87,13 +92,5 @@ impl AsyncWrite for KillableConnection {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-impl Connected for KillableConnection {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
     }
 }

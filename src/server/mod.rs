@@ -1,20 +1,24 @@
-//! Runs the gRPC server: health, reflection and the API on one listener,
+//! Runs the gRPC server: health, reflection and the API on one listener
+//! (TLS when configured), health alone on an optional plaintext listener,
 //! with the store opened in the background and a bounded graceful drain;
 //! and, on a listener of their own, its Prometheus metrics ([`metrics`]).
 
+mod incoming;
 mod kill_switch;
 pub mod metrics;
+mod tls;
+
+pub use incoming::TransportConfig;
+pub use tls::TlsFiles;
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio_stream::StreamExt as _;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -57,6 +61,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// The limits of an online backup.
     pub backup: BackupLimits,
+    /// TLS, and how long a connection may take to open.
+    pub transport: TransportConfig,
 }
 
 /// The services that health reports on: "" for the whole server, and each API service.
@@ -126,12 +132,18 @@ pub struct Listeners {
     pub api: TcpListener,
     /// Prometheus metrics over HTTP (`GET /metrics`); none when `None`.
     pub metrics: Option<TcpListener>,
+    /// gRPC health alone, in plaintext, for probes that cannot speak TLS.
+    pub health: Option<TcpListener>,
 }
 
 impl Listeners {
     /// The API listener alone.
     pub fn api(api: TcpListener) -> Self {
-        Listeners { api, metrics: None }
+        Listeners {
+            api,
+            health: None,
+            metrics: None,
+        }
     }
 }
 
@@ -158,6 +170,15 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+
+    // Read before anything starts, so that bad certificate files stop the
+    // server at once.
+    let tls = config
+        .transport
+        .tls
+        .as_ref()
+        .map(tls::acceptor)
+        .transpose()?;
 
     let slot = EngineSlot::default();
     let metrics = metrics::Metrics::new(slot.clone());
@@ -205,17 +226,21 @@ pub async fn run(
         health.clone(),
     ));
 
-    // TCP_NODELAY is only applied by `serve()`, so set it on the incoming here.
     // Cuts every connection still open when the shutdown grace runs out.
     let cut_connections = CancellationToken::new();
-    let connections = cut_connections.clone();
-    let incoming = TcpIncoming::from(listeners.api)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)))
-        .map(move |accepted| {
-            accepted.map(|tcp| kill_switch::KillableConnection::new(tcp, &connections))
-        });
-    let (stop, stopped) = oneshot::channel::<()>();
+    // Stops accepting and starts the drain, on every listener.
+    let stop = CancellationToken::new();
+    let handshake_timeout = config.transport.handshake_timeout;
+    let mut servers = JoinSet::new();
+    if let Some(listener) = listeners.health {
+        let incoming = incoming::incoming(listener, None, handshake_timeout, &cut_connections);
+        servers.spawn(
+            Server::builder()
+                .add_service(health_service.clone())
+                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
+        );
+    }
+    let incoming = incoming::incoming(listeners.api, tls, handshake_timeout, &cut_connections);
     // The per-connection concurrency limit is kept by the metrics layer,
     // which counts what it sheds; tonic's own would shed outside every layer.
     let server = Server::builder()
@@ -234,18 +259,16 @@ pub async fn run(
         .add_service(segmentation)
         .add_service(personas)
         .add_service(admin)
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = stopped.await;
-        });
-    let mut server = tokio::spawn(server);
+        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+    servers.spawn(server);
 
     let served_to_the_end = tokio::select! {
         () = shutdown => None,
-        joined = &mut server => Some(joined),
+        joined = servers.join_next() => joined,
     };
     opener.abort();
     if let Some(joined) = served_to_the_end {
-        // The server stopped without being asked: report why, after a flush.
+        // A server stopped without being asked: report why, after a flush.
         flush(&slot).await?;
         return Ok(joined??);
     }
@@ -255,13 +278,19 @@ pub async fn run(
         "shutting down, draining calls"
     );
     report(&health, ServingStatus::NotServing).await;
-    let _ = stop.send(());
-    match tokio::time::timeout(config.shutdown_grace, &mut server).await {
-        Ok(joined) => joined??,
+    stop.cancel();
+    let drained = async {
+        while let Some(joined) = servers.join_next().await {
+            joined??;
+        }
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(config.shutdown_grace, drained).await {
+        Ok(drained) => drained?,
         Err(_elapsed) => {
             tracing::warn!("calls still open after the shutdown grace, closing them");
             cut_connections.cancel();
-            server.abort();
+            servers.abort_all();
         }
     }
     flush(&slot).await?;

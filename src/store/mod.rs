@@ -9,6 +9,7 @@
 //! | `activity`  | batch sequence, u64 big-endian | version byte + postcard `ActivityRecord` |
 //! | `segments`  | the segment id, as UTF-8     | version byte + postcard `Segment`      |
 //! | `meta`      | `persona_catalog`            | version byte + postcard `Catalog`      |
+//! | `meta`      | `page_token_key`             | 32 random bytes, made on first open ([`token_key`]) |
 //!
 //! Customer ids sort byte-wise, which is the order `ListCustomers` pages in.
 //!
@@ -37,9 +38,11 @@
 pub mod backup;
 mod codec;
 mod commit;
+pub mod token_key;
 
 pub use codec::{ActivityView, EngagementView, PurchaseView};
 pub use commit::{FlushCounts, FLUSH_BUCKETS_MICROS};
+pub use token_key::PageTokenKey;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -97,6 +100,8 @@ pub struct Store {
     meta: sled::Tree,
     /// The sequence number of the next activity batch.
     next_batch: AtomicU64,
+    /// The key that authenticates page tokens.
+    page_token_key: PageTokenKey,
     /// The group committer.
     commit: GroupCommit,
     /// When writes are acknowledged.
@@ -164,6 +169,7 @@ impl Store {
             Some((key, _)) => batch_seq(&key)? + 1,
             None => 0,
         };
+        let page_token_key = token_key::load_or_create(&meta)?;
         let commit = GroupCommit::start(db.clone());
         Ok(Store {
             db,
@@ -172,10 +178,16 @@ impl Store {
             segments,
             meta,
             next_batch: AtomicU64::new(next_batch),
+            page_token_key,
             commit,
             durability: options.durability,
             tap: backup::TapSlot::default(),
         })
+    }
+
+    /// The key that authenticates page tokens; never to be sent.
+    pub fn page_token_key(&self) -> &PageTokenKey {
+        &self.page_token_key
     }
 
     /// Reads one customer.

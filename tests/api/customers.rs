@@ -378,8 +378,14 @@ async fn update_errors() {
     let status = update(&server, stale, &["language"], false)
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.code(), Code::Aborted);
     assert!(status.get_details_precondition_failure().is_some());
+    let info = status.get_details_error_info().unwrap();
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("ETAG_MISMATCH", "segmentd")
+    );
+    assert_eq!(info.metadata["resource"], "customers/u2");
 
     // The current etag succeeds.
     let fresh = pb::Customer {
@@ -395,7 +401,7 @@ async fn update_errors() {
     let status = update(&server, fresh, &["language"], false)
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.code(), Code::Aborted);
 
     // Unknown mask paths and invalid masked values.
     let change = pb::Customer {
@@ -462,7 +468,7 @@ async fn delete_removes_and_honours_the_etag() {
     };
     assert_eq!(
         client.delete_customer(stale).await.unwrap_err().code(),
-        Code::FailedPrecondition
+        Code::Aborted
     );
     assert!(get(&server, "customers/d1").await.is_ok());
 
@@ -560,16 +566,44 @@ async fn list_pages_through_every_customer_once_in_id_order() {
 async fn list_limits_and_bad_tokens() {
     let server = TestServer::start().await;
     let mut client = server.customers().await;
-    let status = client
+    // A page size over the cap is reduced to it (AIP-158).
+    let customers = |range: std::ops::Range<usize>| pb::ImportCustomersRequest {
+        customers: range
+            .map(|n| pb::Customer {
+                name: format!("customers/c{n:04}"),
+                ..full_customer()
+            })
+            .collect(),
+    };
+    client
+        .import_customers(tokio_stream::iter([
+            customers(0..1000),
+            customers(1000..1001),
+        ]))
+        .await
+        .unwrap();
+    let page = client
         .list_customers(pb::ListCustomersRequest {
             page_size: 1001,
             page_token: String::new(),
             ..Default::default()
         })
         .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.get_details_quota_failure().is_some());
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.customers.len(), 1000);
+    assert!(!page.next_page_token.is_empty());
+    let rest = client
+        .list_customers(pb::ListCustomersRequest {
+            page_size: i32::MAX,
+            page_token: page.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.customers.len(), 1);
+    assert_eq!(rest.customers[0].name, "customers/c1000");
 
     let status = client
         .list_customers(pb::ListCustomersRequest {
@@ -605,6 +639,11 @@ async fn an_oversized_message_is_resource_exhausted_and_the_server_lives_on() {
     );
     let status = create(&server, "big", customer).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let info = status.get_details_error_info().expect("an ErrorInfo");
+    assert_eq!(
+        (info.domain.as_str(), info.reason.as_str()),
+        ("segmentd", "MESSAGE_TOO_LARGE")
+    );
     assert_eq!(
         get(&server, "customers/big").await.unwrap_err().code(),
         Code::NotFound

@@ -149,3 +149,66 @@ async fn a_batch_over_the_limit_is_resource_exhausted() {
     assert_eq!((response.created_count, response.batch_count), (0, 0));
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_import_cut_by_a_shutdown_is_safe_to_send_again() {
+    use crate::activity::{activity, purchase};
+    use tokio_stream::wrappers::ReceiverStream;
+
+    let server = TestServer::start().await;
+    crate::customers::create(&server, "r", full_customer())
+        .await
+        .unwrap();
+    let events = |range: std::ops::Range<usize>| pb::ImportActivityRequest {
+        purchases: range
+            .map(|n| purchase(&format!("p-{n}"), "r", n as i64, 100))
+            .collect(),
+        engagements: Vec::new(),
+    };
+    async fn stored(server: &TestServer) -> usize {
+        let request = pb::ListPurchasesRequest {
+            parent: "customers/r".into(),
+            page_size: 100,
+            page_token: String::new(),
+        };
+        activity(server)
+            .await
+            .list_purchases(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .purchases
+            .len()
+    }
+
+    // A stream the client has not finished when the server shuts down.
+    let (messages, stream) = tokio::sync::mpsc::channel(4);
+    let mut client = activity(&server).await;
+    let import =
+        tokio::spawn(async move { client.import_activity(ReceiverStream::new(stream)).await });
+    messages.send(events(0..5)).await.unwrap();
+    let applied = async {
+        while stored(&server).await < 5 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), applied)
+        .await
+        .unwrap();
+    let temp = server.stop_keeping_data().await.unwrap();
+    assert!(import.await.unwrap().is_err(), "the import was cut off");
+    drop(messages);
+
+    // Sent again whole: what was saved counts as duplicates, once.
+    let restarted = TestServer::spawn(crate::support::config(temp.path())).await;
+    restarted.wait_serving().await;
+    let response = activity(&restarted)
+        .await
+        .import_activity(tokio_stream::iter([events(0..5), events(5..10)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((response.accepted_count, response.duplicate_count), (5, 5));
+    assert_eq!(stored(&restarted).await, 10);
+    restarted.stop().await.unwrap();
+}

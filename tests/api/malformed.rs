@@ -5,6 +5,7 @@ use bytes::{Buf as _, BufMut as _};
 use http::uri::PathAndQuery;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
 
 use crate::support::TestServer;
 
@@ -78,6 +79,11 @@ async fn bytes_that_are_no_message_are_invalid_argument() {
             "{what}: {}",
             status.message()
         );
+        let info = status.get_details_error_info().expect("an ErrorInfo");
+        assert_eq!(
+            (info.domain.as_str(), info.reason.as_str()),
+            ("segmentd", "MALFORMED_MESSAGE")
+        );
     }
     // A client stream with such a message is refused the same way.
     let mut grpc = tonic::client::Grpc::new(server.channel().await);
@@ -92,6 +98,8 @@ async fn bytes_that_are_no_message_are_invalid_argument() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let info = status.get_details_error_info().expect("an ErrorInfo");
+    assert_eq!(info.reason, "MALFORMED_MESSAGE");
 
     // The server lives on.
     let found = call(&server, GET, b"\x0a\x0ecustomers/none".to_vec()).await;

@@ -169,6 +169,7 @@ async fn segments_are_created_changed_listed_and_deleted() {
     client
         .delete_segment(pb::DeleteSegmentRequest {
             name: "segments/buyers".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -182,6 +183,7 @@ async fn segments_are_created_changed_listed_and_deleted() {
         client
             .delete_segment(pb::DeleteSegmentRequest {
                 name: "segments/buyers".into(),
+                ..Default::default()
             })
             .await
             .unwrap_err(),

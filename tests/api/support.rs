@@ -44,6 +44,7 @@ pub fn config(data_dir: &Path) -> ServerConfig {
         keepalive_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(2),
         backup: Default::default(),
+        transport: Default::default(),
     }
 }
 
@@ -74,7 +75,7 @@ impl TestServer {
     /// A server with `config`, not yet necessarily SERVING.
     pub async fn spawn(config: ServerConfig) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::spawn_on(server::Listeners::api(listener), config).await
+        Self::spawn_on(server::Listeners::api(listener), config)
     }
 
     /// A server on a fresh data directory, with a metrics listener and
@@ -90,14 +91,14 @@ impl TestServer {
         let metrics_addr = metrics.local_addr().unwrap();
         let mut listeners = server::Listeners::api(api);
         listeners.metrics = Some(metrics);
-        let mut server = Self::spawn_on(listeners, config).await;
+        let mut server = Self::spawn_on(listeners, config);
         server._temp = Some(temp);
         server.wait_serving().await;
         (server, metrics_addr)
     }
 
     /// A server on `listeners` with `config`, not yet necessarily SERVING.
-    pub async fn spawn_on(listeners: server::Listeners, config: ServerConfig) -> TestServer {
+    pub fn spawn_on(listeners: server::Listeners, config: ServerConfig) -> TestServer {
         let addr = listeners.api.local_addr().unwrap();
         let data_dir = config.store.path.clone();
         let (stop, stopped) = oneshot::channel::<()>();

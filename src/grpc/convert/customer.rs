@@ -115,6 +115,8 @@ fn profile_from_proto(
         .and_then(|tag| violations.check(field("language"), parse_language(tag)));
     let mut traits = std::collections::BTreeMap::new();
     for (key, value) in &customer.traits {
+        // The key whole: an update keeps the violations of the fields it
+        // changes by their paths. The status cuts a long path.
         let path = field(&format!("traits[{key:?}]"));
         let Some(key) = violations.check(path.clone(), parse_trait_key(key)) else {
             continue;

@@ -1,10 +1,11 @@
 //! Segments and what they select: saved segments in and out, breakdown
 //! dimensions, breakdowns and previews.
 
+use crate::domain::error::echo;
 use crate::domain::rules::{self, Variable};
 use crate::domain::segment::{Segment, SegmentId};
 use crate::domain::{CurrencyCode, Error, Timestamp, Violations};
-use crate::engine::{compile_filter, Breakdown, Preview, MAX_DIMENSIONS};
+use crate::engine::{compile_filter, segment_etag, Breakdown, Preview, MAX_DIMENSIONS};
 use crate::grpc::check::{collected, All, Checked};
 use crate::grpc::pb;
 
@@ -29,6 +30,7 @@ pub fn segment_to_proto(segment: &Segment) -> pb::Segment {
         revision: segment.revision as i64,
         create_time: Some(timestamp_to_proto(segment.create_time)),
         update_time: Some(timestamp_to_proto(segment.update_time)),
+        etag: segment_etag(segment),
     }
 }
 
@@ -112,7 +114,10 @@ impl SegmentChanges {
                 "*" => (display_name, description, filter) = (true, true, true),
                 other => violations.add(
                     format!("update_mask.paths[{index}]"),
-                    format!("{other:?} cannot be changed; the fields are display_name, description and filter"),
+                    format!(
+                        "{} cannot be changed; the fields are display_name, description and filter",
+                        echo(other)
+                    ),
                 ),
             }
         }
