@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "proto/segmentd/v1/features.proto",
     "proto/segmentd/v1/segmentation_service.proto",
     "proto/segmentd/v1/persona_service.proto",
+    "proto/segmentd/v1/admin_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

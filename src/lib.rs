@@ -6,20 +6,23 @@
 //! From the top floor down; a module uses only the floors below it.
 //!
 //! - [`cli`]: the command line (`serve`, `healthcheck`, `import`,
-//!   `persona`) and its flags; the only module that knows clap.
+//!   `persona`, `backup`, `restore`) and its flags; the only module that
+//!   knows clap.
 //! - [`telemetry`]: log setup.
 //! - [`server`]: runs tonic with health, reflection and the API; opens the
 //!   engine in the background and drains on shutdown; serves Prometheus
 //!   metrics.
 //! - [`client`]: the commands that call a running server: a one-shot
-//!   health Check, the CSV / JSON Lines importer and a persona explanation.
+//!   health Check, the CSV / JSON Lines importer, a persona explanation
+//!   and an online backup into a file.
 //! - [`grpc`]: generated code, conversions, handlers, status mapping, RPC
 //!   tracing. With `server` and `client`, the only modules that know
 //!   protobuf and tonic types.
 //! - [`engine`]: the domain operations the handlers call; owns the store and
 //!   the in-memory feature index and keeps them in step.
 //! - [`store`]: the only module that knows sled: key layout, versioned
-//!   codec, atomic writes and group commit.
+//!   codec, atomic writes, group commit, and backups (the tap on writes,
+//!   the file format, the offline restore).
 //! - [`domain`]: customers, activity, rules, personas, valid values and the
 //!   error type; no I/O.
 //!

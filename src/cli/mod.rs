@@ -1,8 +1,12 @@
 //! The command line: `segmentd serve` (the default) and `segmentd
 //! healthcheck`. Every flag can also be set through the environment
 //! variable named in its help.
+//!
+//! - `backup`: the online backup's flags, `segmentd backup` and `segmentd
+//!   restore`.
 
 mod auth;
+mod backup;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -46,6 +50,10 @@ enum Command {
     Import(ImportArgs),
     /// Prints a customer's persona and why, for people.
     Persona(PersonaArgs),
+    /// Takes a consistent backup of a running server into a file.
+    Backup(backup::BackupArgs),
+    /// Restores a backup file into an empty data directory, offline.
+    Restore(backup::RestoreArgs),
 }
 
 /// Flags of `segmentd persona`.
@@ -204,6 +212,9 @@ struct ServeArgs {
     /// Who may call what; boxed to keep `Command` small.
     #[command(flatten)]
     auth: Box<auth::AuthArgs>,
+    /// The online backup's bound.
+    #[command(flatten)]
+    backup: backup::BackupServeArgs,
     /// Prometheus metrics.
     #[command(flatten)]
     metrics: metrics::MetricsArgs,
@@ -315,6 +326,7 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace,
             auth: self.auth.config(),
             transport: self.tls.transport(),
+            backup: self.backup.limits(),
         }
     }
 }
@@ -348,6 +360,8 @@ pub fn main() -> ExitCode {
         None => runtime.block_on(serve(cli.serve)),
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
         Some(Command::Import(args)) => import(args, &runtime),
+        Some(Command::Backup(args)) => runtime.block_on(backup::backup(args)),
+        Some(Command::Restore(args)) => backup::restore(args),
         Some(Command::Persona(args)) => runtime.block_on(async {
             let endpoint = args.tls.endpoint(&args.addr)?;
             crate::client::persona::show(endpoint, &args.customer, args.at.as_deref(), args.timeout)

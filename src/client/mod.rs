@@ -1,6 +1,7 @@
 //! Client-side commands of the binary, which talk to a running server over
-//! its public API: `healthcheck`, `import` and `persona`.
+//! its public API: `healthcheck`, `import`, `persona` and `backup`.
 
+pub mod backup;
 pub mod channel;
 pub mod healthcheck;
 pub mod import;

@@ -8,6 +8,7 @@
 //!   the paths work runs by.
 //! - `customers`, `listing`, `activity`, `segments`, `personas`: the
 //!   operations.
+//! - `backup`: a consistent copy of the running store, streamed.
 //! - [`index`]: the in-memory feature index, in step with the store.
 //! - `features`, `frame`, `rfm`: one customer's features, and everyone's
 //!   as of a time, over the index.
@@ -45,6 +46,7 @@
 //! commit); bulk imports apply first and wait for it per request.
 
 mod activity;
+mod backup;
 mod bits;
 mod customers;
 mod features;
@@ -65,6 +67,7 @@ use crate::store::{Store, StoreOptions};
 use index::{FeatureIndex, IndexSize};
 
 pub use activity::{EventPage, RecordCounts};
+pub use backup::{BackupChunks, BackupLimits};
 pub use customers::{CustomerUpdate, ImportCounts};
 pub use features::CustomerFeatures;
 pub use listing::CustomerPage;

@@ -2,7 +2,7 @@
 //! mapping. Only this module knows prost and tonic types.
 //!
 //! - One handler file per service (`customers`, `activity`, `segmentation`,
-//!   `personas`). A handler checks and converts the request, calls the
+//!   `personas`, `admin`). A handler checks and converts the request, calls the
 //!   engine and converts the result back; handler files share nothing
 //!   with each other.
 //! - [`auth`]: who may call what: credentials, scopes per method, the
@@ -16,6 +16,7 @@
 //! - [`trace`]: a span per RPC.
 
 pub mod activity;
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod check;

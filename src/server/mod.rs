@@ -23,11 +23,13 @@ use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use crate::engine::{Engine, EngineSettings};
+use crate::engine::{BackupLimits, Engine, EngineSettings};
 use crate::grpc::activity::ActivityApi;
+use crate::grpc::admin::AdminApi;
 use crate::grpc::auth::{AuthConfig, AuthLayer, ReflectionMode};
 use crate::grpc::customers::CustomerApi;
 use crate::grpc::pb::activity_service_server::ActivityServiceServer;
+use crate::grpc::pb::admin_service_server::AdminServiceServer;
 use crate::grpc::pb::customer_service_server::CustomerServiceServer;
 use crate::grpc::pb::persona_service_server::PersonaServiceServer;
 use crate::grpc::pb::segmentation_service_server::SegmentationServiceServer;
@@ -60,17 +62,20 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Who may call what; off by default.
     pub auth: AuthConfig,
+    /// The limits of an online backup.
+    pub backup: BackupLimits,
     /// TLS, and how long a connection may take to open.
     pub transport: TransportConfig,
 }
 
 /// The services that health reports on: "" for the whole server, and each API service.
-const HEALTH_SERVICES: [&str; 5] = [
+const HEALTH_SERVICES: [&str; 6] = [
     "",
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
     <ActivityServiceServer<ActivityApi> as NamedService>::NAME,
     <SegmentationServiceServer<SegmentationApi> as NamedService>::NAME,
     <PersonaServiceServer<PersonaApi> as NamedService>::NAME,
+    <AdminServiceServer<AdminApi> as NamedService>::NAME,
 ];
 
 async fn report(health: &HealthReporter, status: ServingStatus) {
@@ -214,6 +219,12 @@ pub async fn run(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
 
+    let admin = AdminServiceServer::new(AdminApi::new(slot.clone(), config.backup))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+
     let opener = tokio::spawn(open_engine(
         slot.clone(),
         config.store.clone(),
@@ -254,6 +265,7 @@ pub async fn run(
         .add_service(activity)
         .add_service(segmentation)
         .add_service(personas)
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
     servers.spawn(server);
 

@@ -30,7 +30,12 @@
 //! A caller that acknowledges a write first awaits [`Store::durable`], which
 //! joins the next group commit (or returns at once under
 //! [`Durability::Relaxed`]).
+//!
+//! Every method that writes reports what it changed to the backup tap
+//! ([`backup::TapSlot::record`]) once the change is applied, so that a
+//! backup taken while writes go on can be brought to one moment's state.
 
+pub mod backup;
 mod codec;
 mod commit;
 pub mod token_key;
@@ -101,6 +106,8 @@ pub struct Store {
     commit: GroupCommit,
     /// When writes are acknowledged.
     durability: Durability,
+    /// Where writes report their changes while a backup runs.
+    tap: backup::TapSlot,
 }
 
 fn storage_error(error: sled::Error) -> Error {
@@ -174,6 +181,7 @@ impl Store {
             page_token_key,
             commit,
             durability: options.durability,
+            tap: backup::TapSlot::default(),
         })
     }
 
@@ -223,26 +231,37 @@ impl Store {
             // A single key is atomic on its own, and a plain insert avoids
             // the cost of a batch, which seals sled's log buffer.
             (Some((id, record)), None) => {
-                match record {
-                    Some(customer) => self
-                        .customers
-                        .insert(id.as_str(), codec::encode_customer(&customer)?)
-                        .map(drop),
+                let value = record
+                    .map(|customer| codec::encode_customer(&customer).map(sled::IVec::from))
+                    .transpose()?;
+                match &value {
+                    Some(bytes) => self.customers.insert(id.as_str(), bytes.clone()).map(drop),
                     None => self.customers.remove(id.as_str()).map(drop),
                 }
                 .map_err(storage_error)?;
+                self.tap
+                    .record(&self.customers, id.as_str().as_bytes(), value.as_ref());
             }
             (Some(first), Some(second)) => {
                 let mut batch = sled::Batch::default();
+                let mut applied = Vec::new();
                 for (id, record) in [first, second].into_iter().chain(staged) {
-                    match record {
-                        Some(customer) => {
-                            batch.insert(id.as_str(), codec::encode_customer(&customer)?)
-                        }
+                    let value = record
+                        .map(|customer| codec::encode_customer(&customer).map(sled::IVec::from))
+                        .transpose()?;
+                    match &value {
+                        Some(bytes) => batch.insert(id.as_str(), bytes.clone()),
                         None => batch.remove(id.as_str()),
                     }
+                    applied.push((id, value));
                 }
                 self.customers.apply_batch(batch).map_err(storage_error)?;
+                self.tap.record_all(
+                    &self.customers,
+                    applied
+                        .iter()
+                        .map(|(id, value)| (id.as_str().as_bytes(), value.as_ref())),
+                );
             }
         }
         Ok(outcome)
@@ -260,9 +279,12 @@ impl Store {
     /// Stores a batch of events and returns its sequence number; blocking.
     pub fn append_activity(&self, batch: &ActivityRecord) -> Result<u64> {
         let seq = self.next_batch.fetch_add(1, Ordering::Relaxed);
+        let value = sled::IVec::from(codec::encode_activity(batch)?);
         self.activity
-            .insert(seq.to_be_bytes(), codec::encode_activity(batch)?)
+            .insert(seq.to_be_bytes(), value.clone())
             .map_err(storage_error)?;
+        self.tap
+            .record(&self.activity, &seq.to_be_bytes(), Some(&value));
         Ok(seq)
     }
 
@@ -297,7 +319,10 @@ impl Store {
             .map(|(seq, batch)| {
                 Ok((
                     seq.to_be_bytes(),
-                    batch.as_ref().map(codec::encode_activity).transpose()?,
+                    batch
+                        .as_ref()
+                        .map(|batch| codec::encode_activity(batch).map(sled::IVec::from))
+                        .transpose()?,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -306,7 +331,7 @@ impl Store {
                 customers.remove(id.as_str())?;
                 for (key, value) in &encoded {
                     match value {
-                        Some(bytes) => activity.insert(&key[..], bytes.as_slice())?,
+                        Some(bytes) => activity.insert(&key[..], bytes.clone())?,
                         None => activity.remove(&key[..])?,
                     };
                 }
@@ -314,7 +339,16 @@ impl Store {
             })
             .map_err(|error: sled::transaction::TransactionError| {
                 Error::internal(format!("storage: {error}"))
-            })
+            })?;
+        self.tap
+            .record(&self.customers, id.as_str().as_bytes(), None);
+        self.tap.record_all(
+            &self.activity,
+            encoded
+                .iter()
+                .map(|(key, value)| (&key[..], value.as_ref())),
+        );
+        Ok(())
     }
 
     /// Reads one segment.
@@ -345,18 +379,25 @@ impl Store {
     /// Stores a segment, replacing one with its id; blocking. The caller
     /// serialises read-check-writes of segments.
     pub fn put_segment(&self, segment: &Segment) -> Result<()> {
+        let value = sled::IVec::from(codec::encode_segment(segment)?);
         self.segments
-            .insert(segment.id.as_str(), codec::encode_segment(segment)?)
-            .map(drop)
-            .map_err(storage_error)
+            .insert(segment.id.as_str(), value.clone())
+            .map_err(storage_error)?;
+        self.tap
+            .record(&self.segments, segment.id.as_str().as_bytes(), Some(&value));
+        Ok(())
     }
 
     /// Removes a segment; returns whether it existed.
     pub fn delete_segment(&self, id: &SegmentId) -> Result<bool> {
-        self.segments
+        let existed = self
+            .segments
             .remove(id.as_str())
             .map(|old| old.is_some())
-            .map_err(storage_error)
+            .map_err(storage_error)?;
+        self.tap
+            .record(&self.segments, id.as_str().as_bytes(), None);
+        Ok(existed)
     }
 
     /// The stored persona catalog, if one was ever stored.
@@ -370,10 +411,13 @@ impl Store {
 
     /// Stores the persona catalog, replacing the one before; blocking.
     pub fn put_catalog(&self, catalog: &Catalog) -> Result<()> {
+        let value = sled::IVec::from(codec::encode_catalog(catalog)?);
         self.meta
-            .insert(CATALOG_KEY, codec::encode_catalog(catalog)?)
-            .map(drop)
-            .map_err(storage_error)
+            .insert(CATALOG_KEY, value.clone())
+            .map_err(storage_error)?;
+        self.tap
+            .record(&self.meta, CATALOG_KEY.as_bytes(), Some(&value));
+        Ok(())
     }
 
     /// Resolves once every write applied so far is durable, as the

@@ -4,6 +4,7 @@
 mod activity;
 mod architecture;
 mod auth;
+mod backup;
 mod cdnow;
 mod customers;
 mod docs;

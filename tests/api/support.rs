@@ -44,6 +44,7 @@ pub fn config(data_dir: &Path) -> ServerConfig {
         keepalive_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(2),
         auth: Default::default(),
+        backup: Default::default(),
         transport: Default::default(),
     }
 }

@@ -241,6 +241,7 @@ pub const METHODS: &[(&str, Access)] = {
             "/segmentd.v1.PersonaService/ExportPersonaAssignments",
             Needs(Export),
         ),
+        ("/segmentd.v1.AdminService/BackupStore", Needs(AdminBackup)),
     ]
 };
 

@@ -1,0 +1,335 @@
+//! Backups of the store: what the engine needs to copy a running store
+//! (a tap on its writes and a scan of its trees), the backup file format,
+//! and the offline restore into an empty data directory.
+//!
+//! - `format`: the file format, its encoder and its checking reader.
+//! - `tap`: the record of the changes applied while a backup runs.
+//!
+//! A backup is every tree of the database, whatever their names, so a tree
+//! added later is backed up without a change here; every store method that
+//! writes reports its change to the tap after applying it.
+
+mod format;
+mod tap;
+
+use std::fs::File;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::Path;
+
+pub use format::{read_backup, BackupEncoder, BackupSummary, Change, FILE_VERSION, MAGIC};
+pub use tap::{Tap, TapSlot, TappedChanges};
+
+use super::{storage_error, Store, FORMAT_VERSION};
+use crate::domain::{Error, Result};
+
+/// The store format backups of this build hold.
+pub const STORE_FORMAT: u8 = FORMAT_VERSION;
+
+impl Store {
+    /// Starts recording every change applied from now on, for a backup; the
+    /// caller holds off writes meanwhile (the engine's writer lock). Past
+    /// `max_bytes` of recorded changes the tap overflows and the backup
+    /// fails. One backup at a time: a second is FAILED_PRECONDITION.
+    pub fn start_tap(&self, max_bytes: usize) -> Result<Tap> {
+        self.tap.start(max_bytes)
+    }
+
+    /// Calls `visit` with every key of every tree, tree by tree in name
+    /// order; blocking. The scan is not a snapshot: a key changed while it
+    /// runs may be seen before or after its change.
+    pub fn scan_all(&self, mut visit: impl FnMut(Change<'_>) -> Result<()>) -> Result<()> {
+        let default_tree = self.db.name();
+        let mut names = self.db.tree_names();
+        names.sort();
+        for name in names.into_iter().filter(|name| *name != default_tree) {
+            let tree = self.db.open_tree(&name).map_err(storage_error)?;
+            for entry in tree.iter() {
+                let (key, value) = entry.map_err(storage_error)?;
+                visit(Change {
+                    tree: &name,
+                    key: &key,
+                    value: Some(&value),
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The keys of each tree after a restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    /// What the file held.
+    pub file: BackupSummary,
+    /// Each tree's name and its number of keys, in name order.
+    pub trees: Vec<(String, usize)>,
+}
+
+/// Checks that the backup file at `path` is complete and intact, and says
+/// what it holds; reads it whole.
+pub fn verify_file(path: &Path) -> Result<BackupSummary> {
+    read_backup(open(path)?, STORE_FORMAT, |_| Ok(()))
+}
+
+fn open(path: &Path) -> Result<File> {
+    File::open(path)
+        .map_err(|error| Error::internal(format!("cannot open {}: {error}", path.display())))
+}
+
+/// Whether `dir` is missing or holds nothing.
+fn is_empty_dir(dir: &Path) -> Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(error) => Err(Error::internal(format!(
+            "cannot read {}: {error}",
+            dir.display()
+        ))),
+    }
+}
+
+/// Restores the backup file `file` into `data_dir`, which must be missing
+/// or empty: checks the whole file first and writes nothing if it is not
+/// a complete backup, then writes every tree, flushes, and says what the
+/// trees hold. A restore that fails while writing leaves `data_dir` empty
+/// again. Blocking; the server must not be running on `data_dir`.
+pub fn restore(file: &Path, data_dir: &Path) -> Result<RestoreSummary> {
+    if !is_empty_dir(data_dir)? {
+        return Err(Error::FailedPrecondition(format!(
+            "{} is not empty: restore only into a new or empty data directory",
+            data_dir.display()
+        )));
+    }
+    verify_file(file)?;
+    // The directory holds personal data: for the service's user only.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|error| {
+            Error::internal(format!(
+                "cannot create the data directory {}: {error}",
+                data_dir.display()
+            ))
+        })?;
+    let written = write_trees(file, data_dir);
+    if written.is_err() {
+        empty_dir(data_dir);
+    }
+    written
+}
+
+/// Applies the records of `file` to a new database in `data_dir`.
+fn write_trees(file: &Path, data_dir: &Path) -> Result<RestoreSummary> {
+    let db = sled::Config::new()
+        .path(data_dir)
+        .open()
+        .map_err(storage_error)?;
+    let mut open_tree: Option<(Vec<u8>, sled::Tree)> = None;
+    let summary = read_backup(open(file)?, STORE_FORMAT, |change| {
+        let tree = match &open_tree {
+            Some((name, tree)) if name.as_slice() == change.tree => tree,
+            _ => {
+                let tree = db.open_tree(change.tree).map_err(storage_error)?;
+                &open_tree.insert((change.tree.to_vec(), tree)).1
+            }
+        };
+        match change.value {
+            Some(value) => tree.insert(change.key, value).map(drop),
+            None => tree.remove(change.key).map(drop),
+        }
+        .map_err(storage_error)
+    })?;
+    db.flush().map_err(storage_error)?;
+    let default_tree = db.name();
+    let mut trees = Vec::new();
+    let mut names = db.tree_names();
+    names.sort();
+    for name in names.into_iter().filter(|name| *name != default_tree) {
+        let tree = db.open_tree(&name).map_err(storage_error)?;
+        trees.push((String::from_utf8_lossy(&name).into_owned(), tree.len()));
+    }
+    Ok(RestoreSummary {
+        file: summary,
+        trees,
+    })
+}
+
+/// Removes everything in `dir`, after a failed restore into it (it was
+/// empty before); what cannot be removed is logged.
+fn empty_dir(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(error) = removed {
+            tracing::warn!(path = %path.display(), %error, "cannot remove a file of the failed restore");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::persona::default_catalog;
+    use crate::domain::{ActivityRecord, Customer, CustomerId, Location, Profile, Timestamp};
+    use crate::store::{Durability, StoreOptions};
+
+    fn options(path: &Path) -> StoreOptions {
+        StoreOptions {
+            path: path.to_path_buf(),
+            cache_capacity_bytes: 1024 * 1024,
+            durability: Durability::Relaxed,
+        }
+    }
+
+    fn customer(id: &str, city: &str) -> Customer {
+        let at = Timestamp::from_parts(1_700_000_000, 0).unwrap();
+        Customer {
+            id: CustomerId::parse(id).unwrap(),
+            profile: Profile {
+                location: Location {
+                    city: city.into(),
+                    ..Location::default()
+                },
+                ..Profile::default()
+            },
+            create_time: at,
+            update_time: at,
+            create_request_id: None,
+        }
+    }
+
+    fn put(store: &Store, customers: &[(&str, &str)]) {
+        store
+            .write(|writes| {
+                for (id, city) in customers {
+                    writes.put(customer(id, city));
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// Every key of every tree, with its value.
+    fn contents(store: &Store) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        let mut found = Vec::new();
+        store
+            .scan_all(|change| {
+                found.push((
+                    change.tree.to_vec(),
+                    change.key.to_vec(),
+                    change.value.unwrap().to_vec(),
+                ));
+                Ok(())
+            })
+            .unwrap();
+        found
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_backup_restores_the_store_as_it_was_when_the_tap_was_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&options(&dir.path().join("live"))).unwrap();
+        let ids: Vec<String> = (0..200).map(|i| format!("c-{i:03}")).collect();
+        for chunk in ids.chunks(50) {
+            let batch: Vec<(&str, &str)> = chunk.iter().map(|id| (id.as_str(), "Ankara")).collect();
+            put(&store, &batch);
+        }
+        for _ in 0..3 {
+            store.append_activity(&ActivityRecord::default()).unwrap();
+        }
+
+        let tap = store.start_tap(1024 * 1024).unwrap();
+        let mut encoder = BackupEncoder::new(STORE_FORMAT);
+        let mut file = Vec::new();
+        let mut scanned = 0;
+        store
+            .scan_all(|change| {
+                encoder.push(change);
+                scanned += 1;
+                // Midway through the customers, change keys behind the
+                // scan, ahead of it, and new ones, with every kind of write.
+                if change.tree == b"customers" && change.key == b"c-100" {
+                    put(&store, &[("c-010", "Izmir"), ("c-150", "Izmir")]);
+                    put(&store, &[("c-199", "Bursa")]);
+                    put(&store, &[("a-new", "Van"), ("z-new", "Van")]);
+                    store
+                        .write(|writes| {
+                            writes.delete(&CustomerId::parse("c-020").unwrap());
+                            Ok(())
+                        })
+                        .unwrap();
+                    store
+                        .erase_customer(&CustomerId::parse("c-160").unwrap(), &[(1, None)])
+                        .unwrap();
+                    store.append_activity(&ActivityRecord::default()).unwrap();
+                    store.put_catalog(&default_catalog(7)).unwrap();
+                }
+                file.extend(encoder.take());
+                Ok(())
+            })
+            .unwrap();
+        assert!(scanned > 200);
+        // After the scan, before the tap is taken: in the backup.
+        put(&store, &[("c-000", "Adana")]);
+        let changes = tap.take().unwrap();
+        assert!(!changes.is_empty());
+        for change in changes.iter() {
+            encoder.push(change);
+        }
+        let (last, summary) = encoder.finish();
+        file.extend(last);
+        let expected = contents(&store);
+        // After the tap is taken: not in the backup.
+        put(&store, &[("c-001", "Mersin")]);
+
+        let path = dir.path().join("backup");
+        std::fs::write(&path, &file).unwrap();
+        let restored_dir = dir.path().join("restored");
+        let restored = restore(&path, &restored_dir).unwrap();
+        assert_eq!(restored.file, summary);
+        let restored = Store::open(&options(&restored_dir)).unwrap();
+        assert_eq!(contents(&restored), expected);
+        assert_eq!(
+            restored
+                .get_customer(&CustomerId::parse("c-001").unwrap())
+                .unwrap()
+                .unwrap()
+                .profile
+                .location
+                .city,
+            "Ankara"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_tap_over_its_bound_fails_the_backup_and_one_runs_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&options(dir.path())).unwrap();
+        let tap = store.start_tap(4096).unwrap();
+        assert!(matches!(
+            store.start_tap(4096),
+            Err(Error::FailedPrecondition(_))
+        ));
+        // The same key again and again takes the room of one.
+        for _ in 0..100 {
+            put(&store, &[("c-1", "Ankara")]);
+        }
+        tap.check().unwrap();
+        let ids: Vec<String> = (0..100).map(|i| format!("c-{i:03}")).collect();
+        let batch: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "Ankara")).collect();
+        put(&store, &batch);
+        assert!(matches!(tap.check(), Err(Error::ResourceExhausted { .. })));
+        assert!(matches!(tap.take(), Err(Error::ResourceExhausted { .. })));
+        // Dropped with the backup: the next one may start.
+        drop(store.start_tap(4096).unwrap());
+        store.start_tap(4096).unwrap();
+    }
+}
