@@ -4,7 +4,24 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::client::channel::BearerToken;
 use crate::grpc::auth::{AuthConfig, JwtConfig, ReflectionMode};
+
+/// The credentials of a client command.
+#[derive(Debug, Args)]
+pub struct ClientAuthArgs {
+    /// A bearer token sent with every call. Prefer the environment
+    /// variable: a flag's value shows in the process list.
+    #[arg(long, env = "SEGMENTD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ClientAuthArgs {
+    /// The token to send, if any.
+    pub fn token(&self) -> Option<BearerToken> {
+        self.token.clone().map(BearerToken)
+    }
+}
 
 /// Authentication flags. Without `--auth-tokens` and `--jwt-jwks`,
 /// authentication is off.

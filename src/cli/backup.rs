@@ -43,6 +43,8 @@ pub struct BackupArgs {
     connect_timeout: Duration,
     #[command(flatten)]
     tls: super::tls::ClientTlsArgs,
+    #[command(flatten)]
+    auth: super::auth::ClientAuthArgs,
 }
 
 /// Flags of `segmentd restore`.
@@ -59,7 +61,13 @@ pub struct RestoreArgs {
 /// Runs `segmentd backup` and prints what the file holds.
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let endpoint = args.tls.endpoint(&args.addr)?;
-    let report = crate::client::backup::run_at(endpoint, &args.out, args.connect_timeout).await?;
+    let report = crate::client::backup::run_at(
+        endpoint,
+        args.auth.token().as_ref(),
+        &args.out,
+        args.connect_timeout,
+    )
+    .await?;
     println!(
         "{}: {} bytes, {} puts, {} deletes, in {:.1} s",
         args.out.display(),

@@ -72,6 +72,8 @@ struct PersonaArgs {
     timeout: Duration,
     #[command(flatten)]
     tls: tls::ClientTlsArgs,
+    #[command(flatten)]
+    auth: auth::ClientAuthArgs,
 }
 
 /// Flags of `segmentd import`.
@@ -95,6 +97,8 @@ struct ImportArgs {
     batch_size: usize,
     #[command(flatten)]
     tls: tls::ClientTlsArgs,
+    #[command(flatten)]
+    auth: auth::ClientAuthArgs,
 }
 
 fn import(args: ImportArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
@@ -104,6 +108,7 @@ fn import(args: ImportArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result
         activity: args.activity,
         strict: args.strict,
         batch_size: args.batch_size.clamp(1, 1000),
+        token: args.auth.token(),
     };
     let endpoint = args.tls.endpoint(&options.addr)?;
     let (customers, activity) =
@@ -364,8 +369,14 @@ pub fn main() -> ExitCode {
         Some(Command::Restore(args)) => backup::restore(args),
         Some(Command::Persona(args)) => runtime.block_on(async {
             let endpoint = args.tls.endpoint(&args.addr)?;
-            crate::client::persona::show(endpoint, &args.customer, args.at.as_deref(), args.timeout)
-                .await
+            crate::client::persona::show(
+                endpoint,
+                args.auth.token().as_ref(),
+                &args.customer,
+                args.at.as_deref(),
+                args.timeout,
+            )
+            .await
         }),
         Some(Command::Healthcheck(args)) => {
             match runtime.block_on(async {

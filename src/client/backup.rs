@@ -45,7 +45,13 @@ pub async fn run(
     out: &Path,
     connect_timeout: Duration,
 ) -> anyhow::Result<BackupReport> {
-    run_at(super::channel::endpoint(addr, None)?, out, connect_timeout).await
+    run_at(
+        super::channel::endpoint(addr, None)?,
+        None,
+        out,
+        connect_timeout,
+    )
+    .await
 }
 
 /// Takes a backup of the server at `endpoint` into `out`;
@@ -53,16 +59,12 @@ pub async fn run(
 /// long as the store is large.
 pub async fn run_at(
     endpoint: Endpoint,
+    token: Option<&super::channel::BearerToken>,
     out: &Path,
     connect_timeout: Duration,
 ) -> anyhow::Result<BackupReport> {
     let started = Instant::now();
-    let uri = endpoint.uri().clone();
-    let channel = endpoint
-        .connect_timeout(connect_timeout)
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {uri}"))?;
+    let channel = super::channel::connect(endpoint.connect_timeout(connect_timeout), token).await?;
     let mut chunks = AdminServiceClient::new(channel)
         .backup_store(pb::BackupStoreRequest {})
         .await

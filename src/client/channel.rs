@@ -1,10 +1,50 @@
 //! How the client commands reach a server: its address as a URI, over TLS
-//! when a CA file is given, with a client certificate for mTLS.
+//! when a CA file is given, with a client certificate for mTLS, and with a
+//! bearer token on every call when one is given.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use http::header::AUTHORIZATION;
+use http::HeaderValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tower_http::set_header::SetRequestHeader;
+
+/// A bearer token; its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(pub String);
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("BearerToken(<redacted>)")
+    }
+}
+
+/// A connection that sends its bearer token, if any, with every call.
+pub type Connection = SetRequestHeader<Channel, Option<HeaderValue>>;
+
+/// Connects to `endpoint`; every call then carries `token`.
+pub async fn connect(
+    endpoint: Endpoint,
+    token: Option<&BearerToken>,
+) -> anyhow::Result<Connection> {
+    let header = match token {
+        Some(BearerToken(token)) => {
+            let mut value = HeaderValue::try_from(format!("Bearer {token}"))
+                .context("the token is not a valid header value")?;
+            value.set_sensitive(true);
+            Some(value)
+        }
+        None => None,
+    };
+    let uri = endpoint.uri().clone();
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {uri}"))?;
+    Ok(SetRequestHeader::overriding(channel, AUTHORIZATION, header))
+}
 
 /// TLS settings of a client.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+use super::channel::{BearerToken, Connection};
 use super::rows::{self, Event, Fields};
 use crate::grpc::pb::{
     self, activity_service_client::ActivityServiceClient,
@@ -37,6 +38,8 @@ pub struct ImportOptions {
     pub strict: bool,
     /// Rows per request.
     pub batch_size: usize,
+    /// The bearer token every call carries, if any.
+    pub token: Option<BearerToken>,
 }
 
 /// What an import did with one file.
@@ -284,7 +287,7 @@ where
 }
 
 async fn import_customers(
-    channel: Channel,
+    channel: Connection,
     path: &Path,
     options: &ImportOptions,
 ) -> anyhow::Result<FileSummary> {
@@ -314,7 +317,7 @@ async fn import_customers(
 }
 
 async fn import_activity(
-    channel: Channel,
+    channel: Connection,
     path: &Path,
     options: &ImportOptions,
 ) -> anyhow::Result<FileSummary> {
@@ -381,10 +384,9 @@ pub async fn run_at(
     if options.customers.is_none() && options.activity.is_none() {
         bail!("nothing to import: give --customers FILE, --activity FILE or both");
     }
-    let channel = endpoint
-        .connect()
+    let channel = super::channel::connect(endpoint, options.token.as_ref())
         .await
-        .with_context(|| format!("cannot connect to {}", options.addr))?;
+        .with_context(|| format!("cannot reach {}", options.addr))?;
     // Customers first: events refer to them.
     let customers = match &options.customers {
         Some(path) => Some(import_customers(channel.clone(), path, options).await?),

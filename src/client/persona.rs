@@ -13,6 +13,7 @@ use crate::grpc::pb::persona_service_client::PersonaServiceClient;
 /// just the id) as of `at` (RFC 3339; now when `None`), and prints it.
 pub async fn show(
     endpoint: Endpoint,
+    token: Option<&super::channel::BearerToken>,
     name: &str,
     at: Option<&str>,
     timeout: Duration,
@@ -31,11 +32,8 @@ pub async fn show(
         }
         None => None,
     };
-    let channel = endpoint
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .connect()
-        .await?;
+    let channel =
+        super::channel::connect(endpoint.connect_timeout(timeout).timeout(timeout), token).await?;
     let name = if name.starts_with("customers/") {
         name.to_owned()
     } else {

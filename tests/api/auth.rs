@@ -758,3 +758,61 @@ async fn over_mtls_the_certificate_identity_is_the_caller_with_the_scopes_the_fi
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_client_commands_send_their_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_tokens(dir.path(), None).await;
+    let endpoint = || segmentd::client::channel::endpoint(&server.addr.to_string(), None).unwrap();
+    let token = |token: &str| segmentd::client::channel::BearerToken(token.to_owned());
+    let out = dir.path().join("store.backup");
+    let backup = |token: Option<segmentd::client::channel::BearerToken>| {
+        let out = out.clone();
+        async move {
+            segmentd::client::backup::run_at(
+                endpoint(),
+                token.as_ref(),
+                &out,
+                std::time::Duration::from_secs(5),
+            )
+            .await
+        }
+    };
+
+    let anonymous = backup(None).await.unwrap_err().to_string();
+    assert!(
+        anonymous.contains("Unauthenticated")
+            || anonymous.contains("UNAUTHENTICATED")
+            || anonymous.contains("credentials"),
+        "{anonymous}"
+    );
+    let reader = backup(Some(token(READ))).await.unwrap_err().to_string();
+    assert!(reader.contains("admin.backup"), "{reader}");
+    assert!(!out.exists(), "a refused backup leaves no file");
+    backup(Some(token(ADMIN))).await.unwrap();
+    assert!(out.exists());
+
+    let customers = dir.path().join("customers.csv");
+    std::fs::write(&customers, "customer_id,birth_date\nc-1,1990-01-02\n").unwrap();
+    let import = |token: Option<segmentd::client::channel::BearerToken>| {
+        segmentd::client::import::ImportOptions {
+            addr: server.addr.to_string(),
+            customers: Some(customers.clone()),
+            activity: None,
+            strict: true,
+            batch_size: 10,
+            token,
+        }
+    };
+    let refused = segmentd::client::import::run_at(endpoint(), &import(Some(token(READ))))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("customers.write"),
+        "{refused:#}"
+    );
+    let (summary, _) = segmentd::client::import::run_at(endpoint(), &import(Some(token(ADMIN))))
+        .await
+        .unwrap();
+    assert_eq!(summary.unwrap().created, 1);
+}

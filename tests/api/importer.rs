@@ -36,6 +36,7 @@ fn options(server: &TestServer, dir: &std::path::Path, strict: bool) -> ImportOp
         activity: Some(activity),
         strict,
         batch_size: 1000,
+        token: None,
     }
 }
 
