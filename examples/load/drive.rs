@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use http::header::AUTHORIZATION;
 use http::HeaderValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tower_http::set_header::SetRequestHeader;
 
 use crate::report::{ms, report, Latencies};
@@ -25,6 +25,12 @@ pub struct ConnectOptions {
     /// is not the address's host.
     #[arg(long, global = true)]
     tls_server_name: Option<String>,
+    /// With --tls-ca: a client certificate (PEM) to present, for mTLS.
+    #[arg(long, global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// A bearer token sent with every call.
     #[arg(long, env = "SEGMENTD_TOKEN", global = true)]
     token: Option<String>,
@@ -57,6 +63,12 @@ pub async fn channels(addr: &str, count: usize) -> anyhow::Result<Vec<Connection
     if let Some(ca) = &options.tls_ca {
         let mut tls =
             ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+        if let (Some(certificate), Some(key)) = (&options.tls_cert, &options.tls_key) {
+            tls = tls.identity(Identity::from_pem(
+                std::fs::read(certificate)?,
+                std::fs::read(key)?,
+            ));
+        }
         if let Some(name) = &options.tls_server_name {
             tls = tls.domain_name(name);
         }
