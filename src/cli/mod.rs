@@ -7,6 +7,7 @@
 
 mod auth;
 mod backup;
+mod limits;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -225,6 +226,9 @@ struct ServeArgs {
     metrics: metrics::MetricsArgs,
     #[command(flatten)]
     tls: tls::TlsArgs,
+    /// Bounds on the request bytes held in memory.
+    #[command(flatten)]
+    limits: limits::LimitsArgs,
 }
 
 /// Flags of `segmentd healthcheck`.
@@ -332,6 +336,7 @@ impl ServeArgs {
             auth: self.auth.config(),
             transport: self.tls.transport(),
             backup: self.backup.limits(),
+            request_limits: self.limits.request_limits(),
         }
     }
 }

@@ -3,11 +3,13 @@
 //! with the store opened in the background and a bounded graceful drain;
 //! and, on a listener of their own, its Prometheus metrics ([`metrics`]).
 
+mod gate;
 mod incoming;
 mod kill_switch;
 pub mod metrics;
 mod tls;
 
+pub use gate::RequestLimits;
 pub use incoming::TransportConfig;
 pub use tls::TlsFiles;
 
@@ -66,6 +68,8 @@ pub struct ServerConfig {
     pub backup: BackupLimits,
     /// TLS, and how long a connection may take to open.
     pub transport: TransportConfig,
+    /// Bounds on the request bytes held before handlers see them.
+    pub request_limits: RequestLimits,
 }
 
 /// The services that health reports on: "" for the whole server, and each API service.
@@ -254,10 +258,16 @@ pub async fn run(
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .initial_stream_window_size(config.request_limits.stream_window_bytes)
+        .initial_connection_window_size(config.request_limits.connection_window_bytes)
         .layer(metrics.layer(config.concurrency_per_connection))
         .layer(trace::rpc_spans())
         .layer(status::refused_requests())
         .layer(auth)
+        .layer(gate::whole_messages(
+            &config.request_limits,
+            config.max_message_bytes,
+        ))
         .add_service(health_service)
         .add_optional_service(reflection.then_some(reflection_v1))
         .add_optional_service(reflection.then_some(reflection_v1alpha))

@@ -8,7 +8,7 @@ use segmentd::domain::CurrencyCode;
 use segmentd::engine::EngineSettings;
 use segmentd::grpc::pb::customer_service_client::CustomerServiceClient;
 use segmentd::grpc::ApiLimits;
-use segmentd::server::{self, ServerConfig};
+use segmentd::server::{self, RequestLimits, ServerConfig};
 use segmentd::store::{Durability, StoreOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -46,6 +46,12 @@ pub fn config(data_dir: &Path) -> ServerConfig {
         auth: Default::default(),
         backup: Default::default(),
         transport: Default::default(),
+        request_limits: RequestLimits {
+            max_buffered_request_bytes: 64 * 1024 * 1024,
+            message_timeout: Duration::from_secs(10),
+            stream_window_bytes: 1024 * 1024,
+            connection_window_bytes: 1024 * 1024,
+        },
     }
 }
 
