@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server on 127.0.0.1:0, called through the
 //! generated clients.
 
+mod abuse;
 mod activity;
 mod architecture;
 mod auth;
