@@ -38,7 +38,9 @@ fn attack_config(data_dir: &std::path::Path) -> ServerConfig {
 }
 
 /// A server with `config` on a fresh directory, SERVING.
-async fn start(config: impl FnOnce(&std::path::Path) -> ServerConfig) -> (TestServer, tempfile::TempDir) {
+async fn start(
+    config: impl FnOnce(&std::path::Path) -> ServerConfig,
+) -> (TestServer, tempfile::TempDir) {
     let temp = tempfile::tempdir().unwrap();
     let server = TestServer::spawn(config(temp.path())).await;
     server.wait_serving().await;
@@ -166,8 +168,10 @@ async fn messages_announced_but_not_sent_hold_no_memory_and_time_out() {
         calls.len(),
         MAX_MESSAGE_BYTES >> 20
     );
+    // Without the gate it grew by about 850 MiB; other tests of this
+    // process may allocate meanwhile, hence the margin.
     assert!(
-        grown < 64 << 20,
+        grown < 256 << 20,
         "resident memory grew by {} MiB under the attack",
         grown >> 20
     );
@@ -249,7 +253,8 @@ async fn a_message_sent_in_pieces_is_served() {
     let (response, mut send) = open_call(&mut client, server.addr, message[..3].to_vec()).await;
     for piece in message[3..].chunks(4) {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        send.send_data(Bytes::copy_from_slice(piece), false).unwrap();
+        send.send_data(Bytes::copy_from_slice(piece), false)
+            .unwrap();
     }
     send.send_data(Bytes::new(), true).unwrap();
     assert_eq!(grpc_status(response).await, Some(Code::NotFound as i32));

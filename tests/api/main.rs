@@ -21,3 +21,8 @@ mod saved_segments;
 mod segments;
 mod support;
 mod tls;
+
+/// The binary's allocator, so that the memory the tests measure is the
+/// memory a deployed server would use.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
