@@ -47,23 +47,6 @@ async fn start(
     (server, temp)
 }
 
-/// This process's resident memory, in bytes.
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .unwrap();
-    let kib: u64 = line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kib * 1024
-}
-
 /// A raw HTTP/2 connection to `addr`.
 async fn connect(addr: SocketAddr) -> SendRequest<Bytes> {
     let tcp = TcpStream::connect(addr).await.unwrap();
@@ -142,7 +125,7 @@ async fn served(server: &TestServer) {
 async fn messages_announced_but_not_sent_hold_no_memory_and_time_out() {
     let (server, _temp) = start(attack_config).await;
     served(&server).await;
-    let before = resident_bytes();
+    let before = support::resident_bytes();
 
     let started = Instant::now();
     let mut calls = Vec::new();
@@ -159,7 +142,7 @@ async fn messages_announced_but_not_sent_hold_no_memory_and_time_out() {
     for _ in 0..10 {
         served(&server).await;
     }
-    let during = resident_bytes();
+    let during = support::resident_bytes();
     let grown = during.saturating_sub(before);
     eprintln!(
         "resident before {} MiB, during the attack {} MiB ({} streams announcing {} MiB each)",

@@ -10,6 +10,7 @@ mod cdnow;
 mod customers;
 mod docs;
 mod errors;
+mod fuzz;
 mod health;
 mod import;
 mod importer;
