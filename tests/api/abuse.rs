@@ -109,7 +109,6 @@ async fn served(server: &TestServer) {
     let mut customers = server.customers().await;
     let request = pb::GetCustomerRequest {
         name: "customers/nobody".into(),
-        ..Default::default()
     };
     let status = tokio::time::timeout(Duration::from_secs(5), customers.get_customer(request))
         .await

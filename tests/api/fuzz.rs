@@ -62,10 +62,12 @@ struct KnownFinding {
 
 /// The findings not fixed yet that show in an answer; see [`KnownFinding`].
 const KNOWN_FINDINGS: &[KnownFinding] = &[KnownFinding {
-    // Finding 2 of the abuse review: a request with many bad values gets
-    // one field violation each, in the trailers, which then exceed what
-    // the client accepts; it sees a protocol error instead of the status.
-    // `BreakdownCustomers` with 1,000 dimensions `x` does it.
+    // Finding 2 of the abuse review: an error that echoes a long value,
+    // or gives one field violation for each of many bad values, makes
+    // trailers larger than the client accepts; it sees a protocol error
+    // instead of the status. `GetCustomer` with a name of 20,000 `x` (no
+    // `customers/`) does it, and `BreakdownCustomers` with 1,000
+    // dimensions `x`.
     name: OVERSIZED_TRAILERS,
     matches: |outcome| outcome.message.contains("h2 protocol error"),
 }];
