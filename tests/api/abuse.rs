@@ -104,6 +104,19 @@ async fn grpc_status(response: h2::client::ResponseFuture) -> Option<i32> {
     from(&body.trailers().await.ok()??)
 }
 
+/// The gRPC status codes of `calls`, whose requests stay open meanwhile;
+/// fails the test if they are not all answered soon after the message
+/// timeout.
+async fn codes_of(calls: Vec<(h2::client::ResponseFuture, SendStream<Bytes>)>) -> Vec<Option<i32>> {
+    let (responses, _open_requests): (Vec<_>, Vec<_>) = calls.into_iter().unzip();
+    tokio::time::timeout(
+        MESSAGE_TIMEOUT + Duration::from_secs(10),
+        futures::future::join_all(responses.into_iter().map(grpc_status)),
+    )
+    .await
+    .expect("calls still open long after the message timeout")
+}
+
 /// A GetCustomer on a connection of its own answers NOT_FOUND.
 async fn served(server: &TestServer) {
     let mut customers = server.customers().await;
@@ -160,13 +173,7 @@ async fn messages_announced_but_not_sent_hold_no_memory_and_time_out() {
 
     // Each half-sent call ends with DEADLINE_EXCEEDED once its message is
     // overdue, and not before.
-    let (responses, _open_requests): (Vec<_>, Vec<_>) = calls.into_iter().unzip();
-    let codes = tokio::time::timeout(
-        MESSAGE_TIMEOUT + Duration::from_secs(10),
-        futures::future::join_all(responses.into_iter().map(grpc_status)),
-    )
-    .await
-    .expect("half-sent calls still open long after the message timeout");
+    let codes = codes_of(calls).await;
     assert!(started.elapsed() >= MESSAGE_TIMEOUT);
     for code in codes {
         assert_eq!(code, Some(Code::DeadlineExceeded as i32));
@@ -198,13 +205,7 @@ async fn request_bytes_over_the_budget_are_resource_exhausted() {
         data.extend(std::iter::repeat_n(0, len as usize - 1));
         calls.push(open_call(&mut client, server.addr, data).await);
     }
-    let (responses, _open_requests): (Vec<_>, Vec<_>) = calls.into_iter().unzip();
-    let codes = tokio::time::timeout(
-        MESSAGE_TIMEOUT + Duration::from_secs(10),
-        futures::future::join_all(responses.into_iter().map(grpc_status)),
-    )
-    .await
-    .expect("calls still open long after the message timeout");
+    let codes = codes_of(calls).await;
     let exhausted = codes
         .iter()
         .filter(|code| **code == Some(Code::ResourceExhausted as i32))
