@@ -374,6 +374,10 @@ fn whole_messages_len(data: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::future::poll_fn;
+
+    use http_body::Body as _;
+
     use super::*;
 
     fn message(len: usize) -> Vec<u8> {
@@ -381,6 +385,55 @@ mod tests {
         bytes.extend_from_slice(&(len as u32).to_be_bytes());
         bytes.extend(std::iter::repeat_n(7, len));
         bytes
+    }
+
+    /// A request body of the given DATA frames, then the end or, with
+    /// `then_wait`, nothing more ever.
+    struct Frames {
+        frames: VecDeque<Bytes>,
+        then_wait: bool,
+    }
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            match self.frames.pop_front() {
+                Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                None if self.then_wait => Poll::Pending,
+                None => Poll::Ready(None),
+            }
+        }
+    }
+
+    fn gate(budget_bytes: usize) -> Gate {
+        Gate {
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+            message_timeout: Duration::from_secs(10),
+            max_message_bytes: 1024,
+        }
+    }
+
+    fn gated(frames: Vec<Bytes>, then_wait: bool, budget_bytes: usize) -> WholeMessages {
+        let body = Body::new(Frames {
+            frames: frames.into(),
+            then_wait,
+        });
+        WholeMessages::new(body, Arc::new(gate(budget_bytes)))
+    }
+
+    /// The chunks the body yields until it ends, or its error.
+    async fn chunks(body: &mut WholeMessages) -> Result<Vec<Bytes>, Status> {
+        let mut chunks = Vec::new();
+        while let Some(frame) = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+            chunks.push(frame?.into_data().unwrap());
+        }
+        Ok(chunks)
     }
 
     #[test]
@@ -391,5 +444,70 @@ mod tests {
         data.extend(&message(10)[..7]);
         assert_eq!(whole_messages_len(&data), 13);
         assert_eq!(whole_messages_len(&[0, 0, 0]), 0);
+    }
+
+    #[tokio::test]
+    async fn a_frame_of_whole_messages_passes_uncopied() {
+        let mut data = message(3);
+        data.extend(message(5));
+        let frame = Bytes::from(data);
+        let mut body = gated(vec![frame.clone()], false, 1024);
+        let chunks = chunks(&mut body).await.unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].as_ptr(), frame.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn messages_split_over_frames_are_handed_on_whole() {
+        let (first, second, third) = (message(10), message(4), message(20));
+        let stream: Vec<u8> = [first.clone(), second.clone(), third.clone()].concat();
+        // Cuts inside the first prefix, inside the first body, and inside
+        // the third message.
+        let cuts = [0, 3, 9, first.len() + second.len() + 8, stream.len()];
+        let frames = cuts
+            .windows(2)
+            .map(|cut| Bytes::copy_from_slice(&stream[cut[0]..cut[1]]))
+            .collect();
+        let mut body = gated(frames, false, 1024);
+        let chunks = chunks(&mut body).await.unwrap();
+        let chunks: Vec<&[u8]> = chunks.iter().map(|chunk| &chunk[..]).collect();
+        assert_eq!(chunks, [&first[..], &second[..], &third[..]]);
+        assert_eq!(body.gate.budget.available_permits(), 1024);
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_size_limit_is_passed_on_for_tonic_to_refuse() {
+        let big = message(2000);
+        let frames = vec![
+            Bytes::copy_from_slice(&big[..7]),
+            Bytes::copy_from_slice(&big[7..]),
+        ];
+        let mut body = gated(frames, false, 1024);
+        let chunks = chunks(&mut body).await.unwrap();
+        assert_eq!(chunks.concat(), big);
+        assert_eq!(body.gate.budget.available_permits(), 1024);
+    }
+
+    #[tokio::test]
+    async fn a_message_without_budget_is_resource_exhausted() {
+        let wanted = message(1000);
+        let frames = wanted.chunks(100).map(Bytes::copy_from_slice).collect();
+        let mut body = gated(frames, false, 500);
+        let status = chunks(&mut body).await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(body.gate.budget.available_permits(), 500);
+    }
+
+    #[tokio::test]
+    async fn a_message_that_stops_arriving_times_out() {
+        let frames = vec![Bytes::copy_from_slice(&message(100)[..50])];
+        let mut body = gated(frames, true, 1024);
+        body.gate = Arc::new(Gate {
+            message_timeout: Duration::from_millis(50),
+            ..gate(1024)
+        });
+        let status = chunks(&mut body).await.unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert_eq!(body.gate.budget.available_permits(), 1024);
     }
 }
