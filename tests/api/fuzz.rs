@@ -479,6 +479,11 @@ impl Fuzzer {
             "name" | "parent" | "segment" | "customer" if self.chance(0.7) => self.resource_name(),
             _ if name.ends_with("_id") && self.chance(0.7) => self.id(),
             "dimensions" if self.chance(0.6) => self.variable(),
+            "currency_code" if self.chance(0.6) => {
+                self.pick(&["USD", "usd", "EUR", "XXX"]).to_string()
+            }
+            "country_code" if self.chance(0.6) => self.pick(&["TR", "US", "ZZ", "tr"]).to_string(),
+            "language" if self.chance(0.6) => self.pick(&["tr", "en-US", "x-invalid-"]).to_string(),
             _ => self.odd_string(),
         };
         self.room = self.room.saturating_sub(text.len());
@@ -530,7 +535,7 @@ impl Fuzzer {
     /// A rule: plausible, or pathological.
     fn rule(&mut self) -> String {
         let variable = self.variable();
-        match self.below(16) {
+        match self.below(20) {
             0 => {
                 let depth = *self.pick(&[10, 100, 1_000, 10_000]);
                 format!("{}true{}", "(".repeat(depth), ")".repeat(depth))
@@ -560,7 +565,15 @@ impl Fuzzer {
                 format!("{variable} {operator} {}", self.odd_string())
             }
             14 => self.odd_string(),
-            _ => format!("{variable} != null"),
+            15 => format!("{variable} != null"),
+            // Plausible rules, to get past the checks to the evaluation.
+            16 => format!("{variable} == \"TR\""),
+            17 => format!("has({variable})"),
+            18 => format!("{variable} in [\"a\", \"b\"] || {variable} > 3"),
+            _ => {
+                let other = self.variable();
+                format!("{variable} >= 1 && !({other} == \"x\")")
+            }
         }
     }
 
