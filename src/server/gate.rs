@@ -28,7 +28,7 @@
 //! ([`RequestLimits::stream_window_bytes`],
 //! [`RequestLimits::connection_window_bytes`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -42,8 +42,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tonic::body::Body;
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::ErrorDetails;
 use tower::util::MapRequestLayer;
+
+use crate::grpc::status::{reason, status_with, ErrorInfo};
+
+/// The `reason` of the `ErrorInfo` of a call whose request message did not
+/// arrive within the message timeout (DEADLINE_EXCEEDED).
+pub const MESSAGE_TIMEOUT_REASON: &str = "REQUEST_MESSAGE_TIMEOUT";
 
 /// The length of the gRPC prefix of a message: a compression flag and a
 /// big-endian `u32` length.
@@ -86,17 +92,20 @@ impl Gate {
             budget_bytes = self.budget_bytes,
             "request buffer budget exhausted, call refused"
         );
-        Status::with_error_details(
+        status_with(
             Code::ResourceExhausted,
             format!(
                 "the server is already buffering the most request bytes it may ({} bytes); retry later",
                 self.budget_bytes
             ),
-            ErrorDetails::with_error_info(
-                "REQUEST_BUFFER_EXHAUSTED",
-                "segmentd",
-                HashMap::from([("limit_bytes".to_owned(), self.budget_bytes.to_string())]),
+            ErrorInfo::new(
+                reason::RESOURCE_EXHAUSTED,
+                [
+                    ("subject", "buffered_request_bytes".to_owned()),
+                    ("limit_bytes", self.budget_bytes.to_string()),
+                ],
             ),
+            ErrorDetails::new(),
         )
     }
 
@@ -104,16 +113,16 @@ impl Gate {
     fn timed_out(&self) -> Status {
         let timeout_ms = self.message_timeout.as_millis();
         tracing::debug!(timeout_ms, "request message timed out");
-        Status::with_error_details(
+        status_with(
             Code::DeadlineExceeded,
             format!(
                 "a request message did not arrive in full within {timeout_ms} ms of its first byte"
             ),
-            ErrorDetails::with_error_info(
-                "REQUEST_MESSAGE_TIMEOUT",
-                "segmentd",
-                HashMap::from([("timeout_ms".to_owned(), timeout_ms.to_string())]),
+            ErrorInfo::new(
+                MESSAGE_TIMEOUT_REASON,
+                [("timeout_ms", timeout_ms.to_string())],
             ),
+            ErrorDetails::new(),
         )
     }
 }
@@ -377,6 +386,7 @@ mod tests {
     use std::future::poll_fn;
 
     use http_body::Body as _;
+    use tonic_types::StatusExt as _;
 
     use super::*;
 
@@ -495,6 +505,9 @@ mod tests {
         let mut body = gated(frames, false, 500);
         let status = chunks(&mut body).await.unwrap_err();
         assert_eq!(status.code(), Code::ResourceExhausted);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, reason::RESOURCE_EXHAUSTED);
+        assert_eq!(info.metadata["subject"], "buffered_request_bytes");
         assert_eq!(body.gate.budget.available_permits(), 500);
     }
 
@@ -508,6 +521,9 @@ mod tests {
         });
         let status = chunks(&mut body).await.unwrap_err();
         assert_eq!(status.code(), Code::DeadlineExceeded);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, MESSAGE_TIMEOUT_REASON);
+        assert_eq!(info.metadata["timeout_ms"], "50");
         assert_eq!(body.gate.budget.available_permits(), 1024);
     }
 }
