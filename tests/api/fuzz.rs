@@ -48,7 +48,7 @@ const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// The most bytes the fuzzer puts into one message.
 const MESSAGE_ROOM: usize = 3 * 1024 * 1024;
 /// How much resident memory may grow over the run.
-const MEMORY_GROWTH_BOUND: u64 = 768 << 20;
+const MEMORY_GROWTH_BOUND: u64 = 512 << 20;
 
 /// A failure the harness has found and the server does not fix yet: not
 /// failed on, so that the harness stays green, but counted, until
