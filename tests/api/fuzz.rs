@@ -36,7 +36,7 @@ use crate::segments::{population, segmentation};
 use crate::support::{self, RawCodec, TestServer};
 
 /// Cases per method unless `SEGMENTD_FUZZ_CASES` says otherwise.
-const DEFAULT_CASES: usize = 24;
+const DEFAULT_CASES: usize = 64;
 /// The seed unless `SEGMENTD_FUZZ_SEED` says otherwise.
 const DEFAULT_SEED: u64 = 0x5e9d;
 /// The deadline of every call.
