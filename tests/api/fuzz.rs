@@ -67,14 +67,6 @@ struct KnownFinding {
 /// they are bounded now, and such an answer is a failure.
 const KNOWN_FINDINGS: &[KnownFinding] = &[];
 
-/// A known finding that holds the server's threads for long: the fuzzer
-/// does not send what finds it unless `SEGMENTD_FUZZ_KNOWN` names it, since
-/// every call after it would miss its deadline too. A `BreakdownCustomers`
-/// dimension that is no variable is compared by edit distance with every
-/// variable name, whatever its length: one dimension of 300,000 bytes takes
-/// 12 s of a debug build, and 1,000 of 300 bytes 15 s.
-const SLOW_DIMENSION_NAMES: &str = "slow_dimension_names";
-
 /// How the harness is run.
 struct Settings {
     /// Cases per method.
@@ -220,9 +212,6 @@ async fn call(channel: &Channel, method: &Method, case: String, messages: Vec<Ve
 struct Fuzzer {
     /// The randomness.
     rng: StdRng,
-    /// Send long dimension names and long lists of them; see
-    /// [`SLOW_DIMENSION_NAMES`].
-    long_dimensions: bool,
     /// The rule language's variables, as DescribeRuleLanguage names them.
     variables: Vec<String>,
     /// Bytes still to spend on the message being built.
@@ -275,7 +264,6 @@ impl Fuzzer {
     fn new(settings: &Settings, variables: Vec<String>) -> Fuzzer {
         Fuzzer {
             rng: StdRng::seed_from_u64(settings.seed),
-            long_dimensions: settings.fails_on(SLOW_DIMENSION_NAMES),
             variables,
             room: MESSAGE_ROOM,
         }
@@ -352,15 +340,6 @@ impl Fuzzer {
     /// A repeated field: often empty or short, sometimes long.
     fn list(&mut self, field: &FieldDescriptor, depth: usize) -> Value {
         let nested = matches!(field.kind(), Kind::Message(_));
-        if field.name() == "dimensions" && !self.long_dimensions {
-            let len = self.below(12);
-            let mut values = Vec::new();
-            for _ in 0..len {
-                let name = self.string("dimensions").chars().take(64).collect();
-                values.push(Value::String(name));
-            }
-            return Value::List(values);
-        }
         let len = match self.below(10) {
             0 => 0,
             1..=6 => 1 + self.below(4),

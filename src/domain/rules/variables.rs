@@ -675,9 +675,13 @@ fn unknown_variable(name: &str) -> String {
             members.join(", ")
         );
     }
+    // The edit distance is at least the difference in length, so only
+    // names of about the same length are compared: the cost stays small
+    // however long the unknown name is.
+    let length = name.chars().count();
     let suggestion = names
         .iter()
-        .filter(|candidate| !candidate.contains('['))
+        .filter(|candidate| !candidate.contains('[') && candidate.len().abs_diff(length) <= 2)
         .map(|candidate| (strsim::levenshtein(name, candidate), *candidate))
         .filter(|(distance, _)| *distance <= 2)
         .min()

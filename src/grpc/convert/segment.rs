@@ -161,7 +161,8 @@ pub fn dimensions_from_proto(names: &[String]) -> Checked<Vec<Variable>> {
         );
     }
     let mut found = Vec::new();
-    for (index, name) in names.iter().enumerate() {
+    // Past the limit the count alone is refused: no name is looked at.
+    for (index, name) in names.iter().enumerate().take(MAX_DIMENSIONS) {
         match rules::parse_variable(name) {
             Ok(variable) if rules::is_dimension(&variable) => found.push(variable),
             Ok(_) => violations.add(
