@@ -258,6 +258,9 @@ pub const OVERSIZED_MESSAGE_PREFIX: &str = "Error, decoded message length too la
 /// client's fault, so clients get INVALID_ARGUMENT, and INTERNAL stays for
 /// faults of ours.
 pub const UNDECODABLE_MESSAGE_PREFIX: &str = "failed to decode Protobuf message";
+/// tonic reports a request stream that ends in the middle of a message as
+/// INTERNAL; that too is the client's fault.
+pub const TRUNCATED_MESSAGE_PREFIX: &str = "Unexpected EOF decoding stream";
 
 /// The code and the `ErrorInfo` reason a client gets for a request
 /// message tonic refused with `code` and `message`, when it is not `code`.
@@ -266,7 +269,10 @@ fn client_fault(code: Code, message: &str) -> Option<(Code, &'static str)> {
         Code::OutOfRange if message.starts_with(OVERSIZED_MESSAGE_PREFIX) => {
             Some((Code::ResourceExhausted, reason::MESSAGE_TOO_LARGE))
         }
-        Code::Internal if message.starts_with(UNDECODABLE_MESSAGE_PREFIX) => {
+        Code::Internal
+            if message.starts_with(UNDECODABLE_MESSAGE_PREFIX)
+                || message.starts_with(TRUNCATED_MESSAGE_PREFIX) =>
+        {
             Some((Code::InvalidArgument, reason::MALFORMED_MESSAGE))
         }
         _ => None,

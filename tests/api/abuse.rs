@@ -243,3 +243,21 @@ async fn a_message_sent_in_pieces_is_served() {
     assert_eq!(grpc_status(response).await, Some(Code::NotFound as i32));
     server.stop().await.unwrap();
 }
+
+/// A request that ends in the middle of its message is the client's fault:
+/// INVALID_ARGUMENT, not INTERNAL.
+#[tokio::test]
+async fn a_request_cut_in_the_middle_of_its_message_is_invalid_argument() {
+    let (server, _temp) = start(attack_config).await;
+    let mut client = connect(server.addr).await;
+    let mut data = prefix(100);
+    data.extend_from_slice(b"\x0a\x05custo");
+    let (response, mut send) = open_call(&mut client, server.addr, data).await;
+    send.send_data(Bytes::new(), true).unwrap();
+    assert_eq!(
+        grpc_status(response).await,
+        Some(Code::InvalidArgument as i32)
+    );
+    served(&server).await;
+    server.stop().await.unwrap();
+}
