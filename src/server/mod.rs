@@ -241,11 +241,20 @@ pub async fn run(
     // Stops accepting and starts the drain, on every listener.
     let stop = CancellationToken::new();
     let handshake_timeout = config.transport.handshake_timeout;
+    // One budget of buffered request bytes for both listeners: the health
+    // listener is as open to a half-sent message as the API.
+    let gate = gate::whole_messages(&config.request_limits, config.max_message_bytes);
     let mut servers = JoinSet::new();
     if let Some(listener) = listeners.health {
         let incoming = incoming::incoming(listener, None, handshake_timeout, &cut_connections);
         servers.spawn(
             Server::builder()
+                .max_concurrent_streams(config.max_concurrent_streams)
+                .http2_keepalive_interval(Some(config.keepalive_interval))
+                .http2_keepalive_timeout(Some(config.keepalive_timeout))
+                .initial_stream_window_size(config.request_limits.stream_window_bytes)
+                .initial_connection_window_size(config.request_limits.connection_window_bytes)
+                .layer(gate.clone())
                 .add_service(health_service.clone())
                 .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
         );
@@ -264,10 +273,7 @@ pub async fn run(
         .layer(trace::rpc_spans())
         .layer(status::refused_requests())
         .layer(auth)
-        .layer(gate::whole_messages(
-            &config.request_limits,
-            config.max_message_bytes,
-        ))
+        .layer(gate)
         .add_service(health_service)
         .add_optional_service(reflection.then_some(reflection_v1))
         .add_optional_service(reflection.then_some(reflection_v1alpha))
