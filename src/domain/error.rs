@@ -83,6 +83,16 @@ pub enum Error {
         /// The etag the request sent.
         etag: String,
     },
+    /// The request was made against another revision of the resource than
+    /// the stored one, such as the persona catalog's: read it again and
+    /// retry.
+    #[error("{description}")]
+    RevisionMismatch {
+        /// The resource name, e.g. `personaCatalog`.
+        name: String,
+        /// What was expected and what was found.
+        description: String,
+    },
     /// The resource is not in the state the request requires, e.g. a
     /// persona for a customer who objects to profiling.
     #[error("{0}")]

@@ -44,6 +44,8 @@ pub mod reason {
     pub const ALREADY_EXISTS: &str = "ALREADY_EXISTS";
     /// The etag sent is not the resource's current one (ABORTED).
     pub const ETAG_MISMATCH: &str = "ETAG_MISMATCH";
+    /// The revision sent is not the resource's current one (ABORTED).
+    pub const REVISION_MISMATCH: &str = "REVISION_MISMATCH";
     /// The resource is not in the state the request needs (FAILED_PRECONDITION).
     pub const FAILED_PRECONDITION: &str = "FAILED_PRECONDITION";
     /// An input is over a configured limit (RESOURCE_EXHAUSTED).
@@ -213,6 +215,15 @@ impl From<Error> for Status {
                 let info = ErrorInfo::new(reason::ETAG_MISMATCH, [("resource", name)]);
                 let details =
                     ErrorDetails::with_precondition_failure_violation("ETAG", "etag", &message);
+                status_with(Code::Aborted, message, info, details)
+            }
+            Error::RevisionMismatch { name, description } => {
+                let info = ErrorInfo::new(reason::REVISION_MISMATCH, [("resource", name)]);
+                let details = ErrorDetails::with_precondition_failure_violation(
+                    "REVISION",
+                    "expected_revision",
+                    description,
+                );
                 status_with(Code::Aborted, message, info, details)
             }
             Error::FailedPrecondition(description) => {

@@ -442,7 +442,10 @@ async fn the_catalog_is_replaced_checked_and_reset() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.code(), Code::Aborted);
+    let info = status.get_details_error_info().expect("an ErrorInfo");
+    assert_eq!(info.reason, "REVISION_MISMATCH");
+    assert!(status.message().contains("revision 2, not 1"), "{status:?}");
 
     // The catalog survives a restart, and a reset restores the built-in one.
     let temp = server.stop_keeping_data().await;

@@ -111,9 +111,12 @@ impl Engine {
                 let current = shared.catalog().catalog.revision;
                 if let Some(expected) = expected {
                     if expected != current {
-                        return Err(Error::FailedPrecondition(format!(
-                            "the catalog is at revision {current}, not {expected}: read it again"
-                        )));
+                        return Err(Error::RevisionMismatch {
+                            name: "personaCatalog".to_owned(),
+                            description: format!(
+                                "the catalog is at revision {current}, not {expected}: read it again"
+                            ),
+                        });
                     }
                 }
                 compiled.catalog.revision = current + 1;
