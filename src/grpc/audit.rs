@@ -89,6 +89,24 @@ impl Audit {
     }
 }
 
+/// The principal of refused calls whose credentials named nobody.
+pub const UNAUTHENTICATED: &str = "unauthenticated";
+
+/// Logs a call to the audited `method` (its gRPC path) that authentication
+/// refused with `code` before its request was read: the resource is
+/// unknown, so it shows as `-`.
+pub fn refused(principal: Option<&str>, method: &str, code: Code) {
+    let method = method.rsplit('/').next().unwrap_or(method);
+    tracing::info!(
+        target: "audit",
+        principal = principal.unwrap_or(UNAUTHENTICATED),
+        method,
+        resource = "-",
+        outcome = code_name(code),
+        "audited call"
+    );
+}
+
 /// A customer's resource name as the audit log shows it: a SHA-256 prefix.
 pub fn customer(name: &str) -> String {
     let hash = Sha256::digest(name.as_bytes());

@@ -8,7 +8,9 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 
+use super::scopes::{self, Access};
 use super::{announce, AuthConfig, Authenticator};
+use crate::grpc::audit;
 use crate::grpc::peer::Peer;
 
 /// Checks every request; see the module docs of [`super`].
@@ -101,8 +103,15 @@ where
             }
             Err(refusal) => {
                 tracing::debug!(method, ?refusal, "call refused");
+                let principal = refusal.principal().map(str::to_owned);
+                let status = refusal.into_status(method);
+                if let Some(Access::Scope(scope)) = scopes::access(method) {
+                    if scope.audited() {
+                        audit::refused(principal.as_deref(), method, status.code());
+                    }
+                }
                 Answer::Refused {
-                    response: Some(refusal.into_status(method).into_http()),
+                    response: Some(status.into_http()),
                 }
             }
         }

@@ -12,7 +12,7 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 use super::scopes::{self, Access, Scope};
 
 /// The `domain` of every ErrorInfo segmentd sends.
-const DOMAIN: &str = "segmentd";
+use crate::grpc::status::ERROR_DOMAIN as DOMAIN;
 
 /// Why a call was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,16 @@ pub(super) enum Refusal {
 }
 
 impl Refusal {
+    /// Who was refused, when the credentials named someone.
+    pub(super) fn principal(&self) -> Option<&str> {
+        match self {
+            Refusal::MissingScope { principal, .. } | Refusal::UnlistedMethod { principal } => {
+                Some(principal)
+            }
+            Refusal::MissingCredentials | Refusal::InvalidCredentials(_) => None,
+        }
+    }
+
     /// The status the caller of `method` gets.
     pub(super) fn into_status(self, method: &str) -> Status {
         let needed = match scopes::access(method) {

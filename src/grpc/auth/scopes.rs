@@ -31,6 +31,19 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Whether the methods that need this scope change, erase or export
+    /// data: their calls go to the audit log, refused ones too.
+    pub fn audited(self) -> bool {
+        matches!(
+            self,
+            Scope::CustomersErase
+                | Scope::SegmentsManage
+                | Scope::PersonasManage
+                | Scope::Export
+                | Scope::AdminBackup
+        )
+    }
+
     /// Every scope, in the order of its bit in [`Scopes`].
     pub const ALL: [Scope; 10] = [
         Scope::CustomersRead,

@@ -198,3 +198,65 @@ fn reflection_defaults_to_open_without_authentication_and_closed_with_it() {
     assert!(on.enabled());
     assert_eq!(on.reflection(), ReflectionMode::Authenticated);
 }
+
+/// Log lines written while a test runs, for a thread-local subscriber.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_refused_erasure_is_audited_and_a_refused_read_is_not() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let (authenticator, _dir) = authenticator(None);
+    let layer = AuthLayer::with(Some(authenticator));
+    for (method, token) in [(DELETE, None), (DELETE, Some("read-token")), (GET, None)] {
+        let behind =
+            tower::service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+        let mut request = Request::builder().uri(method).body(()).unwrap();
+        if let Some(token) = token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+            request.headers_mut().insert("authorization", value);
+        }
+        let response = layer.layer(behind).oneshot(request).await.unwrap();
+        assert!(response.headers().contains_key("grpc-status"));
+    }
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let audited: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|event| event["target"] == "audit")
+        .map(|event| event["fields"].clone())
+        .collect();
+    let fields: Vec<[&str; 4]> = audited
+        .iter()
+        .map(|event| {
+            ["principal", "method", "resource", "outcome"]
+                .map(|field| event[field].as_str().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ["unauthenticated", "DeleteCustomer", "-", "UNAUTHENTICATED"],
+            ["reader", "DeleteCustomer", "-", "PERMISSION_DENIED"],
+        ]
+    );
+}
