@@ -24,6 +24,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::auth::Caller;
 use super::pb;
+use super::status::code_name;
 
 /// The principal of calls made while authentication is off.
 pub const ANONYMOUS: &str = "anonymous";
@@ -89,24 +90,6 @@ impl Audit {
     }
 }
 
-/// The principal of refused calls whose credentials named nobody.
-pub const UNAUTHENTICATED: &str = "unauthenticated";
-
-/// Logs a call to the audited `method` (its gRPC path) that authentication
-/// refused with `code` before its request was read: the resource is
-/// unknown, so it shows as `-`.
-pub fn refused(principal: Option<&str>, method: &str, code: Code) {
-    let method = method.rsplit('/').next().unwrap_or(method);
-    tracing::info!(
-        target: "audit",
-        principal = principal.unwrap_or(UNAUTHENTICATED),
-        method,
-        resource = "-",
-        outcome = code_name(code),
-        "audited call"
-    );
-}
-
 /// A customer's resource name as the audit log shows it: a SHA-256 prefix.
 pub fn customer(name: &str) -> String {
     let hash = Sha256::digest(name.as_bytes());
@@ -134,29 +117,6 @@ pub fn personas(ids: &[String]) -> String {
         return "personas/-".to_owned();
     }
     named(&format!("personas/{}", ids.join(",")))
-}
-
-/// The canonical name of a gRPC code, as in `google.rpc.Code`.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 #[cfg(test)]

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use tonic::Code;
 
 use super::scopes::{self, Access};
 use super::{announce, AuthConfig, Authenticator};
-use crate::grpc::audit;
 use crate::grpc::peer::Peer;
+use crate::grpc::status::code_name;
 
 /// Checks every request; see the module docs of [`super`].
 #[derive(Clone)]
@@ -107,7 +108,7 @@ where
                 let status = refusal.into_status(method);
                 if let Some(Access::Scope(scope)) = scopes::access(method) {
                     if scope.audited() {
-                        audit::refused(principal.as_deref(), method, status.code());
+                        audit_refusal(principal.as_deref(), method, status.code());
                     }
                 }
                 Answer::Refused {
@@ -150,4 +151,22 @@ where
                 .expect("an answer is polled once it is ready"))),
         }
     }
+}
+
+/// The principal of refused calls whose credentials named nobody.
+const UNAUTHENTICATED: &str = "unauthenticated";
+
+/// Logs, as the audit log's events are logged, a call to the audited
+/// `method` (its gRPC path) that authentication refused with `code` before
+/// its request was read: the resource is unknown, so it shows as `-`.
+fn audit_refusal(principal: Option<&str>, method: &str, code: Code) {
+    let method = method.rsplit('/').next().unwrap_or(method);
+    tracing::info!(
+        target: "audit",
+        principal = principal.unwrap_or(UNAUTHENTICATED),
+        method,
+        resource = "-",
+        outcome = code_name(code),
+        "audited call"
+    );
 }
