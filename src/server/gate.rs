@@ -17,7 +17,9 @@
 //!   message handed on keeps its share until tonic asks for more, which it
 //!   does once it has decoded the message.
 //! - A message that has begun must be whole within
-//!   [`RequestLimits::message_timeout`]; otherwise its call ends with
+//!   [`RequestLimits::message_timeout`] of the server waiting for it (the
+//!   time a handler spends on the message before is not counted);
+//!   otherwise its call ends with
 //!   DEADLINE_EXCEEDED. (Not CANCELLED: tonic takes a CANCELLED request
 //!   body for the end of the stream, not for an error.)
 //! - A message announced over the largest message size is handed on at
@@ -170,6 +172,9 @@ struct WholeMessages {
     handed_on: Option<OwnedSemaphorePermit>,
     /// When the message being assembled must be whole.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The last poll handed tonic a chunk: until it polls again the server
+    /// is not reading, and that time does not count against the deadline.
+    gave: bool,
     /// A message was announced over the size limit: everything from it on
     /// is handed on as it comes, for tonic to refuse.
     passing: bool,
@@ -189,6 +194,7 @@ impl WholeMessages {
             drawn: None,
             handed_on: None,
             deadline: None,
+            gave: false,
             passing: false,
             ended: false,
         }
@@ -310,8 +316,19 @@ impl http_body::Body for WholeMessages {
         let this = self.get_mut();
         // tonic asks for more once it has decoded what it was given.
         this.handed_on = None;
+        // Only time spent waiting for the client counts: a handler that
+        // took its time with the last message (an import batch, say) made
+        // the client wait, not the other way round.
+        if std::mem::take(&mut this.gave) {
+            if let Some(deadline) = &mut this.deadline {
+                deadline
+                    .as_mut()
+                    .reset(Instant::now() + this.gate.message_timeout);
+            }
+        }
         loop {
             if let Some(chunk) = this.ready.pop_front() {
+                this.gave = true;
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
             if let Some(trailers) = this.trailers.take() {
@@ -525,5 +542,35 @@ mod tests {
         assert_eq!(info.reason, MESSAGE_TIMEOUT_REASON);
         assert_eq!(info.metadata["timeout_ms"], "50");
         assert_eq!(body.gate.budget.available_permits(), 1024);
+    }
+
+    #[tokio::test]
+    async fn time_the_server_spends_on_a_message_does_not_count_against_the_next() {
+        // A frame with a whole message and the start of the next, then the
+        // rest of the next: the handler takes longer with the first than
+        // the timeout allows, and the second must still be served.
+        let first = message(10);
+        let second = message(100);
+        let mut opening = first.clone();
+        opening.extend_from_slice(&second[..40]);
+        let frames = vec![
+            Bytes::from(opening),
+            Bytes::copy_from_slice(&second[40..70]),
+            Bytes::copy_from_slice(&second[70..]),
+        ];
+        let mut body = gated(frames, false, 1024);
+        body.gate = Arc::new(Gate {
+            message_timeout: Duration::from_millis(50),
+            ..gate(1024)
+        });
+        let handed = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(handed.into_data().unwrap(), Bytes::from(first));
+        // The handler works on it for twice the timeout.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let rest = chunks(&mut body).await.unwrap();
+        assert_eq!(rest, [Bytes::from(second)]);
     }
 }

@@ -90,9 +90,12 @@ fn is_empty_dir(dir: &Path) -> Result<bool> {
 
 /// Restores the backup file `file` into `data_dir`, which must be missing
 /// or empty: checks the whole file first and writes nothing if it is not
-/// a complete backup, then writes every tree, flushes, and says what the
-/// trees hold. A restore that fails while writing leaves `data_dir` empty
-/// again. Blocking; the server must not be running on `data_dir`.
+/// a complete backup, then writes every tree into a staging directory
+/// beside `data_dir`, flushes, renames it into place, and says what the
+/// trees hold. So `data_dir` holds a whole store or none: a restore that
+/// fails or is killed while writing leaves only the staging directory,
+/// which the next restore removes. Blocking; the server must not be
+/// running on `data_dir`.
 pub fn restore(file: &Path, data_dir: &Path) -> Result<RestoreSummary> {
     if !is_empty_dir(data_dir)? {
         return Err(Error::FailedPrecondition(format!(
@@ -101,22 +104,56 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<RestoreSummary> {
         )));
     }
     verify_file(file)?;
+    let (parent, staging) = staging_dir(data_dir)?;
+    let io_error = |what: &str, path: &Path, error: std::io::Error| {
+        Error::internal(format!("cannot {what} {}: {error}", path.display()))
+    };
+    // What a killed restore left behind.
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .map_err(|error| io_error("remove the old staging directory", &staging, error))?;
+    }
     // The directory holds personal data: for the service's user only.
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(data_dir)
-        .map_err(|error| {
-            Error::internal(format!(
-                "cannot create the data directory {}: {error}",
-                data_dir.display()
-            ))
-        })?;
-    let written = write_trees(file, data_dir);
-    if written.is_err() {
-        empty_dir(data_dir);
-    }
-    written
+        .create(&staging)
+        .map_err(|error| io_error("create the staging directory", &staging, error))?;
+    let summary = match write_trees(file, &staging) {
+        Ok(summary) => summary,
+        Err(error) => {
+            if let Err(removed) = std::fs::remove_dir_all(&staging) {
+                tracing::warn!(path = %staging.display(), error = %removed, "cannot remove the staging directory of the failed restore");
+            }
+            return Err(error);
+        }
+    };
+    // An empty directory is replaced whole; a missing one is made.
+    std::fs::rename(&staging, data_dir)
+        .map_err(|error| io_error("move the restored store to", data_dir, error))?;
+    File::open(&parent)
+        .and_then(|directory| directory.sync_all())
+        .map_err(|error| io_error("sync the directory", &parent, error))?;
+    Ok(summary)
+}
+
+/// The parent of `data_dir` and the staging directory of a restore into
+/// it, beside it so that a rename moves it into place.
+fn staging_dir(data_dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let name = data_dir.file_name().ok_or_else(|| {
+        Error::invalid(
+            "data_dir",
+            format!("{} names no directory to restore into", data_dir.display()),
+        )
+    })?;
+    let parent = match data_dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let mut staging = std::ffi::OsString::from(".");
+    staging.push(name);
+    staging.push(".restoring");
+    Ok((parent.clone(), parent.join(staging)))
 }
 
 /// Applies the records of `file` to a new database in `data_dir`.
@@ -153,25 +190,6 @@ fn write_trees(file: &Path, data_dir: &Path) -> Result<RestoreSummary> {
         file: summary,
         trees,
     })
-}
-
-/// Removes everything in `dir`, after a failed restore into it (it was
-/// empty before); what cannot be removed is logged.
-fn empty_dir(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        if let Err(error) = removed {
-            tracing::warn!(path = %path.display(), %error, "cannot remove a file of the failed restore");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -231,6 +249,46 @@ mod tests {
             })
             .unwrap();
         found
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_restore_killed_midway_leaves_no_store_and_the_next_one_clears_its_leftovers() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&options(&dir.path().join("live"))).unwrap();
+        put(&store, &[("c-1", "Ankara"), ("c-2", "Izmir")]);
+        let tap = store.start_tap(1024 * 1024).unwrap();
+        let mut encoder = BackupEncoder::new(STORE_FORMAT);
+        let mut file = Vec::new();
+        store
+            .scan_all(|change| {
+                encoder.push(change);
+                file.extend(encoder.take());
+                Ok(())
+            })
+            .unwrap();
+        for change in tap.take().unwrap().iter() {
+            encoder.push(change);
+        }
+        file.extend(encoder.finish().0);
+        let path = dir.path().join("backup");
+        std::fs::write(&path, &file).unwrap();
+
+        // What a restore killed while writing leaves: its staging directory
+        // only, never a half-written data directory.
+        let target = dir.path().join("restored");
+        let leftover = dir.path().join(".restored.restoring");
+        std::fs::create_dir(&leftover).unwrap();
+        std::fs::write(leftover.join("db"), b"half written").unwrap();
+        assert!(!target.exists());
+
+        restore(&path, &target).unwrap();
+        assert!(!leftover.exists());
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let restored = Store::open(&options(&target)).unwrap();
+        assert_eq!(contents(&restored), contents(&store));
     }
 
     #[tokio::test(flavor = "multi_thread")]

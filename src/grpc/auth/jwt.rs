@@ -9,7 +9,7 @@
 //! lookup. The memory is bounded, and forgotten when the key set changes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
@@ -207,7 +207,7 @@ impl JwtVerifier {
     pub(super) fn verify(&self, token: &str, hash: &[u8; 32]) -> Result<Caller, &'static str> {
         let now = now();
         if let Some(known) = self.remembered().get(hash) {
-            if now <= known.expires + LEEWAY_SECONDS {
+            if now <= known.expires.saturating_add(LEEWAY_SECONDS) {
                 return Ok(known.caller.clone());
             }
         }
@@ -235,8 +235,15 @@ impl JwtVerifier {
             principal: claims.sub,
         };
         let mut remembered = self.remembered();
+        // A key set swapped in while this token was checked may have
+        // dropped its key; the reload clears what is remembered only after
+        // the swap, under this lock, so remember nothing checked with an
+        // older key set.
+        if !Arc::ptr_eq(&keys, &self.keys.current()) {
+            return Ok(caller);
+        }
         if remembered.len() >= REMEMBERED {
-            remembered.retain(|_, known| now <= known.expires + LEEWAY_SECONDS);
+            remembered.retain(|_, known| now <= known.expires.saturating_add(LEEWAY_SECONDS));
             if remembered.len() >= REMEMBERED {
                 remembered.clear();
             }
