@@ -163,6 +163,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
+    // Every service refuses what the request gate lets through as too
+    // large, so that no announced size reaches tonic's reservation.
+    let health_service = health_service.max_decoding_message_size(config.max_message_bytes);
     report(&health, ServingStatus::NotServing).await;
     let auth = AuthLayer::start(&config.auth, listeners.api.local_addr().ok())?;
     let reflection = config.auth.reflection() != ReflectionMode::Off;
@@ -173,12 +176,14 @@ pub async fn run(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+        .build_v1()?
+        .max_decoding_message_size(config.max_message_bytes);
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+        .build_v1alpha()?
+        .max_decoding_message_size(config.max_message_bytes);
 
     // Read before anything starts, so that bad certificate files stop the
     // server at once.
