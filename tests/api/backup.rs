@@ -199,30 +199,15 @@ async fn receive(mut chunks: Streaming<pb::BackupStoreChunk>, path: &Path, pause
 
 /// Every customer the server holds.
 async fn all_customers(server: &TestServer) -> BTreeMap<String, pb::Customer> {
-    let mut client = server.customers().await;
-    let mut found = BTreeMap::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_customers(pb::ListCustomersRequest {
-                page_size: 100,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        for customer in page.customers {
-            found.insert(
-                customer.name.trim_start_matches("customers/").to_owned(),
-                customer,
-            );
-        }
-        if page.next_page_token.is_empty() {
-            return found;
-        }
-        page_token = page.next_page_token;
-    }
+    server
+        .all_customers()
+        .await
+        .into_iter()
+        .map(|customer| {
+            let id = customer.name.trim_start_matches("customers/").to_owned();
+            (id, customer)
+        })
+        .collect()
 }
 
 /// Each customer's purchase count, now.

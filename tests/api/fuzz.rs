@@ -589,28 +589,13 @@ const SEEDED_SEGMENTS: &[(&str, &str)] = &[
 
 async fn snapshot(server: &TestServer) -> Snapshot {
     let channel = server.channel().await;
-    let mut customers = BTreeMap::new();
-    let mut page_token = String::new();
-    loop {
-        let page = pb::customer_service_client::CustomerServiceClient::new(channel.clone())
-            .list_customers(pb::ListCustomersRequest {
-                page_size: 1000,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        for customer in page.customers {
-            if !customer.name.starts_with("customers/fz") {
-                customers.insert(customer.name.clone(), customer);
-            }
-        }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
+    let customers: BTreeMap<_, _> = server
+        .all_customers()
+        .await
+        .into_iter()
+        .filter(|customer| !customer.name.starts_with("customers/fz"))
+        .map(|customer| (customer.name.clone(), customer))
+        .collect();
     let mut activity = BTreeMap::new();
     let mut client = ActivityServiceClient::new(channel.clone());
     for name in customers.keys() {

@@ -138,6 +138,32 @@ impl TestServer {
         CustomerServiceClient::new(self.channel().await)
     }
 
+    /// Every customer the server holds, in name order: ListCustomers,
+    /// page after page.
+    pub async fn all_customers(&self) -> Vec<segmentd::grpc::pb::Customer> {
+        let mut client = self.customers().await;
+        let mut customers = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_customers(segmentd::grpc::pb::ListCustomersRequest {
+                    // Pages of full profiles stay under the test servers'
+                    // message size limit.
+                    page_size: 100,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            customers.extend(page.customers);
+            if page.next_page_token.is_empty() {
+                return customers;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
     /// The health status of `service`.
     pub async fn health(&self, service: &str) -> ServingStatus {
         let mut client = HealthClient::new(self.channel().await);
