@@ -20,6 +20,8 @@
 //!   protobuf and tonic types.
 //! - [`engine`]: the domain operations the handlers call; owns the store and
 //!   the in-memory feature index and keeps them in step.
+//! - [`log`]: the replicated log of cluster mode (NATS JetStream), and its
+//!   snapshots; beside the store, on the same floor.
 //! - [`store`]: the only module that knows sled: key layout, versioned
 //!   codec, atomic writes, group commit, and backups (the tap on writes,
 //!   the file format, the offline restore).
@@ -28,7 +30,8 @@
 //!
 //! The walls are checked by `tests/api/architecture.rs`: the domain and the
 //! engine name neither tonic, prost, sled nor clap (the domain not tokio
-//! either), the store neither tonic, prost nor clap, no module names a
+//! either), the store neither tonic, prost nor clap, the log neither of those nor
+//! sled, no module names a
 //! floor above its own, and the modules of one floor import each other in
 //! no circle.
 
@@ -37,6 +40,7 @@ pub mod client;
 pub mod domain;
 pub mod engine;
 pub mod grpc;
+pub mod log;
 pub mod server;
 pub mod store;
 pub mod telemetry;

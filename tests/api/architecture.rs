@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// The layers from the bottom up; a layer may use the ones below it.
 const FLOORS: &[&[&str]] = &[
     &["domain"],
-    &["store"],
+    &["store", "log"],
     &["engine"],
     &["grpc"],
     &["server", "client"],
@@ -19,11 +19,12 @@ const FLOORS: &[&[&str]] = &[
 ];
 
 /// The crates a layer must not name.
-fn forbidden() -> [(&'static str, Vec<&'static str>); 3] {
+fn forbidden() -> [(&'static str, Vec<&'static str>); 4] {
     [
         ("domain", [TONIC, PROST, SLED, CLAP, TOKIO].concat()),
         ("engine", [TONIC, PROST, SLED, CLAP].concat()),
         ("store", [TONIC, PROST, CLAP].concat()),
+        ("log", [TONIC, PROST, SLED, CLAP].concat()),
     ]
 }
 
