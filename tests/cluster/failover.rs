@@ -1,0 +1,228 @@
+//! Writes go on while a NATS node, then a replica, is killed and restarted;
+//! afterwards every replica holds every acknowledged write, no write twice,
+//! and all answer alike.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::calls::{assert_all_equal, purchase, request_id, with_retries, Client};
+use crate::nats::NatsCluster;
+use crate::replica::Replica;
+
+/// The stream the replicas use when not told otherwise.
+const STREAM: &str = "SEGMENTD";
+/// Attempts at each write before it counts as unacknowledged.
+const ATTEMPTS: usize = 8;
+
+/// What the writer did: which writes were acknowledged, which never were.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Customers whose create was acknowledged.
+    customers: BTreeSet<String>,
+    /// Customers whose create never was: they may or may not exist.
+    unacknowledged_customers: BTreeSet<String>,
+    /// Per customer, the purchase ids whose recording was acknowledged.
+    purchases: BTreeMap<String, BTreeSet<String>>,
+    /// Per customer, the purchase ids whose recording never was.
+    unacknowledged_purchases: BTreeMap<String, BTreeSet<String>>,
+    /// The token of the last acknowledged write.
+    last_token: Option<String>,
+    /// Writes acknowledged only after a retry.
+    retried: usize,
+}
+
+/// Writes until `stop`: customer `c<n>` with a request id through replica
+/// `n mod 3`, then two purchases for an earlier acknowledged customer
+/// through the next; a failed write is retried through the replicas after.
+async fn write(clients: Vec<Client>, stop: Arc<AtomicBool>) -> Ledger {
+    let mut ledger = Ledger::default();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let id = format!("c{n:05}");
+        let request_id = request_id(n);
+        let through = n as usize;
+        let created = with_retries(ATTEMPTS, |attempt| {
+            let mut client = clients[(through + attempt) % clients.len()].clone();
+            let (id, request_id) = (id.clone(), request_id.clone());
+            async move {
+                client
+                    .create(&id, n, &request_id)
+                    .await
+                    .map(|t| (t, attempt))
+            }
+        })
+        .await;
+        match created {
+            Ok((token, attempt)) => {
+                ledger.customers.insert(id);
+                ledger.last_token = Some(token);
+                ledger.retried += usize::from(attempt > 0);
+            }
+            Err(status) if crate::calls::retryable(&status) => {
+                ledger.unacknowledged_customers.insert(id);
+            }
+            Err(status) => panic!("creating {id}: {status:?}"),
+        }
+
+        let Some(buyer) = ledger
+            .customers
+            .iter()
+            .nth(n as usize * 7 % ledger.customers.len().max(1))
+        else {
+            n += 1;
+            continue;
+        };
+        let buyer = buyer.clone();
+        let ids = [format!("p{n:05}a"), format!("p{n:05}b")];
+        let batch = vec![
+            purchase(&ids[0], &buyer, n as i64 % 390, 1000 + n as i64),
+            purchase(&ids[1], &buyer, (n as i64 * 3) % 390, 2500),
+        ];
+        let recorded = with_retries(ATTEMPTS, |attempt| {
+            let mut client = clients[(through + 1 + attempt) % clients.len()].clone();
+            let batch = batch.clone();
+            async move { client.record(batch).await.map(|r| (r, attempt)) }
+        })
+        .await;
+        match recorded {
+            Ok(((token, response), attempt)) => {
+                assert_eq!(
+                    response.accepted_count, 2,
+                    "recording {ids:?} for {buyer}: {response:?}"
+                );
+                assert!(
+                    attempt > 0 || response.duplicate_count == 0,
+                    "a first attempt at {ids:?} found duplicates: {response:?}"
+                );
+                ledger.purchases.entry(buyer).or_default().extend(ids);
+                ledger.last_token = Some(token);
+                ledger.retried += usize::from(attempt > 0);
+            }
+            Err(status) if crate::calls::retryable(&status) => {
+                ledger
+                    .unacknowledged_purchases
+                    .entry(buyer)
+                    .or_default()
+                    .extend(ids);
+            }
+            Err(status) => panic!("recording {ids:?} for {buyer}: {status:?}"),
+        }
+        n += 1;
+    }
+    ledger
+}
+
+/// Fails the test unless one replica's `customers` and `purchases` (per
+/// customer, as ListPurchases lists them) hold every acknowledged write of
+/// `ledger`, nothing that was never written, and nothing twice.
+fn assert_holds(
+    name: &str,
+    ledger: &Ledger,
+    customers: &[String],
+    purchases: &BTreeMap<String, Vec<String>>,
+) {
+    let held: BTreeSet<&String> = customers.iter().collect();
+    for id in &ledger.customers {
+        assert!(held.contains(id), "{name} lacks acknowledged customer {id}");
+    }
+    for id in &held {
+        assert!(
+            ledger.customers.contains(*id) || ledger.unacknowledged_customers.contains(*id),
+            "{name} holds {id}, which was never written"
+        );
+    }
+    let none = BTreeSet::new();
+    for (customer, listed) in purchases {
+        let distinct: BTreeSet<&String> = listed.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            listed.len(),
+            "{name} lists a purchase of {customer} twice: {listed:?}"
+        );
+        let acknowledged = ledger.purchases.get(customer).unwrap_or(&none);
+        let unacknowledged = ledger
+            .unacknowledged_purchases
+            .get(customer)
+            .unwrap_or(&none);
+        for id in acknowledged {
+            assert!(
+                distinct.contains(id),
+                "{name} lacks acknowledged purchase {id} of {customer}"
+            );
+        }
+        for id in &distinct {
+            assert!(
+                acknowledged.contains(*id) || unacknowledged.contains(*id),
+                "{name} holds purchase {id} of {customer}, which was never recorded for them"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_a_nats_node_and_a_replica_failing() {
+    let Some(mut nats) = NatsCluster::start().await else {
+        return;
+    };
+    let mut replicas = Replica::start_all(&nats.urls(), 3).await;
+    let clients: Vec<Client> = replicas
+        .iter()
+        .map(|replica| Client::new(replica.channel(Duration::from_secs(5))))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write(clients.clone(), stop.clone()));
+    let pause = || tokio::time::sleep(Duration::from_secs(3));
+
+    pause().await;
+    // The node that leads the stream, so that a new leader is elected.
+    let node = nats.stream_leader(STREAM).await.unwrap_or(0);
+    nats.kill(node);
+    pause().await;
+    nats.restart(node).await;
+    pause().await;
+    replicas[1].kill();
+    pause().await;
+    replicas[1].restart();
+    replicas[1].wait_serving().await;
+    pause().await;
+    stop.store(true, Ordering::Relaxed);
+    let ledger = writer.await.unwrap();
+    println!(
+        "{} customers and {} purchases acknowledged ({} after a retry); \
+         {} customers and {} purchases not",
+        ledger.customers.len(),
+        ledger.purchases.values().map(BTreeSet::len).sum::<usize>(),
+        ledger.retried,
+        ledger.unacknowledged_customers.len(),
+        ledger
+            .unacknowledged_purchases
+            .values()
+            .map(BTreeSet::len)
+            .sum::<usize>(),
+    );
+    assert!(
+        ledger.customers.len() > 20,
+        "too few writes to test anything: {ledger:?}"
+    );
+
+    let token = ledger.last_token.clone().unwrap();
+    let mut states = Vec::new();
+    let mut names = Vec::new();
+    for (replica, mut client) in replicas.iter().zip(clients) {
+        let name = format!("replica {}", replica.addr);
+        let state = client.state(Some(&token)).await;
+        assert_holds(&name, &ledger, &state.customer_ids(), &state.purchases);
+        for (customer, ids) in &state.purchases {
+            assert_eq!(
+                state.purchase_counts[customer],
+                ids.len() as i64,
+                "{name} counts the purchases of {customer} differently from listing them"
+            );
+        }
+        states.push(state);
+        names.push(name);
+    }
+    assert_all_equal(&states, &names);
+}
