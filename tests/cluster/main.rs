@@ -14,6 +14,7 @@
 //! - `calls`: writes that return their consistency token, reads that
 //!   carry one, and a replica's whole state for comparison.
 //! - `failover`, `consistency`, `snapshot`, `health`: the tests.
+//! - `writer`: the steady writer of `bench/cluster.sh`, ignored here.
 
 mod calls;
 mod consistency;
@@ -23,3 +24,4 @@ mod http;
 mod nats;
 mod replica;
 mod snapshot;
+mod writer;
