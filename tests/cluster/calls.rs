@@ -13,6 +13,8 @@ use segmentd::grpc::pb::persona_service_client::PersonaServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
+use crate::replica::Replica;
+
 /// The metadata key of a consistency token, on a write's response and on
 /// any request.
 pub const TOKEN: &str = "segmentd-consistency-token";
@@ -115,6 +117,14 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of each of `replicas`, whose calls give up after `timeout`.
+    pub fn of_each(replicas: &[Replica], timeout: Duration) -> Vec<Client> {
+        replicas
+            .iter()
+            .map(|replica| Client::new(replica.channel(timeout)))
+            .collect()
+    }
+
     /// The clients on `channel`.
     pub fn new(channel: Channel) -> Client {
         Client {
@@ -292,31 +302,36 @@ impl State {
 pub fn assert_all_equal(states: &[State], names: &[String]) {
     let first = &states[0];
     for (state, name) in states.iter().zip(names).skip(1) {
+        let differ = |what: &str| format!("{name} and {} {what}", names[0]);
         assert_eq!(
             state.customer_ids(),
             first.customer_ids(),
-            "{name} and {} hold different customers",
-            names[0]
+            "{}",
+            differ("hold different customers")
         );
         assert_eq!(
-            state.customers, first.customers,
-            "{name} and {} hold different profiles",
-            names[0]
+            state.customers,
+            first.customers,
+            "{}",
+            differ("hold different profiles")
         );
         assert_eq!(
-            state.purchases, first.purchases,
-            "{name} and {} hold different purchases",
-            names[0]
+            state.purchases,
+            first.purchases,
+            "{}",
+            differ("hold different purchases")
         );
         assert_eq!(
-            state.purchase_counts, first.purchase_counts,
-            "{name} and {} count purchases differently",
-            names[0]
+            state.purchase_counts,
+            first.purchase_counts,
+            "{}",
+            differ("count purchases differently")
         );
         assert_eq!(
-            state.breakdown, first.breakdown,
-            "{name} and {} break personas down differently",
-            names[0]
+            state.breakdown,
+            first.breakdown,
+            "{}",
+            differ("break personas down differently")
         );
     }
 }

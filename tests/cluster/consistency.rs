@@ -22,10 +22,7 @@ async fn a_read_with_a_writes_token_sees_it_on_another_replica() {
         return;
     };
     let replicas = Replica::start_all(&nats.urls(), 3).await;
-    let clients: Vec<Client> = replicas
-        .iter()
-        .map(|replica| Client::new(replica.channel(Duration::from_secs(10))))
-        .collect();
+    let clients = Client::of_each(&replicas, Duration::from_secs(10));
 
     for n in 0..ROUNDS {
         let mut writer = clients[n as usize % 3].clone();

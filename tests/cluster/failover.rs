@@ -167,10 +167,7 @@ async fn acknowledged_writes_survive_a_nats_node_and_a_replica_failing() {
         return;
     };
     let mut replicas = Replica::start_all(&nats.urls(), 3).await;
-    let clients: Vec<Client> = replicas
-        .iter()
-        .map(|replica| Client::new(replica.channel(Duration::from_secs(5))))
-        .collect();
+    let clients = Client::of_each(&replicas, Duration::from_secs(5));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(write(clients.clone(), stop.clone()));
     let pause = || tokio::time::sleep(Duration::from_secs(3));

@@ -19,10 +19,7 @@ async fn reads_go_on_while_every_nats_server_is_down() {
         return;
     };
     let replicas = Replica::start_all(&nats.urls(), 2).await;
-    let clients: Vec<Client> = replicas
-        .iter()
-        .map(|replica| Client::new(replica.channel(Duration::from_secs(15))))
-        .collect();
+    let clients = Client::of_each(&replicas, Duration::from_secs(15));
     let token = populate(&clients, 0, 20).await;
     let mut before = Vec::new();
     for client in &clients {

@@ -58,10 +58,7 @@ async fn a_replica_on_an_empty_data_directory_joins_from_the_snapshot() {
         return;
     };
     let mut replicas = Replica::start_all(&nats.urls(), 3).await;
-    let clients: Vec<Client> = replicas
-        .iter()
-        .map(|replica| Client::new(replica.channel(Duration::from_secs(10))))
-        .collect();
+    let clients = Client::of_each(&replicas, Duration::from_secs(10));
     populate(&clients, 0, 40).await;
     wait_for_a_snapshot(&replicas).await;
     // Records after the snapshot, which the joining replica reads from the
