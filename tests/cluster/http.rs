@@ -25,14 +25,18 @@ pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .flatten()
 }
 
-/// The value of the sample `series` (a name, with its labels if it has
-/// any) in a Prometheus text exposition.
+/// The value of the sample `series` in a Prometheus text exposition: a
+/// name with its labels, or a bare name, which takes the first sample of
+/// that name whatever its labels.
 pub fn sample(exposition: &str, series: &str) -> Option<f64> {
     exposition
         .lines()
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| {
             let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
+            let bare = name.split_once('{').map_or(name, |(bare, _)| bare);
+            (name == series || bare == series)
+                .then(|| value.parse().ok())
+                .flatten()
         })
 }
