@@ -8,6 +8,10 @@
 //!   the paths work runs by.
 //! - `customers`, `listing`, `activity`, `segments`, `personas`: the
 //!   operations.
+//! - [`command`], `apply`: every change as a value that says all it needs,
+//!   and the one place where applying it changes the store and the index.
+//! - [`replica`]: cluster mode, where commands go through a replicated log
+//!   and every replica applies them in order.
 //! - `backup`: a consistent copy of the running store, streamed.
 //! - [`index`]: the in-memory feature index, in step with the store.
 //! - `features`, `frame`, `rfm`: one customer's features, and everyone's
@@ -38,6 +42,11 @@
 //!   other write (an import's batch, a flush, or a small one that finds
 //!   the lock or the index taken) goes to the blocking pool, where it may
 //!   wait.
+//!
+//! Every write is a [`command::Command`]: in the embedded mode
+//! `Engine::submit` applies it through `Engine::write`; in cluster mode it
+//! appends it to the log, and the replica's follower applies it, under the
+//! same writer lock, as every other replica does.
 //!
 //! Writes are serialised once, by the engine's writer lock, which `write`
 //! holds across the store write and the index update so that the two apply

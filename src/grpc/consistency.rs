@@ -9,7 +9,9 @@
 //!   UNAVAILABLE with reason `REPLICA_BEHIND`, saying how far behind the
 //!   replica is.
 //!
-//! Clients treat the token as opaque. In the embedded mode every
+//! The token applies to the API's calls; health and reflection ignore it
+//! (grpcurl's `-H` sends a header with its reflection calls too). Clients
+//! treat the token as opaque. In the embedded mode every
 //! acknowledged write is already visible: a token is checked for form and
 //! then needs no wait, and writes carry none.
 
@@ -27,6 +29,8 @@ use crate::engine::replica::track_writes;
 
 /// The header that carries a consistency token, both ways.
 pub const TOKEN_HEADER: &str = "segmentd-consistency-token";
+/// The path prefix of the API's methods, which a token applies to.
+const API_PREFIX: &str = "/segmentd.";
 /// The longest wait for a request without a deadline.
 pub const MAX_WAIT: Duration = Duration::from_secs(10);
 
@@ -122,7 +126,11 @@ where
         // The clone takes the place of the service that was polled ready.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let required = request.headers().get(TOKEN_HEADER).map(token);
+        // Health and reflection read no data: a token is for the API's calls.
+        let reads_data = request.uri().path().starts_with(API_PREFIX);
+        let required = reads_data
+            .then(|| request.headers().get(TOKEN_HEADER).map(token))
+            .flatten();
         let wait = wait_within(deadline(request.headers().get("grpc-timeout")));
         let engine = self.engine.clone();
         Box::pin(async move {
