@@ -76,7 +76,11 @@ async fn a_token_out_of_reach_or_malformed_is_refused() {
         .unwrap_or_else(|| panic!("no ErrorInfo: {status:?}"));
     assert_eq!(info.reason, "REPLICA_BEHIND", "{info:?}");
     // The domain of every ErrorInfo segmentd sends.
-    assert_eq!(info.domain, segmentd::grpc::status::ERROR_DOMAIN, "{info:?}");
+    assert_eq!(
+        info.domain,
+        segmentd::grpc::status::ERROR_DOMAIN,
+        "{info:?}"
+    );
     assert_eq!(info.metadata["required"], required.to_string(), "{info:?}");
     let behind: u64 = info.metadata["applied"].parse().unwrap();
     assert!(behind >= applied && behind < required, "{info:?}");

@@ -7,7 +7,6 @@ use std::time::Duration;
 use futures::future::join_all;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_types::StatusExt as _;
 
 use crate::calls::{assert_all_equal, populate, request_id, with_retries, Client};
 use crate::nats::NatsCluster;
@@ -47,8 +46,7 @@ async fn reads_go_on_while_every_nats_server_is_down() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    let reason = status.get_details_error_info().map(|info| info.reason);
-    assert_eq!(reason.as_deref(), Some("LOG_UNAVAILABLE"), "{status:?}");
+    assert!(status.message().contains("retry"), "{status:?}");
 
     // Once the servers are back, writes are stored again (the one that
     // failed, retried, too) and read on the other replica.
@@ -127,14 +125,15 @@ async fn a_replica_far_behind_is_not_serving_until_it_catches_up() {
         applied.unwrap_or_default() as u64 + MAX_LAG >= last,
         "SERVING at position {applied:?} of {last}, more than {MAX_LAG} behind: {seen:?}"
     );
-    let catching_up = seen.iter().filter(|(status, applied)| {
+    // Seen NOT_SERVING after it had begun applying, and while it was still
+    // more than the bound behind: not merely while its store opened.
+    let behind = seen.iter().any(|(status, applied)| {
         *status == Some(ServingStatus::NotServing)
             && applied.is_some_and(|at| at > 0.0 && (at as u64) + MAX_LAG < last)
     });
-    println!(
-        "{} of {} health checks were NOT_SERVING while catching up",
-        catching_up.count(),
-        seen.len()
+    assert!(
+        behind,
+        "never NOT_SERVING while applying the backlog: {seen:?}"
     );
     let token = last.to_string();
     Client::new(late.channel(Duration::from_secs(10)))

@@ -269,9 +269,11 @@ impl Drop for NatsCluster {
             self.kill(node);
         }
         if std::thread::panicking() {
+            // Kept for a look at what the nodes did.
+            self.dir.disable_cleanup(true);
             for node in &self.nodes {
                 eprintln!(
-                    "--- nats node {}, the end of its output ({}):\n{}",
+                    "--- nats node {}, the end of its output (kept in {}):\n{}",
                     node.name,
                     self.dir.path().display(),
                     tail(&node.log, 10)

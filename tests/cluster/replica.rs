@@ -189,8 +189,10 @@ impl Drop for Replica {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
+            // Kept for a look at what the replica did.
+            self.temp.disable_cleanup(true);
             eprintln!(
-                "--- replica {}, the end of its output ({}):\n{}",
+                "--- replica {}, the end of its output (kept in {}):\n{}",
                 self.addr,
                 self.temp.path().display(),
                 tail(&self.output, 60)
