@@ -33,6 +33,12 @@ use tokio_stream::Stream;
 
 use crate::domain::Result;
 
+mod jetstream;
+mod memory;
+
+pub use jetstream::{JetStreamLog, JetStreamOptions};
+pub use memory::MemoryLog;
+
 /// A record's place in the log; the first record is at 1.
 pub type Position = u64;
 
