@@ -10,6 +10,7 @@
 //! bucket `<stream>_SNAPSHOTS`, its position in the object's metadata.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// The longest one try to append waits for the log's confirmation.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a reader whose consumer was lost tries to open a new one
+/// before it ends with an error.
+const REOPEN_PATIENCE: Duration = Duration::from_secs(60);
 /// How long the stream remembers a record id (see the module docs of `log`).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// The name of the published snapshot in the bucket.
@@ -218,22 +222,11 @@ impl Log for JetStreamLog {
 
     fn read_from(&self, from: Position) -> LogFuture<'_, Entries> {
         Box::pin(async move {
-            let consumer = self
-                .stream
-                .create_consumer(OrderedConfig {
-                    deliver_policy: DeliverPolicy::ByStartSequence {
-                        start_sequence: from.max(1),
-                    },
-                    ..Default::default()
-                })
-                .await
-                .map_err(|error| unreachable_log("create a reader of the log", error))?;
-            let messages = consumer
-                .messages()
-                .await
-                .map_err(|error| unreachable_log("start reading the log", error))?;
+            let messages = open_consumer(&self.stream, from).await?;
             Ok(Box::pin(Reader {
-                messages,
+                stream: self.stream.clone(),
+                messages: Some(messages),
+                reopening: None,
                 next: from,
                 started: false,
                 ended: false,
@@ -326,9 +319,18 @@ impl Log for JetStreamLog {
 
 /// The records an ordered consumer delivers, as [`Entry`]s from the
 /// reader's position on, each once and without a gap.
+///
+/// The client recreates an ordered consumer that missed a message, but
+/// one that the servers lost (a server restarted) only after two missed
+/// heartbeats, some 15 seconds: the reader opens a new one at once from
+/// the next position.
 struct Reader {
-    /// The ordered consumer's messages.
-    messages: Ordered,
+    /// The stream read.
+    stream: stream::Stream,
+    /// The ordered consumer's messages; `None` while `reopening`.
+    messages: Option<Ordered>,
+    /// A new consumer being opened from `next`.
+    reopening: Option<Pin<Box<dyn Future<Output = Result<Ordered>> + Send>>>,
     /// The position the next entry must have; earlier ones are skipped.
     next: Position,
     /// An entry was given already, so a later one must be at `next`.
@@ -345,11 +347,27 @@ impl Stream for Reader {
             if self.ended {
                 return Poll::Ready(None);
             }
-            let message = match ready!(Pin::new(&mut self.messages).poll_next(context)) {
+            if let Some(reopening) = self.reopening.as_mut() {
+                let reopened = ready!(reopening.as_mut().poll(context));
+                self.reopening = None;
+                match reopened {
+                    Ok(messages) => self.messages = Some(messages),
+                    Err(error) => return self.end(error),
+                }
+            }
+            let Some(messages) = self.messages.as_mut() else {
+                return self.end(Error::Internal(
+                    "a log reader without a consumer".to_owned(),
+                ));
+            };
+            let message = match ready!(Pin::new(messages).poll_next(context)) {
                 Some(Ok(message)) => message,
-                // A pull the client will send again, e.g. while it reconnects.
+                // The consumer's pulls fail, e.g. the servers lost it.
                 Some(Err(error)) if error.kind() == OrderedErrorKind::Pull => {
-                    tracing::debug!(%error, "log reader waits for the servers");
+                    tracing::info!(%error, next = self.next, "log reader opens a new consumer");
+                    self.messages = None;
+                    self.reopening =
+                        Some(Box::pin(reopen_consumer(self.stream.clone(), self.next)));
                     continue;
                 }
                 Some(Err(error)) => return self.end(unreachable_log("read the log", error)),
@@ -388,6 +406,40 @@ impl Reader {
     fn end(&mut self, error: Error) -> Poll<Option<Result<Entry>>> {
         self.ended = true;
         Poll::Ready(Some(Err(error)))
+    }
+}
+
+/// An ordered consumer of `stream` from `from` on.
+async fn open_consumer(stream: &stream::Stream, from: Position) -> Result<Ordered> {
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| unreachable_log("create a reader of the log", error))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|error| unreachable_log("start reading the log", error))
+}
+
+/// [`open_consumer`], tried again for [`REOPEN_PATIENCE`] while the
+/// servers do not answer.
+async fn reopen_consumer(stream: stream::Stream, from: Position) -> Result<Ordered> {
+    let deadline = Instant::now() + REOPEN_PATIENCE;
+    loop {
+        let error = match open_consumer(&stream, from).await {
+            Ok(messages) => return Ok(messages),
+            Err(error) => error,
+        };
+        if Instant::now() + RETRY_PAUSE >= deadline {
+            return Err(error);
+        }
+        tracing::debug!(%error, "log reader waits for the servers");
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 
