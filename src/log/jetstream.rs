@@ -14,6 +14,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -25,9 +26,10 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::object_store::{self, InfoErrorKind, ObjectMetadata, ObjectStore};
 use async_nats::jetstream::stream::{self, DiscardPolicy, LastRawMessageErrorKind, StorageType};
 use async_nats::jetstream::{self, Message};
-use async_nats::{ConnectErrorKind, ConnectOptions};
+use async_nats::{ConnectErrorKind, ConnectOptions, Event};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_stream::Stream;
 
@@ -91,6 +93,8 @@ pub struct JetStreamLog {
     append_timeout: Duration,
     /// How many times an append was sent again; see [`JetStreamLog::append_retries`].
     append_retries: AtomicU64,
+    /// Counts the connections made to a server, the first included.
+    reconnected: Arc<watch::Sender<u64>>,
 }
 
 impl JetStreamLog {
@@ -99,7 +103,9 @@ impl JetStreamLog {
     /// `Error::Unavailable` when no server answers within 10 seconds;
     /// once connected, the client reconnects by itself for ever.
     pub async fn connect(options: JetStreamOptions) -> Result<Self> {
-        let client = connect_client(&options).await?;
+        let (reconnected, _) = watch::channel(0);
+        let reconnected = Arc::new(reconnected);
+        let client = connect_client(&options, reconnected.clone()).await?;
         let jetstream = jetstream::new(client);
         let stream = open_stream(&jetstream, &options).await?;
         let snapshots = open_bucket(&jetstream, &options).await?;
@@ -110,6 +116,7 @@ impl JetStreamLog {
             snapshots,
             append_timeout: options.append_timeout,
             append_retries: AtomicU64::new(0),
+            reconnected,
         })
     }
 
@@ -222,9 +229,11 @@ impl Log for JetStreamLog {
 
     fn read_from(&self, from: Position) -> LogFuture<'_, Entries> {
         Box::pin(async move {
+            let reconnected = self.reconnected.subscribe();
             let messages = open_consumer(&self.stream, from).await?;
             Ok(Box::pin(Reader {
                 stream: self.stream.clone(),
+                reconnected: Box::pin(next_connection(reconnected)),
                 messages: Some(messages),
                 reopening: None,
                 next: from,
@@ -321,12 +330,14 @@ impl Log for JetStreamLog {
 /// reader's position on, each once and without a gap.
 ///
 /// The client recreates an ordered consumer that missed a message, but
-/// one that the servers lost (a server restarted) only after two missed
-/// heartbeats, some 15 seconds: the reader opens a new one at once from
-/// the next position.
+/// one that the servers lost (the server it lived on restarted) only some
+/// 15 seconds later: the reader opens a new one from its next position
+/// whenever the client connects again, and when pulls fail.
 struct Reader {
     /// The stream read.
     stream: stream::Stream,
+    /// Resolves when the client has connected to a server again.
+    reconnected: Pin<Box<dyn Future<Output = watch::Receiver<u64>> + Send>>,
     /// The ordered consumer's messages; `None` while `reopening`.
     messages: Option<Ordered>,
     /// A new consumer being opened from `next`.
@@ -347,6 +358,10 @@ impl Stream for Reader {
             if self.ended {
                 return Poll::Ready(None);
             }
+            if let Poll::Ready(reconnected) = self.reconnected.as_mut().poll(context) {
+                self.reconnected = Box::pin(next_connection(reconnected));
+                self.reopen("the client connected to a server again");
+            }
             if let Some(reopening) = self.reopening.as_mut() {
                 let reopened = ready!(reopening.as_mut().poll(context));
                 self.reopening = None;
@@ -364,10 +379,7 @@ impl Stream for Reader {
                 Some(Ok(message)) => message,
                 // The consumer's pulls fail, e.g. the servers lost it.
                 Some(Err(error)) if error.kind() == OrderedErrorKind::Pull => {
-                    tracing::info!(%error, next = self.next, "log reader opens a new consumer");
-                    self.messages = None;
-                    self.reopening =
-                        Some(Box::pin(reopen_consumer(self.stream.clone(), self.next)));
+                    self.reopen(&error.to_string());
                     continue;
                 }
                 Some(Err(error)) => return self.end(unreachable_log("read the log", error)),
@@ -403,10 +415,30 @@ impl Stream for Reader {
 }
 
 impl Reader {
+    /// Drops the consumer and opens a new one from `next`, unless one is
+    /// being opened already.
+    fn reopen(&mut self, reason: &str) {
+        if self.reopening.is_some() {
+            return;
+        }
+        tracing::info!(reason, next = self.next, "log reader opens a new consumer");
+        self.messages = None;
+        self.reopening = Some(Box::pin(reopen_consumer(self.stream.clone(), self.next)));
+    }
+
     fn end(&mut self, error: Error) -> Poll<Option<Result<Entry>>> {
         self.ended = true;
         Poll::Ready(Some(Err(error)))
     }
+}
+
+/// Waits for the next connection to a server, for ever once the log is
+/// gone.
+async fn next_connection(mut connections: watch::Receiver<u64>) -> watch::Receiver<u64> {
+    if connections.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    connections
 }
 
 /// An ordered consumer of `stream` from `from` on.
@@ -465,15 +497,27 @@ fn entry_of(message: &Message) -> Result<Entry> {
 
 /// Connects to one of the servers, trying again for [`CONNECT_TIMEOUT`]
 /// while none answers.
-async fn connect_client(options: &JetStreamOptions) -> Result<async_nats::Client> {
+async fn connect_client(
+    options: &JetStreamOptions,
+    connections: Arc<watch::Sender<u64>>,
+) -> Result<async_nats::Client> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     let servers = options.servers.join(",");
     loop {
         let mut connect = ConnectOptions::new()
             .name("segmentd")
             .connection_timeout(deadline.saturating_duration_since(Instant::now()))
-            .event_callback(|event| async move {
-                tracing::info!(%event, "nats connection");
+            .event_callback({
+                let connections = connections.clone();
+                move |event| {
+                    let connections = connections.clone();
+                    async move {
+                        tracing::info!(%event, "nats connection");
+                        if matches!(event, Event::Connected) {
+                            connections.send_modify(|count| *count += 1);
+                        }
+                    }
+                }
             });
         if let Some(creds) = &options.creds {
             connect = connect.credentials_file(creds).await.map_err(|error| {
@@ -775,6 +819,27 @@ mod tests {
             reopened.bounds().await.unwrap(),
             Bounds { first: 1, last: 2 }
         );
+    }
+
+    #[tokio::test]
+    async fn a_log_that_dropped_its_records_starts_after_them() {
+        let Some(server) = NatsServer::start() else {
+            return;
+        };
+        let log = JetStreamLog::connect(options(&server)).await.unwrap();
+        for id in ["a", "b"] {
+            log.append(id.into(), record("r")).await.unwrap();
+        }
+        log.stream.purge().await.unwrap();
+        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 3, last: 2 });
+        let lost = log.append_first("boot".into(), record("x")).await.unwrap();
+        assert_eq!(lost, None, "the log held records once");
+
+        log.append("c".into(), record("r")).await.unwrap();
+        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 3, last: 3 });
+        let mut entries = log.read_from(1).await.unwrap();
+        let first = next(&mut entries, Duration::from_secs(5)).await;
+        assert_eq!((first.position, first.id.as_str()), (3, "c"));
     }
 
     #[tokio::test]
