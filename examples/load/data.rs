@@ -51,10 +51,10 @@ fn timestamp(seconds: i64) -> prost_types::Timestamp {
 
 /// A plausible customer, the same for the same `n`.
 pub fn customer(n: u64) -> pb::Customer {
-    let internal = n % 50 == 0;
+    let internal = n.is_multiple_of(50);
     pb::Customer {
         name: format!("customers/{}", customer_id(n)),
-        party: if n % 10 == 0 {
+        party: if n.is_multiple_of(10) {
             pb::Party::Business
         } else {
             pb::Party::Individual

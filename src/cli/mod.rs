@@ -7,6 +7,7 @@
 
 mod auth;
 mod backup;
+mod cluster;
 mod limits;
 mod metrics;
 
@@ -230,6 +231,9 @@ struct ServeArgs {
     /// Bounds on the request bytes held in memory.
     #[command(flatten)]
     limits: limits::LimitsArgs,
+    /// Cluster mode.
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 }
 
 /// Flags of `segmentd healthcheck`.
@@ -289,9 +293,9 @@ fn parse_currency(text: &str) -> Result<CurrencyCode, String> {
     CurrencyCode::parse(text)
 }
 
-/// Parses `250ms`, `20s` or `2m`.
+/// Parses `250ms`, `20s`, `2m`, `24h` or `7d`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("expected a duration such as 250ms, 20s or 2m, got {text:?}");
+    let invalid = || format!("expected a duration such as 250ms, 20s, 2m, 24h or 7d, got {text:?}");
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(invalid)?;
@@ -300,7 +304,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
+        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(number.saturating_mul(3600))),
+        "d" => Ok(Duration::from_secs(number.saturating_mul(86_400))),
         _ => Err(invalid()),
     }
 }
@@ -338,6 +344,7 @@ impl ServeArgs {
             transport: self.tls.transport(),
             backup: self.backup.limits(),
             request_limits: self.limits.request_limits(),
+            cluster: self.cluster.config(self.backup.limits()),
         }
     }
 }
@@ -415,7 +422,12 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("20").is_err());
         assert!(parse_duration("s").is_err());
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert!(parse_duration("5w").is_err());
     }
 
     #[test]

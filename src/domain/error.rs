@@ -108,6 +108,20 @@ pub enum Error {
     /// The service cannot answer yet, e.g. while the store opens.
     #[error("{0}")]
     Unavailable(String),
+    /// In cluster mode: this replica has not yet applied the log as far as
+    /// the request's consistency token requires. Retry, or ask another
+    /// replica.
+    #[error(
+        "this replica has applied the log up to position {applied}, {} short of the consistency \
+         token's {required}: retry, or read through another replica",
+        required.saturating_sub(*applied)
+    )]
+    ReplicaBehind {
+        /// The last position this replica applied.
+        applied: u64,
+        /// The position the token requires.
+        required: u64,
+    },
     /// A fault of ours; the text is logged and never sent to the client.
     #[error("internal error: {0}")]
     Internal(String),

@@ -72,3 +72,29 @@ pub struct Segment {
     /// When it last changed.
     pub update_time: Timestamp,
 }
+
+/// The fields an UpdateSegment call changes, with their new values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SegmentChanges {
+    /// The new display name, if it changes.
+    pub display_name: Option<String>,
+    /// The new description, if it changes.
+    pub description: Option<String>,
+    /// The new filter, if it changes; it compiles.
+    pub filter: Option<String>,
+}
+
+impl SegmentChanges {
+    /// Applies the changes to the stored segment.
+    pub fn apply(self, stored: &mut Segment) {
+        if let Some(display_name) = self.display_name {
+            stored.display_name = display_name;
+        }
+        if let Some(description) = self.description {
+            stored.description = description;
+        }
+        if let Some(filter) = self.filter {
+            stored.filter = filter;
+        }
+    }
+}

@@ -1,9 +1,11 @@
 //! Field masks for partial updates (AIP-134, AIP-161).
 
+use serde::{Deserialize, Serialize};
+
 use super::customer::Profile;
 
 /// A mutable field, or part of one, that an update mask can name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProfileField {
     /// `party`
     Party,

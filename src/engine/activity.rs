@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::RandomState;
 
+use super::command::{expect_outcome, Command, Outcome, RecordCounts};
 use super::index::{event_key, Event, EventRef, FeatureIndex, Row, Series};
 use super::{Engine, Shared};
 use crate::domain::{
@@ -12,15 +13,6 @@ use crate::domain::{
     Violations,
 };
 use crate::store::Store;
-
-/// What recording did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RecordCounts {
-    /// Events recorded for the first time.
-    pub accepted: u64,
-    /// Events whose id was already recorded.
-    pub duplicates: u64,
-}
 
 /// One page of a customer's history, newest first.
 #[derive(Debug, Clone)]
@@ -134,7 +126,7 @@ fn rows_of<'a>(
 
 /// Records a batch, all or nothing; a write (see `Engine::write`), not
 /// yet durable.
-fn record(shared: &Shared, batch: ActivityBatch) -> Result<RecordCounts> {
+pub(super) fn record_batch(shared: &Shared, batch: ActivityBatch) -> Result<RecordCounts> {
     let index = shared.index();
     let mut violations = Violations::default();
     let purchase_rows = rows_of(
@@ -285,8 +277,8 @@ impl Engine {
                 ),
             });
         }
-        self.write(batch.len(), move |shared| record(shared, batch))
-            .await
+        let outcome = self.submit(Command::RecordActivity { batch }).await?;
+        expect_outcome!(outcome, Recorded)
     }
 
     /// One page of a customer's purchases, newest first.

@@ -1,10 +1,10 @@
 //! Customer operations: create, read, update, delete and import,
 //! and one customer's features.
 
+use super::command::{expect_outcome, Command, ImportCounts, Outcome};
 use super::features::{features_of, CustomerFeatures};
 use super::{Engine, Shared};
 use crate::domain::{Customer, CustomerId, Error, Profile, ProfileField, Result, Timestamp};
-use crate::store::CustomerWrites;
 
 /// A partial update of one customer.
 #[derive(Debug, Clone)]
@@ -21,16 +21,7 @@ pub struct CustomerUpdate {
     pub allow_missing: bool,
 }
 
-/// What an import batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ImportCounts {
-    /// Customers that did not exist before.
-    pub created: u64,
-    /// Customers that existed and were replaced.
-    pub updated: u64,
-}
-
-fn check_etag(customer: &Customer, expected: Option<&str>) -> Result<()> {
+pub(super) fn check_etag(customer: &Customer, expected: Option<&str>) -> Result<()> {
     match expected {
         Some(etag) if etag != customer.etag() => {
             Err(Error::etag_mismatch(customer.id.name(), etag))
@@ -50,27 +41,15 @@ impl Engine {
         request_id: Option<String>,
     ) -> Result<Customer> {
         profile.check()?;
-        self.write_customer(move |writes| {
-            if let Some(existing) = writes.get(&id)? {
-                let is_retry = request_id.is_some() && existing.create_request_id == request_id;
-                return if is_retry {
-                    Ok(existing)
-                } else {
-                    Err(Error::AlreadyExists(id.name()))
-                };
-            }
-            let now = Timestamp::now();
-            let customer = Customer {
-                id: id.clone(),
+        let outcome = self
+            .execute(Command::CreateCustomer {
+                id,
                 profile,
-                create_time: now,
-                update_time: now,
-                create_request_id: request_id,
-            };
-            writes.put(customer.clone());
-            Ok(customer)
-        })
-        .await
+                request_id,
+                at: Timestamp::now(),
+            })
+            .await?;
+        expect_outcome!(outcome, Customer)
     }
 
     /// Reads one customer.
@@ -105,62 +84,27 @@ impl Engine {
             etag,
             allow_missing,
         } = update;
-        self.write_customer(move |writes| {
-            let now = Timestamp::now();
-            let mut customer = match writes.get(&id)? {
-                Some(existing) => {
-                    check_etag(&existing, etag.as_deref())?;
-                    existing
-                }
-                None if allow_missing => Customer {
-                    id: id.clone(),
-                    profile: Profile::default(),
-                    create_time: now,
-                    update_time: now,
-                    create_request_id: None,
-                },
-                None => return Err(Error::NotFound(id.name())),
-            };
-            for field in &fields {
-                field.copy(&profile, &mut customer.profile);
-            }
-            customer.profile.check()?;
-            customer.update_time = now.after(customer.update_time);
-            writes.put(customer.clone());
-            Ok(customer)
-        })
-        .await
-    }
-
-    /// Writes one customer with `change`, which reads through the store's
-    /// staged writes and returns the customer to keep, and waits until it
-    /// is durable.
-    async fn write_customer(
-        &self,
-        change: impl FnOnce(&mut CustomerWrites<'_>) -> Result<Customer> + Send + 'static,
-    ) -> Result<Customer> {
-        let customer = self
-            .write(1, move |shared| {
-                let customer = shared.store.write(change)?;
-                shared.index_mut().upsert_customer(&customer);
-                Ok(customer)
+        let outcome = self
+            .execute(Command::UpdateCustomer {
+                id,
+                profile,
+                fields,
+                etag,
+                allow_missing,
+                at: Timestamp::now(),
             })
             .await?;
-        self.durable().await?;
-        Ok(customer)
+        expect_outcome!(outcome, Customer)
     }
 
     /// Deletes a customer and erases their activity.
     pub async fn delete_customer(&self, id: &CustomerId, etag: Option<&str>) -> Result<()> {
-        let id = id.clone();
-        let etag = etag.map(str::to_owned);
-        // Erasing rewrites every stored batch that holds one of their
-        // events, as many as they have: never a small write.
-        self.write(usize::MAX, move |shared| {
-            erase_customer(shared, &id, etag.as_deref())
+        self.execute(Command::DeleteCustomer {
+            id: id.clone(),
+            etag: etag.map(str::to_owned),
         })
         .await?;
-        self.durable().await
+        Ok(())
     }
 
     /// Creates or replaces a batch of customers, all or nothing. The batch
@@ -176,50 +120,19 @@ impl Engine {
                 .check()
                 .map_err(|error| error.under(&format!("[{index}].")))?;
         }
-        self.write(batch.len(), move |shared| {
-            let mut stored = Vec::with_capacity(batch.len());
-            let counts = shared.store.write(|writes| {
-                let now = Timestamp::now();
-                let mut counts = ImportCounts::default();
-                for (id, profile) in batch {
-                    let customer = match writes.get(&id)? {
-                        Some(existing) => {
-                            counts.updated += 1;
-                            Customer {
-                                profile,
-                                update_time: now.after(existing.update_time),
-                                ..existing
-                            }
-                        }
-                        None => {
-                            counts.created += 1;
-                            Customer {
-                                id,
-                                profile,
-                                create_time: now,
-                                update_time: now,
-                                create_request_id: None,
-                            }
-                        }
-                    };
-                    stored.push(customer.clone());
-                    writes.put(customer);
-                }
-                Ok(counts)
-            })?;
-            let mut index = shared.index_mut();
-            for customer in &stored {
-                index.upsert_customer(customer);
-            }
-            Ok(counts)
-        })
-        .await
+        let outcome = self
+            .submit(Command::ImportCustomers {
+                batch,
+                at: Timestamp::now(),
+            })
+            .await?;
+        expect_outcome!(outcome, Imported)
     }
 }
 
 /// Removes a customer, after an etag check, and their activity with it;
 /// a write (see `Engine::write`).
-fn erase_customer(shared: &Shared, id: &CustomerId, etag: Option<&str>) -> Result<()> {
+pub(super) fn erase_customer(shared: &Shared, id: &CustomerId, etag: Option<&str>) -> Result<()> {
     let existing = shared
         .store
         .get_customer(id)?

@@ -8,6 +8,10 @@
 //!   the paths work runs by.
 //! - `customers`, `listing`, `activity`, `segments`, `personas`: the
 //!   operations.
+//! - [`command`], `apply`: every change as a value that says all it needs,
+//!   and the one place where applying it changes the store and the index.
+//! - [`replica`]: cluster mode, where commands go through a replicated log
+//!   and every replica applies them in order.
 //! - `backup`: a consistent copy of the running store, streamed.
 //! - [`index`]: the in-memory feature index, in step with the store.
 //! - `features`, `frame`, `rfm`: one customer's features, and everyone's
@@ -39,6 +43,11 @@
 //!   the lock or the index taken) goes to the blocking pool, where it may
 //!   wait.
 //!
+//! Every write is a [`command::Command`]: in the embedded mode
+//! `Engine::submit` applies it through `Engine::write`; in cluster mode it
+//! appends it to the log, and the replica's follower applies it, under the
+//! same writer lock, as every other replica does.
+//!
 //! Writes are serialised once, by the engine's writer lock, which `write`
 //! holds across the store write and the index update so that the two apply
 //! in the same order; the store does not serialise its writers itself. A
@@ -46,14 +55,17 @@
 //! commit); bulk imports apply first and wait for it per request.
 
 mod activity;
+mod apply;
 mod backup;
 mod bits;
+pub mod command;
 mod customers;
 mod features;
 mod frame;
 pub mod index;
 mod listing;
 mod personas;
+pub mod replica;
 mod rfm;
 mod segments;
 mod select;
@@ -64,11 +76,13 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use crate::domain::features::Thresholds;
 use crate::domain::{CurrencyCode, Error, Result, Timestamp};
 use crate::store::{Store, StoreOptions};
+use command::{Command, Outcome};
 use index::{FeatureIndex, IndexSize};
 
-pub use activity::{EventPage, RecordCounts};
+pub use activity::EventPage;
 pub use backup::{BackupChunks, BackupLimits};
-pub use customers::{CustomerUpdate, ImportCounts};
+pub use command::{ImportCounts, RecordCounts};
+pub use customers::CustomerUpdate;
 pub use features::CustomerFeatures;
 pub use listing::CustomerPage;
 pub use personas::{
@@ -176,6 +190,17 @@ impl Shared {
 pub struct Engine {
     /// Everything, behind one pointer so blocking work can hold it.
     shared: Arc<Shared>,
+    /// In cluster mode, the replica that applies the log; writes go
+    /// through it.
+    replica: Option<Arc<replica::Replica>>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(replica) = &self.replica {
+            replica.stop();
+        }
+    }
 }
 
 impl Engine {
@@ -212,6 +237,7 @@ impl Engine {
         .map_err(|error| Error::internal(format!("store open task failed: {error}")))??;
         Ok(Engine {
             shared: Arc::new(shared),
+            replica: None,
         })
     }
 
@@ -222,7 +248,7 @@ impl Engine {
 
     /// The key that authenticates page tokens, kept in the store; never
     /// to be sent.
-    pub fn page_token_key(&self) -> &crate::store::PageTokenKey {
+    pub fn page_token_key(&self) -> crate::store::PageTokenKey {
         self.shared.store.page_token_key()
     }
 
@@ -237,9 +263,32 @@ impl Engine {
         self.write(usize::MAX, |shared| shared.store.flush()).await
     }
 
-    /// Resolves once every write applied so far is durable.
+    /// Resolves once every write applied so far is durable: in cluster
+    /// mode at once, for the log holds every acknowledged write.
     pub async fn durable(&self) -> Result<()> {
+        if self.replica.is_some() {
+            return Ok(());
+        }
         self.shared.store.durable().await
+    }
+
+    /// Applies `command`, without waiting for durability: call
+    /// [`Engine::durable`] before acknowledging it. In cluster mode the
+    /// command goes through the log (see `replica`).
+    async fn submit(&self, command: Command) -> Result<Outcome> {
+        if let Some(replica) = &self.replica {
+            return replica.propose(command).await;
+        }
+        let records = command.records();
+        self.write(records, move |shared| apply::apply(shared, command))
+            .await
+    }
+
+    /// Applies `command` and waits until it is durable.
+    async fn execute(&self, command: Command) -> Result<Outcome> {
+        let outcome = self.submit(command).await?;
+        self.durable().await?;
+        Ok(outcome)
     }
 
     /// Runs a write of `records` records under the one writer lock: it

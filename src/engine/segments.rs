@@ -7,10 +7,11 @@ use super::frame::Frame;
 use rayon::prelude::*;
 
 use super::bits::Bits;
+use super::command::{expect_outcome, Command, Outcome};
 use super::select::{consented, dimension_codes, select, split_objectors, Codes};
 use super::{Engine, Shared};
 use crate::domain::rules::{compile, Channel, Predicate, Variable};
-use crate::domain::segment::{Segment, SegmentId};
+use crate::domain::segment::{Segment, SegmentChanges, SegmentId};
 use crate::domain::{Error, Result, Timestamp};
 
 /// Up to this many combinations of dimension values, a breakdown sums into
@@ -90,7 +91,7 @@ pub fn segment_etag(segment: &Segment) -> String {
 }
 
 /// An etag mismatch unless `expected` is unset or the segment's etag.
-fn check_etag(segment: &Segment, expected: Option<&str>) -> Result<()> {
+pub(super) fn check_etag(segment: &Segment, expected: Option<&str>) -> Result<()> {
     match expected {
         Some(etag) if etag != segment_etag(segment) => {
             Err(Error::etag_mismatch(segment.id.name(), etag))
@@ -293,7 +294,7 @@ fn breakdown(
     }
 }
 
-fn read_segment(shared: &Shared, id: &SegmentId) -> Result<Segment> {
+pub(super) fn read_segment(shared: &Shared, id: &SegmentId) -> Result<Segment> {
     shared
         .store
         .get_segment(id)?
@@ -398,24 +399,16 @@ impl Engine {
 
     /// Saves a new segment; its filter must compile. Violations name
     /// fields relative to the segment.
-    pub async fn create_segment(&self, mut segment: Segment) -> Result<Segment> {
+    pub async fn create_segment(&self, segment: Segment) -> Result<Segment> {
         compile_filter(&segment.filter)
             .map_err(|description| Error::invalid("filter", description))?;
-        let saved = self
-            .write(1, move |shared| {
-                if shared.store.get_segment(&segment.id)?.is_some() {
-                    return Err(Error::AlreadyExists(segment.id.name()));
-                }
-                let now = Timestamp::now();
-                segment.revision = 1;
-                segment.create_time = now;
-                segment.update_time = now;
-                shared.store.put_segment(&segment)?;
-                Ok(segment)
+        let outcome = self
+            .execute(Command::CreateSegment {
+                segment,
+                at: Timestamp::now(),
             })
             .await?;
-        self.durable().await?;
-        Ok(saved)
+        expect_outcome!(outcome, Segment)
     }
 
     /// One segment.
@@ -445,38 +438,22 @@ impl Engine {
         &self,
         id: SegmentId,
         etag: Option<String>,
-        change: impl FnOnce(&mut Segment) + Send + 'static,
+        changes: SegmentChanges,
     ) -> Result<Segment> {
-        let saved = self
-            .write(1, move |shared| {
-                let mut segment = read_segment(shared, &id)?;
-                check_etag(&segment, etag.as_deref())?;
-                change(&mut segment);
-                compile_filter(&segment.filter)
-                    .map_err(|description| Error::invalid("filter", description))?;
-                segment.revision += 1;
-                segment.update_time = Timestamp::now().after(segment.update_time);
-                shared.store.put_segment(&segment)?;
-                Ok(segment)
+        let outcome = self
+            .execute(Command::UpdateSegment {
+                id,
+                etag,
+                changes,
+                at: Timestamp::now(),
             })
             .await?;
-        self.durable().await?;
-        Ok(saved)
+        expect_outcome!(outcome, Segment)
     }
 
     /// Deletes a segment; with an `etag`, only if it is the stored one's.
     pub async fn delete_segment(&self, id: SegmentId, etag: Option<String>) -> Result<()> {
-        self.write(1, move |shared| {
-            if let Some(etag) = etag.as_deref() {
-                check_etag(&read_segment(shared, &id)?, Some(etag))?;
-            }
-            if shared.store.delete_segment(&id)? {
-                Ok(())
-            } else {
-                Err(Error::NotFound(id.name()))
-            }
-        })
-        .await?;
-        self.durable().await
+        self.execute(Command::DeleteSegment { id, etag }).await?;
+        Ok(())
     }
 }

@@ -92,8 +92,8 @@ impl ActivityService for ActivityApi {
         let request = request.into_inner();
         let id = field("parent", CustomerId::from_name(&request.parent))?;
         let page_size = page_size(request.page_size, self.limits)?;
-        let paged =
-            PagedRequest::new(engine.page_token_key(), "ListPurchases").field(&request.parent);
+        let page_token_key = engine.page_token_key();
+        let paged = PagedRequest::new(&page_token_key, "ListPurchases").field(&request.parent);
         let after = paged
             .resume(&request.page_token)?
             .map(|resume| resume.after);
@@ -120,8 +120,8 @@ impl ActivityService for ActivityApi {
         let request = request.into_inner();
         let id = field("parent", CustomerId::from_name(&request.parent))?;
         let page_size = page_size(request.page_size, self.limits)?;
-        let paged =
-            PagedRequest::new(engine.page_token_key(), "ListEngagements").field(&request.parent);
+        let page_token_key = engine.page_token_key();
+        let paged = PagedRequest::new(&page_token_key, "ListEngagements").field(&request.parent);
         let after = paged
             .resume(&request.page_token)?
             .map(|resume| resume.after);

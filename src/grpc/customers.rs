@@ -159,8 +159,8 @@ impl CustomerService for CustomerApi {
         let engine = ready(&self.engine)?;
         let request = request.into_inner();
         let page_size = page_size(request.page_size, self.limits)?;
-        let paged =
-            PagedRequest::new(engine.page_token_key(), "ListCustomers").field(&request.filter);
+        let page_token_key = engine.page_token_key();
+        let paged = PagedRequest::new(&page_token_key, "ListCustomers").field(&request.filter);
         let (rule, requested) = (
             field("filter", compile_filter(&request.filter)),
             optional_evaluation_time(request.evaluation_time.as_ref()),

@@ -9,6 +9,8 @@
 //!   layer that checks every request.
 //! - [`audit`]: the audit log of changes, erasures and exports.
 //! - [`check`]: request checks that return the parsed values.
+//! - [`consistency`]: consistency tokens, to read your own writes through
+//!   any replica in cluster mode.
 //! - [`convert`]: protobuf to domain and back, one file per resource.
 //! - [`paging`]: page sizes and the one page-token format.
 //! - [`peer`]: who is at the other end of a connection.
@@ -20,6 +22,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod check;
+pub mod consistency;
 pub mod convert;
 pub mod customers;
 pub mod paging;

@@ -8,13 +8,13 @@ use super::check::{evaluation_time, export_batch, field, optional, optional_eval
 use super::convert::{
     breakdown_to_proto, channel_from_proto, customer_name, dimensions_from_proto,
     member_batches_to_proto, new_segment_from_proto, preview_to_proto, rule_language_to_proto,
-    sample_size, segment_to_proto, timestamp_to_proto, SegmentChanges,
+    sample_size, segment_to_proto, timestamp_to_proto,
 };
 use super::paging::{page_size, page_time, PagedRequest};
 use super::pb::segmentation_service_server::SegmentationService;
 use super::pb::{self};
 use super::{ready, stream_of, ApiLimits, EngineSlot, ReadyStream};
-use crate::domain::segment::SegmentId;
+use crate::domain::segment::{SegmentChanges, SegmentId};
 use crate::domain::Error;
 use crate::engine::compile_filter;
 
@@ -102,7 +102,8 @@ impl SegmentationService for SegmentationApi {
         let engine = ready(&self.engine)?;
         let request = request.into_inner();
         let page_size = page_size(request.page_size, self.limits)?;
-        let paged = PagedRequest::new(engine.page_token_key(), "ListSegments");
+        let page_token_key = engine.page_token_key();
+        let paged = PagedRequest::new(&page_token_key, "ListSegments");
         let after = paged
             .resume(&request.page_token)?
             .map(|resume| resume.after);
@@ -138,7 +139,7 @@ impl SegmentationService for SegmentationApi {
                 let etag = optional(segment.etag.clone());
                 let changes = SegmentChanges::from_proto(segment, paths.as_deref().unwrap_or(&[]))?;
                 let updated = engine
-                    .update_segment(id, etag, move |stored| changes.apply(stored))
+                    .update_segment(id, etag, changes)
                     .await
                     .map_err(|error| error.under("segment."))?;
                 Ok(Response::new(segment_to_proto(&updated)))
@@ -205,7 +206,8 @@ impl SegmentationService for SegmentationApi {
                 let id = field("segment", SegmentId::from_name(&request.segment))?;
                 let page_size = page_size(request.page_size, self.limits)?;
                 let requested = optional_evaluation_time(request.evaluation_time.as_ref())?;
-                let paged = PagedRequest::new(engine.page_token_key(), "ListSegmentMembers")
+                let page_token_key = engine.page_token_key();
+                let paged = PagedRequest::new(&page_token_key, "ListSegmentMembers")
                     .field(&request.segment);
                 let resume = paged.resume::<String>(&request.page_token)?;
                 let at = page_time(requested, resume.as_ref().and_then(|resume| resume.at))?;

@@ -52,6 +52,9 @@ pub mod reason {
     pub const RESOURCE_EXHAUSTED: &str = "RESOURCE_EXHAUSTED";
     /// The service cannot answer yet (UNAVAILABLE).
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// This replica has not applied the log as far as the request's
+    /// consistency token requires (UNAVAILABLE).
+    pub const REPLICA_BEHIND: &str = "REPLICA_BEHIND";
     /// A fault of ours (INTERNAL).
     pub const INTERNAL: &str = "INTERNAL";
 }
@@ -245,6 +248,18 @@ impl From<Error> for Status {
                 Code::Unavailable,
                 message,
                 ErrorInfo::new(reason::UNAVAILABLE, []),
+                ErrorDetails::new(),
+            ),
+            Error::ReplicaBehind { applied, required } => status_with(
+                Code::Unavailable,
+                message,
+                ErrorInfo::new(
+                    reason::REPLICA_BEHIND,
+                    [
+                        ("applied", applied.to_string()),
+                        ("required", required.to_string()),
+                    ],
+                ),
                 ErrorDetails::new(),
             ),
             Error::Internal(context) => {

@@ -91,7 +91,7 @@ pub struct JetStreamLog {
     snapshots: ObjectStore,
     /// See [`JetStreamOptions::append_timeout`].
     append_timeout: Duration,
-    /// How many times an append was sent again; see [`JetStreamLog::append_retries`].
+    /// How many times an append was sent again; see [`Log::append_retries`].
     append_retries: AtomicU64,
     /// Counts the connections made to a server, the first included.
     reconnected: Arc<watch::Sender<u64>>,
@@ -118,13 +118,6 @@ impl JetStreamLog {
             append_retries: AtomicU64::new(0),
             reconnected,
         })
-    }
-
-    /// How many times an append was sent again since the log was opened,
-    /// because the log did not confirm it in time (a leader election, a
-    /// server restarting).
-    pub fn append_retries(&self) -> u64 {
-        self.append_retries.load(Ordering::Relaxed)
     }
 
     /// Publishes `record` until the log confirms it or the append timeout
@@ -323,6 +316,13 @@ impl Log for JetStreamLog {
             }
             Ok(Some(position))
         })
+    }
+
+    /// How many times an append was sent again since the log was opened,
+    /// because the log did not confirm it in time (a leader election, a
+    /// server restarting).
+    fn append_retries(&self) -> u64 {
+        self.append_retries.load(Ordering::Relaxed)
     }
 }
 

@@ -118,4 +118,9 @@ pub trait Log: Send + Sync + 'static {
     /// replaced), and returns its position; `None`, writing nothing, when
     /// there is none.
     fn fetch_snapshot<'a>(&'a self, into: &'a Path) -> LogFuture<'a, Option<Position>>;
+
+    /// How many appends had to be retried so far, for the metrics.
+    fn append_retries(&self) -> u64 {
+        0
+    }
 }

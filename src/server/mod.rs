@@ -14,6 +14,7 @@ pub use incoming::TransportConfig;
 pub use tls::TlsFiles;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -25,10 +26,12 @@ use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::engine::replica::ReplicaSettings;
 use crate::engine::{BackupLimits, Engine, EngineSettings};
 use crate::grpc::activity::ActivityApi;
 use crate::grpc::admin::AdminApi;
 use crate::grpc::auth::{AuthConfig, AuthLayer, ReflectionMode};
+use crate::grpc::consistency::ConsistencyLayer;
 use crate::grpc::customers::CustomerApi;
 use crate::grpc::pb::activity_service_server::ActivityServiceServer;
 use crate::grpc::pb::admin_service_server::AdminServiceServer;
@@ -38,6 +41,7 @@ use crate::grpc::pb::segmentation_service_server::SegmentationServiceServer;
 use crate::grpc::personas::PersonaApi;
 use crate::grpc::segmentation::SegmentationApi;
 use crate::grpc::{pb, status, trace, ApiLimits, EngineSlot};
+use crate::log::{JetStreamLog, JetStreamOptions, Log};
 use crate::store::StoreOptions;
 
 /// Everything the server is configured with.
@@ -70,6 +74,18 @@ pub struct ServerConfig {
     pub transport: TransportConfig,
     /// Bounds on the request bytes held before handlers see them.
     pub request_limits: RequestLimits,
+    /// Cluster mode: the log and how this replica follows it; `None` for
+    /// the embedded mode.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Cluster mode's settings.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The NATS JetStream log.
+    pub log: JetStreamOptions,
+    /// How this replica follows it.
+    pub replica: ReplicaSettings,
 }
 
 /// The services that health reports on: "" for the whole server, and each API service.
@@ -88,23 +104,47 @@ async fn report(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Opens the engine, retrying while the store cannot be opened (for example
-/// while a previous process still holds its lock), then reports SERVING.
+/// Opens the engine, retrying while the store (or, in cluster mode, the
+/// log) cannot be opened, for example while a previous process still holds
+/// the store's lock; then reports SERVING, in cluster mode whenever the
+/// replica is caught up with the log.
 async fn open_engine(
     slot: EngineSlot,
     store: StoreOptions,
     settings: EngineSettings,
+    cluster: Option<ClusterConfig>,
     health: HealthReporter,
 ) {
     let mut backoff = Duration::from_millis(100);
-    loop {
+    let mut log: Option<Arc<dyn Log>> = None;
+    let engine = loop {
         let started = std::time::Instant::now();
-        match Engine::open(store.clone(), settings.clone()).await {
+        let opened = match &cluster {
+            None => Engine::open(store.clone(), settings.clone()).await,
+            Some(cluster) => match &log {
+                Some(log) => {
+                    Engine::open_replica(
+                        store.clone(),
+                        settings.clone(),
+                        Arc::clone(log),
+                        cluster.replica.clone(),
+                    )
+                    .await
+                }
+                None => match JetStreamLog::connect(cluster.log.clone()).await {
+                    Ok(connected) => {
+                        tracing::info!(stream = %cluster.log.stream, servers = ?cluster.log.servers, "connected to the log");
+                        log = Some(Arc::new(connected));
+                        backoff = Duration::from_millis(100);
+                        continue;
+                    }
+                    Err(error) => Err(error),
+                },
+            },
+        };
+        match opened {
             Ok(engine) => {
                 let size = engine.index_size();
-                // The slot is only ever set here, once.
-                let _ = slot.set(std::sync::Arc::new(engine));
-                report(&health, ServingStatus::Serving).await;
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     customers = size.customers,
@@ -118,15 +158,31 @@ async fn open_engine(
                         .engagement_bytes
                         .checked_div(size.engagements)
                         .unwrap_or(0),
-                    "store open and index built, serving"
+                    "store open and index built"
                 );
-                return;
+                break std::sync::Arc::new(engine);
             }
             Err(error) => {
                 tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot open the store");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+        }
+    };
+    let mut ready = engine.ready();
+    // The slot is only ever set here, once.
+    let _ = slot.set(engine);
+    loop {
+        let serving = *ready.borrow_and_update();
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        report(&health, status).await;
+        tracing::info!(serving, "health");
+        if ready.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -238,6 +294,7 @@ pub async fn run(
         slot.clone(),
         config.store.clone(),
         config.engine.clone(),
+        config.cluster.clone(),
         health.clone(),
     ));
 
@@ -279,6 +336,7 @@ pub async fn run(
         .layer(status::refused_requests())
         .layer(auth)
         .layer(gate)
+        .layer(ConsistencyLayer::new(slot.clone()))
         .add_service(health_service)
         .add_optional_service(reflection.then_some(reflection_v1))
         .add_optional_service(reflection.then_some(reflection_v1alpha))

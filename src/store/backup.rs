@@ -76,8 +76,21 @@ fn open(path: &Path) -> Result<File> {
         .map_err(|error| Error::internal(format!("cannot open {}: {error}", path.display())))
 }
 
+/// The log position a backup file holds (cluster mode), after checking
+/// the whole file; `None` for a backup of a store that applied no log.
+pub fn log_position_of(path: &Path) -> Result<Option<u64>> {
+    let mut position = None;
+    read_backup(open(path)?, STORE_FORMAT, |change| {
+        if change.tree == b"meta" && change.key == super::POSITION_KEY.as_bytes() {
+            position = change.value.map(super::batch_seq).transpose()?;
+        }
+        Ok(())
+    })?;
+    Ok(position)
+}
+
 /// Whether `dir` is missing or holds nothing.
-fn is_empty_dir(dir: &Path) -> Result<bool> {
+pub fn is_empty_dir(dir: &Path) -> Result<bool> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => Ok(entries.next().is_none()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(true),

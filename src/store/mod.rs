@@ -10,6 +10,7 @@
 //! | `segments`  | the segment id, as UTF-8     | version byte + postcard `Segment`      |
 //! | `meta`      | `persona_catalog`            | version byte + postcard `Catalog`      |
 //! | `meta`      | `page_token_key`             | 32 random bytes, made on first open ([`token_key`]) |
+//! | `meta`      | `log_position`               | cluster mode: the last log record applied, u64 big-endian |
 //!
 //! Customer ids sort byte-wise, which is the order `ListCustomers` pages in.
 //!
@@ -30,6 +31,17 @@
 //! A caller that acknowledges a write first awaits [`Store::durable`], which
 //! joins the next group commit (or returns at once under
 //! [`Durability::Relaxed`]).
+//!
+//! # Applying a replicated log
+//!
+//! In cluster mode every write applies one record of the log, between
+//! [`Store::begin_apply`] and [`Store::end_apply`]. Then each write method
+//! stores the record's position in the same sled transaction as its
+//! change (or `end_apply` stores it alone when the record changed
+//! nothing), so that after a crash the store holds exactly the records up
+//! to the position it holds, and a restart resumes after it. An activity
+//! batch is then keyed by its record's position, the same on every
+//! replica.
 //!
 //! Every method that writes reports what it changed to the backup tap
 //! ([`backup::TapSlot::record`]) once the change is applied, so that a
@@ -59,6 +71,8 @@ use commit::GroupCommit;
 
 /// The key of the persona catalog in the `meta` tree.
 const CATALOG_KEY: &str = "persona_catalog";
+/// The key of the last log record applied, in the `meta` tree.
+const POSITION_KEY: &str = "log_position";
 /// The store format this build writes and understands.
 const FORMAT_VERSION: u8 = 1;
 /// How often sled flushes on its own; the loss window under relaxed durability.
@@ -100,8 +114,13 @@ pub struct Store {
     meta: sled::Tree,
     /// The sequence number of the next activity batch.
     next_batch: AtomicU64,
-    /// The key that authenticates page tokens.
-    page_token_key: PageTokenKey,
+    /// The key that authenticates page tokens; replaced only by a cluster's
+    /// first record, which gives every replica the same.
+    page_token_key: std::sync::RwLock<PageTokenKey>,
+    /// The position of the log record being applied, 0 when none is.
+    applying: AtomicU64,
+    /// Whether a write stored `applying` with its change.
+    position_stored: std::sync::atomic::AtomicBool,
     /// The group committer.
     commit: GroupCommit,
     /// When writes are acknowledged.
@@ -178,7 +197,9 @@ impl Store {
             segments,
             meta,
             next_batch: AtomicU64::new(next_batch),
-            page_token_key,
+            page_token_key: std::sync::RwLock::new(page_token_key),
+            applying: AtomicU64::new(0),
+            position_stored: std::sync::atomic::AtomicBool::new(false),
             commit,
             durability: options.durability,
             tap: backup::TapSlot::default(),
@@ -186,8 +207,120 @@ impl Store {
     }
 
     /// The key that authenticates page tokens; never to be sent.
-    pub fn page_token_key(&self) -> &PageTokenKey {
-        &self.page_token_key
+    pub fn page_token_key(&self) -> PageTokenKey {
+        self.page_token_key
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the page-token key, for a cluster whose replicas must
+    /// share one; blocking, and a write like any other (see the module
+    /// docs on applying a log).
+    pub fn set_page_token_key(&self, key: &PageTokenKey) -> Result<()> {
+        let value = sled::IVec::from(key.bytes());
+        self.commit(vec![(&self.meta, token_key::META_KEY.into(), Some(value))])?;
+        *self
+            .page_token_key
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = key.clone();
+        Ok(())
+    }
+
+    /// The position of the last log record applied; `None` for a store
+    /// that never applied one (a new store, or one of the embedded mode).
+    pub fn log_position(&self) -> Result<Option<u64>> {
+        self.meta
+            .get(POSITION_KEY)
+            .map_err(storage_error)?
+            .map(|bytes| batch_seq(&bytes))
+            .transpose()
+    }
+
+    /// Whether the store holds no customer, activity, segment or catalog.
+    pub fn is_blank(&self) -> Result<bool> {
+        Ok(self.customers.is_empty()
+            && self.activity.is_empty()
+            && self.segments.is_empty()
+            && self.get_catalog()?.is_none())
+    }
+
+    /// Starts applying the log record at `position`: the writes until
+    /// [`Store::end_apply`] store it with their changes. Under the
+    /// engine's writer lock.
+    pub fn begin_apply(&self, position: u64) {
+        self.position_stored.store(false, Ordering::Relaxed);
+        self.applying.store(position, Ordering::Relaxed);
+    }
+
+    /// Ends applying a log record: stores its position if no write did.
+    pub fn end_apply(&self) -> Result<()> {
+        let position = self.applying.swap(0, Ordering::Relaxed);
+        if position == 0 || self.position_stored.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let value = sled::IVec::from(&position.to_be_bytes()[..]);
+        self.meta
+            .insert(POSITION_KEY, value.clone())
+            .map_err(storage_error)?;
+        self.tap
+            .record(&self.meta, POSITION_KEY.as_bytes(), Some(&value));
+        Ok(())
+    }
+
+    /// The position of the log record being applied, if one is.
+    fn applying(&self) -> Option<u64> {
+        match self.applying.load(Ordering::Relaxed) {
+            0 => None,
+            position => Some(position),
+        }
+    }
+
+    /// Applies `changes` atomically, each a tree, a key and the new value
+    /// (`None` removes the key), with the position of the log record being
+    /// applied if one is, and reports them to the tap. The write methods'
+    /// own paths are cheaper where no position is stored.
+    fn commit(&self, changes: Vec<(&sled::Tree, sled::IVec, Option<sled::IVec>)>) -> Result<()> {
+        let position = self.applying();
+        let mut trees: Vec<sled::Tree> = vec![self.meta.clone()];
+        let mut slots = Vec::with_capacity(changes.len());
+        for (tree, ..) in &changes {
+            let slot = match trees.iter().position(|known| known.name() == tree.name()) {
+                Some(slot) => slot,
+                None => {
+                    trees.push((*tree).clone());
+                    trees.len() - 1
+                }
+            };
+            slots.push(slot);
+        }
+        let position_value = position.map(|position| sled::IVec::from(&position.to_be_bytes()[..]));
+        trees
+            .as_slice()
+            .transaction(|trees| {
+                for ((_, key, value), &slot) in changes.iter().zip(&slots) {
+                    match value {
+                        Some(value) => trees[slot].insert(key.clone(), value.clone())?,
+                        None => trees[slot].remove(key.clone())?,
+                    };
+                }
+                if let Some(value) = &position_value {
+                    trees[0].insert(POSITION_KEY, value.clone())?;
+                }
+                Ok(())
+            })
+            .map_err(|error: sled::transaction::TransactionError| {
+                Error::internal(format!("storage: {error}"))
+            })?;
+        for (tree, key, value) in &changes {
+            self.tap.record(tree, key, value.as_ref());
+        }
+        if let Some(value) = &position_value {
+            self.tap
+                .record(&self.meta, POSITION_KEY.as_bytes(), Some(value));
+            self.position_stored.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Reads one customer.
@@ -225,6 +358,20 @@ impl Store {
             staged: BTreeMap::new(),
         };
         let outcome = change(&mut writes)?;
+        if self.applying().is_some() && !writes.staged.is_empty() {
+            let changes = writes
+                .staged
+                .into_iter()
+                .map(|(id, record)| {
+                    let value = record
+                        .map(|customer| codec::encode_customer(&customer).map(sled::IVec::from))
+                        .transpose()?;
+                    Ok((&self.customers, sled::IVec::from(id.as_str()), value))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.commit(changes)?;
+            return Ok(outcome);
+        }
         let mut staged = writes.staged.into_iter();
         match (staged.next(), staged.next()) {
             (None, _) => {}
@@ -278,8 +425,14 @@ impl Store {
 
     /// Stores a batch of events and returns its sequence number; blocking.
     pub fn append_activity(&self, batch: &ActivityRecord) -> Result<u64> {
-        let seq = self.next_batch.fetch_add(1, Ordering::Relaxed);
         let value = sled::IVec::from(codec::encode_activity(batch)?);
+        if let Some(position) = self.applying() {
+            self.next_batch.fetch_max(position + 1, Ordering::Relaxed);
+            let key = sled::IVec::from(&position.to_be_bytes()[..]);
+            self.commit(vec![(&self.activity, key, Some(value))])?;
+            return Ok(position);
+        }
+        let seq = self.next_batch.fetch_add(1, Ordering::Relaxed);
         self.activity
             .insert(seq.to_be_bytes(), value.clone())
             .map_err(storage_error)?;
@@ -326,6 +479,15 @@ impl Store {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
+        if self.applying().is_some() {
+            let mut changes = vec![(&self.customers, sled::IVec::from(id.as_str()), None)];
+            changes.extend(
+                encoded
+                    .into_iter()
+                    .map(|(key, value)| (&self.activity, sled::IVec::from(&key[..]), value)),
+            );
+            return self.commit(changes);
+        }
         (&self.customers, &self.activity)
             .transaction(|(customers, activity)| {
                 customers.remove(id.as_str())?;
@@ -380,6 +542,10 @@ impl Store {
     /// serialises read-check-writes of segments.
     pub fn put_segment(&self, segment: &Segment) -> Result<()> {
         let value = sled::IVec::from(codec::encode_segment(segment)?);
+        if self.applying().is_some() {
+            let key = sled::IVec::from(segment.id.as_str());
+            return self.commit(vec![(&self.segments, key, Some(value))]);
+        }
         self.segments
             .insert(segment.id.as_str(), value.clone())
             .map_err(storage_error)?;
@@ -390,6 +556,16 @@ impl Store {
 
     /// Removes a segment; returns whether it existed.
     pub fn delete_segment(&self, id: &SegmentId) -> Result<bool> {
+        if self.applying().is_some() {
+            let existed = self
+                .segments
+                .contains_key(id.as_str())
+                .map_err(storage_error)?;
+            if existed {
+                self.commit(vec![(&self.segments, sled::IVec::from(id.as_str()), None)])?;
+            }
+            return Ok(existed);
+        }
         let existed = self
             .segments
             .remove(id.as_str())
@@ -412,6 +588,13 @@ impl Store {
     /// Stores the persona catalog, replacing the one before; blocking.
     pub fn put_catalog(&self, catalog: &Catalog) -> Result<()> {
         let value = sled::IVec::from(codec::encode_catalog(catalog)?);
+        if self.applying().is_some() {
+            return self.commit(vec![(
+                &self.meta,
+                sled::IVec::from(CATALOG_KEY),
+                Some(value),
+            )]);
+        }
         self.meta
             .insert(CATALOG_KEY, value.clone())
             .map_err(storage_error)?;

@@ -7,7 +7,7 @@ use std::fmt;
 use crate::domain::{Error, Result};
 
 /// The key of the page-token key in the `meta` tree.
-const META_KEY: &str = "page_token_key";
+pub(super) const META_KEY: &str = "page_token_key";
 /// The length of the key, in bytes.
 const KEY_BYTES: usize = 32;
 
@@ -19,6 +19,16 @@ impl PageTokenKey {
     /// The key's bytes, for the MAC.
     pub fn bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The key made of these bytes, as a cluster's first record carries it.
+    pub fn from_bytes(bytes: [u8; KEY_BYTES]) -> Self {
+        PageTokenKey(bytes)
+    }
+
+    /// The key's bytes, to be carried in a cluster's first record.
+    pub fn to_bytes(&self) -> [u8; KEY_BYTES] {
+        self.0
     }
 
     /// A key of `byte` repeated, for tests.

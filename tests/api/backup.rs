@@ -32,7 +32,7 @@ fn seeded_id(n: usize) -> String {
 /// A customer whose persona depends on `n`: incomes, internal staff and
 /// objectors vary, so that the breakdown has several groups.
 fn customer(n: usize, note: &str) -> pb::Customer {
-    let internal = n % 11 == 0;
+    let internal = n.is_multiple_of(11);
     pb::Customer {
         relationship: if internal {
             pb::Relationship::Internal as i32
@@ -53,7 +53,7 @@ fn customer(n: usize, note: &str) -> pb::Customer {
             city: format!("City {}", n % 7),
             ..Default::default()
         }),
-        objects_to_profiling: n % 13 == 0,
+        objects_to_profiling: n.is_multiple_of(13),
         traits: if note.is_empty() {
             BTreeMap::new()
         } else {

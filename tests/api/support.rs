@@ -55,6 +55,7 @@ pub fn config(data_dir: &Path) -> ServerConfig {
             stream_window_bytes: 1024 * 1024,
             connection_window_bytes: 1024 * 1024,
         },
+        cluster: None,
     }
 }
 

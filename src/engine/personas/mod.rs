@@ -17,6 +17,7 @@ pub use catalog::CompiledCatalog;
 pub use explain::{Assignment, ConditionResult, Rejected};
 
 use super::bits::Bits;
+use super::command::{expect_outcome, Command, Outcome};
 use super::frame::Frame;
 use super::select::{consented, select, select_within, split_objectors};
 use super::Engine;
@@ -103,31 +104,16 @@ impl Engine {
 
     async fn store_catalog(
         &self,
-        mut compiled: CompiledCatalog,
+        compiled: CompiledCatalog,
         expected: Option<u64>,
     ) -> Result<Catalog> {
-        let stored = self
-            .write(1, move |shared| {
-                let current = shared.catalog().catalog.revision;
-                if let Some(expected) = expected {
-                    if expected != current {
-                        return Err(Error::RevisionMismatch {
-                            name: "personaCatalog".to_owned(),
-                            description: format!(
-                                "the catalog is at revision {current}, not {expected}: read it again"
-                            ),
-                        });
-                    }
-                }
-                compiled.catalog.revision = current + 1;
-                shared.store.put_catalog(&compiled.catalog)?;
-                let catalog = compiled.catalog.clone();
-                shared.set_catalog(compiled);
-                Ok(catalog)
+        let outcome = self
+            .execute(Command::StoreCatalog {
+                catalog: compiled.catalog,
+                expected,
             })
             .await?;
-        self.durable().await?;
-        Ok(stored)
+        expect_outcome!(outcome, Catalog)
     }
 
     /// Customers per persona among those `rule` selects, as of `at`.

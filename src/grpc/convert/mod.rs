@@ -20,7 +20,7 @@ pub use persona::{
 };
 pub use segment::{
     breakdown_to_proto, dimensions_from_proto, member_batches_to_proto, new_segment_from_proto,
-    preview_to_proto, rule_language_to_proto, sample_size, segment_to_proto, SegmentChanges,
+    preview_to_proto, rule_language_to_proto, sample_size, segment_to_proto,
 };
 
 use crate::domain::rules::Channel;

@@ -3,7 +3,7 @@
 
 use crate::domain::error::echo;
 use crate::domain::rules::{self, Variable};
-use crate::domain::segment::{Segment, SegmentId};
+use crate::domain::segment::{Segment, SegmentChanges, SegmentId};
 use crate::domain::{CurrencyCode, Error, Timestamp, Violations};
 use crate::engine::{compile_filter, segment_etag, Breakdown, Preview, MAX_DIMENSIONS};
 use crate::grpc::check::{collected, All, Checked};
@@ -84,17 +84,6 @@ pub fn new_segment_from_proto(
     })
 }
 
-/// The fields an UpdateSegment call changes, with their new values.
-#[derive(Debug, Clone, Default)]
-pub struct SegmentChanges {
-    /// The new display name, if it changes.
-    display_name: Option<String>,
-    /// The new description, if it changes.
-    description: Option<String>,
-    /// The new filter, if it changes; it compiles.
-    filter: Option<String>,
-}
-
 impl SegmentChanges {
     /// The changes `paths` name (AIP-134), or those set in `segment` when
     /// there are no paths.
@@ -135,19 +124,6 @@ impl SegmentChanges {
             filter: filter.then_some(segment.filter),
         };
         collected(changes, violations)
-    }
-
-    /// Applies the changes to the stored segment.
-    pub fn apply(self, stored: &mut Segment) {
-        if let Some(display_name) = self.display_name {
-            stored.display_name = display_name;
-        }
-        if let Some(description) = self.description {
-            stored.description = description;
-        }
-        if let Some(filter) = self.filter {
-            stored.filter = filter;
-        }
     }
 }
 

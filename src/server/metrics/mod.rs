@@ -8,6 +8,7 @@
 //!   numbers (the engine knows no metrics library) and writes everything
 //!   through `prometheus-client`'s encoder.
 
+mod cluster;
 mod http;
 mod rpc;
 
@@ -82,7 +83,16 @@ impl Metrics {
 
     /// Everything, as Prometheus text (format 0.0.4).
     pub async fn render(&self) -> String {
-        let ready = self.shared.engine.get().is_some();
+        let ready = self
+            .shared
+            .engine
+            .get()
+            .is_some_and(|engine| *engine.ready().borrow());
+        let replica = self
+            .shared
+            .engine
+            .get()
+            .and_then(|engine| engine.replica_stats());
         let engine = match self.shared.engine.get() {
             Some(engine) => match engine.stats().await {
                 Ok(stats) => Some(stats),
@@ -97,6 +107,7 @@ impl Metrics {
             rpc: Arc::clone(&self.shared.rpc),
             ready,
             engine,
+            replica,
             authentication_enabled: self.shared.authentication_enabled.load(Ordering::Relaxed),
         };
         let mut registry = Registry::default();
@@ -120,6 +131,8 @@ struct Scrape {
     ready: bool,
     /// The engine's numbers; `None` while the store opens.
     engine: Option<EngineStats>,
+    /// The replica's numbers, in cluster mode.
+    replica: Option<crate::engine::replica::ReplicaStats>,
     /// Whether callers must authenticate.
     authentication_enabled: bool,
 }
@@ -385,12 +398,15 @@ impl Collector for Scrape {
         single(
             &mut encoder,
             "segmentd_ready",
-            "1 once the store is open and the index built",
+            "1 once the store is open and the index built (and, in cluster mode, while the replica is caught up with the log)",
             ConstGauge::new(i64::from(self.ready)),
         )?;
         self.encode_rpc(&mut encoder)?;
         if let Some(stats) = &self.engine {
             self.encode_engine(&mut encoder, stats)?;
+        }
+        if let Some(stats) = &self.replica {
+            cluster::encode(&mut encoder, stats)?;
         }
         Ok(())
     }
