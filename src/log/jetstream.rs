@@ -5,7 +5,10 @@
 //! stream's duplicate window (two minutes) answers a retried append with
 //! the first one's position. A record's position is its stream sequence.
 //! Readers are ordered consumers, which the client recreates from the last
-//! sequence they delivered after a gap, a reconnection or a leader change.
+//! sequence they delivered when it sees a gap or misses heartbeats; a
+//! reader also opens a new one itself whenever the client connects to a
+//! server again, since the servers lose an ordered consumer (it lives in
+//! memory on one server) when that server restarts.
 //! The published snapshot is the object `latest` of the object store
 //! bucket `<stream>_SNAPSHOTS`, its position in the object's metadata.
 
@@ -94,7 +97,7 @@ pub struct JetStreamLog {
     /// How many times an append was sent again; see [`Log::append_retries`].
     append_retries: AtomicU64,
     /// Counts the connections made to a server, the first included.
-    reconnected: Arc<watch::Sender<u64>>,
+    connections: Arc<watch::Sender<u64>>,
 }
 
 impl JetStreamLog {
@@ -103,9 +106,8 @@ impl JetStreamLog {
     /// `Error::Unavailable` when no server answers within 10 seconds;
     /// once connected, the client reconnects by itself for ever.
     pub async fn connect(options: JetStreamOptions) -> Result<Self> {
-        let (reconnected, _) = watch::channel(0);
-        let reconnected = Arc::new(reconnected);
-        let client = connect_client(&options, reconnected.clone()).await?;
+        let connections = Arc::new(watch::Sender::new(0));
+        let client = connect_client(&options, connections.clone()).await?;
         let jetstream = jetstream::new(client);
         let stream = open_stream(&jetstream, &options).await?;
         let snapshots = open_bucket(&jetstream, &options).await?;
@@ -116,7 +118,7 @@ impl JetStreamLog {
             snapshots,
             append_timeout: options.append_timeout,
             append_retries: AtomicU64::new(0),
-            reconnected,
+            connections,
         })
     }
 
@@ -182,9 +184,7 @@ impl JetStreamLog {
             tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
-}
 
-impl JetStreamLog {
     /// What a refused `append_first` did: JetStream checks the expected
     /// last sequence before the duplicate window, so a retry of the append
     /// that won is refused too, and only the first record's id tells them
@@ -222,11 +222,11 @@ impl Log for JetStreamLog {
 
     fn read_from(&self, from: Position) -> LogFuture<'_, Entries> {
         Box::pin(async move {
-            let reconnected = self.reconnected.subscribe();
+            let connections = self.connections.subscribe();
             let messages = open_consumer(&self.stream, from).await?;
             Ok(Box::pin(Reader {
                 stream: self.stream.clone(),
-                reconnected: Box::pin(next_connection(reconnected)),
+                reconnected: Box::pin(next_connection(connections)),
                 messages: Some(messages),
                 reopening: None,
                 next: from,
