@@ -517,6 +517,14 @@ impl Engine {
                 .await?;
             bounds = log.bounds().await?;
         }
+        if applied == 0 && bounds.first > 1 {
+            return Err(Error::FailedPrecondition(format!(
+                "the log starts at position {} (its retention dropped the records before) and no \
+                 snapshot is published to start from: wait until a running replica publishes \
+                 one (--cluster-snapshot-interval), then start this replica again",
+                bounds.first
+            )));
+        }
         if applied + 1 < bounds.first {
             return Err(Error::FailedPrecondition(format!(
                 "this replica has applied the log up to {applied}, but the log now starts at {}: \

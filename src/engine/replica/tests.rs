@@ -189,7 +189,9 @@ async fn a_replica_behind_the_retained_log_is_told_to_rejoin_from_a_snapshot() {
     let log = Arc::new(MemoryLog::new());
     let a = replica(&log, &dirs.path().join("a")).await;
     let b_dir = dirs.path().join("b");
-    drop(replica(&log, &b_dir).await);
+    let b = replica(&log, &b_dir).await;
+    caught_up(&b, &log).await;
+    drop(b);
     for name in ["ada", "bob", "cy"] {
         a.create_customer(id(name), Profile::default(), None)
             .await
@@ -202,6 +204,22 @@ async fn a_replica_behind_the_retained_log_is_told_to_rejoin_from_a_snapshot() {
         .unwrap_err()
         .to_string();
     assert!(refused.contains("wipe the data directory"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_without_a_snapshot_waits_for_one_when_the_log_lost_its_start() {
+    let dirs = tempfile::tempdir().unwrap();
+    let log = Arc::new(MemoryLog::new());
+    let a = replica(&log, &dirs.path().join("a")).await;
+    a.create_customer(id("ada"), Profile::default(), None)
+        .await
+        .unwrap();
+    log.drop_before(2);
+    let refused = replica_with(&log, &dirs.path().join("b"), Duration::from_secs(3600))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("no snapshot is published"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
