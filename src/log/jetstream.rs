@@ -6,9 +6,10 @@
 //! the first one's position. A record's position is its stream sequence.
 //! Readers are ordered consumers, which the client recreates from the last
 //! sequence they delivered when it sees a gap or misses heartbeats; a
-//! reader also opens a new one itself whenever the client connects to a
-//! server again, since the servers lose an ordered consumer (it lives in
-//! memory on one server) when that server restarts.
+//! reader also opens a new one itself when the client connects to a
+//! server again or when it stalls behind the log, since the servers lose
+//! an ordered consumer (it lives in memory on one server) when that server
+//! goes away.
 //! The published snapshot is the object `latest` of the object store
 //! bucket `<stream>_SNAPSHOTS`, its position in the object's metadata.
 
@@ -48,6 +49,14 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a reader whose consumer was lost tries to open a new one
 /// before it ends with an error.
 const REOPEN_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a reader's pull request waits on the server; its idle
+/// heartbeats come every half of it, and two missed ones make the client
+/// recreate a consumer the servers lost (the default, 30 s, makes that 45 s).
+const PULL_EXPIRY: Duration = Duration::from_secs(4);
+/// How often a reader compares its position with the log's last record: a
+/// reader that delivered nothing between two comparisons while the log
+/// held a newer record opens a new consumer.
+const STALL_CHECK: Duration = Duration::from_secs(3);
 /// How long the stream remembers a record id (see the module docs of `log`).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// The name of the published snapshot in the bucket.
@@ -227,6 +236,8 @@ impl Log for JetStreamLog {
             Ok(Box::pin(Reader {
                 stream: self.stream.clone(),
                 reconnected: Box::pin(next_connection(connections)),
+                stall_check: Box::pin(log_last(self.stream.clone())),
+                behind_at: None,
                 messages: Some(messages),
                 reopening: None,
                 next: from,
@@ -330,14 +341,20 @@ impl Log for JetStreamLog {
 /// reader's position on, each once and without a gap.
 ///
 /// The client recreates an ordered consumer that missed a message, but
-/// one that the servers lost (the server it lived on restarted) only some
-/// 15 seconds later: the reader opens a new one from its next position
-/// whenever the client connects again, and when pulls fail.
+/// one that the servers lost (it lives in memory on one server, which
+/// restarted or went away) only after two missed heartbeats: the reader
+/// opens a new one from its next position at once whenever the client
+/// connects again or pulls fail, and when it delivered nothing for a
+/// [`STALL_CHECK`] while the log held newer records.
 struct Reader {
     /// The stream read.
     stream: stream::Stream,
     /// Resolves when the client has connected to a server again.
     reconnected: Pin<Box<dyn Future<Output = watch::Receiver<u64>> + Send>>,
+    /// Resolves, every [`STALL_CHECK`], with the log's last position.
+    stall_check: Pin<Box<dyn Future<Output = Option<Position>> + Send>>,
+    /// `next` when the last check found the log holding it already.
+    behind_at: Option<Position>,
     /// The ordered consumer's messages; `None` while `reopening`.
     messages: Option<Ordered>,
     /// A new consumer being opened from `next`.
@@ -361,6 +378,15 @@ impl Stream for Reader {
             if let Poll::Ready(reconnected) = self.reconnected.as_mut().poll(context) {
                 self.reconnected = Box::pin(next_connection(reconnected));
                 self.reopen("the client connected to a server again");
+            }
+            if let Poll::Ready(last) = self.stall_check.as_mut().poll(context) {
+                self.stall_check = Box::pin(log_last(self.stream.clone()));
+                let behind = last.is_some_and(|last| last >= self.next);
+                let stalled = behind && self.behind_at == Some(self.next);
+                self.behind_at = behind.then_some(self.next);
+                if stalled {
+                    self.reopen("the consumer delivered nothing while the log held newer records");
+                }
             }
             if let Some(reopening) = self.reopening.as_mut() {
                 let reopened = ready!(reopening.as_mut().poll(context));
@@ -441,6 +467,14 @@ async fn next_connection(mut connections: watch::Receiver<u64>) -> watch::Receiv
     connections
 }
 
+/// The stream's last position after [`STALL_CHECK`]; `None` when the
+/// servers do not answer.
+async fn log_last(stream: stream::Stream) -> Option<Position> {
+    tokio::time::sleep(STALL_CHECK).await;
+    let info = stream.get_info().await.ok()?;
+    Some(info.state.last_sequence)
+}
+
 /// An ordered consumer of `stream` from `from` on.
 async fn open_consumer(stream: &stream::Stream, from: Position) -> Result<Ordered> {
     let consumer = stream
@@ -448,6 +482,7 @@ async fn open_consumer(stream: &stream::Stream, from: Position) -> Result<Ordere
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: from.max(1),
             },
+            max_expires: PULL_EXPIRY,
             ..Default::default()
         })
         .await
