@@ -689,9 +689,8 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::process::{Child, Command, Stdio};
 
-    use tokio_stream::StreamExt;
-
     use super::*;
+    use crate::log::memory::conformance::{self, record};
 
     /// A single `nats-server` with JetStream, on its own port and store
     /// directory, killed when dropped.
@@ -802,51 +801,25 @@ mod tests {
         }
     }
 
-    async fn next(entries: &mut Entries, within: Duration) -> Entry {
-        tokio::time::timeout(within, entries.next())
-            .await
-            .expect("an entry in time")
-            .expect("the reader goes on")
-            .expect("an entry, not an error")
+    /// A server and the log on it, or `None` when the test is skipped.
+    async fn log_on_a_server() -> Option<(NatsServer, JetStreamLog)> {
+        let server = NatsServer::start()?;
+        let log = JetStreamLog::connect(options(&server)).await.unwrap();
+        Some((server, log))
     }
 
-    fn record(text: &'static str) -> Bytes {
-        Bytes::from_static(text.as_bytes())
+    async fn next(entries: &mut Entries, within: Duration) -> Entry {
+        conformance::next(entries, within)
+            .await
+            .expect("an entry, not an error")
     }
 
     #[tokio::test]
     async fn appends_answer_a_retried_id_with_the_first_position() {
-        let Some(server) = NatsServer::start() else {
+        let Some((server, log)) = log_on_a_server().await else {
             return;
         };
-        let log = JetStreamLog::connect(options(&server)).await.unwrap();
-        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 0 });
-
-        let first = log.append("a".into(), record("one")).await.unwrap();
-        let second = log.append("b".into(), record("two")).await.unwrap();
-        let retried = log.append("a".into(), record("one")).await.unwrap();
-        assert_eq!(
-            first,
-            Appended {
-                position: 1,
-                duplicate: false
-            }
-        );
-        assert_eq!(
-            second,
-            Appended {
-                position: 2,
-                duplicate: false
-            }
-        );
-        assert_eq!(
-            retried,
-            Appended {
-                position: 1,
-                duplicate: true
-            }
-        );
-        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 2 });
+        conformance::appends_answer_a_known_id_as_a_duplicate(&log).await;
         assert_eq!(log.append_retries(), 0);
 
         let reopened = JetStreamLog::connect(options(&server)).await.unwrap();
@@ -857,11 +830,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_log_that_dropped_its_records_starts_after_them() {
-        let Some(server) = NatsServer::start() else {
+    async fn append_first_wins_only_on_an_empty_log() {
+        let Some((_server, log)) = log_on_a_server().await else {
             return;
         };
-        let log = JetStreamLog::connect(options(&server)).await.unwrap();
+        conformance::append_first_wins_only_on_an_empty_log(&log).await;
+    }
+
+    #[tokio::test]
+    async fn a_log_that_dropped_its_records_starts_after_them() {
+        let Some((_server, log)) = log_on_a_server().await else {
+            return;
+        };
         for id in ["a", "b"] {
             log.append(id.into(), record("r")).await.unwrap();
         }
@@ -878,59 +858,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn append_first_wins_only_on_an_empty_log() {
-        let Some(server) = NatsServer::start() else {
-            return;
-        };
-        let log = JetStreamLog::connect(options(&server)).await.unwrap();
-        let won = log.append_first("boot".into(), record("x")).await.unwrap();
-        assert_eq!(
-            won,
-            Some(Appended {
-                position: 1,
-                duplicate: false
-            })
-        );
-        let retried = log.append_first("boot".into(), record("x")).await.unwrap();
-        assert_eq!(
-            retried,
-            Some(Appended {
-                position: 1,
-                duplicate: true
-            })
-        );
-        let lost = log.append_first("other".into(), record("y")).await.unwrap();
-        assert_eq!(lost, None);
-        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 1 });
-    }
-
-    #[tokio::test]
     async fn a_reader_gets_the_records_from_its_position_then_new_ones() {
-        let Some(server) = NatsServer::start() else {
+        let Some((_server, log)) = log_on_a_server().await else {
             return;
         };
-        let log = JetStreamLog::connect(options(&server)).await.unwrap();
-        for id in ["a", "b", "c"] {
-            log.append(id.into(), record("r")).await.unwrap();
-        }
-        let mut entries = log.read_from(2).await.unwrap();
-        let second = next(&mut entries, Duration::from_secs(5)).await;
-        assert_eq!((second.position, second.id.as_str()), (2, "b"));
-        assert!(second.stored_at_nanos > 0);
-        assert_eq!(next(&mut entries, Duration::from_secs(5)).await.position, 3);
-
-        log.append("d".into(), record("new")).await.unwrap();
-        let tailed = next(&mut entries, Duration::from_secs(5)).await;
-        assert_eq!((tailed.position, tailed.id.as_str()), (4, "d"));
-        assert_eq!(tailed.record, record("new"));
+        conformance::a_reader_gets_the_records_from_its_position_then_new_ones(&log).await;
     }
 
     #[tokio::test]
     async fn a_reader_keeps_going_across_a_server_killed_and_restarted() {
-        let Some(mut server) = NatsServer::start() else {
+        let Some((mut server, log)) = log_on_a_server().await else {
             return;
         };
-        let log = JetStreamLog::connect(options(&server)).await.unwrap();
         let mut entries = log.read_from(1).await.unwrap();
         for (position, id) in [(1, "a"), (2, "b")] {
             log.append(id.into(), record("r")).await.unwrap();
@@ -953,33 +892,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_snapshot_round_trips_and_none_is_published_at_first() {
-        let Some(server) = NatsServer::start() else {
+        let Some((_server, log)) = log_on_a_server().await else {
             return;
         };
-        let log = JetStreamLog::connect(options(&server)).await.unwrap();
-        let directory = tempfile::tempdir().unwrap();
-        let into = directory.path().join("fetched");
-        assert_eq!(log.snapshot_position().await.unwrap(), None);
-        assert_eq!(log.fetch_snapshot(&into).await.unwrap(), None);
-        assert!(
-            !into.exists(),
-            "nothing is written when there is no snapshot"
-        );
-
-        // Over one object chunk (128 KiB), so the object has several.
-        let state: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let file = directory.path().join("snapshot");
-        std::fs::write(&file, &state).unwrap();
-        log.put_snapshot(7, &file).await.unwrap();
-        assert_eq!(log.snapshot_position().await.unwrap(), Some(7));
-        assert_eq!(log.fetch_snapshot(&into).await.unwrap(), Some(7));
-        assert_eq!(std::fs::read(&into).unwrap(), state);
-
-        std::fs::write(&file, b"state at 9").unwrap();
-        log.put_snapshot(9, &file).await.unwrap();
-        assert_eq!(log.snapshot_position().await.unwrap(), Some(9));
-        assert_eq!(log.fetch_snapshot(&into).await.unwrap(), Some(9));
-        assert_eq!(std::fs::read(&into).unwrap(), b"state at 9");
+        conformance::a_snapshot_round_trips_and_none_is_published_at_first(&log).await;
     }
 
     #[tokio::test]
