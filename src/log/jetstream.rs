@@ -547,10 +547,12 @@ async fn connect_client(
                 move |event| {
                     let connections = connections.clone();
                     async move {
+                        let Event::Connected = event else {
+                            tracing::warn!(%event, "nats connection");
+                            return;
+                        };
                         tracing::info!(%event, "nats connection");
-                        if matches!(event, Event::Connected) {
-                            connections.send_modify(|count| *count += 1);
-                        }
+                        connections.send_modify(|count| *count += 1);
                     }
                 }
             });
