@@ -254,86 +254,135 @@ fn now_nanos() -> i64 {
     i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// The checks of the [`Log`] contract that every log passes, run here on
+/// a [`MemoryLog`] and in `jetstream` on a JetStream stream.
 #[cfg(test)]
-mod tests {
+pub(super) mod conformance {
     use std::time::Duration;
 
     use tokio_stream::StreamExt;
 
     use super::*;
 
-    fn record(text: &'static str) -> Bytes {
+    pub fn record(text: &'static str) -> Bytes {
         Bytes::from_static(text.as_bytes())
     }
 
-    async fn next(entries: &mut Entries) -> Result<Entry> {
-        tokio::time::timeout(Duration::from_secs(5), entries.next())
+    fn appended(position: Position, duplicate: bool) -> Appended {
+        Appended {
+            position,
+            duplicate,
+        }
+    }
+
+    /// The next entry of `entries`, failing the test after `within`.
+    pub async fn next(entries: &mut Entries, within: Duration) -> Result<Entry> {
+        tokio::time::timeout(within, entries.next())
             .await
-            .expect("an entry within 5 s")
+            .expect("an entry in time")
             .expect("the reader goes on")
     }
 
-    #[tokio::test]
-    async fn appends_in_order_and_answers_a_known_id_as_a_duplicate() {
-        let log = MemoryLog::new();
+    /// Appends go in order; a known id is answered with its position.
+    pub async fn appends_answer_a_known_id_as_a_duplicate(log: &dyn Log) {
+        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 0 });
         let first = log.append("a".into(), record("one")).await.unwrap();
         let second = log.append("b".into(), record("two")).await.unwrap();
-        let again = log.append("a".into(), record("other")).await.unwrap();
-        assert_eq!(
-            first,
-            Appended {
-                position: 1,
-                duplicate: false
-            }
-        );
-        assert_eq!(
-            second,
-            Appended {
-                position: 2,
-                duplicate: false
-            }
-        );
-        assert_eq!(
-            again,
-            Appended {
-                position: 1,
-                duplicate: true
-            }
-        );
+        let again = log.append("a".into(), record("one")).await.unwrap();
+        assert_eq!(first, appended(1, false));
+        assert_eq!(second, appended(2, false));
+        assert_eq!(again, appended(1, true));
         assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 2 });
+    }
+
+    /// `append_first` wins on an empty log only, and its retry is a
+    /// duplicate.
+    pub async fn append_first_wins_only_on_an_empty_log(log: &dyn Log) {
+        let won = log.append_first("boot".into(), record("x")).await.unwrap();
+        assert_eq!(won, Some(appended(1, false)));
+        let retried = log.append_first("boot".into(), record("x")).await.unwrap();
+        assert_eq!(retried, Some(appended(1, true)));
+        let lost = log.append_first("other".into(), record("y")).await.unwrap();
+        assert_eq!(lost, None);
+        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 1 });
+    }
+
+    /// A reader gets the stored records from its position, then new ones.
+    pub async fn a_reader_gets_the_records_from_its_position_then_new_ones(log: &dyn Log) {
+        for id in ["a", "b", "c"] {
+            log.append(id.into(), record("r")).await.unwrap();
+        }
+        let mut entries = log.read_from(2).await.unwrap();
+        let second = next(&mut entries, Duration::from_secs(5)).await.unwrap();
+        assert_eq!((second.position, second.id.as_str()), (2, "b"));
+        assert!(second.stored_at_nanos > 0);
+        let third = next(&mut entries, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(third.position, 3);
+
+        log.append("d".into(), record("new")).await.unwrap();
+        let tailed = next(&mut entries, Duration::from_secs(5)).await.unwrap();
+        assert_eq!((tailed.position, tailed.id.as_str()), (4, "d"));
+        assert_eq!(tailed.record, record("new"));
+    }
+
+    /// No snapshot at first; then the last one published, whole.
+    pub async fn a_snapshot_round_trips_and_none_is_published_at_first(log: &dyn Log) {
+        let directory = tempfile::tempdir().unwrap();
+        let into = directory.path().join("fetched");
+        assert_eq!(log.snapshot_position().await.unwrap(), None);
+        assert_eq!(log.fetch_snapshot(&into).await.unwrap(), None);
+        assert!(
+            !into.exists(),
+            "nothing is written when there is no snapshot"
+        );
+
+        // Over one JetStream object chunk (128 KiB), so it takes several.
+        let state: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let file = directory.path().join("snapshot");
+        std::fs::write(&file, &state).unwrap();
+        log.put_snapshot(7, &file).await.unwrap();
+        assert_eq!(log.snapshot_position().await.unwrap(), Some(7));
+        assert_eq!(log.fetch_snapshot(&into).await.unwrap(), Some(7));
+        assert_eq!(std::fs::read(&into).unwrap(), state);
+
+        std::fs::write(&file, b"state at 9").unwrap();
+        log.put_snapshot(9, &file).await.unwrap();
+        assert_eq!(log.snapshot_position().await.unwrap(), Some(9));
+        assert_eq!(log.fetch_snapshot(&into).await.unwrap(), Some(9));
+        assert_eq!(std::fs::read(&into).unwrap(), b"state at 9");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_stream::StreamExt;
+
+    use super::conformance::{self, record};
+    use super::*;
+
+    async fn next(entries: &mut Entries) -> Result<Entry> {
+        conformance::next(entries, Duration::from_secs(5)).await
+    }
+
+    #[tokio::test]
+    async fn appends_answer_a_known_id_as_a_duplicate() {
+        conformance::appends_answer_a_known_id_as_a_duplicate(&MemoryLog::new()).await;
     }
 
     #[tokio::test]
     async fn append_first_wins_only_on_a_log_that_never_held_a_record() {
         let log = MemoryLog::new();
-        let won = log.append_first("boot".into(), record("x")).await.unwrap();
-        assert_eq!(
-            won,
-            Some(Appended {
-                position: 1,
-                duplicate: false
-            })
-        );
-        let retried = log.append_first("boot".into(), record("x")).await.unwrap();
-        assert_eq!(
-            retried,
-            Some(Appended {
-                position: 1,
-                duplicate: true
-            })
-        );
-        let lost = log.append_first("other".into(), record("y")).await.unwrap();
-        assert_eq!(lost, None);
-
+        conformance::append_first_wins_only_on_an_empty_log(&log).await;
         log.drop_before(2);
         let after_retention = log.append_first("late".into(), record("z")).await.unwrap();
         assert_eq!(after_retention, None, "the log held a record once");
     }
 
     #[tokio::test]
-    async fn bounds_of_an_empty_log_and_after_retention() {
+    async fn bounds_after_retention() {
         let log = MemoryLog::new();
-        assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 0 });
         for id in ["a", "b", "c"] {
             log.append(id.into(), record("r")).await.unwrap();
         }
@@ -347,20 +396,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reader_gets_the_stored_records_from_its_position_then_new_ones() {
-        let log = MemoryLog::new();
-        for id in ["a", "b", "c"] {
-            log.append(id.into(), record("r")).await.unwrap();
-        }
-        let mut entries = log.read_from(2).await.unwrap();
-        assert_eq!(next(&mut entries).await.unwrap().id, "b");
-        assert_eq!(next(&mut entries).await.unwrap().id, "c");
-
-        log.append("d".into(), record("new")).await.unwrap();
-        let tailed = next(&mut entries).await.unwrap();
-        assert_eq!((tailed.position, tailed.id.as_str()), (4, "d"));
-        assert_eq!(tailed.record, record("new"));
-        assert!(tailed.stored_at_nanos > 0);
+    async fn a_reader_gets_the_records_from_its_position_then_new_ones() {
+        conformance::a_reader_gets_the_records_from_its_position_then_new_ones(&MemoryLog::new())
+            .await;
     }
 
     #[tokio::test]
@@ -417,21 +455,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_snapshot_round_trips_and_none_is_published_at_first() {
-        let log = MemoryLog::new();
-        let directory = tempfile::tempdir().unwrap();
-        let into = directory.path().join("fetched");
-        assert_eq!(log.snapshot_position().await.unwrap(), None);
-        assert_eq!(log.fetch_snapshot(&into).await.unwrap(), None);
-        assert!(
-            !into.exists(),
-            "nothing is written when there is no snapshot"
-        );
-
-        let file = directory.path().join("snapshot");
-        std::fs::write(&file, b"state at 7").unwrap();
-        log.put_snapshot(7, &file).await.unwrap();
-        assert_eq!(log.snapshot_position().await.unwrap(), Some(7));
-        assert_eq!(log.fetch_snapshot(&into).await.unwrap(), Some(7));
-        assert_eq!(std::fs::read(&into).unwrap(), b"state at 7");
+        conformance::a_snapshot_round_trips_and_none_is_published_at_first(&MemoryLog::new()).await;
     }
 }

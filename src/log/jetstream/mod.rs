@@ -5,27 +5,35 @@
 //! stream's duplicate window (two minutes) answers a retried append with
 //! the first one's position. A record's position is its stream sequence.
 //! Readers are ordered consumers, which the client recreates from the last
-//! sequence they delivered after a gap, a reconnection or a leader change.
+//! sequence they delivered when it sees a gap or misses heartbeats; a
+//! reader also opens a new one itself when the client connects to a
+//! server again or when it stalls behind the log, since the servers lose
+//! an ordered consumer (it lives in memory on one server) when that server
+//! goes away.
 //! The published snapshot is the object `latest` of the object store
 //! bucket `<stream>_SNAPSHOTS`, its position in the object's metadata.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig, OrderedErrorKind};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::object_store::{self, InfoErrorKind, ObjectMetadata, ObjectStore};
-use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use async_nats::jetstream::stream::{self, DiscardPolicy, LastRawMessageErrorKind, StorageType};
 use async_nats::jetstream::{self, Message};
-use async_nats::{ConnectErrorKind, ConnectOptions};
+use async_nats::{ConnectErrorKind, ConnectOptions, Event};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_stream::Stream;
 
@@ -38,6 +46,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// The longest one try to append waits for the log's confirmation.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a reader whose consumer was lost tries to open a new one
+/// before it ends with an error.
+const REOPEN_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a reader's pull request waits on the server; its idle
+/// heartbeats come every half of it, and two missed ones make the client
+/// recreate a consumer the servers lost (the default, 30 s, makes that 45 s).
+const PULL_EXPIRY: Duration = Duration::from_secs(4);
+/// How often a reader compares its position with the log's last record: a
+/// reader that delivered nothing between two comparisons while the log
+/// held a newer record opens a new consumer.
+const STALL_CHECK: Duration = Duration::from_secs(3);
 /// How long the stream remembers a record id (see the module docs of `log`).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// The name of the published snapshot in the bucket.
@@ -84,8 +103,10 @@ pub struct JetStreamLog {
     snapshots: ObjectStore,
     /// See [`JetStreamOptions::append_timeout`].
     append_timeout: Duration,
-    /// How many times an append was sent again; see [`JetStreamLog::append_retries`].
+    /// How many times an append was sent again; see [`Log::append_retries`].
     append_retries: AtomicU64,
+    /// Counts the connections made to a server, the first included.
+    connections: Arc<watch::Sender<u64>>,
 }
 
 impl JetStreamLog {
@@ -94,7 +115,8 @@ impl JetStreamLog {
     /// `Error::Unavailable` when no server answers within 10 seconds;
     /// once connected, the client reconnects by itself for ever.
     pub async fn connect(options: JetStreamOptions) -> Result<Self> {
-        let client = connect_client(&options).await?;
+        let connections = Arc::new(watch::Sender::new(0));
+        let client = connect_client(&options, connections.clone()).await?;
         let jetstream = jetstream::new(client);
         let stream = open_stream(&jetstream, &options).await?;
         let snapshots = open_bucket(&jetstream, &options).await?;
@@ -105,14 +127,8 @@ impl JetStreamLog {
             snapshots,
             append_timeout: options.append_timeout,
             append_retries: AtomicU64::new(0),
+            connections,
         })
-    }
-
-    /// How many times an append was sent again since the log was opened,
-    /// because the log did not confirm it in time (a leader election, a
-    /// server restarting).
-    pub fn append_retries(&self) -> u64 {
-        self.append_retries.load(Ordering::Relaxed)
     }
 
     /// Publishes `record` until the log confirms it or the append timeout
@@ -149,7 +165,9 @@ impl JetStreamLog {
                     }))
                 }
                 Ok(Err(error)) => match error.kind() {
-                    PublishErrorKind::WrongLastSequence if only_if_empty => return Ok(None),
+                    PublishErrorKind::WrongLastSequence if only_if_empty => {
+                        return self.first_record_is(id).await
+                    }
                     PublishErrorKind::MaxPayloadExceeded => {
                         return Err(Error::ResourceExhausted {
                             subject: "log record".to_owned(),
@@ -175,6 +193,28 @@ impl JetStreamLog {
             tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
+
+    /// What a refused `append_first` did: JetStream checks the expected
+    /// last sequence before the duplicate window, so a retry of the append
+    /// that won is refused too, and only the first record's id tells them
+    /// apart.
+    async fn first_record_is(&self, id: &str) -> Result<Option<Appended>> {
+        let first = match self.stream.get_raw_message(1).await {
+            Ok(first) => first,
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None)
+            }
+            Err(error) => return Err(unreachable_log("read the log's first record", error)),
+        };
+        let first_id = first
+            .headers
+            .get(NATS_MESSAGE_ID)
+            .map(|first_id| first_id.as_str());
+        Ok((first_id == Some(id)).then_some(Appended {
+            position: 1,
+            duplicate: true,
+        }))
+    }
 }
 
 impl Log for JetStreamLog {
@@ -191,22 +231,15 @@ impl Log for JetStreamLog {
 
     fn read_from(&self, from: Position) -> LogFuture<'_, Entries> {
         Box::pin(async move {
-            let consumer = self
-                .stream
-                .create_consumer(OrderedConfig {
-                    deliver_policy: DeliverPolicy::ByStartSequence {
-                        start_sequence: from.max(1),
-                    },
-                    ..Default::default()
-                })
-                .await
-                .map_err(|error| unreachable_log("create a reader of the log", error))?;
-            let messages = consumer
-                .messages()
-                .await
-                .map_err(|error| unreachable_log("start reading the log", error))?;
+            let connections = self.connections.subscribe();
+            let messages = open_consumer(&self.stream, from).await?;
             Ok(Box::pin(Reader {
-                messages,
+                stream: self.stream.clone(),
+                reconnected: Box::pin(next_connection(connections)),
+                stall_check: Box::pin(log_last(self.stream.clone())),
+                behind_at: None,
+                messages: Some(messages),
+                reopening: None,
                 next: from,
                 started: false,
                 ended: false,
@@ -295,13 +328,37 @@ impl Log for JetStreamLog {
             Ok(Some(position))
         })
     }
+
+    /// How many times an append was sent again since the log was opened,
+    /// because the log did not confirm it in time (a leader election, a
+    /// server restarting).
+    fn append_retries(&self) -> u64 {
+        self.append_retries.load(Ordering::Relaxed)
+    }
 }
 
 /// The records an ordered consumer delivers, as [`Entry`]s from the
 /// reader's position on, each once and without a gap.
+///
+/// The client recreates an ordered consumer that missed a message, but
+/// one that the servers lost (it lives in memory on one server, which
+/// restarted or went away) only after two missed heartbeats: the reader
+/// opens a new one from its next position at once whenever the client
+/// connects again or pulls fail, and when it delivered nothing for a
+/// [`STALL_CHECK`] while the log held newer records.
 struct Reader {
-    /// The ordered consumer's messages.
-    messages: Ordered,
+    /// The stream read.
+    stream: stream::Stream,
+    /// Resolves when the client has connected to a server again.
+    reconnected: Pin<Box<dyn Future<Output = watch::Receiver<u64>> + Send>>,
+    /// Resolves, every [`STALL_CHECK`], with the log's last position.
+    stall_check: Pin<Box<dyn Future<Output = Option<Position>> + Send>>,
+    /// `next` when the last check found the log holding it already.
+    behind_at: Option<Position>,
+    /// The ordered consumer's messages; `None` while `reopening`.
+    messages: Option<Ordered>,
+    /// A new consumer being opened from `next`.
+    reopening: Option<Pin<Box<dyn Future<Output = Result<Ordered>> + Send>>>,
     /// The position the next entry must have; earlier ones are skipped.
     next: Position,
     /// An entry was given already, so a later one must be at `next`.
@@ -318,11 +375,37 @@ impl Stream for Reader {
             if self.ended {
                 return Poll::Ready(None);
             }
-            let message = match ready!(Pin::new(&mut self.messages).poll_next(context)) {
+            if let Poll::Ready(reconnected) = self.reconnected.as_mut().poll(context) {
+                self.reconnected = Box::pin(next_connection(reconnected));
+                self.reopen("the client connected to a server again");
+            }
+            if let Poll::Ready(last) = self.stall_check.as_mut().poll(context) {
+                self.stall_check = Box::pin(log_last(self.stream.clone()));
+                let behind = last.is_some_and(|last| last >= self.next);
+                let stalled = behind && self.behind_at == Some(self.next);
+                self.behind_at = behind.then_some(self.next);
+                if stalled {
+                    self.reopen("the consumer delivered nothing while the log held newer records");
+                }
+            }
+            if let Some(reopening) = self.reopening.as_mut() {
+                let reopened = ready!(reopening.as_mut().poll(context));
+                self.reopening = None;
+                match reopened {
+                    Ok(messages) => self.messages = Some(messages),
+                    Err(error) => return self.end(error),
+                }
+            }
+            let Some(messages) = self.messages.as_mut() else {
+                return self.end(Error::Internal(
+                    "a log reader without a consumer".to_owned(),
+                ));
+            };
+            let message = match ready!(Pin::new(messages).poll_next(context)) {
                 Some(Ok(message)) => message,
-                // A pull the client will send again, e.g. while it reconnects.
+                // The consumer's pulls fail, e.g. the servers lost it.
                 Some(Err(error)) if error.kind() == OrderedErrorKind::Pull => {
-                    tracing::debug!(%error, "log reader waits for the servers");
+                    self.reopen(&error.to_string());
                     continue;
                 }
                 Some(Err(error)) => return self.end(unreachable_log("read the log", error)),
@@ -358,9 +441,72 @@ impl Stream for Reader {
 }
 
 impl Reader {
+    /// Drops the consumer and opens a new one from `next`, unless one is
+    /// being opened already.
+    fn reopen(&mut self, reason: &str) {
+        if self.reopening.is_some() {
+            return;
+        }
+        tracing::info!(reason, next = self.next, "log reader opens a new consumer");
+        self.messages = None;
+        self.reopening = Some(Box::pin(reopen_consumer(self.stream.clone(), self.next)));
+    }
+
     fn end(&mut self, error: Error) -> Poll<Option<Result<Entry>>> {
         self.ended = true;
         Poll::Ready(Some(Err(error)))
+    }
+}
+
+/// Waits for the next connection to a server, for ever once the log is
+/// gone.
+async fn next_connection(mut connections: watch::Receiver<u64>) -> watch::Receiver<u64> {
+    if connections.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    connections
+}
+
+/// The stream's last position after [`STALL_CHECK`]; `None` when the
+/// servers do not answer.
+async fn log_last(stream: stream::Stream) -> Option<Position> {
+    tokio::time::sleep(STALL_CHECK).await;
+    let info = stream.get_info().await.ok()?;
+    Some(info.state.last_sequence)
+}
+
+/// An ordered consumer of `stream` from `from` on.
+async fn open_consumer(stream: &stream::Stream, from: Position) -> Result<Ordered> {
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
+            max_expires: PULL_EXPIRY,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| unreachable_log("create a reader of the log", error))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|error| unreachable_log("start reading the log", error))
+}
+
+/// [`open_consumer`], tried again for [`REOPEN_PATIENCE`] while the
+/// servers do not answer.
+async fn reopen_consumer(stream: stream::Stream, from: Position) -> Result<Ordered> {
+    let deadline = Instant::now() + REOPEN_PATIENCE;
+    loop {
+        let error = match open_consumer(&stream, from).await {
+            Ok(messages) => return Ok(messages),
+            Err(error) => error,
+        };
+        if Instant::now() + RETRY_PAUSE >= deadline {
+            return Err(error);
+        }
+        tracing::debug!(%error, "log reader waits for the servers");
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 
@@ -372,7 +518,7 @@ fn entry_of(message: &Message) -> Result<Entry> {
     let id = message
         .headers
         .as_ref()
-        .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+        .and_then(|headers| headers.get(NATS_MESSAGE_ID))
         .map(|id| id.as_str().to_owned())
         .unwrap_or_default();
     let stored_at_nanos = i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX);
@@ -386,15 +532,29 @@ fn entry_of(message: &Message) -> Result<Entry> {
 
 /// Connects to one of the servers, trying again for [`CONNECT_TIMEOUT`]
 /// while none answers.
-async fn connect_client(options: &JetStreamOptions) -> Result<async_nats::Client> {
+async fn connect_client(
+    options: &JetStreamOptions,
+    connections: Arc<watch::Sender<u64>>,
+) -> Result<async_nats::Client> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     let servers = options.servers.join(",");
     loop {
         let mut connect = ConnectOptions::new()
             .name("segmentd")
             .connection_timeout(deadline.saturating_duration_since(Instant::now()))
-            .event_callback(|event| async move {
-                tracing::info!(%event, "nats connection");
+            .event_callback({
+                let connections = connections.clone();
+                move |event| {
+                    let connections = connections.clone();
+                    async move {
+                        let Event::Connected = event else {
+                            tracing::warn!(%event, "nats connection");
+                            return;
+                        };
+                        tracing::info!(%event, "nats connection");
+                        connections.send_modify(|count| *count += 1);
+                    }
+                }
             });
         if let Some(creds) = &options.creds {
             connect = connect.credentials_file(creds).await.map_err(|error| {
@@ -525,3 +685,6 @@ fn unreachable_log(action: &str, error: impl std::fmt::Display) -> Error {
          enabled, then retry"
     ))
 }
+
+#[cfg(test)]
+mod tests;
