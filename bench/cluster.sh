@@ -26,7 +26,9 @@ nats_base=${SEGMENTD_BENCH_NATS_PORT:-24222}
 api_base=${SEGMENTD_BENCH_PORT:-50161}
 cargo build --release --locked --bin segmentd --example load
 # The steady writer of the failover runs lives with the cluster tests.
-cargo test --release --locked --test cluster --no-run
+writer_bin=$(cargo test --release --locked --test cluster --no-run 2>&1 |
+  sed -n 's/.*Executable tests\/cluster\/main.rs (\(.*\))$/\1/p')
+[ -x "$writer_bin" ] || { echo "cannot find the cluster tests' binary" >&2; exit 1; }
 work=$(mktemp -d)
 replicas=(0 1 2)
 pids=()
@@ -51,6 +53,8 @@ start_replica() { # replica
     --cluster "$urls" --metrics-listen "$(metrics_addr "$1")" --log-format json \
     >>"$work/r$1.log" 2>&1 &
   pids[$1]=$!
+  # Killed on purpose later: no job notice.
+  disown "${pids[$1]}"
 }
 
 wait_serving() { # replica
@@ -120,8 +124,8 @@ for account in json.load(sys.stdin).get("account_details", []):
 # its table row.
 steady_writer() { # run
   SEGMENTD_BENCH_ADDRS="$(addr 0),$(addr 1),$(addr 2)" SEGMENTD_BENCH_RATE=$rate SEGMENTD_BENCH_SECONDS=20 \
-    SEGMENTD_BENCH_RUN=$1 cargo test --release --locked --test cluster --quiet -- \
-    --ignored --exact writer::steady_writer --nocapture 2>/dev/null | grep '^|'
+    SEGMENTD_BENCH_RUN=$1 "$writer_bin" --ignored --exact writer::steady_writer --nocapture |
+    grep '^|'
 }
 
 urls=$(.ci/nats/cluster.sh start "$work/nats" "$nats_base")

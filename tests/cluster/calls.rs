@@ -49,11 +49,15 @@ pub fn token_of<T>(response: &Response<T>) -> String {
 
 /// Whether a write that failed with `status` may be retried: the replica
 /// or the log could not be reached, or did not answer in time, and the
-/// write may or may not have been stored.
+/// write may or may not have been stored; or the replica shed it.
 pub fn retryable(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::ResourceExhausted
     )
 }
 

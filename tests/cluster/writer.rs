@@ -10,14 +10,19 @@
 //! `SEGMENTD_BENCH_RUN` (the row's name, which also keeps the customer ids
 //! of runs apart).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use tonic::Status;
 
 use crate::calls::{request_id, retryable, Client};
 
 /// How long one write is retried before it counts as failed.
 const GIVE_UP: Duration = Duration::from_secs(30);
+/// Connections to each replica: room for every write that waits out a
+/// failover under the server's limit of calls per connection.
+const CONNECTIONS: usize = 4;
 
 /// A setting from the environment, or `default`.
 fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -27,26 +32,26 @@ fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// Writes customer `id` through `clients`, starting at `first` and moving
-/// on after each failure, until it is acknowledged or `GIVE_UP` has passed;
-/// when it was acknowledged.
-async fn write_one(clients: &[Client], first: usize, id: String, n: u64) -> Option<Instant> {
+/// Writes customer `id` through the replicas of `clients` (one list of
+/// connections per replica), starting at replica `n` and moving on after
+/// each failure, until it is acknowledged or `GIVE_UP` has passed; when it
+/// was acknowledged, or the last failure.
+async fn write_one(clients: &[Vec<Client>], id: String, n: u64) -> Result<Instant, Status> {
     let started = Instant::now();
     let request_id = request_id(n);
-    for attempt in 0.. {
-        let mut client = clients[(first + attempt) % clients.len()].clone();
+    let mut attempt = 0;
+    loop {
+        let replica = &clients[(n as usize + attempt) % clients.len()];
+        let mut client = replica[n as usize % replica.len()].clone();
         match client.create(&id, n, &request_id).await {
-            Ok(_) => return Some(Instant::now()),
+            Ok(_) => return Ok(Instant::now()),
             Err(status) if retryable(&status) && started.elapsed() < GIVE_UP => {
+                attempt += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(status) => {
-                eprintln!("{id}: {status:?}");
-                return None;
-            }
+            Err(status) => return Err(status),
         }
     }
-    None
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -64,15 +69,18 @@ async fn steady_writer() {
         .filter(char::is_ascii_alphanumeric)
         .take(20)
         .collect();
-    let clients: Vec<Client> = addrs
+    let endpoint = |addr: &str| {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(5))
+    };
+    let clients: Vec<Vec<Client>> = addrs
         .split(',')
         .map(|addr| {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(5))
-                .connect_lazy();
-            Client::new(channel)
+            (0..CONNECTIONS)
+                .map(|_| Client::new(endpoint(addr).connect_lazy()))
+                .collect()
         })
         .collect();
 
@@ -83,15 +91,26 @@ async fn steady_writer() {
         tokio::time::sleep_until(due.into()).await;
         let clients = clients.clone();
         let id = format!("{prefix}-{n:07}");
-        writes.push(tokio::spawn(async move {
-            write_one(&clients, n as usize, id, n).await
-        }));
+        writes.push(tokio::spawn(
+            async move { write_one(&clients, id, n).await },
+        ));
     }
-    let mut acknowledged: Vec<Instant> = join_all(writes)
-        .await
-        .into_iter()
-        .filter_map(|write| write.unwrap())
-        .collect();
+    let mut acknowledged = Vec::new();
+    let mut failures: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for write in join_all(writes).await {
+        match write.unwrap() {
+            Ok(at) => acknowledged.push(at),
+            Err(status) => {
+                let seen = failures
+                    .entry(format!("{:?}", status.code()))
+                    .or_insert_with(|| (0, status.message().to_owned()));
+                seen.0 += 1;
+            }
+        }
+    }
+    for (code, (count, message)) in &failures {
+        eprintln!("{count} writes failed with {code}, the first: {message}");
+    }
     let failed = rate * seconds - acknowledged.len() as u64;
     acknowledged.sort();
     let (gap, at) = acknowledged
