@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::calls::{assert_all_equal, purchase, request_id, with_retries, Client};
+use crate::calls::{assert_all_equal, purchase, request_id, retryable, with_retries, Client};
 use crate::nats::NatsCluster;
 use crate::replica::Replica;
 
@@ -40,80 +40,85 @@ async fn write(clients: Vec<Client>, stop: Arc<AtomicBool>) -> Ledger {
     let mut ledger = Ledger::default();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let id = format!("c{n:05}");
-        let request_id = request_id(n);
-        let through = n as usize;
-        let created = with_retries(ATTEMPTS, |attempt| {
-            let mut client = clients[(through + attempt) % clients.len()].clone();
-            let (id, request_id) = (id.clone(), request_id.clone());
-            async move {
-                client
-                    .create(&id, n, &request_id)
-                    .await
-                    .map(|t| (t, attempt))
-            }
-        })
-        .await;
-        match created {
-            Ok((token, attempt)) => {
-                ledger.customers.insert(id);
-                ledger.last_token = Some(token);
-                ledger.retried += usize::from(attempt > 0);
-            }
-            Err(status) if crate::calls::retryable(&status) => {
-                ledger.unacknowledged_customers.insert(id);
-            }
-            Err(status) => panic!("creating {id}: {status:?}"),
-        }
-
-        let Some(buyer) = ledger
-            .customers
-            .iter()
-            .nth(n as usize * 7 % ledger.customers.len().max(1))
-        else {
-            n += 1;
-            continue;
-        };
-        let buyer = buyer.clone();
-        let ids = [format!("p{n:05}a"), format!("p{n:05}b")];
-        let batch = vec![
-            purchase(&ids[0], &buyer, n as i64 % 390, 1000 + n as i64),
-            purchase(&ids[1], &buyer, (n as i64 * 3) % 390, 2500),
-        ];
-        let recorded = with_retries(ATTEMPTS, |attempt| {
-            let mut client = clients[(through + 1 + attempt) % clients.len()].clone();
-            let batch = batch.clone();
-            async move { client.record(batch).await.map(|r| (r, attempt)) }
-        })
-        .await;
-        match recorded {
-            Ok(((token, response), attempt)) => {
-                // A retry finds what an attempt before it stored.
-                assert_eq!(
-                    response.accepted_count + response.duplicate_count,
-                    2,
-                    "recording {ids:?} for {buyer}: {response:?}"
-                );
-                assert!(
-                    attempt > 0 || response.duplicate_count == 0,
-                    "a first attempt at {ids:?} found duplicates: {response:?}"
-                );
-                ledger.purchases.entry(buyer).or_default().extend(ids);
-                ledger.last_token = Some(token);
-                ledger.retried += usize::from(attempt > 0);
-            }
-            Err(status) if crate::calls::retryable(&status) => {
-                ledger
-                    .unacknowledged_purchases
-                    .entry(buyer)
-                    .or_default()
-                    .extend(ids);
-            }
-            Err(status) => panic!("recording {ids:?} for {buyer}: {status:?}"),
-        }
+        create(&clients, n, &mut ledger).await;
+        buy(&clients, n, &mut ledger).await;
         n += 1;
     }
     ledger
+}
+
+/// Creates customer `c<n>` through replica `n mod 3` (or the ones after),
+/// and notes in `ledger` whether it was acknowledged.
+async fn create(clients: &[Client], n: u64, ledger: &mut Ledger) {
+    let id = format!("c{n:05}");
+    let request_id = request_id(n);
+    let created = with_retries(ATTEMPTS, |attempt| {
+        let mut client = clients[(n as usize + attempt) % clients.len()].clone();
+        let (id, request_id) = (id.clone(), request_id.clone());
+        async move {
+            let token = client.create(&id, n, &request_id).await?;
+            Ok((token, attempt))
+        }
+    })
+    .await;
+    match created {
+        Ok((token, attempt)) => {
+            ledger.customers.insert(id);
+            ledger.last_token = Some(token);
+            ledger.retried += usize::from(attempt > 0);
+        }
+        Err(status) if retryable(&status) => {
+            ledger.unacknowledged_customers.insert(id);
+        }
+        Err(status) => panic!("creating {id}: {status:?}"),
+    }
+}
+
+/// Records purchases `p<n>a` and `p<n>b` for an acknowledged customer
+/// through the replica after `n mod 3` (or the ones after that), and notes
+/// in `ledger` whether that was acknowledged.
+async fn buy(clients: &[Client], n: u64, ledger: &mut Ledger) {
+    let count = ledger.customers.len();
+    let Some(buyer) = ledger.customers.iter().nth(n as usize * 7 % count.max(1)) else {
+        return;
+    };
+    let buyer = buyer.clone();
+    let ids = [format!("p{n:05}a"), format!("p{n:05}b")];
+    let batch = vec![
+        purchase(&ids[0], &buyer, n as i64 % 390, 1000 + n as i64),
+        purchase(&ids[1], &buyer, (n as i64 * 3) % 390, 2500),
+    ];
+    let recorded = with_retries(ATTEMPTS, |attempt| {
+        let mut client = clients[(n as usize + 1 + attempt) % clients.len()].clone();
+        let batch = batch.clone();
+        async move {
+            let recorded = client.record(batch).await?;
+            Ok((recorded, attempt))
+        }
+    })
+    .await;
+    match recorded {
+        Ok(((token, response), attempt)) => {
+            // A retry finds what an attempt before it stored.
+            assert_eq!(
+                response.accepted_count + response.duplicate_count,
+                2,
+                "recording {ids:?} for {buyer}: {response:?}"
+            );
+            assert!(
+                attempt > 0 || response.duplicate_count == 0,
+                "a first attempt at {ids:?} found duplicates: {response:?}"
+            );
+            ledger.purchases.entry(buyer).or_default().extend(ids);
+            ledger.last_token = Some(token);
+            ledger.retried += usize::from(attempt > 0);
+        }
+        Err(status) if retryable(&status) => {
+            let unacknowledged = ledger.unacknowledged_purchases.entry(buyer);
+            unacknowledged.or_default().extend(ids);
+        }
+        Err(status) => panic!("recording {ids:?} for {buyer}: {status:?}"),
+    }
 }
 
 /// Fails the test unless one replica's `customers` and `purchases` (per
