@@ -7,6 +7,7 @@ mod architecture;
 mod auth;
 mod backup;
 mod cdnow;
+mod consistency;
 mod customers;
 mod docs;
 mod errors;
