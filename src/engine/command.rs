@@ -8,9 +8,13 @@
 //!
 //! # The record format
 //!
-//! One version byte, [`RECORD_VERSION`], then the command in postcard. A
-//! later version adds variants at the end of [`Command`] (postcard numbers
-//! them in order) and keeps reading the old ones.
+//! The magic bytes [`RECORD_MAGIC`], one version byte, [`RECORD_VERSION`],
+//! then the command in postcard, with nothing after it. Postcard does not
+//! describe its fields, so any change to what a command holds (its domain
+//! types included) is a new version; a later build adds variants at the end
+//! of [`Command`] and keeps reading the old versions. A record that is not
+//! one, or does not decode, is skipped by every replica alike; one of a
+//! later version stops a replica until it is upgraded.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +24,11 @@ use crate::domain::{
     ActivityBatch, Customer, CustomerId, Error, Profile, ProfileField, Result, Timestamp,
 };
 
-/// The version byte of the record format this build writes.
+/// The bytes every record starts with, so that anything else published
+/// to the log's subjects is told apart.
+pub const RECORD_MAGIC: &[u8; 3] = b"sgd";
+/// The version byte of the record format this build writes, after the
+/// magic bytes.
 pub const RECORD_VERSION: u8 = 1;
 
 /// A change, with everything applying it needs.
@@ -166,21 +174,58 @@ impl Command {
 
     /// The command as a log record.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let record = vec![RECORD_VERSION];
+        let mut record = RECORD_MAGIC.to_vec();
+        record.push(RECORD_VERSION);
         postcard::to_extend(self, record)
             .map_err(|error| Error::internal(format!("cannot encode a command: {error}")))
     }
 
     /// The command a log record holds.
-    pub fn decode(record: &[u8]) -> Result<Self> {
-        match record.split_first() {
-            Some((&RECORD_VERSION, body)) => postcard::from_bytes(body)
-                .map_err(|error| Error::internal(format!("a log record does not decode: {error}"))),
-            Some((version, _)) => Err(Error::internal(format!(
-                "a log record has format version {version}, which this build does not know \
-                 (it writes {RECORD_VERSION}): run a newer segmentd"
+    pub fn decode(record: &[u8]) -> Result<Self, Unreadable> {
+        let Some(rest) = record.strip_prefix(RECORD_MAGIC) else {
+            return Err(Unreadable::Foreign);
+        };
+        match rest.split_first() {
+            Some((&RECORD_VERSION, body)) => match postcard::take_from_bytes(body) {
+                Ok((command, [])) => Ok(command),
+                Ok((_, left)) => Err(Unreadable::Damaged(format!(
+                    "{} bytes are left over after the command",
+                    left.len()
+                ))),
+                Err(error) => Err(Unreadable::Damaged(error.to_string())),
+            },
+            Some((&version, _)) if version > RECORD_VERSION => Err(Unreadable::Newer(version)),
+            Some((&version, _)) => Err(Unreadable::Damaged(format!(
+                "format version {version} was never written"
             ))),
-            None => Err(Error::internal("a log record is empty")),
+            None => Err(Unreadable::Damaged("it ends after its magic bytes".into())),
+        }
+    }
+}
+
+/// Why a log record is not a command this build can apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unreadable {
+    /// Not a segmentd record: something else published to the log's
+    /// subjects. Every replica skips it alike.
+    Foreign,
+    /// A segmentd record that does not decode. Every replica holds the same
+    /// bytes, so every replica skips it alike.
+    Damaged(String),
+    /// A record of a later format: this build must be upgraded to go on.
+    Newer(u8),
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::Foreign => formatter.write_str("it is not a segmentd record"),
+            Unreadable::Damaged(why) => write!(formatter, "it does not decode: {why}"),
+            Unreadable::Newer(version) => write!(
+                formatter,
+                "it has format version {version}, newer than this build's {RECORD_VERSION}: \
+                 upgrade segmentd"
+            ),
         }
     }
 }
@@ -210,15 +255,33 @@ mod tests {
             etag: Some("\"3\"".into()),
         };
         let record = command.encode().unwrap();
-        assert_eq!(record[0], RECORD_VERSION);
+        assert_eq!(&record[..4], b"sgd\x01");
         assert_eq!(Command::decode(&record).unwrap(), command);
     }
 
     #[test]
-    fn a_record_of_an_unknown_version_or_garbage_is_refused_in_words() {
-        let error = Command::decode(&[9, 1, 2]).unwrap_err().to_string();
-        assert!(error.contains("format version 9"), "{error}");
-        assert!(Command::decode(&[]).is_err());
-        assert!(Command::decode(&[RECORD_VERSION, 200, 200, 200]).is_err());
+    fn a_record_that_is_not_one_of_ours_damaged_or_newer_says_which() {
+        assert_eq!(Command::decode(b"hi"), Err(Unreadable::Foreign));
+        assert_eq!(Command::decode(b""), Err(Unreadable::Foreign));
+        assert_eq!(Command::decode(b"sgd\x09\x01"), Err(Unreadable::Newer(9)));
+        assert!(matches!(
+            Command::decode(b"sgd\x01\xc8\xc8\xc8"),
+            Err(Unreadable::Damaged(_))
+        ));
+        assert!(matches!(
+            Command::decode(b"sgd"),
+            Err(Unreadable::Damaged(_))
+        ));
+        let mut longer = Command::DeleteSegment {
+            id: SegmentId::from_name("segments/vip").unwrap(),
+            etag: None,
+        }
+        .encode()
+        .unwrap();
+        longer.push(0);
+        assert!(matches!(
+            Command::decode(&longer),
+            Err(Unreadable::Damaged(_))
+        ));
     }
 }

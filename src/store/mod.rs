@@ -268,6 +268,15 @@ impl Store {
         Ok(())
     }
 
+    /// Ends applying a log record that failed, storing nothing more; says
+    /// whether a write already stored its position with a change (which
+    /// cannot be taken back: the in-memory state must then be rebuilt
+    /// from the store).
+    pub fn abort_apply(&self) -> bool {
+        self.applying.store(0, Ordering::Relaxed);
+        self.position_stored.load(Ordering::Relaxed)
+    }
+
     /// The position of the log record being applied, if one is.
     fn applying(&self) -> Option<u64> {
         match self.applying.load(Ordering::Relaxed) {

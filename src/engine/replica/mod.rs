@@ -16,10 +16,19 @@
 //! One task reads the log from the position after the one the store holds,
 //! and applies each record in order under the writer lock; the store keeps
 //! the record's position in the same transaction as its change, so a
-//! restart resumes where the last one stopped. A record whose position is
-//! not the next one (the log dropped records this replica needed), one
-//! this build cannot read, or a storage fault stops the follower for good:
-//! the replica reports itself broken and must be wiped to rejoin.
+//! restart resumes where the last one stopped.
+//!
+//! - A record that is not a segmentd command, or does not decode, is
+//!   skipped with its position stored: every replica holds the same bytes
+//!   and skips it alike.
+//! - A record of a later format, a gap (the log dropped records this
+//!   replica needs) or a failure that stored nothing leaves the replica
+//!   *in trouble*: not ready, refusing writes, and reading the log again
+//!   with backoff, until the record applies (after an upgrade, say).
+//! - A failure after the change was stored, or a log that holds fewer
+//!   records than this replica applied (a stream deleted and made again),
+//!   *stops* the replica: it applies nothing more until restarted, and the
+//!   latter must be wiped to rejoin.
 //!
 //! # Joining and snapshots
 //!
@@ -33,7 +42,8 @@
 //!
 //! A replica is ready once it has caught up to within
 //! [`ReplicaSettings::max_lag`] records of the log's last one, and stays
-//! ready while it is within that bound and not broken.
+//! ready while it is within that bound, neither in trouble nor stopped,
+//! and has heard from the log within [`OUT_OF_TOUCH`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,7 +56,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_stream::StreamExt as _;
 
 use super::apply::apply;
-use super::command::{Command, Outcome};
+use super::command::{Command, Outcome, Unreadable};
 use super::{BackupLimits, Engine, EngineSettings, Shared};
 use crate::domain::{Error, Result, Timestamp};
 use crate::log::{Entry, Log, Position};
@@ -58,6 +68,9 @@ const WATCH_EVERY: Duration = Duration::from_millis(500);
 const APPLY_WAIT: Duration = Duration::from_secs(30);
 /// The longest pause before the follower reads the log again after an error.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A replica that has not heard from the log for this long cannot tell
+/// how far behind it is, and is not ready.
+pub const OUT_OF_TOUCH: Duration = Duration::from_secs(10);
 
 /// The upper bounds of the apply-delay histogram, in microseconds: from
 /// the log storing a record to this replica applying it.
@@ -109,8 +122,15 @@ pub(super) struct Replica {
     ready: watch::Sender<bool>,
     /// Has been within the lag bound once since start.
     caught_up: AtomicBool,
+    /// Why the follower cannot go on for now, if it cannot (see the
+    /// module docs).
+    trouble: Mutex<Option<String>>,
     /// Why the follower stopped for good, if it did.
-    broken: Mutex<Option<String>>,
+    stopped: Mutex<Option<String>>,
+    /// When the log last answered, as milliseconds since `started`.
+    heard_at: AtomicU64,
+    /// When the replica started, for `heard_at`.
+    started: Instant,
     /// The requests waiting for the outcome of their records, by record id.
     waiters: Mutex<HashMap<String, oneshot::Sender<Result<Outcome>>>>,
     /// The snapshot the store started from.
@@ -123,8 +143,8 @@ pub(super) struct Replica {
     apply_delay_sum: AtomicU64,
     /// How the replica behaves.
     settings: ReplicaSettings,
-    /// Stops the replica's tasks when the engine goes.
-    stopped: tokio_util::sync::CancellationToken,
+    /// Ends the replica's tasks when the engine goes.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Replica {
@@ -187,9 +207,9 @@ fn record_id() -> Result<String> {
 impl Replica {
     /// Appends `command` and returns the outcome of applying it here.
     pub(super) async fn propose(&self, command: Command) -> Result<Outcome> {
-        if let Some(why) = lock(&self.broken).clone() {
+        if let Some(why) = self.failing() {
             return Err(Error::Unavailable(format!(
-                "this replica stopped applying the log ({why}); send the write to another replica"
+                "this replica cannot apply the log now ({why}); send the write to another replica"
             )));
         }
         let record = command.encode()?;
@@ -216,45 +236,103 @@ impl Replica {
     }
 
     /// Waits until this replica has applied `position`, for at most `wait`.
+    /// A position the log does not hold yet, or a replica that cannot
+    /// apply the log now, is answered at once.
     pub(super) async fn wait_for(&self, position: Position, wait: Duration) -> Result<()> {
-        let mut applied = self.applied.subscribe();
-        let reached = tokio::time::timeout(wait, applied.wait_for(|&at| at >= position)).await;
-        if let Ok(Ok(_)) = reached {
+        let behind = || Error::ReplicaBehind {
+            applied: *self.applied.borrow(),
+            required: position,
+        };
+        if *self.applied.borrow() >= position {
             return Ok(());
         }
-        let at = *self.applied.borrow();
-        Err(Error::ReplicaBehind {
-            applied: at,
-            required: position,
-        })
+        if self.failing().is_some() {
+            return Err(behind());
+        }
+        if position > self.log_last.load(Ordering::Relaxed) {
+            // The token may be from a write a moment old: look once more.
+            if let Ok(Ok(bounds)) = tokio::time::timeout(wait, self.log.bounds()).await {
+                self.heard();
+                self.log_last.fetch_max(bounds.last, Ordering::Relaxed);
+            }
+            if position > self.log_last.load(Ordering::Relaxed) {
+                return Err(behind());
+            }
+        }
+        let mut applied = self.applied.subscribe();
+        let reached = tokio::time::timeout(wait, applied.wait_for(|&at| at >= position)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(behind()),
+        }
+    }
+
+    /// Why this replica cannot apply the log now, if it cannot.
+    fn failing(&self) -> Option<String> {
+        lock(&self.stopped)
+            .clone()
+            .or_else(|| lock(&self.trouble).clone())
+    }
+
+    /// Notes that the log answered.
+    fn heard(&self) {
+        let millis = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.heard_at.fetch_max(millis, Ordering::Relaxed);
     }
 
     /// Applies one record: under the writer lock, with its position stored
     /// with its change; hands the outcome to the request that appended it.
-    async fn apply(&self, shared: &Arc<Shared>, entry: Entry) -> Result<()> {
-        let command = Command::decode(&entry.record)?;
+    async fn apply(&self, shared: &Arc<Shared>, entry: Entry) -> Result<(), Failure> {
         let position = entry.position;
+        let command = match Command::decode(&entry.record) {
+            Ok(command) => Some(command),
+            Err(Unreadable::Newer(version)) => {
+                return Err(Failure::Retry(format!(
+                    "the log record at {position} {}",
+                    Unreadable::Newer(version)
+                )))
+            }
+            Err(unreadable) => {
+                tracing::warn!(position, reason = %unreadable, "skipped a log record");
+                None
+            }
+        };
         let shared = Arc::clone(shared);
-        let (outcome, stored) = tokio::task::spawn_blocking(move || {
+        let applied = tokio::task::spawn_blocking(move || {
             let _writer = shared.writer();
             shared.store.begin_apply(position);
-            let outcome = apply(&shared, command);
-            let stored = shared.store.end_apply();
-            (outcome, stored)
+            let outcome = match command {
+                Some(command) => apply(&shared, command),
+                None => Err(Error::Unavailable(format!(
+                    "the log record at {position} could not be read, and was skipped"
+                ))),
+            };
+            if let Err(Error::Internal(why)) = &outcome {
+                let why = format!("applying the log record at {position} failed: {why}");
+                return Err(if shared.store.abort_apply() {
+                    Failure::Stop(format!("{why}; restart the replica"))
+                } else {
+                    Failure::Retry(why)
+                });
+            }
+            match shared.store.end_apply() {
+                Ok(()) => Ok(outcome),
+                Err(error) => Err(Failure::Retry(format!(
+                    "storing the position {position} failed: {error}"
+                ))),
+            }
         })
         .await
-        .map_err(|error| Error::internal(format!("apply task failed: {error}")))?;
-        stored?;
-        if let Err(Error::Internal(why)) = &outcome {
-            return Err(Error::internal(format!(
-                "applying the record at {position} failed: {why}"
-            )));
-        }
+        .map_err(|error| {
+            Failure::Stop(format!(
+                "applying the log record at {position} failed: {error}; restart the replica"
+            ))
+        })??;
         self.applied.send_replace(position);
         self.log_last.fetch_max(position, Ordering::Relaxed);
         self.note_delay(entry.stored_at_nanos);
         if let Some(waiter) = lock(&self.waiters).remove(&entry.id) {
-            let _ = waiter.send(outcome);
+            let _ = waiter.send(applied);
         }
         Ok(())
     }
@@ -274,11 +352,33 @@ impl Replica {
         self.apply_delay_sum.fetch_add(delay, Ordering::Relaxed);
     }
 
-    /// Stops the follower for good, and says why.
-    fn break_down(&self, why: String) {
-        tracing::error!(reason = %why, "this replica stopped applying the log");
-        *lock(&self.broken) = Some(why);
+    /// Marks the replica in trouble, or stopped for good, and tells the
+    /// writes waiting on it.
+    fn fail(&self, failure: Failure) {
+        let (slot, why) = match failure {
+            Failure::Retry(why) => (&self.trouble, why),
+            Failure::Stop(why) => (&self.stopped, why),
+        };
+        let mut slot = lock(slot);
+        if slot.as_deref() != Some(why.as_str()) {
+            tracing::error!(reason = %why, "this replica cannot apply the log");
+        }
+        *slot = Some(why.clone());
+        drop(slot);
+        for (_, waiter) in lock(&self.waiters).drain() {
+            let _ = waiter.send(Err(Error::Unavailable(format!(
+                "this replica cannot apply the log now ({why}); the write may be in the log: \
+                 read it through another replica"
+            ))));
+        }
         self.refresh_ready();
+    }
+
+    /// Ends a spell of trouble, once a record applies again.
+    fn recover(&self) {
+        if lock(&self.trouble).take().is_some() {
+            tracing::info!("this replica applies the log again");
+        }
     }
 
     /// Recomputes readiness from the lag.
@@ -292,15 +392,19 @@ impl Replica {
         if within && !self.caught_up.swap(true, Ordering::Relaxed) {
             tracing::info!(applied, "caught up with the log");
         }
-        let ready =
-            within && self.caught_up.load(Ordering::Relaxed) && lock(&self.broken).is_none();
+        let heard_at = Duration::from_millis(self.heard_at.load(Ordering::Relaxed));
+        let in_touch = self.started.elapsed().saturating_sub(heard_at) <= OUT_OF_TOUCH;
+        let ready = within
+            && in_touch
+            && self.caught_up.load(Ordering::Relaxed)
+            && self.failing().is_none();
         self.ready
             .send_if_modified(|was| std::mem::replace(was, ready) != ready);
     }
 
     /// Stops the follower, the watch on the log and the snapshots.
     pub(super) fn stop(&self) {
-        self.stopped.cancel();
+        self.shutdown.cancel();
     }
 
     fn stats(&self) -> ReplicaStats {
@@ -322,10 +426,23 @@ impl Replica {
     }
 }
 
+/// Why a record could not be applied.
+#[derive(Debug)]
+enum Failure {
+    /// Nothing was stored: read the log again and retry.
+    Retry(String),
+    /// A change was stored but the replica's memory may not follow it, or
+    /// the log is not the one the store was built from: stop.
+    Stop(String),
+}
+
 /// Reads the log and applies it, for as long as the replica runs.
 async fn follow(replica: Arc<Replica>, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(100);
     loop {
+        if lock(&replica.stopped).is_some() {
+            return;
+        }
         let from = *replica.applied.borrow() + 1;
         let mut entries = match replica.log.read_from(from).await {
             Ok(entries) => entries,
@@ -344,37 +461,61 @@ async fn follow(replica: Arc<Replica>, shared: Arc<Shared>) {
                     break;
                 }
             };
-            backoff = Duration::from_millis(100);
+            if lock(&replica.stopped).is_some() {
+                return;
+            }
             let expected = *replica.applied.borrow() + 1;
             if entry.position < expected {
                 continue;
             }
             if entry.position > expected {
-                replica.break_down(format!(
+                replica.fail(Failure::Retry(format!(
                     "the log no longer holds the records from {expected} to {}, which this \
                      replica has not applied (its retention dropped them); wipe the data \
                      directory so that it rejoins from the published snapshot",
                     entry.position - 1
-                ));
-                return;
+                )));
+                break;
             }
-            if let Err(error) = replica.apply(&shared, entry).await {
-                replica.break_down(error.to_string());
-                return;
+            match replica.apply(&shared, entry).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    replica.recover();
+                    replica.refresh_ready();
+                }
+                Err(failure) => {
+                    let stop = matches!(failure, Failure::Stop(_));
+                    replica.fail(failure);
+                    if stop {
+                        return;
+                    }
+                    break;
+                }
             }
-            replica.refresh_ready();
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-/// Keeps the log's last position, and so the lag and readiness, current.
+/// Keeps the log's last position, and so the lag and readiness, current;
+/// stops the replica if the log holds fewer records than it applied.
 async fn watch_log(replica: Arc<Replica>) {
+    // Seen twice in a row before the replica stops: one answer is no proof.
+    let mut shorter_once = false;
     loop {
+        // Read first: every record applied before the question was stored
+        // before it, so a log that answers with less has lost them.
+        let applied = *replica.applied.borrow();
         match replica.log.bounds().await {
             Ok(bounds) => {
+                replica.heard();
                 replica.log_last.fetch_max(bounds.last, Ordering::Relaxed);
+                let shorter = bounds.last < applied;
+                if shorter && shorter_once {
+                    replica.fail(Failure::Stop(not_this_log(applied, bounds.last)));
+                }
+                shorter_once = shorter;
             }
             Err(error) => tracing::debug!(%error, "cannot read the log's bounds"),
         }
@@ -383,14 +524,28 @@ async fn watch_log(replica: Arc<Replica>) {
     }
 }
 
+/// Why a log that holds fewer records than a replica applied is not the
+/// one its store was built from.
+fn not_this_log(applied: Position, last: Position) -> String {
+    format!(
+        "this replica applied the log up to {applied}, but the log holds records only up to \
+         {last}: it is not the log this store was built from (was the stream deleted and made \
+         again?); wipe the data directory to join this log, or point the replica at its own"
+    )
+}
+
 /// Publishes a snapshot now and then, when the published one is behind.
 async fn publish_snapshots(replica: Arc<Replica>, engine: Engine, scratch: PathBuf) {
     loop {
         // Replicas started together should not all publish at once.
         let jitter = Duration::from_millis(u64::from(rand_byte()) * 4);
         tokio::time::sleep(replica.settings.snapshot_interval + jitter).await;
-        if lock(&replica.broken).is_some() {
+        if lock(&replica.stopped).is_some() {
             return;
+        }
+        // A replica behind the others would publish an older state.
+        if !*replica.ready.borrow() {
+            continue;
         }
         let applied = *replica.applied.borrow();
         match replica.log.snapshot_position().await {
@@ -445,6 +600,12 @@ async fn publish(replica: &Replica, engine: &Engine, scratch: &Path) -> Result<P
         .await
         .map_err(|error| Error::internal(format!("snapshot check failed: {error}")))??
         .ok_or_else(|| Error::internal("the snapshot holds no log position"))?;
+    // Another replica may have published a later one while this was taken.
+    if let Some(published) = replica.log.snapshot_position().await? {
+        if published >= position {
+            return Ok(published);
+        }
+    }
     replica.log.put_snapshot(position, scratch).await?;
     Ok(position)
 }
@@ -519,10 +680,18 @@ impl Engine {
         }
         if applied == 0 && bounds.first > 1 {
             return Err(Error::FailedPrecondition(format!(
-                "the log starts at position {} (its retention dropped the records before) and no \
-                 snapshot is published to start from: wait until a running replica publishes \
-                 one (--cluster-snapshot-interval), then start this replica again",
-                bounds.first
+                "the log starts at position {} (its retention dropped the records before), so \
+                 this replica must start from a snapshot: if none is published yet, wait until a \
+                 running replica publishes one (--cluster-snapshot-interval); then empty the \
+                 data directory {} and start this replica again",
+                bounds.first,
+                data_dir.display()
+            )));
+        }
+        if applied > bounds.last {
+            return Err(Error::FailedPrecondition(not_this_log(
+                applied,
+                bounds.last,
             )));
         }
         if applied + 1 < bounds.first {
@@ -539,20 +708,23 @@ impl Engine {
             log_last: AtomicU64::new(bounds.last),
             ready: watch::Sender::new(false),
             caught_up: AtomicBool::new(false),
-            broken: Mutex::new(None),
+            trouble: Mutex::new(None),
+            stopped: Mutex::new(None),
+            heard_at: AtomicU64::new(0),
+            started: Instant::now(),
             waiters: Mutex::new(HashMap::new()),
             joined_from,
             snapshots_published: AtomicU64::new(0),
             apply_delays: Default::default(),
             apply_delay_sum: AtomicU64::new(0),
             settings: replica_settings,
-            stopped: tokio_util::sync::CancellationToken::new(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         });
         let until_stopped = |task| {
-            let stopped = replica.stopped.clone();
+            let shutdown = replica.shutdown.clone();
             tokio::spawn(async move {
                 tokio::select! {
-                    () = stopped.cancelled() => {}
+                    () = shutdown.cancelled() => {}
                     () = task => {}
                 }
             })

@@ -219,7 +219,7 @@ async fn a_new_replica_without_a_snapshot_waits_for_one_when_the_log_lost_its_st
         .await
         .unwrap_err()
         .to_string();
-    assert!(refused.contains("no snapshot is published"), "{refused}");
+    assert!(refused.contains("must start from a snapshot"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,4 +261,89 @@ async fn a_token_ahead_of_the_replica_or_a_log_out_of_reach_is_unavailable() {
     let refused = a.create_customer(id("ada"), Profile::default(), None).await;
     assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
     log.set_unavailable(false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_is_not_a_command_is_skipped_by_every_replica_alike() {
+    let dirs = tempfile::tempdir().unwrap();
+    let log = Arc::new(MemoryLog::new());
+    let a = replica(&log, &dirs.path().join("a")).await;
+    let b = replica(&log, &dirs.path().join("b")).await;
+    log.append("stray".into(), bytes::Bytes::from_static(b"hi"))
+        .await
+        .unwrap();
+    let mut damaged = b"sgd\x01".to_vec();
+    damaged.extend([200, 200, 200]);
+    log.append("damaged".into(), damaged.into()).await.unwrap();
+    a.create_customer(id("ada"), Profile::default(), None)
+        .await
+        .unwrap();
+    caught_up(&b, &log).await;
+    assert_eq!(customers(&b), customers(&a));
+    let last = log.bounds().await.unwrap().last;
+    assert_eq!(b.shared.store.log_position().unwrap(), Some(last));
+    assert!(*b.ready().borrow());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_a_later_format_holds_the_replica_until_it_is_upgraded() {
+    let dirs = tempfile::tempdir().unwrap();
+    let log = Arc::new(MemoryLog::new());
+    let a = replica(&log, &dirs.path().join("a")).await;
+    caught_up(&a, &log).await;
+    log.append("later".into(), bytes::Bytes::from_static(b"sgd\x07..."))
+        .await
+        .unwrap();
+    let mut ready = a.ready();
+    tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|ready| !ready))
+        .await
+        .expect("a replica that cannot apply the log is not ready")
+        .unwrap();
+    let refused = a
+        .create_customer(id("ada"), Profile::default(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("upgrade segmentd"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_is_not_joined_to_a_log_that_holds_fewer_records_than_it_applied() {
+    let dirs = tempfile::tempdir().unwrap();
+    let dir = dirs.path().join("a");
+    let log = Arc::new(MemoryLog::new());
+    let a = replica(&log, &dir).await;
+    for name in ["ada", "bob"] {
+        a.create_customer(id(name), Profile::default(), None)
+            .await
+            .unwrap();
+    }
+    drop(a);
+    // The stream deleted and made again: a new, shorter log.
+    let made_again = Arc::new(MemoryLog::new());
+    let refused = replica_with(&made_again, &dir, Duration::from_secs(3600))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("not the log this store was built from"),
+        "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_past_the_end_of_the_log_is_answered_without_waiting_out_the_deadline() {
+    let dirs = tempfile::tempdir().unwrap();
+    let log = Arc::new(MemoryLog::new());
+    let a = replica(&log, &dirs.path().join("a")).await;
+    let answered = tokio::time::timeout(
+        Duration::from_secs(10),
+        a.wait_for(u64::MAX, Duration::from_secs(600)),
+    )
+    .await
+    .expect("no wait for a position the log does not hold");
+    assert!(
+        matches!(answered, Err(Error::ReplicaBehind { .. })),
+        "{answered:?}"
+    );
 }
