@@ -7,7 +7,8 @@
 //!   applied the log that far: the layer waits, within the request's
 //!   deadline (at most [`MAX_WAIT`] without one), and otherwise answers
 //!   UNAVAILABLE with reason `REPLICA_BEHIND`, saying how far behind the
-//!   replica is.
+//!   replica is; at once for a position past the log's end, or from a
+//!   replica that cannot apply the log now.
 //!
 //! The token applies to the API's calls; health and reflection ignore it
 //! (grpcurl's `-H` sends a header with its reflection calls too). Clients
