@@ -34,9 +34,9 @@
 //!
 //! A replica started on an empty data directory restores the snapshot
 //! another replica published, with the position it holds, then follows the
-//! log from there. Every replica publishes one now and then
+//! log from there. Every ready replica publishes one now and then
 //! ([`ReplicaSettings::snapshot_interval`]) if the published one is behind
-//! it, so the log may drop old records.
+//! it, so the log may drop old records; `snapshot` holds both parts.
 //!
 //! # Health
 //!
@@ -45,9 +45,10 @@
 //! ready while it is within that bound, neither in trouble nor stopped,
 //! and has heard from the log within [`OUT_OF_TOUCH`].
 
+mod snapshot;
+
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,6 +62,7 @@ use super::{BackupLimits, Engine, EngineSettings, Shared};
 use crate::domain::{Error, Result, Timestamp};
 use crate::log::{Entry, Log, Position};
 use crate::store::{self, StoreOptions};
+use snapshot::{beside, join_from_snapshot, publish_snapshots};
 
 /// How often the follower looks at the log's last position.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
@@ -532,109 +534,6 @@ fn not_this_log(applied: Position, last: Position) -> String {
          {last}: it is not the log this store was built from (was the stream deleted and made \
          again?); wipe the data directory to join this log, or point the replica at its own"
     )
-}
-
-/// Publishes a snapshot now and then, when the published one is behind.
-async fn publish_snapshots(replica: Arc<Replica>, engine: Engine, scratch: PathBuf) {
-    loop {
-        // Replicas started together should not all publish at once.
-        let jitter = Duration::from_millis(u64::from(rand_byte()) * 4);
-        tokio::time::sleep(replica.settings.snapshot_interval + jitter).await;
-        if lock(&replica.stopped).is_some() {
-            return;
-        }
-        // A replica behind the others would publish an older state.
-        if !*replica.ready.borrow() {
-            continue;
-        }
-        let applied = *replica.applied.borrow();
-        match replica.log.snapshot_position().await {
-            Ok(Some(published)) if published >= applied => continue,
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the published snapshot's position");
-                continue;
-            }
-        }
-        let started = Instant::now();
-        match publish(&replica, &engine, &scratch).await {
-            Ok(position) => {
-                replica.snapshots_published.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    position,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "snapshot published"
-                );
-            }
-            Err(error) => tracing::warn!(%error, "cannot publish a snapshot"),
-        }
-        let _ = tokio::fs::remove_file(&scratch).await;
-    }
-}
-
-fn rand_byte() -> u8 {
-    let mut byte = [0u8];
-    let _ = getrandom::fill(&mut byte);
-    byte[0]
-}
-
-/// Takes a backup into `scratch` and publishes it with the position it holds.
-async fn publish(replica: &Replica, engine: &Engine, scratch: &Path) -> Result<Position> {
-    let io = |error: std::io::Error| {
-        Error::internal(format!(
-            "cannot write the snapshot {}: {error}",
-            scratch.display()
-        ))
-    };
-    let mut chunks = engine.backup(replica.settings.backup).await?;
-    {
-        use tokio::io::AsyncWriteExt as _;
-        let mut file = tokio::fs::File::create(scratch).await.map_err(io)?;
-        while let Some(chunk) = chunks.recv().await {
-            file.write_all(&chunk?).await.map_err(io)?;
-        }
-        file.sync_all().await.map_err(io)?;
-    }
-    let file = scratch.to_path_buf();
-    let position = tokio::task::spawn_blocking(move || store::backup::log_position_of(&file))
-        .await
-        .map_err(|error| Error::internal(format!("snapshot check failed: {error}")))??
-        .ok_or_else(|| Error::internal("the snapshot holds no log position"))?;
-    // Another replica may have published a later one while this was taken.
-    if let Some(published) = replica.log.snapshot_position().await? {
-        if published >= position {
-            return Ok(published);
-        }
-    }
-    replica.log.put_snapshot(position, scratch).await?;
-    Ok(position)
-}
-
-/// A file beside `data_dir`, named after it.
-fn beside(data_dir: &Path, suffix: &str) -> PathBuf {
-    let name = data_dir
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "data".into());
-    data_dir.with_file_name(format!(".{name}.{suffix}"))
-}
-
-/// Restores the published snapshot into the new data directory, if there
-/// is one; returns its position, 0 if none was published.
-async fn join_from_snapshot(log: &dyn Log, data_dir: &Path) -> Result<Position> {
-    let file = beside(data_dir, "snapshot");
-    let Some(position) = log.fetch_snapshot(&file).await? else {
-        return Ok(0);
-    };
-    let data_dir = data_dir.to_path_buf();
-    let restored = file.clone();
-    let summary = tokio::task::spawn_blocking(move || store::backup::restore(&restored, &data_dir))
-        .await
-        .map_err(|error| Error::internal(format!("restore task failed: {error}")))?;
-    let _ = tokio::fs::remove_file(&file).await;
-    summary?;
-    tracing::info!(position, "joined from a snapshot");
-    Ok(position)
 }
 
 impl Engine {
