@@ -121,26 +121,7 @@ async fn open_engine(
         let started = std::time::Instant::now();
         let opened = match &cluster {
             None => Engine::open(store.clone(), settings.clone()).await,
-            Some(cluster) => match &log {
-                Some(log) => {
-                    Engine::open_replica(
-                        store.clone(),
-                        settings.clone(),
-                        Arc::clone(log),
-                        cluster.replica.clone(),
-                    )
-                    .await
-                }
-                None => match JetStreamLog::connect(cluster.log.clone()).await {
-                    Ok(connected) => {
-                        tracing::info!(stream = %cluster.log.stream, servers = ?cluster.log.servers, "connected to the log");
-                        log = Some(Arc::new(connected));
-                        backoff = Duration::from_millis(100);
-                        continue;
-                    }
-                    Err(error) => Err(error),
-                },
-            },
+            Some(cluster) => open_replica(&mut log, cluster, &store, &settings).await,
         };
         match opened {
             Ok(engine) => {
@@ -160,7 +141,7 @@ async fn open_engine(
                         .unwrap_or(0),
                     "store open and index built"
                 );
-                break std::sync::Arc::new(engine);
+                break Arc::new(engine);
             }
             Err(error) => {
                 tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot open the store");
@@ -185,6 +166,33 @@ async fn open_engine(
             return;
         }
     }
+}
+
+/// Opens the engine as a replica of the cluster's log, connecting to the
+/// log first unless an earlier attempt did; the connection is kept in
+/// `log` across attempts.
+async fn open_replica(
+    log: &mut Option<Arc<dyn Log>>,
+    cluster: &ClusterConfig,
+    store: &StoreOptions,
+    settings: &EngineSettings,
+) -> crate::domain::Result<Engine> {
+    let log = match log {
+        Some(log) => Arc::clone(log),
+        None => {
+            let connected: Arc<dyn Log> =
+                Arc::new(JetStreamLog::connect(cluster.log.clone()).await?);
+            tracing::info!(stream = %cluster.log.stream, servers = ?cluster.log.servers, "connected to the log");
+            Arc::clone(log.insert(connected))
+        }
+    };
+    Engine::open_replica(
+        store.clone(),
+        settings.clone(),
+        log,
+        cluster.replica.clone(),
+    )
+    .await
 }
 
 /// The sockets the server listens on, bound by the caller (so that a test

@@ -83,17 +83,10 @@ impl Metrics {
 
     /// Everything, as Prometheus text (format 0.0.4).
     pub async fn render(&self) -> String {
-        let ready = self
-            .shared
-            .engine
-            .get()
-            .is_some_and(|engine| *engine.ready().borrow());
-        let replica = self
-            .shared
-            .engine
-            .get()
-            .and_then(|engine| engine.replica_stats());
-        let engine = match self.shared.engine.get() {
+        let opened = self.shared.engine.get();
+        let ready = opened.is_some_and(|engine| *engine.ready().borrow());
+        let replica = opened.and_then(|engine| engine.replica_stats());
+        let engine = match opened {
             Some(engine) => match engine.stats().await {
                 Ok(stats) => Some(stats),
                 Err(error) => {
