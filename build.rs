@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "proto/segmentd/v1/segmentation_service.proto",
     "proto/segmentd/v1/persona_service.proto",
     "proto/segmentd/v1/admin_service.proto",
+    "proto/segmentd/v1/membership_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -33,9 +33,11 @@ use crate::grpc::admin::AdminApi;
 use crate::grpc::auth::{AuthConfig, AuthLayer, ReflectionMode};
 use crate::grpc::consistency::ConsistencyLayer;
 use crate::grpc::customers::CustomerApi;
+use crate::grpc::membership::MembershipApi;
 use crate::grpc::pb::activity_service_server::ActivityServiceServer;
 use crate::grpc::pb::admin_service_server::AdminServiceServer;
 use crate::grpc::pb::customer_service_server::CustomerServiceServer;
+use crate::grpc::pb::membership_service_server::MembershipServiceServer;
 use crate::grpc::pb::persona_service_server::PersonaServiceServer;
 use crate::grpc::pb::segmentation_service_server::SegmentationServiceServer;
 use crate::grpc::personas::PersonaApi;
@@ -89,12 +91,13 @@ pub struct ClusterConfig {
 }
 
 /// The services that health reports on: "" for the whole server, and each API service.
-const HEALTH_SERVICES: [&str; 6] = [
+const HEALTH_SERVICES: [&str; 7] = [
     "",
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
     <ActivityServiceServer<ActivityApi> as NamedService>::NAME,
     <SegmentationServiceServer<SegmentationApi> as NamedService>::NAME,
     <PersonaServiceServer<PersonaApi> as NamedService>::NAME,
+    <MembershipServiceServer<MembershipApi> as NamedService>::NAME,
     <AdminServiceServer<AdminApi> as NamedService>::NAME,
 ];
 
@@ -292,6 +295,12 @@ pub async fn run(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
 
+    let membership = MembershipServiceServer::new(MembershipApi::new(slot.clone()))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+
     let admin = AdminServiceServer::new(AdminApi::new(slot.clone(), config.backup))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes)
@@ -352,6 +361,7 @@ pub async fn run(
         .add_service(activity)
         .add_service(segmentation)
         .add_service(personas)
+        .add_service(membership)
         .add_service(admin)
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
     servers.spawn(server);

@@ -254,6 +254,18 @@ pub const METHODS: &[(&str, Access)] = {
             "/segmentd.v1.PersonaService/ExportPersonaAssignments",
             Needs(Export),
         ),
+        (
+            "/segmentd.v1.MembershipService/WatchSegmentMembership",
+            Needs(Export),
+        ),
+        (
+            "/segmentd.v1.MembershipService/WatchPersonaAssignments",
+            Needs(Export),
+        ),
+        (
+            "/segmentd.v1.MembershipService/ListCustomerSegments",
+            Needs(SegmentsRead),
+        ),
         ("/segmentd.v1.AdminService/BackupStore", Needs(AdminBackup)),
     ]
 };

@@ -56,7 +56,7 @@ const PULL_EXPIRY: Duration = Duration::from_secs(4);
 /// How often a reader compares its position with the log's last record: a
 /// reader that delivered nothing between two comparisons while the log
 /// held a newer record opens a new consumer.
-const STALL_CHECK: Duration = Duration::from_secs(3);
+const STALL_CHECK: Duration = Duration::from_secs(1);
 /// How long the stream remembers a record id (see the module docs of `log`).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// The name of the published snapshot in the bucket.
