@@ -90,6 +90,7 @@ pub fn settings() -> EngineSettings {
     EngineSettings {
         reporting_currency: CurrencyCode::parse("USD").expect("USD is a currency"),
         thresholds: Default::default(),
+        watch: Default::default(),
     }
 }
 

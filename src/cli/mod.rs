@@ -10,6 +10,7 @@ mod backup;
 mod cluster;
 mod limits;
 mod metrics;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -234,6 +235,9 @@ struct ServeArgs {
     /// Cluster mode.
     #[command(flatten)]
     cluster: cluster::ClusterArgs,
+    /// Watches of segments and personas.
+    #[command(flatten)]
+    watch: watch::WatchArgs,
 }
 
 /// Flags of `segmentd healthcheck`.
@@ -328,6 +332,7 @@ impl ServeArgs {
                     frequent_gap_multiplier: self.frequent_gap_multiplier,
                     income_band_limits: self.income_band_limits.0,
                 },
+                watch: self.watch.settings(),
             },
             limits: ApiLimits {
                 max_page_size: self.max_page_size,

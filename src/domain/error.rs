@@ -122,6 +122,27 @@ pub enum Error {
         /// The position the token requires.
         required: u64,
     },
+    /// A watch cursor the change history cannot resume from: too old, of
+    /// another history, or past its end. The message says how to start
+    /// again.
+    #[error("{message}")]
+    Cursor {
+        /// Why, as the ErrorInfo reason: `CURSOR_EXPIRED` or `CURSOR_UNKNOWN`.
+        reason: &'static str,
+        /// What happened and what to do.
+        message: String,
+        /// The cursor sent.
+        cursor: String,
+    },
+    /// A watcher read nothing for too long, or fell too far behind; it
+    /// resumes with the last cursor it received.
+    #[error("{message}")]
+    SlowReader {
+        /// What happened and what to do.
+        message: String,
+        /// The last cursor delivered.
+        cursor: String,
+    },
     /// A fault of ours; the text is logged and never sent to the client.
     #[error("internal error: {0}")]
     Internal(String),

@@ -21,6 +21,13 @@ use crate::store::PageTokenKey;
 /// Applies `command` to the store and the index; a write (see
 /// `Engine::write`), so under the writer lock.
 pub(super) fn apply(shared: &Shared, command: Command) -> Result<Outcome> {
+    let pending = shared.watch.journal.before(&command, &shared.index());
+    let outcome = apply_command(shared, command)?;
+    shared.watch.journal.applied(pending);
+    Ok(outcome)
+}
+
+fn apply_command(shared: &Shared, command: Command) -> Result<Outcome> {
     match command {
         Command::Bootstrap { page_token_key } => {
             shared

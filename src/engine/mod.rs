@@ -70,6 +70,7 @@ mod rfm;
 mod segments;
 mod select;
 mod stats;
+pub mod watch;
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
@@ -108,6 +109,8 @@ pub struct EngineSettings {
     pub reporting_currency: CurrencyCode,
     /// The thresholds of the derived features.
     pub thresholds: Thresholds,
+    /// How watches are evaluated and their history kept.
+    pub watch: watch::WatchSettings,
 }
 
 /// What the engine's operations share.
@@ -127,6 +130,8 @@ struct Shared {
     catalog: RwLock<Arc<CompiledCatalog>>,
     /// What the engine counts as it works, for the metrics.
     counters: stats::Counters,
+    /// Watches: what writes touched, and the evaluations' state.
+    watch: watch::Hub,
 }
 
 impl Shared {
@@ -229,14 +234,16 @@ impl Engine {
                 store,
                 index: RwLock::new(index),
                 writer: Mutex::new(()),
+                watch: watch::Hub::new(settings.watch.clone()),
                 settings,
                 counters,
             })
         })
         .await
         .map_err(|error| Error::internal(format!("store open task failed: {error}")))??;
+        let shared = Arc::new(shared);
         Ok(Engine {
-            shared: Arc::new(shared),
+            shared,
             replica: None,
         })
     }
@@ -280,8 +287,13 @@ impl Engine {
             return replica.propose(command).await;
         }
         let records = command.records();
-        self.write(records, move |shared| apply::apply(shared, command))
-            .await
+        let outcome = self
+            .write(records, move |shared| apply::apply(shared, command))
+            .await;
+        if outcome.is_ok() {
+            self.shared.watch.wake.notify_one();
+        }
+        outcome
     }
 
     /// Applies `command` and waits until it is durable.

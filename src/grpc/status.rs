@@ -55,6 +55,15 @@ pub mod reason {
     /// This replica has not applied the log as far as the request's
     /// consistency token requires (UNAVAILABLE).
     pub const REPLICA_BEHIND: &str = "REPLICA_BEHIND";
+    /// A watch cursor older than the change history kept
+    /// (FAILED_PRECONDITION): start again with the initial members.
+    pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
+    /// A watch cursor of another history, or past its end
+    /// (FAILED_PRECONDITION): start again with the initial members.
+    pub const CURSOR_UNKNOWN: &str = "CURSOR_UNKNOWN";
+    /// A watcher that did not read for too long (RESOURCE_EXHAUSTED):
+    /// resume with its last cursor.
+    pub const SLOW_READER: &str = "SLOW_READER";
     /// A fault of ours (INTERNAL).
     pub const INTERNAL: &str = "INTERNAL";
 }
@@ -260,6 +269,18 @@ impl From<Error> for Status {
                         ("required", required.to_string()),
                     ],
                 ),
+                ErrorDetails::new(),
+            ),
+            Error::Cursor { reason, cursor, .. } => {
+                let info = ErrorInfo::new(reason, [("cursor", cursor)]);
+                let details =
+                    ErrorDetails::with_precondition_failure_violation("CURSOR", "cursor", &message);
+                status_with(Code::FailedPrecondition, message, info, details)
+            }
+            Error::SlowReader { cursor, .. } => status_with(
+                Code::ResourceExhausted,
+                message,
+                ErrorInfo::new(reason::SLOW_READER, [("cursor", cursor)]),
                 ErrorDetails::new(),
             ),
             Error::Internal(context) => {

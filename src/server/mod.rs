@@ -128,6 +128,9 @@ async fn open_engine(
         };
         match opened {
             Ok(engine) => {
+                if cluster.is_none() {
+                    engine.start_watching();
+                }
                 let size = engine.index_size();
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,

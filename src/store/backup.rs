@@ -41,7 +41,10 @@ impl Store {
         let default_tree = self.db.name();
         let mut names = self.db.tree_names();
         names.sort();
-        for name in names.into_iter().filter(|name| *name != default_tree) {
+        // The change history stays behind: a restored store starts its own.
+        for name in names.into_iter().filter(|name| {
+            *name != default_tree && name.as_ref() != super::history::TREE.as_bytes()
+        }) {
             let tree = self.db.open_tree(&name).map_err(storage_error)?;
             for entry in tree.iter() {
                 let (key, value) = entry.map_err(storage_error)?;

@@ -11,6 +11,7 @@
 //! | `meta`      | `persona_catalog`            | version byte + postcard `Catalog`      |
 //! | `meta`      | `page_token_key`             | 32 random bytes, made on first open ([`token_key`]) |
 //! | `meta`      | `log_position`               | cluster mode: the last log record applied, u64 big-endian |
+//! | `watch`     | see `history`                | the membership change history          |
 //!
 //! Customer ids sort byte-wise, which is the order `ListCustomers` pages in.
 //!
@@ -50,10 +51,12 @@
 pub mod backup;
 mod codec;
 mod commit;
+mod history;
 pub mod token_key;
 
 pub use codec::{ActivityView, EngagementView, PurchaseView};
 pub use commit::{FlushCounts, FLUSH_BUCKETS_MICROS};
+pub use history::HistoryWrite;
 pub use token_key::PageTokenKey;
 
 use std::collections::BTreeMap;

@@ -23,6 +23,7 @@ mod saved_segments;
 mod segments;
 mod support;
 mod tls;
+mod watch;
 
 /// The binary's allocator, so that the memory the tests measure is the
 /// memory a deployed server would use.

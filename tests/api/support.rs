@@ -34,6 +34,7 @@ pub fn config(data_dir: &Path) -> ServerConfig {
         engine: EngineSettings {
             reporting_currency: CurrencyCode::parse("USD").unwrap(),
             thresholds: Default::default(),
+            watch: Default::default(),
         },
         limits: ApiLimits {
             max_page_size: 1000,

@@ -39,7 +39,9 @@ use super::customer::{ConsentStatus, Gender, Party, Relationship};
 use super::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand, RfmSegment};
 
 /// A consent channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Channel {
     /// Email.
     Email,

@@ -42,7 +42,11 @@ pub struct PersonaCounts {
 }
 
 /// Each member's persona: the position in the catalog, or `None`.
-fn assignments(frame: &Frame<'_>, compiled: &CompiledCatalog, members: &Bits) -> Vec<Bits> {
+pub(super) fn assignments(
+    frame: &Frame<'_>,
+    compiled: &CompiledCatalog,
+    members: &Bits,
+) -> Vec<Bits> {
     let mut remaining = members.clone();
     let mut assigned = Vec::with_capacity(compiled.rules.len());
     for rule in &compiled.rules {

@@ -24,6 +24,7 @@ fn settings() -> EngineSettings {
     EngineSettings {
         reporting_currency: CurrencyCode::parse("USD").unwrap(),
         thresholds: Thresholds::default(),
+        watch: Default::default(),
     }
 }
 

@@ -1,0 +1,749 @@
+//! The state of every watched subject, and one evaluation of them all: the
+//! members now, their differences from the members before, written to the
+//! history with their causes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use super::journal::Touched;
+use super::record::{decode, encode, Cause, Change, Checkpoint, Cursor, Record, Subject};
+use super::{expired, Head};
+use crate::domain::rules::{compile, Predicate};
+use crate::domain::segment::SegmentId;
+use crate::domain::{Error, Result, Timestamp};
+use crate::engine::frame::Frame;
+use crate::engine::personas::{assignments, CompiledCatalog};
+use crate::engine::rfm::RfmBounds;
+use crate::engine::select::{consented, select, split_objectors};
+use crate::engine::Shared;
+use crate::store::HistoryWrite;
+
+/// How often subjects that changed get a new checkpoint, and retention
+/// runs.
+const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// One subject's members as of the last evaluation.
+#[derive(Debug)]
+struct SubjectState {
+    /// The segment's rule, or the catalog revision as text.
+    rule: String,
+    /// The segment's rule compiled.
+    compiled: Option<Predicate>,
+    /// Members by row (for personas: the persona code by row, 0 for none).
+    codes: Vec<u32>,
+    /// Members the index no longer holds (erased while the server was
+    /// down), with their persona for personas.
+    ghosts: Vec<(String, String)>,
+    /// Records were written since the last checkpoint.
+    dirty: bool,
+}
+
+/// Every subject's state, and where the history stands.
+#[derive(Debug)]
+pub struct State {
+    /// The history's id.
+    history: u64,
+    /// The last record written.
+    seq: u64,
+    /// The last record pruned.
+    pruned: u64,
+    /// The last evaluation time.
+    at: i64,
+    subjects: BTreeMap<Subject, SubjectState>,
+    /// Persona ids by code; code 0 is none.
+    names: Vec<String>,
+    codes_by_name: HashMap<String, u32>,
+    /// The RFM bounds at the last evaluation.
+    rfm: Option<RfmBounds>,
+    /// When the last checkpoints were written.
+    maintained: Instant,
+}
+
+/// What opening a watch gives: the members to start with (when asked
+/// for), their evaluation time, and the cursor after them.
+pub type Opened = (Option<Vec<(String, String)>>, Timestamp, Cursor);
+
+/// A segment's rule compiled; a stored one always compiles.
+fn compile_rule(filter: &str) -> Result<Predicate> {
+    if filter.trim().is_empty() {
+        return Ok(Predicate::Const(true));
+    }
+    compile(filter).map_err(|error| {
+        Error::internal(format!(
+            "a stored filter no longer compiles: {}",
+            error.message
+        ))
+    })
+}
+
+/// The catalog's rule text: its revision.
+fn catalog_rule(catalog: &CompiledCatalog) -> String {
+    catalog.catalog.revision.to_string()
+}
+
+impl State {
+    /// The head: the last record and the last evaluation time.
+    pub fn head(&self) -> Head {
+        Head {
+            seq: self.seq,
+            at: self.at,
+        }
+    }
+
+    fn code(&mut self, persona: &str) -> u32 {
+        if persona.is_empty() {
+            return 0;
+        }
+        if let Some(&code) = self.codes_by_name.get(persona) {
+            return code;
+        }
+        let code = self.names.len() as u32;
+        self.names.push(persona.to_owned());
+        self.codes_by_name.insert(persona.to_owned(), code);
+        code
+    }
+
+    /// The members of `subject` now, by row; `None` when its segment is
+    /// gone.
+    fn members_now(
+        &mut self,
+        frame: &Frame<'_>,
+        subject: &Subject,
+        compiled: &Predicate,
+        catalog: &CompiledCatalog,
+    ) -> Vec<u32> {
+        let rows = frame.rows();
+        let (mut everyone, _) = split_objectors(frame, &select(frame, &Predicate::Const(true)));
+        everyone.and(frame.alive());
+        match subject {
+            Subject::Segment { channel, .. } => {
+                let (mut members, _) = split_objectors(frame, &select(frame, compiled));
+                members.and(frame.alive());
+                if let Some(channel) = channel {
+                    members.and(&consented(frame, *channel));
+                }
+                let mut codes = vec![0u32; rows];
+                for row in members.rows() {
+                    codes[row] = 1;
+                }
+                codes
+            }
+            Subject::Personas => {
+                let assigned = assignments(frame, catalog, &everyone);
+                let mut codes = vec![0u32; rows];
+                for (persona, bits) in catalog.catalog.personas.iter().zip(&assigned) {
+                    let code = self.code(&persona.id);
+                    for row in bits.rows() {
+                        codes[row] = code;
+                    }
+                }
+                codes
+            }
+        }
+    }
+
+    fn name(&self, code: u32, subject: &Subject) -> String {
+        match subject {
+            Subject::Personas => self.names[code as usize].clone(),
+            Subject::Segment { .. } => String::new(),
+        }
+    }
+
+    /// Evaluates every subject at `at` (or the last evaluation time, if
+    /// later), writes the changes and flushes them.
+    pub fn evaluate(&mut self, shared: &Shared, at: Timestamp) -> Result<()> {
+        let at = at.as_nanos().max(self.at);
+        let catalog = shared.catalog();
+        let mut writes = Vec::new();
+        let mut erased: HashSet<String> = HashSet::new();
+        let last_before = self.seq;
+        {
+            // The journal is drained with the index held, and no write
+            // between: every change seen has its cause in what is drained.
+            let writer = shared.writer();
+            let index = shared.index();
+            let touched = shared.watch.journal.drain();
+            drop(writer);
+            let frame = Frame::new(
+                &index,
+                Timestamp::from_nanos(at),
+                shared.settings.thresholds,
+            );
+            let rfm = frame.rfm_bounds().copied();
+            let others = touched.writes > 0 && rfm != self.rfm;
+            self.rfm = rfm;
+            erased.extend(
+                touched
+                    .causes
+                    .iter()
+                    .filter(|(_, cause)| **cause == Cause::Erasure)
+                    .map(|(id, _)| id.clone()),
+            );
+            let subjects: Vec<Subject> = self.subjects.keys().cloned().collect();
+            for subject in subjects {
+                let record = self
+                    .evaluate_subject(shared, &frame, &subject, &catalog, &touched, others, at)?;
+                if let Some(record) = record {
+                    self.seq += 1;
+                    writes.push(HistoryWrite::Record(self.seq, encode(&record)?));
+                    if record.ended {
+                        self.subjects.remove(&subject);
+                        writes.push(HistoryWrite::DropCheckpoint(subject.key()));
+                    } else if let Some(state) = self.subjects.get_mut(&subject) {
+                        state.dirty = true;
+                    }
+                }
+            }
+        }
+        self.at = at;
+        if !erased.is_empty() {
+            writes.extend(self.scrub(shared, &erased, last_before)?);
+        }
+        if self.maintained.elapsed() >= MAINTENANCE_EVERY {
+            writes.extend(self.maintain(shared)?);
+        }
+        if writes.is_empty() {
+            return Ok(());
+        }
+        shared.store.write_history(writes)?;
+        shared.store.flush()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate_subject(
+        &mut self,
+        shared: &Shared,
+        frame: &Frame<'_>,
+        subject: &Subject,
+        catalog: &CompiledCatalog,
+        touched: &Touched,
+        others: bool,
+        at: i64,
+    ) -> Result<Option<Record>> {
+        // What the subject is now: its rule, or the end of it.
+        let (rule, ended) = match subject {
+            Subject::Segment { id, .. } => {
+                let segment = SegmentId::parse(id)
+                    .ok()
+                    .map(|id| shared.store.get_segment(&id))
+                    .transpose()?
+                    .flatten();
+                match segment {
+                    Some(segment) => (segment.filter, false),
+                    None => (String::new(), true),
+                }
+            }
+            Subject::Personas => (catalog_rule(catalog), false),
+        };
+        let state = self.subjects.get_mut(subject).expect("a known subject");
+        let rule_changed = !ended && state.rule != rule;
+        if rule_changed {
+            if let Subject::Segment { .. } = subject {
+                state.compiled = Some(compile_rule(&rule)?);
+            }
+            state.rule = rule.clone();
+        }
+        let compiled = state.compiled.clone().unwrap_or(Predicate::Const(false));
+        let rows = frame.rows();
+        let now = if ended {
+            vec![0u32; rows]
+        } else {
+            self.members_now(frame, subject, &compiled, catalog)
+        };
+        let state = self.subjects.get_mut(subject).expect("a known subject");
+        state.codes.resize(rows, 0);
+        let ghosts = std::mem::take(&mut state.ghosts);
+        let before = std::mem::replace(&mut state.codes, now);
+        let state = &self.subjects[subject];
+        let index = frame.index;
+        let cause_of = |customer: &str| -> Cause {
+            if ended || rule_changed {
+                return match subject {
+                    Subject::Personas => Cause::CatalogChanged,
+                    Subject::Segment { .. } => Cause::SegmentChanged,
+                };
+            }
+            match touched.causes.get(customer) {
+                Some(&cause) => cause,
+                None if others => Cause::OtherCustomers,
+                None => Cause::Clock,
+            }
+        };
+        // Changes by customer id: an erased customer created again has two
+        // rows, which net out to their place now.
+        let mut by_customer: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+        for (row, (&was, &is)) in before.iter().zip(&state.codes).enumerate() {
+            if was == is {
+                continue;
+            }
+            let id = index.id_at(row as u32);
+            let id = if id.is_empty() {
+                match touched.erased.get(&(row as u32)) {
+                    Some(id) => id.as_str(),
+                    None => continue,
+                }
+            } else {
+                id
+            };
+            let entry = by_customer.entry(id.to_owned()).or_insert((0, 0));
+            if was != 0 {
+                entry.0 = was;
+            }
+            if is != 0 {
+                entry.1 = is;
+            }
+        }
+        for (id, persona) in ghosts {
+            let was = self.codes_by_name.get(&persona).copied().unwrap_or(1);
+            by_customer.entry(id).or_insert((0, 0)).0 = was.max(1);
+        }
+        let mut entered = Vec::new();
+        let mut left = Vec::new();
+        for (customer, (was, is)) in by_customer {
+            if was == is {
+                // Erased and created again, in the same place: their
+                // earlier records are gone, so they enter again.
+                if touched.causes.get(&customer) == Some(&Cause::Erasure) && is != 0 {
+                    entered.push(self.change(subject, customer, 0, is, Cause::Profile));
+                }
+                continue;
+            }
+            let cause = cause_of(&customer);
+            let change = self.change(subject, customer, was, is, cause);
+            if matches!(subject, Subject::Segment { .. }) && is == 0 {
+                left.push(change);
+            } else {
+                entered.push(change);
+            }
+        }
+        entered.extend(left);
+        if entered.is_empty() && !rule_changed && !ended {
+            return Ok(None);
+        }
+        Ok(Some(Record {
+            subject: subject.clone(),
+            at,
+            changes: entered,
+            rule: rule_changed.then_some(rule),
+            ended,
+        }))
+    }
+
+    fn change(
+        &self,
+        subject: &Subject,
+        customer: String,
+        was: u32,
+        is: u32,
+        cause: Cause,
+    ) -> Change {
+        Change {
+            customer,
+            entered: is != 0,
+            from: self.name(was, subject),
+            to: self.name(is, subject),
+            cause,
+        }
+    }
+
+    /// Removes the erased customers from every record up to `through` and
+    /// from every checkpoint.
+    fn scrub(
+        &self,
+        shared: &Shared,
+        erased: &HashSet<String>,
+        through: u64,
+    ) -> Result<Vec<HistoryWrite>> {
+        let mut writes = Vec::new();
+        let mut after = self.pruned;
+        loop {
+            let records = shared.store.history_after(after, 256)?;
+            let Some(&(last, _)) = records.last() else {
+                break;
+            };
+            for (seq, bytes) in records {
+                if seq > through {
+                    return Ok(writes);
+                }
+                let mut record: Record = decode(&bytes)?;
+                let before = record.changes.len();
+                record
+                    .changes
+                    .retain(|change| !erased.contains(&change.customer));
+                if record.changes.len() != before {
+                    writes.push(HistoryWrite::Rewrite(seq, encode(&record)?));
+                }
+            }
+            after = last;
+        }
+        for (key, bytes) in shared.store.history_checkpoints()? {
+            let mut checkpoint: Checkpoint = decode(&bytes)?;
+            let before = checkpoint.members.len();
+            checkpoint
+                .members
+                .retain(|(customer, _)| !erased.contains(customer));
+            if checkpoint.members.len() != before {
+                writes.push(HistoryWrite::Checkpoint(key, encode(&checkpoint)?));
+            }
+        }
+        Ok(writes)
+    }
+
+    /// The members of a subject, with their personas, in id order.
+    fn members_of(&self, shared: &Shared, subject: &Subject) -> Vec<(String, String)> {
+        let state = &self.subjects[subject];
+        let index = shared.index();
+        let mut members: Vec<(String, String)> = state
+            .codes
+            .iter()
+            .enumerate()
+            .filter(|(_, &code)| code != 0)
+            .map(|(row, &code)| (index.id_at(row as u32).to_owned(), self.name(code, subject)))
+            .filter(|(id, _)| !id.is_empty())
+            .chain(state.ghosts.iter().cloned())
+            .collect();
+        members.sort_unstable();
+        members
+    }
+
+    /// Checkpoints of the subjects that changed, and the records retention
+    /// drops.
+    fn maintain(&mut self, shared: &Shared) -> Result<Vec<HistoryWrite>> {
+        self.maintained = Instant::now();
+        let mut writes = Vec::new();
+        let dirty: Vec<Subject> = self
+            .subjects
+            .iter()
+            .filter(|(_, state)| state.dirty)
+            .map(|(subject, _)| subject.clone())
+            .collect();
+        for subject in dirty {
+            let checkpoint = Checkpoint {
+                subject: subject.clone(),
+                seq: self.seq,
+                rule: self.subjects[&subject].rule.clone(),
+                members: self.members_of(shared, &subject),
+            };
+            writes.push(HistoryWrite::Checkpoint(
+                subject.key(),
+                encode(&checkpoint)?,
+            ));
+            if let Some(state) = self.subjects.get_mut(&subject) {
+                state.dirty = false;
+            }
+        }
+        // Every subject now replays from a checkpoint at or after the last
+        // record, so any record may go.
+        let settings = &shared.watch.settings;
+        let cutoff = shared
+            .watch
+            .now()
+            .as_nanos()
+            .saturating_sub(settings.retention.as_nanos().min(i64::MAX as u128) as i64);
+        let mut sizes = Vec::new();
+        let mut after = self.pruned;
+        loop {
+            let records = shared.store.history_after(after, 1024)?;
+            let Some(&(last, _)) = records.last() else {
+                break;
+            };
+            for (seq, bytes) in records {
+                let record: Record = decode(&bytes)?;
+                sizes.push((seq, bytes.len() as u64 + 9, record.at));
+            }
+            after = last;
+        }
+        let mut total: u64 = sizes.iter().map(|(_, size, _)| size).sum();
+        let mut prune = None;
+        for (seq, size, at) in sizes {
+            if total <= settings.retention_bytes && at >= cutoff {
+                break;
+            }
+            total -= size;
+            prune = Some(seq);
+        }
+        if let Some(seq) = prune {
+            writes.push(HistoryWrite::PruneThrough(seq));
+            self.pruned = seq;
+        }
+        Ok(writes)
+    }
+
+    /// Registers `subject` if it is new, checks `cursor`, and returns the
+    /// members to start with (when `initial`), their time and the cursor
+    /// after them.
+    pub fn open(
+        &mut self,
+        shared: &Shared,
+        subject: &Subject,
+        cursor: Option<Cursor>,
+        initial: bool,
+    ) -> Result<Opened> {
+        if let Some(cursor) = cursor {
+            if cursor.history != self.history {
+                return Err(Error::Cursor {
+                    reason: "CURSOR_UNKNOWN",
+                    message: format!(
+                        "cursor {} belongs to another change history (of another server, or \
+                         of this one before its store was restored): watch again with the \
+                         initial members, and follow the new cursor",
+                        cursor.to_text()
+                    ),
+                    cursor: cursor.to_text(),
+                });
+            }
+            if cursor.seq > self.seq {
+                return Err(Error::Cursor {
+                    reason: "CURSOR_UNKNOWN",
+                    message: format!(
+                        "cursor {} is past the end of the change history ({}): watch again \
+                         with the initial members, and follow the new cursor",
+                        cursor.to_text(),
+                        self.seq
+                    ),
+                    cursor: cursor.to_text(),
+                });
+            }
+            let complete = cursor.offset == u32::MAX;
+            if cursor.seq < self.pruned || (!complete && cursor.seq <= self.pruned) {
+                return Err(expired(cursor, "before the watch resumed"));
+            }
+            if !self.subjects.contains_key(subject) {
+                return Err(self.unknown_subject(shared, subject, cursor)?);
+            }
+            return Ok((None, Timestamp::from_nanos(self.at), cursor));
+        }
+        if !self.subjects.contains_key(subject) {
+            self.register(shared, subject)?;
+        }
+        let members = initial.then(|| self.members_of(shared, subject));
+        Ok((
+            members,
+            Timestamp::from_nanos(self.at),
+            Cursor::after(self.history, self.seq),
+        ))
+    }
+
+    /// The error for a cursor of a subject no longer watched: its segment
+    /// is gone, or was never watched.
+    fn unknown_subject(&self, shared: &Shared, subject: &Subject, cursor: Cursor) -> Result<Error> {
+        if let Subject::Segment { id, .. } = subject {
+            let exists = SegmentId::parse(id)
+                .ok()
+                .map(|id| shared.store.get_segment(&id))
+                .transpose()?
+                .flatten()
+                .is_some();
+            if !exists {
+                return Ok(Error::NotFound(format!("segments/{id}")));
+            }
+        }
+        Ok(Error::Cursor {
+            reason: "CURSOR_UNKNOWN",
+            message: format!(
+                "cursor {} is not of a watch of this segment and channel: watch again with the \
+                 initial members, and follow the new cursor",
+                cursor.to_text()
+            ),
+            cursor: cursor.to_text(),
+        })
+    }
+
+    /// Starts following `subject`: its members now enter, in one record.
+    fn register(&mut self, shared: &Shared, subject: &Subject) -> Result<()> {
+        let Subject::Segment { id, .. } = subject else {
+            return Err(Error::internal("the personas are always followed"));
+        };
+        let segment_id = SegmentId::parse(id).map_err(|error| Error::invalid("segment", error))?;
+        let segment = shared
+            .store
+            .get_segment(&segment_id)?
+            .ok_or_else(|| Error::NotFound(segment_id.name()))?;
+        self.subjects.insert(
+            subject.clone(),
+            SubjectState {
+                rule: String::new(),
+                compiled: None,
+                codes: Vec::new(),
+                ghosts: Vec::new(),
+                dirty: true,
+            },
+        );
+        // The first evaluation of a subject is all entries, with the rule.
+        let catalog = shared.catalog();
+        let record = {
+            let index = shared.index();
+            let at = self.at.max(shared.watch.now().as_nanos());
+            let frame = Frame::new(
+                &index,
+                Timestamp::from_nanos(at),
+                shared.settings.thresholds,
+            );
+            let touched = Touched::default();
+            let state = self.subjects.get_mut(subject).expect("just inserted");
+            state.rule = format!("\u{0}{}", segment.filter);
+            self.evaluate_subject(shared, &frame, subject, &catalog, &touched, false, at)?
+        };
+        let Some(record) = record else {
+            return Err(Error::internal("a new watch wrote no record"));
+        };
+        self.seq += 1;
+        let checkpoint = Checkpoint {
+            subject: subject.clone(),
+            seq: self.seq,
+            rule: segment.filter.clone(),
+            members: self.members_of(shared, subject),
+        };
+        self.subjects.get_mut(subject).expect("registered").dirty = false;
+        shared.store.write_history(vec![
+            HistoryWrite::Record(self.seq, encode(&record)?),
+            HistoryWrite::Checkpoint(subject.key(), encode(&checkpoint)?),
+        ])?;
+        shared.store.flush()
+    }
+}
+
+/// Loads the history: every subject's checkpoint, replayed to the last
+/// record; the personas are followed from the start.
+pub fn load(shared: &Shared) -> Result<State> {
+    let store = &shared.store;
+    let history = store.history_id()?;
+    let (pruned, last) = store.history_bounds()?;
+    let mut checkpoints: BTreeMap<Subject, Checkpoint> = BTreeMap::new();
+    for (_, bytes) in store.history_checkpoints()? {
+        let checkpoint: Checkpoint = decode(&bytes)?;
+        checkpoints.insert(checkpoint.subject.clone(), checkpoint);
+    }
+    // Replay every record after the oldest checkpoint into the member
+    // lists by id.
+    let mut lists: BTreeMap<Subject, (String, u64, BTreeMap<String, String>)> = checkpoints
+        .into_iter()
+        .map(|(subject, checkpoint)| {
+            let members = checkpoint.members.into_iter().collect();
+            (subject, (checkpoint.rule, checkpoint.seq, members))
+        })
+        .collect();
+    let oldest = lists.values().map(|(_, seq, _)| *seq).min().unwrap_or(last);
+    let mut after = oldest.max(pruned);
+    let mut at = 0i64;
+    loop {
+        let records = store.history_after(after, 1024)?;
+        let Some(&(end, _)) = records.last() else {
+            break;
+        };
+        for (seq, bytes) in records {
+            let record: Record = decode(&bytes)?;
+            at = at.max(record.at);
+            let Some((rule, from, members)) = lists.get_mut(&record.subject) else {
+                continue;
+            };
+            if seq <= *from {
+                continue;
+            }
+            if let Some(new_rule) = record.rule {
+                *rule = new_rule;
+            }
+            for change in record.changes {
+                if change.entered {
+                    members.insert(change.customer, change.to);
+                } else {
+                    members.remove(&change.customer);
+                }
+            }
+            if record.ended {
+                lists.remove(&record.subject);
+            }
+        }
+        after = end;
+    }
+    let index = shared.index();
+    let mut state = State {
+        history,
+        seq: last,
+        pruned,
+        at,
+        subjects: BTreeMap::new(),
+        names: vec![String::new()],
+        codes_by_name: HashMap::new(),
+        rfm: None,
+        maintained: Instant::now(),
+    };
+    let rows = index.row_count();
+    for (subject, (rule, _, members)) in lists {
+        let compiled = match &subject {
+            Subject::Segment { .. } => Some(compile_rule(&rule).unwrap_or(Predicate::Const(false))),
+            Subject::Personas => None,
+        };
+        let mut codes = vec![0u32; rows];
+        let mut ghosts = Vec::new();
+        for (customer, persona) in members {
+            let code = match subject {
+                Subject::Personas => state.code(&persona),
+                Subject::Segment { .. } => 1,
+            };
+            match index.row_number(&customer) {
+                Some(row) => codes[row as usize] = code,
+                None => ghosts.push((customer, persona)),
+            }
+        }
+        state.subjects.insert(
+            subject,
+            SubjectState {
+                rule,
+                compiled,
+                codes,
+                ghosts,
+                dirty: false,
+            },
+        );
+    }
+    drop(index);
+    if !state.subjects.contains_key(&Subject::Personas) {
+        // The personas are followed from the first start on, from their
+        // assignments then.
+        let catalog = shared.catalog();
+        let codes = {
+            let index = shared.index();
+            let now = shared.watch.now();
+            state.at = state.at.max(now.as_nanos());
+            let frame = Frame::new(
+                &index,
+                Timestamp::from_nanos(state.at),
+                shared.settings.thresholds,
+            );
+            state.members_now(
+                &frame,
+                &Subject::Personas,
+                &Predicate::Const(true),
+                &catalog,
+            )
+        };
+        state.subjects.insert(
+            Subject::Personas,
+            SubjectState {
+                rule: catalog_rule(&catalog),
+                compiled: None,
+                codes,
+                ghosts: Vec::new(),
+                dirty: false,
+            },
+        );
+        let checkpoint = Checkpoint {
+            subject: Subject::Personas,
+            seq: state.seq,
+            rule: catalog_rule(&catalog),
+            members: state.members_of(shared, &Subject::Personas),
+        };
+        store.write_history(vec![HistoryWrite::Checkpoint(
+            Subject::Personas.key(),
+            encode(&checkpoint)?,
+        )])?;
+        store.flush()?;
+    }
+    tracing::info!(
+        subjects = state.subjects.len(),
+        last_record = state.seq,
+        "change history loaded"
+    );
+    Ok(state)
+}

@@ -1,0 +1,193 @@
+//! One watcher's way through the change history: the records of its
+//! subject after its cursor, a message at a time, then progress as the
+//! evaluations go on.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::record::{Change, Cursor, Record, Subject};
+use super::{expired, Head, Hub};
+use crate::domain::{Result, Timestamp};
+use crate::engine::Shared;
+
+/// The most changes one message carries.
+pub const MAX_CHANGES_PER_MESSAGE: usize = 1000;
+/// Records read from the store at a time.
+const READ_AHEAD: usize = 32;
+
+/// What a watcher gets next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeedItem {
+    /// Changes of one evaluation (or a part of them).
+    Changes {
+        /// The changes, in order.
+        changes: Vec<Change>,
+        /// The evaluation time.
+        at: Timestamp,
+        /// Resume after this message with it.
+        cursor: Cursor,
+    },
+    /// Nothing more for this watcher up to `at`.
+    Progress {
+        /// The time of the latest evaluation.
+        at: Timestamp,
+        /// Resume with it.
+        cursor: Cursor,
+    },
+    /// The subject ended: its segment was deleted; the changes before
+    /// reported its members leaving.
+    Ended,
+}
+
+/// A watcher's place in the history.
+#[derive(Debug)]
+pub struct Feed {
+    shared: Arc<Shared>,
+    subject: Subject,
+    /// For personas: only moves into or out of these; all when empty.
+    personas: BTreeSet<String>,
+    cursor: Cursor,
+    head: watch::Receiver<Head>,
+    buffered: VecDeque<(u64, Record)>,
+    /// The evaluation time of the last message sent.
+    sent_at: i64,
+    ended: bool,
+}
+
+impl Feed {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        hub: &Hub,
+        subject: Subject,
+        personas: BTreeSet<String>,
+        cursor: Cursor,
+        at: i64,
+    ) -> Self {
+        Feed {
+            shared,
+            subject,
+            personas,
+            cursor,
+            head: hub.head.subscribe(),
+            buffered: VecDeque::new(),
+            sent_at: at,
+            ended: false,
+        }
+    }
+
+    /// The cursor of the last item given.
+    pub fn cursor(&self) -> Cursor {
+        self.cursor
+    }
+
+    fn wanted(&self, change: &Change) -> bool {
+        self.personas.is_empty()
+            || self.personas.contains(&change.from)
+            || self.personas.contains(&change.to)
+    }
+
+    /// The next item; waits for the next evaluation when there is none.
+    pub async fn next(&mut self) -> Result<FeedItem> {
+        loop {
+            if self.ended {
+                return Ok(FeedItem::Ended);
+            }
+            if let Some((seq, record)) = self.buffered.front() {
+                let seq = *seq;
+                if record.subject != self.subject {
+                    self.buffered.pop_front();
+                    self.cursor = Cursor::after(self.cursor.history, seq);
+                    continue;
+                }
+                let start = if self.cursor.seq == seq {
+                    (self.cursor.offset as usize).min(record.changes.len())
+                } else {
+                    0
+                };
+                let mut end = start;
+                let mut changes = Vec::new();
+                while end < record.changes.len() && changes.len() < MAX_CHANGES_PER_MESSAGE {
+                    if self.wanted(&record.changes[end]) {
+                        changes.push(record.changes[end].clone());
+                    }
+                    end += 1;
+                }
+                let at = record.at;
+                let ended = record.ended;
+                self.cursor = if end == record.changes.len() {
+                    self.buffered.pop_front();
+                    self.ended = ended;
+                    Cursor::after(self.cursor.history, seq)
+                } else {
+                    Cursor {
+                        history: self.cursor.history,
+                        seq,
+                        offset: end as u32,
+                    }
+                };
+                if changes.is_empty() {
+                    continue;
+                }
+                self.sent_at = self.sent_at.max(at);
+                return Ok(FeedItem::Changes {
+                    changes,
+                    at: Timestamp::from_nanos(at),
+                    cursor: self.cursor,
+                });
+            }
+            let head = *self.head.borrow_and_update();
+            let done = self.cursor.offset == u32::MAX;
+            if self.cursor.seq < head.seq || !done {
+                self.read(head.seq).await?;
+                continue;
+            }
+            if head.at > self.sent_at {
+                self.sent_at = head.at;
+                self.cursor = Cursor::after(self.cursor.history, head.seq);
+                return Ok(FeedItem::Progress {
+                    at: Timestamp::from_nanos(head.at),
+                    cursor: self.cursor,
+                });
+            }
+            if self.head.changed().await.is_err() {
+                return Err(crate::domain::Error::Unavailable(
+                    "segmentd is shutting down; resume with the last cursor".into(),
+                ));
+            }
+        }
+    }
+
+    /// Reads the records after the cursor, up to `last`.
+    async fn read(&mut self, last: u64) -> Result<()> {
+        // A record delivered in part is read again.
+        let after = if self.cursor.offset == u32::MAX {
+            self.cursor.seq
+        } else {
+            self.cursor.seq.saturating_sub(1)
+        };
+        let shared = Arc::clone(&self.shared);
+        let records =
+            tokio::task::spawn_blocking(move || shared.store.history_after(after, READ_AHEAD))
+                .await
+                .map_err(|error| {
+                    crate::domain::Error::internal(format!("history read failed: {error}"))
+                })??;
+        for (expected, (seq, bytes)) in (after + 1..).zip(records) {
+            if seq > last {
+                break;
+            }
+            if seq != expected {
+                return Err(expired(self.cursor, "while it was being read"));
+            }
+            self.buffered
+                .push_back((seq, super::record::decode(&bytes)?));
+        }
+        if self.buffered.is_empty() {
+            // The records up to `last` are gone: pruned under the reader.
+            return Err(expired(self.cursor, "while it was being read"));
+        }
+        Ok(())
+    }
+}

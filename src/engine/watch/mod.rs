@@ -1,0 +1,367 @@
+//! Real-time membership: watched segments and the persona assignments are
+//! evaluated after writes and as the clock moves, as bit sets over the
+//! whole index, and each evaluation's differences go into a change history
+//! that watchers follow with resumable cursors.
+//!
+//! - `record`: subjects, records, checkpoints and cursors, and their
+//!   encoding.
+//! - `journal`: what writes touched since the last evaluation, for the
+//!   causes.
+//! - `evaluate`: the state of every subject and one evaluation of them.
+//! - `feed`: one watcher's way through the history.
+//! - this module: the hub the engine holds, the evaluation loop, and the
+//!   engine's watch operations.
+//!
+//! # Exactness
+//!
+//! An evaluation holds the index for reading, so it sees every write
+//! applied before it and none after, at one evaluation time; a subject's
+//! changes are its members then minus its members at the evaluation
+//! before. A watcher that applies every change it receives, in order,
+//! holds exactly the members as of the last evaluation time it was told.
+//! Records are on disk before any watcher hears of them, so a cursor handed
+//! out stays good across a crash.
+//!
+//! # Erasure
+//!
+//! The history holds customer ids and nothing else of a customer. Erasing
+//! a customer removes their id from every record and checkpoint written
+//! before the evaluation that reports them leaving; that last record keeps
+//! the id, so that watchers learn of the erasure, until retention drops it.
+
+mod evaluate;
+mod feed;
+mod journal;
+pub mod record;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+
+pub use feed::{Feed, FeedItem, MAX_CHANGES_PER_MESSAGE};
+pub use journal::Journal;
+pub use record::{Cause, Change, Cursor, Subject};
+
+use super::{Engine, Shared};
+use crate::domain::{Error, Result, Timestamp};
+use evaluate::State;
+
+/// How the watches are evaluated and their history kept.
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    /// At most this long between evaluations, so that changes the clock
+    /// alone makes are seen within it.
+    pub period: Duration,
+    /// Records older than this are dropped.
+    pub retention: Duration,
+    /// Beyond this many bytes of records, the oldest are dropped.
+    pub retention_bytes: u64,
+    /// A watcher that does not read for this long is ended.
+    pub slow_reader_timeout: Duration,
+    /// The clock evaluations run by.
+    pub clock: Clock,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            period: Duration::from_secs(1),
+            retention: Duration::from_secs(7 * 86_400),
+            retention_bytes: 1 << 30,
+            slow_reader_timeout: Duration::from_secs(30),
+            clock: Clock::System,
+        }
+    }
+}
+
+/// The clock evaluations run by.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    /// The system's.
+    System,
+    /// A simulated clock, for backtests: `start` when the process started,
+    /// moving `rate` times as fast as the system's.
+    Simulated {
+        /// The time at start.
+        start: Timestamp,
+        /// Simulated seconds per second.
+        rate: f64,
+        /// When the simulation started.
+        since: Instant,
+    },
+}
+
+impl Clock {
+    /// The time now.
+    pub fn now(&self) -> Timestamp {
+        match *self {
+            Clock::System => Timestamp::now(),
+            Clock::Simulated { start, rate, since } => {
+                let elapsed = since.elapsed().as_secs_f64() * rate * 1e9;
+                Timestamp::from_nanos(start.as_nanos().saturating_add(elapsed as i64))
+            }
+        }
+    }
+}
+
+/// The last record on disk, and the time of the last evaluation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Head {
+    /// The last record's sequence number.
+    pub seq: u64,
+    /// The last evaluation time, nanoseconds since the epoch.
+    pub at: i64,
+}
+
+/// What the engine holds for watching.
+#[derive(Debug)]
+pub struct Hub {
+    /// The settings.
+    settings: WatchSettings,
+    /// What writes touched since the last evaluation.
+    pub journal: Journal,
+    /// Wakes the evaluation loop after a write.
+    pub wake: Notify,
+    /// Every subject's members; the history's one writer holds it.
+    state: Mutex<Option<State>>,
+    /// The head, for watchers to wait on.
+    head: watch::Sender<Head>,
+    /// Evaluations so far, and their time in all, for the metrics.
+    evaluations: std::sync::atomic::AtomicU64,
+    /// Microseconds spent evaluating.
+    evaluation_micros: std::sync::atomic::AtomicU64,
+}
+
+/// How a watch starts.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// With the changes after now.
+    Now,
+    /// With the current members, then the changes.
+    Initial,
+    /// With the changes after a cursor.
+    After(String),
+}
+
+/// A watch, started.
+#[derive(Debug)]
+pub struct Started {
+    /// The members it starts with, with their persona for personas, in
+    /// order of the customer id, when asked for.
+    pub initial: Option<Vec<(String, String)>>,
+    /// The evaluation time they hold at.
+    pub at: Timestamp,
+    /// The cursor after them.
+    pub cursor: Cursor,
+    /// The changes that follow.
+    pub feed: Feed,
+}
+
+/// A cursor too old for the history kept.
+fn expired(cursor: Cursor, when: &str) -> Error {
+    Error::Cursor {
+        reason: "CURSOR_EXPIRED",
+        message: format!(
+            "the change history no longer holds the changes after cursor {} (retention dropped \
+             them {when}): watch again with the initial members, and follow the new cursor",
+            cursor.to_text()
+        ),
+        cursor: cursor.to_text(),
+    }
+}
+
+fn lock(state: &Mutex<Option<State>>) -> MutexGuard<'_, Option<State>> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Hub {
+    /// A hub that has loaded nothing yet.
+    pub fn new(settings: WatchSettings) -> Self {
+        Hub {
+            settings,
+            journal: Journal::default(),
+            wake: Notify::new(),
+            state: Mutex::new(None),
+            head: watch::Sender::new(Head::default()),
+            evaluations: Default::default(),
+            evaluation_micros: Default::default(),
+        }
+    }
+
+    /// The time now, by the configured clock.
+    pub fn now(&self) -> Timestamp {
+        self.settings.clock.now()
+    }
+
+    /// Evaluations so far, and the seconds they took.
+    pub fn evaluation_stats(&self) -> (u64, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.evaluations.load(Relaxed),
+            self.evaluation_micros.load(Relaxed) as f64 / 1e6,
+        )
+    }
+}
+
+/// Loads the history, then evaluates after writes and every period until
+/// the engine is gone.
+pub(super) async fn run(shared: Weak<Shared>) {
+    let Some(strong) = shared.upgrade() else {
+        return;
+    };
+    let hub = &strong.watch;
+    let loaded = {
+        let loading = Arc::clone(&strong);
+        tokio::task::spawn_blocking(move || evaluate::load(&loading))
+            .await
+            .map_err(|error| Error::internal(format!("history load task failed: {error}")))
+            .and_then(|loaded| loaded)
+    };
+    match loaded {
+        Ok(state) => {
+            hub.head.send_replace(state.head());
+            *lock(&hub.state) = Some(state);
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot load the change history: watching is off");
+            return;
+        }
+    }
+    let period = hub.settings.period;
+    drop(strong);
+    let mut last_cost = Duration::ZERO;
+    loop {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let hub = &strong.watch;
+        // After a write, wait a little for the writes that come with it,
+        // and long enough that evaluating takes at most a quarter of a
+        // core; else every period.
+        let woken = tokio::select! {
+            () = hub.wake.notified() => true,
+            () = tokio::time::sleep(period) => false,
+        };
+        if woken {
+            let gap = (last_cost * 3).max(Duration::from_millis(20)).min(period);
+            tokio::time::sleep(gap).await;
+        }
+        let started = Instant::now();
+        let evaluating = Arc::clone(&strong);
+        let outcome = tokio::task::spawn_blocking(move || evaluate_now(&evaluating))
+            .await
+            .map_err(|error| Error::internal(format!("evaluation task failed: {error}")))
+            .and_then(|outcome| outcome);
+        last_cost = started.elapsed();
+        if let Err(error) = outcome {
+            tracing::error!(%error, "evaluating the watches failed; trying again");
+        }
+        drop(strong);
+    }
+}
+
+/// One evaluation of every subject, written and flushed, then told.
+fn evaluate_now(shared: &Shared) -> Result<()> {
+    let hub = &shared.watch;
+    let mut guard = lock(&hub.state);
+    let Some(state) = guard.as_mut() else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let at = hub.now();
+    state.evaluate(shared, at)?;
+    hub.head.send_replace(state.head());
+    use std::sync::atomic::Ordering::Relaxed;
+    hub.evaluations.fetch_add(1, Relaxed);
+    hub.evaluation_micros
+        .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+    Ok(())
+}
+
+impl Engine {
+    /// Starts a watch of `subject` (see [`Start`]); for personas, of moves
+    /// into or out of `personas` (every one when empty).
+    pub async fn watch(
+        &self,
+        subject: Subject,
+        start: Start,
+        personas: BTreeSet<String>,
+    ) -> Result<Started> {
+        if self.replica.is_some() {
+            return Err(Error::FailedPrecondition(
+                "watching is not available in cluster mode yet: watch a server of the \
+                 embedded mode"
+                    .into(),
+            ));
+        }
+        let cursor = match &start {
+            Start::After(text) => Some(Cursor::parse(text).ok_or_else(|| {
+                Error::invalid(
+                    "cursor",
+                    "not a cursor of this service: send the `cursor` of a message received, \
+                     unchanged",
+                )
+            })?),
+            _ => None,
+        };
+        let initial = matches!(start, Start::Initial);
+        let blocking_subject = subject.clone();
+        let (initial, at, cursor) = self
+            .blocking(move |shared| {
+                let mut guard = lock(&shared.watch.state);
+                let state = guard.as_mut().ok_or_else(|| {
+                    Error::Unavailable(
+                        "the change history is still loading; retry in a moment".into(),
+                    )
+                })?;
+                state.open(shared, &blocking_subject, cursor, initial)
+            })
+            .await?;
+        shared_head_touch(&self.shared);
+        let feed = Feed::new(
+            Arc::clone(&self.shared),
+            &self.shared.watch,
+            subject,
+            personas,
+            cursor,
+            at.as_nanos(),
+        );
+        Ok(Started {
+            initial,
+            at,
+            cursor,
+            feed,
+        })
+    }
+
+    /// Starts evaluating the watches, in the background, until the engine
+    /// is dropped; the embedded mode's server calls it once.
+    pub fn start_watching(&self) {
+        self.shared.watch.journal.start();
+        tokio::spawn(run(Arc::downgrade(&self.shared)));
+    }
+
+    /// The time now, by the clock the watches run on.
+    pub fn watch_now(&self) -> Timestamp {
+        self.shared.watch.now()
+    }
+
+    /// How long a watcher may go without reading.
+    pub fn slow_reader_timeout(&self) -> Duration {
+        self.shared.watch.settings.slow_reader_timeout
+    }
+}
+
+/// Tells the watchers a registration moved the head.
+fn shared_head_touch(shared: &Shared) {
+    if let Some(state) = lock(&shared.watch.state).as_ref() {
+        shared.watch.head.send_if_modified(|head| {
+            let now = state.head();
+            std::mem::replace(head, now) != now
+        });
+    }
+}

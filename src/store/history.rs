@@ -1,0 +1,175 @@
+//! The membership change history: the tree `watch`, which the engine's
+//! watch evaluator alone writes. The store keeps bytes; the engine encodes
+//! them.
+//!
+//! | key                      | value                                    |
+//! |--------------------------|------------------------------------------|
+//! | `i`                      | the history's id, u64 big-endian, made on first use |
+//! | `p`                      | the last sequence number pruned, u64 big-endian |
+//! | `r` + sequence, u64 big-endian | one record of changes             |
+//! | `c` + subject key        | one subject's checkpoint                 |
+//!
+//! The tree is not part of a backup (see `backup::scan_all`): a restored
+//! store starts a new history with a new id, so a cursor of the old one is
+//! refused rather than misread.
+
+use super::{storage_error, Store};
+use crate::domain::{Error, Result};
+
+/// The name of the tree.
+pub(super) const TREE: &str = "watch";
+const ID_KEY: &[u8] = b"i";
+const PRUNED_KEY: &[u8] = b"p";
+const RECORD: u8 = b'r';
+const CHECKPOINT: u8 = b'c';
+
+/// One write to the history, applied atomically with the others of a call
+/// to [`Store::write_history`].
+#[derive(Debug, Clone)]
+pub enum HistoryWrite {
+    /// Adds the record with this sequence number.
+    Record(u64, Vec<u8>),
+    /// Replaces a record (an erasure rewrote it).
+    Rewrite(u64, Vec<u8>),
+    /// Stores a subject's checkpoint.
+    Checkpoint(Vec<u8>, Vec<u8>),
+    /// Removes a subject's checkpoint.
+    DropCheckpoint(Vec<u8>),
+    /// Removes the records up to and including this sequence number.
+    PruneThrough(u64),
+}
+
+fn u64_of(bytes: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::internal("history: a number that is not 8 bytes"))
+}
+
+fn record_key(seq: u64) -> [u8; 9] {
+    let mut key = [RECORD; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn checkpoint_key(subject: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(subject.len() + 1);
+    key.push(CHECKPOINT);
+    key.extend_from_slice(subject);
+    key
+}
+
+impl Store {
+    fn history_tree(&self) -> Result<sled::Tree> {
+        self.db.open_tree(TREE).map_err(storage_error)
+    }
+
+    /// The history's id, made at random on first use; blocking.
+    pub fn history_id(&self) -> Result<u64> {
+        let tree = self.history_tree()?;
+        if let Some(bytes) = tree.get(ID_KEY).map_err(storage_error)? {
+            return u64_of(&bytes);
+        }
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|error| {
+            Error::internal(format!("no randomness for the history id: {error}"))
+        })?;
+        // Never 0, so that no cursor of an empty history matches by chance.
+        let id = u64::from_be_bytes(bytes).max(1);
+        tree.insert(ID_KEY, &id.to_be_bytes())
+            .map_err(storage_error)?;
+        Ok(id)
+    }
+
+    /// The last sequence number pruned (0 when none was), and the last one
+    /// stored (the pruned one when none is left); blocking.
+    pub fn history_bounds(&self) -> Result<(u64, u64)> {
+        let tree = self.history_tree()?;
+        let pruned = tree
+            .get(PRUNED_KEY)
+            .map_err(storage_error)?
+            .map(|bytes| u64_of(&bytes))
+            .transpose()?
+            .unwrap_or(0);
+        let last = tree
+            .scan_prefix([RECORD])
+            .next_back()
+            .transpose()
+            .map_err(storage_error)?
+            .map(|(key, _)| u64_of(&key[1..]))
+            .transpose()?
+            .unwrap_or(pruned);
+        Ok((pruned, last.max(pruned)))
+    }
+
+    /// Up to `limit` records after `after`, in order, with their sequence
+    /// numbers; blocking.
+    pub fn history_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let tree = self.history_tree()?;
+        let start = record_key(after.saturating_add(1));
+        let end = record_key(u64::MAX);
+        tree.range(start..=end)
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry.map_err(storage_error)?;
+                Ok((u64_of(&key[1..])?, value.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Every subject's checkpoint, by subject key; blocking.
+    pub fn history_checkpoints(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let tree = self.history_tree()?;
+        tree.scan_prefix([CHECKPOINT])
+            .map(|entry| {
+                let (key, value) = entry.map_err(storage_error)?;
+                Ok((key[1..].to_vec(), value.to_vec()))
+            })
+            .collect()
+    }
+
+    /// The bytes of the records, keys included; blocking: a scan.
+    pub fn history_bytes(&self) -> Result<u64> {
+        let tree = self.history_tree()?;
+        let mut bytes = 0u64;
+        for entry in tree.scan_prefix([RECORD]) {
+            let (key, value) = entry.map_err(storage_error)?;
+            bytes += (key.len() + value.len()) as u64;
+        }
+        Ok(bytes)
+    }
+
+    /// Applies `writes` atomically; blocking. Not yet on disk: await
+    /// [`Store::flushed`] before telling anyone.
+    pub fn write_history(&self, writes: Vec<HistoryWrite>) -> Result<()> {
+        let tree = self.history_tree()?;
+        let mut pruned_through = None;
+        let mut batch = sled::Batch::default();
+        for write in writes {
+            match write {
+                HistoryWrite::Record(seq, bytes) | HistoryWrite::Rewrite(seq, bytes) => {
+                    batch.insert(&record_key(seq)[..], bytes);
+                }
+                HistoryWrite::Checkpoint(subject, bytes) => {
+                    batch.insert(checkpoint_key(&subject), bytes);
+                }
+                HistoryWrite::DropCheckpoint(subject) => batch.remove(checkpoint_key(&subject)),
+                HistoryWrite::PruneThrough(seq) => pruned_through = Some(seq),
+            }
+        }
+        if let Some(seq) = pruned_through {
+            for entry in tree.range(record_key(0)..=record_key(seq)) {
+                let (key, _) = entry.map_err(storage_error)?;
+                batch.remove(key);
+            }
+            batch.insert(PRUNED_KEY, &seq.to_be_bytes());
+        }
+        // A batch applies atomically.
+        tree.apply_batch(batch).map_err(storage_error)
+    }
+
+    /// Resolves once everything written so far is on disk, whatever the
+    /// configured durability: a cursor handed out must survive a crash.
+    pub async fn flushed(&self) -> Result<()> {
+        self.commit.wait().await
+    }
+}
