@@ -100,7 +100,7 @@ pub struct Watcher {
     pub cursor: String,
     /// Every change received: (customer, entered, cause).
     pub changes: Vec<(String, bool, pb::ChangeCause)>,
-    initial_done: bool,
+    pub initial_done: bool,
 }
 
 fn nanos(timestamp: &Option<Timestamp>) -> i128 {
@@ -112,7 +112,11 @@ impl Watcher {
     /// Applies one message.
     pub fn apply(&mut self, message: pb::WatchSegmentMembershipResponse) {
         let at = nanos(&message.evaluation_time);
-        assert!(at >= self.at, "evaluation times never go back");
+        assert!(
+            at >= self.at,
+            "evaluation times never go back: {at} after {} ({message:?})",
+            self.at
+        );
         self.at = at;
         match message.event.expect("every message has an event") {
             Event::Initial(batch) => {

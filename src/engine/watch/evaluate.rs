@@ -156,7 +156,7 @@ impl State {
         let catalog = shared.catalog();
         let mut writes = Vec::new();
         let mut erased: HashSet<String> = HashSet::new();
-        let last_before = self.seq;
+        let mut records: BTreeMap<Subject, Record> = BTreeMap::new();
         {
             // The journal is drained with the index held, and no write
             // between: every change seen has its cause in what is drained.
@@ -184,20 +184,25 @@ impl State {
                 let record = self
                     .evaluate_subject(shared, &frame, &subject, &catalog, &touched, others, at)?;
                 if let Some(record) = record {
-                    self.seq += 1;
-                    writes.push(HistoryWrite::Record(self.seq, encode(&record)?));
-                    if record.ended {
-                        self.subjects.remove(&subject);
-                        writes.push(HistoryWrite::DropCheckpoint(subject.key()));
-                    } else if let Some(state) = self.subjects.get_mut(&subject) {
-                        state.dirty = true;
-                    }
+                    records.insert(subject, record);
                 }
             }
         }
         self.at = at;
         if !erased.is_empty() {
-            writes.extend(self.scrub(shared, &erased, last_before)?);
+            let (rewrites, found) = self.scrub(shared, &erased)?;
+            writes.extend(rewrites);
+            self.notify_erasures(found, &mut records, at);
+        }
+        for (subject, record) in records {
+            self.seq += 1;
+            writes.push(HistoryWrite::Record(self.seq, encode(&record)?));
+            if record.ended {
+                self.subjects.remove(&subject);
+                writes.push(HistoryWrite::DropCheckpoint(subject.key()));
+            } else if let Some(state) = self.subjects.get_mut(&subject) {
+                state.dirty = true;
+            }
         }
         if self.maintained.elapsed() >= MAINTENANCE_EVERY {
             writes.extend(self.maintain(shared)?);
@@ -207,6 +212,54 @@ impl State {
         }
         shared.store.write_history(writes)?;
         shared.store.flush()
+    }
+
+    /// Adds an erasure notice for every erased customer a subject's
+    /// earlier records named and this evaluation does not report already:
+    /// a watcher that resumes from any cursor (or started from the members
+    /// at any time) the history still serves may hold them, and the
+    /// records that told of them are gone.
+    fn notify_erasures(
+        &self,
+        found: BTreeMap<Subject, BTreeMap<String, String>>,
+        records: &mut BTreeMap<Subject, Record>,
+        at: i64,
+    ) {
+        for (subject, customers) in found {
+            if !self.subjects.contains_key(&subject) {
+                continue;
+            }
+            let record = records.entry(subject.clone()).or_insert_with(|| Record {
+                subject: subject.clone(),
+                at,
+                changes: Vec::new(),
+                rule: None,
+                ended: false,
+            });
+            let reported: HashSet<String> = record
+                .changes
+                .iter()
+                .map(|change| change.customer.clone())
+                .collect();
+            for (customer, last) in customers {
+                if reported.contains(&customer) {
+                    continue;
+                }
+                record.changes.push(Change {
+                    customer,
+                    entered: false,
+                    from: last,
+                    to: String::new(),
+                    cause: Cause::Erasure,
+                });
+            }
+            // Entries first, then departures, each in id order.
+            record.changes.sort_by(|a, b| {
+                b.entered
+                    .cmp(&a.entered)
+                    .then_with(|| a.customer.cmp(&b.customer))
+            });
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -346,15 +399,20 @@ impl State {
         }
     }
 
-    /// Removes the erased customers from every record up to `through` and
-    /// from every checkpoint.
+    /// Removes the erased customers from every record and checkpoint;
+    /// returns the rewrites, and per subject the erased customers its
+    /// records named, with the persona they last moved to.
+    #[allow(clippy::type_complexity)]
     fn scrub(
         &self,
         shared: &Shared,
         erased: &HashSet<String>,
-        through: u64,
-    ) -> Result<Vec<HistoryWrite>> {
+    ) -> Result<(
+        Vec<HistoryWrite>,
+        BTreeMap<Subject, BTreeMap<String, String>>,
+    )> {
         let mut writes = Vec::new();
+        let mut found: BTreeMap<Subject, BTreeMap<String, String>> = BTreeMap::new();
         let mut after = self.pruned;
         loop {
             let records = shared.store.history_after(after, 256)?;
@@ -362,14 +420,19 @@ impl State {
                 break;
             };
             for (seq, bytes) in records {
-                if seq > through {
-                    return Ok(writes);
-                }
                 let mut record: Record = decode(&bytes)?;
                 let before = record.changes.len();
-                record
-                    .changes
-                    .retain(|change| !erased.contains(&change.customer));
+                let subject = record.subject.clone();
+                record.changes.retain(|change| {
+                    if !erased.contains(&change.customer) {
+                        return true;
+                    }
+                    found
+                        .entry(subject.clone())
+                        .or_default()
+                        .insert(change.customer.clone(), change.to.clone());
+                    false
+                });
                 if record.changes.len() != before {
                     writes.push(HistoryWrite::Rewrite(seq, encode(&record)?));
                 }
@@ -386,7 +449,7 @@ impl State {
                 writes.push(HistoryWrite::Checkpoint(key, encode(&checkpoint)?));
             }
         }
-        Ok(writes)
+        Ok((writes, found))
     }
 
     /// The members of a subject, with their personas, in id order.
@@ -573,7 +636,11 @@ impl State {
         let catalog = shared.catalog();
         let record = {
             let index = shared.index();
-            let at = self.at.max(shared.watch.now().as_nanos());
+            // At the last evaluation's time, as every other subject is.
+            if self.at == 0 {
+                self.at = shared.watch.now().as_nanos();
+            }
+            let at = self.at;
             let frame = Frame::new(
                 &index,
                 Timestamp::from_nanos(at),

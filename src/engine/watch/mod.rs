@@ -155,6 +155,9 @@ pub struct Started {
     pub at: Timestamp,
     /// The cursor after them.
     pub cursor: Cursor,
+    /// The watch resumes from a cursor: the changes after it come first,
+    /// and `at` is not yet the time the watcher's members hold at.
+    pub resumed: bool,
     /// The changes that follow.
     pub feed: Feed,
 }
@@ -334,6 +337,7 @@ impl Engine {
             initial,
             at,
             cursor,
+            resumed: matches!(start, Start::After(_)),
             feed,
         })
     }

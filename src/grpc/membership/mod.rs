@@ -267,6 +267,8 @@ async fn follow<K: WatchKind>(
                 }
             }
         }
+        // A resumed watch hears first of the changes after its cursor.
+        None if started.resumed => {}
         None => {
             let mut message = K::progress();
             K::stamp(&mut message, started.at, Some(cursor));
