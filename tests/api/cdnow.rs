@@ -427,3 +427,123 @@ async fn cdnow_personas_match_an_independent_computation() {
     }
     server.stop().await.unwrap();
 }
+
+/// 1997-01-01T00:00:00Z.
+const YEAR_START: i64 = 852_076_800;
+
+/// Persona counts as BreakdownPersonas gives them at `at` (nanoseconds).
+async fn persona_counts(server: &TestServer, at: i128) -> BTreeMap<String, i64> {
+    let response = segmentd::grpc::pb::persona_service_client::PersonaServiceClient::new(
+        server.channel().await,
+    )
+    .breakdown_personas(pb::BreakdownPersonasRequest {
+        filter: String::new(),
+        evaluation_time: Some(Timestamp {
+            seconds: (at / 1_000_000_000) as i64,
+            nanos: (at % 1_000_000_000) as i32,
+        }),
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    response
+        .groups
+        .into_iter()
+        .filter(|group| group.customer_count > 0)
+        .map(|group| (group.persona_id, group.customer_count))
+        .collect()
+}
+
+#[tokio::test]
+async fn cdnow_persona_moves_streamed_day_by_day_equal_the_breakdowns_between() {
+    use pb::watch_persona_assignments_response::Event;
+    use std::time::Duration;
+
+    // A simulated clock, 30 days a second from two weeks before the data,
+    // evaluated every 30 ms: about a day per evaluation.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::support::config(dir.path());
+    config.engine.watch.period = Duration::from_millis(30);
+    config.engine.watch.clock = segmentd::engine::watch::Clock::Simulated {
+        start: segmentd::domain::Timestamp::from_nanos((YEAR_START - 14 * DAY) * 1_000_000_000),
+        rate: 30.0 * DAY as f64,
+        since: std::time::Instant::now(),
+    };
+    let server = TestServer::spawn(config).await;
+    server.wait_serving().await;
+    let transactions = transactions();
+    let by_customer = by_customer(&transactions);
+    load(&server, &transactions, &by_customer).await;
+    // Evaluations after the load: the moves from here on are the clock's.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut stream = crate::watch::membership(&server)
+        .await
+        .watch_persona_assignments(pb::WatchPersonaAssignmentsRequest {
+            include_initial_assignments: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut assigned: BTreeMap<String, String> = BTreeMap::new();
+    let mut counts = BTreeMap::new();
+    let mut previous: Option<(i128, BTreeMap<String, i64>)> = None;
+    let (mut evaluations, mut moves_seen) = (0, 0);
+    let end = i128::from(DATA_END) * 1_000_000_000;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("a message within 20 s")
+            .unwrap()
+            .expect("the watch goes on");
+        let time = message.evaluation_time.unwrap();
+        let at = i128::from(time.seconds) * 1_000_000_000 + i128::from(time.nanos);
+        let changed = match message.event.unwrap() {
+            Event::Initial(batch) => {
+                for assignment in batch.assignments {
+                    assigned.insert(assignment.customer, assignment.persona_id);
+                }
+                batch.last
+            }
+            Event::Moves(moves) => {
+                for step in moves.moves {
+                    assert_eq!(
+                        assigned.get(&step.customer).map_or("", String::as_str),
+                        step.from_persona_id
+                    );
+                    assert_eq!(step.cause(), pb::ChangeCause::Clock, "{step:?}");
+                    moves_seen += 1;
+                    assigned.insert(step.customer, step.to_persona_id);
+                }
+                true
+            }
+            Event::Progress(_) => false,
+        };
+        if !changed {
+            if at > end {
+                break;
+            }
+            continue;
+        }
+        // The moves of this evaluation are the difference between the
+        // breakdowns at the evaluation before and at this one.
+        counts.clear();
+        for persona in assigned.values().filter(|persona| !persona.is_empty()) {
+            *counts.entry(persona.clone()).or_insert(0i64) += 1;
+        }
+        let expected = persona_counts(&server, at).await;
+        assert_eq!(counts, expected, "at {at}");
+        if let Some((before, counted)) = &previous {
+            assert_eq!(
+                counted,
+                &persona_counts(&server, *before).await,
+                "the breakdown at the evaluation before"
+            );
+        }
+        previous = Some((at, counts.clone()));
+        evaluations += 1;
+    }
+    assert!(evaluations > 100, "{evaluations} evaluations with moves");
+    assert!(moves_seen > 2_357, "{moves_seen} moves");
+}

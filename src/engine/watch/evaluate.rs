@@ -309,7 +309,19 @@ impl State {
         let before = std::mem::replace(&mut state.codes, now);
         let state = &self.subjects[subject];
         let index = frame.index;
-        let cause_of = |customer: &str| -> Cause {
+        // Relative scores move with other customers' writes: a change no
+        // write of the customer's own explains is put down to them when
+        // there were writes, the score bounds moved and the rule (for
+        // personas, the rule of either persona) reads a score.
+        let reads_scores = |was: u32, is: u32| match subject {
+            Subject::Segment { .. } => state.rule.contains("rfm"),
+            Subject::Personas => [was, is].iter().any(|&code| {
+                catalog.catalog.personas.iter().any(|persona| {
+                    persona.id == self.names[code as usize] && persona.rule.contains("rfm")
+                })
+            }),
+        };
+        let cause_of = |customer: &str, was: u32, is: u32| -> Cause {
             if ended || rule_changed {
                 return match subject {
                     Subject::Personas => Cause::CatalogChanged,
@@ -318,7 +330,7 @@ impl State {
             }
             match touched.causes.get(customer) {
                 Some(&cause) => cause,
-                None if others => Cause::OtherCustomers,
+                None if others && reads_scores(was, is) => Cause::OtherCustomers,
                 None => Cause::Clock,
             }
         };
@@ -361,7 +373,7 @@ impl State {
                 }
                 continue;
             }
-            let cause = cause_of(&customer);
+            let cause = cause_of(&customer, was, is);
             let change = self.change(subject, customer, was, is, cause);
             if matches!(subject, Subject::Segment { .. }) && is == 0 {
                 left.push(change);

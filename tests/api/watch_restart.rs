@@ -1,0 +1,307 @@
+//! Watches across restarts: a watcher that resumes with its last cursor
+//! after the server stopped, or was killed with SIGKILL while it watched
+//! and writers wrote, receives exactly the changes after that cursor, and
+//! holds the members listed at the stream's evaluation time.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use prost_types::Timestamp;
+use segmentd::grpc::pb;
+use segmentd::grpc::pb::activity_service_client::ActivityServiceClient;
+use segmentd::grpc::pb::customer_service_client::CustomerServiceClient;
+use segmentd::grpc::pb::membership_service_client::MembershipServiceClient;
+use segmentd::grpc::pb::segmentation_service_client::SegmentationServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::customers::create;
+use crate::watch::{buy, listed, now_nanos, watch, watch_server, Watcher};
+
+fn purchase(id: String, customer: &str, cents: i64) -> pb::Purchase {
+    pb::Purchase {
+        purchase_id: id,
+        customer: format!("customers/{customer}"),
+        occurred_at: Some(Timestamp {
+            seconds: (now_nanos() / 1_000_000_000) as i64 - 60,
+            nanos: 0,
+        }),
+        amount: Some(pb::Money {
+            currency_code: "USD".into(),
+            minor_units: cents,
+        }),
+        quantity: 1,
+        category: "music".into(),
+        durability: pb::ProductDurability::Consumable as i32,
+    }
+}
+
+const RULE: &str = "features.purchase_count >= 2";
+
+async fn create_segment(channel: Channel) {
+    SegmentationServiceClient::new(channel)
+        .create_segment(pb::CreateSegmentRequest {
+            segment_id: "repeat".into(),
+            segment: Some(pb::Segment {
+                display_name: "Repeat buyers".into(),
+                filter: RULE.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_watcher_resumes_after_a_restart_with_exactly_the_changes_it_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = watch_server(dir.path()).await;
+    for n in 0..20 {
+        create(&server, &format!("c{n:02}"), Default::default())
+            .await
+            .unwrap();
+    }
+    create_segment(server.channel().await).await;
+    let mut watcher = Watcher::default();
+    {
+        let mut stream = watch(&server, "repeat", "", true).await.unwrap();
+        buy(
+            &server,
+            (0..5)
+                .map(|n| purchase(format!("a{n}"), "c01", 100))
+                .collect(),
+        )
+        .await;
+        watcher.catch_up(&mut stream, now_nanos()).await;
+    }
+    assert_eq!(watcher.members.len(), 1);
+    // Changes while nobody watches, then a restart, then more changes.
+    for n in 2..8 {
+        let customer = format!("c{n:02}");
+        buy(
+            &server,
+            (0..2)
+                .map(|k| purchase(format!("b{n}-{k}"), &customer, 100))
+                .collect(),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.stop().await.unwrap();
+    let server = watch_server(dir.path()).await;
+    server
+        .customers()
+        .await
+        .delete_customer(pb::DeleteCustomerRequest {
+            name: "customers/c03".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for n in 8..10 {
+        let customer = format!("c{n:02}");
+        buy(
+            &server,
+            (0..2)
+                .map(|k| purchase(format!("c{n}-{k}"), &customer, 100))
+                .collect(),
+        )
+        .await;
+    }
+    let mut stream = watch(&server, "repeat", &watcher.cursor, false)
+        .await
+        .unwrap();
+    watcher.catch_up(&mut stream, now_nanos()).await;
+    assert_eq!(watcher.members, listed(&server, "repeat", watcher.at).await);
+    assert_eq!(watcher.members.len(), 8, "{:?}", watcher.members);
+    // Each customer entered once, and c03 also left, when erased.
+    let entries = watcher
+        .changes
+        .iter()
+        .filter(|(_, entered, _)| *entered)
+        .count();
+    assert_eq!(entries, 9, "{:?}", watcher.changes);
+}
+
+/// A segmentd process on a data directory, for SIGKILL.
+struct Process {
+    addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn start(dir: &Path, addr: SocketAddr) -> Process {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_segmentd"));
+        command
+            .arg("serve")
+            .args(["--listen", &addr.to_string()])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--watch-period", "100ms"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SEGMENTD_") {
+                command.env_remove(name);
+            }
+        }
+        Process {
+            addr,
+            child: Some(command.spawn().unwrap()),
+        }
+    }
+
+    fn channel(&self) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy()
+    }
+
+    /// Waits until the server answers a call.
+    async fn wait_ready(&self) {
+        for _ in 0..300 {
+            let mut client = CustomerServiceClient::new(self.channel());
+            let request = pb::ListCustomersRequest {
+                page_size: 1,
+                ..Default::default()
+            };
+            if client.list_customers(request).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("segmentd at {} never answered", self.addr);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn watch_at(
+    channel: Channel,
+    cursor: &str,
+) -> Result<tonic::Streaming<pb::WatchSegmentMembershipResponse>, tonic::Status> {
+    MembershipServiceClient::new(channel)
+        .watch_segment_membership(pb::WatchSegmentMembershipRequest {
+            segment: "segments/repeat".into(),
+            cursor: cursor.into(),
+            include_initial_members: cursor.is_empty(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Members listed through `channel` at `at`.
+async fn listed_at(channel: Channel, at: i128) -> std::collections::BTreeSet<String> {
+    let mut client = SegmentationServiceClient::new(channel);
+    let page = client
+        .list_segment_members(pb::ListSegmentMembersRequest {
+            segment: "segments/repeat".into(),
+            evaluation_time: Some(Timestamp {
+                seconds: (at / 1_000_000_000) as i64,
+                nanos: (at % 1_000_000_000) as i32,
+            }),
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.next_page_token.is_empty());
+    page.customers.into_iter().collect()
+}
+
+#[tokio::test]
+async fn a_watcher_resumes_exactly_after_the_server_is_killed_while_it_watches() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut process = Process::start(dir.path(), addr);
+    process.wait_ready().await;
+    let customers = CustomerServiceClient::new(process.channel());
+    for n in 0..60 {
+        let mut customers = customers.clone();
+        customers
+            .create_customer(pb::CreateCustomerRequest {
+                customer_id: format!("k{n:02}"),
+                customer: Some(Default::default()),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    create_segment(process.channel()).await;
+    let mut watcher = Watcher::default();
+    let mut stream = watch_at(process.channel(), "").await.unwrap();
+    watcher.catch_up(&mut stream, 0).await;
+
+    // A writer that goes on through the kill; its refused writes are not
+    // acknowledged, and whatever it got acknowledged counts.
+    let writer = {
+        let activity = ActivityServiceClient::new(process.channel());
+        tokio::spawn(async move {
+            for n in 0..400u32 {
+                let mut activity = activity.clone();
+                let customer = format!("k{:02}", n % 60);
+                let request = pb::RecordActivityRequest {
+                    purchases: vec![purchase(format!("w{n}"), &customer, 100)],
+                    engagements: vec![],
+                };
+                let _ = activity.record_activity(request).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Read for a while, then kill the server mid-stream.
+    let kill_at = std::time::Instant::now() + Duration::from_millis(700);
+    while std::time::Instant::now() < kill_at {
+        match tokio::time::timeout(Duration::from_millis(200), stream.message()).await {
+            Ok(Ok(Some(message))) => watcher.apply(message),
+            Ok(other) => panic!("the watch ended before the kill: {other:?}"),
+            Err(_) => {}
+        }
+    }
+    process.kill();
+    // The stream breaks; the watcher keeps the cursor of the last message
+    // it applied.
+    while let Ok(Some(message)) = stream.message().await {
+        watcher.apply(message);
+    }
+    let mut process = Process::start(dir.path(), addr);
+    process.wait_ready().await;
+    let mut stream = watch_at(process.channel(), &watcher.cursor).await.unwrap();
+    writer.await.unwrap();
+    watcher.catch_up(&mut stream, now_nanos()).await;
+    assert_eq!(
+        watcher.members,
+        listed_at(process.channel(), watcher.at).await
+    );
+    assert!(!watcher.members.is_empty());
+    // Once more, with the writes over: a kill between evaluations.
+    process.kill();
+    let process = Process::start(dir.path(), addr);
+    process.wait_ready().await;
+    let mut stream = watch_at(process.channel(), &watcher.cursor).await.unwrap();
+    watcher.catch_up(&mut stream, now_nanos()).await;
+    assert_eq!(
+        watcher.members,
+        listed_at(process.channel(), watcher.at).await
+    );
+}
