@@ -25,6 +25,7 @@ mod support;
 mod tls;
 mod watch;
 mod watch_exact;
+mod watch_flow;
 mod watch_restart;
 
 /// The binary's allocator, so that the memory the tests measure is the

@@ -159,7 +159,9 @@ impl Watcher {
                 .unwrap_or_else(|status| panic!("the watch failed: {status:?}"))
                 .expect("the watch does not end");
             self.apply(message);
-            if self.at >= at_least && !self.cursor.is_empty() {
+            // A cursor inside an evaluation's changes has a third part.
+            let complete = self.cursor.matches('.').count() == 2;
+            if self.at >= at_least && complete {
                 return;
             }
         }

@@ -2,7 +2,7 @@
 //! members now, their differences from the members before, written to the
 //! history with their causes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use super::journal::Touched;
@@ -18,8 +18,9 @@ use crate::engine::select::{consented, select, split_objectors};
 use crate::engine::Shared;
 use crate::store::HistoryWrite;
 
-/// How often subjects that changed get a new checkpoint, and retention
-/// runs.
+/// How often, at most, subjects that changed get a new checkpoint and
+/// retention runs; sooner under a short retention, or once records of a
+/// quarter of the retained bytes were written.
 const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// One subject's members as of the last evaluation.
@@ -57,6 +58,10 @@ pub struct State {
     rfm: Option<RfmBounds>,
     /// When the last checkpoints were written.
     maintained: Instant,
+    /// Bytes of records written since.
+    written: u64,
+    /// Each record kept: its sequence number, bytes and evaluation time.
+    sizes: VecDeque<(u64, u64, i64)>,
 }
 
 /// What opening a watch gives: the members to start with (when asked
@@ -196,7 +201,10 @@ impl State {
         }
         for (subject, record) in records {
             self.seq += 1;
-            writes.push(HistoryWrite::Record(self.seq, encode(&record)?));
+            let bytes = encode(&record)?;
+            self.written += bytes.len() as u64;
+            self.sizes.push_back((self.seq, bytes.len() as u64 + 9, at));
+            writes.push(HistoryWrite::Record(self.seq, bytes));
             if record.ended {
                 self.subjects.remove(&subject);
                 writes.push(HistoryWrite::DropCheckpoint(subject.key()));
@@ -204,7 +212,10 @@ impl State {
                 state.dirty = true;
             }
         }
-        if self.maintained.elapsed() >= MAINTENANCE_EVERY {
+        let settings = &shared.watch.settings;
+        if self.maintained.elapsed() >= MAINTENANCE_EVERY.min(settings.retention / 4)
+            || self.written > settings.retention_bytes / 4
+        {
             writes.extend(self.maintain(shared)?);
         }
         if writes.is_empty() {
@@ -485,6 +496,7 @@ impl State {
     /// drops.
     fn maintain(&mut self, shared: &Shared) -> Result<Vec<HistoryWrite>> {
         self.maintained = Instant::now();
+        self.written = 0;
         let mut writes = Vec::new();
         let dirty: Vec<Subject> = self
             .subjects
@@ -515,27 +527,15 @@ impl State {
             .now()
             .as_nanos()
             .saturating_sub(settings.retention.as_nanos().min(i64::MAX as u128) as i64);
-        let mut sizes = Vec::new();
-        let mut after = self.pruned;
-        loop {
-            let records = shared.store.history_after(after, 1024)?;
-            let Some(&(last, _)) = records.last() else {
-                break;
-            };
-            for (seq, bytes) in records {
-                let record: Record = decode(&bytes)?;
-                sizes.push((seq, bytes.len() as u64 + 9, record.at));
-            }
-            after = last;
-        }
-        let mut total: u64 = sizes.iter().map(|(_, size, _)| size).sum();
+        let mut total: u64 = self.sizes.iter().map(|(_, size, _)| size).sum();
         let mut prune = None;
-        for (seq, size, at) in sizes {
+        while let Some(&(seq, size, at)) = self.sizes.front() {
             if total <= settings.retention_bytes && at >= cutoff {
                 break;
             }
             total -= size;
             prune = Some(seq);
+            self.sizes.pop_front();
         }
         if let Some(seq) = prune {
             writes.push(HistoryWrite::PruneThrough(seq));
@@ -667,6 +667,9 @@ impl State {
             return Err(Error::internal("a new watch wrote no record"));
         };
         self.seq += 1;
+        let bytes = encode(&record)?;
+        self.sizes
+            .push_back((self.seq, bytes.len() as u64 + 9, record.at));
         let checkpoint = Checkpoint {
             subject: subject.clone(),
             seq: self.seq,
@@ -675,7 +678,7 @@ impl State {
         };
         self.subjects.get_mut(subject).expect("registered").dirty = false;
         shared.store.write_history(vec![
-            HistoryWrite::Record(self.seq, encode(&record)?),
+            HistoryWrite::Record(self.seq, bytes),
             HistoryWrite::Checkpoint(subject.key(), encode(&checkpoint)?),
         ])?;
         shared.store.flush()
@@ -703,7 +706,10 @@ pub fn load(shared: &Shared) -> Result<State> {
         })
         .collect();
     let oldest = lists.values().map(|(_, seq, _)| *seq).min().unwrap_or(last);
-    let mut after = oldest.max(pruned);
+    // Every record kept is read once, for retention; the ones after the
+    // oldest checkpoint are replayed.
+    let mut after = pruned;
+    let mut sizes = VecDeque::new();
     let mut at = 0i64;
     loop {
         let records = store.history_after(after, 1024)?;
@@ -713,6 +719,10 @@ pub fn load(shared: &Shared) -> Result<State> {
         for (seq, bytes) in records {
             let record: Record = decode(&bytes)?;
             at = at.max(record.at);
+            sizes.push_back((seq, bytes.len() as u64 + 9, record.at));
+            if seq <= oldest {
+                continue;
+            }
             let Some((rule, from, members)) = lists.get_mut(&record.subject) else {
                 continue;
             };
@@ -746,6 +756,8 @@ pub fn load(shared: &Shared) -> Result<State> {
         codes_by_name: HashMap::new(),
         rfm: None,
         maintained: Instant::now(),
+        written: 0,
+        sizes,
     };
     let rows = index.row_count();
     for (subject, (rule, _, members)) in lists {

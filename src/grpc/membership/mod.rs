@@ -215,28 +215,38 @@ impl WatchKind for Personas {
 }
 
 /// Sends `message`, waiting at most `patience` for room; `Err` with the
-/// reason to stop.
+/// reason to stop. `resume` is the cursor of the last message sent, or
+/// `None` while the initial members are sent.
 async fn send<T>(
     sender: &mpsc::Sender<Result<T, Status>>,
     message: T,
     patience: Duration,
-    cursor: Cursor,
+    resume: Option<Cursor>,
 ) -> Result<(), Option<Status>> {
     match sender.send_timeout(Ok(message), patience).await {
         Ok(()) => Ok(()),
         Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(None),
-        Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Some(
-            Error::SlowReader {
-                message: format!(
-                    "this watcher read nothing for {} s while changes waited for it, and was \
-                     ended: resume with cursor {}",
-                    patience.as_secs(),
-                    cursor.to_text()
+        Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            let waited = patience.as_secs_f64();
+            let (message, cursor) = match resume {
+                Some(cursor) => (
+                    format!(
+                        "this watcher read nothing for {waited} s while changes waited for it, \
+                         and was ended: resume with cursor {}",
+                        cursor.to_text()
+                    ),
+                    cursor.to_text(),
                 ),
-                cursor: cursor.to_text(),
-            }
-            .into(),
-        )),
+                None => (
+                    format!(
+                        "this watcher read nothing for {waited} s while its initial members \
+                         waited for it, and was ended: watch again with the initial members"
+                    ),
+                    String::new(),
+                ),
+            };
+            Err(Some(Error::SlowReader { message, cursor }.into()))
+        }
     }
 }
 
@@ -262,7 +272,7 @@ async fn follow<K: WatchKind>(
                 let last = number + 1 == batches;
                 let mut message = K::initial(chunk, last);
                 K::stamp(&mut message, started.at, last.then_some(cursor));
-                if let Err(stop) = send(&sender, message, patience, cursor).await {
+                if let Err(stop) = send(&sender, message, patience, None).await {
                     return stop;
                 }
             }
@@ -272,7 +282,7 @@ async fn follow<K: WatchKind>(
         None => {
             let mut message = K::progress();
             K::stamp(&mut message, started.at, Some(cursor));
-            if let Err(stop) = send(&sender, message, patience, cursor).await {
+            if let Err(stop) = send(&sender, message, patience, Some(cursor)).await {
                 return stop;
             }
         }
@@ -282,7 +292,7 @@ async fn follow<K: WatchKind>(
             item = feed.next() => item,
             () = sender.closed() => return None,
         };
-        let message = match item {
+        let (message, after) = match item {
             Ok(FeedItem::Changes {
                 changes,
                 at,
@@ -290,14 +300,12 @@ async fn follow<K: WatchKind>(
             }) => {
                 let mut message = K::changes(changes);
                 K::stamp(&mut message, at, Some(after));
-                cursor = after;
-                message
+                (message, after)
             }
             Ok(FeedItem::Progress { at, cursor: after }) => {
                 let mut message = K::progress();
                 K::stamp(&mut message, at, Some(after));
-                cursor = after;
-                message
+                (message, after)
             }
             Ok(FeedItem::Ended) => {
                 let name = ended.unwrap_or_default();
@@ -305,9 +313,12 @@ async fn follow<K: WatchKind>(
             }
             Err(error) => return Some(error.into()),
         };
-        if let Err(stop) = send(&sender, message, patience, cursor).await {
+        // The status that ends a slow watcher names the last cursor it
+        // was sent.
+        if let Err(stop) = send(&sender, message, patience, Some(cursor)).await {
             return stop;
         }
+        cursor = after;
     }
 }
 
