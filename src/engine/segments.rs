@@ -100,7 +100,9 @@ pub(super) fn check_etag(segment: &Segment, expected: Option<&str>) -> Result<()
     }
 }
 
-fn stored_rule(segment: &Segment) -> Result<Predicate> {
+/// A stored segment's rule, compiled; a filter that no longer compiles is
+/// an internal error.
+pub(super) fn stored_rule(segment: &Segment) -> Result<Predicate> {
     compile(&segment.filter).map_err(|error| {
         Error::internal(format!(
             "stored filter of {} no longer compiles: {}",

@@ -1,0 +1,159 @@
+//! The saved segments of one customer: which segments they are in as of an
+//! evaluation time and, on request, why or why not. Each segment's stored
+//! rule is answered for the one customer as a persona is
+//! (`personas::explain`): from the customer's features, read from the index
+//! without reading anyone else's, so that the members agree with
+//! `Engine::segment_members` at the same time.
+//!
+//! Compiling a rule takes far longer than answering it, so the compiled
+//! rules are kept by the text of their filter. A rule's compiled form
+//! depends on that text alone: an entry never goes stale, and a segment
+//! whose filter changes, by any write path or a restore, is simply looked up
+//! by its new text.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
+use super::features::features_of;
+use super::personas::{ConditionResult, Explainer, Facts, Named};
+use super::segments::stored_rule;
+use super::Engine;
+use crate::domain::rules::Predicate;
+use crate::domain::segment::{Segment, SegmentId};
+use crate::domain::{CustomerId, Result, Timestamp};
+
+/// The most compiled rules kept; past it, the rules of filters that the
+/// saved segments no longer have are dropped.
+const KEPT_RULES: usize = 4096;
+
+/// A saved segment and whether one customer is in it.
+#[derive(Debug, Clone)]
+pub struct CustomerSegment {
+    /// The segment.
+    pub id: SegmentId,
+    /// The segment's display name.
+    pub display_name: String,
+    /// Whether the customer is a member.
+    pub member: bool,
+    /// With an explanation: every condition of the segment's rule, as it
+    /// turned out for the customer; none for a rule that selects everyone.
+    pub conditions: Vec<ConditionResult>,
+}
+
+/// The saved segments of one customer as of an evaluation time.
+#[derive(Debug, Clone)]
+pub struct CustomerSegments {
+    /// In id order: the segments the customer is in or, with an
+    /// explanation, every saved segment.
+    pub segments: Vec<CustomerSegment>,
+    /// Whether the customer objects to profiling, and so is in none.
+    pub objects_to_profiling: bool,
+}
+
+/// A saved segment's rule, compiled to be answered for one customer.
+#[derive(Debug)]
+struct SegmentRule {
+    /// The rule, with the text of every condition written out.
+    explainer: Explainer,
+    /// Whether the rule selects everyone, as an empty filter does: it has
+    /// no condition to explain.
+    everyone: bool,
+}
+
+impl SegmentRule {
+    /// A compiled rule ready to be answered and explained.
+    fn new(rule: &Predicate) -> Self {
+        SegmentRule {
+            explainer: Explainer::new(rule),
+            everyone: *rule == Predicate::Const(true),
+        }
+    }
+
+    /// Whether the rule holds for one customer; with `explained`, every
+    /// condition goes to it.
+    fn answer(&self, facts: &Facts<'_>, explained: Option<&mut Vec<ConditionResult>>) -> bool {
+        match explained {
+            Some(_) if self.everyone => true,
+            Some(conditions) => self.explainer.explain(facts, Named::Every, conditions),
+            None => self.explainer.holds(facts),
+        }
+    }
+}
+
+/// Compiled rules by the text of their filter, for every engine in the
+/// process: what a text compiles to never changes.
+static COMPILED: LazyLock<Mutex<HashMap<String, Arc<SegmentRule>>>> = LazyLock::new(Mutex::default);
+
+/// The rule of each of `segments`, in order: compiled as
+/// `Engine::segment_members` compiles it, once per filter text.
+fn rules_of(segments: &[Segment]) -> Result<Vec<Arc<SegmentRule>>> {
+    let mut compiled = COMPILED.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut rules = Vec::with_capacity(segments.len());
+    for segment in segments {
+        let rule = match compiled.get(&segment.filter) {
+            Some(rule) => Arc::clone(rule),
+            None => {
+                let rule = Arc::new(SegmentRule::new(&stored_rule(segment)?));
+                compiled.insert(segment.filter.clone(), Arc::clone(&rule));
+                rule
+            }
+        };
+        rules.push(rule);
+    }
+    if compiled.len() > KEPT_RULES.max(segments.len()) {
+        let current: HashSet<&str> = segments.iter().map(|s| s.filter.as_str()).collect();
+        compiled.retain(|filter, _| current.contains(filter.as_str()));
+    }
+    Ok(rules)
+}
+
+impl Engine {
+    /// The saved segments customer `id` is in as of `at`, in id order; with
+    /// `explain`, every saved segment, each with every condition of its
+    /// rule. A customer who objects to profiling is in none. The members
+    /// are those of `Engine::segment_members` at the same time: the same
+    /// stored rules over the same features, read for this one customer as
+    /// `Engine::customer_persona` reads them. A scan, for its cost grows
+    /// with the saved segments (see the module docs of the engine).
+    pub async fn customer_segments(
+        &self,
+        id: CustomerId,
+        at: Timestamp,
+        explain: bool,
+    ) -> Result<CustomerSegments> {
+        self.scan(move |shared| {
+            let segments = shared.store.list_segments(None, usize::MAX)?;
+            let rules = rules_of(&segments)?;
+            let index = shared.index();
+            let (number, features) = features_of(&index, &id, at, shared.settings.thresholds)?;
+            let row = number as usize;
+            let objects_to_profiling = index.columns().objects[row];
+            if objects_to_profiling && !explain {
+                return Ok(CustomerSegments {
+                    segments: Vec::new(),
+                    objects_to_profiling,
+                });
+            }
+            let facts = Facts::new(&index, row, &features);
+            let mut answers = Vec::new();
+            for (segment, rule) in segments.into_iter().zip(&rules) {
+                let mut conditions = Vec::new();
+                let holds = rule.answer(&facts, explain.then_some(&mut conditions));
+                let member = holds && !objects_to_profiling;
+                if member || explain {
+                    answers.push(CustomerSegment {
+                        id: segment.id,
+                        display_name: segment.display_name,
+                        member,
+                        conditions,
+                    });
+                }
+            }
+            Ok(CustomerSegments {
+                segments: answers,
+                objects_to_profiling,
+            })
+        })
+        .await
+    }
+}
