@@ -1,0 +1,509 @@
+//! ListCustomerSegments on the hand-built population of `segments.rs`: the
+//! segments of each customer agree with the members of each segment, the
+//! explanations name every condition of a rule, objectors are in nothing,
+//! and bad requests are refused.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use segmentd::grpc::pb;
+use segmentd::grpc::pb::membership_service_client::MembershipServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::activity::{at, purchase, record, BASE, DAY};
+use crate::customers::violated_fields;
+use crate::segments::{population, segmentation, T};
+use crate::support::TestServer;
+
+/// How the conditions of a rule decide it.
+#[derive(Debug, Clone, Copy)]
+enum Joined {
+    /// One condition.
+    One,
+    /// Every condition must hold.
+    All,
+    /// One condition must hold.
+    Any,
+    /// No condition: everyone.
+    Everyone,
+}
+
+/// The saved segments, in the order they are created (not their ids'):
+/// id, filter, how its conditions join, and how many there are.
+const SEGMENTS: [(&str, &str, Joined, usize); 9] = [
+    (
+        "recent-regulars",
+        "features.recency_days <= 30 && features.purchases_365d >= 3",
+        Joined::All,
+        2,
+    ),
+    (
+        "at-risk-or-sleepy",
+        r#"features.rfm_segment in ["AT_RISK", "ABOUT_TO_SLEEP"]"#,
+        Joined::One,
+        1,
+    ),
+    ("everyone", "true", Joined::Everyone, 0),
+    (
+        "big-or-recent",
+        "features.rfm.m >= 4 || features.rfm.r >= 3",
+        Joined::Any,
+        2,
+    ),
+    (
+        "lookers-or-turks",
+        r#"customer.country in ["TR", "DE"] || features.stage == "JUST_LOOKING""#,
+        Joined::Any,
+        2,
+    ),
+    (
+        "external-buyers",
+        r#"!(customer.relationship == "INTERNAL") && features.purchase_count >= 1"#,
+        Joined::All,
+        2,
+    ),
+    (
+        "lapsed",
+        r#"features.frequency == "LAPSED""#,
+        Joined::One,
+        1,
+    ),
+    (
+        "gold",
+        r#"customer.traits["tier"] == "gold""#,
+        Joined::One,
+        1,
+    ),
+    ("quarterly", "features.purchases_90d >= 2", Joined::One, 1),
+];
+
+/// The customers of the population.
+const CUSTOMERS: [&str; 6] = ["a-ayse", "b-omar", "c-reza", "d-lena", "e-nour", "f-sam"];
+
+async fn membership(server: &TestServer) -> MembershipServiceClient<Channel> {
+    MembershipServiceClient::new(server.channel().await)
+}
+
+/// The population with every segment of [`SEGMENTS`] saved.
+async fn start() -> TestServer {
+    let server = TestServer::start().await;
+    population(&server).await;
+    let mut client = segmentation(&server).await;
+    for (id, filter, _, _) in SEGMENTS {
+        client
+            .create_segment(pb::CreateSegmentRequest {
+                segment_id: id.into(),
+                segment: Some(pb::Segment {
+                    display_name: format!("The {id}"),
+                    filter: filter.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    server
+}
+
+async fn segments_of(
+    client: &mut MembershipServiceClient<Channel>,
+    customer: &str,
+    seconds: Option<i64>,
+    explain: bool,
+) -> Result<pb::ListCustomerSegmentsResponse, tonic::Status> {
+    client
+        .list_customer_segments(pb::ListCustomerSegmentsRequest {
+            customer: format!("customers/{customer}"),
+            evaluation_time: seconds.and_then(at),
+            explain,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The members of every saved segment as ListSegmentMembers lists them.
+async fn members_of_each(server: &TestServer, seconds: i64) -> BTreeSet<(String, String)> {
+    let mut client = segmentation(server).await;
+    let mut pairs = BTreeSet::new();
+    for (id, _, _, _) in SEGMENTS {
+        let members = client
+            .list_segment_members(pb::ListSegmentMembersRequest {
+                segment: format!("segments/{id}"),
+                evaluation_time: at(seconds),
+                page_size: 100,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(members.next_page_token.is_empty());
+        pairs.extend(
+            members
+                .customers
+                .into_iter()
+                .map(|customer| (format!("segments/{id}"), customer)),
+        );
+    }
+    pairs
+}
+
+/// The ids of the saved segments in id order, as resource names.
+fn names_in_order() -> Vec<String> {
+    let mut ids: Vec<String> = SEGMENTS
+        .iter()
+        .map(|(id, _, _, _)| format!("segments/{id}"))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Whether `conditions` decide a rule joined by `joined` to `holds`.
+fn decided(joined: Joined, conditions: &[pb::ConditionResult]) -> bool {
+    match joined {
+        Joined::One => conditions[0].holds,
+        Joined::All => conditions.iter().all(|c| c.holds),
+        Joined::Any => conditions.iter().any(|c| c.holds),
+        Joined::Everyone => true,
+    }
+}
+
+fn conditions(segment: &pb::CustomerSegment) -> Vec<(&str, &str, bool)> {
+    segment
+        .conditions
+        .iter()
+        .map(|c| (c.condition.as_str(), c.actual.as_str(), c.holds))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_customers_segments_agree_with_each_segments_members() {
+    let server = start().await;
+    let mut client = membership(&server).await;
+    // Every event counts at T; on day 375 some do not yet (the figures as
+    // of a past time); on day 800 everyone has gone quiet.
+    for seconds in [T, BASE + 375 * DAY, BASE + 800 * DAY] {
+        let mut listed = BTreeSet::new();
+        for customer in CUSTOMERS {
+            let plain = segments_of(&mut client, customer, Some(seconds), false)
+                .await
+                .unwrap();
+            assert_eq!(plain.evaluation_time, at(seconds));
+            assert_eq!(plain.objects_to_profiling, customer == "e-nour");
+            let names: Vec<&str> = plain.segments.iter().map(|s| s.segment.as_str()).collect();
+            let mut sorted = names.clone();
+            sorted.sort();
+            assert_eq!(names, sorted, "{customer}");
+            for segment in &plain.segments {
+                assert!(segment.member, "{customer}: {segment:?}");
+                assert!(segment.conditions.is_empty(), "{customer}: {segment:?}");
+                listed.insert((segment.segment.clone(), format!("customers/{customer}")));
+            }
+
+            // Explained: every segment, members the same, each answer
+            // decided by the conditions shown.
+            let explained = segments_of(&mut client, customer, Some(seconds), true)
+                .await
+                .unwrap();
+            let names: Vec<String> = explained
+                .segments
+                .iter()
+                .map(|s| s.segment.clone())
+                .collect();
+            assert_eq!(names, names_in_order(), "{customer}");
+            let members: Vec<&str> = explained
+                .segments
+                .iter()
+                .filter(|s| s.member)
+                .map(|s| s.segment.as_str())
+                .collect();
+            let plain_members: Vec<&str> =
+                plain.segments.iter().map(|s| s.segment.as_str()).collect();
+            assert_eq!(members, plain_members, "{customer}");
+            for segment in &explained.segments {
+                let (id, _, joined, count) = SEGMENTS
+                    .iter()
+                    .find(|(id, _, _, _)| format!("segments/{id}") == segment.segment)
+                    .unwrap();
+                assert_eq!(segment.display_name, format!("The {id}"));
+                assert_eq!(segment.conditions.len(), *count, "{customer}: {segment:?}");
+                let holds = decided(*joined, &segment.conditions);
+                assert_eq!(
+                    segment.member,
+                    holds && customer != "e-nour",
+                    "{customer}: {segment:?}"
+                );
+                for condition in &segment.conditions {
+                    assert!(!condition.condition.is_empty());
+                    assert!(!condition.actual.is_empty());
+                    assert!(!condition.expected.is_empty());
+                }
+            }
+        }
+        assert!(!listed.is_empty(), "{seconds}");
+        assert_eq!(listed, members_of_each(&server, seconds).await, "{seconds}");
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn explanations_name_every_condition_with_the_customers_values() {
+    let server = start().await;
+    let mut client = membership(&server).await;
+    let by_id = |response: &pb::ListCustomerSegmentsResponse| {
+        response
+            .segments
+            .iter()
+            .map(|s| (s.segment.clone(), s.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+
+    // Omar bought once, ten days before T: recent, but not regular. The
+    // condition that holds is named beside the one that fails.
+    let omar = by_id(
+        &segments_of(&mut client, "b-omar", Some(T), true)
+            .await
+            .unwrap(),
+    );
+    let regulars = &omar["segments/recent-regulars"];
+    assert!(!regulars.member);
+    assert_eq!(
+        conditions(regulars),
+        [
+            ("features.recency_days <= 30", "10", true),
+            ("features.purchases_365d >= 3", "1", false),
+        ]
+    );
+    assert_eq!(regulars.conditions[0].expected, "<= 30");
+    let sleepy = &omar["segments/at-risk-or-sleepy"];
+    assert!(sleepy.member);
+    assert_eq!(
+        conditions(sleepy),
+        [(
+            r#"features.rfm_segment in ["AT_RISK", "ABOUT_TO_SLEEP"]"#,
+            "ABOUT_TO_SLEEP",
+            true
+        )]
+    );
+    let external = &omar["segments/external-buyers"];
+    assert!(!external.member);
+    assert_eq!(
+        conditions(external),
+        [
+            (r#"!(customer.relationship == "INTERNAL")"#, "holds", false),
+            ("features.purchase_count >= 1", "1", true),
+        ]
+    );
+
+    // Ayse: a regular who is also in a disjunction through both its parts.
+    let ayse = by_id(
+        &segments_of(&mut client, "a-ayse", Some(T), true)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        conditions(&ayse["segments/recent-regulars"]),
+        [
+            ("features.recency_days <= 30", "20", true),
+            ("features.purchases_365d >= 3", "5", true),
+        ]
+    );
+    assert_eq!(
+        conditions(&ayse["segments/gold"]),
+        [(r#"customer.traits["tier"] == "gold""#, "gold", true)]
+    );
+    // Lena has never bought: her purchase figures are absent.
+    let lena = by_id(
+        &segments_of(&mut client, "d-lena", Some(T), true)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        conditions(&lena["segments/recent-regulars"]),
+        [
+            ("features.recency_days <= 30", "absent", false),
+            ("features.purchases_365d >= 3", "0", false),
+        ]
+    );
+    // A rule that selects everyone has no condition to explain.
+    let everyone = &lena["segments/everyone"];
+    assert!(everyone.member && everyone.conditions.is_empty());
+
+    // Without a time, now is used and said; it agrees with the members
+    // listed as of the time it says.
+    let now = segments_of(&mut client, "a-ayse", None, false)
+        .await
+        .unwrap();
+    let said = now.evaluation_time.clone().unwrap();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((wall - said.seconds).abs() < 60, "{said:?}");
+    let again = segments_of(&mut client, "a-ayse", Some(said.seconds), false)
+        .await
+        .unwrap();
+    let names = |response: &pb::ListCustomerSegmentsResponse| -> Vec<String> {
+        response
+            .segments
+            .iter()
+            .map(|s| s.segment.clone())
+            .collect()
+    };
+    assert_eq!(names(&now), names(&again));
+    let members_now: Vec<String> = members_of_each(&server, said.seconds)
+        .await
+        .into_iter()
+        .filter(|(_, customer)| customer == "customers/a-ayse")
+        .map(|(segment, _)| segment)
+        .collect();
+    assert_eq!(names(&now), members_now);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_objector_is_in_no_segment_yet_is_explained() {
+    let server = start().await;
+    let mut client = membership(&server).await;
+    let plain = segments_of(&mut client, "e-nour", Some(T), false)
+        .await
+        .unwrap();
+    assert!(plain.objects_to_profiling);
+    assert!(plain.segments.is_empty());
+
+    let explained = segments_of(&mut client, "e-nour", Some(T), true)
+        .await
+        .unwrap();
+    assert!(explained.objects_to_profiling);
+    let names: Vec<String> = explained
+        .segments
+        .iter()
+        .map(|s| s.segment.clone())
+        .collect();
+    assert_eq!(names, names_in_order());
+    assert!(explained.segments.iter().all(|s| !s.member));
+    // Her rule holds all the same: three purchases, the last ten days ago.
+    let regulars = explained
+        .segments
+        .iter()
+        .find(|s| s.segment == "segments/recent-regulars")
+        .unwrap();
+    assert_eq!(
+        conditions(regulars),
+        [
+            ("features.recency_days <= 30", "10", true),
+            ("features.purchases_365d >= 3", "3", true),
+        ]
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn answers_follow_segments_as_they_change() {
+    let server = start().await;
+    let mut client = membership(&server).await;
+    let mut segments = segmentation(&server).await;
+    let member_of = |response: pb::ListCustomerSegmentsResponse| -> Vec<String> {
+        response.segments.into_iter().map(|s| s.segment).collect()
+    };
+    let before = member_of(
+        segments_of(&mut client, "c-reza", Some(T), false)
+            .await
+            .unwrap(),
+    );
+    assert!(before.contains(&"segments/lapsed".to_owned()));
+    assert!(!before.contains(&"segments/gold".to_owned()));
+
+    // Gold becomes silver: Reza is in, Ayse is out.
+    segments
+        .update_segment(pb::UpdateSegmentRequest {
+            segment: Some(pb::Segment {
+                name: "segments/gold".into(),
+                filter: r#"customer.traits["tier"] == "silver""#.into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["filter".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    segments
+        .delete_segment(pb::DeleteSegmentRequest {
+            name: "segments/lapsed".into(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+    let after = member_of(
+        segments_of(&mut client, "c-reza", Some(T), false)
+            .await
+            .unwrap(),
+    );
+    assert!(after.contains(&"segments/gold".to_owned()));
+    assert!(!after.contains(&"segments/lapsed".to_owned()));
+    let ayse = member_of(
+        segments_of(&mut client, "a-ayse", Some(T), false)
+            .await
+            .unwrap(),
+    );
+    assert!(!ayse.contains(&"segments/gold".to_owned()));
+
+    // A purchase moves Reza out of lapsing and into the recent ones.
+    record(
+        &server,
+        vec![purchase("c2", "c-reza", 395, 2_000)],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    let bought = member_of(
+        segments_of(&mut client, "c-reza", Some(T), false)
+            .await
+            .unwrap(),
+    );
+    assert!(bought.contains(&"segments/big-or-recent".to_owned()));
+    let explained = segments_of(&mut client, "c-reza", Some(T), true)
+        .await
+        .unwrap();
+    assert_eq!(explained.segments.len(), SEGMENTS.len() - 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_customers_and_bad_requests_are_refused() {
+    let server = start().await;
+    let mut client = membership(&server).await;
+    let status = segments_of(&mut client, "nobody", Some(T), true)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("customers/nobody"), "{status:?}");
+
+    for customer in ["", "people/a-ayse", "customers/", "customers/a b"] {
+        let status = client
+            .list_customer_segments(pb::ListCustomerSegmentsRequest {
+                customer: customer.into(),
+                evaluation_time: None,
+                explain: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{customer:?}");
+        assert_eq!(violated_fields(&status), ["customer"], "{customer:?}");
+    }
+    // Every invalid field is named at once.
+    let status = client
+        .list_customer_segments(pb::ListCustomerSegmentsRequest {
+            customer: "people/a-ayse".into(),
+            evaluation_time: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1,
+            }),
+            explain: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["customer", "evaluation_time"]);
+    server.stop().await.unwrap();
+}
