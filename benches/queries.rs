@@ -170,12 +170,23 @@ async fn breakdown(engine: &Engine) {
 
 /// Saves [`RULE`] as a segment; its id.
 fn save_segment(runtime: &Runtime, engine: &Engine) -> SegmentId {
-    let id = SegmentId::parse("benchmark").expect("a segment id");
+    save(runtime, engine, "benchmark", "Benchmark", RULE.into())
+}
+
+/// Saves `filter` as segment `id`; its id.
+fn save(
+    runtime: &Runtime,
+    engine: &Engine,
+    id: &str,
+    display_name: &str,
+    filter: String,
+) -> SegmentId {
+    let id = SegmentId::parse(id).expect("a segment id");
     let segment = Segment {
         id: id.clone(),
-        display_name: "Benchmark".into(),
+        display_name: display_name.into(),
         description: String::new(),
-        filter: RULE.into(),
+        filter,
         revision: 0,
         create_time: at(),
         update_time: at(),
@@ -197,18 +208,8 @@ fn save_segments(runtime: &Runtime, engine: &Engine) {
             .map(move |rule| rule.replace("{n}", &n.to_string()))
     });
     for (number, filter) in rules.enumerate().take(SAVED_SEGMENTS - saved.len()) {
-        let segment = Segment {
-            id: SegmentId::parse(&format!("rule-{number:03}")).expect("a segment id"),
-            display_name: format!("Rule {number}"),
-            description: String::new(),
-            filter,
-            revision: 0,
-            create_time: at(),
-            update_time: at(),
-        };
-        runtime
-            .block_on(engine.create_segment(segment))
-            .expect("the segment is saved");
+        let id = format!("rule-{number:03}");
+        save(runtime, engine, &id, &format!("Rule {number}"), filter);
     }
 }
 

@@ -3,7 +3,7 @@
 //! explanations name every condition of a rule, objectors are in nothing,
 //! and bad requests are refused.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use segmentd::grpc::pb;
 use segmentd::grpc::pb::membership_service_client::MembershipServiceClient;
@@ -80,12 +80,13 @@ const SEGMENTS: [(&str, &str, Joined, usize); 9] = [
 /// The customers of the population.
 const CUSTOMERS: [&str; 6] = ["a-ayse", "b-omar", "c-reza", "d-lena", "e-nour", "f-sam"];
 
+/// A MembershipService client of `server`.
 async fn membership(server: &TestServer) -> MembershipServiceClient<Channel> {
     MembershipServiceClient::new(server.channel().await)
 }
 
-/// The population with every segment of [`SEGMENTS`] saved.
-async fn start() -> TestServer {
+/// The population with every segment of [`SEGMENTS`] saved, and a client.
+async fn start() -> (TestServer, MembershipServiceClient<Channel>) {
     let server = TestServer::start().await;
     population(&server).await;
     let mut client = segmentation(&server).await;
@@ -102,9 +103,11 @@ async fn start() -> TestServer {
             .await
             .unwrap();
     }
-    server
+    let client = membership(&server).await;
+    (server, client)
 }
 
+/// ListCustomerSegments of `customer` at `seconds`, or now.
 async fn segments_of(
     client: &mut MembershipServiceClient<Channel>,
     customer: &str,
@@ -119,6 +122,26 @@ async fn segments_of(
         })
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// The segments of `customer` at T.
+async fn at_t(
+    client: &mut MembershipServiceClient<Channel>,
+    customer: &str,
+    explain: bool,
+) -> pb::ListCustomerSegmentsResponse {
+    segments_of(client, customer, Some(T), explain)
+        .await
+        .unwrap()
+}
+
+/// The names of the segments `customer` is in at T.
+async fn member_of_at_t(
+    client: &mut MembershipServiceClient<Channel>,
+    customer: &str,
+) -> Vec<String> {
+    let found = at_t(client, customer, false).await;
+    found.segments.into_iter().map(|s| s.segment).collect()
 }
 
 /// The members of every saved segment as ListSegmentMembers lists them.
@@ -177,8 +200,7 @@ fn conditions(segment: &pb::CustomerSegment) -> Vec<(&str, &str, bool)> {
 
 #[tokio::test]
 async fn a_customers_segments_agree_with_each_segments_members() {
-    let server = start().await;
-    let mut client = membership(&server).await;
+    let (server, mut client) = start().await;
     // Every event counts at T; on day 375 some do not yet (the figures as
     // of a past time); on day 800 everyone has gone quiet.
     for seconds in [T, BASE + 375 * DAY, BASE + 800 * DAY] {
@@ -245,88 +267,96 @@ async fn a_customers_segments_agree_with_each_segments_members() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn explanations_name_every_condition_with_the_customers_values() {
-    let server = start().await;
-    let mut client = membership(&server).await;
-    let by_id = |response: &pb::ListCustomerSegmentsResponse| {
-        response
-            .segments
-            .iter()
-            .map(|s| (s.segment.clone(), s.clone()))
-            .collect::<BTreeMap<_, _>>()
-    };
+/// The first condition of `recent-regulars`.
+const RECENT: &str = "features.recency_days <= 30";
+/// The second condition of `recent-regulars`.
+const REGULAR: &str = "features.purchases_365d >= 3";
 
+/// The explanations expected at T: customer, segment, whether a member,
+/// and the conditions (as written, the customer's value, whether it holds).
+#[allow(clippy::type_complexity)]
+const EXPLAINED: [(&str, &str, bool, &[(&str, &str, bool)]); 8] = [
     // Omar bought once, ten days before T: recent, but not regular. The
     // condition that holds is named beside the one that fails.
-    let omar = by_id(
-        &segments_of(&mut client, "b-omar", Some(T), true)
-            .await
-            .unwrap(),
-    );
-    let regulars = &omar["segments/recent-regulars"];
-    assert!(!regulars.member);
-    assert_eq!(
-        conditions(regulars),
-        [
-            ("features.recency_days <= 30", "10", true),
-            ("features.purchases_365d >= 3", "1", false),
-        ]
-    );
-    assert_eq!(regulars.conditions[0].expected, "<= 30");
-    let sleepy = &omar["segments/at-risk-or-sleepy"];
-    assert!(sleepy.member);
-    assert_eq!(
-        conditions(sleepy),
-        [(
+    (
+        "b-omar",
+        "recent-regulars",
+        false,
+        &[(RECENT, "10", true), (REGULAR, "1", false)],
+    ),
+    (
+        "b-omar",
+        "at-risk-or-sleepy",
+        true,
+        &[(
             r#"features.rfm_segment in ["AT_RISK", "ABOUT_TO_SLEEP"]"#,
             "ABOUT_TO_SLEEP",
-            true
-        )]
-    );
-    let external = &omar["segments/external-buyers"];
-    assert!(!external.member);
-    assert_eq!(
-        conditions(external),
-        [
+            true,
+        )],
+    ),
+    (
+        "b-omar",
+        "external-buyers",
+        false,
+        &[
             (r#"!(customer.relationship == "INTERNAL")"#, "holds", false),
             ("features.purchase_count >= 1", "1", true),
-        ]
-    );
-
-    // Ayse: a regular who is also in a disjunction through both its parts.
-    let ayse = by_id(
-        &segments_of(&mut client, "a-ayse", Some(T), true)
-            .await
-            .unwrap(),
-    );
-    assert_eq!(
-        conditions(&ayse["segments/recent-regulars"]),
-        [
-            ("features.recency_days <= 30", "20", true),
-            ("features.purchases_365d >= 3", "5", true),
-        ]
-    );
-    assert_eq!(
-        conditions(&ayse["segments/gold"]),
-        [(r#"customer.traits["tier"] == "gold""#, "gold", true)]
-    );
+        ],
+    ),
+    (
+        "a-ayse",
+        "recent-regulars",
+        true,
+        &[(RECENT, "20", true), (REGULAR, "5", true)],
+    ),
+    (
+        "a-ayse",
+        "gold",
+        true,
+        &[(r#"customer.traits["tier"] == "gold""#, "gold", true)],
+    ),
     // Lena has never bought: her purchase figures are absent.
-    let lena = by_id(
-        &segments_of(&mut client, "d-lena", Some(T), true)
-            .await
-            .unwrap(),
-    );
-    assert_eq!(
-        conditions(&lena["segments/recent-regulars"]),
-        [
-            ("features.recency_days <= 30", "absent", false),
-            ("features.purchases_365d >= 3", "0", false),
-        ]
-    );
+    (
+        "d-lena",
+        "recent-regulars",
+        false,
+        &[(RECENT, "absent", false), (REGULAR, "0", false)],
+    ),
     // A rule that selects everyone has no condition to explain.
-    let everyone = &lena["segments/everyone"];
-    assert!(everyone.member && everyone.conditions.is_empty());
+    ("d-lena", "everyone", true, &[]),
+    // Nour objects to profiling: in no segment, though her rule holds.
+    (
+        "e-nour",
+        "recent-regulars",
+        false,
+        &[(RECENT, "10", true), (REGULAR, "3", true)],
+    ),
+];
+
+#[tokio::test]
+async fn explanations_name_every_condition_with_the_customers_values() {
+    let (server, mut client) = start().await;
+    for (customer, segment, member, expected) in EXPLAINED {
+        let explained = at_t(&mut client, customer, true).await;
+        let found = explained
+            .segments
+            .iter()
+            .find(|s| s.segment == format!("segments/{segment}"))
+            .unwrap();
+        assert_eq!(found.member, member, "{customer} {segment}");
+        assert_eq!(conditions(found), expected, "{customer} {segment}");
+        // What each condition asks for: its operator and value, or that
+        // a negation does not hold.
+        for condition in &found.conditions {
+            let (_, asked) = condition.condition.split_once(' ').unwrap();
+            let asked = if condition.condition.starts_with('!') {
+                "does not hold"
+            } else {
+                asked
+            };
+            assert_eq!(condition.expected, asked, "{customer} {segment}");
+        }
+    }
 
     // Without a time, now is used and said; it agrees with the members
     // listed as of the time it says.
@@ -362,17 +392,12 @@ async fn explanations_name_every_condition_with_the_customers_values() {
 
 #[tokio::test]
 async fn an_objector_is_in_no_segment_yet_is_explained() {
-    let server = start().await;
-    let mut client = membership(&server).await;
-    let plain = segments_of(&mut client, "e-nour", Some(T), false)
-        .await
-        .unwrap();
+    let (server, mut client) = start().await;
+    let plain = at_t(&mut client, "e-nour", false).await;
     assert!(plain.objects_to_profiling);
     assert!(plain.segments.is_empty());
 
-    let explained = segments_of(&mut client, "e-nour", Some(T), true)
-        .await
-        .unwrap();
+    let explained = at_t(&mut client, "e-nour", true).await;
     assert!(explained.objects_to_profiling);
     let names: Vec<String> = explained
         .segments
@@ -381,37 +406,17 @@ async fn an_objector_is_in_no_segment_yet_is_explained() {
         .collect();
     assert_eq!(names, names_in_order());
     assert!(explained.segments.iter().all(|s| !s.member));
-    // Her rule holds all the same: three purchases, the last ten days ago.
-    let regulars = explained
-        .segments
-        .iter()
-        .find(|s| s.segment == "segments/recent-regulars")
-        .unwrap();
-    assert_eq!(
-        conditions(regulars),
-        [
-            ("features.recency_days <= 30", "10", true),
-            ("features.purchases_365d >= 3", "3", true),
-        ]
-    );
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn answers_follow_segments_as_they_change() {
-    let server = start().await;
-    let mut client = membership(&server).await;
+    let (server, mut client) = start().await;
     let mut segments = segmentation(&server).await;
-    let member_of = |response: pb::ListCustomerSegmentsResponse| -> Vec<String> {
-        response.segments.into_iter().map(|s| s.segment).collect()
-    };
-    let before = member_of(
-        segments_of(&mut client, "c-reza", Some(T), false)
-            .await
-            .unwrap(),
-    );
+    let before = member_of_at_t(&mut client, "c-reza").await;
     assert!(before.contains(&"segments/lapsed".to_owned()));
     assert!(!before.contains(&"segments/gold".to_owned()));
+    assert!(!before.contains(&"segments/big-or-recent".to_owned()));
 
     // Gold becomes silver: Reza is in, Ayse is out.
     segments
@@ -434,21 +439,13 @@ async fn answers_follow_segments_as_they_change() {
         })
         .await
         .unwrap();
-    let after = member_of(
-        segments_of(&mut client, "c-reza", Some(T), false)
-            .await
-            .unwrap(),
-    );
+    let after = member_of_at_t(&mut client, "c-reza").await;
     assert!(after.contains(&"segments/gold".to_owned()));
     assert!(!after.contains(&"segments/lapsed".to_owned()));
-    let ayse = member_of(
-        segments_of(&mut client, "a-ayse", Some(T), false)
-            .await
-            .unwrap(),
-    );
+    let ayse = member_of_at_t(&mut client, "a-ayse").await;
     assert!(!ayse.contains(&"segments/gold".to_owned()));
 
-    // A purchase moves Reza out of lapsing and into the recent ones.
+    // A purchase five days before T makes Reza recent: his R score rises.
     record(
         &server,
         vec![purchase("c2", "c-reza", 395, 2_000)],
@@ -456,23 +453,16 @@ async fn answers_follow_segments_as_they_change() {
     )
     .await
     .unwrap();
-    let bought = member_of(
-        segments_of(&mut client, "c-reza", Some(T), false)
-            .await
-            .unwrap(),
-    );
+    let bought = member_of_at_t(&mut client, "c-reza").await;
     assert!(bought.contains(&"segments/big-or-recent".to_owned()));
-    let explained = segments_of(&mut client, "c-reza", Some(T), true)
-        .await
-        .unwrap();
+    let explained = at_t(&mut client, "c-reza", true).await;
     assert_eq!(explained.segments.len(), SEGMENTS.len() - 1);
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn unknown_customers_and_bad_requests_are_refused() {
-    let server = start().await;
-    let mut client = membership(&server).await;
+    let (server, mut client) = start().await;
     let status = segments_of(&mut client, "nobody", Some(T), true)
         .await
         .unwrap_err();
