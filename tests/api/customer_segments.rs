@@ -190,6 +190,7 @@ fn decided(joined: Joined, conditions: &[pb::ConditionResult]) -> bool {
     }
 }
 
+/// The conditions of a segment's explanation, as [`Shown`].
 fn conditions(segment: &pb::CustomerSegment) -> Vec<(&str, &str, bool)> {
     segment
         .conditions
@@ -267,6 +268,10 @@ async fn a_customers_segments_agree_with_each_segments_members() {
     server.stop().await.unwrap();
 }
 
+/// A condition as an explanation shows it: as written, the customer's
+/// value, and whether it holds.
+type Shown = (&'static str, &'static str, bool);
+
 /// The first condition of `recent-regulars`.
 const RECENT: &str = "features.recency_days <= 30";
 /// The second condition of `recent-regulars`.
@@ -274,8 +279,7 @@ const REGULAR: &str = "features.purchases_365d >= 3";
 
 /// The explanations expected at T: customer, segment, whether a member,
 /// and the conditions (as written, the customer's value, whether it holds).
-#[allow(clippy::type_complexity)]
-const EXPLAINED: [(&str, &str, bool, &[(&str, &str, bool)]); 8] = [
+const EXPLAINED: [(&str, &str, bool, &[Shown]); 8] = [
     // Omar bought once, ten days before T: recent, but not regular. The
     // condition that holds is named beside the one that fails.
     (
@@ -363,7 +367,7 @@ async fn explanations_name_every_condition_with_the_customers_values() {
     let now = segments_of(&mut client, "a-ayse", None, false)
         .await
         .unwrap();
-    let said = now.evaluation_time.clone().unwrap();
+    let said = now.evaluation_time.unwrap();
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
