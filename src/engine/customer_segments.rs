@@ -18,7 +18,6 @@ use super::features::features_of;
 use super::personas::{ConditionResult, Explainer, Facts, Named};
 use super::segments::stored_rule;
 use super::Engine;
-use crate::domain::rules::Predicate;
 use crate::domain::segment::{Segment, SegmentId};
 use crate::domain::{CustomerId, Result, Timestamp};
 
@@ -36,7 +35,7 @@ pub struct CustomerSegment {
     /// Whether the customer is a member.
     pub member: bool,
     /// With an explanation: every condition of the segment's rule, as it
-    /// turned out for the customer; none for a rule that selects everyone.
+    /// turned out for the customer; none for an empty filter.
     pub conditions: Vec<ConditionResult>,
 }
 
@@ -55,18 +54,18 @@ pub struct CustomerSegments {
 struct SegmentRule {
     /// The rule, with the text of every condition written out.
     explainer: Explainer,
-    /// Whether the rule selects everyone, as an empty filter does: it has
-    /// no condition to explain.
+    /// Whether the filter is empty: it selects everyone, and has no
+    /// condition to explain.
     everyone: bool,
 }
 
 impl SegmentRule {
-    /// A compiled rule ready to be answered and explained.
-    fn new(rule: &Predicate) -> Self {
-        SegmentRule {
-            explainer: Explainer::new(rule),
-            everyone: *rule == Predicate::Const(true),
-        }
+    /// A segment's stored rule, compiled to be answered and explained.
+    fn compile(segment: &Segment) -> Result<Self> {
+        Ok(SegmentRule {
+            explainer: Explainer::new(&stored_rule(segment)?),
+            everyone: segment.filter.trim().is_empty(),
+        })
     }
 
     /// Whether the rule holds for one customer; with `explained`, every
@@ -93,7 +92,7 @@ fn rules_of(segments: &[Segment]) -> Result<Vec<Arc<SegmentRule>>> {
         let rule = match compiled.get(&segment.filter) {
             Some(rule) => Arc::clone(rule),
             None => {
-                let rule = Arc::new(SegmentRule::new(&stored_rule(segment)?));
+                let rule = Arc::new(SegmentRule::compile(segment)?);
                 compiled.insert(segment.filter.clone(), Arc::clone(&rule));
                 rule
             }
@@ -155,5 +154,49 @@ impl Engine {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::rules::Predicate;
+
+    fn segment(id: &str, filter: &str) -> Segment {
+        Segment {
+            id: SegmentId::parse(id).unwrap(),
+            display_name: id.to_owned(),
+            description: String::new(),
+            filter: filter.to_owned(),
+            revision: 1,
+            create_time: Timestamp::from_nanos(0),
+            update_time: Timestamp::from_nanos(0),
+        }
+    }
+
+    #[test]
+    fn an_empty_filter_selects_everyone_with_no_condition_to_explain() {
+        let rules = rules_of(&[segment("blank", " "), segment("constant", "true")]).unwrap();
+        assert!(rules[0].everyone);
+        assert!(matches!(
+            rules[0].explainer,
+            Explainer::Leaf {
+                rule: Predicate::Const(true),
+                ..
+            }
+        ));
+        // A rule that is written out is explained, even a constant.
+        assert!(!rules[1].everyone);
+    }
+
+    #[test]
+    fn a_filter_is_compiled_once_for_every_segment_that_has_it() {
+        let filter = "features.purchase_count >= 17 && features.recency_days <= 3";
+        let first = rules_of(&[segment("first", filter)]).unwrap();
+        let again = rules_of(&[segment("again", filter), segment("other", "true")]).unwrap();
+        assert!(Arc::ptr_eq(&first[0], &again[0]));
+        assert!(!Arc::ptr_eq(&again[0], &again[1]));
+        let broken = rules_of(&[segment("broken", "features.purchase_count >=")]);
+        assert!(broken.is_err());
     }
 }

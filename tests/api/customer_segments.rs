@@ -24,8 +24,6 @@ enum Joined {
     All,
     /// One condition must hold.
     Any,
-    /// No condition: everyone.
-    Everyone,
 }
 
 /// The saved segments, in the order they are created (not their ids'):
@@ -43,7 +41,7 @@ const SEGMENTS: [(&str, &str, Joined, usize); 9] = [
         Joined::One,
         1,
     ),
-    ("everyone", "true", Joined::Everyone, 0),
+    ("everyone", "true", Joined::One, 1),
     (
         "big-or-recent",
         "features.rfm.m >= 4 || features.rfm.r >= 3",
@@ -186,7 +184,6 @@ fn decided(joined: Joined, conditions: &[pb::ConditionResult]) -> bool {
         Joined::One => conditions[0].holds,
         Joined::All => conditions.iter().all(|c| c.holds),
         Joined::Any => conditions.iter().any(|c| c.holds),
-        Joined::Everyone => true,
     }
 }
 
@@ -255,10 +252,14 @@ async fn a_customers_segments_agree_with_each_segments_members() {
                     holds && customer != "e-nour",
                     "{customer}: {segment:?}"
                 );
+                // Only a constant has no value of the customer's.
                 for condition in &segment.conditions {
-                    assert!(!condition.condition.is_empty());
-                    assert!(!condition.actual.is_empty());
                     assert!(!condition.expected.is_empty());
+                    assert_eq!(
+                        condition.actual.is_empty(),
+                        condition.condition == "true",
+                        "{customer}: {condition:?}"
+                    );
                 }
             }
         }
@@ -326,8 +327,8 @@ const EXPLAINED: [(&str, &str, bool, &[Shown]); 8] = [
         false,
         &[(RECENT, "absent", false), (REGULAR, "0", false)],
     ),
-    // A rule that selects everyone has no condition to explain.
-    ("d-lena", "everyone", true, &[]),
+    // A constant has no value of the customer's to show.
+    ("d-lena", "everyone", true, &[("true", "", true)]),
     // Nour objects to profiling: in no segment, though her rule holds.
     (
         "e-nour",
@@ -349,14 +350,13 @@ async fn explanations_name_every_condition_with_the_customers_values() {
             .unwrap();
         assert_eq!(found.member, member, "{customer} {segment}");
         assert_eq!(conditions(found), expected, "{customer} {segment}");
-        // What each condition asks for: its operator and value, or that
-        // a negation does not hold.
+        // What each condition asks for: its operator and value, that a
+        // negation does not hold, or always for a constant.
         for condition in &found.conditions {
-            let (_, asked) = condition.condition.split_once(' ').unwrap();
-            let asked = if condition.condition.starts_with('!') {
-                "does not hold"
-            } else {
-                asked
+            let asked = match condition.condition.split_once(' ') {
+                _ if condition.condition.starts_with('!') => "does not hold",
+                Some((_, asked)) => asked,
+                None => "always",
             };
             assert_eq!(condition.expected, asked, "{customer} {segment}");
         }
