@@ -9,7 +9,9 @@
 //! rules are kept by the text of their filter. A rule's compiled form
 //! depends on that text alone: an entry never goes stale, and a segment
 //! whose filter changes, by any write path or a restore, is simply looked up
-//! by its new text.
+//! by its new text. The segments themselves are read from the store on each
+//! call, a short range of small records, so that the answer always holds
+//! the segments saved.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
