@@ -1,13 +1,15 @@
 //! Micro-benchmarks of the engine's hot paths over one index: a rule's
 //! preview and a saved segment's first page, one customer's persona with
-//! its explanation, breakdowns by persona and by dimensions, and one
-//! purchase recorded into the index. The data set is the load generator's
+//! its explanation, one customer's saved segments each explained,
+//! breakdowns by persona and by dimensions, and one purchase recorded into
+//! the index. The data set is the load generator's
 //! (1M customers by default, with 3M purchases and their engagement
 //! events), loaded once through the engine's public API.
 //!
 //! Each call goes through the engine's async method as a handler makes it,
-//! on a tokio runtime: the scans and the recorded purchase include the
-//! hand-off to the blocking pool; a persona is answered where it is asked.
+//! on a tokio runtime: the scans, a customer's segments and the recorded
+//! purchase include the hand-off to the blocking pool; a persona is
+//! answered where it is asked.
 //!
 //! Run with `cargo bench --bench queries`.
 
@@ -40,6 +42,25 @@ const BREAKDOWN_DIMENSIONS: [&str; 3] =
 
 /// Customers whose personas are asked for, in turn.
 const PERSONA_CUSTOMERS: usize = 1024;
+
+/// Saved segments whose every rule a customer's segments explain.
+const SAVED_SEGMENTS: usize = 100;
+
+/// The rules of the saved segments, in the style of the documentation's:
+/// recency, frequency, RFM, profile and consent conditions joined by `&&`,
+/// `||` and `!`. Each is saved with ten thresholds, `{n}` from 1 to 10.
+const SEGMENT_RULES: [&str; 10] = [
+    "features.recency_days <= {n}0 && features.purchases_365d >= 2",
+    r#"features.rfm_segment in ["CHAMPIONS", "LOYAL", "AT_RISK"] && features.total_spend >= {n}5.0"#,
+    r#"features.frequency == "LAPSED" && features.rfm.m >= {n}"#,
+    r#"customer.country in ["TR", "DE", "GB"] && features.purchase_count >= {n}"#,
+    r#"features.stage == "TELLING_OTHERS" || features.purchases_90d >= {n}"#,
+    r#"customer.relationship == "EXTERNAL" && customer.income >= {n}0000.0"#,
+    r#"customer.age_band in ["25_34", "35_44"] && features.avg_order_value >= {n}0.0"#,
+    r#"!(customer.consent.email == "DENIED") && features.recency_days <= {n}00"#,
+    r#"features.frequency in ["REPEAT_CUSTOMER", "FREQUENT_CUSTOMER"] && features.mean_gap_days <= {n}0.0"#,
+    r#"customer.party == "BUSINESS" || features.rfm.r >= {n} && features.rfm.f >= 3"#,
+];
 
 /// The benchmarks, on one data set loaded first.
 fn queries(c: &mut Criterion) {
@@ -99,6 +120,25 @@ fn queries(c: &mut Criterion) {
         })
     });
 
+    save_segments(&runtime, engine);
+    let mut turn = 0;
+    c.bench_function(
+        &format!("customer_segments_explained/{SAVED_SEGMENTS}_segments/{over}"),
+        |b| {
+            b.iter(|| {
+                turn = (turn + 1) % chosen.len();
+                let id = support::id(chosen[turn]);
+                runtime.block_on(async {
+                    let segments = engine
+                        .customer_segments(id, at(), true)
+                        .await
+                        .expect("the customer's segments, explained");
+                    black_box(segments)
+                })
+            })
+        },
+    );
+
     // Last, as it changes the index the others read.
     record_purchase(c, &runtime, engine, &data, &over);
 }
@@ -130,12 +170,23 @@ async fn breakdown(engine: &Engine) {
 
 /// Saves [`RULE`] as a segment; its id.
 fn save_segment(runtime: &Runtime, engine: &Engine) -> SegmentId {
-    let id = SegmentId::parse("benchmark").expect("a segment id");
+    save(runtime, engine, "benchmark", "Benchmark", RULE.into())
+}
+
+/// Saves `filter` as segment `id`; its id.
+fn save(
+    runtime: &Runtime,
+    engine: &Engine,
+    id: &str,
+    display_name: &str,
+    filter: String,
+) -> SegmentId {
+    let id = SegmentId::parse(id).expect("a segment id");
     let segment = Segment {
         id: id.clone(),
-        display_name: "Benchmark".into(),
+        display_name: display_name.into(),
         description: String::new(),
-        filter: RULE.into(),
+        filter,
         revision: 0,
         create_time: at(),
         update_time: at(),
@@ -144,6 +195,22 @@ fn save_segment(runtime: &Runtime, engine: &Engine) -> SegmentId {
         .block_on(engine.create_segment(segment))
         .expect("the segment is saved");
     id
+}
+
+/// Saves segments of [`SEGMENT_RULES`] until [`SAVED_SEGMENTS`] are saved.
+fn save_segments(runtime: &Runtime, engine: &Engine) {
+    let (saved, _) = runtime
+        .block_on(engine.list_segments(None, SAVED_SEGMENTS))
+        .expect("the saved segments");
+    let rules = (1..=10).flat_map(|n| {
+        SEGMENT_RULES
+            .iter()
+            .map(move |rule| rule.replace("{n}", &n.to_string()))
+    });
+    for (number, filter) in rules.enumerate().take(SAVED_SEGMENTS - saved.len()) {
+        let id = format!("rule-{number:03}");
+        save(runtime, engine, &id, &format!("Rule {number}"), filter);
+    }
 }
 
 /// Customers drawn at random, leaving out those who object to profiling

@@ -100,7 +100,13 @@ pub(super) fn check_etag(segment: &Segment, expected: Option<&str>) -> Result<()
     }
 }
 
-fn stored_rule(segment: &Segment) -> Result<Predicate> {
+/// A stored segment's rule, compiled: everyone for an empty filter, as
+/// `compile_filter` reads it; a filter that no longer compiles is an
+/// internal error.
+pub(super) fn stored_rule(segment: &Segment) -> Result<Predicate> {
+    if segment.filter.trim().is_empty() {
+        return Ok(Predicate::Const(true));
+    }
     compile(&segment.filter).map_err(|error| {
         Error::internal(format!(
             "stored filter of {} no longer compiles: {}",

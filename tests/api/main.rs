@@ -8,6 +8,7 @@ mod auth;
 mod backup;
 mod cdnow;
 mod consistency;
+mod customer_segments;
 mod customers;
 mod docs;
 mod errors;

@@ -1,6 +1,7 @@
 //! One customer's persona and why: each condition of a rule with the
 //! customer's value, the facts the conditions read, and the assignment with
-//! the personas ranked above and what failed for them.
+//! the personas ranked above and what failed for them. The explainer and
+//! the facts serve any rule about one customer: a saved segment's too.
 
 use std::sync::RwLockReadGuard;
 
@@ -16,10 +17,10 @@ use crate::engine::select::{
 };
 
 /// A rule ready to be explained: the text of each of its conditions, and
-/// what each asks for, are written out once, when the catalog is compiled,
+/// what each asks for, are written out once, when the rule is compiled,
 /// so that explaining one customer formats only the customer's values.
 #[derive(Debug)]
-pub(super) enum Explainer {
+pub(in crate::engine) enum Explainer {
     /// A condition on one value, or a constant.
     Leaf {
         /// The condition.
@@ -44,7 +45,7 @@ pub(super) enum Explainer {
 
 impl Explainer {
     /// The explainer of a rule.
-    pub(super) fn new(rule: &Predicate) -> Self {
+    pub(in crate::engine) fn new(rule: &Predicate) -> Self {
         match rule {
             Predicate::And(operands) => Explainer::And(operands.iter().map(Self::new).collect()),
             Predicate::Or(operands) => Explainer::Or(operands.iter().map(Self::new).collect()),
@@ -60,7 +61,8 @@ impl Explainer {
         }
     }
 
-    fn holds(&self, facts: &Facts<'_>) -> bool {
+    /// Whether the rule holds for one customer.
+    pub(in crate::engine) fn holds(&self, facts: &Facts<'_>) -> bool {
         match self {
             Explainer::Leaf { rule, .. } | Explainer::Not { rule, .. } => holds(rule, facts),
             Explainer::And(parts) => parts.iter().all(|part| part.holds(facts)),
@@ -68,10 +70,14 @@ impl Explainer {
         }
     }
 
-    /// Whether the rule holds for one customer; the conditions that decided
-    /// it go to `out`: all of them when it holds, the failed ones when it
-    /// does not.
-    fn explain(&self, facts: &Facts<'_>, out: &mut Vec<ConditionResult>) -> bool {
+    /// Whether the rule holds for one customer; the conditions `named` go
+    /// to `out`, in the order of the rule.
+    pub(in crate::engine) fn explain(
+        &self,
+        facts: &Facts<'_>,
+        named: Named,
+        out: &mut Vec<ConditionResult>,
+    ) -> bool {
         match self {
             Explainer::Leaf {
                 rule,
@@ -104,8 +110,8 @@ impl Explainer {
                 let all = self.holds(facts);
                 for part in parts {
                     // When the whole fails, only the failed parts explain it.
-                    if all || !part.holds(facts) {
-                        part.explain(facts, out);
+                    if named == Named::Every || all || !part.holds(facts) {
+                        part.explain(facts, named, out);
                     }
                 }
                 all
@@ -114,14 +120,25 @@ impl Explainer {
                 let any = self.holds(facts);
                 for part in parts {
                     // When the whole holds, the parts that hold explain it.
-                    if !any || part.holds(facts) {
-                        part.explain(facts, out);
+                    if named == Named::Every || !any || part.holds(facts) {
+                        part.explain(facts, named, out);
                     }
                 }
                 any
             }
         }
     }
+}
+
+/// Which conditions of a rule an explanation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::engine) enum Named {
+    /// The conditions that decided the answer: all of them when the rule
+    /// holds, the failed ones when it does not (a persona's explanation).
+    Deciding,
+    /// Every condition, whether it decided the answer or not (a saved
+    /// segment's explanation).
+    Every,
 }
 
 /// The variable a condition reads.
@@ -223,7 +240,7 @@ pub struct Assignment {
 }
 
 /// One customer's values, read as rules read them.
-struct Facts<'a> {
+pub(in crate::engine) struct Facts<'a> {
     /// The index the customer is in.
     index: &'a FeatureIndex,
     /// The customer's row.
@@ -247,7 +264,21 @@ fn text(value: &str) -> Value<'_> {
     Value::Text(value)
 }
 
-impl Facts<'_> {
+impl<'a> Facts<'a> {
+    /// The values of the customer in `row` of `index`, whose features as of
+    /// the evaluation time are `features`.
+    pub(in crate::engine) fn new(
+        index: &'a FeatureIndex,
+        row: usize,
+        features: &'a CustomerFeatures,
+    ) -> Self {
+        Facts {
+            index,
+            row,
+            features,
+        }
+    }
+
     /// The customer's value of a variable; strings are returned through `with`.
     fn with_value<R>(&self, variable: &Variable, with: impl FnOnce(Value<'_>) -> R) -> R {
         let c = self.index.columns();
@@ -351,18 +382,14 @@ pub(super) fn assign(
             id.name()
         )));
     }
-    let facts = Facts {
-        index: &index,
-        row,
-        features: &features,
-    };
+    let facts = Facts::new(&index, row, &features);
     let mut rejected = Vec::new();
     let mut next_steps = Vec::new();
     let mut matched = None;
     let personas = catalog.personas.iter();
     for ((persona, rule), explainer) in personas.zip(rules).zip(explainers) {
         let mut conditions = Vec::new();
-        if explainer.explain(&facts, &mut conditions) {
+        if explainer.explain(&facts, Named::Deciding, &mut conditions) {
             matched = Some((persona, conditions));
             break;
         }

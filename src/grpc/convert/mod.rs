@@ -15,8 +15,8 @@ pub use customer::{
 };
 pub use features::features_to_proto;
 pub use persona::{
-    assignment_batches_to_proto, assignment_to_proto, catalog_to_proto, persona_breakdown_to_proto,
-    persona_from_proto,
+    assignment_batches_to_proto, assignment_to_proto, catalog_to_proto, condition_to_proto,
+    persona_breakdown_to_proto, persona_from_proto,
 };
 pub use segment::{
     breakdown_to_proto, dimensions_from_proto, member_batches_to_proto, new_segment_from_proto,

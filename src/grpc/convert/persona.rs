@@ -29,7 +29,8 @@ pub fn catalog_to_proto(catalog: &Catalog) -> pb::PersonaCatalog {
     }
 }
 
-fn condition_to_proto(condition: ConditionResult) -> pb::ConditionResult {
+/// One condition of a rule, as it turned out for a customer.
+pub fn condition_to_proto(condition: ConditionResult) -> pb::ConditionResult {
     pb::ConditionResult {
         condition: condition.condition,
         actual: condition.actual,
