@@ -58,6 +58,19 @@ impl Bits {
         }
     }
 
+    /// Covers `len` rows, the new ones clear; never fewer than now.
+    pub fn grow(&mut self, len: usize) {
+        if len > self.len {
+            self.words.resize(len.div_ceil(64), 0);
+            self.len = len;
+        }
+    }
+
+    /// Whether one bit is set.
+    pub fn contains(&self, row: usize) -> bool {
+        row < self.len && self.words[row / 64] & (1 << (row % 64)) != 0
+    }
+
     /// Sets one bit.
     pub fn set(&mut self, row: usize) {
         if row < self.len {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use super::journal::Touched;
+use super::members::Members;
 use super::record::{decode, encode, Cause, Change, Checkpoint, Cursor, Record, Subject};
 use super::{expired, Head};
 use crate::domain::rules::{compile, Predicate};
@@ -30,8 +31,8 @@ struct SubjectState {
     rule: String,
     /// The segment's rule compiled.
     compiled: Option<Predicate>,
-    /// Members by row (for personas: the persona code by row, 0 for none).
-    codes: Vec<u32>,
+    /// Members by row.
+    codes: Members,
     /// Members the index no longer holds (erased while the server was
     /// down), with their persona for personas.
     ghosts: Vec<(String, String)>,
@@ -116,10 +117,8 @@ impl State {
         subject: &Subject,
         compiled: &Predicate,
         catalog: &CompiledCatalog,
-    ) -> Vec<u32> {
+    ) -> Members {
         let rows = frame.rows();
-        let (mut everyone, _) = split_objectors(frame, &select(frame, &Predicate::Const(true)));
-        everyone.and(frame.alive());
         match subject {
             Subject::Segment { channel, .. } => {
                 let (mut members, _) = split_objectors(frame, &select(frame, compiled));
@@ -127,13 +126,12 @@ impl State {
                 if let Some(channel) = channel {
                     members.and(&consented(frame, *channel));
                 }
-                let mut codes = vec![0u32; rows];
-                for row in members.rows() {
-                    codes[row] = 1;
-                }
-                codes
+                Members::Set(members)
             }
             Subject::Personas => {
+                let (mut everyone, _) =
+                    split_objectors(frame, &select(frame, &Predicate::Const(true)));
+                everyone.and(frame.alive());
                 let assigned = assignments(frame, catalog, &everyone);
                 let mut codes = vec![0u32; rows];
                 for (persona, bits) in catalog.catalog.personas.iter().zip(&assigned) {
@@ -142,7 +140,7 @@ impl State {
                         codes[row] = code;
                     }
                 }
-                codes
+                Members::Codes(codes)
             }
         }
     }
@@ -308,14 +306,12 @@ impl State {
             state.rule = rule.clone();
         }
         let compiled = state.compiled.clone().unwrap_or(Predicate::Const(false));
-        let rows = frame.rows();
         let now = if ended {
-            vec![0u32; rows]
+            Members::empty(matches!(subject, Subject::Personas))
         } else {
             self.members_now(frame, subject, &compiled, catalog)
         };
         let state = self.subjects.get_mut(subject).expect("a known subject");
-        state.codes.resize(rows, 0);
         let ghosts = std::mem::take(&mut state.ghosts);
         let before = std::mem::replace(&mut state.codes, now);
         let state = &self.subjects[subject];
@@ -348,10 +344,7 @@ impl State {
         // Changes by customer id: an erased customer created again has two
         // rows, which net out to their place now.
         let mut by_customer: BTreeMap<String, (u32, u32)> = BTreeMap::new();
-        for (row, (&was, &is)) in before.iter().zip(&state.codes).enumerate() {
-            if was == is {
-                continue;
-            }
+        for (row, was, is) in state.codes.changed_from(&before) {
             let id = index.id_at(row as u32);
             let id = if id.is_empty() {
                 match touched.erased.get(&(row as u32)) {
@@ -481,10 +474,8 @@ impl State {
         let index = shared.index();
         let mut members: Vec<(String, String)> = state
             .codes
-            .iter()
-            .enumerate()
-            .filter(|(_, &code)| code != 0)
-            .map(|(row, &code)| (index.id_at(row as u32).to_owned(), self.name(code, subject)))
+            .rows()
+            .map(|(row, code)| (index.id_at(row as u32).to_owned(), self.name(code, subject)))
             .filter(|(id, _)| !id.is_empty())
             .chain(state.ghosts.iter().cloned())
             .collect();
@@ -639,7 +630,7 @@ impl State {
             SubjectState {
                 rule: String::new(),
                 compiled: None,
-                codes: Vec::new(),
+                codes: Members::empty(false),
                 ghosts: Vec::new(),
                 dirty: true,
             },
@@ -759,21 +750,18 @@ pub fn load(shared: &Shared) -> Result<State> {
         written: 0,
         sizes,
     };
-    let rows = index.row_count();
     for (subject, (rule, _, members)) in lists {
         let compiled = match &subject {
             Subject::Segment { .. } => Some(compile_rule(&rule).unwrap_or(Predicate::Const(false))),
             Subject::Personas => None,
         };
-        let mut codes = vec![0u32; rows];
+        let personas = matches!(subject, Subject::Personas);
+        let mut codes = Members::empty(personas);
         let mut ghosts = Vec::new();
         for (customer, persona) in members {
-            let code = match subject {
-                Subject::Personas => state.code(&persona),
-                Subject::Segment { .. } => 1,
-            };
+            let code = if personas { state.code(&persona) } else { 1 };
             match index.row_number(&customer) {
-                Some(row) => codes[row as usize] = code,
+                Some(row) => codes.set(row as usize, code),
                 None => ghosts.push((customer, persona)),
             }
         }

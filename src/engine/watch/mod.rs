@@ -5,6 +5,7 @@
 //!
 //! - `record`: subjects, records, checkpoints and cursors, and their
 //!   encoding.
+//! - `members`: a subject's members by row, and their differences.
 //! - `journal`: what writes touched since the last evaluation, for the
 //!   causes.
 //! - `evaluate`: the state of every subject and one evaluation of them.
@@ -32,6 +33,7 @@
 mod evaluate;
 mod feed;
 mod journal;
+mod members;
 pub mod record;
 
 use std::collections::BTreeSet;
