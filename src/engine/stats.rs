@@ -54,6 +54,8 @@ pub struct EngineStats {
     pub store_bytes: u64,
     /// The store's group commits.
     pub flushes: FlushCounts,
+    /// Watching.
+    pub watch: super::watch::WatchStats,
 }
 
 /// Reads the numbers; walks the index and the store's files, so a scan.
@@ -66,6 +68,7 @@ fn read(shared: &Shared) -> Result<EngineStats> {
         last_rebuild: Duration::from_micros(counters.rebuild_micros.load(Ordering::Relaxed)),
         store_bytes: shared.store.size_on_disk()?,
         flushes: shared.store.flush_counts(),
+        watch: shared.watch.stats(),
     })
 }
 

@@ -232,6 +232,7 @@ async fn a_watch_starts_with_the_members_and_reports_who_enters_and_leaves_and_w
         watcher.members,
         BTreeSet::from(["customers/ann".to_owned()])
     );
+    let first_cursor = watcher.cursor.clone();
 
     // A purchase: bob enters because of his activity.
     buy(&server, vec![purchase_at("p2", "bob", t - 60, 500)]).await;

@@ -88,6 +88,11 @@ fn catalog_rule(catalog: &CompiledCatalog) -> String {
 }
 
 impl State {
+    /// Subjects followed.
+    pub fn subject_count(&self) -> usize {
+        self.subjects.len()
+    }
+
     /// The head: the last record and the last evaluation time.
     pub fn head(&self) -> Head {
         Head {

@@ -56,7 +56,14 @@ pub struct Feed {
     ended: bool,
 }
 
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.shared.watch.closed();
+    }
+}
+
 impl Feed {
+    /// A feed of `subject` from `cursor`; counted open by the caller.
     pub(super) fn new(
         shared: Arc<Shared>,
         hub: &Hub,

@@ -37,6 +37,7 @@ mod members;
 pub mod record;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -130,10 +131,29 @@ pub struct Hub {
     state: Mutex<Option<State>>,
     /// The head, for watchers to wait on.
     head: watch::Sender<Head>,
-    /// Evaluations so far, and their time in all, for the metrics.
-    evaluations: std::sync::atomic::AtomicU64,
+    /// Evaluations so far, for the metrics.
+    evaluations: AtomicU64,
     /// Microseconds spent evaluating.
-    evaluation_micros: std::sync::atomic::AtomicU64,
+    evaluation_micros: AtomicU64,
+    /// Watches open now.
+    streams: AtomicU64,
+    /// Subjects followed.
+    subjects: AtomicU64,
+}
+
+/// Numbers about watching, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchStats {
+    /// Watches open now.
+    pub streams: u64,
+    /// Segments (with a channel or without) and the personas followed.
+    pub subjects: u64,
+    /// Evaluations since start-up.
+    pub evaluations: u64,
+    /// Microseconds they took in all.
+    pub evaluation_micros: u64,
+    /// The last record of the change history.
+    pub last_record: u64,
 }
 
 /// How a watch starts.
@@ -192,23 +212,37 @@ impl Hub {
             wake: Notify::new(),
             state: Mutex::new(None),
             head: watch::Sender::new(Head::default()),
-            evaluations: Default::default(),
-            evaluation_micros: Default::default(),
+            evaluations: AtomicU64::new(0),
+            evaluation_micros: AtomicU64::new(0),
+            streams: AtomicU64::new(0),
+            subjects: AtomicU64::new(0),
         }
+    }
+
+    /// The numbers now.
+    pub fn stats(&self) -> WatchStats {
+        WatchStats {
+            streams: self.streams.load(Ordering::Relaxed),
+            subjects: self.subjects.load(Ordering::Relaxed),
+            evaluations: self.evaluations.load(Ordering::Relaxed),
+            evaluation_micros: self.evaluation_micros.load(Ordering::Relaxed),
+            last_record: self.head.borrow().seq,
+        }
+    }
+
+    /// Counts a watch opened; the feed counts it closed when dropped.
+    fn opened(&self) {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a watch closed.
+    pub(super) fn closed(&self) {
+        self.streams.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The time now, by the configured clock.
     pub fn now(&self) -> Timestamp {
         self.settings.clock.now()
-    }
-
-    /// Evaluations so far, and the seconds they took.
-    pub fn evaluation_stats(&self) -> (u64, f64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (
-            self.evaluations.load(Relaxed),
-            self.evaluation_micros.load(Relaxed) as f64 / 1e6,
-        )
     }
 }
 
@@ -278,13 +312,14 @@ fn evaluate_now(shared: &Shared) -> Result<()> {
     };
     let started = Instant::now();
     let at = hub.now();
-    state.evaluate(shared, at)?;
+    let evaluated = state.evaluate(shared, at);
     hub.head.send_replace(state.head());
-    use std::sync::atomic::Ordering::Relaxed;
-    hub.evaluations.fetch_add(1, Relaxed);
+    hub.subjects
+        .store(state.subject_count() as u64, Ordering::Relaxed);
+    hub.evaluations.fetch_add(1, Ordering::Relaxed);
     hub.evaluation_micros
-        .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
-    Ok(())
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    evaluated
 }
 
 impl Engine {
@@ -327,6 +362,7 @@ impl Engine {
             })
             .await?;
         shared_head_touch(&self.shared);
+        self.shared.watch.opened();
         let feed = Feed::new(
             Arc::clone(&self.shared),
             &self.shared.watch,

@@ -302,6 +302,38 @@ impl Scrape {
         ] {
             single(encoder, name, help, ConstGauge::new(value as i64))?;
         }
+        let watch = &stats.watch;
+        for (name, help, value) in [
+            (
+                "segmentd_watch_streams",
+                "Watches of segments and personas open now",
+                watch.streams,
+            ),
+            (
+                "segmentd_watch_subjects",
+                "Segments (per consent channel) and persona assignments followed by the watch evaluations",
+                watch.subjects,
+            ),
+            (
+                "segmentd_watch_history_last_record",
+                "The sequence number of the last record of the change history",
+                watch.last_record,
+            ),
+        ] {
+            single(encoder, name, help, ConstGauge::new(value as i64))?;
+        }
+        single(
+            encoder,
+            "segmentd_watch_evaluations",
+            "Evaluations of the watched segments and personas since start-up",
+            ConstCounter::new(watch.evaluations),
+        )?;
+        single(
+            encoder,
+            "segmentd_watch_evaluation_seconds",
+            "Time spent evaluating the watched segments and personas since start-up",
+            ConstCounter::new(watch.evaluation_micros as f64 / 1e6),
+        )?;
         single(
             encoder,
             "segmentd_index_rebuild_seconds",
