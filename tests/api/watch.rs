@@ -288,6 +288,26 @@ async fn a_watch_starts_with_the_members_and_reports_who_enters_and_leaves_and_w
         watcher.changes.last().unwrap(),
         &("customers/bob".to_owned(), false, pb::ChangeCause::Erasure)
     );
+    // The history keeps nothing of bob but the notice of his erasure: a
+    // watcher that resumes from before hears of him once, leaving.
+    let mut replay = Watcher {
+        members: BTreeSet::from(["customers/ann".to_owned()]),
+        ..Default::default()
+    };
+    let mut replay_stream = watch(&server, "buyers", &first_cursor, false)
+        .await
+        .unwrap();
+    replay.catch_up(&mut replay_stream, watcher.at).await;
+    let mentions: Vec<_> = replay
+        .changes
+        .iter()
+        .filter(|(customer, _, _)| customer == "customers/bob")
+        .collect();
+    assert_eq!(
+        mentions,
+        [&("customers/bob".to_owned(), false, pb::ChangeCause::Erasure)]
+    );
+    assert_eq!(replay.members, watcher.members);
 
     // A change of the rule: everyone it now selects enters, for that
     // reason.
