@@ -622,6 +622,18 @@ impl State {
 
     /// Starts following `subject`: its members now enter, in one record.
     fn register(&mut self, shared: &Shared, subject: &Subject) -> Result<()> {
+        let (seq, kept) = (self.seq, self.sizes.len());
+        let registered = self.register_new(shared, subject);
+        if registered.is_err() {
+            // Nobody heard of it: as if it had not been tried.
+            self.subjects.remove(subject);
+            self.seq = seq;
+            self.sizes.truncate(kept);
+        }
+        registered
+    }
+
+    fn register_new(&mut self, shared: &Shared, subject: &Subject) -> Result<()> {
         let Subject::Segment { id, .. } = subject else {
             return Err(Error::internal("the personas are always followed"));
         };
@@ -777,7 +789,10 @@ pub fn load(shared: &Shared) -> Result<State> {
                 compiled,
                 codes,
                 ghosts,
-                dirty: false,
+                // Records after its checkpoint may have been replayed: the
+                // next checkpoint must include them before retention may
+                // drop them.
+                dirty: true,
             },
         );
     }

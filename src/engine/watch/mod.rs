@@ -313,6 +313,21 @@ fn evaluate_now(shared: &Shared) -> Result<()> {
     let started = Instant::now();
     let at = hub.now();
     let evaluated = state.evaluate(shared, at);
+    if evaluated.is_err() {
+        // The members in memory may be ahead of the history on disk: read
+        // them back from the history, so that the next evaluation reports
+        // what this one could not.
+        *guard = match evaluate::load(shared) {
+            Ok(state) => Some(state),
+            Err(error) => {
+                tracing::error!(%error, "cannot reload the change history: watching is off");
+                None
+            }
+        };
+    }
+    let Some(state) = guard.as_ref() else {
+        return evaluated;
+    };
     hub.head.send_replace(state.head());
     hub.subjects
         .store(state.subject_count() as u64, Ordering::Relaxed);
