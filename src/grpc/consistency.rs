@@ -86,7 +86,11 @@ fn token(value: &HeaderValue) -> Result<u64, Status> {
 
 /// The request's deadline from its `grpc-timeout` header, if it has one.
 fn deadline(request_timeout: Option<&HeaderValue>) -> Option<Duration> {
-    let text = request_timeout?.to_str().ok()?;
+    timeout_of(request_timeout?.to_str().ok()?)
+}
+
+/// The time a `grpc-timeout` value gives, such as `10S` or `250m`.
+pub(crate) fn timeout_of(text: &str) -> Option<Duration> {
     let (amount, unit) = text.split_at(text.len().checked_sub(1)?);
     let amount: u64 = amount.parse().ok()?;
     Some(match unit {

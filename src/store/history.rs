@@ -116,6 +116,30 @@ impl Store {
             .collect()
     }
 
+    /// Up to `limit` records after `after`, in order, stopping once they
+    /// hold `max_bytes` (one at least); blocking.
+    pub fn history_after_within(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let tree = self.history_tree()?;
+        let start = record_key(after.saturating_add(1));
+        let end = record_key(u64::MAX);
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        for entry in tree.range(start..=end).take(limit) {
+            let (key, value) = entry.map_err(storage_error)?;
+            bytes += value.len();
+            records.push((u64_of(&key[1..])?, value.to_vec()));
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(records)
+    }
+
     /// Every subject's checkpoint, by subject key; blocking.
     pub fn history_checkpoints(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let tree = self.history_tree()?;

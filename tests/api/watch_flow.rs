@@ -185,3 +185,38 @@ async fn a_cursor_older_than_the_history_kept_is_refused_as_expired() {
     assert_eq!(again.members.len(), 2);
     assert_eq!(again.members, listed(&server, "s", again.at).await);
 }
+
+#[tokio::test]
+async fn a_watch_ends_at_the_deadline_of_its_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.engine.watch.period = Duration::from_millis(100);
+    let server = TestServer::spawn(config).await;
+    server.wait_serving().await;
+    import(&server, 3).await;
+    set_rule(&server, true, "true").await;
+    let mut request = tonic::Request::new(pb::WatchSegmentMembershipRequest {
+        segment: "segments/s".into(),
+        include_initial_members: true,
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_millis(800));
+    let mut stream = MembershipServiceClient::new(server.channel().await)
+        .watch_segment_membership(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut watcher = Watcher::default();
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("the watch ends at its deadline, not later")
+        {
+            Ok(Some(message)) => watcher.apply(message),
+            Ok(None) => panic!("the watch ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(watcher.members.len(), 3);
+}

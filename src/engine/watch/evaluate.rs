@@ -13,6 +13,7 @@ use crate::domain::rules::{compile, Predicate};
 use crate::domain::segment::SegmentId;
 use crate::domain::{Error, Result, Timestamp};
 use crate::engine::frame::Frame;
+use crate::engine::index::FeatureIndex;
 use crate::engine::personas::{assignments, CompiledCatalog};
 use crate::engine::rfm::RfmBounds;
 use crate::engine::select::{consented, select, split_objectors};
@@ -65,9 +66,21 @@ pub struct State {
     sizes: VecDeque<(u64, u64, i64)>,
 }
 
-/// What opening a watch gives: the members to start with (when asked
-/// for), their evaluation time, and the cursor after them.
-pub type Opened = (Option<Vec<(String, String)>>, Timestamp, Cursor);
+/// What opening a watch gives.
+#[derive(Debug)]
+pub struct Opened {
+    /// The members to start with, when asked for.
+    pub initial: Option<Vec<(String, String)>>,
+    /// Their evaluation time.
+    pub at: Timestamp,
+    /// The cursor after them, or the one to resume from.
+    pub cursor: Cursor,
+    /// The head after opening (a registration moves it).
+    pub head: Head,
+    /// The subject is followed no more: its segment was deleted after the
+    /// cursor; the records left end with its members leaving.
+    pub orphan: bool,
+}
 
 /// A segment's rule compiled; a stored one always compiles.
 fn compile_rule(filter: &str) -> Result<Predicate> {
@@ -98,6 +111,7 @@ impl State {
         Head {
             seq: self.seq,
             at: self.at,
+            off: false,
         }
     }
 
@@ -165,13 +179,23 @@ impl State {
         let mut writes = Vec::new();
         let mut erased: HashSet<String> = HashSet::new();
         let mut records: BTreeMap<Subject, Record> = BTreeMap::new();
+        let settings = &shared.watch.settings;
+        let maintain = self.maintained.elapsed() >= MAINTENANCE_EVERY.min(settings.retention / 4)
+            || self.written > settings.retention_bytes / 4;
+        let mut checkpoints = Vec::new();
         {
             // The journal is drained with the index held, and no write
             // between: every change seen has its cause in what is drained.
             let writer = shared.writer();
             let index = shared.index();
-            let touched = shared.watch.journal.drain();
+            let mut touched = shared.watch.journal.drain();
             drop(writer);
+            // Members the index lost while the server was down were erased.
+            for state in self.subjects.values() {
+                for (ghost, _) in &state.ghosts {
+                    touched.causes.insert(ghost.clone(), Cause::Erasure);
+                }
+            }
             let frame = Frame::new(
                 &index,
                 Timestamp::from_nanos(at),
@@ -189,10 +213,28 @@ impl State {
             );
             let subjects: Vec<Subject> = self.subjects.keys().cloned().collect();
             for subject in subjects {
-                let record = self
-                    .evaluate_subject(shared, &frame, &subject, &catalog, &touched, others, at)?;
-                if let Some(record) = record {
-                    records.insert(subject, record);
+                // A subject that cannot be evaluated keeps its members, and
+                // the others go on.
+                match self
+                    .evaluate_subject(shared, &frame, &subject, &catalog, &touched, others, at)
+                {
+                    Ok(Some(record)) => {
+                        records.insert(subject, record);
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::error!(%error, ?subject, "cannot evaluate a watched subject");
+                    }
+                }
+            }
+            if maintain {
+                // The members as this evaluation leaves them, read through
+                // the index it read: written with its records.
+                for (subject, state) in &self.subjects {
+                    let ended = records.get(subject).is_some_and(|record| record.ended);
+                    if (state.dirty || records.contains_key(subject)) && !ended {
+                        checkpoints.push((subject.clone(), self.members_of(&index, subject)));
+                    }
                 }
             }
         }
@@ -202,6 +244,7 @@ impl State {
             writes.extend(rewrites);
             self.notify_erasures(found, &mut records, at);
         }
+        let last_before = self.seq;
         for (subject, record) in records {
             self.seq += 1;
             let bytes = encode(&record)?;
@@ -215,11 +258,8 @@ impl State {
                 state.dirty = true;
             }
         }
-        let settings = &shared.watch.settings;
-        if self.maintained.elapsed() >= MAINTENANCE_EVERY.min(settings.retention / 4)
-            || self.written > settings.retention_bytes / 4
-        {
-            writes.extend(self.maintain(shared)?);
+        if maintain {
+            writes.extend(self.maintain(shared, checkpoints, last_before)?);
         }
         if writes.is_empty() {
             return Ok(());
@@ -310,7 +350,17 @@ impl State {
             }
             state.rule = rule.clone();
         }
-        let compiled = state.compiled.clone().unwrap_or(Predicate::Const(false));
+        let compiled = match (&state.compiled, subject) {
+            (Some(compiled), _) => compiled.clone(),
+            (None, Subject::Personas) => Predicate::Const(true),
+            // Not compiled at load: compiled now, or the subject waits.
+            (None, Subject::Segment { .. }) if !ended => {
+                let compiled = compile_rule(&state.rule)?;
+                state.compiled = Some(compiled.clone());
+                compiled
+            }
+            (None, Subject::Segment { .. }) => Predicate::Const(false),
+        };
         let now = if ended {
             Members::empty(matches!(subject, Subject::Personas))
         } else {
@@ -442,19 +492,19 @@ impl State {
             };
             for (seq, bytes) in records {
                 let mut record: Record = decode(&bytes)?;
-                let before = record.changes.len();
-                let subject = record.subject.clone();
-                record.changes.retain(|change| {
-                    if !erased.contains(&change.customer) {
-                        return true;
+                let mut changed = false;
+                // Blanked in place: a cursor inside a record counts its
+                // changes, so none may move.
+                for change in &mut record.changes {
+                    if erased.contains(&change.customer) {
+                        found
+                            .entry(record.subject.clone())
+                            .or_default()
+                            .insert(std::mem::take(&mut change.customer), change.to.clone());
+                        changed = true;
                     }
-                    found
-                        .entry(subject.clone())
-                        .or_default()
-                        .insert(change.customer.clone(), change.to.clone());
-                    false
-                });
-                if record.changes.len() != before {
+                }
+                if changed {
                     writes.push(HistoryWrite::Rewrite(seq, encode(&record)?));
                 }
             }
@@ -474,9 +524,8 @@ impl State {
     }
 
     /// The members of a subject, with their personas, in id order.
-    fn members_of(&self, shared: &Shared, subject: &Subject) -> Vec<(String, String)> {
+    fn members_of(&self, index: &FeatureIndex, subject: &Subject) -> Vec<(String, String)> {
         let state = &self.subjects[subject];
-        let index = shared.index();
         let mut members: Vec<(String, String)> = state
             .codes
             .rows()
@@ -488,32 +537,33 @@ impl State {
         members
     }
 
-    /// Checkpoints of the subjects that changed, and the records retention
-    /// drops.
-    fn maintain(&mut self, shared: &Shared) -> Result<Vec<HistoryWrite>> {
+    /// Checkpoints of the subjects that changed (their members, read with
+    /// the evaluation), and the records retention drops, never past
+    /// `prunable`, the last record before this evaluation's.
+    fn maintain(
+        &mut self,
+        shared: &Shared,
+        checkpoints: Vec<(Subject, Vec<(String, String)>)>,
+        prunable: u64,
+    ) -> Result<Vec<HistoryWrite>> {
         self.maintained = Instant::now();
         self.written = 0;
         let mut writes = Vec::new();
-        let dirty: Vec<Subject> = self
-            .subjects
-            .iter()
-            .filter(|(_, state)| state.dirty)
-            .map(|(subject, _)| subject.clone())
-            .collect();
-        for subject in dirty {
+        for (subject, members) in checkpoints {
+            let Some(state) = self.subjects.get_mut(&subject) else {
+                continue;
+            };
+            state.dirty = false;
             let checkpoint = Checkpoint {
                 subject: subject.clone(),
                 seq: self.seq,
-                rule: self.subjects[&subject].rule.clone(),
-                members: self.members_of(shared, &subject),
+                rule: state.rule.clone(),
+                members,
             };
             writes.push(HistoryWrite::Checkpoint(
                 subject.key(),
                 encode(&checkpoint)?,
             ));
-            if let Some(state) = self.subjects.get_mut(&subject) {
-                state.dirty = false;
-            }
         }
         // Every subject now replays from a checkpoint at or after the last
         // record, so any record may go.
@@ -526,7 +576,7 @@ impl State {
         let mut total: u64 = self.sizes.iter().map(|(_, size, _)| size).sum();
         let mut prune = None;
         while let Some(&(seq, size, at)) = self.sizes.front() {
-            if total <= settings.retention_bytes && at >= cutoff {
+            if seq > prunable || (total <= settings.retention_bytes && at >= cutoff) {
                 break;
             }
             total -= size;
@@ -579,25 +629,45 @@ impl State {
             if cursor.seq < self.pruned || (!complete && cursor.seq <= self.pruned) {
                 return Err(expired(cursor, "before the watch resumed"));
             }
-            if !self.subjects.contains_key(subject) {
-                return Err(self.unknown_subject(shared, subject, cursor)?);
+            let orphan = !self.subjects.contains_key(subject);
+            if orphan {
+                // A deleted segment's watcher still gets the departures
+                // after its cursor, then NOT_FOUND.
+                if let Some(error) = self.unknown_subject(shared, subject, cursor)? {
+                    return Err(error);
+                }
             }
-            return Ok((None, Timestamp::from_nanos(self.at), cursor));
+            return Ok(Opened {
+                initial: None,
+                at: Timestamp::from_nanos(self.at),
+                cursor,
+                head: self.head(),
+                orphan,
+            });
         }
         if !self.subjects.contains_key(subject) {
             self.register(shared, subject)?;
         }
-        let members = initial.then(|| self.members_of(shared, subject));
-        Ok((
-            members,
-            Timestamp::from_nanos(self.at),
-            Cursor::after(self.history, self.seq),
-        ))
+        let initial = initial.then(|| self.members_of(&shared.index(), subject));
+        Ok(Opened {
+            initial,
+            at: Timestamp::from_nanos(self.at),
+            cursor: Cursor::after(self.history, self.seq),
+            head: self.head(),
+            orphan: false,
+        })
     }
 
-    /// The error for a cursor of a subject no longer watched: its segment
-    /// is gone, or was never watched.
-    fn unknown_subject(&self, shared: &Shared, subject: &Subject, cursor: Cursor) -> Result<Error> {
+    /// For a cursor of a subject not followed: `None` when its segment is
+    /// gone (the records after the cursor end with its members leaving),
+    /// else the error: the cursor is not of a watch of this segment and
+    /// channel.
+    fn unknown_subject(
+        &self,
+        shared: &Shared,
+        subject: &Subject,
+        cursor: Cursor,
+    ) -> Result<Option<Error>> {
         if let Subject::Segment { id, .. } = subject {
             let exists = SegmentId::parse(id)
                 .ok()
@@ -606,10 +676,10 @@ impl State {
                 .flatten()
                 .is_some();
             if !exists {
-                return Ok(Error::NotFound(format!("segments/{id}")));
+                return Ok(None);
             }
         }
-        Ok(Error::Cursor {
+        Ok(Some(Error::Cursor {
             reason: "CURSOR_UNKNOWN",
             message: format!(
                 "cursor {} is not of a watch of this segment and channel: watch again with the \
@@ -617,7 +687,7 @@ impl State {
                 cursor.to_text()
             ),
             cursor: cursor.to_text(),
-        })
+        }))
     }
 
     /// Starts following `subject`: its members now enter, in one record.
@@ -625,10 +695,14 @@ impl State {
         let (seq, kept) = (self.seq, self.sizes.len());
         let registered = self.register_new(shared, subject);
         if registered.is_err() {
-            // Nobody heard of it: as if it had not been tried.
+            // Nobody heard of it: as if it had not been tried. A record
+            // written is overwritten by the next; the checkpoint must go.
             self.subjects.remove(subject);
             self.seq = seq;
             self.sizes.truncate(kept);
+            let _ = shared
+                .store
+                .write_history(vec![HistoryWrite::DropCheckpoint(subject.key())]);
         }
         registered
     }
@@ -654,7 +728,7 @@ impl State {
         );
         // The first evaluation of a subject is all entries, with the rule.
         let catalog = shared.catalog();
-        let record = {
+        let (record, members) = {
             let index = shared.index();
             // At the last evaluation's time, as every other subject is.
             if self.at == 0 {
@@ -669,7 +743,9 @@ impl State {
             let touched = Touched::default();
             let state = self.subjects.get_mut(subject).expect("just inserted");
             state.rule = format!("\u{0}{}", segment.filter);
-            self.evaluate_subject(shared, &frame, subject, &catalog, &touched, false, at)?
+            let record =
+                self.evaluate_subject(shared, &frame, subject, &catalog, &touched, false, at)?;
+            (record, self.members_of(&index, subject))
         };
         let Some(record) = record else {
             return Err(Error::internal("a new watch wrote no record"));
@@ -682,7 +758,7 @@ impl State {
             subject: subject.clone(),
             seq: self.seq,
             rule: segment.filter.clone(),
-            members: self.members_of(shared, subject),
+            members,
         };
         self.subjects.get_mut(subject).expect("registered").dirty = false;
         shared.store.write_history(vec![
@@ -741,6 +817,9 @@ pub fn load(shared: &Shared) -> Result<State> {
                 *rule = new_rule;
             }
             for change in record.changes {
+                if change.customer.is_empty() {
+                    continue;
+                }
                 if change.entered {
                     members.insert(change.customer, change.to);
                 } else {
@@ -769,7 +848,7 @@ pub fn load(shared: &Shared) -> Result<State> {
     };
     for (subject, (rule, _, members)) in lists {
         let compiled = match &subject {
-            Subject::Segment { .. } => Some(compile_rule(&rule).unwrap_or(Predicate::Const(false))),
+            Subject::Segment { .. } => compile_rule(&rule).ok(),
             Subject::Personas => None,
         };
         let personas = matches!(subject, Subject::Personas);
@@ -831,7 +910,7 @@ pub fn load(shared: &Shared) -> Result<State> {
             subject: Subject::Personas,
             seq: state.seq,
             rule: catalog_rule(&catalog),
-            members: state.members_of(shared, &Subject::Personas),
+            members: state.members_of(&shared.index(), &Subject::Personas),
         };
         store.write_history(vec![HistoryWrite::Checkpoint(
             Subject::Personas.key(),

@@ -14,8 +14,11 @@ use crate::engine::Shared;
 
 /// The most changes one message carries.
 pub const MAX_CHANGES_PER_MESSAGE: usize = 1000;
-/// Records read from the store at a time.
+/// Records read from the store at a time, at most.
 const READ_AHEAD: usize = 32;
+/// Bytes of records read from the store at a time, at most (one record at
+/// least).
+const READ_AHEAD_BYTES: usize = 4 << 20;
 
 /// What a watcher gets next.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +53,11 @@ pub struct Feed {
     personas: BTreeSet<String>,
     cursor: Cursor,
     head: watch::Receiver<Head>,
-    buffered: VecDeque<(u64, Record)>,
+    /// Records read ahead; `None` for another subject's.
+    buffered: VecDeque<(u64, Option<Record>)>,
+    /// The subject is followed no more (its segment was deleted): the feed
+    /// ends once it has given the records left.
+    orphan: bool,
     /// The evaluation time of the last message sent.
     sent_at: i64,
     ended: bool,
@@ -71,6 +78,7 @@ impl Feed {
         personas: BTreeSet<String>,
         cursor: Cursor,
         at: i64,
+        orphan: bool,
     ) -> Self {
         Feed {
             shared,
@@ -79,6 +87,7 @@ impl Feed {
             cursor,
             head: hub.head.subscribe(),
             buffered: VecDeque::new(),
+            orphan,
             sent_at: at,
             ended: false,
         }
@@ -90,7 +99,9 @@ impl Feed {
     }
 
     fn wanted(&self, change: &Change) -> bool {
-        self.personas.is_empty()
+        // An erased customer's id is blanked in the records before the
+        // one that reports the erasure, keeping every other in its place.
+        !change.customer.is_empty() && self.personas.is_empty()
             || self.personas.contains(&change.from)
             || self.personas.contains(&change.to)
     }
@@ -103,11 +114,11 @@ impl Feed {
             }
             if let Some((seq, record)) = self.buffered.front() {
                 let seq = *seq;
-                if record.subject != self.subject {
+                let Some(record) = record else {
                     self.buffered.pop_front();
                     self.cursor = Cursor::after(self.cursor.history, seq);
                     continue;
-                }
+                };
                 let start = if self.cursor.seq == seq {
                     (self.cursor.offset as usize).min(record.changes.len())
                 } else {
@@ -145,10 +156,20 @@ impl Feed {
                 });
             }
             let head = *self.head.borrow_and_update();
+            if head.off {
+                return Err(crate::domain::Error::Unavailable(
+                    "watching stopped after a fault of the server (see its log); resume with the \
+                     last cursor once it restarts"
+                        .into(),
+                ));
+            }
             let done = self.cursor.offset == u32::MAX;
             if self.cursor.seq < head.seq || !done {
                 self.read(head.seq).await?;
                 continue;
+            }
+            if self.orphan {
+                return Ok(FeedItem::Ended);
             }
             if head.at > self.sent_at {
                 self.sent_at = head.at;
@@ -175,21 +196,35 @@ impl Feed {
             self.cursor.seq.saturating_sub(1)
         };
         let shared = Arc::clone(&self.shared);
-        let records =
-            tokio::task::spawn_blocking(move || shared.store.history_after(after, READ_AHEAD))
-                .await
-                .map_err(|error| {
-                    crate::domain::Error::internal(format!("history read failed: {error}"))
-                })??;
-        for (expected, (seq, bytes)) in (after + 1..).zip(records) {
-            if seq > last {
-                break;
-            }
+        let subject = self.subject.clone();
+        // Read and decoded off the async workers; another subject's record
+        // is not decoded beyond its subject.
+        let records = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
+            let records = shared
+                .store
+                .history_after_within(after, READ_AHEAD, READ_AHEAD_BYTES)?;
+            records
+                .into_iter()
+                .take_while(|(seq, _)| *seq <= last)
+                .map(|(seq, bytes)| {
+                    let record = if super::record::subject_of(&bytes)? == subject {
+                        Some(super::record::decode::<Record>(&bytes)?)
+                    } else {
+                        None
+                    };
+                    Ok((seq, record))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|error| {
+            crate::domain::Error::internal(format!("history read failed: {error}"))
+        })??;
+        for (expected, (seq, record)) in (after + 1..).zip(records) {
             if seq != expected {
                 return Err(expired(self.cursor, "while it was being read"));
             }
-            self.buffered
-                .push_back((seq, super::record::decode(&bytes)?));
+            self.buffered.push_back((seq, record));
         }
         if self.buffered.is_empty() {
             // The records up to `last` are gone: pruned under the reader.

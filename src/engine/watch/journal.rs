@@ -49,6 +49,12 @@ impl Journal {
         self.on.store(true, Ordering::Relaxed);
     }
 
+    /// Stops noting, and forgets what was noted.
+    pub fn stop(&self) {
+        self.on.store(false, Ordering::Relaxed);
+        self.drain();
+    }
+
     /// Reads what `command` touches, before it applies; nothing while the
     /// journal is off.
     pub fn before(&self, command: &Command, index: &FeatureIndex) -> Pending {

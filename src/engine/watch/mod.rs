@@ -116,6 +116,8 @@ pub struct Head {
     pub seq: u64,
     /// The last evaluation time, nanoseconds since the epoch.
     pub at: i64,
+    /// Watching stopped after a fault.
+    pub off: bool,
 }
 
 /// What the engine holds for watching.
@@ -266,7 +268,9 @@ pub(super) async fn run(shared: Weak<Shared>) {
             *lock(&hub.state) = Some(state);
         }
         Err(error) => {
-            tracing::error!(%error, "cannot load the change history: watching is off");
+            tracing::error!(%error, "cannot load the change history: watching stopped");
+            hub.journal.stop();
+            hub.head.send_modify(|head| head.off = true);
             return;
         }
     }
@@ -314,13 +318,16 @@ fn evaluate_now(shared: &Shared) -> Result<()> {
     let at = hub.now();
     let evaluated = state.evaluate(shared, at);
     if evaluated.is_err() {
-        // The members in memory may be ahead of the history on disk: read
-        // them back from the history, so that the next evaluation reports
-        // what this one could not.
-        *guard = match evaluate::load(shared) {
+        // The members in memory may be ahead of the history: read them
+        // back from the history, once it is on disk, so that the next
+        // evaluation reports what this one could not. Without a disk to
+        // write to, watching stops rather than tell of changes it may lose.
+        *guard = match shared.store.flush().and_then(|()| evaluate::load(shared)) {
             Ok(state) => Some(state),
             Err(error) => {
-                tracing::error!(%error, "cannot reload the change history: watching is off");
+                tracing::error!(%error, "cannot recover the change history: watching stopped");
+                hub.journal.stop();
+                hub.head.send_modify(|head| head.off = true);
                 None
             }
         };
@@ -365,31 +372,44 @@ impl Engine {
         };
         let initial = matches!(start, Start::Initial);
         let blocking_subject = subject.clone();
-        let (initial, at, cursor) = self
+        let opened = self
             .blocking(move |shared| {
                 let mut guard = lock(&shared.watch.state);
-                let state = guard.as_mut().ok_or_else(|| {
-                    Error::Unavailable(
-                        "the change history is still loading; retry in a moment".into(),
-                    )
-                })?;
+                let Some(state) = guard.as_mut() else {
+                    let message = if shared.watch.head.borrow().off {
+                        "watching stopped after a fault of the server (see its log); it resumes \
+                         when the server restarts"
+                    } else {
+                        "the change history is still loading; retry in a moment"
+                    };
+                    return Err(Error::Unavailable(message.into()));
+                };
                 state.open(shared, &blocking_subject, cursor, initial)
             })
             .await?;
-        shared_head_touch(&self.shared);
+        // A registration moved the head: tell the other watchers, never
+        // taking the head back.
+        self.shared.watch.head.send_if_modified(|head| {
+            let newer = opened.head.seq > head.seq;
+            if newer {
+                *head = opened.head;
+            }
+            newer
+        });
         self.shared.watch.opened();
         let feed = Feed::new(
             Arc::clone(&self.shared),
             &self.shared.watch,
             subject,
             personas,
-            cursor,
-            at.as_nanos(),
+            opened.cursor,
+            opened.at.as_nanos(),
+            opened.orphan,
         );
         Ok(Started {
-            initial,
-            at,
-            cursor,
+            initial: opened.initial,
+            at: opened.at,
+            cursor: opened.cursor,
             resumed: matches!(start, Start::After(_)),
             feed,
         })
@@ -410,15 +430,5 @@ impl Engine {
     /// How long a watcher may go without reading.
     pub fn slow_reader_timeout(&self) -> Duration {
         self.shared.watch.settings.slow_reader_timeout
-    }
-}
-
-/// Tells the watchers a registration moved the head.
-fn shared_head_touch(shared: &Shared) {
-    if let Some(state) = lock(&shared.watch.state).as_ref() {
-        shared.watch.head.send_if_modified(|head| {
-            let now = state.head();
-            std::mem::replace(head, now) != now
-        });
     }
 }

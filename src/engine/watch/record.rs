@@ -143,6 +143,19 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
     }
 }
 
+/// The subject of an encoded record, read without the rest of it.
+pub fn subject_of(bytes: &[u8]) -> Result<Subject> {
+    match bytes.split_first() {
+        // The subject is a record's first field.
+        Some((&VERSION, rest)) => postcard::take_from_bytes::<Subject>(rest)
+            .map(|(subject, _)| subject)
+            .map_err(|error| Error::internal(format!("a damaged change history entry: {error}"))),
+        _ => Err(Error::internal(
+            "a change history entry of an unknown version",
+        )),
+    }
+}
+
 /// A place in the history: after `offset` changes of record `seq` (all of
 /// them when `offset` is their number, or more).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -252,6 +265,7 @@ mod tests {
         };
         let bytes = encode(&record).unwrap();
         assert_eq!(decode::<Record>(&bytes).unwrap(), record);
+        assert_eq!(subject_of(&bytes).unwrap(), record.subject);
         let mut newer = bytes.clone();
         newer[0] = VERSION + 1;
         assert!(decode::<Record>(&newer).is_err());

@@ -14,7 +14,7 @@ mod list;
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -250,6 +250,44 @@ async fn send<T>(
     }
 }
 
+/// The deadline a request's `grpc-timeout` sets, if it sets one.
+fn deadline_of<T>(request: &Request<T>) -> Option<Instant> {
+    let text = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let timeout = super::consistency::timeout_of(text)?;
+    Instant::now().checked_add(timeout)
+}
+
+/// How a watch runs: its initial batch size, how long it waits for a slow
+/// reader, the name it reports when its segment ends, and the client's
+/// deadline.
+struct Terms {
+    batch: usize,
+    patience: Duration,
+    ended: Option<String>,
+    deadline: Option<Instant>,
+}
+
+/// Runs one watch until the client's deadline, if it set one.
+async fn follow_until<K: WatchKind>(
+    sender: mpsc::Sender<Result<K::Message, Status>>,
+    started: crate::engine::watch::Started,
+    terms: Terms,
+) -> Option<Status> {
+    let Some(deadline) = terms.deadline else {
+        return follow::<K>(sender, started, terms.batch, terms.patience, terms.ended).await;
+    };
+    let watched = follow::<K>(sender, started, terms.batch, terms.patience, terms.ended);
+    tokio::select! {
+        stop = watched => stop,
+        () = tokio::time::sleep_until(deadline.into()) => {
+            Some(Status::deadline_exceeded(
+                "the call's deadline passed: the watch ended; resume with the cursor of the \
+                 last message received",
+            ))
+        }
+    }
+}
+
 /// Runs one watch: the initial members, then the feed, into `sender`;
 /// returns the status that ends the stream, if one does.
 async fn follow<K: WatchKind>(
@@ -325,14 +363,12 @@ async fn follow<K: WatchKind>(
 /// Starts the task of a watch, and returns its response stream.
 fn spawn_watch<K: WatchKind>(
     started: crate::engine::watch::Started,
-    batch: usize,
-    patience: Duration,
-    ended: Option<String>,
+    terms: Terms,
 ) -> WatchStream<K::Message> {
     let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
     let (last_sender, last_receiver) = mpsc::channel(1);
     tokio::spawn(async move {
-        if let Some(status) = follow::<K>(sender, started, batch, patience, ended).await {
+        if let Some(status) = follow_until::<K>(sender, started, terms).await {
             let _ = last_sender.send(Err(status)).await;
         }
     });
@@ -356,6 +392,7 @@ impl MembershipService for MembershipApi {
         audit.outcome(
             async {
                 let engine = ready(&self.engine)?;
+                let deadline = deadline_of(&request);
                 let request = request.into_inner();
                 let (id, channel, start, batch) = (
                     field("segment", SegmentId::from_name(&request.segment)),
@@ -378,12 +415,13 @@ impl MembershipService for MembershipApi {
                 };
                 let started = engine.watch(subject, start, BTreeSet::new()).await?;
                 let patience = engine.slow_reader_timeout();
-                Ok(Response::new(spawn_watch::<Members>(
-                    started,
+                let terms = Terms {
                     batch,
                     patience,
-                    Some(name),
-                )))
+                    ended: Some(name),
+                    deadline,
+                };
+                Ok(Response::new(spawn_watch::<Members>(started, terms)))
             }
             .await,
         )
@@ -401,6 +439,7 @@ impl MembershipService for MembershipApi {
         audit.outcome(
             async {
                 let engine = ready(&self.engine)?;
+                let deadline = deadline_of(&request);
                 let request = request.into_inner();
                 let (start, batch) = (
                     start_of(
@@ -436,9 +475,13 @@ impl MembershipService for MembershipApi {
                         .retain(|(_, persona)| personas.is_empty() || personas.contains(persona));
                 }
                 let patience = engine.slow_reader_timeout();
-                Ok(Response::new(spawn_watch::<Personas>(
-                    started, batch, patience, None,
-                )))
+                let terms = Terms {
+                    batch,
+                    patience,
+                    ended: None,
+                    deadline,
+                };
+                Ok(Response::new(spawn_watch::<Personas>(started, terms)))
             }
             .await,
         )
