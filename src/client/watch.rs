@@ -103,8 +103,8 @@ impl WatchArgs {
         Ok(Target::Segment(name))
     }
 
-    /// The command that resumes this watch after `cursor`.
-    fn resume_command(&self, target: &Target, cursor: &str) -> String {
+    /// The command that watches the same again, without its start.
+    fn command(&self, target: &Target) -> String {
         let mut command = String::from("segmentd watch ");
         match target {
             Target::Segment(name) => command.push_str(name),
@@ -120,8 +120,12 @@ impl WatchArgs {
             let name = format!("{channel:?}").to_lowercase();
             command.push_str(&format!(" --channel {name}"));
         }
-        command.push_str(&format!(" --cursor {cursor}"));
         command
+    }
+
+    /// The command that resumes this watch after `cursor`.
+    fn resume_command(&self, target: &Target, cursor: &str) -> String {
+        format!("{} --cursor {cursor}", self.command(target))
     }
 }
 
@@ -159,15 +163,16 @@ pub async fn run(
     args: &WatchArgs,
 ) -> anyhow::Result<()> {
     let target = args.target()?;
-    let channel =
-        super::channel::connect(endpoint.connect_timeout(CONNECT_TIMEOUT), token).await?;
+    let channel = super::channel::connect(endpoint.connect_timeout(CONNECT_TIMEOUT), token).await?;
     let mut client = MembershipServiceClient::new(channel);
     let cursor = args.cursor.clone().unwrap_or_default();
     let opened = match &target {
         Target::Segment(name) => client
             .watch_segment_membership(pb::WatchSegmentMembershipRequest {
                 segment: name.clone(),
-                channel: args.channel.map_or(0, |flag| pb::Channel::from(flag) as i32),
+                channel: args
+                    .channel
+                    .map_or(0, |flag| pb::Channel::from(flag) as i32),
                 cursor,
                 include_initial_members: args.initial,
                 initial_batch_size: 0,
@@ -405,14 +410,12 @@ fn refused(
 ) -> anyhow::Error {
     let info = status.get_error_details().error_info().cloned();
     let reason = info.as_ref().map(|info| info.reason.as_str()).unwrap_or("");
-    let mut text = format!("{}: {}", code_name(status.code()), status.message());
-    if !reason.is_empty() {
+    let code = code_name(status.code());
+    let mut text = format!("{code}: {}", status.message());
+    if !reason.is_empty() && reason != code {
         text.push_str(&format!(" ({reason})"));
     }
-    let start_again = match target {
-        Target::Segment(name) => format!("segmentd watch {name} --initial"),
-        Target::Personas => "segmentd watch personas --initial".to_owned(),
-    };
+    let start_again = format!("{} --initial", args.command(target));
     let resume_from = match reason {
         "CURSOR_EXPIRED" | "CURSOR_UNKNOWN" => {
             text.push_str(&format!(
@@ -459,5 +462,53 @@ mod tests {
             })),
             "2026-12-01T10:00:01Z"
         );
+    }
+
+    #[test]
+    fn a_refusal_says_what_to_do() {
+        use tonic_types::ErrorDetails;
+        let args = WatchArgs {
+            addr: String::new(),
+            subject: "buyers".into(),
+            persona_ids: Vec::new(),
+            channel: Some(ChannelFlag::Email),
+            initial: false,
+            cursor: None,
+            exit_after: None,
+            progress: false,
+        };
+        let target = args.target().unwrap();
+        let slow = Status::with_error_details(
+            Code::ResourceExhausted,
+            "read nothing for 30 s",
+            ErrorDetails::with_error_info(
+                "SLOW_READER",
+                "segmentd",
+                [("cursor".into(), "c1.a.7".into())],
+            ),
+        );
+        assert_eq!(
+            refused(&args, &target, &slow, Some("c1.a.5")).to_string(),
+            "RESOURCE_EXHAUSTED: read nothing for 30 s (SLOW_READER)\nto resume: segmentd watch \
+             segments/buyers --channel email --cursor c1.a.7"
+        );
+        let expired = Status::with_error_details(
+            Code::FailedPrecondition,
+            "too old",
+            ErrorDetails::with_error_info("CURSOR_EXPIRED", "segmentd", []),
+        );
+        assert_eq!(
+            refused(&args, &target, &expired, Some("c1.a.5")).to_string(),
+            "FAILED_PRECONDITION: too old (CURSOR_EXPIRED)\nthis cursor cannot resume; start again \
+             with the current members: segmentd watch segments/buyers --channel email --initial"
+        );
+        let gone = Status::unavailable("connection lost");
+        assert!(refused(&args, &target, &gone, Some("c1.a.5"))
+            .to_string()
+            .ends_with("--cursor c1.a.5"));
+        let missing = Status::not_found("segments/buyers not found");
+        assert!(!refused(&args, &target, &missing, Some("c1.a.5"))
+            .to_string()
+            .contains("resume"));
     }
 }

@@ -24,6 +24,7 @@ mod segments;
 mod support;
 mod tls;
 mod watch;
+mod watch_cli;
 
 /// The binary's allocator, so that the memory the tests measure is the
 /// memory a deployed server would use.
