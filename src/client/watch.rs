@@ -38,8 +38,9 @@ pub struct WatchArgs {
     /// Resume after this cursor, as printed when a watch stops.
     #[arg(long)]
     pub cursor: Option<String>,
-    /// Stop after this many evaluations that changed anything (after the
-    /// initial members); `0` stops at the first cursor.
+    /// Stop after this many messages of changes (one per evaluation that
+    /// changed anything, in parts of at most 1000 changes), after the
+    /// initial members; `0` stops at the first cursor.
     #[arg(long, value_name = "N")]
     pub exit_after: Option<u64>,
     /// Also print a line for each evaluation that changed nothing.
