@@ -141,6 +141,16 @@ struct Message {
     event: Event,
 }
 
+impl Message {
+    fn new(at: Option<&prost_types::Timestamp>, cursor: String, event: Event) -> Self {
+        Message {
+            at: time_text(at),
+            cursor,
+            event,
+        }
+    }
+}
+
 /// What a message holds, as lines without their time.
 #[derive(Debug)]
 enum Event {
@@ -199,9 +209,11 @@ pub async fn run(
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     while !follower.done() {
+        // Ctrl-C first: its handler is in place before anything prints.
         let next = tokio::select! {
-            next = messages.next() => next,
+            biased;
             _ = &mut interrupted => break,
+            next = messages.next() => next,
         };
         let message = match next {
             Some(Ok(message)) => message,
@@ -309,11 +321,7 @@ fn segment_message(message: pb::WatchSegmentMembershipResponse) -> Message {
         ),
         Some(Received::Progress(_)) | None => Event::Progress,
     };
-    Message {
-        at: time_text(message.evaluation_time.as_ref()),
-        cursor: message.cursor,
-        event,
-    }
+    Message::new(message.evaluation_time.as_ref(), message.cursor, event)
 }
 
 fn persona_message(message: pb::WatchPersonaAssignmentsResponse) -> Message {
@@ -343,11 +351,7 @@ fn persona_message(message: pb::WatchPersonaAssignmentsResponse) -> Message {
         ),
         Some(Received::Progress(_)) | None => Event::Progress,
     };
-    Message {
-        at: time_text(message.evaluation_time.as_ref()),
-        cursor: message.cursor,
-        event,
-    }
+    Message::new(message.evaluation_time.as_ref(), message.cursor, event)
 }
 
 fn persona_or_none(persona_id: &str) -> &str {
