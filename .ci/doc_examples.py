@@ -7,7 +7,8 @@ Every ```sh block whose first line starts with `grpcurl`, `buf curl` or
 right after it is its expected output (stdout, then stderr). Each document
 gets a fresh server and runs its examples in order, so an example may build
 on the data of the examples above it in the same document, and on nothing
-else. Times and etags differ from run to run and are masked on both sides.
+else. Times, etags and the cursors of watches differ from run to run and
+are masked on both sides.
 With --update, the documents' outputs are rewritten instead.
 
 A document that starts with `<!-- doc-server: tls -->` gets a TLS server:
@@ -36,6 +37,12 @@ import time
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```\n", re.S | re.M)
 VOLATILE = re.compile(r'"(createTime|updateTime|etag|nextPageToken)": "[^"]*"')
+# A watch message's evaluation time and cursor, as grpcurl prints them.
+WATCH_POSITION = re.compile(r'"evaluationTime": "[^"]*",(\s*)"cursor": "[^"]*"')
+# The evaluation time that starts a line of `segmentd watch`.
+WATCH_LINE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ(?=  )", re.M)
+# The cursor of the command that resumes a watch.
+RESUME_CURSOR = re.compile(r"--cursor \S+")
 # The address the examples are written for.
 DOCUMENTED_ADDRESS = re.compile(r"\b(localhost|127\.0\.0\.1):50051\b")
 # The address of the health listener in the examples of a TLS server.
@@ -56,7 +63,10 @@ def free_port():
 
 
 def normalise(text):
-    lines = [line.rstrip() for line in VOLATILE.sub(r'"\1": "…"', text).strip().splitlines()]
+    text = VOLATILE.sub(r'"\1": "…"', text)
+    text = WATCH_POSITION.sub(r'"evaluationTime": "…",\1"cursor": "…"', text)
+    text = RESUME_CURSOR.sub("--cursor …", WATCH_LINE_TIME.sub("…", text))
+    lines = [line.rstrip() for line in text.strip().splitlines()]
     return "\n".join(lines)
 
 

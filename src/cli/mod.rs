@@ -54,6 +54,9 @@ enum Command {
     Import(ImportArgs),
     /// Prints a customer's persona and why, for people.
     Persona(PersonaArgs),
+    /// Follows who enters and leaves a saved segment, or moves between
+    /// personas, one line per change, for people.
+    Watch(WatchCommandArgs),
     /// Takes a consistent backup of a running server into a file.
     Backup(backup::BackupArgs),
     /// Restores a backup file into an empty data directory, offline.
@@ -74,6 +77,17 @@ struct PersonaArgs {
     /// How long to wait for an answer, e.g. `5s`.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: tls::ClientTlsArgs,
+    #[command(flatten)]
+    auth: auth::ClientAuthArgs,
+}
+
+/// Flags of `segmentd watch`.
+#[derive(Debug, Args)]
+struct WatchCommandArgs {
+    #[command(flatten)]
+    watch: crate::client::watch::WatchArgs,
     #[command(flatten)]
     tls: tls::ClientTlsArgs,
     #[command(flatten)]
@@ -395,6 +409,10 @@ pub fn main() -> ExitCode {
                 args.timeout,
             )
             .await
+        }),
+        Some(Command::Watch(args)) => runtime.block_on(async {
+            let endpoint = args.tls.endpoint(&args.watch.addr)?;
+            crate::client::watch::run(endpoint, args.auth.token().as_ref(), &args.watch).await
         }),
         Some(Command::Healthcheck(args)) => {
             match runtime.block_on(async {

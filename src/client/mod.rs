@@ -1,5 +1,5 @@
 //! Client-side commands of the binary, which talk to a running server over
-//! its public API: `healthcheck`, `import`, `persona` and `backup`.
+//! its public API: `healthcheck`, `import`, `persona`, `watch` and `backup`.
 
 pub mod backup;
 pub mod channel;
@@ -7,3 +7,4 @@ pub mod healthcheck;
 pub mod import;
 pub mod persona;
 mod rows;
+pub mod watch;

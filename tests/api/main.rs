@@ -25,6 +25,7 @@ mod segments;
 mod support;
 mod tls;
 mod watch;
+mod watch_cli;
 mod watch_exact;
 mod watch_flow;
 mod watch_restart;
