@@ -158,6 +158,11 @@ impl Outcome {
         if self.message.contains("h2 protocol error") {
             return Some(format!("no status the client can read: {}", self.message));
         }
+        // A watch never ends by itself: the server ends it, in time, at
+        // the call's deadline.
+        if self.code == Code::DeadlineExceeded && self.path.contains("Service/Watch") {
+            return None;
+        }
         match self.code {
             Code::Internal | Code::Unknown | Code::DeadlineExceeded => {
                 Some(format!("{:?}: {}", self.code, self.message))

@@ -250,11 +250,13 @@ async fn send<T>(
     }
 }
 
-/// The deadline a request's `grpc-timeout` sets, if it sets one.
+/// When a watch whose request sets a `grpc-timeout` ends.
 fn deadline_of<T>(request: &Request<T>) -> Option<Instant> {
     let text = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let timeout = super::consistency::timeout_of(text)?;
-    Instant::now().checked_add(timeout)
+    // Ended a little before, so that the status reaches the client in time.
+    let margin = (timeout / 10).min(Duration::from_secs(1));
+    Instant::now().checked_add(timeout - margin)
 }
 
 /// How a watch runs: its initial batch size, how long it waits for a slow
