@@ -314,7 +314,7 @@ fn expected_rank(persona: &str) -> usize {
     BUILT_IN.iter().position(|id| *id == persona).unwrap()
 }
 
-fn persona(id: &str, rule: &str) -> pb::Persona {
+pub fn persona(id: &str, rule: &str) -> pb::Persona {
     pb::Persona {
         persona_id: id.into(),
         display_name: id.to_lowercase(),

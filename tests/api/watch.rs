@@ -398,3 +398,109 @@ async fn cursors_that_cannot_resume_are_refused_with_what_to_do() {
     let status = watch(&server, "nope", "", false).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 }
+
+#[tokio::test]
+async fn a_catalog_replacement_moves_everyone_in_one_evaluation_and_says_so() {
+    use pb::watch_persona_assignments_response::Event;
+    use segmentd::grpc::pb::persona_service_client::PersonaServiceClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = watch_server(dir.path()).await;
+    for id in ["ann", "bob", "cem"] {
+        create(&server, id, customer()).await.unwrap();
+    }
+    buy(
+        &server,
+        vec![purchase_at("p1", "ann", now() - 86_400, 1000)],
+    )
+    .await;
+    // Watchers of every persona and of one.
+    let mut all = membership(&server)
+        .await
+        .watch_persona_assignments(pb::WatchPersonaAssignmentsRequest {
+            include_initial_assignments: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut buyers = membership(&server)
+        .await
+        .watch_persona_assignments(pb::WatchPersonaAssignmentsRequest {
+            persona_ids: vec!["ONE_TIME_BUYER".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = all.message().await.unwrap().unwrap();
+    let Some(Event::Initial(initial)) = first.event else {
+        panic!("the initial assignments first: {first:?}");
+    };
+    assert_eq!(initial.assignments.len(), 3);
+    assert!(initial.last);
+    // An unknown persona is refused.
+    let status = membership(&server)
+        .await
+        .watch_persona_assignments(pb::WatchPersonaAssignmentsRequest {
+            persona_ids: vec!["NOBODY".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    PersonaServiceClient::new(server.channel().await)
+        .replace_persona_catalog(pb::ReplacePersonaCatalogRequest {
+            personas: vec![
+                crate::personas::persona("BUYER", "features.purchase_count >= 1"),
+                crate::personas::persona("EVERYONE", "true"),
+            ],
+            expected_revision: 0,
+        })
+        .await
+        .unwrap();
+    // One message holds every move, each caused by the catalog.
+    let moves = loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), all.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(Event::Moves(moves)) = message.event {
+            break moves.moves;
+        }
+    };
+    let moved: BTreeMap<String, (String, String)> = moves
+        .iter()
+        .map(|step| {
+            assert_eq!(step.cause(), pb::ChangeCause::CatalogChanged, "{step:?}");
+            (
+                step.customer.clone(),
+                (step.from_persona_id.clone(), step.to_persona_id.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(moved.len(), 3, "{moved:?}");
+    assert_eq!(moved["customers/ann"].1, "BUYER");
+    assert_eq!(moved["customers/bob"].1, "EVERYONE");
+    // The watcher of one persona hears only of moves into or out of it.
+    let moves = loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), buyers.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(Event::Moves(moves)) = message.event {
+            break moves.moves;
+        }
+    };
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert_eq!(
+        (
+            moves[0].customer.as_str(),
+            moves[0].from_persona_id.as_str()
+        ),
+        ("customers/ann", "ONE_TIME_BUYER")
+    );
+}
