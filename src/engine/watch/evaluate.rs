@@ -3,6 +3,7 @@
 //! history with their causes.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::journal::Touched;
@@ -245,13 +246,16 @@ impl State {
             self.notify_erasures(found, &mut records, at);
         }
         let last_before = self.seq;
+        let mut fresh = Vec::with_capacity(records.len());
         for (subject, record) in records {
             self.seq += 1;
             let bytes = encode(&record)?;
             self.written += bytes.len() as u64;
             self.sizes.push_back((self.seq, bytes.len() as u64 + 9, at));
+            let ended = record.ended;
+            fresh.push((self.seq, Arc::new(record), bytes.len()));
             writes.push(HistoryWrite::Record(self.seq, bytes));
-            if record.ended {
+            if ended {
                 self.subjects.remove(&subject);
                 writes.push(HistoryWrite::DropCheckpoint(subject.key()));
             } else if let Some(state) = self.subjects.get_mut(&subject) {
@@ -265,7 +269,16 @@ impl State {
             return Ok(());
         }
         shared.store.write_history(writes)?;
-        shared.store.flush()
+        shared.store.flush()?;
+        // Kept in memory once on disk, before the head tells of them.
+        let recent = &shared.watch.recent;
+        if !erased.is_empty() {
+            recent.clear();
+        }
+        for (seq, record, bytes) in fresh {
+            recent.push(seq, record, bytes);
+        }
+        Ok(())
     }
 
     /// Adds an erasure notice for every erased customer a subject's
@@ -761,11 +774,14 @@ impl State {
             members,
         };
         self.subjects.get_mut(subject).expect("registered").dirty = false;
+        let size = bytes.len();
         shared.store.write_history(vec![
             HistoryWrite::Record(self.seq, bytes),
             HistoryWrite::Checkpoint(subject.key(), encode(&checkpoint)?),
         ])?;
-        shared.store.flush()
+        shared.store.flush()?;
+        shared.watch.recent.push(self.seq, Arc::new(record), size);
+        Ok(())
     }
 }
 

@@ -54,7 +54,7 @@ pub struct Feed {
     cursor: Cursor,
     head: watch::Receiver<Head>,
     /// Records read ahead; `None` for another subject's.
-    buffered: VecDeque<(u64, Option<Record>)>,
+    buffered: VecDeque<(u64, Option<Arc<Record>>)>,
     /// The subject is followed no more (its segment was deleted): the feed
     /// ends once it has given the records left.
     orphan: bool,
@@ -195,31 +195,13 @@ impl Feed {
         } else {
             self.cursor.seq.saturating_sub(1)
         };
-        let shared = Arc::clone(&self.shared);
-        let subject = self.subject.clone();
-        // Read and decoded off the async workers; another subject's record
-        // is not decoded beyond its subject.
-        let records = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
-            let records = shared
-                .store
-                .history_after_within(after, READ_AHEAD, READ_AHEAD_BYTES)?;
-            records
+        let records = match self.shared.watch.recent.after(after, last, READ_AHEAD) {
+            Some(kept) => kept
                 .into_iter()
-                .take_while(|(seq, _)| *seq <= last)
-                .map(|(seq, bytes)| {
-                    let record = if super::record::subject_of(&bytes)? == subject {
-                        Some(super::record::decode::<Record>(&bytes)?)
-                    } else {
-                        None
-                    };
-                    Ok((seq, record))
-                })
-                .collect()
-        })
-        .await
-        .map_err(|error| {
-            crate::domain::Error::internal(format!("history read failed: {error}"))
-        })??;
+                .map(|(seq, record)| (seq, (record.subject == self.subject).then_some(record)))
+                .collect(),
+            None => self.read_stored(after, last).await?,
+        };
         for (expected, (seq, record)) in (after + 1..).zip(records) {
             if seq != expected {
                 return Err(expired(self.cursor, "while it was being read"));
@@ -231,5 +213,32 @@ impl Feed {
             return Err(expired(self.cursor, "while it was being read"));
         }
         Ok(())
+    }
+
+    /// Reads the records after `after`, up to `last`, from the store, off
+    /// the async workers; another subject's record is not decoded beyond
+    /// its subject.
+    async fn read_stored(&self, after: u64, last: u64) -> Result<Vec<(u64, Option<Arc<Record>>)>> {
+        let shared = Arc::clone(&self.shared);
+        let subject = self.subject.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
+            let records = shared
+                .store
+                .history_after_within(after, READ_AHEAD, READ_AHEAD_BYTES)?;
+            records
+                .into_iter()
+                .take_while(|(seq, _)| *seq <= last)
+                .map(|(seq, bytes)| {
+                    let record = if super::record::subject_of(&bytes)? == subject {
+                        Some(Arc::new(super::record::decode::<Record>(&bytes)?))
+                    } else {
+                        None
+                    };
+                    Ok((seq, record))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|error| crate::domain::Error::internal(format!("history read failed: {error}")))?
     }
 }

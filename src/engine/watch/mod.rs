@@ -9,6 +9,7 @@
 //! - `journal`: what writes touched since the last evaluation, for the
 //!   causes.
 //! - `evaluate`: the state of every subject and one evaluation of them.
+//! - `recent`: the latest records in memory, for watchers who keep up.
 //! - `feed`: one watcher's way through the history.
 //! - this module: the hub the engine holds, the evaluation loop, and the
 //!   engine's watch operations.
@@ -34,6 +35,7 @@ mod evaluate;
 mod feed;
 mod journal;
 mod members;
+mod recent;
 pub mod record;
 
 use std::collections::BTreeSet;
@@ -133,6 +135,8 @@ pub struct Hub {
     state: Mutex<Option<State>>,
     /// The head, for watchers to wait on.
     head: watch::Sender<Head>,
+    /// The latest records, for watchers who keep up.
+    recent: recent::Recent,
     /// Evaluations so far, for the metrics.
     evaluations: AtomicU64,
     /// Microseconds spent evaluating.
@@ -214,6 +218,7 @@ impl Hub {
             wake: Notify::new(),
             state: Mutex::new(None),
             head: watch::Sender::new(Head::default()),
+            recent: recent::Recent::default(),
             evaluations: AtomicU64::new(0),
             evaluation_micros: AtomicU64::new(0),
             streams: AtomicU64::new(0),
@@ -322,6 +327,7 @@ fn evaluate_now(shared: &Shared) -> Result<()> {
         // back from the history, once it is on disk, so that the next
         // evaluation reports what this one could not. Without a disk to
         // write to, watching stops rather than tell of changes it may lose.
+        hub.recent.clear();
         *guard = match shared.store.flush().and_then(|()| evaluate::load(shared)) {
             Ok(state) => Some(state),
             Err(error) => {
