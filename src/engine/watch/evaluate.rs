@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use super::journal::Touched;
 use super::members::Members;
-use super::record::{decode, encode, Cause, Change, Checkpoint, Cursor, Record, Subject};
-use super::{expired, Head};
+use super::record::{decode, encode, Cause, Change, Checkpoint, Record, Subject};
+use super::Head;
 use crate::domain::rules::{compile, Predicate};
 use crate::domain::segment::SegmentId;
 use crate::domain::{Error, Result, Timestamp};
@@ -28,63 +28,47 @@ const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(30
 
 /// One subject's members as of the last evaluation.
 #[derive(Debug)]
-struct SubjectState {
+pub(super) struct SubjectState {
     /// The segment's rule, or the catalog revision as text.
-    rule: String,
+    pub(super) rule: String,
     /// The segment's rule compiled.
-    compiled: Option<Predicate>,
+    pub(super) compiled: Option<Predicate>,
     /// Members by row.
-    codes: Members,
+    pub(super) codes: Members,
     /// Members the index no longer holds (erased while the server was
     /// down), with their persona for personas.
-    ghosts: Vec<(String, String)>,
+    pub(super) ghosts: Vec<(String, String)>,
     /// Records were written since the last checkpoint.
-    dirty: bool,
+    pub(super) dirty: bool,
 }
 
 /// Every subject's state, and where the history stands.
 #[derive(Debug)]
 pub struct State {
     /// The history's id.
-    history: u64,
+    pub(super) history: u64,
     /// The last record written.
-    seq: u64,
+    pub(super) seq: u64,
     /// The last record pruned.
-    pruned: u64,
+    pub(super) pruned: u64,
     /// The last evaluation time.
-    at: i64,
-    subjects: BTreeMap<Subject, SubjectState>,
+    pub(super) at: i64,
+    pub(super) subjects: BTreeMap<Subject, SubjectState>,
     /// Persona ids by code; code 0 is none.
-    names: Vec<String>,
-    codes_by_name: HashMap<String, u32>,
+    pub(super) names: Vec<String>,
+    pub(super) codes_by_name: HashMap<String, u32>,
     /// The RFM bounds at the last evaluation.
-    rfm: Option<RfmBounds>,
+    pub(super) rfm: Option<RfmBounds>,
     /// When the last checkpoints were written.
-    maintained: Instant,
+    pub(super) maintained: Instant,
     /// Bytes of records written since.
-    written: u64,
+    pub(super) written: u64,
     /// Each record kept: its sequence number, bytes and evaluation time.
-    sizes: VecDeque<(u64, u64, i64)>,
-}
-
-/// What opening a watch gives.
-#[derive(Debug)]
-pub struct Opened {
-    /// The members to start with, when asked for.
-    pub initial: Option<Vec<(String, String)>>,
-    /// Their evaluation time.
-    pub at: Timestamp,
-    /// The cursor after them, or the one to resume from.
-    pub cursor: Cursor,
-    /// The head after opening (a registration moves it).
-    pub head: Head,
-    /// The subject is followed no more: its segment was deleted after the
-    /// cursor; the records left end with its members leaving.
-    pub orphan: bool,
+    pub(super) sizes: VecDeque<(u64, u64, i64)>,
 }
 
 /// A segment's rule compiled; a stored one always compiles.
-fn compile_rule(filter: &str) -> Result<Predicate> {
+pub(super) fn compile_rule(filter: &str) -> Result<Predicate> {
     if filter.trim().is_empty() {
         return Ok(Predicate::Const(true));
     }
@@ -97,7 +81,7 @@ fn compile_rule(filter: &str) -> Result<Predicate> {
 }
 
 /// The catalog's rule text: its revision.
-fn catalog_rule(catalog: &CompiledCatalog) -> String {
+pub(super) fn catalog_rule(catalog: &CompiledCatalog) -> String {
     catalog.catalog.revision.to_string()
 }
 
@@ -116,7 +100,7 @@ impl State {
         }
     }
 
-    fn code(&mut self, persona: &str) -> u32 {
+    pub(super) fn code(&mut self, persona: &str) -> u32 {
         if persona.is_empty() {
             return 0;
         }
@@ -131,7 +115,7 @@ impl State {
 
     /// The members of `subject` now, by row; `None` when its segment is
     /// gone.
-    fn members_now(
+    pub(super) fn members_now(
         &mut self,
         frame: &Frame<'_>,
         subject: &Subject,
@@ -330,7 +314,7 @@ impl State {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn evaluate_subject(
+    pub(super) fn evaluate_subject(
         &mut self,
         shared: &Shared,
         frame: &Frame<'_>,
@@ -537,7 +521,11 @@ impl State {
     }
 
     /// The members of a subject, with their personas, in id order.
-    fn members_of(&self, index: &FeatureIndex, subject: &Subject) -> Vec<(String, String)> {
+    pub(super) fn members_of(
+        &self,
+        index: &FeatureIndex,
+        subject: &Subject,
+    ) -> Vec<(String, String)> {
         let state = &self.subjects[subject];
         let mut members: Vec<(String, String)> = state
             .codes
@@ -602,342 +590,4 @@ impl State {
         }
         Ok(writes)
     }
-
-    /// Registers `subject` if it is new, checks `cursor`, and returns the
-    /// members to start with (when `initial`), their time and the cursor
-    /// after them.
-    pub fn open(
-        &mut self,
-        shared: &Shared,
-        subject: &Subject,
-        cursor: Option<Cursor>,
-        initial: bool,
-    ) -> Result<Opened> {
-        if let Some(cursor) = cursor {
-            if cursor.history != self.history {
-                return Err(Error::Cursor {
-                    reason: "CURSOR_UNKNOWN",
-                    message: format!(
-                        "cursor {} belongs to another change history (of another server, or \
-                         of this one before its store was restored): watch again with the \
-                         initial members, and follow the new cursor",
-                        cursor.to_text()
-                    ),
-                    cursor: cursor.to_text(),
-                });
-            }
-            if cursor.seq > self.seq {
-                return Err(Error::Cursor {
-                    reason: "CURSOR_UNKNOWN",
-                    message: format!(
-                        "cursor {} is past the end of the change history ({}): watch again \
-                         with the initial members, and follow the new cursor",
-                        cursor.to_text(),
-                        self.seq
-                    ),
-                    cursor: cursor.to_text(),
-                });
-            }
-            let complete = cursor.offset == u32::MAX;
-            if cursor.seq < self.pruned || (!complete && cursor.seq <= self.pruned) {
-                return Err(expired(cursor, "before the watch resumed"));
-            }
-            let orphan = !self.subjects.contains_key(subject);
-            if orphan {
-                // A deleted segment's watcher still gets the departures
-                // after its cursor, then NOT_FOUND.
-                if let Some(error) = self.unknown_subject(shared, subject, cursor)? {
-                    return Err(error);
-                }
-            }
-            return Ok(Opened {
-                initial: None,
-                at: Timestamp::from_nanos(self.at),
-                cursor,
-                head: self.head(),
-                orphan,
-            });
-        }
-        if !self.subjects.contains_key(subject) {
-            self.register(shared, subject)?;
-        }
-        let initial = initial.then(|| self.members_of(&shared.index(), subject));
-        Ok(Opened {
-            initial,
-            at: Timestamp::from_nanos(self.at),
-            cursor: Cursor::after(self.history, self.seq),
-            head: self.head(),
-            orphan: false,
-        })
-    }
-
-    /// For a cursor of a subject not followed: `None` when its segment is
-    /// gone (the records after the cursor end with its members leaving),
-    /// else the error: the cursor is not of a watch of this segment and
-    /// channel.
-    fn unknown_subject(
-        &self,
-        shared: &Shared,
-        subject: &Subject,
-        cursor: Cursor,
-    ) -> Result<Option<Error>> {
-        if let Subject::Segment { id, .. } = subject {
-            let exists = SegmentId::parse(id)
-                .ok()
-                .map(|id| shared.store.get_segment(&id))
-                .transpose()?
-                .flatten()
-                .is_some();
-            if !exists {
-                return Ok(None);
-            }
-        }
-        Ok(Some(Error::Cursor {
-            reason: "CURSOR_UNKNOWN",
-            message: format!(
-                "cursor {} is not of a watch of this segment and channel: watch again with the \
-                 initial members, and follow the new cursor",
-                cursor.to_text()
-            ),
-            cursor: cursor.to_text(),
-        }))
-    }
-
-    /// Starts following `subject`: its members now enter, in one record.
-    fn register(&mut self, shared: &Shared, subject: &Subject) -> Result<()> {
-        let (seq, kept) = (self.seq, self.sizes.len());
-        let registered = self.register_new(shared, subject);
-        if registered.is_err() {
-            // Nobody heard of it: as if it had not been tried. A record
-            // written is overwritten by the next; the checkpoint must go.
-            self.subjects.remove(subject);
-            self.seq = seq;
-            self.sizes.truncate(kept);
-            let _ = shared
-                .store
-                .write_history(vec![HistoryWrite::DropCheckpoint(subject.key())]);
-        }
-        registered
-    }
-
-    fn register_new(&mut self, shared: &Shared, subject: &Subject) -> Result<()> {
-        let Subject::Segment { id, .. } = subject else {
-            return Err(Error::internal("the personas are always followed"));
-        };
-        let segment_id = SegmentId::parse(id).map_err(|error| Error::invalid("segment", error))?;
-        let segment = shared
-            .store
-            .get_segment(&segment_id)?
-            .ok_or_else(|| Error::NotFound(segment_id.name()))?;
-        self.subjects.insert(
-            subject.clone(),
-            SubjectState {
-                rule: String::new(),
-                compiled: None,
-                codes: Members::empty(false),
-                ghosts: Vec::new(),
-                dirty: true,
-            },
-        );
-        // The first evaluation of a subject is all entries, with the rule.
-        let catalog = shared.catalog();
-        let (record, members) = {
-            let index = shared.index();
-            // At the last evaluation's time, as every other subject is.
-            if self.at == 0 {
-                self.at = shared.watch.now().as_nanos();
-            }
-            let at = self.at;
-            let frame = Frame::new(
-                &index,
-                Timestamp::from_nanos(at),
-                shared.settings.thresholds,
-            );
-            let touched = Touched::default();
-            let state = self.subjects.get_mut(subject).expect("just inserted");
-            state.rule = format!("\u{0}{}", segment.filter);
-            let record =
-                self.evaluate_subject(shared, &frame, subject, &catalog, &touched, false, at)?;
-            (record, self.members_of(&index, subject))
-        };
-        let Some(record) = record else {
-            return Err(Error::internal("a new watch wrote no record"));
-        };
-        self.seq += 1;
-        let bytes = encode(&record)?;
-        self.sizes
-            .push_back((self.seq, bytes.len() as u64 + 9, record.at));
-        let checkpoint = Checkpoint {
-            subject: subject.clone(),
-            seq: self.seq,
-            rule: segment.filter.clone(),
-            members,
-        };
-        self.subjects.get_mut(subject).expect("registered").dirty = false;
-        let size = bytes.len();
-        shared.store.write_history(vec![
-            HistoryWrite::Record(self.seq, bytes),
-            HistoryWrite::Checkpoint(subject.key(), encode(&checkpoint)?),
-        ])?;
-        shared.store.flush()?;
-        shared.watch.recent.push(self.seq, Arc::new(record), size);
-        Ok(())
-    }
-}
-
-/// Loads the history: every subject's checkpoint, replayed to the last
-/// record; the personas are followed from the start.
-pub fn load(shared: &Shared) -> Result<State> {
-    let store = &shared.store;
-    let history = store.history_id()?;
-    let (pruned, last) = store.history_bounds()?;
-    let mut checkpoints: BTreeMap<Subject, Checkpoint> = BTreeMap::new();
-    for (_, bytes) in store.history_checkpoints()? {
-        let checkpoint: Checkpoint = decode(&bytes)?;
-        checkpoints.insert(checkpoint.subject.clone(), checkpoint);
-    }
-    // Replay every record after the oldest checkpoint into the member
-    // lists by id.
-    let mut lists: BTreeMap<Subject, (String, u64, BTreeMap<String, String>)> = checkpoints
-        .into_iter()
-        .map(|(subject, checkpoint)| {
-            let members = checkpoint.members.into_iter().collect();
-            (subject, (checkpoint.rule, checkpoint.seq, members))
-        })
-        .collect();
-    let oldest = lists.values().map(|(_, seq, _)| *seq).min().unwrap_or(last);
-    // Every record kept is read once, for retention; the ones after the
-    // oldest checkpoint are replayed.
-    let mut after = pruned;
-    let mut sizes = VecDeque::new();
-    let mut at = 0i64;
-    loop {
-        let records = store.history_after(after, 1024)?;
-        let Some(&(end, _)) = records.last() else {
-            break;
-        };
-        for (seq, bytes) in records {
-            let record: Record = decode(&bytes)?;
-            at = at.max(record.at);
-            sizes.push_back((seq, bytes.len() as u64 + 9, record.at));
-            if seq <= oldest {
-                continue;
-            }
-            let Some((rule, from, members)) = lists.get_mut(&record.subject) else {
-                continue;
-            };
-            if seq <= *from {
-                continue;
-            }
-            if let Some(new_rule) = record.rule {
-                *rule = new_rule;
-            }
-            for change in record.changes {
-                if change.customer.is_empty() {
-                    continue;
-                }
-                if change.entered {
-                    members.insert(change.customer, change.to);
-                } else {
-                    members.remove(&change.customer);
-                }
-            }
-            if record.ended {
-                lists.remove(&record.subject);
-            }
-        }
-        after = end;
-    }
-    let index = shared.index();
-    let mut state = State {
-        history,
-        seq: last,
-        pruned,
-        at,
-        subjects: BTreeMap::new(),
-        names: vec![String::new()],
-        codes_by_name: HashMap::new(),
-        rfm: None,
-        maintained: Instant::now(),
-        written: 0,
-        sizes,
-    };
-    for (subject, (rule, _, members)) in lists {
-        let compiled = match &subject {
-            Subject::Segment { .. } => compile_rule(&rule).ok(),
-            Subject::Personas => None,
-        };
-        let personas = matches!(subject, Subject::Personas);
-        let mut codes = Members::empty(personas);
-        let mut ghosts = Vec::new();
-        for (customer, persona) in members {
-            let code = if personas { state.code(&persona) } else { 1 };
-            match index.row_number(&customer) {
-                Some(row) => codes.set(row as usize, code),
-                None => ghosts.push((customer, persona)),
-            }
-        }
-        state.subjects.insert(
-            subject,
-            SubjectState {
-                rule,
-                compiled,
-                codes,
-                ghosts,
-                // Records after its checkpoint may have been replayed: the
-                // next checkpoint must include them before retention may
-                // drop them.
-                dirty: true,
-            },
-        );
-    }
-    drop(index);
-    if !state.subjects.contains_key(&Subject::Personas) {
-        // The personas are followed from the first start on, from their
-        // assignments then.
-        let catalog = shared.catalog();
-        let codes = {
-            let index = shared.index();
-            let now = shared.watch.now();
-            state.at = state.at.max(now.as_nanos());
-            let frame = Frame::new(
-                &index,
-                Timestamp::from_nanos(state.at),
-                shared.settings.thresholds,
-            );
-            state.members_now(
-                &frame,
-                &Subject::Personas,
-                &Predicate::Const(true),
-                &catalog,
-            )
-        };
-        state.subjects.insert(
-            Subject::Personas,
-            SubjectState {
-                rule: catalog_rule(&catalog),
-                compiled: None,
-                codes,
-                ghosts: Vec::new(),
-                dirty: false,
-            },
-        );
-        let checkpoint = Checkpoint {
-            subject: Subject::Personas,
-            seq: state.seq,
-            rule: catalog_rule(&catalog),
-            members: state.members_of(&shared.index(), &Subject::Personas),
-        };
-        store.write_history(vec![HistoryWrite::Checkpoint(
-            Subject::Personas.key(),
-            encode(&checkpoint)?,
-        )])?;
-        store.flush()?;
-    }
-    tracing::info!(
-        subjects = state.subjects.len(),
-        last_record = state.seq,
-        "change history loaded"
-    );
-    Ok(state)
 }

@@ -9,6 +9,8 @@
 //! - `journal`: what writes touched since the last evaluation, for the
 //!   causes.
 //! - `evaluate`: the state of every subject and one evaluation of them.
+//! - `open`: a watch opened: a cursor checked, or a subject registered.
+//! - `load`: the state loaded from the history at start-up.
 //! - `recent`: the latest records in memory, for watchers who keep up.
 //! - `feed`: one watcher's way through the history.
 //! - this module: the hub the engine holds, the evaluation loop, and the
@@ -34,7 +36,9 @@
 mod evaluate;
 mod feed;
 mod journal;
+mod load;
 mod members;
+mod open;
 mod recent;
 pub mod record;
 
@@ -262,7 +266,7 @@ pub(super) async fn run(shared: Weak<Shared>) {
     let hub = &strong.watch;
     let loaded = {
         let loading = Arc::clone(&strong);
-        tokio::task::spawn_blocking(move || evaluate::load(&loading))
+        tokio::task::spawn_blocking(move || load::load(&loading))
             .await
             .map_err(|error| Error::internal(format!("history load task failed: {error}")))
             .and_then(|loaded| loaded)
@@ -328,7 +332,7 @@ fn evaluate_now(shared: &Shared) -> Result<()> {
         // evaluation reports what this one could not. Without a disk to
         // write to, watching stops rather than tell of changes it may lose.
         hub.recent.clear();
-        *guard = match shared.store.flush().and_then(|()| evaluate::load(shared)) {
+        *guard = match shared.store.flush().and_then(|()| load::load(shared)) {
             Ok(state) => Some(state),
             Err(error) => {
                 tracing::error!(%error, "cannot recover the change history: watching stopped");

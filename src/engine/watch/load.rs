@@ -1,0 +1,171 @@
+//! Loading the change history at start-up (and after a failed
+//! evaluation): every subject's checkpoint, replayed to the last record.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+
+use super::evaluate::{catalog_rule, compile_rule, State, SubjectState};
+use super::members::Members;
+use super::record::{decode, encode, Checkpoint, Record, Subject};
+use crate::domain::rules::Predicate;
+use crate::domain::{Result, Timestamp};
+use crate::engine::frame::Frame;
+use crate::engine::Shared;
+use crate::store::HistoryWrite;
+
+/// Loads the history: every subject's checkpoint, replayed to the last
+/// record; the personas are followed from the start.
+pub fn load(shared: &Shared) -> Result<State> {
+    let store = &shared.store;
+    let history = store.history_id()?;
+    let (pruned, last) = store.history_bounds()?;
+    let mut checkpoints: BTreeMap<Subject, Checkpoint> = BTreeMap::new();
+    for (_, bytes) in store.history_checkpoints()? {
+        let checkpoint: Checkpoint = decode(&bytes)?;
+        checkpoints.insert(checkpoint.subject.clone(), checkpoint);
+    }
+    // Replay every record after the oldest checkpoint into the member
+    // lists by id.
+    let mut lists: BTreeMap<Subject, (String, u64, BTreeMap<String, String>)> = checkpoints
+        .into_iter()
+        .map(|(subject, checkpoint)| {
+            let members = checkpoint.members.into_iter().collect();
+            (subject, (checkpoint.rule, checkpoint.seq, members))
+        })
+        .collect();
+    let oldest = lists.values().map(|(_, seq, _)| *seq).min().unwrap_or(last);
+    // Every record kept is read once, for retention; the ones after the
+    // oldest checkpoint are replayed.
+    let mut after = pruned;
+    let mut sizes = VecDeque::new();
+    let mut at = 0i64;
+    loop {
+        let records = store.history_after(after, 1024)?;
+        let Some(&(end, _)) = records.last() else {
+            break;
+        };
+        for (seq, bytes) in records {
+            let record: Record = decode(&bytes)?;
+            at = at.max(record.at);
+            sizes.push_back((seq, bytes.len() as u64 + 9, record.at));
+            if seq <= oldest {
+                continue;
+            }
+            let Some((rule, from, members)) = lists.get_mut(&record.subject) else {
+                continue;
+            };
+            if seq <= *from {
+                continue;
+            }
+            if let Some(new_rule) = record.rule {
+                *rule = new_rule;
+            }
+            for change in record.changes {
+                if change.customer.is_empty() {
+                    continue;
+                }
+                if change.entered {
+                    members.insert(change.customer, change.to);
+                } else {
+                    members.remove(&change.customer);
+                }
+            }
+            if record.ended {
+                lists.remove(&record.subject);
+            }
+        }
+        after = end;
+    }
+    let index = shared.index();
+    let mut state = State {
+        history,
+        seq: last,
+        pruned,
+        at,
+        subjects: BTreeMap::new(),
+        names: vec![String::new()],
+        codes_by_name: HashMap::new(),
+        rfm: None,
+        maintained: Instant::now(),
+        written: 0,
+        sizes,
+    };
+    for (subject, (rule, _, members)) in lists {
+        let compiled = match &subject {
+            Subject::Segment { .. } => compile_rule(&rule).ok(),
+            Subject::Personas => None,
+        };
+        let personas = matches!(subject, Subject::Personas);
+        let mut codes = Members::empty(personas);
+        let mut ghosts = Vec::new();
+        for (customer, persona) in members {
+            let code = if personas { state.code(&persona) } else { 1 };
+            match index.row_number(&customer) {
+                Some(row) => codes.set(row as usize, code),
+                None => ghosts.push((customer, persona)),
+            }
+        }
+        state.subjects.insert(
+            subject,
+            SubjectState {
+                rule,
+                compiled,
+                codes,
+                ghosts,
+                // Records after its checkpoint may have been replayed: the
+                // next checkpoint must include them before retention may
+                // drop them.
+                dirty: true,
+            },
+        );
+    }
+    drop(index);
+    if !state.subjects.contains_key(&Subject::Personas) {
+        // The personas are followed from the first start on, from their
+        // assignments then.
+        let catalog = shared.catalog();
+        let codes = {
+            let index = shared.index();
+            let now = shared.watch.now();
+            state.at = state.at.max(now.as_nanos());
+            let frame = Frame::new(
+                &index,
+                Timestamp::from_nanos(state.at),
+                shared.settings.thresholds,
+            );
+            state.members_now(
+                &frame,
+                &Subject::Personas,
+                &Predicate::Const(true),
+                &catalog,
+            )
+        };
+        state.subjects.insert(
+            Subject::Personas,
+            SubjectState {
+                rule: catalog_rule(&catalog),
+                compiled: None,
+                codes,
+                ghosts: Vec::new(),
+                dirty: false,
+            },
+        );
+        let checkpoint = Checkpoint {
+            subject: Subject::Personas,
+            seq: state.seq,
+            rule: catalog_rule(&catalog),
+            members: state.members_of(&shared.index(), &Subject::Personas),
+        };
+        store.write_history(vec![HistoryWrite::Checkpoint(
+            Subject::Personas.key(),
+            encode(&checkpoint)?,
+        )])?;
+        store.flush()?;
+    }
+    tracing::info!(
+        subjects = state.subjects.len(),
+        last_record = state.seq,
+        "change history loaded"
+    );
+    Ok(state)
+}
