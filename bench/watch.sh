@@ -10,7 +10,8 @@
 # It prints the time from each write's acknowledgement to the first watch
 # message that reports the customer entering, and the server's CPU with
 # the same writes and no watches, with the watches and no writes, and with
-# both, read from /proc/PID/stat.
+# both, read from /proc/PID/stat. The run stops early if the server's
+# memory goes above 8 GiB (--max-server-rss-mib in WATCH_ARGS to change).
 #
 # Usage: bash bench/watch.sh   (CUSTOMERS=... PURCHASES=... to resize;
 #                              WATCH_ARGS="--seconds 60 ..." for the run)
@@ -23,7 +24,20 @@ cargo build --release --locked --bin segmentd --example load
 work=$(mktemp -d)
 addr=127.0.0.1:${SEGMENTD_BENCH_PORT:-50152}
 server=
-trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+# Stops the server: asked to, then, if it has not gone in 10 s (it waits
+# for open streams), killed.
+stop_server() {
+  [ -n "$server" ] || return 0
+  kill -TERM "$server" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$server" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  server=
+}
+trap 'stop_server; rm -rf "$work"' EXIT
 
 ./target/release/segmentd serve --listen "$addr" --data-dir "$work/db" \
   --durability durable --log-format json >"$work/server.log" 2>&1 &
@@ -43,6 +57,4 @@ echo "|---|---|---|"
 load dataset --customers "$customers" --purchases "$purchases"
 # shellcheck disable=SC2086 # WATCH_ARGS is a list of flags
 load watch --customers "$customers" --server-pid "$server" ${WATCH_ARGS:-}
-kill -TERM "$server"
-wait "$server" || true
-server=
+stop_server

@@ -64,9 +64,14 @@ pub struct WatchLoad {
     /// counts as missed.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
-    /// The server's process id, to read its CPU time from /proc.
+    /// The server's process id, to read its CPU time and memory from
+    /// /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// With --server-pid: the run stops with an error when the server's
+    /// resident memory goes above this many MiB.
+    #[arg(long, default_value_t = 8192)]
+    max_server_rss_mib: u64,
 }
 
 /// Clock ticks per second of `/proc/PID/stat` (`getconf CLK_TCK`), 100 on
@@ -85,17 +90,35 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     Some((user + system) as f64 / TICKS_PER_SECOND)
 }
 
-/// The server's resident memory in MiB, from `/proc/PID/status`, as text.
+/// The server's resident memory in MiB, from `/proc/PID/status`.
+fn rss_mib(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// The server's resident memory, as text.
 fn rss_text(pid: Option<u32>) -> String {
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", pid.unwrap_or(0)))
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        });
-    match rss {
-        Some(kib) => format!("server RSS {} MiB", kib / 1024),
+    match rss_mib(pid) {
+        Some(mib) => format!("server RSS {mib} MiB"),
         None => "server RSS not measured".into(),
+    }
+}
+
+/// Watches the server's memory every 200 ms and ends the run with an
+/// error once it is above `limit` MiB, so that the run cannot take the
+/// machine's memory from everything else on it.
+async fn guard_memory(pid: Option<u32>, limit: u64) -> anyhow::Result<()> {
+    loop {
+        if let Some(mib) = rss_mib(pid) {
+            anyhow::ensure!(
+                mib <= limit,
+                "the server's RSS reached {mib} MiB, above --max-server-rss-mib {limit}: \
+                 stopping the run"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -443,6 +466,22 @@ async fn create_customers(channel: &Connection, first: u64, count: u64) -> anyho
     Ok(())
 }
 
+/// Starts following every segment, one at a time: opens a stream, which
+/// registers the segment with an evaluation of all its members, and
+/// closes it. Watches opened afterwards start at the head of the history
+/// rather than behind the other segments' first records.
+async fn register(channel: &Connection, segments: &[String]) -> anyhow::Result<()> {
+    let mut client = MembershipServiceClient::new(channel.clone());
+    for segment in segments {
+        let request = pb::WatchSegmentMembershipRequest {
+            segment: segment.clone(),
+            ..Default::default()
+        };
+        drop(client.watch_segment_membership(request).await?);
+    }
+    Ok(())
+}
+
 /// Opens the watch streams, spread over `connections` connections:
 /// persona streams first, then segment streams over the segments in turn.
 async fn open_streams(
@@ -484,8 +523,18 @@ async fn check_streams(tasks: &mut [JoinHandle<anyhow::Result<()>>]) -> anyhow::
     Ok(())
 }
 
-/// The watch run: prints one table row per stretch.
+/// The watch run: prints one table row per stretch; stops early when the
+/// server's memory goes above the limit.
 pub async fn watch(addr: &str, load: WatchLoad) -> anyhow::Result<()> {
+    let guard = guard_memory(load.server_pid, load.max_server_rss_mib);
+    tokio::select! {
+        outcome = guard => outcome,
+        outcome = run(addr, &load) => outcome,
+    }
+}
+
+/// The stretches of the watch run, one table row each.
+async fn run(addr: &str, load: &WatchLoad) -> anyhow::Result<()> {
     anyhow::ensure!(
         load.segments >= COUNTRIES.len(),
         "--segments must be at least {}",
@@ -558,9 +607,20 @@ pub async fn watch(addr: &str, load: WatchLoad) -> anyhow::Result<()> {
         ms(calls.at(0.99)),
     );
 
+    let registering = Instant::now();
+    register(&channel, &segments).await?;
+    println!(
+        "| {} segments registered, one watch opened and closed at a time | | {:.1} s; {} |",
+        load.segments,
+        registering.elapsed().as_secs_f64(),
+        rss_text(load.server_pid)
+    );
+    // Let the history settle before the watches start from its head.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
     let board = Arc::new(Board::new(watched_first, per_phase));
     let opening = Instant::now();
-    let mut tasks = open_streams(addr, &load, &segments, &personas, &board).await?;
+    let mut tasks = open_streams(addr, load, &segments, &personas, &board).await?;
     while board.opened.load(Ordering::Relaxed) < load.streams {
         check_streams(&mut tasks).await?;
         anyhow::ensure!(
