@@ -124,8 +124,11 @@ async fn guard_memory(pid: Option<u32>, limit: u64) -> anyhow::Result<()> {
 
 /// The server's CPU use over a stretch of the run, as a share of a core.
 struct CpuMeter {
+    /// The server's process id.
     pid: Option<u32>,
+    /// Its CPU seconds at the start.
     cpu: Option<f64>,
+    /// When the stretch started.
     started: Instant,
 }
 
@@ -139,7 +142,7 @@ impl CpuMeter {
         }
     }
 
-    /// The server's CPU since the start, in percent of one core, as text.
+    /// The server's CPU since the start, in percent of one core.
     fn percent(&self) -> Option<f64> {
         let used = cpu_seconds(self.pid)? - self.cpu?;
         Some(used / self.started.elapsed().as_secs_f64() * 100.0)
@@ -223,10 +226,13 @@ fn rule(i: usize) -> String {
 /// first heard of them entering, in nanoseconds after `started` plus one
 /// (0 for not yet); and what the watchers received.
 struct Board {
+    /// What the stamps count from.
     started: Instant,
     /// The number of the first fresh customer written while watched.
     first: u64,
+    /// When each customer's write was acknowledged, by slot.
     acked: Vec<AtomicU64>,
+    /// When a watcher first heard of each customer entering, by slot.
     arrived: Vec<AtomicU64>,
     /// Watch streams open.
     opened: AtomicUsize,
@@ -234,13 +240,15 @@ struct Board {
     messages: AtomicU64,
     /// Customers entering, leaving or moving, over all streams.
     changes: AtomicU64,
-    /// From one stream: evaluations seen (distinct evaluation times), and
-    /// how long after each evaluation time its message arrived.
+    /// From one stream: evaluations seen (distinct evaluation times).
     evaluations: AtomicU64,
+    /// From the same stream: how long after each evaluation time its
+    /// message arrived.
     lags: Mutex<Latencies>,
 }
 
 impl Board {
+    /// A board for `count` fresh customers from number `first`.
     fn new(first: u64, count: u64) -> Self {
         let slots = || (0..count).map(|_| AtomicU64::new(0)).collect();
         Board {
@@ -391,17 +399,18 @@ fn fresh_purchase(n: u64) -> pb::Purchase {
     }
 }
 
-/// Records one purchase for each of `count` fresh customers from `first`,
-/// `per_call` to a RecordActivity call, at `rate` purchases a second;
-/// notes each acknowledgement on `board` when given. The calls' latencies.
+/// Records one purchase for each of the run's `--rate` × `--seconds`
+/// fresh customers from `first`, `--per-call` to a RecordActivity call,
+/// at `--rate` purchases a second; notes each acknowledgement on `board`
+/// when given. The calls' latencies.
 async fn write(
     client: &ActivityServiceClient<Connection>,
+    load: &WatchLoad,
     first: u64,
-    count: u64,
-    rate: u64,
-    per_call: u64,
     board: Option<Arc<Board>>,
 ) -> anyhow::Result<Latencies> {
+    let (rate, per_call) = (load.rate, load.per_call);
+    let count = rate * load.seconds;
     anyhow::ensure!(
         rate > 0 && per_call > 0,
         "--rate and --per-call must be above 0"
@@ -466,6 +475,27 @@ async fn create_customers(channel: &Connection, first: u64, count: u64) -> anyho
     Ok(())
 }
 
+/// Saves `count` segments with the rules of [`rule`]; their names.
+async fn create_segments(channel: &Connection, count: usize) -> anyhow::Result<Vec<String>> {
+    let mut segmentation = SegmentationServiceClient::new(channel.clone());
+    let mut segments = Vec::with_capacity(count);
+    for i in 0..count {
+        let segment = segmentation
+            .create_segment(pb::CreateSegmentRequest {
+                segment_id: format!("watch-{i:03}"),
+                segment: Some(pb::Segment {
+                    display_name: format!("Watched {i}"),
+                    filter: rule(i),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner();
+        segments.push(segment.name);
+    }
+    Ok(segments)
+}
+
 /// Starts following every segment, one at a time: opens a stream, which
 /// registers the segment with an evaluation of all its members, and
 /// closes it. Watches opened afterwards start at the head of the history
@@ -523,6 +553,55 @@ async fn check_streams(tasks: &mut [JoinHandle<anyhow::Result<()>>]) -> anyhow::
     Ok(())
 }
 
+/// Waits for the changes not yet seen, up to `--timeout`, then prints the
+/// time from each write's acknowledgement to its change, and how many
+/// never came.
+async fn report_arrivals(
+    board: &Board,
+    load: &WatchLoad,
+    tasks: &mut [JoinHandle<anyhow::Result<()>>],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(load.timeout);
+    let missing = || {
+        board
+            .arrived
+            .iter()
+            .filter(|arrived| arrived.load(Ordering::Relaxed) == 0)
+            .count()
+    };
+    while missing() > 0 && Instant::now() < deadline {
+        check_streams(tasks).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut latencies = Latencies::default();
+    let mut longest = Duration::ZERO;
+    let mut lost = 0;
+    for (acked, arrived) in board.acked.iter().zip(&board.arrived) {
+        let (acked, arrived) = (
+            acked.load(Ordering::Relaxed),
+            arrived.load(Ordering::Relaxed),
+        );
+        if arrived == 0 {
+            lost += 1;
+            continue;
+        }
+        // A change that came before its acknowledgement took no time.
+        let latency = Duration::from_nanos(arrived.saturating_sub(acked));
+        longest = longest.max(latency);
+        latencies.record(latency);
+    }
+    println!(
+        "| acknowledgement to the first watch message with the customer entering | {} of {} writes seen, {lost} missed after {} s | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
+        latencies.len(),
+        board.arrived.len(),
+        load.timeout,
+        ms(latencies.at(0.5)),
+        ms(latencies.at(0.99)),
+        ms(longest),
+    );
+    Ok(())
+}
+
 /// The watch run: prints one table row per stretch; stops early when the
 /// server's memory goes above the limit.
 pub async fn watch(addr: &str, load: WatchLoad) -> anyhow::Result<()> {
@@ -551,22 +630,7 @@ async fn run(addr: &str, load: &WatchLoad) -> anyhow::Result<()> {
 
     let started = Instant::now();
     create_customers(&channel, baseline_first, 2 * per_phase).await?;
-    let mut segmentation = SegmentationServiceClient::new(channel.clone());
-    let mut segments = Vec::with_capacity(load.segments);
-    for i in 0..load.segments {
-        let segment = segmentation
-            .create_segment(pb::CreateSegmentRequest {
-                segment_id: format!("watch-{i:03}"),
-                segment: Some(pb::Segment {
-                    display_name: format!("Watched {i}"),
-                    filter: rule(i),
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner();
-        segments.push(segment.name);
-    }
+    let segments = create_segments(&channel, load.segments).await?;
     let personas: Vec<String> = PersonaServiceClient::new(channel.clone())
         .list_personas(pb::ListPersonasRequest {})
         .await?
@@ -589,15 +653,7 @@ async fn run(addr: &str, load: &WatchLoad) -> anyhow::Result<()> {
         load.rate, load.per_call, load.seconds
     );
     let cpu = CpuMeter::start(load.server_pid);
-    let calls = write(
-        &activity,
-        baseline_first,
-        per_phase,
-        load.rate,
-        load.per_call,
-        None,
-    )
-    .await?;
+    let calls = write(&activity, load, baseline_first, None).await?;
     let baseline = cpu.percent();
     println!(
         "| no watches: {what} | {:.0} purchases/s | {}; RecordActivity p50 {:.2} ms, p99 {:.2} ms |",
@@ -676,15 +732,7 @@ async fn run(addr: &str, load: &WatchLoad) -> anyhow::Result<()> {
     let messages = board.messages.load(Ordering::Relaxed);
     let changes = board.changes.load(Ordering::Relaxed);
     let cpu = CpuMeter::start(load.server_pid);
-    let calls = write(
-        &activity,
-        watched_first,
-        per_phase,
-        load.rate,
-        load.per_call,
-        Some(Arc::clone(&board)),
-    )
-    .await?;
+    let calls = write(&activity, load, watched_first, Some(Arc::clone(&board))).await?;
     let watched = cpu.percent();
     let elapsed = cpu.started.elapsed().as_secs_f64();
     let received = board.messages.load(Ordering::Relaxed) - messages;
@@ -711,44 +759,7 @@ async fn run(addr: &str, load: &WatchLoad) -> anyhow::Result<()> {
         evaluated as f64 / elapsed,
     );
 
-    // The stragglers: wait for every change, up to the timeout.
-    let deadline = Instant::now() + Duration::from_secs(load.timeout);
-    let missing = || {
-        board
-            .arrived
-            .iter()
-            .filter(|arrived| arrived.load(Ordering::Relaxed) == 0)
-            .count()
-    };
-    while missing() > 0 && Instant::now() < deadline {
-        check_streams(&mut tasks).await?;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut latencies = Latencies::default();
-    let mut longest = Duration::ZERO;
-    let mut lost = 0;
-    for (acked, arrived) in board.acked.iter().zip(&board.arrived) {
-        let (acked, arrived) = (
-            acked.load(Ordering::Relaxed),
-            arrived.load(Ordering::Relaxed),
-        );
-        if arrived == 0 {
-            lost += 1;
-            continue;
-        }
-        // A change that came before its acknowledgement took no time.
-        let latency = Duration::from_nanos(arrived.saturating_sub(acked));
-        longest = longest.max(latency);
-        latencies.record(latency);
-    }
-    println!(
-        "| acknowledgement to the first watch message with the customer entering | {} of {per_phase} writes seen, {lost} missed after {} s | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
-        latencies.len(),
-        load.timeout,
-        ms(latencies.at(0.5)),
-        ms(latencies.at(0.99)),
-        ms(longest),
-    );
+    report_arrivals(&board, load, &mut tasks).await?;
     let lags = board
         .lags
         .lock()
