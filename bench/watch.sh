@@ -10,8 +10,9 @@
 # It prints the time from each write's acknowledgement to the first watch
 # message that reports the customer entering, and the server's CPU with
 # the same writes and no watches, with the watches and no writes, and with
-# both, read from /proc/PID/stat. The run stops early if the server's
-# memory goes above 8 GiB (--max-server-rss-mib in WATCH_ARGS to change).
+# both, read from /proc/PID/stat, and the server's evaluations from its
+# metrics. The run stops early if the server's memory goes above 8 GiB
+# (--max-server-rss-mib in WATCH_ARGS to change).
 #
 # Usage: bash bench/watch.sh   (CUSTOMERS=... PURCHASES=... to resize;
 #                              WATCH_ARGS="--seconds 60 ..." for the run)
@@ -23,6 +24,7 @@ purchases=${PURCHASES:-10000000}
 cargo build --release --locked --bin segmentd --example load
 work=$(mktemp -d)
 addr=127.0.0.1:${SEGMENTD_BENCH_PORT:-50152}
+metrics=127.0.0.1:${SEGMENTD_BENCH_METRICS_PORT:-50153}
 server=
 # Stops the server: asked to, then, if it has not gone in 10 s (it waits
 # for open streams), killed.
@@ -40,7 +42,7 @@ stop_server() {
 trap 'stop_server; rm -rf "$work"' EXIT
 
 ./target/release/segmentd serve --listen "$addr" --data-dir "$work/db" \
-  --durability durable --log-format json >"$work/server.log" 2>&1 &
+  --durability durable --metrics-listen "$metrics" --log-format json >"$work/server.log" 2>&1 &
 server=$!
 for _ in $(seq 1200); do
   if ./target/release/segmentd healthcheck --addr "$addr" >/dev/null 2>&1; then
@@ -56,5 +58,5 @@ echo "| run | throughput | latency or CPU |"
 echo "|---|---|---|"
 load dataset --customers "$customers" --purchases "$purchases"
 # shellcheck disable=SC2086 # WATCH_ARGS is a list of flags
-load watch --customers "$customers" --server-pid "$server" ${WATCH_ARGS:-}
+load watch --customers "$customers" --server-pid "$server" --metrics-addr "$metrics" ${WATCH_ARGS:-}
 stop_server

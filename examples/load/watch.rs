@@ -68,6 +68,10 @@ pub struct WatchLoad {
     /// /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The server's Prometheus listener (`--metrics-listen`), to read how
+    /// many evaluations it made and how long they took.
+    #[arg(long)]
+    metrics_addr: Option<String>,
     /// With --server-pid: the run stops with an error when the server's
     /// resident memory goes above this many MiB.
     #[arg(long, default_value_t = 8192)]
@@ -119,6 +123,73 @@ async fn guard_memory(pid: Option<u32>, limit: u64) -> anyhow::Result<()> {
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The server's watch evaluations so far and the seconds they took, from
+/// its `segmentd_watch_evaluations` and `segmentd_watch_evaluation_seconds`
+/// metrics; `None` without a metrics address or when they cannot be read.
+async fn evaluation_metrics(addr: Option<&str>) -> Option<(f64, f64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr?).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: segmentd\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    let value = |name: &str| -> Option<f64> {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+    };
+    Some((
+        value("segmentd_watch_evaluations_total")
+            .or_else(|| value("segmentd_watch_evaluations"))?,
+        value("segmentd_watch_evaluation_seconds_total")
+            .or_else(|| value("segmentd_watch_evaluation_seconds"))?,
+    ))
+}
+
+/// The evaluations over a stretch of the run, from the server's metrics.
+struct EvaluationMeter {
+    /// The metrics listener's address.
+    addr: Option<String>,
+    /// Evaluations and their seconds at the start.
+    start: Option<(f64, f64)>,
+}
+
+impl EvaluationMeter {
+    /// Starts counting.
+    async fn start(addr: Option<&str>) -> Self {
+        EvaluationMeter {
+            addr: addr.map(str::to_owned),
+            start: evaluation_metrics(addr).await,
+        }
+    }
+
+    /// The evaluations since the start and their mean length, as text.
+    async fn text(&self) -> String {
+        let (Some((count, seconds)), Some((count_before, seconds_before))) =
+            (evaluation_metrics(self.addr.as_deref()).await, self.start)
+        else {
+            return "evaluations not read (no --metrics-addr)".into();
+        };
+        let count = count - count_before;
+        let seconds = seconds - seconds_before;
+        if count <= 0.0 {
+            return "no evaluation by the server's metrics".into();
+        }
+        format!(
+            "the server's metrics: {count:.0} evaluations of {:.1} ms on average",
+            seconds / count * 1e3
+        )
     }
 }
 
@@ -704,6 +775,7 @@ async fn run(addr: &str, load: &WatchLoad) -> anyhow::Result<()> {
         .lags
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = Latencies::default();
+    let metered = EvaluationMeter::start(load.metrics_addr.as_deref()).await;
     let cpu = CpuMeter::start(load.server_pid);
     let evaluations = board.evaluations.load(Ordering::Relaxed);
     let messages = board.messages.load(Ordering::Relaxed);
@@ -726,13 +798,20 @@ async fn run(addr: &str, load: &WatchLoad) -> anyhow::Result<()> {
         ms(lags.at(0.5)),
         ms(lags.at(0.99)),
     );
+    println!(
+        "| the same {} s, by the server's metrics | | {} |",
+        load.idle_seconds,
+        metered.text().await
+    );
     check_streams(&mut tasks).await?;
 
     let evaluations = board.evaluations.load(Ordering::Relaxed);
     let messages = board.messages.load(Ordering::Relaxed);
     let changes = board.changes.load(Ordering::Relaxed);
+    let metered = EvaluationMeter::start(load.metrics_addr.as_deref()).await;
     let cpu = CpuMeter::start(load.server_pid);
     let calls = write(&activity, load, watched_first, Some(Arc::clone(&board))).await?;
+    let evaluated_text = metered.text().await;
     let watched = cpu.percent();
     let elapsed = cpu.started.elapsed().as_secs_f64();
     let received = board.messages.load(Ordering::Relaxed) - messages;
@@ -752,6 +831,7 @@ async fn run(addr: &str, load: &WatchLoad) -> anyhow::Result<()> {
             watched - baseline
         );
     }
+    println!("| the same writes, by the server's metrics | | {evaluated_text} |");
     println!(
         "| watch messages received meanwhile, over all streams | {:.0} messages/s | {:.0} customers entering, leaving or moving a second; {:.1} evaluations/s |",
         received as f64 / elapsed,
