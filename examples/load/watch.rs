@@ -187,7 +187,7 @@ impl EvaluationMeter {
             return "no evaluation by the server's metrics".into();
         }
         format!(
-            "the server's metrics: {count:.0} evaluations of {:.1} ms on average",
+            "{count:.0} evaluation(s) of {:.1} ms on average",
             seconds / count * 1e3
         )
     }
