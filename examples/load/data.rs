@@ -13,7 +13,7 @@ use rand::{RngExt, SeedableRng};
 use segmentd::grpc::pb::{self, google::r#type::Date};
 
 /// The countries customers live in, in turn.
-const COUNTRIES: [&str; 8] = ["TR", "EG", "IR", "US", "DE", "SA", "AE", "GB"];
+pub const COUNTRIES: [&str; 8] = ["TR", "EG", "IR", "US", "DE", "SA", "AE", "GB"];
 
 /// 2023-11-23T00:00:00Z: the start of the three years purchases fall in.
 const PURCHASES_FROM: i64 = 1_700_697_600;

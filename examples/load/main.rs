@@ -3,8 +3,9 @@
 //! ImportCustomers and ImportActivity, and GetCustomerPersona and
 //! BreakdownPersonas on it. Prints one Markdown table row per run.
 //! `export` writes the very same data set as CSV files, without a server,
-//! for other engines to compare with. See `bench/run.sh` and
-//! `bench/compare.sh`.
+//! for other engines to compare with; `watch` follows saved segments and
+//! personas while purchases arrive. See `bench/run.sh`, `bench/compare.sh`
+//! and `bench/watch.sh`.
 //!
 //! # Layout
 //!
@@ -15,6 +16,8 @@
 //!   `counted`: the persona call whose answer is counted, not decoded.
 //! - `probes`: the machine's wake-up latency and the health check's.
 //! - `export`: the data set as CSV files.
+//! - `watch`: watch streams while purchases arrive, and the time from a
+//!   write to its change.
 //! - `report`: latency histograms and the table rows.
 
 mod counted;
@@ -25,6 +28,7 @@ mod ingest;
 mod persona;
 mod probes;
 mod report;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -98,6 +102,11 @@ enum Run {
         #[arg(long, default_value_t = 7)]
         runs: usize,
     },
+    /// Saved segments and personas watched over many streams while
+    /// purchases arrive at a fixed rate: the time from each write to its
+    /// change reaching a watcher, and the server's CPU with and without
+    /// the watches.
+    Watch(watch::WatchLoad),
 }
 
 #[tokio::main]
@@ -116,5 +125,6 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Run::PersonaBreakdown { runs } => persona::persona_breakdown(addr, runs).await,
+        Run::Watch(load) => watch::watch(addr, load).await,
     }
 }
