@@ -386,6 +386,10 @@ pub async fn run(
     );
     report(&health, ServingStatus::NotServing).await;
     stop.cancel();
+    // Watches never end by themselves: they end now, to be resumed.
+    if let Some(engine) = slot.get() {
+        engine.end_watches();
+    }
     let drained = async {
         while let Some(joined) = servers.join_next().await {
             joined??;

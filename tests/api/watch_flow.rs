@@ -220,3 +220,32 @@ async fn a_watch_ends_at_the_deadline_of_its_call() {
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert_eq!(watcher.members.len(), 3);
 }
+
+#[tokio::test]
+async fn a_shutdown_ends_every_watch_at_once_to_be_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.engine.watch.period = Duration::from_millis(100);
+    config.shutdown_grace = Duration::from_secs(30);
+    let mut server = TestServer::spawn(config).await;
+    server.wait_serving().await;
+    import(&server, 3).await;
+    set_rule(&server, true, "true").await;
+    let mut stream = watch(&server, "s", "", true).await.unwrap();
+    let mut watcher = Watcher::default();
+    watcher.catch_up(&mut stream, 0).await;
+    server.begin_shutdown();
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("the watch ends well within the shutdown grace")
+        {
+            Ok(Some(message)) => watcher.apply(message),
+            Ok(None) => panic!("the watch ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("resume"), "{status:?}");
+    server.stop().await.unwrap();
+}

@@ -97,6 +97,7 @@ impl State {
             seq: self.seq,
             at: self.at,
             off: false,
+            closing: false,
         }
     }
 

@@ -156,6 +156,11 @@ impl Feed {
                 });
             }
             let head = *self.head.borrow_and_update();
+            if head.closing {
+                return Err(crate::domain::Error::Unavailable(
+                    "segmentd is shutting down: resume with the last cursor once it is back".into(),
+                ));
+            }
             if head.off {
                 return Err(crate::domain::Error::Unavailable(
                     "watching stopped after a fault of the server (see its log); resume with the \

@@ -124,6 +124,8 @@ pub struct Head {
     pub at: i64,
     /// Watching stopped after a fault.
     pub off: bool,
+    /// The server is shutting down: every watch ends.
+    pub closing: bool,
 }
 
 /// What the engine holds for watching.
@@ -345,7 +347,11 @@ fn evaluate_now(shared: &Shared) -> Result<()> {
     let Some(state) = guard.as_ref() else {
         return evaluated;
     };
-    hub.head.send_replace(state.head());
+    let closing = hub.head.borrow().closing;
+    hub.head.send_replace(Head {
+        closing,
+        ..state.head()
+    });
     hub.subjects
         .store(state.subject_count() as u64, Ordering::Relaxed);
     hub.evaluations.fetch_add(1, Ordering::Relaxed);
@@ -402,7 +408,8 @@ impl Engine {
         self.shared.watch.head.send_if_modified(|head| {
             let newer = opened.head.seq > head.seq;
             if newer {
-                *head = opened.head;
+                head.seq = opened.head.seq;
+                head.at = head.at.max(opened.head.at);
             }
             newer
         });
@@ -423,6 +430,15 @@ impl Engine {
             resumed: matches!(start, Start::After(_)),
             feed,
         })
+    }
+
+    /// Ends every watch, for a shutdown: each gets UNAVAILABLE and resumes
+    /// with its last cursor once the server is back.
+    pub fn end_watches(&self) {
+        self.shared
+            .watch
+            .head
+            .send_modify(|head| head.closing = true);
     }
 
     /// Starts evaluating the watches, in the background, until the engine
