@@ -101,9 +101,10 @@ impl Feed {
     fn wanted(&self, change: &Change) -> bool {
         // An erased customer's id is blanked in the records before the
         // one that reports the erasure, keeping every other in its place.
-        !change.customer.is_empty() && self.personas.is_empty()
-            || self.personas.contains(&change.from)
-            || self.personas.contains(&change.to)
+        !change.customer.is_empty()
+            && (self.personas.is_empty()
+                || self.personas.contains(&change.from)
+                || self.personas.contains(&change.to))
     }
 
     /// The next item; waits for the next evaluation when there is none.
