@@ -263,9 +263,13 @@ fn deadline_of<T>(request: &Request<T>) -> Option<Instant> {
 /// reader, the name it reports when its segment ends, and the client's
 /// deadline.
 struct Terms {
+    /// Initial members per message.
     batch: usize,
+    /// How long a message may wait for room before the watcher is ended.
     patience: Duration,
+    /// The segment's name, for the NOT_FOUND that ends its watch.
     ended: Option<String>,
+    /// When the watch ends, from the call's deadline.
     deadline: Option<Instant>,
 }
 
