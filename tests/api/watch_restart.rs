@@ -109,19 +109,34 @@ async fn a_watcher_resumes_after_a_restart_with_exactly_the_changes_it_missed() 
         )
         .await;
     }
+    // Another watcher, started now, sees an evaluation after the erasure.
+    let mut now_stream = watch(&server, "repeat", "", false).await.unwrap();
+    Watcher::default()
+        .catch_up(&mut now_stream, now_nanos())
+        .await;
     let mut stream = watch(&server, "repeat", &watcher.cursor, false)
         .await
         .unwrap();
     watcher.catch_up(&mut stream, now_nanos()).await;
     assert_eq!(watcher.members, listed(&server, "repeat", watcher.at).await);
     assert_eq!(watcher.members.len(), 8, "{:?}", watcher.members);
-    // Each customer entered once, and c03 also left, when erased.
+    // Each customer entered once; c03, erased since, is named only by the
+    // notice of the erasure.
     let entries = watcher
         .changes
         .iter()
         .filter(|(_, entered, _)| *entered)
         .count();
-    assert_eq!(entries, 9, "{:?}", watcher.changes);
+    assert_eq!(entries, 8, "{:?}", watcher.changes);
+    let c03: Vec<_> = watcher
+        .changes
+        .iter()
+        .filter(|(customer, _, _)| customer == "customers/c03")
+        .collect();
+    assert_eq!(
+        c03,
+        [&("customers/c03".to_owned(), false, pb::ChangeCause::Erasure)]
+    );
 }
 
 /// A segmentd process on a data directory, for SIGKILL.
