@@ -48,14 +48,14 @@ pub async fn membership(server: &TestServer) -> MembershipServiceClient<Channel>
     MembershipServiceClient::new(server.channel().await)
 }
 
-fn customer() -> pb::Customer {
+pub fn customer() -> pb::Customer {
     pb::Customer {
         party: pb::Party::Individual as i32,
         ..Default::default()
     }
 }
 
-fn purchase_at(id: &str, customer: &str, seconds: i64, cents: i64) -> pb::Purchase {
+pub fn purchase_at(id: &str, customer: &str, seconds: i64, cents: i64) -> pb::Purchase {
     pb::Purchase {
         purchase_id: id.into(),
         customer: format!("customers/{customer}"),
@@ -76,7 +76,7 @@ pub async fn buy(server: &TestServer, purchases: Vec<pb::Purchase>) {
         .unwrap();
 }
 
-async fn create_segment(server: &TestServer, id: &str, filter: &str) {
+pub async fn create_segment(server: &TestServer, id: &str, filter: &str) {
     segmentation(server)
         .await
         .create_segment(pb::CreateSegmentRequest {
@@ -186,15 +186,20 @@ pub async fn watch(
         .map(tonic::Response::into_inner)
 }
 
+/// A time given in nanoseconds since the epoch.
+pub fn time_of(nanos: i128) -> Timestamp {
+    Timestamp {
+        seconds: (nanos / 1_000_000_000) as i64,
+        nanos: (nanos % 1_000_000_000) as i32,
+    }
+}
+
 /// Every member of `segment` at `at` (nanoseconds), listed page by page.
 pub async fn listed(server: &TestServer, segment: &str, at: i128) -> BTreeSet<String> {
     let mut client = segmentation(server).await;
     let mut members = BTreeSet::new();
     let mut page_token = String::new();
-    let time = Timestamp {
-        seconds: (at / 1_000_000_000) as i64,
-        nanos: (at % 1_000_000_000) as i32,
-    };
+    let time = time_of(at);
     loop {
         let page = client
             .list_segment_members(pb::ListSegmentMembersRequest {

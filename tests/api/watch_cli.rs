@@ -12,9 +12,8 @@ use tokio::sync::mpsc;
 
 use crate::activity::{purchase, record};
 use crate::customers::create;
-use crate::segments::segmentation;
 use crate::support::TestServer;
-use crate::watch::watch_server;
+use crate::watch::{create_segment, customer, watch_server};
 
 /// A running `segmentd watch`, its stdout read line by line.
 struct Watching {
@@ -121,28 +120,6 @@ async fn run_to_end(server: &TestServer, args: &[&str]) -> (ExitStatus, String) 
     tokio::time::timeout(Duration::from_secs(20), watching.finish())
         .await
         .expect("the command ends within 20 s")
-}
-
-fn customer() -> pb::Customer {
-    pb::Customer {
-        party: pb::Party::Individual as i32,
-        ..Default::default()
-    }
-}
-
-async fn create_segment(server: &TestServer, id: &str, filter: &str) {
-    segmentation(server)
-        .await
-        .create_segment(pb::CreateSegmentRequest {
-            segment_id: id.into(),
-            segment: Some(pb::Segment {
-                display_name: id.into(),
-                filter: filter.into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
 }
 
 async fn erase(server: &TestServer, id: &str) {

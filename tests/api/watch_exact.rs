@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use prost_types::Timestamp;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 use segmentd::grpc::pb;
@@ -18,34 +17,14 @@ use tonic::Streaming;
 
 use crate::customers::create;
 use crate::support::TestServer;
-use crate::watch::{buy, listed, membership, now_nanos, watch, watch_server, Watcher};
+use crate::watch::{
+    buy, listed, membership, now_nanos, purchase_at, time_of, watch, watch_server, Watcher,
+};
 
 const DAY: i64 = 86_400;
 /// A segment whose members move with the clock and with other customers'
 /// purchases.
 const RULE: &str = "(features.purchases_90d >= 2 || features.rfm.r >= 4) && features.rfm.m >= 3";
-
-fn time_of(nanos: i128) -> Timestamp {
-    Timestamp {
-        seconds: (nanos / 1_000_000_000) as i64,
-        nanos: (nanos % 1_000_000_000) as i32,
-    }
-}
-
-fn purchase(id: String, customer: &str, seconds: i64, cents: i64) -> pb::Purchase {
-    pb::Purchase {
-        purchase_id: id,
-        customer: format!("customers/{customer}"),
-        occurred_at: Some(Timestamp { seconds, nanos: 0 }),
-        amount: Some(pb::Money {
-            currency_code: "USD".into(),
-            minor_units: cents,
-        }),
-        quantity: 1,
-        category: "music".into(),
-        durability: pb::ProductDurability::Consumable as i32,
-    }
-}
 
 fn person(email: bool) -> pb::Customer {
     pb::Customer {
@@ -192,8 +171,8 @@ async fn accumulated_members_equal_the_listed_members_at_every_evaluation_time()
     for (n, id) in ids.iter().enumerate() {
         for k in 0..(n % 5) {
             let seconds = start - random.random_range(91..360) * DAY;
-            purchases.push(purchase(
-                format!("h{n}-{k}"),
+            purchases.push(purchase_at(
+                &format!("h{n}-{k}"),
                 id,
                 seconds,
                 500 + 300 * k as i64,
@@ -201,8 +180,8 @@ async fn accumulated_members_equal_the_listed_members_at_every_evaluation_time()
         }
         if n % 4 == 1 {
             let edge = start - 90 * DAY + random.random_range(2..12);
-            purchases.push(purchase(format!("e{n}a"), id, edge, 4000));
-            purchases.push(purchase(format!("e{n}b"), id, edge - 5, 4000));
+            purchases.push(purchase_at(&format!("e{n}a"), id, edge, 4000));
+            purchases.push(purchase_at(&format!("e{n}b"), id, edge - 5, 4000));
         }
     }
     buy(&server, purchases).await;
@@ -269,7 +248,7 @@ async fn accumulated_members_equal_the_listed_members_at_every_evaluation_time()
                     let cents = random.random_range(100..20_000);
                     buy(
                         &server,
-                        vec![purchase(format!("w{next}"), id, seconds, cents)],
+                        vec![purchase_at(&format!("w{next}"), id, seconds, cents)],
                     )
                     .await;
                 }

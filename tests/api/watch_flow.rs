@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use prost_types::Timestamp;
 use segmentd::grpc::pb;
 use segmentd::grpc::pb::membership_service_client::MembershipServiceClient;
 use tonic::transport::Endpoint;
@@ -14,7 +13,7 @@ use tonic_types::StatusExt as _;
 
 use crate::segments::segmentation;
 use crate::support::{config, TestServer};
-use crate::watch::{buy, listed, now_nanos, watch, Watcher};
+use crate::watch::{buy, listed, now_nanos, purchase_at, watch, Watcher};
 
 async fn import(server: &TestServer, count: usize) {
     let names: Vec<String> = (0..count).map(|n| format!("customers/m{n:05}")).collect();
@@ -67,21 +66,10 @@ async fn set_rule(server: &TestServer, create: bool, filter: &str) {
     }
 }
 
+/// A purchase of ten seconds ago.
 fn purchase(id: String, customer: &str) -> pb::Purchase {
-    pb::Purchase {
-        purchase_id: id,
-        customer: format!("customers/{customer}"),
-        occurred_at: Some(Timestamp {
-            seconds: (now_nanos() / 1_000_000_000) as i64 - 10,
-            nanos: 0,
-        }),
-        amount: Some(pb::Money {
-            currency_code: "USD".into(),
-            minor_units: 100,
-        }),
-        quantity: 1,
-        ..Default::default()
-    }
+    let seconds = (now_nanos() / 1_000_000_000) as i64 - 10;
+    purchase_at(&id, customer, seconds, 100)
 }
 
 #[tokio::test]

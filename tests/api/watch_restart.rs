@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use prost_types::Timestamp;
 use segmentd::grpc::pb;
 use segmentd::grpc::pb::activity_service_client::ActivityServiceClient;
 use segmentd::grpc::pb::customer_service_client::CustomerServiceClient;
@@ -17,24 +16,12 @@ use segmentd::grpc::pb::segmentation_service_client::SegmentationServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::customers::create;
-use crate::watch::{buy, listed, now_nanos, watch, watch_server, Watcher};
+use crate::watch::{buy, listed, now_nanos, purchase_at, time_of, watch, watch_server, Watcher};
 
+/// A purchase of a minute ago.
 fn purchase(id: String, customer: &str, cents: i64) -> pb::Purchase {
-    pb::Purchase {
-        purchase_id: id,
-        customer: format!("customers/{customer}"),
-        occurred_at: Some(Timestamp {
-            seconds: (now_nanos() / 1_000_000_000) as i64 - 60,
-            nanos: 0,
-        }),
-        amount: Some(pb::Money {
-            currency_code: "USD".into(),
-            minor_units: cents,
-        }),
-        quantity: 1,
-        category: "music".into(),
-        durability: pb::ProductDurability::Consumable as i32,
-    }
+    let seconds = (now_nanos() / 1_000_000_000) as i64 - 60;
+    purchase_at(&id, customer, seconds, cents)
 }
 
 const RULE: &str = "features.purchase_count >= 2";
@@ -227,10 +214,7 @@ async fn listed_at(channel: Channel, at: i128) -> std::collections::BTreeSet<Str
     let page = client
         .list_segment_members(pb::ListSegmentMembersRequest {
             segment: "segments/repeat".into(),
-            evaluation_time: Some(Timestamp {
-                seconds: (at / 1_000_000_000) as i64,
-                nanos: (at % 1_000_000_000) as i32,
-            }),
+            evaluation_time: Some(time_of(at)),
             page_size: 1000,
             page_token: String::new(),
         })
