@@ -160,6 +160,18 @@ impl State {
     /// Evaluates every subject at `at` (or the last evaluation time, if
     /// later), writes the changes and flushes them.
     pub fn evaluate(&mut self, shared: &Shared, at: Timestamp) -> Result<()> {
+        let writer = shared.writer();
+        self.evaluate_held(shared, at, Some(writer))
+    }
+
+    /// `evaluate`, for a caller that holds the writer lock already (`None`)
+    /// or hands it over to be released once the journal is drained.
+    pub(super) fn evaluate_held(
+        &mut self,
+        shared: &Shared,
+        at: Timestamp,
+        writer: Option<std::sync::MutexGuard<'_, ()>>,
+    ) -> Result<()> {
         let at = at.as_nanos().max(self.at);
         let catalog = shared.catalog();
         let mut writes = Vec::new();
@@ -172,7 +184,6 @@ impl State {
         {
             // The journal is drained with the index held, and no write
             // between: every change seen has its cause in what is drained.
-            let writer = shared.writer();
             let index = shared.index();
             let mut touched = shared.watch.journal.drain();
             drop(writer);
