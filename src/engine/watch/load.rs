@@ -89,6 +89,7 @@ pub fn load(shared: &Shared) -> Result<State> {
         maintained: Instant::now(),
         written: 0,
         sizes,
+        tracker: Default::default(),
     };
     for (subject, (rule, _, members)) in lists {
         let compiled = match &subject {

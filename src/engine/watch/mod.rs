@@ -41,6 +41,7 @@ mod members;
 mod open;
 mod recent;
 pub mod record;
+mod tracker;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
