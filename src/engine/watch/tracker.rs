@@ -264,7 +264,92 @@ fn next_change(frame: &Frame<'_>, row: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::features::Thresholds;
     use crate::domain::rules::compile;
+    use crate::domain::{Customer, CustomerId, Profile, Timestamp};
+    use crate::engine::index::{event_key, Event, EventRef, FeatureIndex};
+
+    /// What of a row moves with time alone.
+    fn moving(index: &FeatureIndex, at: i64, row: u32) -> (i64, u32, u32, u8) {
+        let frame = Frame::new(index, Timestamp::from_nanos(at), Thresholds::default());
+        let number = row as usize;
+        let recency = if frame.count()[number] > 0 {
+            frame.recency_days(number)
+        } else {
+            -1
+        };
+        (
+            recency,
+            frame.in_90_days()[number],
+            frame.in_365_days()[number],
+            frame.frequency_codes()[number],
+        )
+    }
+
+    /// A row's next instant is the first at which anything that moves with
+    /// time alone moves: nothing moves before it, something moves at it.
+    #[test]
+    fn nothing_moves_before_a_rows_next_instant_and_something_moves_at_it() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        let day = NANOS_PER_DAY;
+        let now = 1_800_000_000 * 1_000_000_000i64;
+        let mut index = FeatureIndex::new(Thresholds::default());
+        for n in 0..300u32 {
+            let id = CustomerId::parse(&format!("c{n}")).unwrap();
+            index.upsert_customer(&Customer {
+                id,
+                profile: Profile::default(),
+                create_time: Timestamp::from_nanos(0),
+                update_time: Timestamp::from_nanos(0),
+                create_request_id: None,
+            });
+            // A third buy often, within a few months: frequent customers.
+            let (count, span) = if n % 3 == 0 {
+                (6 + next(15), 120)
+            } else {
+                (next(8), 500)
+            };
+            for k in 0..count {
+                // Whole days, whole seconds or any nanosecond back.
+                let unit = [day, 1_000_000_000, 1][next(3) as usize] as u64;
+                let back = next(span * day as u64) / unit * unit;
+                let time = now - back as i64;
+                let key = event_key(&format!("p{n}-{k}"));
+                let event = Event {
+                    time,
+                    amount: Some(100),
+                    key,
+                    at: EventRef::new(1, 0),
+                };
+                assert!(index.add_purchase(n, event));
+            }
+        }
+        for row in 0..300u32 {
+            let at = now + next(3 * day as u64) as i64;
+            let frame = Frame::new(&index, Timestamp::from_nanos(at), Thresholds::default());
+            let instant = next_change(&frame, row);
+            let before = moving(&index, at, row);
+            if instant == i64::MAX {
+                assert_eq!(before, moving(&index, at + 400 * day, row), "row {row}");
+                continue;
+            }
+            assert!(instant > at);
+            for probe in [at + 1, (at + instant) / 2, instant - 1] {
+                assert_eq!(before, moving(&index, probe, row), "row {row} at {probe}");
+            }
+            assert_ne!(
+                before,
+                moving(&index, instant, row),
+                "row {row} at {instant}"
+            );
+        }
+    }
 
     #[test]
     fn a_rule_reads_scores_through_any_operand() {
