@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::journal::Touched;
 use super::members::Members;
 use super::record::{decode, encode, Cause, Change, Checkpoint, Record, Subject};
-use super::tracker::{reads_scores, Plan, Tracker};
+use super::tracker::{reads_scores, Plan, Scored, Tracker};
 use super::Head;
 use crate::domain::rules::{compile, Predicate};
 use crate::domain::segment::SegmentId;
@@ -72,8 +72,9 @@ pub struct State {
 }
 
 /// The rows an evaluation reads one at a time, each with the customer's
-/// features then; `None` for a row without a customer.
-type Candidates = [(u32, Option<CustomerFeatures>)];
+/// features then (`None` for a row without a customer), and whether only
+/// their scores moved.
+type Candidates = [(u32, Option<CustomerFeatures>, bool)];
 
 /// What one evaluation reads a subject with.
 #[derive(Clone, Copy)]
@@ -89,6 +90,8 @@ struct Reading<'r, 'f> {
     /// The rows to read a customer at a time, or `None` for every row
     /// over the whole index.
     candidates: Option<&'r Candidates>,
+    /// Whether the subjects that read a score read the whole index.
+    scored_whole: bool,
 }
 
 /// A segment's rule compiled; a stored one always compiles.
@@ -234,13 +237,23 @@ impl State {
                 .collect();
             let scored = self.reads_scores(&catalog);
             let plan = self.tracker.plan(&frame, written, scored);
-            let candidates: Option<Vec<(u32, Option<CustomerFeatures>)>> = match &plan {
-                Plan::Whole => None,
-                Plan::Rows(rows) => Some(
-                    rows.iter()
-                        .map(|&row| (row, features_at(&frame, row)))
-                        .collect(),
-                ),
+            let (candidates, scored_whole) = match &plan {
+                Plan::Whole => (None, true),
+                Plan::Rows(rows, scored) => {
+                    let moved = match scored {
+                        Scored::Rows(moved) => moved.as_slice(),
+                        Scored::Whole => &[],
+                    };
+                    let read =
+                        |&row: &u32, by_scores: bool| (row, features_at(&frame, row), by_scores);
+                    let mut candidates: Vec<(u32, Option<CustomerFeatures>, bool)> = rows
+                        .iter()
+                        .map(|row| read(row, false))
+                        .chain(moved.iter().map(|row| read(row, true)))
+                        .collect();
+                    candidates.sort_unstable_by_key(|(row, _, _)| *row);
+                    (Some(candidates), matches!(scored, Scored::Whole))
+                }
             };
             erased.extend(
                 touched
@@ -260,6 +273,7 @@ impl State {
                     touched: &touched,
                     others,
                     candidates: candidates.as_deref(),
+                    scored_whole,
                 };
                 match self.evaluate_reading(shared, &subject, &reading, at) {
                     Ok(Some(record)) => {
@@ -277,12 +291,12 @@ impl State {
                 self.tracker.reset();
             }
             if maintain {
-                // The members as this evaluation leaves them, read through
-                // the index it read: written with its records.
+                // The members as this evaluation leaves them, by row: told
+                // by id once its records are out.
                 for (subject, state) in &self.subjects {
                     let ended = records.get(subject).is_some_and(|record| record.ended);
                     if (state.dirty || records.contains_key(subject)) && !ended {
-                        checkpoints.push((subject.clone(), self.members_of(&index, subject)));
+                        checkpoints.push((subject.clone(), state.codes.clone()));
                     }
                 }
             }
@@ -310,21 +324,44 @@ impl State {
                 state.dirty = true;
             }
         }
-        if maintain {
-            writes.extend(self.maintain(shared, checkpoints, last_before)?);
+        if !writes.is_empty() {
+            shared.store.write_history(writes)?;
+            shared.store.flush()?;
+            // Kept in memory once on disk, before the head tells of them.
+            let recent = &shared.watch.recent;
+            if !erased.is_empty() {
+                recent.clear();
+            }
+            for (seq, record, bytes) in fresh {
+                recent.push(seq, record, bytes);
+            }
         }
-        if writes.is_empty() {
+        if !maintain {
             return Ok(());
         }
-        shared.store.write_history(writes)?;
-        shared.store.flush()?;
-        // Kept in memory once on disk, before the head tells of them.
-        let recent = &shared.watch.recent;
-        if !erased.is_empty() {
-            recent.clear();
-        }
-        for (seq, record, bytes) in fresh {
-            recent.push(seq, record, bytes);
+        // Checkpoints of large subjects take a while: watchers hear of this
+        // evaluation first, and writers wait for the index one subject at
+        // a time. A customer erased meanwhile is left out, and the next
+        // evaluation reports them leaving.
+        let head = self.head();
+        shared.watch.head.send_if_modified(|told| {
+            let newer = head.seq > told.seq || head.at > told.at;
+            told.seq = told.seq.max(head.seq);
+            told.at = told.at.max(head.at);
+            newer
+        });
+        let checkpoints = checkpoints
+            .into_iter()
+            .map(|(subject, codes)| {
+                let mut members = self.member_list(&shared.index(), &subject, &codes);
+                members.sort_unstable();
+                (subject, members)
+            })
+            .collect();
+        let writes = self.maintain(shared, checkpoints, last_before)?;
+        if !writes.is_empty() {
+            shared.store.write_history(writes)?;
+            shared.store.flush()?;
         }
         Ok(())
     }
@@ -404,6 +441,7 @@ impl State {
             touched,
             others,
             candidates: None,
+            scored_whole: true,
         };
         self.evaluate_reading(shared, subject, &reading, at)
     }
@@ -463,6 +501,7 @@ impl State {
             touched,
             others,
             candidates,
+            scored_whole,
         } = *reading;
         // What the subject is now: its rule, or the end of it.
         let (rule, ended) = match subject {
@@ -499,19 +538,27 @@ impl State {
             (None, Subject::Segment { .. }) => Predicate::Const(false),
         };
         // The rows whose code changed: (row, was, is), in order.
+        let scores = match subject {
+            Subject::Segment { .. } => reads_scores(&compiled),
+            Subject::Personas => catalog.rules.iter().any(reads_scores),
+        };
         let changed = match candidates {
-            // A candidate's code now, read for the customer alone.
-            Some(candidates) if !ended && !rule_changed => {
+            // A candidate's code now, read for the customer alone; a row
+            // whose scores alone moved, only if the rule reads a score.
+            Some(candidates) if !(ended || rule_changed || scores && scored_whole) => {
                 let mut codes = Vec::with_capacity(candidates.len());
-                for (row, features) in candidates {
+                for (row, features, by_scores) in candidates {
+                    if *by_scores && !scores {
+                        continue;
+                    }
                     let code =
                         self.code_of(frame, subject, &compiled, catalog, *row, features.as_ref());
-                    codes.push(code);
+                    codes.push((*row, code));
                 }
                 let state = self.subjects.get_mut(subject).expect("a known subject");
                 let mut changed = Vec::new();
-                for ((row, _), is) in candidates.iter().zip(codes) {
-                    let row = *row as usize;
+                for (row, is) in codes {
+                    let row = row as usize;
                     let was = state.codes.get(row);
                     if was != is {
                         state.codes.set(row, is);
@@ -693,20 +740,30 @@ impl State {
         index: &FeatureIndex,
         subject: &Subject,
     ) -> Vec<(String, String)> {
-        let state = &self.subjects[subject];
-        let mut members: Vec<(String, String)> = state
-            .codes
-            .rows()
-            .map(|(row, code)| (index.id_at(row as u32).to_owned(), self.name(code, subject)))
-            .filter(|(id, _)| !id.is_empty())
-            .chain(state.ghosts.iter().cloned())
-            .collect();
+        let mut members = self.member_list(index, subject, &self.subjects[subject].codes);
         members.sort_unstable();
         members
     }
 
-    /// Checkpoints of the subjects that changed (their members, read with
-    /// the evaluation), and the records retention drops, never past
+    /// The members `codes` hold for a subject, with its ghosts, with their
+    /// personas, in no order.
+    fn member_list(
+        &self,
+        index: &FeatureIndex,
+        subject: &Subject,
+        codes: &Members,
+    ) -> Vec<(String, String)> {
+        let state = &self.subjects[subject];
+        codes
+            .rows()
+            .map(|(row, code)| (index.id_at(row as u32).to_owned(), self.name(code, subject)))
+            .filter(|(id, _)| !id.is_empty())
+            .chain(state.ghosts.iter().cloned())
+            .collect()
+    }
+
+    /// Checkpoints of the subjects that changed (their members as the
+    /// evaluation left them), and the records retention drops, never past
     /// `prunable`, the last record before this evaluation's.
     fn maintain(
         &mut self,

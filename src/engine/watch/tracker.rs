@@ -76,8 +76,20 @@ type ScoreKey = Option<(crate::engine::rfm::RfmBounds, [i64; 4])>;
 pub(super) enum Plan {
     /// Every rule over the whole index.
     Whole,
-    /// These rows alone, in order, without duplicates.
+    /// These rows alone, in order, without duplicates, for every subject;
+    /// and for the subjects that read a score, those rows with the ones
+    /// whose scores alone moved.
+    Rows(Vec<u32>, Scored),
+}
+
+/// The rows whose scores alone moved, for the subjects that read one.
+#[derive(Debug)]
+pub(super) enum Scored {
+    /// These, in order, without duplicates, none of them among the rows
+    /// for every subject.
     Rows(Vec<u32>),
+    /// Too many: those subjects read the whole index.
+    Whole,
 }
 
 /// Whether a rule reads an RFM score.
@@ -137,13 +149,20 @@ impl Tracker {
                     .collect::<Vec<u32>>(),
             );
         }
+        candidates.par_sort_unstable();
+        candidates.dedup();
+        let most = (rows / WHOLE_INDEX_PAST).max(WHOLE_INDEX_FROM);
+        if candidates.len() > most {
+            return Plan::Whole;
+        }
+        let mut moved = Vec::new();
         if scored {
             let key = score_key(frame);
             match &self.scores {
                 Some(scores) if scores.key == key => {}
                 Some(scores) => {
                     let by_row = score_all(frame);
-                    candidates.extend(
+                    moved.extend(
                         (0..rows)
                             .into_par_iter()
                             .filter(|&row| {
@@ -164,12 +183,14 @@ impl Tracker {
         } else {
             self.scores = None;
         }
-        candidates.par_sort_unstable();
-        candidates.dedup();
-        if candidates.len() > (rows / WHOLE_INDEX_PAST).max(WHOLE_INDEX_FROM) {
-            return Plan::Whole;
-        }
-        Plan::Rows(candidates)
+        // Sorted already, as found.
+        moved.retain(|row| candidates.binary_search(row).is_err());
+        let scored = if candidates.len() + moved.len() > most {
+            Scored::Whole
+        } else {
+            Scored::Rows(moved)
+        };
+        Plan::Rows(candidates, scored)
     }
 
     /// Notes an evaluation at `frame`'s time of `plan`'s rows; a subject
@@ -194,7 +215,7 @@ impl Tracker {
                 });
                 self.valid = true;
             }
-            Plan::Rows(rows) => {
+            Plan::Rows(rows, _) => {
                 self.next.resize(frame.rows(), i64::MAX);
                 for &row in rows {
                     self.next[row as usize] = next_change(frame, row);
