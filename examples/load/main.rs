@@ -28,6 +28,7 @@ mod ingest;
 mod persona;
 mod probes;
 mod report;
+mod segments;
 mod watch;
 
 use std::path::PathBuf;
@@ -102,6 +103,8 @@ enum Run {
         #[arg(long, default_value_t = 7)]
         runs: usize,
     },
+    /// ListCustomerSegments for random customers at a fixed rate.
+    CustomerSegments(segments::CustomerSegmentsLoad),
     /// Saved segments and personas watched over many streams while
     /// purchases arrive at a fixed rate: the time from each write to its
     /// change reaching a watcher, and the server's CPU with and without
@@ -126,5 +129,6 @@ async fn main() -> anyhow::Result<()> {
         }
         Run::PersonaBreakdown { runs } => persona::persona_breakdown(addr, runs).await,
         Run::Watch(load) => watch::watch(addr, load).await,
+        Run::CustomerSegments(load) => segments::customer_segments(addr, load).await,
     }
 }

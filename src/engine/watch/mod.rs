@@ -288,21 +288,24 @@ pub(super) async fn run(shared: Weak<Shared>) {
     }
     let period = hub.settings.period;
     drop(strong);
-    let mut last_cost = Duration::ZERO;
+    // The evaluations' usual length: a moving average, so that one long
+    // evaluation (a rule changed, or scores moved for many customers) does
+    // not hold the next ones back.
+    let mut usual_cost = Duration::ZERO;
     loop {
         let Some(strong) = shared.upgrade() else {
             return;
         };
         let hub = &strong.watch;
         // After a write, wait a little for the writes that come with it,
-        // and long enough that evaluating takes at most a quarter of a
-        // core; else every period.
+        // and long enough that evaluating usually takes at most a quarter
+        // of a core; else every period.
         let woken = tokio::select! {
             () = hub.wake.notified() => true,
             () = tokio::time::sleep(period) => false,
         };
         if woken {
-            let gap = (last_cost * 3).max(Duration::from_millis(20)).min(period);
+            let gap = (usual_cost * 3).max(Duration::from_millis(20)).min(period);
             tokio::time::sleep(gap).await;
         }
         let started = Instant::now();
@@ -311,7 +314,7 @@ pub(super) async fn run(shared: Weak<Shared>) {
             .await
             .map_err(|error| Error::internal(format!("evaluation task failed: {error}")))
             .and_then(|outcome| outcome);
-        last_cost = started.elapsed();
+        usual_cost = (usual_cost * 7 + started.elapsed()) / 8;
         if let Err(error) = outcome {
             tracing::error!(%error, "evaluating the watches failed; trying again");
         }
