@@ -5,16 +5,13 @@
 //! without reading anyone else's, so that the members agree with
 //! `Engine::segment_members` at the same time.
 //!
-//! Compiling a rule takes far longer than answering it, so the compiled
-//! rules are kept by the text of their filter. A rule's compiled form
-//! depends on that text alone: an entry never goes stale, and a segment
-//! whose filter changes, by any write path or a restore, is simply looked up
-//! by its new text. The segments themselves are read from the store on each
-//! call, a short range of small records, so that the answer always holds
-//! the segments saved.
+//! Reading and compiling the saved segments takes far longer than answering
+//! them, so the engine keeps them compiled, with the store's generation of
+//! the segments they were read at; a call that finds the generation moved
+//! on reads them again, and compiles only the filters it has not seen.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::features::features_of;
 use super::personas::{ConditionResult, Explainer, Facts, Named};
@@ -22,10 +19,7 @@ use super::segments::stored_rule;
 use super::Engine;
 use crate::domain::segment::{Segment, SegmentId};
 use crate::domain::{CustomerId, Result, Timestamp};
-
-/// The most compiled rules kept; past it, the rules of filters that the
-/// saved segments no longer have are dropped.
-const KEPT_RULES: usize = 4096;
+use crate::store::Store;
 
 /// A saved segment and whether one customer is in it.
 #[derive(Debug, Clone)]
@@ -81,31 +75,48 @@ impl SegmentRule {
     }
 }
 
-/// Compiled rules by the text of their filter, for every engine in the
-/// process: what a text compiles to never changes.
-static COMPILED: LazyLock<Mutex<HashMap<String, Arc<SegmentRule>>>> = LazyLock::new(Mutex::default);
+/// The saved segments, each with its rule compiled.
+type Compiled = Arc<[(Segment, Arc<SegmentRule>)]>;
 
-/// The rule of each of `segments`, in order: compiled as
-/// `Engine::segment_members` compiles it, once per filter text.
-fn rules_of(segments: &[Segment]) -> Result<Vec<Arc<SegmentRule>>> {
-    let mut compiled = COMPILED.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut rules = Vec::with_capacity(segments.len());
-    for segment in segments {
-        let rule = match compiled.get(&segment.filter) {
-            Some(rule) => Arc::clone(rule),
-            None => {
-                let rule = Arc::new(SegmentRule::compile(segment)?);
-                compiled.insert(segment.filter.clone(), Arc::clone(&rule));
-                rule
+/// The saved segments compiled, as of a generation of the store's.
+#[derive(Debug, Default)]
+pub(super) struct SavedRules(Mutex<Option<(u64, Compiled)>>);
+
+impl SavedRules {
+    /// The saved segments in id order, each with its rule compiled as
+    /// `Engine::segment_members` compiles it: those kept, if no segment
+    /// changed since, else read from the store again.
+    fn get(&self, store: &Store) -> Result<Compiled> {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read before the list: a change stored meanwhile moves it on, and
+        // the next call reads again.
+        let generation = store.segments_generation();
+        if let Some((known, compiled)) = kept.as_ref() {
+            if *known == generation {
+                return Ok(Arc::clone(compiled));
             }
-        };
-        rules.push(rule);
+        }
+        let before: HashMap<&str, &Arc<SegmentRule>> = kept
+            .as_ref()
+            .map(|(_, compiled)| {
+                compiled
+                    .iter()
+                    .map(|(segment, rule)| (segment.filter.as_str(), rule))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut compiled = Vec::new();
+        for segment in store.list_segments(None, usize::MAX)? {
+            let rule = match before.get(segment.filter.as_str()) {
+                Some(rule) => Arc::clone(rule),
+                None => Arc::new(SegmentRule::compile(&segment)?),
+            };
+            compiled.push((segment, rule));
+        }
+        let compiled: Compiled = compiled.into();
+        *kept = Some((generation, Arc::clone(&compiled)));
+        Ok(compiled)
     }
-    if compiled.len() > KEPT_RULES.max(segments.len()) {
-        let current: HashSet<&str> = segments.iter().map(|s| s.filter.as_str()).collect();
-        compiled.retain(|filter, _| current.contains(filter.as_str()));
-    }
-    Ok(rules)
 }
 
 impl Engine {
@@ -123,8 +134,7 @@ impl Engine {
         explain: bool,
     ) -> Result<CustomerSegments> {
         self.scan(move |shared| {
-            let segments = shared.store.list_segments(None, usize::MAX)?;
-            let rules = rules_of(&segments)?;
+            let segments = shared.saved_rules.get(&shared.store)?;
             let index = shared.index();
             let (number, features) = features_of(&index, &id, at, shared.settings.thresholds)?;
             let row = number as usize;
@@ -137,14 +147,14 @@ impl Engine {
             }
             let facts = Facts::new(&index, row, &features);
             let mut answers = Vec::new();
-            for (segment, rule) in segments.into_iter().zip(&rules) {
+            for (segment, rule) in segments.iter() {
                 let mut conditions = Vec::new();
                 let holds = rule.answer(&facts, explain.then_some(&mut conditions));
                 let member = holds && !objects_to_profiling;
                 if member || explain {
                     answers.push(CustomerSegment {
-                        id: segment.id,
-                        display_name: segment.display_name,
+                        id: segment.id.clone(),
+                        display_name: segment.display_name.clone(),
                         member,
                         conditions,
                     });
@@ -163,6 +173,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::domain::rules::Predicate;
+    use crate::store::{Durability, StoreOptions};
 
     fn segment(id: &str, filter: &str) -> Segment {
         Segment {
@@ -176,29 +187,56 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_empty_filter_selects_everyone_with_no_condition_to_explain() {
-        let rules = rules_of(&[segment("blank", " "), segment("constant", "true")]).unwrap();
-        assert!(rules[0].everyone);
+    fn store(dir: &tempfile::TempDir) -> Store {
+        Store::open(&StoreOptions {
+            path: dir.path().join("db"),
+            cache_capacity_bytes: 1024 * 1024,
+            durability: Durability::Relaxed,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_empty_filter_selects_everyone_with_no_condition_to_explain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        store.put_segment(&segment("blank", " ")).unwrap();
+        store.put_segment(&segment("constant", "true")).unwrap();
+        let rules = SavedRules::default().get(&store).unwrap();
+        assert!(rules[0].1.everyone);
         assert!(matches!(
-            rules[0].explainer,
+            rules[0].1.explainer,
             Explainer::Leaf {
                 rule: Predicate::Const(true),
                 ..
             }
         ));
         // A rule that is written out is explained, even a constant.
-        assert!(!rules[1].everyone);
+        assert!(!rules[1].1.everyone);
     }
 
-    #[test]
-    fn a_filter_is_compiled_once_for_every_segment_that_has_it() {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_segments_are_read_again_after_a_change_and_a_filter_is_compiled_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let saved = SavedRules::default();
         let filter = "features.purchase_count >= 17 && features.recency_days <= 3";
-        let first = rules_of(&[segment("first", filter)]).unwrap();
-        let again = rules_of(&[segment("again", filter), segment("other", "true")]).unwrap();
-        assert!(Arc::ptr_eq(&first[0], &again[0]));
-        assert!(!Arc::ptr_eq(&again[0], &again[1]));
-        let broken = rules_of(&[segment("broken", "features.purchase_count >=")]);
-        assert!(broken.is_err());
+        store.put_segment(&segment("first", filter)).unwrap();
+        let first = saved.get(&store).unwrap();
+        assert!(Arc::ptr_eq(&first, &saved.get(&store).unwrap()));
+        store.put_segment(&segment("other", "true")).unwrap();
+        let again = saved.get(&store).unwrap();
+        let ids: Vec<&str> = again
+            .iter()
+            .map(|(segment, _)| segment.id.as_str())
+            .collect();
+        assert_eq!(ids, ["first", "other"]);
+        assert!(Arc::ptr_eq(&first[0].1, &again[0].1));
+        assert!(store
+            .delete_segment(&SegmentId::parse("first").unwrap())
+            .unwrap());
+        let after = saved.get(&store).unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].0.id.as_str(), "other");
     }
 }

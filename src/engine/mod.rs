@@ -134,6 +134,8 @@ struct Shared {
     counters: stats::Counters,
     /// Watches: what writes touched, and the evaluations' state.
     watch: watch::Hub,
+    /// The saved segments compiled, for ListCustomerSegments.
+    saved_rules: customer_segments::SavedRules,
 }
 
 impl Shared {
@@ -237,6 +239,7 @@ impl Engine {
                 index: RwLock::new(index),
                 writer: Mutex::new(()),
                 watch: watch::Hub::new(settings.watch.clone()),
+                saved_rules: customer_segments::SavedRules::default(),
                 settings,
                 counters,
             })

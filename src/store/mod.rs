@@ -113,6 +113,9 @@ pub struct Store {
     activity: sled::Tree,
     /// Saved segments by id.
     segments: sled::Tree,
+    /// Moves on after every change of a saved segment: a reader that saw
+    /// the same value before and after listing them holds them all.
+    segments_generation: AtomicU64,
     /// The format version and the persona catalog.
     meta: sled::Tree,
     /// The sequence number of the next activity batch.
@@ -198,6 +201,7 @@ impl Store {
             customers,
             activity,
             segments,
+            segments_generation: AtomicU64::new(0),
             meta,
             next_batch: AtomicU64::new(next_batch),
             page_token_key: std::sync::RwLock::new(page_token_key),
@@ -556,14 +560,23 @@ impl Store {
         let value = sled::IVec::from(codec::encode_segment(segment)?);
         if self.applying().is_some() {
             let key = sled::IVec::from(segment.id.as_str());
-            return self.commit(vec![(&self.segments, key, Some(value))]);
+            self.commit(vec![(&self.segments, key, Some(value))])?;
+            self.segments_generation.fetch_add(1, Ordering::SeqCst);
+            return Ok(());
         }
         self.segments
             .insert(segment.id.as_str(), value.clone())
             .map_err(storage_error)?;
         self.tap
             .record(&self.segments, segment.id.as_str().as_bytes(), Some(&value));
+        self.segments_generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The generation of the saved segments: it moves on once a change of
+    /// one has been stored, so that a list read after it holds the change.
+    pub fn segments_generation(&self) -> u64 {
+        self.segments_generation.load(Ordering::SeqCst)
     }
 
     /// Removes a segment; returns whether it existed.
@@ -575,6 +588,7 @@ impl Store {
                 .map_err(storage_error)?;
             if existed {
                 self.commit(vec![(&self.segments, sled::IVec::from(id.as_str()), None)])?;
+                self.segments_generation.fetch_add(1, Ordering::SeqCst);
             }
             return Ok(existed);
         }
@@ -585,6 +599,7 @@ impl Store {
             .map_err(storage_error)?;
         self.tap
             .record(&self.segments, id.as_str().as_bytes(), None);
+        self.segments_generation.fetch_add(1, Ordering::SeqCst);
         Ok(existed)
     }
 
