@@ -46,6 +46,7 @@
 //! and has heard from the log within [`OUT_OF_TOUCH`].
 
 mod snapshot;
+mod ticks;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -58,11 +59,13 @@ use tokio_stream::StreamExt as _;
 
 use super::apply::apply;
 use super::command::{Command, Outcome, Unreadable};
+use super::watch::load_replicated;
 use super::{BackupLimits, Engine, EngineSettings, Shared};
 use crate::domain::{Error, Result, Timestamp};
 use crate::log::{Entry, Log, Position};
 use crate::store::{self, StoreOptions};
 use snapshot::{beside, join_from_snapshot, publish_snapshots};
+use ticks::append_ticks;
 
 /// How often the follower looks at the log's last position.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
@@ -601,6 +604,12 @@ impl Engine {
                 data_dir.display()
             )));
         }
+        // The change history as of the position applied, before the
+        // follower applies more.
+        let loading = Arc::clone(&engine.shared);
+        tokio::task::spawn_blocking(move || load_replicated(&loading))
+            .await
+            .map_err(|error| Error::internal(format!("history load task failed: {error}")))??;
         let replica = Arc::new(Replica {
             log,
             applied: watch::Sender::new(applied),
@@ -633,6 +642,10 @@ impl Engine {
                 as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
         );
         until_stopped(Box::pin(watch_log(Arc::clone(&replica))));
+        until_stopped(Box::pin(append_ticks(
+            Arc::clone(&replica),
+            Arc::clone(&engine.shared),
+        )));
         let snapshots = Engine {
             shared: Arc::clone(&engine.shared),
             replica: None,

@@ -1,0 +1,154 @@
+//! Watching in cluster mode: the change history as a function of the log.
+//!
+//! A replica writes its change history only while it applies the log,
+//! under the writer lock: a `Tick` evaluates every subject at the time it
+//! holds (the clock, entered into the log), and a `Watch` registers a
+//! subject. Every replica applies the same records in the same order to
+//! the same state, so every replica writes the same records, with the
+//! same sequence numbers, evaluation times and causes, and a cursor of
+//! one replica is good at every other.
+//!
+//! - The history starts with the first `Tick` or `Watch` applied. Its id
+//!   comes from the cluster's page-token key (which the log's first record
+//!   gives every replica) and that record's time, so it is the same on
+//!   every replica of one log and differs between logs.
+//! - The journal starts with it, and apply feeds it as in the embedded
+//!   mode.
+//! - The last evaluation time is stored with the history, so that a
+//!   replica that restarts goes on from the time the others go on from.
+//! - A snapshot carries the history (see `store::history`): a replica that
+//!   joins from it goes on with it.
+//! - An evaluation that fails leaves the record to be applied again, once
+//!   the history is read back from disk, rather than let this replica's
+//!   history part from the others'.
+//!
+//! Checkpoints and retention stay each replica's own: they change no
+//! record, only how far back a cursor may resume here.
+
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::evaluate::State;
+use super::load;
+use super::lock;
+use super::record::Subject;
+use crate::domain::{Error, Result, Timestamp};
+use crate::engine::Shared;
+use crate::store::HistoryWrite;
+
+/// The id of the history started at a record made at `at`: from the
+/// cluster's page-token key, which is never shown, through a hash.
+fn history_id(shared: &Shared, at: Timestamp) -> u64 {
+    let mut hash = Sha256::new();
+    hash.update(b"segmentd change history\0");
+    hash.update(shared.store.page_token_key().bytes());
+    hash.update(at.as_nanos().to_be_bytes());
+    let digest = hash.finalize();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    // Never 0, as in the embedded mode.
+    u64::from_be_bytes(id).max(1)
+}
+
+/// An error of the history's own, as one that leaves the log record to be
+/// applied again (see `replica`) rather than skipped.
+fn to_retry(error: Error) -> Error {
+    match error {
+        Error::Internal(_) => error,
+        other => Error::internal(format!("the change history: {other}")),
+    }
+}
+
+/// Loads the history this replica holds, if the log started one; before
+/// the replica follows the log.
+pub(in crate::engine) fn load_replicated(shared: &Shared) -> Result<()> {
+    let Some(state) = load::load_kept(shared)? else {
+        return Ok(());
+    };
+    let hub = &shared.watch;
+    hub.journal.start();
+    hub.told(&state, None);
+    *lock(&hub.state) = Some(state);
+    Ok(())
+}
+
+/// The history, loaded, or started by the record at `at` if the log
+/// started none yet.
+fn opened<'a>(shared: &Shared, slot: &'a mut Option<State>, at: Timestamp) -> Result<&'a mut State> {
+    if slot.is_none() {
+        let state = match load::load_kept(shared)? {
+            Some(state) => state,
+            None => {
+                let state = load::create(shared, history_id(shared, at), at)?;
+                shared
+                    .store
+                    .write_history(vec![HistoryWrite::EvaluatedAt(state.at)])?;
+                shared.store.flush()?;
+                tracing::info!(history = format!("{:016x}", state.history), "change history started");
+                state
+            }
+        };
+        shared.watch.journal.start();
+        shared.watch.told(&state, None);
+        *slot = Some(state);
+    }
+    Ok(slot.as_mut().expect("just loaded"))
+}
+
+/// Applies a `Tick`: every subject evaluated at `at`, or at the last
+/// evaluation time if later, the changes written and flushed, then told.
+/// Under the writer lock, which apply holds.
+pub(in crate::engine) fn apply_tick(shared: &Shared, at: Timestamp) -> Result<()> {
+    let hub = &shared.watch;
+    let mut guard = lock(&hub.state);
+    let state = opened(shared, &mut guard, at).map_err(to_retry)?;
+    let started = Instant::now();
+    let evaluated = state
+        .evaluate_held(shared, at, None)
+        .and_then(|()| {
+            shared
+                .store
+                .write_history(vec![HistoryWrite::EvaluatedAt(state.at)])
+        });
+    if let Err(error) = evaluated {
+        // The members in memory may be ahead of the history: read them
+        // back once it is on disk; the tick is applied again.
+        tracing::error!(%error, at = at.as_nanos(), "evaluating the watches at a tick failed; applying it again");
+        hub.recent.clear();
+        *guard = None;
+        return Err(to_retry(error));
+    }
+    hub.told(state, Some(started));
+    Ok(())
+}
+
+/// Applies a `Watch`: `subject` followed from here on, if it is not yet.
+/// Under the writer lock, which apply holds.
+pub(in crate::engine) fn apply_watch(
+    shared: &Shared,
+    subject: &Subject,
+    at: Timestamp,
+) -> Result<()> {
+    let hub = &shared.watch;
+    let mut guard = lock(&hub.state);
+    let state = opened(shared, &mut guard, at).map_err(to_retry)?;
+    if state.follows(subject) {
+        return Ok(());
+    }
+    let registered = state.register(shared, subject);
+    match registered {
+        Ok(()) => {
+            hub.told(state, None);
+            Ok(())
+        }
+        // A segment that is gone or a bad id: the same outcome everywhere.
+        Err(error @ (Error::NotFound(_) | Error::InvalidArgument(_))) => Err(error),
+        Err(error) => {
+            tracing::error!(%error, ?subject, "registering a watch failed; applying it again");
+            hub.recent.clear();
+            *guard = None;
+            Err(to_retry(error))
+        }
+    }
+}
