@@ -12,7 +12,7 @@ use crate::domain::{CurrencyCode, CustomerId, Profile};
 use crate::log::MemoryLog;
 use crate::store::Durability;
 
-fn options(dir: &Path) -> StoreOptions {
+pub(super) fn options(dir: &Path) -> StoreOptions {
     StoreOptions {
         path: dir.to_path_buf(),
         cache_capacity_bytes: 1 << 20,
@@ -20,7 +20,7 @@ fn options(dir: &Path) -> StoreOptions {
     }
 }
 
-fn settings() -> EngineSettings {
+pub(super) fn settings() -> EngineSettings {
     EngineSettings {
         reporting_currency: CurrencyCode::parse("USD").unwrap(),
         thresholds: Thresholds::default(),
@@ -28,7 +28,7 @@ fn settings() -> EngineSettings {
     }
 }
 
-fn following(snapshot_interval: Duration) -> ReplicaSettings {
+pub(super) fn following(snapshot_interval: Duration) -> ReplicaSettings {
     ReplicaSettings {
         max_lag: 0,
         snapshot_interval,
