@@ -159,7 +159,9 @@ impl Engine {
         let tap = self
             .write(usize::MAX, move |shared| {
                 if with_history {
-                    shared.store.start_tap_with_history(limits.max_pending_bytes)
+                    shared
+                        .store
+                        .start_tap_with_history(limits.max_pending_bytes)
                 } else {
                     shared.store.start_tap(limits.max_pending_bytes)
                 }
@@ -203,12 +205,7 @@ impl Engine {
 /// Copies the store through `sink`: the scan, then the tap's changes,
 /// then the trailer (see the module docs); the change history only when
 /// `with_history`.
-fn copy(
-    shared: &Shared,
-    tap: Tap,
-    sink: &Sink<'_>,
-    with_history: bool,
-) -> Result<Written, Stop> {
+fn copy(shared: &Shared, tap: Tap, sink: &Sink<'_>, with_history: bool) -> Result<Written, Stop> {
     let mut encoder = BackupEncoder::new(STORE_FORMAT);
     let mut scanned = 0;
     let mut stopped = None;

@@ -25,10 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::persona::Catalog;
 use crate::domain::segment::{Segment, SegmentChanges, SegmentId};
-use crate::engine::watch::Subject;
 use crate::domain::{
     ActivityBatch, Customer, CustomerId, Error, Profile, ProfileField, Result, Timestamp,
 };
+use crate::engine::watch::Subject;
 
 /// The bytes every record starts with, so that anything else published
 /// to the log's subjects is told apart.

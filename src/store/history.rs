@@ -7,6 +7,7 @@
 //! | `i`                      | the history's id, u64 big-endian, made on first use |
 //! | `p`                      | the last sequence number pruned, u64 big-endian |
 //! | `e`                      | cluster mode: the last evaluation time, i64 big-endian |
+//! | `t`                      | cluster mode: the log position of the record that evaluated last, u64 big-endian |
 //! | `r` + sequence, u64 big-endian | one record of changes             |
 //! | `c` + subject key        | one subject's checkpoint                 |
 //!
@@ -25,6 +26,7 @@ pub(super) const TREE: &str = "watch";
 const ID_KEY: &[u8] = b"i";
 const PRUNED_KEY: &[u8] = b"p";
 const EVALUATED_KEY: &[u8] = b"e";
+const EVALUATED_POSITION_KEY: &[u8] = b"t";
 const RECORD: u8 = b'r';
 const CHECKPOINT: u8 = b'c';
 
@@ -43,9 +45,10 @@ pub enum HistoryWrite {
     /// Removes the records up to and including this sequence number.
     PruneThrough(u64),
     /// Stores the last evaluation time, which an evaluation that changed
-    /// nothing leaves in no record (cluster mode, where every replica must
-    /// go on from the same one).
-    EvaluatedAt(i64),
+    /// nothing leaves in no record, and the position of the log record
+    /// being applied (cluster mode, where every replica must go on from the
+    /// same time, and a restart must know which records came after).
+    Evaluated(i64),
 }
 
 fn u64_of(bytes: &[u8]) -> Result<u64> {
@@ -108,7 +111,7 @@ impl Store {
         Ok(())
     }
 
-    /// The last evaluation time stored with [`HistoryWrite::EvaluatedAt`],
+    /// The last evaluation time stored with [`HistoryWrite::Evaluated`],
     /// 0 if none was; blocking.
     pub fn history_evaluated_at(&self) -> Result<i64> {
         let tree = self.history_tree()?;
@@ -116,6 +119,16 @@ impl Store {
             return Ok(0);
         };
         Ok(u64_of(&bytes)? as i64)
+    }
+
+    /// The log position stored with [`HistoryWrite::Evaluated`], if one
+    /// was; blocking.
+    pub fn history_evaluated_position(&self) -> Result<Option<u64>> {
+        let tree = self.history_tree()?;
+        tree.get(EVALUATED_POSITION_KEY)
+            .map_err(storage_error)?
+            .map(|bytes| u64_of(&bytes))
+            .transpose()
     }
 
     /// The last sequence number pruned (0 when none was), and the last one
@@ -219,8 +232,12 @@ impl Store {
                     changes.push((checkpoint_key(&subject).into(), None));
                 }
                 HistoryWrite::PruneThrough(seq) => pruned_through = Some(seq),
-                HistoryWrite::EvaluatedAt(at) => {
+                HistoryWrite::Evaluated(at) => {
                     changes.push((EVALUATED_KEY.into(), Some(at.to_be_bytes()[..].into())));
+                    if let Some(position) = self.applying() {
+                        let position = position.to_be_bytes();
+                        changes.push((EVALUATED_POSITION_KEY.into(), Some(position[..].into())));
+                    }
                 }
             }
         }

@@ -90,10 +90,7 @@ impl Watcher {
 
 /// Watches segment `buyers` through `replica`, from `cursor` (from now
 /// with the members when empty).
-async fn watch(
-    replica: &Replica,
-    cursor: &str,
-) -> Streaming<pb::WatchSegmentMembershipResponse> {
+async fn watch(replica: &Replica, cursor: &str) -> Streaming<pb::WatchSegmentMembershipResponse> {
     MembershipServiceClient::new(replica.channel(Duration::from_secs(30)))
         .watch_segment_membership(pb::WatchSegmentMembershipRequest {
             segment: "segments/buyers".into(),
@@ -257,7 +254,12 @@ async fn a_watch_resumes_on_another_replica_after_a_failover_with_the_same_chang
         .iter()
         .map(|(customer, entered, cause, _)| (customer.as_str(), *entered, *cause))
         .collect();
-    let (c0, c1, c2, c3) = (customer("c0"), customer("c1"), customer("c2"), customer("c3"));
+    let (c0, c1, c2, c3) = (
+        customer("c0"),
+        customer("c1"),
+        customer("c2"),
+        customer("c3"),
+    );
     let activity = pb::ChangeCause::Activity;
     let mut expected = vec![
         (c0.as_str(), true, activity),

@@ -46,7 +46,7 @@
 //! and has heard from the log within [`OUT_OF_TOUCH`].
 
 mod snapshot;
-mod ticks;
+mod watching;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -65,7 +65,7 @@ use crate::domain::{Error, Result, Timestamp};
 use crate::log::{Entry, Log, Position};
 use crate::store::{self, StoreOptions};
 use snapshot::{beside, join_from_snapshot, publish_snapshots};
-use ticks::append_ticks;
+use watching::{append_ticks, read_back_journal};
 
 /// How often the follower looks at the log's last position.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
@@ -607,9 +607,12 @@ impl Engine {
         // The change history as of the position applied, before the
         // follower applies more.
         let loading = Arc::clone(&engine.shared);
-        tokio::task::spawn_blocking(move || load_replicated(&loading))
+        let evaluated = tokio::task::spawn_blocking(move || load_replicated(&loading))
             .await
             .map_err(|error| Error::internal(format!("history load task failed: {error}")))??;
+        if let Some(evaluated) = evaluated {
+            read_back_journal(log.as_ref(), &engine.shared, evaluated, applied).await?;
+        }
         let replica = Arc::new(Replica {
             log,
             applied: watch::Sender::new(applied),

@@ -18,8 +18,18 @@ use crate::log::MemoryLog;
 const PERIOD: Duration = Duration::from_millis(50);
 
 async fn replica(log: &Arc<MemoryLog>, dir: &Path, snapshots: Duration) -> Engine {
+    replica_ticking(log, dir, snapshots, PERIOD).await
+}
+
+/// A replica whose watch period is `period`.
+async fn replica_ticking(
+    log: &Arc<MemoryLog>,
+    dir: &Path,
+    snapshots: Duration,
+    period: Duration,
+) -> Engine {
     let mut settings = super::tests::settings();
-    settings.watch.period = PERIOD;
+    settings.watch.period = period;
     let mut tries = 0;
     loop {
         let shared_log: Arc<dyn Log> = log.clone();
@@ -48,6 +58,21 @@ fn in_city(city: &str) -> Profile {
         },
         ..Profile::default()
     }
+}
+
+async fn create_segment(engine: &Engine) {
+    engine
+        .create_segment(Segment {
+            id: SegmentId::parse("paris").unwrap(),
+            display_name: "Parisians".into(),
+            description: String::new(),
+            filter: "customer.city == \"Paris\"".into(),
+            revision: 0,
+            create_time: Timestamp::from_nanos(0),
+            update_time: Timestamp::from_nanos(0),
+        })
+        .await
+        .unwrap();
 }
 
 async fn create(engine: &Engine, customer: &str, city: &str) {
@@ -125,17 +150,7 @@ async fn a_watch_resumes_on_another_replica_with_the_same_changes_in_the_same_or
     let a = replica(&log, &dirs.path().join("a"), hour).await;
     let b_dir = dirs.path().join("b");
     let b = replica(&log, &b_dir, hour).await;
-    a.create_segment(Segment {
-        id: SegmentId::parse("paris").unwrap(),
-        display_name: "Parisians".into(),
-        description: String::new(),
-        filter: "customer.city == \"Paris\"".into(),
-        revision: 0,
-        create_time: Timestamp::from_nanos(0),
-        update_time: Timestamp::from_nanos(0),
-    })
-    .await
-    .unwrap();
+    create_segment(&a).await;
 
     // Registered through the log by the first watch, on replica A.
     let mut on_a = watch(&a, Start::Initial).await;
@@ -213,4 +228,32 @@ async fn a_replica_that_joins_from_a_snapshot_goes_on_with_the_change_history() 
         .unwrap();
     assert_eq!(changes(&mut on_c, 1).await, seen);
     assert_eq!(history(&a, &log).await, history(&c, &log).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_between_a_write_and_the_next_tick_gives_the_same_cause() {
+    let dirs = tempfile::tempdir().unwrap();
+    let log = Arc::new(MemoryLog::new());
+    // Ticks only when the test appends them.
+    let (hour, never) = (Duration::from_secs(3600), Duration::from_secs(86_400));
+    let a = replica_ticking(&log, &dirs.path().join("a"), hour, never).await;
+    let b_dir = dirs.path().join("b");
+    let b = replica_ticking(&log, &b_dir, hour, never).await;
+    create_segment(&a).await;
+    let mut on_a = watch(&a, Start::Initial).await;
+    create(&a, "ada", "Paris").await;
+    history(&b, &log).await;
+    // B goes before the tick that reports ada: what her creation touched
+    // was in its memory only.
+    drop(b);
+    let b = replica_ticking(&log, &b_dir, hour, never).await;
+    let tick = Command::Tick {
+        at: Timestamp::now(),
+    };
+    log.append("tick".into(), tick.encode().unwrap().into())
+        .await
+        .unwrap();
+    let seen = changes(&mut on_a, 1).await;
+    assert_eq!(seen[0].2, "Profile", "{seen:?}");
+    assert_eq!(history(&a, &log).await, history(&b, &log).await);
 }

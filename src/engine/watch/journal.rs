@@ -142,6 +142,14 @@ impl Journal {
         }
     }
 
+    /// Notes what `command`, applied before this replica started, touched
+    /// (cluster mode: see `replica`); `index` is the index now, so an
+    /// erased customer is known by their id alone.
+    pub fn replay(&self, command: &Command, index: &FeatureIndex) {
+        let pending = self.before(command, index);
+        self.applied(pending);
+    }
+
     /// Takes what was noted since the last call.
     pub fn drain(&self) -> Touched {
         std::mem::take(

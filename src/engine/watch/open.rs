@@ -91,8 +91,7 @@ impl State {
         if !self.subjects.contains_key(subject) {
             if !register {
                 return Err(Error::Unavailable(
-                    "the segment was deleted, or its watch not yet registered: watch again"
-                        .into(),
+                    "the segment was deleted, or its watch not yet registered: watch again".into(),
                 ));
             }
             self.register(shared, subject)?;

@@ -60,22 +60,27 @@ fn to_retry(error: Error) -> Error {
     }
 }
 
-/// Loads the history this replica holds, if the log started one; before
-/// the replica follows the log.
-pub(in crate::engine) fn load_replicated(shared: &Shared) -> Result<()> {
+/// Loads the history this replica holds, if the log started one, before
+/// the replica follows the log; returns the position of the record that
+/// evaluated last, after which the journal must be read back from the log.
+pub(in crate::engine) fn load_replicated(shared: &Shared) -> Result<Option<u64>> {
     let Some(state) = load::load_kept(shared)? else {
-        return Ok(());
+        return Ok(None);
     };
     let hub = &shared.watch;
     hub.journal.start();
     hub.told(&state, None);
     *lock(&hub.state) = Some(state);
-    Ok(())
+    shared.store.history_evaluated_position()
 }
 
 /// The history, loaded, or started by the record at `at` if the log
 /// started none yet.
-fn opened<'a>(shared: &Shared, slot: &'a mut Option<State>, at: Timestamp) -> Result<&'a mut State> {
+fn opened<'a>(
+    shared: &Shared,
+    slot: &'a mut Option<State>,
+    at: Timestamp,
+) -> Result<&'a mut State> {
     if slot.is_none() {
         let state = match load::load_kept(shared)? {
             Some(state) => state,
@@ -83,9 +88,12 @@ fn opened<'a>(shared: &Shared, slot: &'a mut Option<State>, at: Timestamp) -> Re
                 let state = load::create(shared, history_id(shared, at), at)?;
                 shared
                     .store
-                    .write_history(vec![HistoryWrite::EvaluatedAt(state.at)])?;
+                    .write_history(vec![HistoryWrite::Evaluated(state.at)])?;
                 shared.store.flush()?;
-                tracing::info!(history = format!("{:016x}", state.history), "change history started");
+                tracing::info!(
+                    history = format!("{:016x}", state.history),
+                    "change history started"
+                );
                 state
             }
         };
@@ -104,13 +112,11 @@ pub(in crate::engine) fn apply_tick(shared: &Shared, at: Timestamp) -> Result<()
     let mut guard = lock(&hub.state);
     let state = opened(shared, &mut guard, at).map_err(to_retry)?;
     let started = Instant::now();
-    let evaluated = state
-        .evaluate_held(shared, at, None)
-        .and_then(|()| {
-            shared
-                .store
-                .write_history(vec![HistoryWrite::EvaluatedAt(state.at)])
-        });
+    let evaluated = state.evaluate_held(shared, at, None).and_then(|()| {
+        shared
+            .store
+            .write_history(vec![HistoryWrite::Evaluated(state.at)])
+    });
     if let Err(error) = evaluated {
         // The members in memory may be ahead of the history: read them
         // back once it is on disk; the tick is applied again.
