@@ -125,7 +125,15 @@ fn apply_command(shared: &Shared, command: Command) -> Result<Outcome> {
             watch::apply_tick(shared, at)?;
             Ok(Outcome::Evaluated)
         }
-        Command::Watch { subject, at } => {
+        Command::Watch {
+            segment,
+            channel,
+            at,
+        } => {
+            let subject = match segment {
+                Some(id) => watch::Subject::Segment { id, channel },
+                None => watch::Subject::Personas,
+            };
             watch::apply_watch(shared, &subject, at)?;
             Ok(Outcome::Watching)
         }

@@ -24,11 +24,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::persona::Catalog;
+use crate::domain::rules::Channel;
 use crate::domain::segment::{Segment, SegmentChanges, SegmentId};
 use crate::domain::{
     ActivityBatch, Customer, CustomerId, Error, Profile, ProfileField, Result, Timestamp,
 };
-use crate::engine::watch::Subject;
 
 /// The bytes every record starts with, so that anything else published
 /// to the log's subjects is told apart.
@@ -134,8 +134,10 @@ pub enum Command {
     /// Cluster mode: follow a subject from here on, registered at the same
     /// place of the log, and so of the change history, on every replica.
     Watch {
-        /// What to follow.
-        subject: Subject,
+        /// The segment to follow; `None` for the persona assignments.
+        segment: Option<String>,
+        /// The consent channel members must have granted, for a segment.
+        channel: Option<Channel>,
         /// When it was asked for; the change history starts at it if this
         /// is its first record.
         at: Timestamp,
@@ -295,10 +297,8 @@ mod tests {
         };
         assert_eq!(Command::decode(&tick.encode().unwrap()).unwrap(), tick);
         let watch = Command::Watch {
-            subject: Subject::Segment {
-                id: "vip".into(),
-                channel: None,
-            },
+            segment: Some("vip".into()),
+            channel: Some(Channel::Email),
             at: Timestamp::from_nanos(1),
         };
         assert_eq!(Command::decode(&watch.encode().unwrap()).unwrap(), watch);

@@ -501,8 +501,13 @@ impl Engine {
         if followed {
             return Ok(());
         }
+        let (segment, channel) = match subject {
+            Subject::Segment { id, channel } => (Some(id.clone()), *channel),
+            Subject::Personas => (None, None),
+        };
         let command = Command::Watch {
-            subject: subject.clone(),
+            segment,
+            channel,
             at: hub.now(),
         };
         replica.propose(command).await.map(drop)
