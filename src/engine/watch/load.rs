@@ -31,10 +31,15 @@ pub fn load_kept(shared: &Shared) -> Result<Option<State>> {
 
 /// Cluster mode: starts the history `history` at a record of the log made
 /// at `at`, the same on every replica; the personas are followed from
-/// their assignments then.
+/// their assignments then. The id goes in last, so that a crash before
+/// leaves a history to start again, and all is on disk when it returns.
 pub fn create(shared: &Shared, history: u64, at: Timestamp) -> Result<State> {
-    shared.store.set_history_id(history)?;
-    load_history(shared, history, at)
+    let state = load_history(shared, history, at)?;
+    let store = &shared.store;
+    store.write_history(vec![HistoryWrite::Evaluated(state.at)])?;
+    store.set_history_id(history)?;
+    store.flush()?;
+    Ok(state)
 }
 
 /// Loads the history `history`; the personas, if not followed yet, are

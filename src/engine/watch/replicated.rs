@@ -86,10 +86,6 @@ fn opened<'a>(
             Some(state) => state,
             None => {
                 let state = load::create(shared, history_id(shared, at), at)?;
-                shared
-                    .store
-                    .write_history(vec![HistoryWrite::Evaluated(state.at)])?;
-                shared.store.flush()?;
                 tracing::info!(
                     history = format!("{:016x}", state.history),
                     "change history started"
@@ -141,6 +137,11 @@ pub(in crate::engine) fn apply_watch(
     let state = opened(shared, &mut guard, at).map_err(to_retry)?;
     if state.follows(subject) {
         return Ok(());
+    }
+    // A registration evaluates at the last evaluation time, and only
+    // without one at the clock's: here, the record's.
+    if state.at == 0 {
+        state.at = at.as_nanos();
     }
     let registered = state.register(shared, subject);
     match registered {
