@@ -52,12 +52,23 @@ pub(super) fn features_of(
     let number = index
         .row_number(id.as_str())
         .ok_or_else(|| Error::NotFound(id.name()))?;
-    let row = index
-        .row_at(number)
-        .ok_or_else(|| Error::NotFound(id.name()))?;
+    let frame = Frame::new(index, at, thresholds);
+    let features = features_at(&frame, number).ok_or_else(|| Error::NotFound(id.name()))?;
+    Ok((number, features))
+}
+
+/// The features of the customer in row `number` as of the frame's time,
+/// read for that row alone; `None` for a row without a customer. The RFM
+/// scores are placed by the frame's bounds.
+pub(super) fn features_at(frame: &Frame<'_>, number: u32) -> Option<CustomerFeatures> {
+    let index = frame.index;
+    let row = index.row_at(number)?;
+    let id = CustomerId::parse(index.id_at(number)).ok()?;
+    let at = Timestamp::from_nanos(frame.at);
+    let thresholds = frame.thresholds;
     let columns = index.columns();
     let at_row = number as usize;
-    let rfm = Frame::new(index, at, thresholds).rfm_of(at_row);
+    let rfm = frame.rfm_of(at_row);
     let purchases = PurchaseStats::compute_with_total(
         &row.purchases.times,
         &row.purchases.amounts,
@@ -66,8 +77,8 @@ pub(super) fn features_of(
     );
     let age = age_at(columns.birth[at_row], ymd(at.date()));
     let (stage, stage_since) = engagement_stage(&purchases, &row.firsts(), at);
-    let features = CustomerFeatures {
-        id: id.clone(),
+    Some(CustomerFeatures {
+        id,
         evaluation_time: at,
         age,
         age_band: age_band(age),
@@ -84,6 +95,5 @@ pub(super) fn features_of(
         thresholds,
         rfm,
         rfm_segment: rfm.map(|(r, f, _)| rfm_segment(r, f)),
-    };
-    Ok((number, features))
+    })
 }

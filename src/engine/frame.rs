@@ -89,6 +89,13 @@ impl<'a> Frame<'a> {
         }
     }
 
+    /// Whether T is at or after every event: every all-time figure holds,
+    /// and a customer's features move with time only at instants their own
+    /// figures fix (see `watch::tracker`).
+    pub fn is_current(&self) -> bool {
+        self.current
+    }
+
     /// Rows in the index.
     pub fn rows(&self) -> usize {
         self.index.row_count()

@@ -84,6 +84,13 @@ impl RfmBounds {
             .count() as u8
     }
 
+    /// The recency in whole days at `at` of each R bound: R scores move
+    /// with time alone only when one of these, or the customer's own, does.
+    pub fn recency_days(&self, at: i64) -> [i64; 4] {
+        self.lasts
+            .map(|last| at.saturating_sub(last).div_euclid(NANOS_PER_DAY))
+    }
+
     /// F of a purchase count.
     pub fn f(&self, count: u32) -> u8 {
         1 + self.counts.iter().filter(|&&bound| count > bound).count() as u8

@@ -180,7 +180,7 @@ fn expected(rule: &Predicate) -> String {
 }
 
 /// Whether a rule holds for one customer.
-fn holds(rule: &Predicate, facts: &Facts<'_>) -> bool {
+pub(in crate::engine) fn holds(rule: &Predicate, facts: &Facts<'_>) -> bool {
     match rule {
         Predicate::Const(value) => *value,
         Predicate::Compare(variable, comparison, literal) => {

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 pub use advice::NextStep;
 pub use catalog::CompiledCatalog;
+pub(super) use explain::{holds, Explainer, Facts, Named};
 pub use explain::{Assignment, ConditionResult, Rejected};
-pub(super) use explain::{Explainer, Facts, Named};
 
 use super::bits::Bits;
 use super::command::{expect_outcome, Command, Outcome};

@@ -9,15 +9,17 @@ use std::time::Instant;
 use super::journal::Touched;
 use super::members::Members;
 use super::record::{decode, encode, Cause, Change, Checkpoint, Record, Subject};
+use super::tracker::{reads_scores, Plan, Scored, Tracker};
 use super::Head;
 use crate::domain::rules::{compile, Predicate};
 use crate::domain::segment::SegmentId;
-use crate::domain::{Error, Result, Timestamp};
+use crate::domain::{ConsentStatus, Error, Result, Timestamp};
+use crate::engine::features::{features_at, CustomerFeatures};
 use crate::engine::frame::Frame;
 use crate::engine::index::FeatureIndex;
-use crate::engine::personas::{assignments, CompiledCatalog};
+use crate::engine::personas::{assignments, holds, CompiledCatalog, Facts};
 use crate::engine::rfm::RfmBounds;
-use crate::engine::select::{consented, select, split_objectors};
+use crate::engine::select::{channel_status, consented, select, split_objectors};
 use crate::engine::Shared;
 use crate::store::HistoryWrite;
 
@@ -65,6 +67,31 @@ pub struct State {
     pub(super) written: u64,
     /// Each record kept: its sequence number, bytes and evaluation time.
     pub(super) sizes: VecDeque<(u64, u64, i64)>,
+    /// Which rows the next evaluation must read.
+    pub(super) tracker: Tracker,
+}
+
+/// The rows an evaluation reads one at a time, each with the customer's
+/// features then (`None` for a row without a customer), and whether only
+/// their scores moved.
+type Candidates = [(u32, Option<CustomerFeatures>, bool)];
+
+/// What one evaluation reads a subject with.
+#[derive(Clone, Copy)]
+struct Reading<'r, 'f> {
+    /// The index at the evaluation time.
+    frame: &'r Frame<'f>,
+    /// The catalog in force.
+    catalog: &'r CompiledCatalog,
+    /// What writes touched since the evaluation before.
+    touched: &'r Touched,
+    /// Whether the score bounds moved with writes.
+    others: bool,
+    /// The rows to read a customer at a time, or `None` for every row
+    /// over the whole index.
+    candidates: Option<&'r Candidates>,
+    /// Whether the subjects that read a score read the whole index.
+    scored_whole: bool,
 }
 
 /// A segment's rule compiled; a stored one always compiles.
@@ -201,6 +228,33 @@ impl State {
             let rfm = frame.rfm_bounds().copied();
             let others = touched.writes > 0 && rfm != self.rfm;
             self.rfm = rfm;
+            // The rows whose members may have changed, or all of them.
+            let written: Vec<u32> = touched
+                .causes
+                .keys()
+                .filter_map(|id| index.row_number(id))
+                .chain(touched.erased.keys().copied())
+                .collect();
+            let scored = self.reads_scores(&catalog);
+            let plan = self.tracker.plan(&frame, written, scored);
+            let (candidates, scored_whole) = match &plan {
+                Plan::Whole => (None, true),
+                Plan::Rows(rows, scored) => {
+                    let moved = match scored {
+                        Scored::Rows(moved) => moved.as_slice(),
+                        Scored::Whole => &[],
+                    };
+                    let read =
+                        |&row: &u32, by_scores: bool| (row, features_at(&frame, row), by_scores);
+                    let mut candidates: Vec<(u32, Option<CustomerFeatures>, bool)> = rows
+                        .iter()
+                        .map(|row| read(row, false))
+                        .chain(moved.iter().map(|row| read(row, true)))
+                        .collect();
+                    candidates.sort_unstable_by_key(|(row, _, _)| *row);
+                    (Some(candidates), matches!(scored, Scored::Whole))
+                }
+            };
             erased.extend(
                 touched
                     .causes
@@ -209,28 +263,40 @@ impl State {
                     .map(|(id, _)| id.clone()),
             );
             let subjects: Vec<Subject> = self.subjects.keys().cloned().collect();
+            let mut failed = false;
             for subject in subjects {
                 // A subject that cannot be evaluated keeps its members, and
                 // the others go on.
-                match self
-                    .evaluate_subject(shared, &frame, &subject, &catalog, &touched, others, at)
-                {
+                let reading = Reading {
+                    frame: &frame,
+                    catalog: &catalog,
+                    touched: &touched,
+                    others,
+                    candidates: candidates.as_deref(),
+                    scored_whole,
+                };
+                match self.evaluate_reading(shared, &subject, &reading, at) {
                     Ok(Some(record)) => {
                         records.insert(subject, record);
                     }
                     Ok(None) => {}
                     Err(error) => {
                         tracing::error!(%error, ?subject, "cannot evaluate a watched subject");
+                        failed = true;
                     }
                 }
             }
+            self.tracker.evaluated(&frame, &plan, scored);
+            if failed {
+                self.tracker.reset();
+            }
             if maintain {
-                // The members as this evaluation leaves them, read through
-                // the index it read: written with its records.
+                // The members as this evaluation leaves them, by row: told
+                // by id once its records are out.
                 for (subject, state) in &self.subjects {
                     let ended = records.get(subject).is_some_and(|record| record.ended);
                     if (state.dirty || records.contains_key(subject)) && !ended {
-                        checkpoints.push((subject.clone(), self.members_of(&index, subject)));
+                        checkpoints.push((subject.clone(), state.codes.clone()));
                     }
                 }
             }
@@ -258,21 +324,44 @@ impl State {
                 state.dirty = true;
             }
         }
-        if maintain {
-            writes.extend(self.maintain(shared, checkpoints, last_before)?);
+        if !writes.is_empty() {
+            shared.store.write_history(writes)?;
+            shared.store.flush()?;
+            // Kept in memory once on disk, before the head tells of them.
+            let recent = &shared.watch.recent;
+            if !erased.is_empty() {
+                recent.clear();
+            }
+            for (seq, record, bytes) in fresh {
+                recent.push(seq, record, bytes);
+            }
         }
-        if writes.is_empty() {
+        if !maintain {
             return Ok(());
         }
-        shared.store.write_history(writes)?;
-        shared.store.flush()?;
-        // Kept in memory once on disk, before the head tells of them.
-        let recent = &shared.watch.recent;
-        if !erased.is_empty() {
-            recent.clear();
-        }
-        for (seq, record, bytes) in fresh {
-            recent.push(seq, record, bytes);
+        // Checkpoints of large subjects take a while: watchers hear of this
+        // evaluation first, and writers wait for the index one subject at
+        // a time. A customer erased meanwhile is left out, and the next
+        // evaluation reports them leaving.
+        let head = self.head();
+        shared.watch.head.send_if_modified(|told| {
+            let newer = head.seq > told.seq || head.at > told.at;
+            told.seq = told.seq.max(head.seq);
+            told.at = told.at.max(head.at);
+            newer
+        });
+        let checkpoints = checkpoints
+            .into_iter()
+            .map(|(subject, codes)| {
+                let mut members = self.member_list(&shared.index(), &subject, &codes);
+                members.sort_unstable();
+                (subject, members)
+            })
+            .collect();
+        let writes = self.maintain(shared, checkpoints, last_before)?;
+        if !writes.is_empty() {
+            shared.store.write_history(writes)?;
+            shared.store.flush()?;
         }
         Ok(())
     }
@@ -325,6 +414,16 @@ impl State {
         }
     }
 
+    /// Whether a rule of a followed subject reads an RFM score.
+    fn reads_scores(&self, catalog: &CompiledCatalog) -> bool {
+        self.subjects.iter().any(|(subject, state)| match subject {
+            Subject::Personas => catalog.rules.iter().any(reads_scores),
+            Subject::Segment { .. } => state.compiled.as_ref().is_some_and(reads_scores),
+        })
+    }
+
+    /// Evaluates one subject over the whole index: its record, if anything
+    /// changed.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn evaluate_subject(
         &mut self,
@@ -336,6 +435,74 @@ impl State {
         others: bool,
         at: i64,
     ) -> Result<Option<Record>> {
+        let reading = Reading {
+            frame,
+            catalog,
+            touched,
+            others,
+            candidates: None,
+            scored_whole: true,
+        };
+        self.evaluate_reading(shared, subject, &reading, at)
+    }
+
+    /// The code of the customer in a candidate row: as `members_now` would
+    /// place them, read for that customer alone.
+    fn code_of(
+        &mut self,
+        frame: &Frame<'_>,
+        subject: &Subject,
+        compiled: &Predicate,
+        catalog: &CompiledCatalog,
+        row: u32,
+        features: Option<&CustomerFeatures>,
+    ) -> u32 {
+        let Some(features) = features else {
+            return 0;
+        };
+        let number = row as usize;
+        let columns = frame.index.columns();
+        if columns.objects[number] {
+            return 0;
+        }
+        let facts = Facts::new(frame.index, number, features);
+        match subject {
+            Subject::Segment { channel, .. } => {
+                let consented = channel.is_none_or(|channel| {
+                    channel_status(&columns.consent[number], channel) == ConsentStatus::Granted
+                });
+                u32::from(consented && holds(compiled, &facts))
+            }
+            Subject::Personas => {
+                let found = catalog
+                    .catalog
+                    .personas
+                    .iter()
+                    .zip(&catalog.rules)
+                    .find(|(_, rule)| holds(rule, &facts));
+                match found {
+                    Some((persona, _)) => self.code(&persona.id),
+                    None => 0,
+                }
+            }
+        }
+    }
+
+    fn evaluate_reading(
+        &mut self,
+        shared: &Shared,
+        subject: &Subject,
+        reading: &Reading<'_, '_>,
+        at: i64,
+    ) -> Result<Option<Record>> {
+        let Reading {
+            frame,
+            catalog,
+            touched,
+            others,
+            candidates,
+            scored_whole,
+        } = *reading;
         // What the subject is now: its rule, or the end of it.
         let (rule, ended) = match subject {
             Subject::Segment { id, .. } => {
@@ -370,14 +537,49 @@ impl State {
             }
             (None, Subject::Segment { .. }) => Predicate::Const(false),
         };
-        let now = if ended {
-            Members::empty(matches!(subject, Subject::Personas))
-        } else {
-            self.members_now(frame, subject, &compiled, catalog)
+        // The rows whose code changed: (row, was, is), in order.
+        let scores = match subject {
+            Subject::Segment { .. } => reads_scores(&compiled),
+            Subject::Personas => catalog.rules.iter().any(reads_scores),
+        };
+        let changed = match candidates {
+            // A candidate's code now, read for the customer alone; a row
+            // whose scores alone moved, only if the rule reads a score.
+            Some(candidates) if !(ended || rule_changed || scores && scored_whole) => {
+                let mut codes = Vec::with_capacity(candidates.len());
+                for (row, features, by_scores) in candidates {
+                    if *by_scores && !scores {
+                        continue;
+                    }
+                    let code =
+                        self.code_of(frame, subject, &compiled, catalog, *row, features.as_ref());
+                    codes.push((*row, code));
+                }
+                let state = self.subjects.get_mut(subject).expect("a known subject");
+                let mut changed = Vec::new();
+                for (row, is) in codes {
+                    let row = row as usize;
+                    let was = state.codes.get(row);
+                    if was != is {
+                        state.codes.set(row, is);
+                        changed.push((row, was, is));
+                    }
+                }
+                changed
+            }
+            _ => {
+                let now = if ended {
+                    Members::empty(matches!(subject, Subject::Personas))
+                } else {
+                    self.members_now(frame, subject, &compiled, catalog)
+                };
+                let state = self.subjects.get_mut(subject).expect("a known subject");
+                let before = std::mem::replace(&mut state.codes, now);
+                state.codes.changed_from(&before)
+            }
         };
         let state = self.subjects.get_mut(subject).expect("a known subject");
         let ghosts = std::mem::take(&mut state.ghosts);
-        let before = std::mem::replace(&mut state.codes, now);
         let state = &self.subjects[subject];
         let index = frame.index;
         // Relative scores move with other customers' writes: a change no
@@ -408,7 +610,7 @@ impl State {
         // Changes by customer id: an erased customer created again has two
         // rows, which net out to their place now.
         let mut by_customer: BTreeMap<String, (u32, u32)> = BTreeMap::new();
-        for (row, was, is) in state.codes.changed_from(&before) {
+        for (row, was, is) in changed {
             let id = index.id_at(row as u32);
             let id = if id.is_empty() {
                 match touched.erased.get(&(row as u32)) {
@@ -538,20 +740,30 @@ impl State {
         index: &FeatureIndex,
         subject: &Subject,
     ) -> Vec<(String, String)> {
-        let state = &self.subjects[subject];
-        let mut members: Vec<(String, String)> = state
-            .codes
-            .rows()
-            .map(|(row, code)| (index.id_at(row as u32).to_owned(), self.name(code, subject)))
-            .filter(|(id, _)| !id.is_empty())
-            .chain(state.ghosts.iter().cloned())
-            .collect();
+        let mut members = self.member_list(index, subject, &self.subjects[subject].codes);
         members.sort_unstable();
         members
     }
 
-    /// Checkpoints of the subjects that changed (their members, read with
-    /// the evaluation), and the records retention drops, never past
+    /// The members `codes` hold for a subject, with its ghosts, with their
+    /// personas, in no order.
+    fn member_list(
+        &self,
+        index: &FeatureIndex,
+        subject: &Subject,
+        codes: &Members,
+    ) -> Vec<(String, String)> {
+        let state = &self.subjects[subject];
+        codes
+            .rows()
+            .map(|(row, code)| (index.id_at(row as u32).to_owned(), self.name(code, subject)))
+            .filter(|(id, _)| !id.is_empty())
+            .chain(state.ghosts.iter().cloned())
+            .collect()
+    }
+
+    /// Checkpoints of the subjects that changed (their members as the
+    /// evaluation left them), and the records retention drops, never past
     /// `prunable`, the last record before this evaluation's.
     fn maintain(
         &mut self,

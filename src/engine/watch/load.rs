@@ -118,6 +118,7 @@ fn load_history(shared: &Shared, history: u64, now: Timestamp) -> Result<State> 
         maintained: Instant::now(),
         written: 0,
         sizes,
+        tracker: Default::default(),
     };
     for (subject, (rule, _, members)) in lists {
         let compiled = match &subject {

@@ -44,6 +44,7 @@ mod open;
 mod recent;
 pub mod record;
 mod replicated;
+mod tracker;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
