@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::*;
 use crate::domain::segment::{Segment, SegmentId};
 use crate::domain::{CustomerId, Location, Profile, ProfileField, Timestamp};
-use crate::engine::watch::{FeedItem, Start, Started, Subject};
+use crate::engine::watch::{FeedItem, Start, Started, Subject, WatchSettings};
 use crate::engine::CustomerUpdate;
 use crate::log::MemoryLog;
 
@@ -28,8 +28,22 @@ async fn replica_ticking(
     snapshots: Duration,
     period: Duration,
 ) -> Engine {
+    let watch = WatchSettings {
+        period,
+        ..WatchSettings::default()
+    };
+    replica_watching(log, dir, snapshots, watch).await
+}
+
+/// A replica whose watches run with `watch`.
+async fn replica_watching(
+    log: &Arc<MemoryLog>,
+    dir: &Path,
+    snapshots: Duration,
+    watch: WatchSettings,
+) -> Engine {
     let mut settings = super::tests::settings();
-    settings.watch.period = period;
+    settings.watch = watch;
     let mut tries = 0;
     loop {
         let shared_log: Arc<dyn Log> = log.clone();
@@ -256,4 +270,38 @@ async fn a_replica_restarted_between_a_write_and_the_next_tick_gives_the_same_ca
     let seen = changes(&mut on_a, 1).await;
     assert_eq!(seen[0].2, "Profile", "{seen:?}");
     assert_eq!(history(&a, &log).await, history(&b, &log).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_drops_the_same_records_for_retention() {
+    let dirs = tempfile::tempdir().unwrap();
+    let log = Arc::new(MemoryLog::new());
+    let settings = WatchSettings {
+        // Ticks only when the test appends them, a few seconds apart in
+        // their time, however fast they apply.
+        period: Duration::from_secs(86_400),
+        retention: Duration::from_secs(10),
+        ..WatchSettings::default()
+    };
+    let hour = Duration::from_secs(3600);
+    let a = replica_watching(&log, &dirs.path().join("a"), hour, settings.clone()).await;
+    let b = replica_watching(&log, &dirs.path().join("b"), hour, settings).await;
+    create_segment(&a).await;
+    let _watching = watch(&a, Start::Initial).await;
+    let start = Timestamp::now().as_nanos();
+    for n in 0..12i64 {
+        let through = if n % 2 == 0 { &a } else { &b };
+        create(through, &format!("c{n:02}"), "Paris").await;
+        let tick = Command::Tick {
+            at: Timestamp::from_nanos(start + n * 3_000_000_000),
+        };
+        log.append(format!("tick-{n}"), tick.encode().unwrap().into())
+            .await
+            .unwrap();
+    }
+    let kept = history(&a, &log).await;
+    assert_eq!(kept, history(&b, &log).await);
+    let (pruned, last) = a.shared.store.history_bounds().unwrap();
+    assert!(pruned > 0 && pruned < last, "pruned {pruned} of {last}");
+    assert_eq!(b.shared.store.history_bounds().unwrap(), (pruned, last));
 }

@@ -55,7 +55,7 @@ pub(super) async fn append_ticks(replica: Arc<Replica>, shared: Arc<Shared>) {
         if !hub.history_open() || replica.failing().is_some() {
             continue;
         }
-        let (id, at) = tick_of(hub.now(), period);
+        let (id, at) = tick_of(hub.clock_now(), period);
         let record = match (Command::Tick { at }).encode() {
             Ok(record) => record,
             Err(error) => {

@@ -47,7 +47,7 @@ mod replicated;
 mod tracker;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -157,6 +157,9 @@ pub struct Hub {
     streams: AtomicU64,
     /// Subjects followed.
     subjects: AtomicU64,
+    /// Cluster mode, while a tick applies: its evaluation time, which
+    /// retention counts from instead of the clock (0 otherwise).
+    ticking: AtomicI64,
 }
 
 /// Numbers about watching, for the metrics.
@@ -239,6 +242,7 @@ impl Hub {
             evaluation_micros: AtomicU64::new(0),
             streams: AtomicU64::new(0),
             subjects: AtomicU64::new(0),
+            ticking: AtomicI64::new(0),
         }
     }
 
@@ -263,8 +267,18 @@ impl Hub {
         self.streams.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The time now, by the configured clock.
+    /// The time now, by the configured clock; in cluster mode, while a
+    /// tick applies, the tick's time, so that retention drops the same
+    /// records on every replica.
     pub fn now(&self) -> Timestamp {
+        match self.ticking.load(Ordering::Relaxed) {
+            0 => self.clock_now(),
+            at => Timestamp::from_nanos(at),
+        }
+    }
+
+    /// The time now, by the configured clock, whatever applies.
+    pub fn clock_now(&self) -> Timestamp {
         self.settings.clock.now()
     }
 
@@ -509,7 +523,7 @@ impl Engine {
         let command = Command::Watch {
             segment,
             channel,
-            at: hub.now(),
+            at: hub.clock_now(),
         };
         replica.propose(command).await.map(drop)
     }

@@ -22,20 +22,29 @@
 //!   the history is read back from disk, rather than let this replica's
 //!   history part from the others'.
 //!
-//! Checkpoints and retention stay each replica's own: they change no
-//! record, only how far back a cursor may resume here.
+//! Checkpoints and retention change no record, only how far back a cursor
+//! may resume, but an erasure notifies the watchers of the records still
+//! kept: so they run at the same ticks on every replica (whenever the
+//! evaluation time enters a new maintenance interval), and retention counts
+//! from the tick's time. Only retention by bytes may still part, after a
+//! restart, for the sizes of records an erasure rewrote.
 
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use super::evaluate::State;
-use super::load;
-use super::lock;
 use super::record::Subject;
+use super::{load, lock, Hub};
 use crate::domain::{Error, Result, Timestamp};
 use crate::engine::Shared;
 use crate::store::HistoryWrite;
+
+/// How often, by the evaluation time, the history is maintained: as in
+/// the embedded mode, every five minutes, or four times a retention
+/// shorter than twenty.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(300);
 
 /// The id of the history started at a record made at `at`: from the
 /// cluster's page-token key, which is never shown, through a hash.
@@ -108,11 +117,15 @@ pub(in crate::engine) fn apply_tick(shared: &Shared, at: Timestamp) -> Result<()
     let mut guard = lock(&hub.state);
     let state = opened(shared, &mut guard, at).map_err(to_retry)?;
     let started = Instant::now();
+    let evaluation_at = at.as_nanos().max(state.at);
+    schedule_maintenance(hub, state, evaluation_at);
+    hub.ticking.store(evaluation_at.max(1), Ordering::Relaxed);
     let evaluated = state.evaluate_held(shared, at, None).and_then(|()| {
         shared
             .store
             .write_history(vec![HistoryWrite::Evaluated(state.at)])
     });
+    hub.ticking.store(0, Ordering::Relaxed);
     if let Err(error) = evaluated {
         // The members in memory may be ahead of the history: read them
         // back once it is on disk; the tick is applied again.
@@ -123,6 +136,27 @@ pub(in crate::engine) fn apply_tick(shared: &Shared, at: Timestamp) -> Result<()
     }
     hub.told(state, Some(started));
     Ok(())
+}
+
+/// Makes the evaluation at `at` maintain the history (checkpoints and
+/// retention) if and only if it enters a new maintenance interval since
+/// the last evaluation: the same evaluations on every replica, whatever
+/// each one's clock and restarts.
+fn schedule_maintenance(hub: &Hub, state: &mut State, at: i64) {
+    let settings = &hub.settings;
+    let every = MAINTENANCE_EVERY
+        .min(settings.retention / 4)
+        .max(Duration::from_millis(1));
+    let every = i64::try_from(every.as_nanos()).unwrap_or(i64::MAX);
+    let due = state.at.div_euclid(every) != at.div_euclid(every);
+    // An evaluation maintains when the last maintenance is older than the
+    // interval, or when a quarter of the retained bytes was written since.
+    state.maintained = Instant::now();
+    state.written = if due {
+        settings.retention_bytes / 4 + 1
+    } else {
+        0
+    };
 }
 
 /// Applies a `Watch`: `subject` followed from here on, if it is not yet.
