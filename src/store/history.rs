@@ -8,6 +8,7 @@
 //! | `p`                      | the last sequence number pruned, u64 big-endian |
 //! | `e`                      | cluster mode: the last evaluation time, i64 big-endian |
 //! | `t`                      | cluster mode: the log position of the record that evaluated last, u64 big-endian |
+//! | `s`                      | cluster mode: a fingerprint of the score bounds of the last evaluation, u64 big-endian |
 //! | `r` + sequence, u64 big-endian | one record of changes             |
 //! | `c` + subject key        | one subject's checkpoint                 |
 //!
@@ -27,6 +28,7 @@ const ID_KEY: &[u8] = b"i";
 const PRUNED_KEY: &[u8] = b"p";
 const EVALUATED_KEY: &[u8] = b"e";
 const EVALUATED_POSITION_KEY: &[u8] = b"t";
+const SCORES_KEY: &[u8] = b"s";
 const RECORD: u8 = b'r';
 const CHECKPOINT: u8 = b'c';
 
@@ -44,11 +46,16 @@ pub enum HistoryWrite {
     DropCheckpoint(Vec<u8>),
     /// Removes the records up to and including this sequence number.
     PruneThrough(u64),
-    /// Stores the last evaluation time, which an evaluation that changed
-    /// nothing leaves in no record, and the position of the log record
-    /// being applied (cluster mode, where every replica must go on from the
-    /// same time, and a restart must know which records came after).
-    Evaluated(i64),
+    /// Stores the last evaluation, which one that changed nothing leaves
+    /// in no record, with the position of the log record being applied
+    /// (cluster mode, where every replica must go on from the same
+    /// evaluation, and a restart must know which records came after).
+    Evaluated {
+        /// The evaluation time.
+        at: i64,
+        /// A fingerprint of the score bounds it read.
+        scores: u64,
+    },
 }
 
 fn u64_of(bytes: &[u8]) -> Result<u64> {
@@ -111,7 +118,7 @@ impl Store {
         Ok(())
     }
 
-    /// The last evaluation time stored with [`HistoryWrite::Evaluated`],
+    /// The evaluation time stored with [`HistoryWrite::Evaluated`],
     /// 0 if none was; blocking.
     pub fn history_evaluated_at(&self) -> Result<i64> {
         let tree = self.history_tree()?;
@@ -119,6 +126,16 @@ impl Store {
             return Ok(0);
         };
         Ok(u64_of(&bytes)? as i64)
+    }
+
+    /// The fingerprint of the score bounds stored with
+    /// [`HistoryWrite::Evaluated`], if one was; blocking.
+    pub fn history_evaluated_scores(&self) -> Result<Option<u64>> {
+        let tree = self.history_tree()?;
+        tree.get(SCORES_KEY)
+            .map_err(storage_error)?
+            .map(|bytes| u64_of(&bytes))
+            .transpose()
     }
 
     /// The log position stored with [`HistoryWrite::Evaluated`], if one
@@ -232,8 +249,9 @@ impl Store {
                     changes.push((checkpoint_key(&subject).into(), None));
                 }
                 HistoryWrite::PruneThrough(seq) => pruned_through = Some(seq),
-                HistoryWrite::Evaluated(at) => {
+                HistoryWrite::Evaluated { at, scores } => {
                     changes.push((EVALUATED_KEY.into(), Some(at.to_be_bytes()[..].into())));
+                    changes.push((SCORES_KEY.into(), Some(scores.to_be_bytes()[..].into())));
                     if let Some(position) = self.applying() {
                         let position = position.to_be_bytes();
                         changes.push((EVALUATED_POSITION_KEY.into(), Some(position[..].into())));

@@ -75,12 +75,16 @@ fn in_city(city: &str) -> Profile {
 }
 
 async fn create_segment(engine: &Engine) {
+    create_segment_of(engine, "paris", "customer.city == \"Paris\"").await;
+}
+
+async fn create_segment_of(engine: &Engine, id: &str, filter: &str) {
     engine
         .create_segment(Segment {
-            id: SegmentId::parse("paris").unwrap(),
-            display_name: "Parisians".into(),
+            id: SegmentId::parse(id).unwrap(),
+            display_name: id.into(),
             description: String::new(),
-            filter: "customer.city == \"Paris\"".into(),
+            filter: filter.into(),
             revision: 0,
             create_time: Timestamp::from_nanos(0),
             update_time: Timestamp::from_nanos(0),
@@ -304,4 +308,71 @@ async fn every_replica_drops_the_same_records_for_retention() {
     let (pruned, last) = a.shared.store.history_bounds().unwrap();
     assert!(pruned > 0 && pruned < last, "pruned {pruned} of {last}");
     assert_eq!(b.shared.store.history_bounds().unwrap(), (pruned, last));
+}
+
+/// Appends a tick at `at` to the log.
+async fn tick(log: &MemoryLog, at: i64) {
+    let tick = Command::Tick {
+        at: Timestamp::from_nanos(at),
+    };
+    log.append(format!("tick-at-{at}"), tick.encode().unwrap().into())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_between_ticks_tells_the_clock_from_other_customers_alike() {
+    const DAY: i64 = 86_400_000_000_000;
+    let dirs = tempfile::tempdir().unwrap();
+    let log = Arc::new(MemoryLog::new());
+    let (hour, never) = (Duration::from_secs(3600), Duration::from_secs(86_400));
+    let a = replica_ticking(&log, &dirs.path().join("a"), hour, never).await;
+    let b_dir = dirs.path().join("b");
+    let b = replica_ticking(&log, &b_dir, hour, never).await;
+    // A rule of scores, which the clock moves too.
+    create_segment_of(
+        &a,
+        "recent",
+        "features.rfm.f >= 1 && features.purchases_90d >= 1",
+    )
+    .await;
+    let subject = Subject::Segment {
+        id: "recent".into(),
+        channel: None,
+    };
+    let mut on_a = a
+        .watch(subject, Start::Initial, BTreeSet::new())
+        .await
+        .unwrap();
+    let now = Timestamp::now().as_nanos();
+    for (customer, days_ago) in [("ada", 80), ("bob", 10)] {
+        create(&a, customer, "Paris").await;
+        let purchase = crate::domain::Purchase {
+            id: crate::domain::EventId::parse(&format!("p-{customer}")).unwrap(),
+            customer: CustomerId::parse(customer).unwrap(),
+            occurred_at: Timestamp::from_nanos(now - days_ago * DAY),
+            amount_minor: 1000,
+            quantity: 1,
+            category: "books".into(),
+            durability: crate::domain::ProductDurability::Durable,
+        };
+        let batch = crate::domain::ActivityBatch {
+            purchases: vec![purchase],
+            engagements: Vec::new(),
+        };
+        a.record_activity(batch).await.unwrap();
+    }
+    tick(&log, now).await;
+    assert_eq!(changes(&mut on_a, 2).await.len(), 2);
+    // A write that moves no score, then B restarts before the next tick.
+    create(&a, "cy", "Rome").await;
+    history(&b, &log).await;
+    drop(b);
+    let b = replica_ticking(&log, &b_dir, hour, never).await;
+    // Twenty days on, ada's purchase leaves the 90 days: the clock's doing.
+    tick(&log, now + 20 * DAY).await;
+    let left = changes(&mut on_a, 1).await;
+    assert_eq!((left[0].0.as_str(), left[0].1), ("ada", false));
+    assert_eq!(left[0].2, "Clock");
+    assert_eq!(history(&a, &log).await, history(&b, &log).await);
 }

@@ -36,7 +36,10 @@ pub fn load_kept(shared: &Shared) -> Result<Option<State>> {
 pub fn create(shared: &Shared, history: u64, at: Timestamp) -> Result<State> {
     let state = load_history(shared, history, at)?;
     let store = &shared.store;
-    store.write_history(vec![HistoryWrite::Evaluated(state.at)])?;
+    store.write_history(vec![HistoryWrite::Evaluated {
+        at: state.at,
+        scores: super::replicated::scores_fingerprint(state.rfm.as_ref()),
+    }])?;
     store.set_history_id(history)?;
     store.flush()?;
     Ok(state)

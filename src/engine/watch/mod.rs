@@ -160,6 +160,9 @@ pub struct Hub {
     /// Cluster mode, while a tick applies: its evaluation time, which
     /// retention counts from instead of the clock (0 otherwise).
     ticking: AtomicI64,
+    /// Cluster mode, after a load: the fingerprint of the score bounds of
+    /// the last evaluation, for the next one (0 when none is waiting).
+    scores_loaded: AtomicU64,
 }
 
 /// Numbers about watching, for the metrics.
@@ -243,6 +246,7 @@ impl Hub {
             streams: AtomicU64::new(0),
             subjects: AtomicU64::new(0),
             ticking: AtomicI64::new(0),
+            scores_loaded: AtomicU64::new(0),
         }
     }
 

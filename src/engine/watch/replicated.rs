@@ -15,7 +15,10 @@
 //! - The journal starts with it, and apply feeds it as in the embedded
 //!   mode.
 //! - The last evaluation time is stored with the history, so that a
-//!   replica that restarts goes on from the time the others go on from.
+//!   replica that restarts goes on from the time the others go on from;
+//!   and a fingerprint of the score bounds it read, so that the next
+//!   evaluation tells, as the others do, whether the bounds moved (which
+//!   makes a change of a rule of scores the doing of other customers).
 //! - A snapshot carries the history (see `store::history`): a replica that
 //!   joins from it goes on with it.
 //! - An evaluation that fails leaves the record to be applied again, once
@@ -38,6 +41,8 @@ use super::evaluate::State;
 use super::record::Subject;
 use super::{load, lock, Hub};
 use crate::domain::{Error, Result, Timestamp};
+use crate::engine::frame::Frame;
+use crate::engine::rfm::RfmBounds;
 use crate::engine::Shared;
 use crate::store::HistoryWrite;
 
@@ -60,6 +65,46 @@ fn history_id(shared: &Shared, at: Timestamp) -> u64 {
     u64::from_be_bytes(id).max(1)
 }
 
+/// A fingerprint of score bounds (`None`: no purchaser), never 0.
+pub(super) fn scores_fingerprint(bounds: Option<&RfmBounds>) -> u64 {
+    let digest = Sha256::digest(format!("{bounds:?}").as_bytes());
+    let mut fingerprint = [0u8; 8];
+    fingerprint.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(fingerprint).max(1)
+}
+
+/// After a load, the score bounds of the last evaluation, which only their
+/// fingerprint kept: the bounds the evaluation at `at` reads, if they are
+/// the same, so that it finds they did not move, as the other replicas do.
+fn restore_scores(shared: &Shared, state: &mut State, at: i64) {
+    let loaded = shared.watch.scores_loaded.swap(0, Ordering::Relaxed);
+    if loaded == 0 || state.rfm.is_some() {
+        return;
+    }
+    let index = shared.index();
+    let frame = Frame::new(
+        &index,
+        Timestamp::from_nanos(at),
+        shared.settings.thresholds,
+    );
+    let bounds = frame.rfm_bounds().copied();
+    if scores_fingerprint(bounds.as_ref()) == loaded {
+        state.rfm = bounds;
+    }
+}
+
+/// Puts a loaded history in force: the journal noting, the watchers told,
+/// and the score bounds' fingerprint kept for the next evaluation.
+fn install(shared: &Shared, slot: &mut Option<State>, state: State) -> Result<()> {
+    let hub = &shared.watch;
+    let scores = shared.store.history_evaluated_scores()?.unwrap_or(0);
+    hub.scores_loaded.store(scores, Ordering::Relaxed);
+    hub.journal.start();
+    hub.told(&state, None);
+    *slot = Some(state);
+    Ok(())
+}
+
 /// An error of the history's own, as one that leaves the log record to be
 /// applied again (see `replica`) rather than skipped.
 fn to_retry(error: Error) -> Error {
@@ -76,10 +121,7 @@ pub(in crate::engine) fn load_replicated(shared: &Shared) -> Result<Option<u64>>
     let Some(state) = load::load_kept(shared)? else {
         return Ok(None);
     };
-    let hub = &shared.watch;
-    hub.journal.start();
-    hub.told(&state, None);
-    *lock(&hub.state) = Some(state);
+    install(shared, &mut lock(&shared.watch.state), state)?;
     shared.store.history_evaluated_position()
 }
 
@@ -102,9 +144,7 @@ fn opened<'a>(
                 state
             }
         };
-        shared.watch.journal.start();
-        shared.watch.told(&state, None);
-        *slot = Some(state);
+        install(shared, slot, state)?;
     }
     Ok(slot.as_mut().expect("just loaded"))
 }
@@ -119,11 +159,13 @@ pub(in crate::engine) fn apply_tick(shared: &Shared, at: Timestamp) -> Result<()
     let started = Instant::now();
     let evaluation_at = at.as_nanos().max(state.at);
     schedule_maintenance(hub, state, evaluation_at);
+    restore_scores(shared, state, evaluation_at);
     hub.ticking.store(evaluation_at.max(1), Ordering::Relaxed);
     let evaluated = state.evaluate_held(shared, at, None).and_then(|()| {
-        shared
-            .store
-            .write_history(vec![HistoryWrite::Evaluated(state.at)])
+        shared.store.write_history(vec![HistoryWrite::Evaluated {
+            at: state.at,
+            scores: scores_fingerprint(state.rfm.as_ref()),
+        }])
     });
     hub.ticking.store(0, Ordering::Relaxed);
     if let Err(error) = evaluated {
