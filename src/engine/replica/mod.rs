@@ -449,6 +449,9 @@ async fn follow(replica: Arc<Replica>, shared: Arc<Shared>) {
             return;
         }
         let from = *replica.applied.borrow() + 1;
+        if let Err(error) = recover_journal(&replica, &shared, from - 1).await {
+            tracing::warn!(%error, "cannot read back the journal of the watches from the log");
+        }
         let mut entries = match replica.log.read_from(from).await {
             Ok(entries) => entries,
             Err(error) => {
@@ -501,6 +504,18 @@ async fn follow(replica: Arc<Replica>, shared: Arc<Shared>) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Reads back from the log the journal a failed evaluation lost (see
+/// `watching`), before the tick is applied again.
+async fn recover_journal(replica: &Replica, shared: &Arc<Shared>, applied: Position) -> Result<()> {
+    if !shared.watch.take_journal_lost() {
+        return Ok(());
+    }
+    let Some(evaluated) = shared.store.history_evaluated_position()? else {
+        return Ok(());
+    };
+    read_back_journal(replica.log.as_ref(), shared, evaluated, applied).await
 }
 
 /// Keeps the log's last position, and so the lag and readiness, current;

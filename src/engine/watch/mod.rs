@@ -47,7 +47,7 @@ mod replicated;
 mod tracker;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -163,6 +163,9 @@ pub struct Hub {
     /// Cluster mode, after a load: the fingerprint of the score bounds of
     /// the last evaluation, for the next one (0 when none is waiting).
     scores_loaded: AtomicU64,
+    /// Cluster mode: an evaluation failed after it drained the journal,
+    /// which must be read back from the log before the tick applies again.
+    journal_lost: AtomicBool,
 }
 
 /// Numbers about watching, for the metrics.
@@ -247,6 +250,7 @@ impl Hub {
             subjects: AtomicU64::new(0),
             ticking: AtomicI64::new(0),
             scores_loaded: AtomicU64::new(0),
+            journal_lost: AtomicBool::new(false),
         }
     }
 
@@ -279,6 +283,12 @@ impl Hub {
             0 => self.clock_now(),
             at => Timestamp::from_nanos(at),
         }
+    }
+
+    /// Whether a failed evaluation lost the journal (cluster mode), which
+    /// the caller then reads back; clears it.
+    pub fn take_journal_lost(&self) -> bool {
+        self.journal_lost.swap(false, Ordering::Relaxed)
     }
 
     /// The time now, by the configured clock, whatever applies.

@@ -22,8 +22,8 @@
 //! - A snapshot carries the history (see `store::history`): a replica that
 //!   joins from it goes on with it.
 //! - An evaluation that fails leaves the record to be applied again, once
-//!   the history is read back from disk, rather than let this replica's
-//!   history part from the others'.
+//!   the history is read back from disk and the journal from the log,
+//!   rather than let this replica's history part from the others'.
 //!
 //! Checkpoints and retention change no record, only how far back a cursor
 //! may resume, but an erasure notifies the watchers of the records still
@@ -170,9 +170,11 @@ pub(in crate::engine) fn apply_tick(shared: &Shared, at: Timestamp) -> Result<()
     hub.ticking.store(0, Ordering::Relaxed);
     if let Err(error) = evaluated {
         // The members in memory may be ahead of the history: read them
-        // back once it is on disk; the tick is applied again.
+        // back once it is on disk; the tick is applied again, once the
+        // journal it drained is read back from the log.
         tracing::error!(%error, at = at.as_nanos(), "evaluating the watches at a tick failed; applying it again");
         hub.recent.clear();
+        hub.journal_lost.store(true, Ordering::Relaxed);
         *guard = None;
         return Err(to_retry(error));
     }
