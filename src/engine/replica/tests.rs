@@ -12,7 +12,7 @@ use crate::domain::{CurrencyCode, CustomerId, Profile};
 use crate::log::MemoryLog;
 use crate::store::Durability;
 
-pub(super) fn options(dir: &Path) -> StoreOptions {
+fn options(dir: &Path) -> StoreOptions {
     StoreOptions {
         path: dir.to_path_buf(),
         cache_capacity_bytes: 1 << 20,
@@ -28,7 +28,7 @@ pub(super) fn settings() -> EngineSettings {
     }
 }
 
-pub(super) fn following(snapshot_interval: Duration) -> ReplicaSettings {
+fn following(snapshot_interval: Duration) -> ReplicaSettings {
     ReplicaSettings {
         max_lag: 0,
         snapshot_interval,
@@ -39,10 +39,22 @@ pub(super) fn following(snapshot_interval: Duration) -> ReplicaSettings {
 /// A replica of `log` on `dir`; retries while a replica just dropped still
 /// holds the store's lock.
 async fn replica_with(log: &Arc<MemoryLog>, dir: &Path, snapshots: Duration) -> Result<Engine> {
+    replica_of(log, dir, settings(), snapshots).await
+}
+
+/// A replica of `log` on `dir` with `settings`, as [`replica_with`].
+pub(super) async fn replica_of(
+    log: &Arc<MemoryLog>,
+    dir: &Path,
+    settings: EngineSettings,
+    snapshots: Duration,
+) -> Result<Engine> {
     let mut tries = 0;
     loop {
         let log: Arc<dyn Log> = log.clone();
-        match Engine::open_replica(options(dir), settings(), log, following(snapshots)).await {
+        let opened =
+            Engine::open_replica(options(dir), settings.clone(), log, following(snapshots)).await;
+        match opened {
             Err(error) if tries < 100 && error.to_string().contains("lock") => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;

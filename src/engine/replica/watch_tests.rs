@@ -17,24 +17,6 @@ use crate::log::MemoryLog;
 /// The watch period of these tests.
 const PERIOD: Duration = Duration::from_millis(50);
 
-async fn replica(log: &Arc<MemoryLog>, dir: &Path, snapshots: Duration) -> Engine {
-    replica_ticking(log, dir, snapshots, PERIOD).await
-}
-
-/// A replica whose watch period is `period`.
-async fn replica_ticking(
-    log: &Arc<MemoryLog>,
-    dir: &Path,
-    snapshots: Duration,
-    period: Duration,
-) -> Engine {
-    let watch = WatchSettings {
-        period,
-        ..WatchSettings::default()
-    };
-    replica_watching(log, dir, snapshots, watch).await
-}
-
 /// A replica whose watches run with `watch`.
 async fn replica_watching(
     log: &Arc<MemoryLog>,
@@ -44,24 +26,27 @@ async fn replica_watching(
 ) -> Engine {
     let mut settings = super::tests::settings();
     settings.watch = watch;
-    let mut tries = 0;
-    loop {
-        let shared_log: Arc<dyn Log> = log.clone();
-        let opened = Engine::open_replica(
-            super::tests::options(dir),
-            settings.clone(),
-            shared_log,
-            super::tests::following(snapshots),
-        )
-        .await;
-        match opened {
-            Err(error) if tries < 100 && error.to_string().contains("lock") => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            opened => return opened.unwrap(),
-        }
-    }
+    super::tests::replica_of(log, dir, settings, snapshots)
+        .await
+        .unwrap()
+}
+
+/// A replica that ticks every [`PERIOD`].
+async fn replica(log: &Arc<MemoryLog>, dir: &Path, snapshots: Duration) -> Engine {
+    let watch = WatchSettings {
+        period: PERIOD,
+        ..WatchSettings::default()
+    };
+    replica_watching(log, dir, snapshots, watch).await
+}
+
+/// A replica that leaves the ticks to the test, which appends them.
+async fn replica_ticked_by_test(log: &Arc<MemoryLog>, dir: &Path) -> Engine {
+    let watch = WatchSettings {
+        period: Duration::from_secs(86_400),
+        ..WatchSettings::default()
+    };
+    replica_watching(log, dir, Duration::from_secs(3600), watch).await
 }
 
 fn in_city(city: &str) -> Profile {
@@ -252,11 +237,9 @@ async fn a_replica_that_joins_from_a_snapshot_goes_on_with_the_change_history() 
 async fn a_replica_restarted_between_a_write_and_the_next_tick_gives_the_same_cause() {
     let dirs = tempfile::tempdir().unwrap();
     let log = Arc::new(MemoryLog::new());
-    // Ticks only when the test appends them.
-    let (hour, never) = (Duration::from_secs(3600), Duration::from_secs(86_400));
-    let a = replica_ticking(&log, &dirs.path().join("a"), hour, never).await;
+    let a = replica_ticked_by_test(&log, &dirs.path().join("a")).await;
     let b_dir = dirs.path().join("b");
-    let b = replica_ticking(&log, &b_dir, hour, never).await;
+    let b = replica_ticked_by_test(&log, &b_dir).await;
     create_segment(&a).await;
     let mut on_a = watch(&a, Start::Initial).await;
     create(&a, "ada", "Paris").await;
@@ -264,7 +247,7 @@ async fn a_replica_restarted_between_a_write_and_the_next_tick_gives_the_same_ca
     // B goes before the tick that reports ada: what her creation touched
     // was in its memory only.
     drop(b);
-    let b = replica_ticking(&log, &b_dir, hour, never).await;
+    let b = replica_ticked_by_test(&log, &b_dir).await;
     let tick = Command::Tick {
         at: Timestamp::now(),
     };
@@ -325,10 +308,9 @@ async fn a_replica_restarted_between_ticks_tells_the_clock_from_other_customers_
     const DAY: i64 = 86_400_000_000_000;
     let dirs = tempfile::tempdir().unwrap();
     let log = Arc::new(MemoryLog::new());
-    let (hour, never) = (Duration::from_secs(3600), Duration::from_secs(86_400));
-    let a = replica_ticking(&log, &dirs.path().join("a"), hour, never).await;
+    let a = replica_ticked_by_test(&log, &dirs.path().join("a")).await;
     let b_dir = dirs.path().join("b");
-    let b = replica_ticking(&log, &b_dir, hour, never).await;
+    let b = replica_ticked_by_test(&log, &b_dir).await;
     // A rule of scores, which the clock moves too.
     create_segment_of(
         &a,
@@ -368,7 +350,7 @@ async fn a_replica_restarted_between_ticks_tells_the_clock_from_other_customers_
     create(&a, "cy", "Rome").await;
     history(&b, &log).await;
     drop(b);
-    let b = replica_ticking(&log, &b_dir, hour, never).await;
+    let b = replica_ticked_by_test(&log, &b_dir).await;
     // Twenty days on, ada's purchase leaves the 90 days: the clock's doing.
     tick(&log, now + 20 * DAY).await;
     let left = changes(&mut on_a, 1).await;
