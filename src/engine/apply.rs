@@ -13,7 +13,7 @@ use super::command::{Command, ImportCounts, Outcome};
 use super::customers::{check_etag as check_customer_etag, erase_customer};
 use super::personas::CompiledCatalog;
 use super::segments::{check_etag as check_segment_etag, compile_filter, read_segment};
-use super::Shared;
+use super::{watch, Shared};
 use crate::domain::persona::Catalog;
 use crate::domain::{Customer, CustomerId, Error, Profile, Result, Timestamp};
 use crate::store::PageTokenKey;
@@ -120,6 +120,22 @@ fn apply_command(shared: &Shared, command: Command) -> Result<Outcome> {
         }
         Command::StoreCatalog { catalog, expected } => {
             store_catalog(shared, catalog, expected).map(Outcome::Catalog)
+        }
+        Command::Tick { at } => {
+            watch::apply_tick(shared, at)?;
+            Ok(Outcome::Evaluated)
+        }
+        Command::Watch {
+            segment,
+            channel,
+            at,
+        } => {
+            let subject = match segment {
+                Some(id) => watch::Subject::Segment { id, channel },
+                None => watch::Subject::Personas,
+            };
+            watch::apply_watch(shared, &subject, at)?;
+            Ok(Outcome::Watching)
         }
     }
 }

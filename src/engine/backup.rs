@@ -144,9 +144,27 @@ impl Engine {
     /// the caller must take as they come (see the module docs). Fails at
     /// once if another backup is running.
     pub async fn backup(&self, limits: BackupLimits) -> Result<BackupChunks> {
+        self.copy_store(limits, false).await
+    }
+
+    /// A backup with the change history, for a cluster snapshot: the
+    /// history is a function of the log, and a replica that joins from the
+    /// snapshot goes on with it.
+    pub(super) async fn snapshot(&self, limits: BackupLimits) -> Result<BackupChunks> {
+        self.copy_store(limits, true).await
+    }
+
+    /// A backup, with the change history when `with_history`.
+    async fn copy_store(&self, limits: BackupLimits, with_history: bool) -> Result<BackupChunks> {
         let tap = self
             .write(usize::MAX, move |shared| {
-                shared.store.start_tap(limits.max_pending_bytes)
+                if with_history {
+                    shared
+                        .store
+                        .start_tap_with_history(limits.max_pending_bytes)
+                } else {
+                    shared.store.start_tap(limits.max_pending_bytes)
+                }
             })
             .await?;
         let (sender, chunks) = mpsc::channel(CHANNEL_CHUNKS);
@@ -159,7 +177,7 @@ impl Engine {
                 runtime: runtime.clone(),
                 chunks: &sender,
             };
-            match copy(&shared, tap, &sink) {
+            match copy(&shared, tap, &sink, with_history) {
                 Ok(written) => tracing::info!(
                     scanned = written.scanned,
                     tapped = written.tapped,
@@ -185,12 +203,13 @@ impl Engine {
 }
 
 /// Copies the store through `sink`: the scan, then the tap's changes,
-/// then the trailer (see the module docs).
-fn copy(shared: &Shared, tap: Tap, sink: &Sink<'_>) -> Result<Written, Stop> {
+/// then the trailer (see the module docs); the change history only when
+/// `with_history`.
+fn copy(shared: &Shared, tap: Tap, sink: &Sink<'_>, with_history: bool) -> Result<Written, Stop> {
     let mut encoder = BackupEncoder::new(STORE_FORMAT);
     let mut scanned = 0;
     let mut stopped = None;
-    let scan = shared.store.scan_all(|change| {
+    let scan = shared.store.scan_trees(with_history, |change| {
         encoder.push(change);
         scanned += 1;
         sink.ship(&mut encoder, Some(&tap)).map_err(|stop| {

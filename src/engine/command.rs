@@ -15,10 +15,16 @@
 //! of [`Command`] and keeps reading the old versions. A record that is not
 //! one, or does not decode, is skipped by every replica alike; one of a
 //! later version stops a replica until it is upgraded.
+//!
+//! A variant added at the end leaves the records of the others as they
+//! were, and so keeps the version when a build that does not know it may
+//! skip it: `Tick` and `Watch` were added so, and a replica of an earlier
+//! build, which serves no watches, skips them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::persona::Catalog;
+use crate::domain::rules::Channel;
 use crate::domain::segment::{Segment, SegmentChanges, SegmentId};
 use crate::domain::{
     ActivityBatch, Customer, CustomerId, Error, Profile, ProfileField, Result, Timestamp,
@@ -117,6 +123,25 @@ pub enum Command {
         /// When set, the stored revision must equal it.
         expected: Option<u64>,
     },
+    /// Cluster mode: the clock, entered into the log. Every replica
+    /// evaluates the watched subjects at `at` (or at the last evaluation
+    /// time, if later), so that every replica's change history is the
+    /// same.
+    Tick {
+        /// The evaluation time.
+        at: Timestamp,
+    },
+    /// Cluster mode: follow a subject from here on, registered at the same
+    /// place of the log, and so of the change history, on every replica.
+    Watch {
+        /// The segment to follow; `None` for the persona assignments.
+        segment: Option<String>,
+        /// The consent channel members must have granted, for a segment.
+        channel: Option<Channel>,
+        /// When it was asked for; the change history starts at it if this
+        /// is its first record.
+        at: Timestamp,
+    },
 }
 
 /// What recording did.
@@ -156,6 +181,10 @@ pub enum Outcome {
     SegmentDeleted,
     /// The catalog as stored.
     Catalog(Catalog),
+    /// The watched subjects were evaluated.
+    Evaluated,
+    /// The subject is followed.
+    Watching,
 }
 
 impl Command {
@@ -168,6 +197,8 @@ impl Command {
             // Erasing rewrites every batch that holds one of the customer's
             // events: never a small write.
             Command::DeleteCustomer { .. } => usize::MAX,
+            // An evaluation reads every subject: never inline.
+            Command::Tick { .. } | Command::Watch { .. } => usize::MAX,
             _ => 1,
         }
     }
@@ -257,6 +288,26 @@ mod tests {
         let record = command.encode().unwrap();
         assert_eq!(&record[..4], b"sgd\x01");
         assert_eq!(Command::decode(&record).unwrap(), command);
+    }
+
+    #[test]
+    fn the_commands_of_watching_decode_after_the_older_ones() {
+        let tick = Command::Tick {
+            at: Timestamp::from_nanos(1_700_000_000_000_000_000),
+        };
+        assert_eq!(Command::decode(&tick.encode().unwrap()).unwrap(), tick);
+        let watch = Command::Watch {
+            segment: Some("vip".into()),
+            channel: Some(Channel::Email),
+            at: Timestamp::from_nanos(1),
+        };
+        assert_eq!(Command::decode(&watch.encode().unwrap()).unwrap(), watch);
+        // Added at the end: the records of the earlier commands keep their
+        // bytes, so the format keeps its version.
+        let bootstrap = Command::Bootstrap {
+            page_token_key: [7; 32],
+        };
+        assert_eq!(bootstrap.encode().unwrap()[4], 0);
     }
 
     #[test]

@@ -31,20 +31,38 @@ impl Store {
     /// `max_bytes` of recorded changes the tap overflows and the backup
     /// fails. One backup at a time: a second is FAILED_PRECONDITION.
     pub fn start_tap(&self, max_bytes: usize) -> Result<Tap> {
-        self.tap.start(max_bytes)
+        self.tap.start(max_bytes, false)
+    }
+
+    /// [`Store::start_tap`], recording the change history's changes too,
+    /// for a cluster snapshot (see [`Store::scan_trees`]).
+    pub fn start_tap_with_history(&self, max_bytes: usize) -> Result<Tap> {
+        self.tap.start(max_bytes, true)
     }
 
     /// Calls `visit` with every key of every tree, tree by tree in name
     /// order; blocking. The scan is not a snapshot: a key changed while it
     /// runs may be seen before or after its change.
-    pub fn scan_all(&self, mut visit: impl FnMut(Change<'_>) -> Result<()>) -> Result<()> {
+    pub fn scan_all(&self, visit: impl FnMut(Change<'_>) -> Result<()>) -> Result<()> {
+        self.scan_trees(false, visit)
+    }
+
+    /// [`Store::scan_all`], with the change history when `with_history`
+    /// (a cluster snapshot: see `history`).
+    pub fn scan_trees(
+        &self,
+        with_history: bool,
+        mut visit: impl FnMut(Change<'_>) -> Result<()>,
+    ) -> Result<()> {
         let default_tree = self.db.name();
         let mut names = self.db.tree_names();
         names.sort();
-        // The change history stays behind: a restored store starts its own.
-        for name in names.into_iter().filter(|name| {
-            *name != default_tree && name.as_ref() != super::history::TREE.as_bytes()
-        }) {
+        // The change history stays behind, but in a cluster snapshot: a
+        // restored store starts its own.
+        for name in names
+            .into_iter()
+            .filter(|name| *name != default_tree && (with_history || !is_history_tree(name)))
+        {
             let tree = self.db.open_tree(&name).map_err(storage_error)?;
             for entry in tree.iter() {
                 let (key, value) = entry.map_err(storage_error)?;
@@ -57,6 +75,12 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Whether `tree` names the tree of the change history, which only a
+/// cluster snapshot holds.
+pub fn is_history_tree(tree: &[u8]) -> bool {
+    tree == super::history::TREE.as_bytes()
 }
 
 /// The keys of each tree after a restore.

@@ -6,12 +6,18 @@
 //! |--------------------------|------------------------------------------|
 //! | `i`                      | the history's id, u64 big-endian, made on first use |
 //! | `p`                      | the last sequence number pruned, u64 big-endian |
+//! | `e`                      | cluster mode: the last evaluation time, i64 big-endian |
+//! | `t`                      | cluster mode: the log position of the record that evaluated last, u64 big-endian |
+//! | `s`                      | cluster mode: a fingerprint of the score bounds of the last evaluation, u64 big-endian |
 //! | `r` + sequence, u64 big-endian | one record of changes             |
 //! | `c` + subject key        | one subject's checkpoint                 |
 //!
 //! The tree is not part of a backup (see `backup::scan_all`): a restored
 //! store starts a new history with a new id, so a cursor of the old one is
-//! refused rather than misread.
+//! refused rather than misread. A cluster snapshot carries it: in cluster
+//! mode the history is a function of the log, the same on every replica,
+//! and a replica that joins from a snapshot goes on with it. Every write
+//! reports its changes to the backup tap, for those snapshots.
 
 use super::{storage_error, Store};
 use crate::domain::{Error, Result};
@@ -20,6 +26,9 @@ use crate::domain::{Error, Result};
 pub(super) const TREE: &str = "watch";
 const ID_KEY: &[u8] = b"i";
 const PRUNED_KEY: &[u8] = b"p";
+const EVALUATED_KEY: &[u8] = b"e";
+const EVALUATED_POSITION_KEY: &[u8] = b"t";
+const SCORES_KEY: &[u8] = b"s";
 const RECORD: u8 = b'r';
 const CHECKPOINT: u8 = b'c';
 
@@ -37,6 +46,16 @@ pub enum HistoryWrite {
     DropCheckpoint(Vec<u8>),
     /// Removes the records up to and including this sequence number.
     PruneThrough(u64),
+    /// Stores the last evaluation, which one that changed nothing leaves
+    /// in no record, with the position of the log record being applied
+    /// (cluster mode, where every replica must go on from the same
+    /// evaluation, and a restart must know which records came after).
+    Evaluated {
+        /// The evaluation time.
+        at: i64,
+        /// A fingerprint of the score bounds it read.
+        scores: u64,
+    },
 }
 
 fn u64_of(bytes: &[u8]) -> Result<u64> {
@@ -78,6 +97,55 @@ impl Store {
         tree.insert(ID_KEY, &id.to_be_bytes())
             .map_err(storage_error)?;
         Ok(id)
+    }
+
+    /// The history's id if one was made; blocking.
+    pub fn stored_history_id(&self) -> Result<Option<u64>> {
+        let tree = self.history_tree()?;
+        tree.get(ID_KEY)
+            .map_err(storage_error)?
+            .map(|bytes| u64_of(&bytes))
+            .transpose()
+    }
+
+    /// Gives a history that has no id yet the id `id` (cluster mode, where
+    /// it comes from the log); blocking.
+    pub fn set_history_id(&self, id: u64) -> Result<()> {
+        let tree = self.history_tree()?;
+        let value = sled::IVec::from(&id.to_be_bytes()[..]);
+        tree.insert(ID_KEY, value.clone()).map_err(storage_error)?;
+        self.tap.record(&tree, ID_KEY, Some(&value));
+        Ok(())
+    }
+
+    /// The evaluation time stored with [`HistoryWrite::Evaluated`],
+    /// 0 if none was; blocking.
+    pub fn history_evaluated_at(&self) -> Result<i64> {
+        let tree = self.history_tree()?;
+        let Some(bytes) = tree.get(EVALUATED_KEY).map_err(storage_error)? else {
+            return Ok(0);
+        };
+        Ok(u64_of(&bytes)? as i64)
+    }
+
+    /// The fingerprint of the score bounds stored with
+    /// [`HistoryWrite::Evaluated`], if one was; blocking.
+    pub fn history_evaluated_scores(&self) -> Result<Option<u64>> {
+        let tree = self.history_tree()?;
+        tree.get(SCORES_KEY)
+            .map_err(storage_error)?
+            .map(|bytes| u64_of(&bytes))
+            .transpose()
+    }
+
+    /// The log position stored with [`HistoryWrite::Evaluated`], if one
+    /// was; blocking.
+    pub fn history_evaluated_position(&self) -> Result<Option<u64>> {
+        let tree = self.history_tree()?;
+        tree.get(EVALUATED_POSITION_KEY)
+            .map_err(storage_error)?
+            .map(|bytes| u64_of(&bytes))
+            .transpose()
     }
 
     /// The last sequence number pruned (0 when none was), and the last one
@@ -162,33 +230,58 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Applies `writes` atomically; blocking. Not yet on disk: await
-    /// [`Store::flushed`] before telling anyone.
+    /// Applies `writes` atomically, and reports them to the backup tap;
+    /// blocking. Not yet on disk: await [`Store::flushed`] before telling
+    /// anyone.
     pub fn write_history(&self, writes: Vec<HistoryWrite>) -> Result<()> {
         let tree = self.history_tree()?;
         let mut pruned_through = None;
-        let mut batch = sled::Batch::default();
+        let mut changes: Vec<(sled::IVec, Option<sled::IVec>)> = Vec::new();
         for write in writes {
             match write {
                 HistoryWrite::Record(seq, bytes) | HistoryWrite::Rewrite(seq, bytes) => {
-                    batch.insert(&record_key(seq)[..], bytes);
+                    changes.push((record_key(seq)[..].into(), Some(bytes.into())));
                 }
                 HistoryWrite::Checkpoint(subject, bytes) => {
-                    batch.insert(checkpoint_key(&subject), bytes);
+                    changes.push((checkpoint_key(&subject).into(), Some(bytes.into())));
                 }
-                HistoryWrite::DropCheckpoint(subject) => batch.remove(checkpoint_key(&subject)),
+                HistoryWrite::DropCheckpoint(subject) => {
+                    changes.push((checkpoint_key(&subject).into(), None));
+                }
                 HistoryWrite::PruneThrough(seq) => pruned_through = Some(seq),
+                HistoryWrite::Evaluated { at, scores } => {
+                    changes.push((EVALUATED_KEY.into(), Some(at.to_be_bytes()[..].into())));
+                    changes.push((SCORES_KEY.into(), Some(scores.to_be_bytes()[..].into())));
+                    if let Some(position) = self.applying() {
+                        let position = position.to_be_bytes();
+                        changes.push((EVALUATED_POSITION_KEY.into(), Some(position[..].into())));
+                    }
+                }
             }
         }
         if let Some(seq) = pruned_through {
             for entry in tree.range(record_key(0)..=record_key(seq)) {
                 let (key, _) = entry.map_err(storage_error)?;
-                batch.remove(key);
+                changes.push((key, None));
             }
-            batch.insert(PRUNED_KEY, &seq.to_be_bytes());
+            changes.push((PRUNED_KEY.into(), Some(seq.to_be_bytes()[..].into())));
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in &changes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
         }
         // A batch applies atomically.
-        tree.apply_batch(batch).map_err(storage_error)
+        tree.apply_batch(batch).map_err(storage_error)?;
+        self.tap.record_all(
+            &tree,
+            changes
+                .iter()
+                .map(|(key, value)| (key.as_ref(), value.as_ref())),
+        );
+        Ok(())
     }
 
     /// Resolves once everything written so far is on disk, whatever the

@@ -13,7 +13,7 @@
 //!   `http`: their monitoring and metrics endpoints.
 //! - `calls`: writes that return their consistency token, reads that
 //!   carry one, and a replica's whole state for comparison.
-//! - `failover`, `consistency`, `snapshot`, `health`: the tests.
+//! - `failover`, `consistency`, `snapshot`, `health`, `watch`: the tests.
 //! - `writer`: the steady writer of `bench/cluster.sh`, ignored here.
 
 mod calls;
@@ -24,4 +24,5 @@ mod http;
 mod nats;
 mod replica;
 mod snapshot;
+mod watch;
 mod writer;

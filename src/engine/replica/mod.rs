@@ -46,6 +46,7 @@
 //! and has heard from the log within [`OUT_OF_TOUCH`].
 
 mod snapshot;
+mod watching;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -58,11 +59,13 @@ use tokio_stream::StreamExt as _;
 
 use super::apply::apply;
 use super::command::{Command, Outcome, Unreadable};
+use super::watch::load_replicated;
 use super::{BackupLimits, Engine, EngineSettings, Shared};
 use crate::domain::{Error, Result, Timestamp};
 use crate::log::{Entry, Log, Position};
 use crate::store::{self, StoreOptions};
 use snapshot::{beside, join_from_snapshot, publish_snapshots};
+use watching::{append_ticks, read_back_journal};
 
 /// How often the follower looks at the log's last position.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
@@ -446,6 +449,9 @@ async fn follow(replica: Arc<Replica>, shared: Arc<Shared>) {
             return;
         }
         let from = *replica.applied.borrow() + 1;
+        if let Err(error) = recover_journal(&replica, &shared, from - 1).await {
+            tracing::warn!(%error, "cannot read back the journal of the watches from the log");
+        }
         let mut entries = match replica.log.read_from(from).await {
             Ok(entries) => entries,
             Err(error) => {
@@ -498,6 +504,18 @@ async fn follow(replica: Arc<Replica>, shared: Arc<Shared>) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Reads back from the log the journal a failed evaluation lost (see
+/// `watching`), before the tick is applied again.
+async fn recover_journal(replica: &Replica, shared: &Arc<Shared>, applied: Position) -> Result<()> {
+    if !shared.watch.take_journal_lost() {
+        return Ok(());
+    }
+    let Some(evaluated) = shared.store.history_evaluated_position()? else {
+        return Ok(());
+    };
+    read_back_journal(replica.log.as_ref(), shared, evaluated, applied).await
 }
 
 /// Keeps the log's last position, and so the lag and readiness, current;
@@ -601,6 +619,15 @@ impl Engine {
                 data_dir.display()
             )));
         }
+        // The change history as of the position applied, before the
+        // follower applies more.
+        let loading = Arc::clone(&engine.shared);
+        let evaluated = tokio::task::spawn_blocking(move || load_replicated(&loading))
+            .await
+            .map_err(|error| Error::internal(format!("history load task failed: {error}")))??;
+        if let Some(evaluated) = evaluated {
+            read_back_journal(log.as_ref(), &engine.shared, evaluated, applied).await?;
+        }
         let replica = Arc::new(Replica {
             log,
             applied: watch::Sender::new(applied),
@@ -633,6 +660,10 @@ impl Engine {
                 as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
         );
         until_stopped(Box::pin(watch_log(Arc::clone(&replica))));
+        until_stopped(Box::pin(append_ticks(
+            Arc::clone(&replica),
+            Arc::clone(&engine.shared),
+        )));
         let snapshots = Engine {
             shared: Arc::clone(&engine.shared),
             replica: None,
@@ -679,3 +710,5 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_tests;

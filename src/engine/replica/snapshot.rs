@@ -64,7 +64,7 @@ async fn publish(replica: &Replica, engine: &Engine, scratch: &Path) -> Result<P
             scratch.display()
         ))
     };
-    let mut chunks = engine.backup(replica.settings.backup).await?;
+    let mut chunks = engine.snapshot(replica.settings.backup).await?;
     {
         use tokio::io::AsyncWriteExt as _;
         let mut file = tokio::fs::File::create(scratch).await.map_err(io)?;

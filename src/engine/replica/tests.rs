@@ -20,7 +20,7 @@ fn options(dir: &Path) -> StoreOptions {
     }
 }
 
-fn settings() -> EngineSettings {
+pub(super) fn settings() -> EngineSettings {
     EngineSettings {
         reporting_currency: CurrencyCode::parse("USD").unwrap(),
         thresholds: Thresholds::default(),
@@ -39,10 +39,22 @@ fn following(snapshot_interval: Duration) -> ReplicaSettings {
 /// A replica of `log` on `dir`; retries while a replica just dropped still
 /// holds the store's lock.
 async fn replica_with(log: &Arc<MemoryLog>, dir: &Path, snapshots: Duration) -> Result<Engine> {
+    replica_of(log, dir, settings(), snapshots).await
+}
+
+/// A replica of `log` on `dir` with `settings`, as [`replica_with`].
+pub(super) async fn replica_of(
+    log: &Arc<MemoryLog>,
+    dir: &Path,
+    settings: EngineSettings,
+    snapshots: Duration,
+) -> Result<Engine> {
     let mut tries = 0;
     loop {
         let log: Arc<dyn Log> = log.clone();
-        match Engine::open_replica(options(dir), settings(), log, following(snapshots)).await {
+        let opened =
+            Engine::open_replica(options(dir), settings.clone(), log, following(snapshots)).await;
+        match opened {
             Err(error) if tries < 100 && error.to_string().contains("lock") => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -41,7 +41,13 @@ pub struct Journal {
 /// What a command will touch, read before it applies: an erasure must
 /// know the row before the index forgets it.
 #[derive(Debug)]
-pub struct Pending(Vec<(String, Cause, Option<u32>)>);
+pub struct Pending {
+    /// The customers, their cause, and an erased customer's row.
+    touched: Vec<(String, Cause, Option<u32>)>,
+    /// The command is a write; an evaluation (a tick) or a registration
+    /// (a watch) is not.
+    write: bool,
+}
 
 impl Journal {
     /// Starts noting.
@@ -59,8 +65,9 @@ impl Journal {
     /// journal is off.
     pub fn before(&self, command: &Command, index: &FeatureIndex) -> Pending {
         let mut touched = Vec::new();
+        let write = !matches!(command, Command::Tick { .. } | Command::Watch { .. });
         if !self.on.load(Ordering::Relaxed) {
-            return Pending(touched);
+            return Pending { touched, write };
         }
         match command {
             Command::CreateCustomer { id, .. } => {
@@ -110,14 +117,16 @@ impl Journal {
             | Command::CreateSegment { .. }
             | Command::UpdateSegment { .. }
             | Command::DeleteSegment { .. }
-            | Command::StoreCatalog { .. } => {}
+            | Command::StoreCatalog { .. }
+            | Command::Tick { .. }
+            | Command::Watch { .. } => {}
         }
-        Pending(touched)
+        Pending { touched, write }
     }
 
     /// Notes what a command that applied touched.
     pub fn applied(&self, pending: Pending) {
-        if !self.on.load(Ordering::Relaxed) {
+        if !pending.write || !self.on.load(Ordering::Relaxed) {
             return;
         }
         let mut touched = self
@@ -125,12 +134,20 @@ impl Journal {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         touched.writes += 1;
-        for (customer, cause, row) in pending.0 {
+        for (customer, cause, row) in pending.touched {
             if let Some(row) = row {
                 touched.erased.insert(row, customer.clone());
             }
             touched.note(&customer, cause);
         }
+    }
+
+    /// Notes what `command`, applied before this replica started, touched
+    /// (cluster mode: see `replica`); `index` is the index now, so an
+    /// erased customer is known by their id alone.
+    pub fn replay(&self, command: &Command, index: &FeatureIndex) {
+        let pending = self.before(command, index);
+        self.applied(pending);
     }
 
     /// Takes what was noted since the last call.

@@ -16,8 +16,40 @@ use crate::store::HistoryWrite;
 /// Loads the history: every subject's checkpoint, replayed to the last
 /// record; the personas are followed from the start.
 pub fn load(shared: &Shared) -> Result<State> {
+    let history = shared.store.history_id()?;
+    load_history(shared, history, shared.watch.now())
+}
+
+/// Cluster mode: loads the history if the log started one here (or the
+/// snapshot this replica joined from held one); `None` if none was.
+pub fn load_kept(shared: &Shared) -> Result<Option<State>> {
+    let Some(history) = shared.store.stored_history_id()? else {
+        return Ok(None);
+    };
+    load_history(shared, history, Timestamp::from_nanos(0)).map(Some)
+}
+
+/// Cluster mode: starts the history `history` at a record of the log made
+/// at `at`, the same on every replica; the personas are followed from
+/// their assignments then. The id goes in last, so that a crash before
+/// leaves a history to start again, and all is on disk when it returns.
+pub fn create(shared: &Shared, history: u64, at: Timestamp) -> Result<State> {
+    let state = load_history(shared, history, at)?;
     let store = &shared.store;
-    let history = store.history_id()?;
+    store.write_history(vec![HistoryWrite::Evaluated {
+        at: state.at,
+        scores: super::replicated::scores_fingerprint(state.rfm.as_ref()),
+    }])?;
+    store.set_history_id(history)?;
+    store.flush()?;
+    Ok(state)
+}
+
+/// Loads the history `history`; the personas, if not followed yet, are
+/// followed from their assignments at `now`, or at the last evaluation
+/// time if later.
+fn load_history(shared: &Shared, history: u64, now: Timestamp) -> Result<State> {
+    let store = &shared.store;
     let (pruned, last) = store.history_bounds()?;
     let mut checkpoints: BTreeMap<Subject, Checkpoint> = BTreeMap::new();
     for (_, bytes) in store.history_checkpoints()? {
@@ -38,7 +70,7 @@ pub fn load(shared: &Shared) -> Result<State> {
     // oldest checkpoint are replayed.
     let mut after = pruned;
     let mut sizes = VecDeque::new();
-    let mut at = 0i64;
+    let mut at = store.history_evaluated_at()?;
     loop {
         let records = store.history_after(after, 1024)?;
         let Some(&(end, _)) = records.last() else {
@@ -127,7 +159,6 @@ pub fn load(shared: &Shared) -> Result<State> {
         let catalog = shared.catalog();
         let codes = {
             let index = shared.index();
-            let now = shared.watch.now();
             state.at = state.at.max(now.as_nanos());
             let frame = Frame::new(
                 &index,

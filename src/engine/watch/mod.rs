@@ -13,6 +13,8 @@
 //! - `load`: the state loaded from the history at start-up.
 //! - `recent`: the latest records in memory, for watchers who keep up.
 //! - `feed`: one watcher's way through the history.
+//! - `replicated`: cluster mode, where the log's ticks and registrations
+//!   drive the history, the same on every replica.
 //! - this module: the hub the engine holds, the evaluation loop, and the
 //!   engine's watch operations.
 //!
@@ -41,10 +43,11 @@ mod members;
 mod open;
 mod recent;
 pub mod record;
+mod replicated;
 mod tracker;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -53,7 +56,9 @@ use tokio::sync::{watch, Notify};
 pub use feed::{Feed, FeedItem, MAX_CHANGES_PER_MESSAGE};
 pub use journal::Journal;
 pub use record::{Cause, Change, Cursor, Subject};
+pub(super) use replicated::{apply_tick, apply_watch, load_replicated};
 
+use super::command::Command;
 use super::{Engine, Shared};
 use crate::domain::{Error, Result, Timestamp};
 use evaluate::State;
@@ -152,6 +157,15 @@ pub struct Hub {
     streams: AtomicU64,
     /// Subjects followed.
     subjects: AtomicU64,
+    /// Cluster mode, while a tick applies: its evaluation time, which
+    /// retention counts from instead of the clock (0 otherwise).
+    ticking: AtomicI64,
+    /// Cluster mode, after a load: the fingerprint of the score bounds of
+    /// the last evaluation, for the next one (0 when none is waiting).
+    scores_loaded: AtomicU64,
+    /// Cluster mode: an evaluation failed after it drained the journal,
+    /// which must be read back from the log before the tick applies again.
+    journal_lost: AtomicBool,
 }
 
 /// Numbers about watching, for the metrics.
@@ -197,6 +211,10 @@ pub struct Started {
     pub feed: Feed,
 }
 
+/// How long a watch that resumes through a replica waits for it to apply
+/// the history as far as its cursor.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+
 /// A cursor too old for the history kept.
 fn expired(cursor: Cursor, when: &str) -> Error {
     Error::Cursor {
@@ -230,6 +248,9 @@ impl Hub {
             evaluation_micros: AtomicU64::new(0),
             streams: AtomicU64::new(0),
             subjects: AtomicU64::new(0),
+            ticking: AtomicI64::new(0),
+            scores_loaded: AtomicU64::new(0),
+            journal_lost: AtomicBool::new(false),
         }
     }
 
@@ -254,9 +275,59 @@ impl Hub {
         self.streams.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The time now, by the configured clock.
+    /// The time now, by the configured clock; in cluster mode, while a
+    /// tick applies, the tick's time, so that retention drops the same
+    /// records on every replica.
     pub fn now(&self) -> Timestamp {
+        match self.ticking.load(Ordering::Relaxed) {
+            0 => self.clock_now(),
+            at => Timestamp::from_nanos(at),
+        }
+    }
+
+    /// Whether a failed evaluation lost the journal (cluster mode), which
+    /// the caller then reads back; clears it.
+    pub fn take_journal_lost(&self) -> bool {
+        self.journal_lost.swap(false, Ordering::Relaxed)
+    }
+
+    /// The time now, by the configured clock, whatever applies.
+    pub fn clock_now(&self) -> Timestamp {
         self.settings.clock.now()
+    }
+
+    /// At most this long between evaluations.
+    pub fn period(&self) -> Duration {
+        self.settings.period
+    }
+
+    /// Whether a change history is loaded: in cluster mode, once the log
+    /// started one.
+    pub fn history_open(&self) -> bool {
+        self.subjects.load(Ordering::Relaxed) > 0
+    }
+
+    /// Tells the watchers of an evaluation (or a registration) that `state`
+    /// holds, and counts it if it took from `started`.
+    fn told(&self, state: &State, started: Option<Instant>) {
+        let closing = self.head.borrow().closing;
+        self.head.send_replace(Head {
+            closing,
+            ..state.head()
+        });
+        self.subjects
+            .store(state.subject_count() as u64, Ordering::Relaxed);
+        if let Some(started) = started {
+            self.evaluations.fetch_add(1, Ordering::Relaxed);
+            self.evaluation_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Stops watching after a fault: every watch ends, and none opens.
+    fn stop(&self) {
+        self.journal.stop();
+        self.head.send_modify(|head| head.off = true);
     }
 }
 
@@ -281,8 +352,7 @@ pub(super) async fn run(shared: Weak<Shared>) {
         }
         Err(error) => {
             tracing::error!(%error, "cannot load the change history: watching stopped");
-            hub.journal.stop();
-            hub.head.send_modify(|head| head.off = true);
+            hub.stop();
             return;
         }
     }
@@ -342,8 +412,7 @@ fn evaluate_now(shared: &Shared) -> Result<()> {
             Ok(state) => Some(state),
             Err(error) => {
                 tracing::error!(%error, "cannot recover the change history: watching stopped");
-                hub.journal.stop();
-                hub.head.send_modify(|head| head.off = true);
+                hub.stop();
                 None
             }
         };
@@ -351,16 +420,7 @@ fn evaluate_now(shared: &Shared) -> Result<()> {
     let Some(state) = guard.as_ref() else {
         return evaluated;
     };
-    let closing = hub.head.borrow().closing;
-    hub.head.send_replace(Head {
-        closing,
-        ..state.head()
-    });
-    hub.subjects
-        .store(state.subject_count() as u64, Ordering::Relaxed);
-    hub.evaluations.fetch_add(1, Ordering::Relaxed);
-    hub.evaluation_micros
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    hub.told(state, Some(started));
     evaluated
 }
 
@@ -373,13 +433,6 @@ impl Engine {
         start: Start,
         personas: BTreeSet<String>,
     ) -> Result<Started> {
-        if self.replica.is_some() {
-            return Err(Error::FailedPrecondition(
-                "watching is not available in cluster mode yet: watch a server of the \
-                 embedded mode"
-                    .into(),
-            ));
-        }
         let cursor = match &start {
             Start::After(text) => Some(Cursor::parse(text).ok_or_else(|| {
                 Error::invalid(
@@ -391,6 +444,10 @@ impl Engine {
             _ => None,
         };
         let initial = matches!(start, Start::Initial);
+        let cluster = self.replica.is_some();
+        if cluster {
+            self.follow_through_log(&subject, cursor).await?;
+        }
         let blocking_subject = subject.clone();
         let opened = self
             .blocking(move |shared| {
@@ -399,12 +456,15 @@ impl Engine {
                     let message = if shared.watch.head.borrow().off {
                         "watching stopped after a fault of the server (see its log); it resumes \
                          when the server restarts"
+                    } else if cluster {
+                        "this replica has not applied the change history this far yet; retry \
+                         in a moment, or watch through another replica"
                     } else {
                         "the change history is still loading; retry in a moment"
                     };
                     return Err(Error::Unavailable(message.into()));
                 };
-                state.open(shared, &blocking_subject, cursor, initial)
+                state.open(shared, &blocking_subject, cursor, initial, !cluster)
             })
             .await?;
         // A registration moved the head: tell the other watchers, never
@@ -434,6 +494,55 @@ impl Engine {
             resumed: matches!(start, Start::After(_)),
             feed,
         })
+    }
+
+    /// Cluster mode, before a watch opens: a new subject registered
+    /// through the log (applied here before this returns), or, for a
+    /// cursor, a wait until this replica has applied the history as far as
+    /// the cursor, which another replica may have handed out.
+    async fn follow_through_log(&self, subject: &Subject, cursor: Option<Cursor>) -> Result<()> {
+        let Some(replica) = &self.replica else {
+            return Ok(());
+        };
+        let hub = &self.shared.watch;
+        if let Some(cursor) = cursor {
+            let known = self
+                .blocking(|shared| {
+                    Ok(lock(&shared.watch.state)
+                        .as_ref()
+                        .map(|state| state.history))
+                })
+                .await?;
+            if known.is_some_and(|history| history != cursor.history) {
+                return Ok(());
+            }
+            let mut head = hub.head.subscribe();
+            let reached = head.wait_for(|head| head.seq >= cursor.seq || head.off);
+            // Past the wait, opening says what is wrong with the cursor.
+            let _ = tokio::time::timeout(CATCH_UP_WAIT, reached).await;
+            return Ok(());
+        }
+        let followed_subject = subject.clone();
+        let followed = self
+            .blocking(move |shared| {
+                Ok(lock(&shared.watch.state)
+                    .as_ref()
+                    .is_some_and(|state| state.follows(&followed_subject)))
+            })
+            .await?;
+        if followed {
+            return Ok(());
+        }
+        let (segment, channel) = match subject {
+            Subject::Segment { id, channel } => (Some(id.clone()), *channel),
+            Subject::Personas => (None, None),
+        };
+        let command = Command::Watch {
+            segment,
+            channel,
+            at: hub.clock_now(),
+        };
+        replica.propose(command).await.map(drop)
     }
 
     /// Ends every watch, for a shutdown: each gets UNAVAILABLE and resumes

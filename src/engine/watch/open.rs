@@ -31,15 +31,17 @@ pub struct Opened {
 }
 
 impl State {
-    /// Registers `subject` if it is new, checks `cursor`, and returns the
-    /// members to start with (when `initial`), their time and the cursor
-    /// after them.
+    /// Registers `subject` if it is new (only when `register`: in cluster
+    /// mode a registration goes through the log), checks `cursor`, and
+    /// returns the members to start with (when `initial`), their time and
+    /// the cursor after them.
     pub fn open(
         &mut self,
         shared: &Shared,
         subject: &Subject,
         cursor: Option<Cursor>,
         initial: bool,
+        register: bool,
     ) -> Result<Opened> {
         if let Some(cursor) = cursor {
             if cursor.history != self.history {
@@ -87,6 +89,11 @@ impl State {
             });
         }
         if !self.subjects.contains_key(subject) {
+            if !register {
+                return Err(Error::Unavailable(
+                    "the segment was deleted, or its watch not yet registered: watch again".into(),
+                ));
+            }
             self.register(shared, subject)?;
         }
         let initial = initial.then(|| self.members_of(&shared.index(), subject));
@@ -131,8 +138,13 @@ impl State {
         }))
     }
 
+    /// Whether `subject` is followed.
+    pub(super) fn follows(&self, subject: &Subject) -> bool {
+        self.subjects.contains_key(subject)
+    }
+
     /// Starts following `subject`: its members now enter, in one record.
-    fn register(&mut self, shared: &Shared, subject: &Subject) -> Result<()> {
+    pub(super) fn register(&mut self, shared: &Shared, subject: &Subject) -> Result<()> {
         let (seq, kept) = (self.seq, self.sizes.len());
         let registered = self.register_new(shared, subject);
         if registered.is_err() {

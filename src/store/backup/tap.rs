@@ -34,6 +34,9 @@ struct Recording {
     changes: Mutex<Changes>,
     /// The most bytes the changes may take.
     max_bytes: usize,
+    /// Records the changes of the change history too (a cluster
+    /// snapshot); else they are left out, as the backup leaves the tree.
+    history: bool,
     /// Set once the changes outgrew `max_bytes`.
     overflowed: AtomicBool,
     /// Wakes the backup when the tap overflows.
@@ -61,7 +64,7 @@ impl TapSlot {
     /// Starts recording, for a backup; the caller holds off writes
     /// meanwhile (the engine's writer lock), so that every change applied
     /// after this call is recorded. One backup records at a time.
-    pub fn start(&self, max_bytes: usize) -> Result<Tap> {
+    pub fn start(&self, max_bytes: usize, history: bool) -> Result<Tap> {
         let mut current = locked(&self.current);
         if current.is_some() {
             return Err(Error::FailedPrecondition(
@@ -71,6 +74,7 @@ impl TapSlot {
         let recording = Arc::new(Recording {
             changes: Mutex::new(Changes::default()),
             max_bytes,
+            history,
             overflowed: AtomicBool::new(false),
             overflow: tokio::sync::Notify::new(),
         });
@@ -81,11 +85,20 @@ impl TapSlot {
         })
     }
 
+    /// The recording under way, if one is and it records `tree`.
+    fn recording_of(&self, tree: &sled::Tree) -> Option<Arc<Recording>> {
+        let recording = locked(&self.current).clone()?;
+        if !recording.history && super::is_history_tree(&tree.name()) {
+            return None;
+        }
+        Some(recording)
+    }
+
     /// Records that `key` of `tree` now holds `value` (`None`: it was
     /// removed), if a backup is recording; the store calls it after each
     /// change it applies.
     pub fn record(&self, tree: &sled::Tree, key: &[u8], value: Option<&IVec>) {
-        let Some(recording) = locked(&self.current).clone() else {
+        let Some(recording) = self.recording_of(tree) else {
             return;
         };
         recording.record(tree.name(), IVec::from(key), value.cloned());
@@ -97,7 +110,7 @@ impl TapSlot {
         tree: &sled::Tree,
         changes: impl IntoIterator<Item = (&'a [u8], Option<&'a IVec>)>,
     ) {
-        let Some(recording) = locked(&self.current).clone() else {
+        let Some(recording) = self.recording_of(tree) else {
             return;
         };
         let name = tree.name();
