@@ -60,7 +60,11 @@ echo "|---|---|---|"
 load dataset --customers "$customers" --purchases "$purchases"
 # shellcheck disable=SC2086 # WATCH_ARGS is a list of flags
 load watch --customers "$customers" --server-pid "$server" --metrics-addr "$metrics" ${WATCH_ARGS:-}
-# One customer's saved segments, the 100 segments above, over gRPC.
+# One customer's saved segments, the 100 segments above, over gRPC: at a
+# fixed rate beside the health check at the same rate (which does no
+# work), then one call at a time.
+load health --rate 500 --requests 20000 --connections 2
 load customer-segments --customers "$customers"
 load customer-segments --customers "$customers" --members-only
+load customer-segments --customers "$customers" --rate 0 --concurrency 1
 stop_server

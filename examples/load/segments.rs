@@ -1,5 +1,6 @@
 //! Reads of one customer's saved segments: ListCustomerSegments for random
-//! customers of a loaded data set, at a fixed rate.
+//! customers of a loaded data set, at a fixed rate or a fixed number in
+//! flight.
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -7,12 +8,13 @@ use segmentd::grpc::pb;
 use segmentd::grpc::pb::membership_service_client::MembershipServiceClient;
 
 use crate::data::customer_id;
-use crate::drive::{channels, open_loop};
+use crate::drive::{channels, closed_loop, open_loop, Connection};
+use crate::report::report;
 
 /// What `load customer-segments` is asked for.
 #[derive(Debug, clap::Args)]
 pub struct CustomerSegmentsLoad {
-    /// Calls in all, after the warm-up.
+    /// Calls in all (with --rate, after the warm-up).
     #[arg(long, default_value_t = 20_000)]
     requests: u64,
     /// Connections to spread them over.
@@ -21,11 +23,15 @@ pub struct CustomerSegmentsLoad {
     /// Customers of the data set: ids are drawn from the first this many.
     #[arg(long, default_value_t = 1_000_000)]
     customers: u64,
-    /// Calls per second to hold, spread evenly.
+    /// Calls per second to hold, spread evenly; 0 sends as fast as
+    /// answers come, `--concurrency` at a time.
     #[arg(long, default_value_t = 500)]
     rate: u64,
-    /// Seconds of calls sent first, at the same rate, left out of the
-    /// figures.
+    /// Calls in flight at once, with `--rate 0`.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// With --rate: seconds of calls sent first, at the same rate, left
+    /// out of the figures.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
     /// Ask only for the segments the customer is in, without the
@@ -34,46 +40,70 @@ pub struct CustomerSegmentsLoad {
     members_only: bool,
 }
 
-/// ListCustomerSegments for random customers at a fixed rate; prints
-/// calls/s and latency.
+/// One call; with explanations, every saved segment must be listed.
+async fn call(
+    mut client: MembershipServiceClient<Connection>,
+    request: pb::ListCustomerSegmentsRequest,
+) -> Result<(), tonic::Status> {
+    let explained = request.explain;
+    let answer = client.list_customer_segments(request).await?.into_inner();
+    if explained && answer.segments.is_empty() {
+        return Err(tonic::Status::internal("no segment explained"));
+    }
+    Ok(())
+}
+
+/// ListCustomerSegments for random customers, at a fixed rate or a fixed
+/// number in flight; prints calls/s and latency.
 pub async fn customer_segments(addr: &str, load: CustomerSegmentsLoad) -> anyhow::Result<()> {
     let CustomerSegmentsLoad {
         requests,
         connections,
         customers,
         rate,
+        concurrency,
         warmup,
         members_only,
     } = load;
     let channels = channels(addr, connections).await?;
-    let mut rng = StdRng::seed_from_u64(1);
     let what = if members_only {
         "members only"
     } else {
         "every segment explained"
     };
-    open_loop(
-        format!("ListCustomerSegments, {what}, at {rate} calls/s over {connections} connections"),
-        requests,
-        rate,
-        warmup,
-        move |n| {
-            let mut client =
-                MembershipServiceClient::new(channels[n as usize % connections].clone());
-            let request = pb::ListCustomerSegmentsRequest {
-                customer: format!("customers/{}", customer_id(rng.random_range(0..customers))),
-                evaluation_time: None,
-                explain: !members_only,
-            };
-            async move {
-                let answer = client.list_customer_segments(request).await?.into_inner();
-                // With explanations, every saved segment is listed.
-                if !members_only && answer.segments.is_empty() {
-                    return Err(tonic::Status::internal("no segment explained"));
-                }
-                Ok(())
-            }
-        },
-    )
-    .await
+    let pick = move |rng: &mut StdRng| pb::ListCustomerSegmentsRequest {
+        customer: format!("customers/{}", customer_id(rng.random_range(0..customers))),
+        evaluation_time: None,
+        explain: !members_only,
+    };
+    if rate > 0 {
+        let mut rng = StdRng::seed_from_u64(1);
+        return open_loop(
+            format!(
+                "ListCustomerSegments, {what}, at {rate} calls/s over {connections} connections"
+            ),
+            requests,
+            rate,
+            warmup,
+            move |n| {
+                let channel = channels[n as usize % connections].clone();
+                call(MembershipServiceClient::new(channel), pick(&mut rng))
+            },
+        )
+        .await;
+    }
+    let (latencies, elapsed) = closed_loop(requests, concurrency, |worker| {
+        let client = MembershipServiceClient::new(channels[worker % connections].clone());
+        let mut rng = StdRng::seed_from_u64(worker as u64 + 1);
+        move |_| call(client.clone(), pick(&mut rng))
+    })
+    .await?;
+    report(
+        &format!(
+            "ListCustomerSegments, {what}, {concurrency} in flight over {connections} connections"
+        ),
+        elapsed,
+        &latencies,
+    );
+    Ok(())
 }

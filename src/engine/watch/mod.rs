@@ -1,7 +1,8 @@
 //! Real-time membership: watched segments and the persona assignments are
-//! evaluated after writes and as the clock moves, as bit sets over the
-//! whole index, and each evaluation's differences go into a change history
-//! that watchers follow with resumable cursors.
+//! evaluated after writes and as the clock moves, over the customers that
+//! may have moved (or, when they are many, as bit sets over the whole
+//! index), and each evaluation's differences go into a change history that
+//! watchers follow with resumable cursors.
 //!
 //! - `record`: subjects, records, checkpoints and cursors, and their
 //!   encoding.
@@ -9,6 +10,7 @@
 //! - `journal`: what writes touched since the last evaluation, for the
 //!   causes.
 //! - `evaluate`: the state of every subject and one evaluation of them.
+//! - `tracker`: which customers an evaluation must read again.
 //! - `open`: a watch opened: a cursor checked, or a subject registered.
 //! - `load`: the state loaded from the history at start-up.
 //! - `recent`: the latest records in memory, for watchers who keep up.
@@ -23,7 +25,8 @@
 //! An evaluation holds the index for reading, so it sees every write
 //! applied before it and none after, at one evaluation time; a subject's
 //! changes are its members then minus its members at the evaluation
-//! before. A watcher that applies every change it receives, in order,
+//! before. A customer it does not read could not have moved (see
+//! `tracker`). A watcher that applies every change it receives, in order,
 //! holds exactly the members as of the last evaluation time it was told.
 //! Records are on disk before any watcher hears of them, so a cursor handed
 //! out stays good across a crash.
