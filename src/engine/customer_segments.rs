@@ -11,7 +11,7 @@
 //! on reads them again, and compiles only the filters it has not seen.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 
 use super::features::features_of;
 use super::personas::{ConditionResult, Explainer, Facts, Named};
@@ -83,6 +83,18 @@ type Compiled = Arc<[(Segment, Arc<SegmentRule>)]>;
 pub(super) struct SavedRules(Mutex<Option<(u64, Compiled)>>);
 
 impl SavedRules {
+    /// The saved segments kept, if no segment changed since they were
+    /// read; never reads the store, nor waits for a call that does.
+    fn kept(&self, store: &Store) -> Option<Compiled> {
+        let kept = match self.0.try_lock() {
+            Ok(kept) => kept,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        let (known, compiled) = kept.as_ref()?;
+        (*known == store.segments_generation()).then(|| Arc::clone(compiled))
+    }
+
     /// The saved segments in id order, each with its rule compiled as
     /// `Engine::segment_members` compiles it: those kept, if no segment
     /// changed since, else read from the store again.
@@ -125,18 +137,25 @@ impl Engine {
     /// rule. A customer who objects to profiling is in none. The members
     /// are those of `Engine::segment_members` at the same time: the same
     /// stored rules over the same features, read for this one customer as
-    /// `Engine::customer_persona` reads them. A scan, for its cost grows
-    /// with the saved segments (see the module docs of the engine).
+    /// `Engine::customer_persona` reads them, and, as it is, inline when
+    /// the customer's figures are at hand; the saved segments are read and
+    /// compiled on the blocking pool when one changed.
     pub async fn customer_segments(
         &self,
         id: CustomerId,
         at: Timestamp,
         explain: bool,
     ) -> Result<CustomerSegments> {
-        self.scan(move |shared| {
-            let segments = shared.saved_rules.get(&shared.store)?;
-            let index = shared.index();
-            let (number, features) = features_of(&index, &id, at, shared.settings.thresholds)?;
+        let segments = match self.shared.saved_rules.kept(&self.shared.store) {
+            Some(segments) => segments,
+            None => {
+                self.scan(|shared| shared.saved_rules.get(&shared.store))
+                    .await?
+            }
+        };
+        let thresholds = self.shared.settings.thresholds;
+        self.read_customer(at, move |index| {
+            let (number, features) = features_of(&index, &id, at, thresholds)?;
             let row = number as usize;
             let objects_to_profiling = index.columns().objects[row];
             if objects_to_profiling && !explain {

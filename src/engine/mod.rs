@@ -24,8 +24,9 @@
 //!
 //! Nothing on an async worker waits for a lock that long work holds.
 //!
-//! - Reads of one record (a customer, a segment, one customer's features
-//!   or persona) run inline on the async worker: they take microseconds.
+//! - Reads of one record (a customer, a segment, one customer's features,
+//!   persona or saved segments) run inline on the async worker: they take
+//!   microseconds.
 //!   A read of one customer that would have to scan, because the RFM
 //!   bounds must be found again from the columns or the evaluation time is
 //!   in the past, is a scan (`Engine::read_customer`).

@@ -1,5 +1,6 @@
-//! The correctness bar of watching: writers (purchases, profile and
-//! consent changes, erasures) and a moving clock, while watchers follow a
+//! The correctness bar of watching: writers (purchases, a few of them
+//! dated seconds ahead, profile and consent changes, erasures) and a moving
+//! clock, while watchers follow a
 //! segment that uses a 90-day window and RFM scores, the same segment on a
 //! consent channel, and the personas; at random points the members each
 //! accumulated equal the members listed, exported or assigned at the
@@ -244,7 +245,13 @@ async fn accumulated_members_equal_the_listed_members_at_every_evaluation_time()
             let now = (now_nanos() / 1_000_000_000) as i64;
             match random.random_range(0..10) {
                 0..=5 => {
-                    let seconds = now - random.random_range(0..100) * DAY;
+                    // Now and then a purchase a few seconds ahead of the
+                    // clock, which counts only once the clock passes it.
+                    let seconds = if random.random_bool(0.1) {
+                        now + random.random_range(1..4)
+                    } else {
+                        now - random.random_range(0..100) * DAY
+                    };
                     let cents = random.random_range(100..20_000);
                     buy(
                         &server,
