@@ -22,9 +22,9 @@ use crate::store::PageTokenKey;
 /// `Engine::write`), so under the writer lock.
 pub(super) fn apply(shared: &Shared, command: Command) -> Result<Outcome> {
     let pending = shared.watch.journal.before(&command, &shared.index());
-    let outcome = apply_command(shared, command)?;
-    shared.watch.journal.applied(pending);
-    Ok(outcome)
+    let outcome = apply_command(shared, command);
+    shared.watch.journal.settled(pending, outcome.is_ok());
+    outcome
 }
 
 fn apply_command(shared: &Shared, command: Command) -> Result<Outcome> {

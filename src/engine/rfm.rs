@@ -84,6 +84,22 @@ impl RfmBounds {
             .count() as u8
     }
 
+    /// The bounds as bytes, little-endian, in a fixed order: R's, F's,
+    /// then M's.
+    pub fn to_bytes(self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(4 * (8 + 4 + 8));
+        for last in self.lasts {
+            bytes.extend_from_slice(&last.to_le_bytes());
+        }
+        for count in self.counts {
+            bytes.extend_from_slice(&count.to_le_bytes());
+        }
+        for total in self.totals {
+            bytes.extend_from_slice(&total.to_le_bytes());
+        }
+        bytes
+    }
+
     /// The recency in whole days at `at` of each R bound: R scores move
     /// with time alone only when one of these, or the customer's own, does.
     pub fn recency_days(&self, at: i64) -> [i64; 4] {

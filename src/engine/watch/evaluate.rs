@@ -26,7 +26,7 @@ use crate::store::HistoryWrite;
 /// How often, at most, subjects that changed get a new checkpoint and
 /// retention runs; sooner under a short retention, or once records of a
 /// quarter of the retained bytes were written.
-const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+pub(super) const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// One subject's members as of the last evaluation.
 #[derive(Debug)]
@@ -69,6 +69,9 @@ pub struct State {
     pub(super) sizes: VecDeque<(u64, u64, i64)>,
     /// Which rows the next evaluation must read.
     pub(super) tracker: Tracker,
+    /// Whether the next evaluation maintains the history, when a tick of
+    /// the log decided it; else the elapsed time and bytes written do.
+    pub(super) maintenance_due: Option<bool>,
 }
 
 /// The rows an evaluation reads one at a time, each with the customer's
@@ -205,8 +208,11 @@ impl State {
         let mut erased: HashSet<String> = HashSet::new();
         let mut records: BTreeMap<Subject, Record> = BTreeMap::new();
         let settings = &shared.watch.settings;
-        let maintain = self.maintained.elapsed() >= MAINTENANCE_EVERY.min(settings.retention / 4)
-            || self.written > settings.retention_bytes / 4;
+        // In cluster mode the tick decides, the same on every replica.
+        let maintain = self.maintenance_due.take().unwrap_or_else(|| {
+            self.maintained.elapsed() >= MAINTENANCE_EVERY.min(settings.retention / 4)
+                || self.written > settings.retention_bytes / 4
+        });
         let mut checkpoints = Vec::new();
         {
             // The journal is drained with the index held, and no write
@@ -304,6 +310,14 @@ impl State {
         self.at = at;
         if !erased.is_empty() {
             let (rewrites, found) = self.scrub(shared, &erased)?;
+            // Retention counts the records' sizes as a restart reads them.
+            for write in &rewrites {
+                if let HistoryWrite::Rewrite(seq, bytes) = write {
+                    if let Ok(at) = self.sizes.binary_search_by_key(seq, |(seq, _, _)| *seq) {
+                        self.sizes[at].1 = bytes.len() as u64 + 9;
+                    }
+                }
+            }
             writes.extend(rewrites);
             self.notify_erasures(found, &mut records, at);
         }
@@ -341,8 +355,10 @@ impl State {
         }
         // Checkpoints of large subjects take a while: watchers hear of this
         // evaluation first, and writers wait for the index one subject at
-        // a time. A customer erased meanwhile is left out, and the next
-        // evaluation reports them leaving.
+        // a time. A subject with a member erased meanwhile, whose id the
+        // index no longer tells, keeps its last checkpoint (which names
+        // them, to be reported leaving after a restart too), and nothing is
+        // pruned this time.
         let head = self.head();
         shared.watch.head.send_if_modified(|told| {
             let newer = head.seq > told.seq || head.at > told.at;
@@ -350,15 +366,19 @@ impl State {
             told.at = told.at.max(head.at);
             newer
         });
+        let mut complete = true;
         let checkpoints = checkpoints
             .into_iter()
-            .map(|(subject, codes)| {
-                let mut members = self.member_list(&shared.index(), &subject, &codes);
+            .filter_map(|(subject, codes)| {
+                let members = self.member_list(&shared.index(), &subject, &codes);
+                complete &= members.is_some();
+                let mut members = members?;
                 members.sort_unstable();
-                (subject, members)
+                Some((subject, members))
             })
             .collect();
-        let writes = self.maintain(shared, checkpoints, last_before)?;
+        let prunable = if complete { last_before } else { 0 };
+        let writes = self.maintain(shared, checkpoints, prunable)?;
         if !writes.is_empty() {
             shared.store.write_history(writes)?;
             shared.store.flush()?;
@@ -740,25 +760,35 @@ impl State {
         index: &FeatureIndex,
         subject: &Subject,
     ) -> Vec<(String, String)> {
-        let mut members = self.member_list(index, subject, &self.subjects[subject].codes);
+        let state = &self.subjects[subject];
+        let mut members: Vec<(String, String)> = state
+            .codes
+            .rows()
+            .map(|(row, code)| (index.id_at(row as u32).to_owned(), self.name(code, subject)))
+            .filter(|(id, _)| !id.is_empty())
+            .chain(state.ghosts.iter().cloned())
+            .collect();
         members.sort_unstable();
         members
     }
 
     /// The members `codes` hold for a subject, with its ghosts, with their
-    /// personas, in no order.
+    /// personas, in no order; `None` if the index forgot one (erased since
+    /// `codes` were found).
     fn member_list(
         &self,
         index: &FeatureIndex,
         subject: &Subject,
         codes: &Members,
-    ) -> Vec<(String, String)> {
+    ) -> Option<Vec<(String, String)>> {
         let state = &self.subjects[subject];
         codes
             .rows()
-            .map(|(row, code)| (index.id_at(row as u32).to_owned(), self.name(code, subject)))
-            .filter(|(id, _)| !id.is_empty())
-            .chain(state.ghosts.iter().cloned())
+            .map(|(row, code)| {
+                let id = index.id_at(row as u32);
+                (!id.is_empty()).then(|| (id.to_owned(), self.name(code, subject)))
+            })
+            .chain(state.ghosts.iter().cloned().map(Some))
             .collect()
     }
 

@@ -36,6 +36,11 @@ impl Touched {
 pub struct Journal {
     touched: Mutex<Touched>,
     on: AtomicBool,
+    /// Cluster mode: what a command touched is noted whether it applied
+    /// or was refused (an erasure only once it applied), so that a replica
+    /// reading the commands back from the log, which cannot tell, notes the
+    /// same.
+    replicated: AtomicBool,
 }
 
 /// What a command will touch, read before it applies: an erasure must
@@ -53,6 +58,12 @@ impl Journal {
     /// Starts noting.
     pub fn start(&self) {
         self.on.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts noting, for cluster mode.
+    pub fn start_replicated(&self) {
+        self.replicated.store(true, Ordering::Relaxed);
+        self.start();
     }
 
     /// Stops noting, and forgets what was noted.
@@ -124,8 +135,22 @@ impl Journal {
         Pending { touched, write }
     }
 
+    /// Notes what a command touched, once it applied or was refused (see
+    /// `replicated`).
+    pub fn settled(&self, mut pending: Pending, applied: bool) {
+        if !applied {
+            if !self.replicated.load(Ordering::Relaxed) {
+                return;
+            }
+            pending
+                .touched
+                .retain(|(_, cause, _)| *cause != Cause::Erasure);
+        }
+        self.applied(pending);
+    }
+
     /// Notes what a command that applied touched.
-    pub fn applied(&self, pending: Pending) {
+    fn applied(&self, pending: Pending) {
         if !pending.write || !self.on.load(Ordering::Relaxed) {
             return;
         }
@@ -142,11 +167,16 @@ impl Journal {
         }
     }
 
-    /// Notes what `command`, applied before this replica started, touched
-    /// (cluster mode: see `replica`); `index` is the index now, so an
-    /// erased customer is known by their id alone.
+    /// Notes what `command`, applied or refused before this replica
+    /// started, touched (cluster mode: see `replica`), as `settled` noted
+    /// it; `index` is the index now, so an erased customer is known by
+    /// their id alone, and a deletion of a customer the index still holds
+    /// is taken as refused.
     pub fn replay(&self, command: &Command, index: &FeatureIndex) {
-        let pending = self.before(command, index);
+        let mut pending = self.before(command, index);
+        pending
+            .touched
+            .retain(|(_, cause, row)| *cause != Cause::Erasure || row.is_none());
         self.applied(pending);
     }
 

@@ -122,6 +122,7 @@ fn load_history(shared: &Shared, history: u64, now: Timestamp) -> Result<State> 
         written: 0,
         sizes,
         tracker: Default::default(),
+        maintenance_due: None,
     };
     for (subject, (rule, _, members)) in lists {
         let compiled = match &subject {

@@ -169,6 +169,10 @@ impl State {
             .store
             .get_segment(&segment_id)?
             .ok_or_else(|| Error::NotFound(segment_id.name()))?;
+        // Read over the whole index with the score bounds as they are now,
+        // not as the last evaluation left them: the next evaluation cannot
+        // tell which of its rows moved since, so it reads every row.
+        self.tracker.reset();
         self.subjects.insert(
             subject.clone(),
             SubjectState {

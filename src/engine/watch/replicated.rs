@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::evaluate::State;
+use super::evaluate::{State, MAINTENANCE_EVERY};
 use super::record::Subject;
 use super::{load, lock, Hub};
 use crate::domain::{Error, Result, Timestamp};
@@ -46,10 +46,6 @@ use crate::engine::rfm::RfmBounds;
 use crate::engine::Shared;
 use crate::store::HistoryWrite;
 
-/// How often, by the evaluation time, the history is maintained: as in
-/// the embedded mode, every five minutes, or four times a retention
-/// shorter than twenty.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(300);
 
 /// The id of the history started at a record made at `at`: from the
 /// cluster's page-token key, which is never shown, through a hash.
@@ -67,7 +63,8 @@ fn history_id(shared: &Shared, at: Timestamp) -> u64 {
 
 /// A fingerprint of score bounds (`None`: no purchaser), never 0.
 pub(super) fn scores_fingerprint(bounds: Option<&RfmBounds>) -> u64 {
-    let digest = Sha256::digest(format!("{bounds:?}").as_bytes());
+    let bytes = bounds.map(|bounds| bounds.to_bytes()).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
     let mut fingerprint = [0u8; 8];
     fingerprint.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(fingerprint).max(1)
@@ -99,7 +96,7 @@ fn install(shared: &Shared, slot: &mut Option<State>, state: State) -> Result<()
     let hub = &shared.watch;
     let scores = shared.store.history_evaluated_scores()?.unwrap_or(0);
     hub.scores_loaded.store(scores, Ordering::Relaxed);
-    hub.journal.start();
+    hub.journal.start_replicated();
     hub.told(&state, None);
     *slot = Some(state);
     Ok(())
@@ -192,15 +189,7 @@ fn schedule_maintenance(hub: &Hub, state: &mut State, at: i64) {
         .min(settings.retention / 4)
         .max(Duration::from_millis(1));
     let every = i64::try_from(every.as_nanos()).unwrap_or(i64::MAX);
-    let due = state.at.div_euclid(every) != at.div_euclid(every);
-    // An evaluation maintains when the last maintenance is older than the
-    // interval, or when a quarter of the retained bytes was written since.
-    state.maintained = Instant::now();
-    state.written = if due {
-        settings.retention_bytes / 4 + 1
-    } else {
-        0
-    };
+    state.maintenance_due = Some(state.at.div_euclid(every) != at.div_euclid(every));
 }
 
 /// Applies a `Watch`: `subject` followed from here on, if it is not yet.
