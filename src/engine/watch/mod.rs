@@ -305,7 +305,7 @@ impl Hub {
     }
 
     /// Whether a change history is loaded: in cluster mode, once the log
-    /// started one.
+    /// started one, from when on the personas are followed, so for good.
     pub fn history_open(&self) -> bool {
         self.subjects.load(Ordering::Relaxed) > 0
     }

@@ -60,8 +60,10 @@ impl State {
                 return Err(Error::Cursor {
                     reason: "CURSOR_UNKNOWN",
                     message: format!(
-                        "cursor {} is past the end of the change history ({}): watch again \
-                         with the initial members, and follow the new cursor",
+                        "cursor {} is past the end of this server's change history ({}): in \
+                         cluster mode this replica may be behind, so retry or watch through \
+                         another replica; else watch again with the initial members, and \
+                         follow the new cursor",
                         cursor.to_text(),
                         self.seq
                     ),

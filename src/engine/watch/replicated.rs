@@ -46,7 +46,6 @@ use crate::engine::rfm::RfmBounds;
 use crate::engine::Shared;
 use crate::store::HistoryWrite;
 
-
 /// The id of the history started at a record made at `at`: from the
 /// cluster's page-token key, which is never shown, through a hash.
 fn history_id(shared: &Shared, at: Timestamp) -> u64 {
