@@ -450,7 +450,13 @@ async fn follow(replica: Arc<Replica>, shared: Arc<Shared>) {
         }
         let from = *replica.applied.borrow() + 1;
         if let Err(error) = recover_journal(&replica, &shared, from - 1).await {
-            tracing::warn!(%error, "cannot read back the journal of the watches from the log");
+            // Applying on without it would give other causes than the
+            // other replicas give: try again first.
+            shared.watch.journal_still_lost();
+            tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot read back the journal of the watches from the log");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
         }
         let mut entries = match replica.log.read_from(from).await {
             Ok(entries) => entries,

@@ -600,18 +600,18 @@ impl State {
         };
         let state = self.subjects.get_mut(subject).expect("a known subject");
         let ghosts = std::mem::take(&mut state.ghosts);
-        let state = &self.subjects[subject];
         let index = frame.index;
         // Relative scores move with other customers' writes: a change no
         // write of the customer's own explains is put down to them when
         // there were writes, the score bounds moved and the rule (for
         // personas, the rule of either persona) reads a score.
-        let reads_scores = |was: u32, is: u32| match subject {
-            Subject::Segment { .. } => state.rule.contains("rfm"),
+        let scored = |was: u32, is: u32| match subject {
+            Subject::Segment { .. } => scores,
             Subject::Personas => [was, is].iter().any(|&code| {
-                catalog.catalog.personas.iter().any(|persona| {
-                    persona.id == self.names[code as usize] && persona.rule.contains("rfm")
-                })
+                let personas = catalog.catalog.personas.iter().zip(&catalog.rules);
+                personas
+                    .filter(|(persona, _)| persona.id == self.names[code as usize])
+                    .any(|(_, rule)| reads_scores(rule))
             }),
         };
         let cause_of = |customer: &str, was: u32, is: u32| -> Cause {
@@ -623,7 +623,7 @@ impl State {
             }
             match touched.causes.get(customer) {
                 Some(&cause) => cause,
-                None if others && reads_scores(was, is) => Cause::OtherCustomers,
+                None if others && scored(was, is) => Cause::OtherCustomers,
                 None => Cause::Clock,
             }
         };

@@ -294,6 +294,12 @@ impl Hub {
         self.journal_lost.swap(false, Ordering::Relaxed)
     }
 
+    /// Notes that the journal is still to be read back, after a try that
+    /// failed.
+    pub fn journal_still_lost(&self) {
+        self.journal_lost.store(true, Ordering::Relaxed);
+    }
+
     /// The time now, by the configured clock, whatever applies.
     pub fn clock_now(&self) -> Timestamp {
         self.settings.clock.now()

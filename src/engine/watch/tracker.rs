@@ -47,8 +47,6 @@ pub(super) struct Tracker {
     /// until an evaluation over the whole index at a time after every
     /// event.
     valid: bool,
-    /// The last evaluation's time.
-    at: i64,
     /// Its date, `yyyymmdd`.
     on: u32,
     /// By row, the first instant after `at` at which a feature of the
@@ -127,7 +125,6 @@ impl Tracker {
         }
         let mut candidates = touched;
         let at = frame.at;
-        // Rows added since the last evaluation were written.
         candidates.extend(
             self.next
                 .par_iter()
@@ -136,6 +133,7 @@ impl Tracker {
                 .map(|(row, _)| row as u32)
                 .collect::<Vec<u32>>(),
         );
+        // Rows added since the last evaluation were written.
         candidates.extend((self.next.len()..rows).map(|row| row as u32));
         if frame.on != self.on {
             let (before, now) = (self.on, frame.on);
@@ -196,7 +194,6 @@ impl Tracker {
     /// Notes an evaluation at `frame`'s time of `plan`'s rows; a subject
     /// that reads a score is followed when `scored`.
     pub(super) fn evaluated(&mut self, frame: &Frame<'_>, plan: &Plan, scored: bool) {
-        self.at = frame.at;
         self.on = frame.on;
         if !frame.is_current() {
             self.valid = false;
