@@ -153,6 +153,18 @@ pub(in crate::engine) fn apply_tick(shared: &Shared, at: Timestamp) -> Result<()
     let mut guard = lock(&hub.state);
     let state = opened(shared, &mut guard, at).map_err(to_retry)?;
     let started = Instant::now();
+    // Writes applied before the tick may be stamped a little after its
+    // time, the start of its period: evaluated at the latest of them, if
+    // it falls within the period, the evaluation finds every event past
+    // and reads only the customers that may have moved (see `tracker`).
+    // The index before the tick is the same on every replica.
+    let latest = shared.index().max_time();
+    let period = i64::try_from(hub.settings.period.as_nanos()).unwrap_or(i64::MAX);
+    let at = if latest > at.as_nanos() && latest < at.as_nanos().saturating_add(period) {
+        Timestamp::from_nanos(latest)
+    } else {
+        at
+    };
     let evaluation_at = at.as_nanos().max(state.at);
     schedule_maintenance(hub, state, evaluation_at);
     restore_scores(shared, state, evaluation_at);
