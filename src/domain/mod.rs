@@ -8,6 +8,7 @@ pub mod error;
 pub mod features;
 pub mod names;
 pub mod persona;
+pub mod predict;
 pub mod rules;
 pub mod segment;
 pub mod time;

@@ -1,0 +1,80 @@
+//! The Gaussian hypergeometric function 2F1(a, b; c; z) for the arguments
+//! the BG/NBD conditional expectation gives it: a, b, c positive and
+//! 0 ≤ z < 1, where its power series converges.
+
+/// The most terms summed; the series is cut when a term no longer moves
+/// the sum.
+const MAX_TERMS: usize = 1_000_000;
+
+/// 2F1(a, b; c; z) = Σ (a)ₙ (b)ₙ / (c)ₙ zⁿ / n!, for 0 ≤ z < 1 and c > 0;
+/// `None` outside that domain or when the sum overflows.
+pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Option<f64> {
+    if !(0.0..1.0).contains(&z) || c <= 0.0 || !a.is_finite() || !b.is_finite() {
+        return None;
+    }
+    let mut term = 1.0f64;
+    let mut sum = 1.0f64;
+    for n in 0..MAX_TERMS {
+        let n = n as f64;
+        term *= (a + n) * (b + n) / ((c + n) * (n + 1.0)) * z;
+        let before = sum;
+        sum += term;
+        if !sum.is_finite() {
+            return None;
+        }
+        // Past the largest term, once a term no longer moves the sum.
+        if sum == before && n > a.abs() + b.abs() {
+            return Some(sum);
+        }
+    }
+    Some(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(found: f64, expected: f64) {
+        assert!(
+            (found - expected).abs() <= 1e-12 * expected.abs().max(1.0),
+            "{found} vs {expected}"
+        );
+    }
+
+    /// Against closed forms (Abramowitz and Stegun 15.1.3–15.1.8) and a
+    /// value computed with mpmath.
+    #[test]
+    fn agrees_with_known_values() {
+        for z in [0.0f64, 0.1, 0.5, 0.9, 0.99] {
+            // 2F1(1, 1; 2; z) = −ln(1 − z) / z.
+            let expected = if z == 0.0 { 1.0 } else { -(1.0 - z).ln() / z };
+            close(hyp2f1(1.0, 1.0, 2.0, z).unwrap(), expected);
+            // 2F1(a, b; b; z) = (1 − z)^−a.
+            close(hyp2f1(2.5, 3.0, 3.0, z).unwrap(), (1.0 - z).powf(-2.5));
+            // 2F1(1/2, 1; 3/2; z²) = artanh(z) / z.
+            let expected = if z == 0.0 { 1.0 } else { z.atanh() / z };
+            close(hyp2f1(0.5, 1.0, 1.5, z * z).unwrap(), expected);
+        }
+        // Against mpmath (30 digits): the CDNOW sample's first customer,
+        // 39 weeks ahead, and a slowly converging case.
+        let z = 39.0 / (4.4135 + 38.86 + 39.0);
+        let value = hyp2f1(2.2426, 4.4258, 0.7929 + 2.4258 + 1.0, z).unwrap();
+        assert!(
+            (value / 4.574_342_653_511_501 - 1.0).abs() < 1e-12,
+            "{value}"
+        );
+        let value = hyp2f1(3.7, 12.25, 5.5, 0.93).unwrap();
+        assert!(
+            (value / 220_890_707_909.205_88 - 1.0).abs() < 1e-10,
+            "{value}"
+        );
+    }
+
+    #[test]
+    fn is_none_outside_its_domain() {
+        assert_eq!(hyp2f1(1.0, 1.0, 2.0, 1.0), None);
+        assert_eq!(hyp2f1(1.0, 1.0, 2.0, -0.5), None);
+        assert_eq!(hyp2f1(1.0, 1.0, 0.0, 0.5), None);
+        assert_eq!(hyp2f1(f64::NAN, 1.0, 2.0, 0.5), None);
+    }
+}
