@@ -3,9 +3,10 @@
 //! purchase they become inactive with a probability drawn from
 //! Beta(a, b). Equation numbers are the paper's.
 
+use rayon::prelude::*;
 use statrs::function::gamma::ln_gamma;
 
-use super::fit::minimise;
+use super::fit::minimise_smooth;
 use super::hyp2f1::hyp2f1;
 
 /// One customer's history in the model's terms, times in weeks.
@@ -98,24 +99,29 @@ impl BgNbd {
         Some(first * second / (1.0 + odds))
     }
 
-    /// Fits the model to `histories` by maximum likelihood.
+    /// Fits the model to `histories` by maximum likelihood: L-BFGS over
+    /// the parameters' logarithms, with the likelihood's gradient.
     pub fn fit(histories: &[History]) -> Result<BgNbdFit, String> {
-        if histories.is_empty() {
-            return Err("no customer to fit on".into());
-        }
-        let cost = |params: &[f64]| {
-            let model = BgNbd {
-                r: params[0],
-                alpha: params[1],
-                a: params[2],
-                b: params[3],
-            };
-            -histories
-                .iter()
-                .map(|h| model.log_likelihood(h))
-                .sum::<f64>()
-        };
-        let fitted = minimise(cost, &[1.0, 1.0, 1.0, 1.0], 5_000)?;
+        let sample = Sample::new(histories)?;
+        // Per customer, so that the first step is of the order of one.
+        let n = histories.len() as f64;
+        let fitted = minimise_smooth(
+            |params| {
+                let model = BgNbd {
+                    r: params[0],
+                    alpha: params[1],
+                    a: params[2],
+                    b: params[3],
+                };
+                let (log_likelihood, gradient) = sample.log_likelihood(&model);
+                (
+                    -log_likelihood / n,
+                    gradient.iter().map(|d| -d / n).collect(),
+                )
+            },
+            &[1.0, 1.0, 1.0, 1.0],
+            500,
+        )?;
         let p = &fitted.params;
         Ok(BgNbdFit {
             model: BgNbd {
@@ -124,8 +130,206 @@ impl BgNbd {
                 a: p[2],
                 b: p[3],
             },
-            log_likelihood: -fitted.cost,
+            log_likelihood: -fitted.cost * n,
             iterations: fitted.iterations,
         })
+    }
+}
+
+/// The histories a fit reads: how many have each repeat count, for the
+/// terms that depend on it alone, and each one's times.
+struct Sample<'h> {
+    histories: &'h [History],
+    /// Customers by repeat count.
+    by_x: Vec<f64>,
+}
+
+impl<'h> Sample<'h> {
+    fn new(histories: &'h [History]) -> Result<Self, String> {
+        if histories.is_empty() {
+            return Err("no customer to fit on".into());
+        }
+        let mut by_x: Vec<f64> = Vec::new();
+        for h in histories {
+            let whole = h.x >= 0.0 && h.x.fract() == 0.0 && h.x < 1e7;
+            if !(whole && h.t_x >= 0.0 && h.t >= h.t_x) {
+                return Err(format!("a history outside the model: {h:?}"));
+            }
+            let x = h.x as usize;
+            if by_x.len() <= x {
+                by_x.resize(x + 1, 0.0);
+            }
+            by_x[x] += 1.0;
+        }
+        Ok(Sample { histories, by_x })
+    }
+
+    /// The log-likelihood summed over the histories (equation 6), and its
+    /// gradient by (r, α, a, b).
+    fn log_likelihood(&self, model: &BgNbd) -> (f64, [f64; 4]) {
+        let BgNbd { r, alpha, a, b } = *model;
+        // The terms of x alone: ln Γ(r + x) − ln Γ(r) = Σ_{k<x} ln(r + k),
+        // and so on, summed a repeat count at a time.
+        let (mut value, mut gradient) = (0.0, [0.0; 4]);
+        let (mut ln_r, mut ln_b, mut ln_ab) = (0.0, 0.0, 0.0);
+        let (mut inv_r, mut inv_b, mut inv_ab) = (0.0, 0.0, 0.0);
+        for (x, &count) in self.by_x.iter().enumerate() {
+            if x > 0 {
+                let k = (x - 1) as f64;
+                ln_r += (r + k).ln();
+                ln_b += (b + k).ln();
+                ln_ab += (a + b + k).ln();
+                inv_r += 1.0 / (r + k);
+                inv_b += 1.0 / (b + k);
+                inv_ab += 1.0 / (a + b + k);
+            }
+            if count == 0.0 {
+                continue;
+            }
+            value += count * (ln_r + r * alpha.ln() + ln_b - ln_ab);
+            gradient[0] += count * (inv_r + alpha.ln());
+            gradient[1] += count * r / alpha;
+            gradient[2] -= count * inv_ab;
+            gradient[3] += count * (inv_b - inv_ab);
+        }
+        // The terms of the times, a customer at a time.
+        let (times, by_time) = self
+            .histories
+            .par_iter()
+            .fold(
+                || (0.0, [0.0; 4]),
+                |(mut value, mut gradient), h| {
+                    let rx = r + h.x;
+                    let ln_t = (alpha + h.t).ln();
+                    let a3 = -rx * ln_t;
+                    if h.x == 0.0 {
+                        value += a3;
+                        gradient[0] -= ln_t;
+                        gradient[1] -= rx / (alpha + h.t);
+                        return (value, gradient);
+                    }
+                    let ln_tx = (alpha + h.t_x).ln();
+                    let a4 = a.ln() - (b + h.x - 1.0).ln() - rx * ln_tx;
+                    let high = a3.max(a4);
+                    let (e3, e4) = ((a3 - high).exp(), (a4 - high).exp());
+                    value += high + (e3 + e4).ln();
+                    // The share of the second term, which says the customer
+                    // dropped out after their last purchase.
+                    let w = e4 / (e3 + e4);
+                    gradient[0] -= (1.0 - w) * ln_t + w * ln_tx;
+                    gradient[1] -= rx * ((1.0 - w) / (alpha + h.t) + w / (alpha + h.t_x));
+                    gradient[2] += w / a;
+                    gradient[3] -= w / (b + h.x - 1.0);
+                    (value, gradient)
+                },
+            )
+            .reduce(
+                || (0.0, [0.0; 4]),
+                |(v1, g1), (v2, g2)| {
+                    (
+                        v1 + v2,
+                        [g1[0] + g2[0], g1[1] + g2[1], g1[2] + g2[2], g1[3] + g2[3]],
+                    )
+                },
+            );
+        value += times;
+        for (total, part) in gradient.iter_mut().zip(by_time) {
+            *total += part;
+        }
+        (value, gradient)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The summed likelihood agrees with the per-customer one, and its
+    /// gradient with finite differences.
+    #[test]
+    fn the_summed_likelihood_and_its_gradient_are_right() {
+        let histories = [
+            History {
+                x: 0.0,
+                t_x: 0.0,
+                t: 30.0,
+            },
+            History {
+                x: 2.0,
+                t_x: 30.43,
+                t: 38.86,
+            },
+            History {
+                x: 7.0,
+                t_x: 12.0,
+                t: 50.5,
+            },
+            History {
+                x: 1.0,
+                t_x: 1.71,
+                t: 38.86,
+            },
+            History {
+                x: 2.0,
+                t_x: 3.0,
+                t: 3.5,
+            },
+        ];
+        let sample = Sample::new(&histories).unwrap();
+        let model = BgNbd {
+            r: 0.7,
+            alpha: 3.1,
+            a: 1.3,
+            b: 2.2,
+        };
+        let (value, gradient) = sample.log_likelihood(&model);
+        let each: f64 = histories.iter().map(|h| model.log_likelihood(h)).sum();
+        assert!((value - each).abs() < 1e-9, "{value} vs {each}");
+        let at = |params: [f64; 4]| {
+            let [r, alpha, a, b] = params;
+            sample.log_likelihood(&BgNbd { r, alpha, a, b }).0
+        };
+        let params = [model.r, model.alpha, model.a, model.b];
+        for i in 0..4 {
+            let step = 1e-6 * params[i];
+            let (mut up, mut down) = (params, params);
+            up[i] += step;
+            down[i] -= step;
+            let numeric = (at(up) - at(down)) / (2.0 * step);
+            assert!(
+                (gradient[i] - numeric).abs() < 1e-5 * numeric.abs().max(1.0),
+                "parameter {i}: {} vs {numeric}",
+                gradient[i]
+            );
+        }
+    }
+
+    #[test]
+    fn histories_outside_the_model_are_refused() {
+        for bad in [
+            History {
+                x: 1.5,
+                t_x: 1.0,
+                t: 2.0,
+            },
+            History {
+                x: -1.0,
+                t_x: 0.0,
+                t: 2.0,
+            },
+            History {
+                x: 1.0,
+                t_x: 3.0,
+                t: 2.0,
+            },
+            History {
+                x: 1.0,
+                t_x: f64::NAN,
+                t: 2.0,
+            },
+        ] {
+            assert!(BgNbd::fit(&[bad]).is_err(), "{bad:?}");
+        }
+        assert!(BgNbd::fit(&[]).is_err());
     }
 }

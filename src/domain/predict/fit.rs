@@ -1,24 +1,12 @@
-//! Maximum likelihood over positive parameters: Nelder-Mead (from the
-//! `argmin` crate) over their logarithms, so that every step stays in the
-//! domain.
+//! Maximum likelihood over positive parameters: L-BFGS with a Moré-Thuente
+//! line search, from the `argmin` crate, over the parameters' logarithms so
+//! that every step stays in the domain.
 
-use argmin::core::{CostFunction, Error as ArgminError, Executor, State};
-use argmin::solver::neldermead::NelderMead;
+use std::sync::Mutex;
 
-/// A negative log-likelihood over the logarithms of the parameters.
-struct LogSpace<F>(F);
-
-impl<F: Fn(&[f64]) -> f64> CostFunction for LogSpace<F> {
-    type Param = Vec<f64>;
-    type Output = f64;
-
-    fn cost(&self, logs: &Self::Param) -> Result<f64, ArgminError> {
-        let params: Vec<f64> = logs.iter().map(|log| log.exp()).collect();
-        let cost = (self.0)(&params);
-        // A region where the likelihood is not finite is as bad as can be.
-        Ok(if cost.is_finite() { cost } else { f64::MAX })
-    }
-}
+use argmin::core::{CostFunction, Error as ArgminError, Executor, Gradient, State};
+use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::quasinewton::LBFGS;
 
 /// What a fit found.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,25 +19,85 @@ pub struct Fitted {
     pub iterations: u64,
 }
 
-/// Minimises `cost` over positive parameters, starting from `start`.
-pub(super) fn minimise(
-    cost: impl Fn(&[f64]) -> f64,
+/// A negative log-likelihood and its gradient over the parameters, seen
+/// over their logarithms; the last point asked for is kept, for the line
+/// search asks for the cost and the gradient of one point in turn.
+struct SmoothLogSpace<F> {
+    evaluate: F,
+    last: Mutex<Option<Point>>,
+}
+
+/// A point over the logarithms, the cost there and its gradient.
+type Point = (Vec<f64>, f64, Vec<f64>);
+
+impl<F: Fn(&[f64]) -> (f64, Vec<f64>)> SmoothLogSpace<F> {
+    fn at(&self, logs: &[f64]) -> (f64, Vec<f64>) {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((known, cost, gradient)) = last.as_ref() {
+            if known.as_slice() == logs {
+                return (*cost, gradient.clone());
+            }
+        }
+        // Far steps of the line search stay where the functions are finite.
+        let params: Vec<f64> = logs
+            .iter()
+            .map(|log| log.clamp(-30.0, 30.0).exp())
+            .collect();
+        let (cost, by_param) = (self.evaluate)(&params);
+        // d/d(ln θ) = θ d/dθ.
+        let gradient: Vec<f64> = by_param.iter().zip(&params).map(|(d, p)| d * p).collect();
+        *last = Some((logs.to_vec(), cost, gradient.clone()));
+        (cost, gradient)
+    }
+}
+
+impl<F: Fn(&[f64]) -> (f64, Vec<f64>)> CostFunction for SmoothLogSpace<F> {
+    type Param = Vec<f64>;
+    type Output = f64;
+
+    fn cost(&self, logs: &Self::Param) -> Result<f64, ArgminError> {
+        let (cost, _) = self.at(logs);
+        Ok(if cost.is_finite() { cost } else { f64::MAX })
+    }
+}
+
+impl<F: Fn(&[f64]) -> (f64, Vec<f64>)> Gradient for SmoothLogSpace<F> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+
+    fn gradient(&self, logs: &Self::Param) -> Result<Vec<f64>, ArgminError> {
+        let (_, gradient) = self.at(logs);
+        if gradient.iter().all(|d| d.is_finite()) {
+            Ok(gradient)
+        } else {
+            Err(ArgminError::msg("the gradient is not finite there"))
+        }
+    }
+}
+
+/// Minimises a cost whose gradient `evaluate` gives with it, over positive
+/// parameters, starting from `start`: L-BFGS with a Moré-Thuente line
+/// search.
+pub(super) fn minimise_smooth(
+    evaluate: impl Fn(&[f64]) -> (f64, Vec<f64>),
     start: &[f64],
     max_iterations: u64,
 ) -> Result<Fitted, String> {
     let logs: Vec<f64> = start.iter().map(|value| value.ln()).collect();
-    // The simplex: the start, and one step along each axis.
-    let mut simplex = vec![logs.clone()];
-    for axis in 0..logs.len() {
-        let mut vertex = logs.clone();
-        vertex[axis] += 0.5;
-        simplex.push(vertex);
-    }
-    let solver = NelderMead::new(simplex)
-        .with_sd_tolerance(1e-12)
+    let problem = SmoothLogSpace {
+        evaluate,
+        last: Mutex::new(None),
+    };
+    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7)
+        .with_tolerance_grad(1e-9)
+        .map_err(|error| error.to_string())?
+        .with_tolerance_cost(1e-14)
         .map_err(|error| error.to_string())?;
-    let result = Executor::new(LogSpace(cost), solver)
-        .configure(|state| state.max_iters(max_iterations))
+    let result = Executor::new(problem, solver)
+        .configure(|state| state.param(logs).max_iters(max_iterations))
         .run()
         .map_err(|error| error.to_string())?;
     let state = result.state();
@@ -57,7 +105,10 @@ pub(super) fn minimise(
         .get_best_param()
         .ok_or_else(|| "the optimiser found no parameters".to_owned())?;
     Ok(Fitted {
-        params: best.iter().map(|log| log.exp()).collect(),
+        params: best
+            .iter()
+            .map(|log| log.clamp(-30.0, 30.0).exp())
+            .collect(),
         cost: state.get_best_cost(),
         iterations: state.get_iter(),
     })

@@ -4,9 +4,10 @@
 //! customers with at least one repeat transaction, each by the number of
 //! them and their mean value, which must be positive.
 
-use statrs::function::gamma::ln_gamma;
+use rayon::prelude::*;
+use statrs::function::gamma::{digamma, ln_gamma};
 
-use super::fit::minimise;
+use super::fit::minimise_smooth;
 
 /// One customer's repeat transactions.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,24 +70,29 @@ impl GammaGamma {
         (1.0 - weight) * self.population_mean() + weight * s.mean
     }
 
-    /// Fits the model by maximum likelihood; every spend must have x ≥ 1
-    /// and a positive mean.
+    /// Fits the model by maximum likelihood: L-BFGS over the parameters'
+    /// logarithms, with the likelihood's gradient. Every spend must have a
+    /// whole x of at least 1 and a positive mean.
     pub fn fit(spends: &[Spend]) -> Result<GammaGammaFit, String> {
-        if spends.is_empty() {
-            return Err("no customer with a repeat purchase of positive value".into());
-        }
-        if let Some(bad) = spends.iter().find(|s| s.x < 1.0 || s.mean <= 0.0) {
-            return Err(format!("a spend outside the model: {bad:?}"));
-        }
-        let cost = |params: &[f64]| {
-            let model = GammaGamma {
-                p: params[0],
-                q: params[1],
-                v: params[2],
-            };
-            -spends.iter().map(|s| model.log_likelihood(s)).sum::<f64>()
-        };
-        let fitted = minimise(cost, &[1.0, 1.0, 1.0], 5_000)?;
+        let sample = Sample::new(spends)?;
+        // Per customer, so that the first step is of the order of one.
+        let n = spends.len() as f64;
+        let fitted = minimise_smooth(
+            |params| {
+                let model = GammaGamma {
+                    p: params[0],
+                    q: params[1],
+                    v: params[2],
+                };
+                let (log_likelihood, gradient) = sample.log_likelihood(&model);
+                (
+                    -log_likelihood / n,
+                    gradient.iter().map(|d| -d / n).collect(),
+                )
+            },
+            &[1.0, 1.0, 1.0],
+            500,
+        )?;
         let p = &fitted.params;
         Ok(GammaGammaFit {
             model: GammaGamma {
@@ -94,8 +100,143 @@ impl GammaGamma {
                 q: p[1],
                 v: p[2],
             },
-            log_likelihood: -fitted.cost,
+            log_likelihood: -fitted.cost * n,
             iterations: fitted.iterations,
         })
+    }
+}
+
+/// The spends a fit reads: how many customers have each count, for the
+/// terms of the count alone, and each one's count, mean and its logarithm.
+struct Sample {
+    /// Customers by count.
+    by_x: Vec<f64>,
+    /// (x, mean, ln mean) of each customer.
+    spends: Vec<(f64, f64, f64)>,
+}
+
+impl Sample {
+    fn new(spends: &[Spend]) -> Result<Self, String> {
+        if spends.is_empty() {
+            return Err("no customer with a repeat purchase of positive value".into());
+        }
+        let mut by_x: Vec<f64> = Vec::new();
+        let mut kept = Vec::with_capacity(spends.len());
+        for s in spends {
+            let whole = s.x >= 1.0 && s.x.fract() == 0.0 && s.x < 1e7;
+            if !(whole && s.mean > 0.0 && s.mean.is_finite()) {
+                return Err(format!("a spend outside the model: {s:?}"));
+            }
+            let x = s.x as usize;
+            if by_x.len() <= x {
+                by_x.resize(x + 1, 0.0);
+            }
+            by_x[x] += 1.0;
+            kept.push((s.x, s.mean, s.mean.ln()));
+        }
+        Ok(Sample { by_x, spends: kept })
+    }
+
+    /// The log-likelihood summed over the spends, and its gradient by
+    /// (p, q, v).
+    fn log_likelihood(&self, model: &GammaGamma) -> (f64, [f64; 3]) {
+        let GammaGamma { p, q, v } = *model;
+        let (mut value, mut gradient) = (0.0, [0.0; 3]);
+        for (x, &count) in self.by_x.iter().enumerate() {
+            if count == 0.0 {
+                continue;
+            }
+            let x = x as f64;
+            let px = p * x;
+            value +=
+                count * (ln_gamma(px + q) - ln_gamma(px) - ln_gamma(q) + q * v.ln() + px * x.ln());
+            gradient[0] += count * x * (digamma(px + q) - digamma(px) + x.ln());
+            gradient[1] += count * (digamma(px + q) - digamma(q) + v.ln());
+            gradient[2] += count * q / v;
+        }
+        let (by_spend, spend_gradient) = self
+            .spends
+            .par_iter()
+            .fold(
+                || (0.0, [0.0; 3]),
+                |(mut value, mut gradient), &(x, mean, ln_mean)| {
+                    let px = p * x;
+                    let total = x * mean + v;
+                    let ln_total = total.ln();
+                    value += (px - 1.0) * ln_mean - (px + q) * ln_total;
+                    gradient[0] += x * (ln_mean - ln_total);
+                    gradient[1] -= ln_total;
+                    gradient[2] -= (px + q) / total;
+                    (value, gradient)
+                },
+            )
+            .reduce(
+                || (0.0, [0.0; 3]),
+                |(v1, g1), (v2, g2)| (v1 + v2, [g1[0] + g2[0], g1[1] + g2[1], g1[2] + g2[2]]),
+            );
+        value += by_spend;
+        for (total, part) in gradient.iter_mut().zip(spend_gradient) {
+            *total += part;
+        }
+        (value, gradient)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The summed likelihood agrees with the per-customer one, and its
+    /// gradient with finite differences.
+    #[test]
+    fn the_summed_likelihood_and_its_gradient_are_right() {
+        let spends = [
+            Spend { x: 1.0, mean: 12.5 },
+            Spend { x: 3.0, mean: 40.0 },
+            Spend { x: 3.0, mean: 7.25 },
+            Spend {
+                x: 11.0,
+                mean: 19.0,
+            },
+        ];
+        let sample = Sample::new(&spends).unwrap();
+        let model = GammaGamma {
+            p: 4.0,
+            q: 2.5,
+            v: 11.0,
+        };
+        let (value, gradient) = sample.log_likelihood(&model);
+        let each: f64 = spends.iter().map(|s| model.log_likelihood(s)).sum();
+        assert!((value - each).abs() < 1e-9, "{value} vs {each}");
+        let at = |[p, q, v]: [f64; 3]| sample.log_likelihood(&GammaGamma { p, q, v }).0;
+        let params = [model.p, model.q, model.v];
+        for i in 0..3 {
+            let step = 1e-6 * params[i];
+            let (mut up, mut down) = (params, params);
+            up[i] += step;
+            down[i] -= step;
+            let numeric = (at(up) - at(down)) / (2.0 * step);
+            assert!(
+                (gradient[i] - numeric).abs() < 1e-5 * numeric.abs().max(1.0),
+                "parameter {i}: {} vs {numeric}",
+                gradient[i]
+            );
+        }
+    }
+
+    #[test]
+    fn spends_outside_the_model_are_refused() {
+        for bad in [
+            Spend { x: 0.0, mean: 10.0 },
+            Spend { x: 1.5, mean: 10.0 },
+            Spend { x: 2.0, mean: 0.0 },
+            Spend {
+                x: 2.0,
+                mean: f64::NAN,
+            },
+        ] {
+            assert!(GammaGamma::fit(&[bad]).is_err(), "{bad:?}");
+        }
+        assert!(GammaGamma::fit(&[]).is_err());
     }
 }

@@ -1,0 +1,86 @@
+//! Micro-benchmark of the prediction models' fits: BG/NBD and Gamma-Gamma
+//! by maximum likelihood over a synthetic customer base (1M customers by
+//! default, `SEGMENTD_BENCH_CUSTOMERS` to change), shaped like the CDNOW
+//! sample: most customers never come back, the others a few times.
+//!
+//! Run with `cargo bench --bench predict`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use segmentd::domain::predict::bgnbd::{BgNbd, History};
+use segmentd::domain::predict::gamma_gamma::{GammaGamma, Spend};
+
+/// A seeded xorshift: the same customers on every run.
+struct Random(u64);
+
+impl Random {
+    /// Uniform in (0, 1].
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    /// Exponential with mean `mean`.
+    fn exponential(&mut self, mean: f64) -> f64 {
+        -self.unit().ln() * mean
+    }
+}
+
+/// Histories in weeks and spends of `customers` synthetic customers.
+fn customers(customers: usize) -> (Vec<History>, Vec<Spend>) {
+    let mut random = Random(0x9E37_79B9_7F4A_7C15);
+    let mut histories = Vec::with_capacity(customers);
+    let mut spends = Vec::new();
+    for _ in 0..customers {
+        // First purchases over a year and a half, in whole days.
+        let t = (random.unit() * 546.0).ceil() / 7.0;
+        let x = if random.unit() < 0.6 {
+            0.0
+        } else {
+            1.0 + random.exponential(2.0).floor()
+        };
+        let t_x = if x > 0.0 {
+            (random.unit() * t * 7.0).floor() / 7.0
+        } else {
+            0.0
+        };
+        histories.push(History { x, t_x, t });
+        if x > 0.0 {
+            spends.push(Spend {
+                x,
+                mean: 5.0 + random.exponential(30.0),
+            });
+        }
+    }
+    (histories, spends)
+}
+
+fn fits(c: &mut Criterion) {
+    let count = std::env::var("SEGMENTD_BENCH_CUSTOMERS")
+        .ok()
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(1_000_000);
+    let (histories, spends) = customers(count);
+    let size = if count.is_multiple_of(1_000_000) {
+        format!("{}M_customers", count / 1_000_000)
+    } else {
+        format!("{count}_customers")
+    };
+    let mut group = c.benchmark_group("predict");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.bench_function(format!("fit_bgnbd/{size}"), |b| {
+        b.iter(|| black_box(BgNbd::fit(&histories).expect("a fit")))
+    });
+    group.bench_function(format!("fit_gamma_gamma/{size}"), |b| {
+        b.iter(|| black_box(GammaGamma::fit(&spends).expect("a fit")))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, fits);
+criterion_main!(benches);
