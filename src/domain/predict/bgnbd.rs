@@ -3,10 +3,11 @@
 //! purchase they become inactive with a probability drawn from
 //! Beta(a, b). Equation numbers are the paper's.
 
-use rayon::prelude::*;
+use std::collections::HashMap;
+
 use statrs::function::gamma::ln_gamma;
 
-use super::fit::minimise_smooth;
+use super::fit::{minimise_smooth, sum_in_order};
 use super::hyp2f1::hyp2f1;
 
 /// One customer's history in the model's terms, times in weeks.
@@ -136,20 +137,23 @@ impl BgNbd {
     }
 }
 
-/// The histories a fit reads: how many have each repeat count, for the
-/// terms that depend on it alone, and each one's times.
-struct Sample<'h> {
-    histories: &'h [History],
+/// The histories a fit reads: how many customers have each repeat count,
+/// for the terms that depend on it alone, and how many have each history,
+/// for the others (times in whole days repeat often).
+struct Sample {
+    /// Distinct histories, and how many customers have each.
+    histories: Vec<(History, f64)>,
     /// Customers by repeat count.
     by_x: Vec<f64>,
 }
 
-impl<'h> Sample<'h> {
-    fn new(histories: &'h [History]) -> Result<Self, String> {
+impl Sample {
+    fn new(histories: &[History]) -> Result<Self, String> {
         if histories.is_empty() {
             return Err("no customer to fit on".into());
         }
         let mut by_x: Vec<f64> = Vec::new();
+        let mut distinct: HashMap<[u64; 3], (History, f64)> = HashMap::new();
         for h in histories {
             let whole = h.x >= 0.0 && h.x.fract() == 0.0 && h.x < 1e7;
             if !(whole && h.t_x >= 0.0 && h.t >= h.t_x) {
@@ -160,8 +164,18 @@ impl<'h> Sample<'h> {
                 by_x.resize(x + 1, 0.0);
             }
             by_x[x] += 1.0;
+            distinct
+                .entry([h.x.to_bits(), h.t_x.to_bits(), h.t.to_bits()])
+                .or_insert((*h, 0.0))
+                .1 += 1.0;
         }
-        Ok(Sample { histories, by_x })
+        // In a fixed order, for the same sums on every run.
+        let mut histories: Vec<([u64; 3], (History, f64))> = distinct.into_iter().collect();
+        histories.sort_unstable_by_key(|(key, _)| *key);
+        Ok(Sample {
+            histories: histories.into_iter().map(|(_, counted)| counted).collect(),
+            by_x,
+        })
     }
 
     /// The log-likelihood summed over the histories (equation 6), and its
@@ -193,45 +207,32 @@ impl<'h> Sample<'h> {
             gradient[3] += count * (inv_b - inv_ab);
         }
         // The terms of the times, a customer at a time.
-        let (times, by_time) = self
-            .histories
-            .par_iter()
-            .fold(
-                || (0.0, [0.0; 4]),
-                |(mut value, mut gradient), h| {
-                    let rx = r + h.x;
-                    let ln_t = (alpha + h.t).ln();
-                    let a3 = -rx * ln_t;
-                    if h.x == 0.0 {
-                        value += a3;
-                        gradient[0] -= ln_t;
-                        gradient[1] -= rx / (alpha + h.t);
-                        return (value, gradient);
-                    }
-                    let ln_tx = (alpha + h.t_x).ln();
-                    let a4 = a.ln() - (b + h.x - 1.0).ln() - rx * ln_tx;
-                    let high = a3.max(a4);
-                    let (e3, e4) = ((a3 - high).exp(), (a4 - high).exp());
-                    value += high + (e3 + e4).ln();
-                    // The share of the second term, which says the customer
-                    // dropped out after their last purchase.
-                    let w = e4 / (e3 + e4);
-                    gradient[0] -= (1.0 - w) * ln_t + w * ln_tx;
-                    gradient[1] -= rx * ((1.0 - w) / (alpha + h.t) + w / (alpha + h.t_x));
-                    gradient[2] += w / a;
-                    gradient[3] -= w / (b + h.x - 1.0);
-                    (value, gradient)
-                },
-            )
-            .reduce(
-                || (0.0, [0.0; 4]),
-                |(v1, g1), (v2, g2)| {
-                    (
-                        v1 + v2,
-                        [g1[0] + g2[0], g1[1] + g2[1], g1[2] + g2[2], g1[3] + g2[3]],
-                    )
-                },
-            );
+        let (times, by_time) = sum_in_order(
+            &self.histories,
+            |&(h, n), value: &mut f64, gradient: &mut [f64; 4]| {
+                let rx = r + h.x;
+                let ln_t = (alpha + h.t).ln();
+                let a3 = -rx * ln_t;
+                if h.x == 0.0 {
+                    *value += n * a3;
+                    gradient[0] -= n * ln_t;
+                    gradient[1] -= n * rx / (alpha + h.t);
+                    return;
+                }
+                let ln_tx = (alpha + h.t_x).ln();
+                let a4 = a.ln() - (b + h.x - 1.0).ln() - rx * ln_tx;
+                let high = a3.max(a4);
+                let (e3, e4) = ((a3 - high).exp(), (a4 - high).exp());
+                *value += n * (high + (e3 + e4).ln());
+                // The share of the second term, which says the customer
+                // dropped out after their last purchase.
+                let w = e4 / (e3 + e4);
+                gradient[0] -= n * ((1.0 - w) * ln_t + w * ln_tx);
+                gradient[1] -= n * rx * ((1.0 - w) / (alpha + h.t) + w / (alpha + h.t_x));
+                gradient[2] += n * w / a;
+                gradient[3] -= n * w / (b + h.x - 1.0);
+            },
+        );
         value += times;
         for (total, part) in gradient.iter_mut().zip(by_time) {
             *total += part;

@@ -76,6 +76,8 @@ fn bgnbd_fits_the_published_parameters_and_predicts_customer_1() {
     let histories = histories();
     assert_eq!(histories.len(), 2357);
     let fit = BgNbd::fit(&histories).unwrap();
+    // The same sums in the same order: the same fit, to the last bit.
+    assert_eq!(BgNbd::fit(&histories).unwrap(), fit);
     let model = fit.model;
     within(model.r, 0.2426, 0.005, "r");
     within(model.alpha, 4.4135, 0.005, "alpha");

@@ -4,6 +4,8 @@
 
 use std::sync::Mutex;
 
+use rayon::prelude::*;
+
 use argmin::core::{CostFunction, Error as ArgminError, Executor, Gradient, State};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
@@ -112,4 +114,34 @@ pub(super) fn minimise_smooth(
         cost: state.get_best_cost(),
         iterations: state.get_iter(),
     })
+}
+
+/// Items summed a chunk at a time on every core.
+const CHUNK: usize = 8192;
+
+/// Sums `term` over `items` (a likelihood and its gradient) on every core,
+/// in fixed chunks added in order: the same sum, to the last bit, on every
+/// run and every machine.
+pub(super) fn sum_in_order<T: Sync, const N: usize>(
+    items: &[T],
+    term: impl Fn(&T, &mut f64, &mut [f64; N]) + Sync,
+) -> (f64, [f64; N]) {
+    let parts: Vec<(f64, [f64; N])> = items
+        .par_chunks(CHUNK)
+        .map(|chunk| {
+            let (mut value, mut gradient) = (0.0, [0.0; N]);
+            for item in chunk {
+                term(item, &mut value, &mut gradient);
+            }
+            (value, gradient)
+        })
+        .collect();
+    let (mut value, mut gradient) = (0.0, [0.0; N]);
+    for (part, by) in parts {
+        value += part;
+        for (total, d) in gradient.iter_mut().zip(by) {
+            *total += d;
+        }
+    }
+    (value, gradient)
 }

@@ -4,10 +4,9 @@
 //! customers with at least one repeat transaction, each by the number of
 //! them and their mean value, which must be positive.
 
-use rayon::prelude::*;
 use statrs::function::gamma::{digamma, ln_gamma};
 
-use super::fit::minimise_smooth;
+use super::fit::{minimise_smooth, sum_in_order};
 
 /// One customer's repeat transactions.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,26 +153,18 @@ impl Sample {
             gradient[1] += count * (digamma(px + q) - digamma(q) + v.ln());
             gradient[2] += count * q / v;
         }
-        let (by_spend, spend_gradient) = self
-            .spends
-            .par_iter()
-            .fold(
-                || (0.0, [0.0; 3]),
-                |(mut value, mut gradient), &(x, mean, ln_mean)| {
-                    let px = p * x;
-                    let total = x * mean + v;
-                    let ln_total = total.ln();
-                    value += (px - 1.0) * ln_mean - (px + q) * ln_total;
-                    gradient[0] += x * (ln_mean - ln_total);
-                    gradient[1] -= ln_total;
-                    gradient[2] -= (px + q) / total;
-                    (value, gradient)
-                },
-            )
-            .reduce(
-                || (0.0, [0.0; 3]),
-                |(v1, g1), (v2, g2)| (v1 + v2, [g1[0] + g2[0], g1[1] + g2[1], g1[2] + g2[2]]),
-            );
+        let (by_spend, spend_gradient) = sum_in_order(
+            &self.spends,
+            |&(x, mean, ln_mean), value: &mut f64, gradient: &mut [f64; 3]| {
+                let px = p * x;
+                let total = x * mean + v;
+                let ln_total = total.ln();
+                *value += (px - 1.0) * ln_mean - (px + q) * ln_total;
+                gradient[0] += x * (ln_mean - ln_total);
+                gradient[1] -= ln_total;
+                gradient[2] -= (px + q) / total;
+            },
+        );
         value += by_spend;
         for (total, part) in gradient.iter_mut().zip(spend_gradient) {
             *total += part;
