@@ -655,7 +655,10 @@ impl Engine {
         let until_stopped = |task| {
             let shutdown = replica.shutdown.clone();
             tokio::spawn(async move {
+                // The stop first: once asked for, no task goes on a step,
+                // even when it could.
                 tokio::select! {
+                    biased;
                     () = shutdown.cancelled() => {}
                     () = task => {}
                 }
