@@ -47,10 +47,11 @@ pub(super) struct Tracker {
     /// until an evaluation over the whole index at a time after every
     /// event.
     valid: bool,
-    /// Its date, `yyyymmdd`.
+    /// The last evaluation's date, `yyyymmdd`.
     on: u32,
-    /// By row, the first instant after `at` at which a feature of the
-    /// customer moves with time alone; `i64::MAX` for none.
+    /// By row, the first instant after the last evaluation's time at which
+    /// a feature of the customer moves with time alone; `i64::MAX` for
+    /// none.
     next: Vec<i64>,
     /// The R, F and M scores of every row at the last evaluation, kept
     /// while some subject reads a score.
