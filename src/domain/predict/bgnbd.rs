@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use statrs::function::gamma::ln_gamma;
 
-use super::fit::{minimise_smooth, sum_in_order};
+use super::fit::{maximise_likelihood, sum_in_order};
 use super::hyp2f1::hyp2f1;
 
 /// One customer's history in the model's terms, times in weeks.
@@ -104,23 +104,17 @@ impl BgNbd {
     /// the parameters' logarithms, with the likelihood's gradient.
     pub fn fit(histories: &[History]) -> Result<BgNbdFit, String> {
         let sample = Sample::new(histories)?;
-        // Per customer, so that the first step is of the order of one.
-        let n = histories.len() as f64;
-        let fitted = minimise_smooth(
+        let fitted = maximise_likelihood(
             |params| {
-                let model = BgNbd {
+                sample.log_likelihood(&BgNbd {
                     r: params[0],
                     alpha: params[1],
                     a: params[2],
                     b: params[3],
-                };
-                let (log_likelihood, gradient) = sample.log_likelihood(&model);
-                (
-                    -log_likelihood / n,
-                    gradient.iter().map(|d| -d / n).collect(),
-                )
+                })
             },
-            &[1.0, 1.0, 1.0, 1.0],
+            histories.len(),
+            [1.0; 4],
             500,
         )?;
         let p = &fitted.params;
@@ -131,7 +125,7 @@ impl BgNbd {
                 a: p[2],
                 b: p[3],
             },
-            log_likelihood: -fitted.cost * n,
+            log_likelihood: fitted.log_likelihood,
             iterations: fitted.iterations,
         })
     }
@@ -243,6 +237,7 @@ impl Sample {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fit::assert_gradient;
     use super::*;
 
     /// The summed likelihood agrees with the per-customer one, and its
@@ -291,18 +286,7 @@ mod tests {
             sample.log_likelihood(&BgNbd { r, alpha, a, b }).0
         };
         let params = [model.r, model.alpha, model.a, model.b];
-        for i in 0..4 {
-            let step = 1e-6 * params[i];
-            let (mut up, mut down) = (params, params);
-            up[i] += step;
-            down[i] -= step;
-            let numeric = (at(up) - at(down)) / (2.0 * step);
-            assert!(
-                (gradient[i] - numeric).abs() < 1e-5 * numeric.abs().max(1.0),
-                "parameter {i}: {} vs {numeric}",
-                gradient[i]
-            );
-        }
+        assert_gradient(at, params, gradient);
     }
 
     #[test]

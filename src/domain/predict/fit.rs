@@ -15,8 +15,8 @@ use argmin::solver::quasinewton::LBFGS;
 pub struct Fitted {
     /// The parameters.
     pub params: Vec<f64>,
-    /// The negative log-likelihood there.
-    pub cost: f64,
+    /// The log-likelihood there, summed over the customers.
+    pub log_likelihood: f64,
     /// The optimiser's iterations.
     pub iterations: u64,
 }
@@ -80,17 +80,24 @@ impl<F: Fn(&[f64]) -> (f64, Vec<f64>)> Gradient for SmoothLogSpace<F> {
     }
 }
 
-/// Minimises a cost whose gradient `evaluate` gives with it, over positive
-/// parameters, starting from `start`: L-BFGS with a Moré-Thuente line
-/// search.
-pub(super) fn minimise_smooth(
-    evaluate: impl Fn(&[f64]) -> (f64, Vec<f64>),
-    start: &[f64],
+/// Maximises a log-likelihood over `customers`, summed, which
+/// `log_likelihood` gives with its gradient, over positive parameters,
+/// starting from `start`: L-BFGS with a Moré-Thuente line search on the
+/// negative log-likelihood per customer, so that the first step is of the
+/// order of one.
+pub(super) fn maximise_likelihood<const N: usize>(
+    log_likelihood: impl Fn(&[f64]) -> (f64, [f64; N]),
+    customers: usize,
+    start: [f64; N],
     max_iterations: u64,
 ) -> Result<Fitted, String> {
+    let n = customers as f64;
     let logs: Vec<f64> = start.iter().map(|value| value.ln()).collect();
     let problem = SmoothLogSpace {
-        evaluate,
+        evaluate: |params: &[f64]| {
+            let (value, gradient) = log_likelihood(params);
+            (-value / n, gradient.iter().map(|d| -d / n).collect())
+        },
         last: Mutex::new(None),
     };
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7)
@@ -111,7 +118,7 @@ pub(super) fn minimise_smooth(
             .iter()
             .map(|log| log.clamp(-30.0, 30.0).exp())
             .collect(),
-        cost: state.get_best_cost(),
+        log_likelihood: -state.get_best_cost() * n,
         iterations: state.get_iter(),
     })
 }
@@ -144,4 +151,26 @@ pub(super) fn sum_in_order<T: Sync, const N: usize>(
         }
     }
     (value, gradient)
+}
+
+/// Asserts that `gradient` is the gradient of `at` at `params`, by central
+/// finite differences.
+#[cfg(test)]
+pub(super) fn assert_gradient<const N: usize>(
+    at: impl Fn([f64; N]) -> f64,
+    params: [f64; N],
+    gradient: [f64; N],
+) {
+    for i in 0..N {
+        let step = 1e-6 * params[i];
+        let (mut up, mut down) = (params, params);
+        up[i] += step;
+        down[i] -= step;
+        let numeric = (at(up) - at(down)) / (2.0 * step);
+        assert!(
+            (gradient[i] - numeric).abs() < 1e-5 * numeric.abs().max(1.0),
+            "parameter {i}: {} vs {numeric}",
+            gradient[i]
+        );
+    }
 }

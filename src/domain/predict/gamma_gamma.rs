@@ -6,7 +6,7 @@
 
 use statrs::function::gamma::{digamma, ln_gamma};
 
-use super::fit::{minimise_smooth, sum_in_order};
+use super::fit::{maximise_likelihood, sum_in_order};
 
 /// One customer's repeat transactions.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,22 +74,16 @@ impl GammaGamma {
     /// whole x of at least 1 and a positive mean.
     pub fn fit(spends: &[Spend]) -> Result<GammaGammaFit, String> {
         let sample = Sample::new(spends)?;
-        // Per customer, so that the first step is of the order of one.
-        let n = spends.len() as f64;
-        let fitted = minimise_smooth(
+        let fitted = maximise_likelihood(
             |params| {
-                let model = GammaGamma {
+                sample.log_likelihood(&GammaGamma {
                     p: params[0],
                     q: params[1],
                     v: params[2],
-                };
-                let (log_likelihood, gradient) = sample.log_likelihood(&model);
-                (
-                    -log_likelihood / n,
-                    gradient.iter().map(|d| -d / n).collect(),
-                )
+                })
             },
-            &[1.0, 1.0, 1.0],
+            spends.len(),
+            [1.0; 3],
             500,
         )?;
         let p = &fitted.params;
@@ -99,7 +93,7 @@ impl GammaGamma {
                 q: p[1],
                 v: p[2],
             },
-            log_likelihood: -fitted.cost * n,
+            log_likelihood: fitted.log_likelihood,
             iterations: fitted.iterations,
         })
     }
@@ -175,6 +169,7 @@ impl Sample {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fit::assert_gradient;
     use super::*;
 
     /// The summed likelihood agrees with the per-customer one, and its
@@ -201,18 +196,7 @@ mod tests {
         assert!((value - each).abs() < 1e-9, "{value} vs {each}");
         let at = |[p, q, v]: [f64; 3]| sample.log_likelihood(&GammaGamma { p, q, v }).0;
         let params = [model.p, model.q, model.v];
-        for i in 0..3 {
-            let step = 1e-6 * params[i];
-            let (mut up, mut down) = (params, params);
-            up[i] += step;
-            down[i] -= step;
-            let numeric = (at(up) - at(down)) / (2.0 * step);
-            assert!(
-                (gradient[i] - numeric).abs() < 1e-5 * numeric.abs().max(1.0),
-                "parameter {i}: {} vs {numeric}",
-                gradient[i]
-            );
-        }
+        assert_gradient(at, params, gradient);
     }
 
     #[test]
