@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "proto/segmentd/v1/persona_service.proto",
     "proto/segmentd/v1/admin_service.proto",
     "proto/segmentd/v1/membership_service.proto",
+    "proto/segmentd/v1/prediction_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -91,6 +91,7 @@ pub fn settings() -> EngineSettings {
         reporting_currency: CurrencyCode::parse("USD").expect("USD is a currency"),
         thresholds: Default::default(),
         watch: Default::default(),
+        predictions: Default::default(),
     }
 }
 

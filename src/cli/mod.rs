@@ -10,6 +10,7 @@ mod backup;
 mod cluster;
 mod limits;
 mod metrics;
+mod predict;
 mod watch;
 
 use std::net::SocketAddr;
@@ -252,6 +253,9 @@ struct ServeArgs {
     /// Watches of segments and personas.
     #[command(flatten)]
     watch: watch::WatchArgs,
+    /// Predictions.
+    #[command(flatten)]
+    predict: predict::PredictArgs,
 }
 
 /// Flags of `segmentd healthcheck`.
@@ -347,6 +351,7 @@ impl ServeArgs {
                     income_band_limits: self.income_band_limits.0,
                 },
                 watch: self.watch.settings(),
+                predictions: self.predict.settings(),
             },
             limits: ApiLimits {
                 max_page_size: self.max_page_size,

@@ -70,6 +70,20 @@ pub enum IncomeBand {
     VeryHigh,
 }
 
+/// Band of the probability that a customer is still active, from the
+/// prediction model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PAliveBand {
+    /// Below 0.25.
+    Under25,
+    /// 0.25 up to 0.5.
+    From25To50,
+    /// 0.5 up to 0.75.
+    From50To75,
+    /// 0.75 and over.
+    From75,
+}
+
 /// Buyer, customer or frequent customer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FrequencyClass {

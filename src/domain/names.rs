@@ -2,7 +2,9 @@
 //! the API's enums without their prefix (`FREQUENT_CUSTOMER`, `25_34`).
 
 use super::customer::{ConsentStatus, Gender, Party, Relationship};
-use super::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand, RfmSegment};
+use super::features::{
+    AgeBand, EngagementStage, FrequencyClass, IncomeBand, PAliveBand, RfmSegment,
+};
 
 macro_rules! names {
     ($ty:ident { $($variant:ident => $name:literal),* $(,)? }) => {
@@ -76,6 +78,12 @@ names!(EngagementStage {
     Rebuying => "REBUYING",
     GivingFeedback => "GIVING_FEEDBACK",
     TellingOthers => "TELLING_OTHERS",
+});
+names!(PAliveBand {
+    Under25 => "0_25",
+    From25To50 => "25_50",
+    From50To75 => "50_75",
+    From75 => "75_100",
 });
 names!(RfmSegment {
     Champions => "CHAMPIONS",

@@ -64,6 +64,28 @@ impl Timestamp {
     }
 }
 
+/// RFC 3339 in UTC, with the fraction of a second only when there is one:
+/// `1997-09-30T23:59:59Z`.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (seconds, nanos) = self.to_parts();
+        let of_day = seconds.rem_euclid(86_400);
+        write!(
+            f,
+            "{}T{:02}:{:02}:{:02}",
+            self.date(),
+            of_day / 3600,
+            of_day / 60 % 60,
+            of_day % 60
+        )?;
+        if nanos != 0 {
+            let fraction = format!("{nanos:09}");
+            write!(f, ".{}", fraction.trim_end_matches('0'))?;
+        }
+        f.write_str("Z")
+    }
+}
+
 /// A calendar date in the proleptic Gregorian calendar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(into = "i32", try_from = "i32")]
@@ -147,6 +169,14 @@ mod tests {
         assert!(Date::from_ymd(2023, 2, 29).is_err());
         assert!(Date::from_ymd(2023, 13, 1).is_err());
         assert!(Date::from_ymd(0, 1, 1).is_err());
+    }
+
+    #[test]
+    fn timestamps_show_as_rfc_3339() {
+        let at = Timestamp::from_parts(875_663_999, 0).unwrap();
+        assert_eq!(at.to_string(), "1997-09-30T23:59:59Z");
+        let at = Timestamp::from_parts(-1, 250_000_000).unwrap();
+        assert_eq!(at.to_string(), "1969-12-31T23:59:59.25Z");
     }
 
     #[test]

@@ -121,6 +121,12 @@ fn apply_command(shared: &Shared, command: Command) -> Result<Outcome> {
         Command::StoreCatalog { catalog, expected } => {
             store_catalog(shared, catalog, expected).map(Outcome::Catalog)
         }
+        Command::StorePredictionModel { model } => {
+            shared.store.put_prediction_model(&model)?;
+            let model = std::sync::Arc::new(model);
+            shared.index_mut().set_model(std::sync::Arc::clone(&model));
+            Ok(Outcome::PredictionModel(model))
+        }
         Command::Tick { at } => {
             watch::apply_tick(shared, at)?;
             Ok(Outcome::Evaluated)

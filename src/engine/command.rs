@@ -24,6 +24,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::persona::Catalog;
+use crate::domain::predict::PredictionModel;
 use crate::domain::rules::Channel;
 use crate::domain::segment::{Segment, SegmentChanges, SegmentId};
 use crate::domain::{
@@ -142,6 +143,11 @@ pub enum Command {
         /// is its first record.
         at: Timestamp,
     },
+    /// Put a fitted prediction model in force, replacing the one before.
+    StorePredictionModel {
+        /// The model.
+        model: PredictionModel,
+    },
 }
 
 /// What recording did.
@@ -185,6 +191,8 @@ pub enum Outcome {
     Evaluated,
     /// The subject is followed.
     Watching,
+    /// The prediction model in force.
+    PredictionModel(std::sync::Arc<PredictionModel>),
 }
 
 impl Command {

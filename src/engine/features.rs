@@ -7,6 +7,7 @@ use crate::domain::features::{
     age_band, engagement_stage, income_band, rfm_segment, AgeBand, EngagementStage, FrequencyClass,
     IncomeBand, PurchaseStats, RfmSegment, Thresholds,
 };
+use crate::domain::predict::{day_of, Predictions};
 use crate::domain::{CustomerId, Error, Result, Timestamp};
 
 /// Everything GetCustomerFeatures reports.
@@ -40,6 +41,11 @@ pub struct CustomerFeatures {
     pub rfm: Option<(u8, u8, u8)>,
     /// The RFM segment, with purchases.
     pub rfm_segment: Option<RfmSegment>,
+    /// The prediction model's predictions: with a fitted model, for a
+    /// customer with a purchase who does not object to profiling.
+    pub predictions: Option<Predictions>,
+    /// The horizon of the lifetime value, in days.
+    pub clv_horizon_days: u32,
 }
 
 /// A customer's row number and features as of `at`, from the index.
@@ -95,5 +101,10 @@ pub(super) fn features_at(frame: &Frame<'_>, number: u32) -> Option<CustomerFeat
         thresholds,
         rfm,
         rfm_segment: rfm.map(|(r, f, _)| rfm_segment(r, f)),
+        predictions: index.model().and_then(|model| {
+            let days = frame.purchase_days(at_row, true)?;
+            Some(model.predict(&days, day_of(frame.at), &index.clv_settings()))
+        }),
+        clv_horizon_days: index.clv_settings().horizon_days,
     })
 }

@@ -20,6 +20,8 @@ use crate::domain::features::{
     age_band, engagement_stage, frequency_of, income_band, rfm_segment, FirstEngagements,
     PurchaseStats, Thresholds, NANOS_PER_DAY,
 };
+use crate::domain::features::PAliveBand;
+use crate::domain::predict::{day_of, p_alive_band, PurchaseDays};
 use crate::domain::Timestamp;
 
 /// One of the RFM scores.
@@ -31,6 +33,21 @@ pub enum Score {
     F,
     /// Monetary value.
     M,
+}
+
+/// One of the per-customer predictions of the model in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Predicted {
+    /// The probability that the customer still buys.
+    PAlive,
+    /// Expected purchase days in the next 90 days.
+    Purchases90d,
+    /// Expected purchase days in the next 365 days.
+    Purchases365d,
+    /// Expected value of a purchase day.
+    OrderValue,
+    /// Lifetime value over the configured horizon.
+    Clv,
 }
 
 /// One evaluation time over one index.
@@ -58,6 +75,9 @@ pub struct Frame<'a> {
     rfm: [OnceLock<Vec<u8>>; 3],
     rfm_bounds: OnceLock<Option<RfmBounds>>,
     alive: OnceLock<Bits>,
+    /// Each prediction by row, made when first asked for: NaN where there
+    /// is none.
+    predicted: [OnceLock<Vec<f64>>; 5],
 }
 
 /// Purchase count, spend, first and last purchase as of a past T.
@@ -86,6 +106,7 @@ impl<'a> Frame<'a> {
             rfm: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
             rfm_bounds: OnceLock::new(),
             alive: OnceLock::new(),
+            predicted: Default::default(),
         }
     }
 
@@ -302,6 +323,77 @@ impl<'a> Frame<'a> {
                 })
                 .collect()
         })
+    }
+
+    /// A row's purchases in whole days as of T, as the prediction models
+    /// read them; `None` without a purchase, or for a customer who objects
+    /// to profiling and so gets no prediction. The repeat days' total is
+    /// only read from the series when `valued`.
+    pub fn purchase_days(&self, number: usize, valued: bool) -> Option<PurchaseDays> {
+        let columns = self.index.columns();
+        if !columns.alive[number] || columns.objects[number] || self.count()[number] == 0 {
+            return None;
+        }
+        if !self.current {
+            let series = &self.index.row_at(number as u32)?.purchases;
+            return PurchaseDays::of(&series.times, &series.amounts, self.at);
+        }
+        let first_day = day_of(columns.first[number]);
+        let repeat_total = if valued {
+            // The total less the first day's purchases, which lead the
+            // series.
+            let series = &self.index.row_at(number as u32)?.purchases;
+            let first_day_end = (first_day + 1).saturating_mul(NANOS_PER_DAY);
+            let on_first_day = series.times.partition_point(|&time| time < first_day_end);
+            let first_total = series.amounts[..on_first_day]
+                .iter()
+                .fold(0i64, |sum, &amount| sum.saturating_add(amount));
+            columns.total[number].saturating_sub(first_total)
+        } else {
+            0
+        };
+        Some(PurchaseDays {
+            days: columns.days[number],
+            first_day,
+            last_day: day_of(columns.last[number]),
+            repeat_total,
+        })
+    }
+
+    /// One prediction of each row by the model in force: NaN without a
+    /// model, or where [`Frame::purchase_days`] is `None`.
+    pub fn predicted(&self, what: Predicted) -> &[f64] {
+        self.predicted[what as usize].get_or_init(|| {
+            let rows = self.rows();
+            let Some(model) = self.index.model() else {
+                return vec![f64::NAN; rows];
+            };
+            let on = day_of(self.at);
+            let clv = self.index.clv_settings();
+            let valued = matches!(what, Predicted::OrderValue | Predicted::Clv);
+            (0..rows)
+                .into_par_iter()
+                .map(|number| {
+                    let Some(days) = self.purchase_days(number, valued) else {
+                        return f64::NAN;
+                    };
+                    let value = match what {
+                        Predicted::PAlive => Some(model.p_alive(&days, on)),
+                        Predicted::Purchases90d => model.expected_purchases(&days, on, 90.0),
+                        Predicted::Purchases365d => model.expected_purchases(&days, on, 365.0),
+                        Predicted::OrderValue => model.expected_order_value(&days),
+                        Predicted::Clv => model.clv(&days, on, &clv),
+                    };
+                    value.unwrap_or(f64::NAN)
+                })
+                .collect()
+        })
+    }
+
+    /// The band of a row's `p_alive`, if it has one.
+    pub fn p_alive_band(&self, number: usize) -> Option<PAliveBand> {
+        let p_alive = self.predicted(Predicted::PAlive)[number];
+        (!p_alive.is_nan()).then(|| p_alive_band(p_alive))
     }
 
     /// Whole years at T, by row.

@@ -67,6 +67,7 @@ mod frame;
 pub mod index;
 mod listing;
 mod personas;
+mod predictions;
 pub mod replica;
 mod rfm;
 mod segments;
@@ -95,6 +96,7 @@ pub use personas::{
 pub use segments::{
     compile_filter, segment_etag, Breakdown, Group, MemberPage, Preview, MAX_DIMENSIONS,
 };
+pub use predictions::PredictionSettings;
 pub use stats::EngineStats;
 
 /// The most records a write may change and still run inline: a write of a
@@ -114,6 +116,8 @@ pub struct EngineSettings {
     pub thresholds: Thresholds,
     /// How watches are evaluated and their history kept.
     pub watch: watch::WatchSettings,
+    /// When the prediction model is fitted, and what lifetime value counts.
+    pub predictions: PredictionSettings,
 }
 
 /// What the engine's operations share.
@@ -137,6 +141,8 @@ struct Shared {
     watch: watch::Hub,
     /// The saved segments compiled, for ListCustomerSegments.
     saved_rules: customer_segments::SavedRules,
+    /// Taken by a prediction fit, so that one runs at a time.
+    fitting: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -220,7 +226,11 @@ impl Engine {
         let shared = tokio::task::spawn_blocking(move || -> Result<Shared> {
             let store = Store::open(&options)?;
             let rebuild_started = std::time::Instant::now();
-            let index = FeatureIndex::rebuild(&store, settings.thresholds)?;
+            let mut index = FeatureIndex::rebuild(&store, settings.thresholds)?;
+            index.set_clv_settings(settings.predictions.clv);
+            if let Some(model) = store.get_prediction_model()? {
+                index.set_model(Arc::new(model));
+            }
             let counters = stats::Counters::default();
             counters.rebuilt(rebuild_started.elapsed());
             // The first RFM score would otherwise find the bounds while
@@ -241,6 +251,7 @@ impl Engine {
                 writer: Mutex::new(()),
                 watch: watch::Hub::new(settings.watch.clone()),
                 saved_rules: customer_segments::SavedRules::default(),
+                fitting: tokio::sync::Mutex::new(()),
                 settings,
                 counters,
             })

@@ -15,8 +15,8 @@ use foldhash::fast::RandomState;
 use rayon::prelude::*;
 
 use super::bits::Bits;
-use super::frame::{Frame, Score};
-use crate::domain::features::RfmSegment;
+use super::frame::{Frame, Predicted, Score};
+use crate::domain::features::{PAliveBand, RfmSegment};
 use crate::domain::rules::{Channel, Comparison, Literal, Predicate, StringTest, Variable};
 use crate::domain::{ConsentStatus, TraitValue};
 
@@ -190,6 +190,7 @@ fn enum_name(literal: &Literal) -> Option<&'static str> {
         Literal::Frequency(value) => value.name(),
         Literal::Stage(value) => value.name(),
         Literal::RfmSegment(value) => value.name(),
+        Literal::PAliveBand(value) => value.name(),
         Literal::Int(_) | Literal::Double(_) | Literal::String(_) | Literal::Bool(_) => {
             return None
         }
@@ -268,6 +269,10 @@ fn column<'f, P: ColumnPass<'f>>(frame: &'f Frame<'_>, variable: &Variable, pass
             0 => f64::NAN,
             score => f64::from(score),
         })
+    };
+    let predicted = |pass: P, what: Predicted| {
+        let values = frame.predicted(what);
+        pass.numbers(rows, |row| values[row])
     };
     match variable {
         Variable::Relationship => pass.coded(
@@ -404,6 +409,17 @@ fn column<'f, P: ColumnPass<'f>>(frame: &'f Frame<'_>, variable: &Variable, pass
                 frame.rfm_segment(row)
             }),
         ),
+        Variable::PAlive => predicted(pass, Predicted::PAlive),
+        Variable::PAliveBand => pass.coded(
+            rows,
+            enum_codes(rows, PAliveBand::NAMES, PAliveBand::ordinal, |row| {
+                frame.p_alive_band(row)
+            }),
+        ),
+        Variable::ExpectedPurchases90d => predicted(pass, Predicted::Purchases90d),
+        Variable::ExpectedPurchases365d => predicted(pass, Predicted::Purchases365d),
+        Variable::ExpectedOrderValue => predicted(pass, Predicted::OrderValue),
+        Variable::Clv365d => predicted(pass, Predicted::Clv),
     }
 }
 

@@ -2,7 +2,7 @@
 //! mapping. Only this module knows prost and tonic types.
 //!
 //! - One handler file per service (`customers`, `activity`, `segmentation`,
-//!   `personas`, `admin`, `membership`). A handler checks and converts the request, calls the
+//!   `personas`, `predictions`, `admin`, `membership`). A handler checks and converts the request, calls the
 //!   engine and converts the result back; handler files share nothing
 //!   with each other.
 //! - [`auth`]: who may call what: credentials, scopes per method, the
@@ -29,6 +29,7 @@ pub mod membership;
 pub mod paging;
 pub mod peer;
 pub mod personas;
+pub mod predictions;
 pub mod segmentation;
 pub mod status;
 pub mod trace;

@@ -30,12 +30,14 @@ use crate::engine::replica::ReplicaSettings;
 use crate::engine::{BackupLimits, Engine, EngineSettings};
 use crate::grpc::activity::ActivityApi;
 use crate::grpc::admin::AdminApi;
+use crate::grpc::predictions::PredictionApi;
 use crate::grpc::auth::{AuthConfig, AuthLayer, ReflectionMode};
 use crate::grpc::consistency::ConsistencyLayer;
 use crate::grpc::customers::CustomerApi;
 use crate::grpc::membership::MembershipApi;
 use crate::grpc::pb::activity_service_server::ActivityServiceServer;
 use crate::grpc::pb::admin_service_server::AdminServiceServer;
+use crate::grpc::pb::prediction_service_server::PredictionServiceServer;
 use crate::grpc::pb::customer_service_server::CustomerServiceServer;
 use crate::grpc::pb::membership_service_server::MembershipServiceServer;
 use crate::grpc::pb::persona_service_server::PersonaServiceServer;
@@ -91,13 +93,14 @@ pub struct ClusterConfig {
 }
 
 /// The services that health reports on: "" for the whole server, and each API service.
-const HEALTH_SERVICES: [&str; 7] = [
+const HEALTH_SERVICES: [&str; 8] = [
     "",
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
     <ActivityServiceServer<ActivityApi> as NamedService>::NAME,
     <SegmentationServiceServer<SegmentationApi> as NamedService>::NAME,
     <PersonaServiceServer<PersonaApi> as NamedService>::NAME,
     <MembershipServiceServer<MembershipApi> as NamedService>::NAME,
+    <PredictionServiceServer<PredictionApi> as NamedService>::NAME,
     <AdminServiceServer<AdminApi> as NamedService>::NAME,
 ];
 
@@ -147,7 +150,9 @@ async fn open_engine(
                         .unwrap_or(0),
                     "store open and index built"
                 );
-                break Arc::new(engine);
+                let engine = Arc::new(engine);
+                engine.start_predicting();
+                break engine;
             }
             Err(error) => {
                 tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot open the store");
@@ -304,6 +309,12 @@ pub async fn run(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
 
+    let predictions = PredictionServiceServer::new(PredictionApi::new(slot.clone()))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+
     let admin = AdminServiceServer::new(AdminApi::new(slot.clone(), config.backup))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes)
@@ -365,6 +376,7 @@ pub async fn run(
         .add_service(segmentation)
         .add_service(personas)
         .add_service(membership)
+        .add_service(predictions)
         .add_service(admin)
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
     servers.spawn(server);

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::Deserialize;
 
 use crate::domain::persona::Catalog;
+use crate::domain::predict::PredictionModel;
 use crate::domain::segment::Segment;
 
 use crate::domain::{
@@ -74,6 +75,20 @@ pub fn encode_catalog(catalog: &Catalog) -> Result<Vec<u8>> {
 /// Decodes the persona catalog.
 pub fn decode_catalog(bytes: &[u8]) -> Result<Catalog> {
     decode(CATALOG_V1, "persona catalog", bytes)
+}
+
+/// Version byte of prediction models encoded from
+/// `domain::predict::PredictionModel` as it is now.
+const PREDICTION_MODEL_V1: u8 = 1;
+
+/// Encodes the fitted prediction model.
+pub fn encode_prediction_model(model: &PredictionModel) -> Result<Vec<u8>> {
+    encode(PREDICTION_MODEL_V1, model)
+}
+
+/// Decodes the fitted prediction model.
+pub fn decode_prediction_model(bytes: &[u8]) -> Result<PredictionModel> {
+    decode(PREDICTION_MODEL_V1, "prediction model", bytes)
 }
 
 /// Encodes a batch of events for the `activity` tree.

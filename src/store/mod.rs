@@ -9,6 +9,7 @@
 //! | `activity`  | batch sequence, u64 big-endian | version byte + postcard `ActivityRecord` |
 //! | `segments`  | the segment id, as UTF-8     | version byte + postcard `Segment`      |
 //! | `meta`      | `persona_catalog`            | version byte + postcard `Catalog`      |
+//! | `meta`      | `prediction_model`           | version byte + postcard `PredictionModel` |
 //! | `meta`      | `page_token_key`             | 32 random bytes, made on first open ([`token_key`]) |
 //! | `meta`      | `log_position`               | cluster mode: the last log record applied, u64 big-endian |
 //! | `watch`     | see `history`                | the membership change history          |
@@ -68,12 +69,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sled::Transactional as _;
 
 use crate::domain::persona::Catalog;
+use crate::domain::predict::PredictionModel;
 use crate::domain::segment::{Segment, SegmentId};
 use crate::domain::{ActivityRecord, Customer, CustomerId, Error, Result};
 use commit::GroupCommit;
 
 /// The key of the persona catalog in the `meta` tree.
 const CATALOG_KEY: &str = "persona_catalog";
+/// The key of the fitted prediction model in the `meta` tree.
+const PREDICTION_MODEL_KEY: &str = "prediction_model";
 /// The key of the last log record applied, in the `meta` tree.
 const POSITION_KEY: &str = "log_position";
 /// The store format this build writes and understands.
@@ -610,6 +614,33 @@ impl Store {
             .map_err(storage_error)?
             .map(|bytes| codec::decode_catalog(&bytes))
             .transpose()
+    }
+
+    /// The stored prediction model, if one was ever fitted.
+    pub fn get_prediction_model(&self) -> Result<Option<PredictionModel>> {
+        self.meta
+            .get(PREDICTION_MODEL_KEY)
+            .map_err(storage_error)?
+            .map(|bytes| codec::decode_prediction_model(&bytes))
+            .transpose()
+    }
+
+    /// Stores the prediction model, replacing the one before; blocking.
+    pub fn put_prediction_model(&self, model: &PredictionModel) -> Result<()> {
+        let value = sled::IVec::from(codec::encode_prediction_model(model)?);
+        if self.applying().is_some() {
+            return self.commit(vec![(
+                &self.meta,
+                sled::IVec::from(PREDICTION_MODEL_KEY),
+                Some(value),
+            )]);
+        }
+        self.meta
+            .insert(PREDICTION_MODEL_KEY, value.clone())
+            .map_err(storage_error)?;
+        self.tap
+            .record(&self.meta, PREDICTION_MODEL_KEY.as_bytes(), Some(&value));
+        Ok(())
     }
 
     /// Stores the persona catalog, replacing the one before; blocking.

@@ -13,21 +13,21 @@ use crate::support::TestServer;
 
 const SAMPLE: &str = include_str!("../data/cdnow/CDNOW_sample.txt");
 const SUMMARY: &str = include_str!("../data/cdnow/cdnow_customers_summary.csv");
-const DAY: i64 = 86_400;
+pub(crate) const DAY: i64 = 86_400;
 /// 1997-09-30T23:59:59Z, the end of the calibration period.
-const CALIBRATION_END: i64 = 875_663_999;
+pub(crate) const CALIBRATION_END: i64 = 875_663_999;
 /// 1998-06-30T23:59:59Z, the end of the data.
-const DATA_END: i64 = 899_251_199;
+pub(crate) const DATA_END: i64 = 899_251_199;
 
-struct Transaction {
+pub(crate) struct Transaction {
     line: usize,
-    master_id: String,
-    sample_id: u32,
-    day: i64,
-    cents: i64,
+    pub(crate) master_id: String,
+    pub(crate) sample_id: u32,
+    pub(crate) day: i64,
+    pub(crate) cents: i64,
 }
 
-fn transactions() -> Vec<Transaction> {
+pub(crate) fn transactions() -> Vec<Transaction> {
     let format = format_description!("[year][month][day]");
     SAMPLE
         .lines()
@@ -73,7 +73,7 @@ fn expected_class(days: &[i64], t: i64) -> pb::FrequencyClass {
 }
 
 /// Transactions by master id.
-fn by_customer(transactions: &[Transaction]) -> BTreeMap<String, Vec<&Transaction>> {
+pub(crate) fn by_customer(transactions: &[Transaction]) -> BTreeMap<String, Vec<&Transaction>> {
     let mut by_customer: BTreeMap<String, Vec<&Transaction>> = BTreeMap::new();
     for transaction in transactions {
         by_customer
@@ -86,7 +86,7 @@ fn by_customer(transactions: &[Transaction]) -> BTreeMap<String, Vec<&Transactio
 
 /// Loads the sample over the API: customers, then purchases, each over
 /// one stream.
-async fn load(
+pub(crate) async fn load(
     server: &TestServer,
     transactions: &[Transaction],
     by_customer: &BTreeMap<String, Vec<&Transaction>>,

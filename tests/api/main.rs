@@ -20,6 +20,7 @@ mod malformed;
 mod metrics;
 mod paging;
 mod personas;
+mod predictions;
 mod saved_segments;
 mod segments;
 mod support;

@@ -35,6 +35,7 @@ pub fn config(data_dir: &Path) -> ServerConfig {
             reporting_currency: CurrencyCode::parse("USD").unwrap(),
             thresholds: Default::default(),
             watch: Default::default(),
+            predictions: Default::default(),
         },
         limits: ApiLimits {
             max_page_size: 1000,
@@ -82,6 +83,11 @@ impl TestServer {
         server._temp = Some(temp);
         server.wait_serving().await;
         server
+    }
+
+    /// Keeps `temp`, its data directory, until the server is stopped.
+    pub fn keep(&mut self, temp: tempfile::TempDir) {
+        self._temp = Some(temp);
     }
 
     /// A server with `config`, not yet necessarily SERVING.

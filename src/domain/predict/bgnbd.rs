@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
 use statrs::function::gamma::ln_gamma;
 
 use super::fit::{maximise_likelihood, sum_in_order};
@@ -22,7 +23,7 @@ pub struct History {
 }
 
 /// The fitted parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BgNbd {
     /// The shape of the purchase rates' Gamma.
     pub r: f64,

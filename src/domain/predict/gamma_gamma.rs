@@ -4,6 +4,7 @@
 //! customers with at least one repeat transaction, each by the number of
 //! them and their mean value, which must be positive.
 
+use serde::{Deserialize, Serialize};
 use statrs::function::gamma::{digamma, ln_gamma};
 
 use super::fit::{maximise_likelihood, sum_in_order};
@@ -18,7 +19,7 @@ pub struct Spend {
 }
 
 /// The fitted parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GammaGamma {
     /// The shape of a transaction's value.
     pub p: f64,

@@ -11,6 +11,9 @@
 //! - `hyp2f1`: the Gaussian hypergeometric function the BG/NBD conditional
 //!   expectation needs.
 //! - `fit`: the optimiser both fits share.
+//! - `model`: the two fitted together on a customer base, their inputs
+//!   from purchase times, the per-customer predictions and lifetime
+//!   value, and the holdout validation.
 //!
 //! The inputs follow the models' convention: a customer's repeat
 //! transactions are their distinct purchase days minus one, `t_x` runs
@@ -22,6 +25,12 @@ pub mod bgnbd;
 mod fit;
 pub mod gamma_gamma;
 pub mod hyp2f1;
+mod model;
+
+pub use model::{
+    day_of, p_alive_band, ClvSettings, FitInputs, PredictionModel, Predictions, PurchaseDays,
+    Validation,
+};
 
 #[cfg(test)]
 mod cdnow;

@@ -113,6 +113,7 @@ impl fmt::Display for Literal {
             Literal::Frequency(value) => write!(f, "{:?}", value.name()),
             Literal::Stage(value) => write!(f, "{:?}", value.name()),
             Literal::RfmSegment(value) => write!(f, "{:?}", value.name()),
+            Literal::PAliveBand(value) => write!(f, "{:?}", value.name()),
         }
     }
 }

@@ -36,7 +36,9 @@ pub use variables::{
 };
 
 use super::customer::{ConsentStatus, Gender, Party, Relationship};
-use super::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand, RfmSegment};
+use super::features::{
+    AgeBand, EngagementStage, FrequencyClass, IncomeBand, PAliveBand, RfmSegment,
+};
 
 /// A consent channel.
 #[derive(
@@ -82,6 +84,8 @@ pub enum Literal {
     Stage(EngagementStage),
     /// `features.rfm_segment`.
     RfmSegment(RfmSegment),
+    /// A band of `features.p_alive`.
+    PAliveBand(PAliveBand),
 }
 
 /// A comparison operator.

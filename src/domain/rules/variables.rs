@@ -15,7 +15,9 @@ use std::sync::OnceLock;
 use super::error::{clip, CompileError};
 use super::{Channel, Literal};
 use crate::domain::customer::{parse_trait_key, ConsentStatus, Gender, Party, Relationship};
-use crate::domain::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand, RfmSegment};
+use crate::domain::features::{
+    AgeBand, EngagementStage, FrequencyClass, IncomeBand, PAliveBand, RfmSegment,
+};
 
 /// The type of a variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +97,8 @@ pub(super) enum EnumKind {
     Stage,
     /// [`RfmSegment`].
     RfmSegment,
+    /// [`PAliveBand`].
+    PAliveBand,
 }
 
 impl EnumKind {
@@ -110,6 +114,7 @@ impl EnumKind {
             EnumKind::Frequency => FrequencyClass::NAMES,
             EnumKind::Stage => EngagementStage::NAMES,
             EnumKind::RfmSegment => RfmSegment::NAMES,
+            EnumKind::PAliveBand => PAliveBand::NAMES,
         }
     }
 
@@ -125,6 +130,7 @@ impl EnumKind {
             EnumKind::Frequency => FrequencyClass::from_name(name).map(Literal::Frequency),
             EnumKind::Stage => EngagementStage::from_name(name).map(Literal::Stage),
             EnumKind::RfmSegment => RfmSegment::from_name(name).map(Literal::RfmSegment),
+            EnumKind::PAliveBand => PAliveBand::from_name(name).map(Literal::PAliveBand),
         }
     }
 }
@@ -522,6 +528,72 @@ variables! {
             dimension: true,
             description: "RFM segment from the R and F scores; absent without purchases",
             example: r#"features.rfm_segment in ["CHAMPIONS", "LOYAL"]"#,
+        },
+    ],
+    /// `features.p_alive`.
+    PAlive => [
+        {
+            name: "features.p_alive",
+            ty: Type::Double,
+            optional: true,
+            dimension: false,
+            description: "probability, 0 to 1, that the customer still buys (BG/NBD); absent without a purchase, without a fitted model, or for a customer who objects to profiling",
+            example: "features.p_alive < 0.3",
+        },
+    ],
+    /// `features.p_alive_band`.
+    PAliveBand => [
+        {
+            name: "features.p_alive_band",
+            ty: Type::Enum(EnumKind::PAliveBand),
+            optional: true,
+            dimension: true,
+            description: "band of features.p_alive in percent: 0_25, 25_50, 50_75 or 75_100; absent with it",
+            example: r#"features.p_alive_band == "0_25""#,
+        },
+    ],
+    /// `features.expected_purchases_90d`.
+    ExpectedPurchases90d => [
+        {
+            name: "features.expected_purchases_90d",
+            ty: Type::Double,
+            optional: true,
+            dimension: false,
+            description: "purchase days the customer is expected to have in the next 90 days (BG/NBD); absent with features.p_alive",
+            example: "features.expected_purchases_90d >= 1",
+        },
+    ],
+    /// `features.expected_purchases_365d`.
+    ExpectedPurchases365d => [
+        {
+            name: "features.expected_purchases_365d",
+            ty: Type::Double,
+            optional: true,
+            dimension: false,
+            description: "purchase days the customer is expected to have in the next 365 days (BG/NBD); absent with features.p_alive",
+            example: "features.expected_purchases_365d >= 4",
+        },
+    ],
+    /// `features.expected_order_value`.
+    ExpectedOrderValue => [
+        {
+            name: "features.expected_order_value",
+            ty: Type::Double,
+            optional: true,
+            dimension: false,
+            description: "expected value of a purchase day in major units (Gamma-Gamma): the population's mean for a customer without a repeat day of positive value; absent with features.p_alive",
+            example: "features.expected_order_value > 50",
+        },
+    ],
+    /// `features.clv_365d`.
+    Clv365d => [
+        {
+            name: "features.clv_365d",
+            ty: Type::Double,
+            optional: true,
+            dimension: false,
+            description: "lifetime value over the configured horizon (365 days by default) in major units, discounted monthly; absent with features.p_alive",
+            example: "features.p_alive < 0.3 && features.clv_365d > 200",
         },
     ],
 }

@@ -52,6 +52,9 @@ pub struct Columns {
     pub first: Vec<i64>,
     /// The last purchase; 0 without purchases.
     pub last: Vec<i64>,
+    /// Distinct UTC days with a purchase, all time: the prediction
+    /// models count purchases by day.
+    pub days: Vec<u32>,
     /// [`engaged`] flags of the kinds of engagement ever recorded.
     pub engaged: Vec<u8>,
     /// From this time on (nanoseconds), the customer is LAPSED while no
@@ -75,6 +78,8 @@ pub struct Derived {
     pub first: i64,
     /// [`Columns::last`].
     pub last: i64,
+    /// [`Columns::days`].
+    pub days: u32,
     /// [`Columns::engaged`].
     pub engaged: u8,
     /// [`Columns::lapsed_from`].
@@ -90,6 +95,7 @@ impl Derived {
         total: 0,
         first: 0,
         last: 0,
+        days: 0,
         engaged: 0,
         lapsed_from: i64::MAX,
         frequent_until: i64::MIN,
@@ -115,11 +121,26 @@ impl Derived {
             total,
             first: times.first().copied().unwrap_or(0),
             last: times.last().copied().unwrap_or(0),
+            days: distinct_days(times),
             engaged,
             lapsed_from,
             frequent_until,
         }
     }
+}
+
+/// Distinct UTC days among sorted times.
+fn distinct_days(times: &[i64]) -> u32 {
+    let mut days = 0;
+    let mut previous = None;
+    for &time in times {
+        let day = time.div_euclid(NANOS_PER_DAY);
+        if previous != Some(day) {
+            days += 1;
+            previous = Some(day);
+        }
+    }
+    days
 }
 
 /// Sets `column[at]`, or appends it when `at` is the next row.
@@ -169,6 +190,7 @@ impl Columns {
         put(&mut self.total, at, derived.total);
         put(&mut self.first, at, derived.first);
         put(&mut self.last, at, derived.last);
+        put(&mut self.days, at, derived.days);
         put(&mut self.engaged, at, derived.engaged);
         put(&mut self.lapsed_from, at, derived.lapsed_from);
         put(&mut self.frequent_until, at, derived.frequent_until);
@@ -194,6 +216,7 @@ impl Columns {
             total,
             first,
             last,
+            days,
             engaged,
             lapsed_from,
             frequent_until,
@@ -214,6 +237,7 @@ impl Columns {
             + bytes(total)
             + bytes(first)
             + bytes(last)
+            + bytes(days)
             + bytes(engaged)
             + bytes(lapsed_from)
             + bytes(frequent_until)

@@ -16,6 +16,7 @@ mod series;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::mem::size_of;
+use std::sync::Arc;
 
 use compact_str::CompactString;
 use foldhash::fast::RandomState;
@@ -28,6 +29,7 @@ pub use series::{event_key, Event, EventRef, Loaded, Row, Series};
 
 use super::rfm::{Figures, RfmBounds, RfmState};
 use crate::domain::features::Thresholds;
+use crate::domain::predict::{ClvSettings, PredictionModel};
 use crate::domain::{Customer, CustomerId, EngagementKind, TraitValue};
 use columns::CustomerFields;
 
@@ -75,6 +77,11 @@ pub struct FeatureIndex {
     thresholds: Thresholds,
     /// The purchasers' RFM bounds, and what keeps them.
     rfm: RfmState,
+    /// The prediction model in force, once one was fitted; the index
+    /// holds it so that every frame over the index predicts with it.
+    model: Option<Arc<PredictionModel>>,
+    /// How lifetime value is counted.
+    clv: ClvSettings,
 }
 
 impl FeatureIndex {
@@ -89,6 +96,26 @@ impl FeatureIndex {
     /// The thresholds the purchase columns follow.
     pub fn thresholds(&self) -> &Thresholds {
         &self.thresholds
+    }
+
+    /// The prediction model in force, if one was fitted.
+    pub fn model(&self) -> Option<&Arc<PredictionModel>> {
+        self.model.as_ref()
+    }
+
+    /// How lifetime value is counted.
+    pub fn clv_settings(&self) -> ClvSettings {
+        self.clv
+    }
+
+    /// Sets how lifetime value is counted.
+    pub fn set_clv_settings(&mut self, clv: ClvSettings) {
+        self.clv = clv;
+    }
+
+    /// Puts a prediction model in force.
+    pub fn set_model(&mut self, model: Arc<PredictionModel>) {
+        self.model = Some(model);
     }
 
     /// Whether the RFM bounds are at hand, so that asking for them costs

@@ -343,6 +343,21 @@ impl<'a> Facts<'a> {
                 Some(segment) => with(text(segment.name())),
                 None => with(Value::Absent),
             },
+            Variable::PAlive => with(number(f.predictions.map(|p| p.p_alive))),
+            Variable::PAliveBand => match f.predictions {
+                Some(p) => with(text(p.p_alive_band.name())),
+                None => with(Value::Absent),
+            },
+            Variable::ExpectedPurchases90d => {
+                with(number(f.predictions.and_then(|p| p.expected_purchases_90d)))
+            }
+            Variable::ExpectedPurchases365d => {
+                with(number(f.predictions.and_then(|p| p.expected_purchases_365d)))
+            }
+            Variable::ExpectedOrderValue => {
+                with(number(f.predictions.and_then(|p| p.expected_order_value)))
+            }
+            Variable::Clv365d => with(number(f.predictions.and_then(|p| p.clv))),
         }
     }
 

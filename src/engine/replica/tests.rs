@@ -25,6 +25,7 @@ pub(super) fn settings() -> EngineSettings {
         reporting_currency: CurrencyCode::parse("USD").unwrap(),
         thresholds: Thresholds::default(),
         watch: Default::default(),
+        predictions: Default::default(),
     }
 }
 

@@ -129,6 +129,7 @@ impl Journal {
             | Command::UpdateSegment { .. }
             | Command::DeleteSegment { .. }
             | Command::StoreCatalog { .. }
+            | Command::StorePredictionModel { .. }
             | Command::Tick { .. }
             | Command::Watch { .. } => {}
         }

@@ -266,6 +266,18 @@ pub const METHODS: &[(&str, Access)] = {
             "/segmentd.v1.MembershipService/ListCustomerSegments",
             Needs(SegmentsRead),
         ),
+        (
+            "/segmentd.v1.PredictionService/GetPredictionModel",
+            Needs(PersonasRead),
+        ),
+        (
+            "/segmentd.v1.PredictionService/RefitPredictionModel",
+            Needs(PersonasManage),
+        ),
+        (
+            "/segmentd.v1.PredictionService/ValidatePredictionModel",
+            Needs(PersonasManage),
+        ),
         ("/segmentd.v1.AdminService/BackupStore", Needs(AdminBackup)),
     ]
 };

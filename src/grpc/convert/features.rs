@@ -1,6 +1,8 @@
 //! Derived features, as the API shows them.
 
-use crate::domain::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand, RfmSegment};
+use crate::domain::features::{
+    AgeBand, EngagementStage, FrequencyClass, IncomeBand, PAliveBand, RfmSegment,
+};
 use crate::domain::CurrencyCode;
 use crate::engine::CustomerFeatures;
 use crate::grpc::pb;
@@ -91,5 +93,26 @@ pub fn features_to_proto(
                 RfmSegment::Hibernating => pb::RfmSegment::Hibernating,
                 RfmSegment::Lost => pb::RfmSegment::Lost,
             }) as i32,
+        predictions: features.predictions.map(|p| pb::Predictions {
+            p_alive: p.p_alive,
+            p_alive_band: match p.p_alive_band {
+                PAliveBand::Under25 => pb::PAliveBand::PAliveBand025,
+                PAliveBand::From25To50 => pb::PAliveBand::PAliveBand2550,
+                PAliveBand::From50To75 => pb::PAliveBand::PAliveBand5075,
+                PAliveBand::From75 => pb::PAliveBand::PAliveBand75100,
+            } as i32,
+            expected_purchases_90d: p.expected_purchases_90d,
+            expected_purchases_365d: p.expected_purchases_365d,
+            expected_order_value: p.expected_order_value.and_then(major).map(money),
+            clv: p.clv.and_then(major).map(money),
+            clv_horizon_days: i32::try_from(features.clv_horizon_days).unwrap_or(i32::MAX),
+        }),
     }
+}
+
+/// An amount in major units as minor units, to the nearest; `None` when it
+/// is not finite.
+fn major(value: f64) -> Option<i64> {
+    // `as` saturates at the ends of i64.
+    value.is_finite().then(|| (value * 100.0).round() as i64)
 }

@@ -1,0 +1,206 @@
+//! The prediction model of the customer base: its inputs read from the
+//! index, the fit, the model put in force through a command (so that in
+//! cluster mode every replica predicts with the same one), the fit in the
+//! background when the data has changed enough, and the holdout
+//! validation.
+//!
+//! A fit reads every purchaser as of its evaluation time who does not
+//! object to profiling, under the index's read lock, then fits without
+//! it, on the blocking pool: never on a request's critical path, except
+//! for the calls that ask for one.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use super::command::{expect_outcome, Command, Outcome};
+use super::index::FeatureIndex;
+use super::{Engine, Shared};
+use crate::domain::predict::{day_of, ClvSettings, FitInputs, PredictionModel, PurchaseDays, Validation};
+use crate::domain::{Error, Result, Timestamp};
+
+/// When the model is fitted again, and what lifetime value counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PredictionSettings {
+    /// The horizon and discount rate of `features.clv_365d`.
+    pub clv: ClvSettings,
+    /// Fit again once the purchases to fit on differ from the model's by
+    /// this share (0.05 is 5%).
+    pub refit_change: f64,
+    /// Fit again once the model's evaluation time is this old, whatever
+    /// changed.
+    pub refit_after: Duration,
+    /// How often the background looks at whether to fit again.
+    pub check_every: Duration,
+}
+
+impl Default for PredictionSettings {
+    fn default() -> Self {
+        PredictionSettings {
+            clv: ClvSettings::default(),
+            refit_change: 0.05,
+            refit_after: Duration::from_secs(86_400),
+            check_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The inputs of a fit as of `at`: every purchaser then who does not
+/// object to profiling, in row order.
+pub(super) fn fit_inputs(index: &FeatureIndex, at: i64) -> FitInputs {
+    let columns = index.columns();
+    let customers: Vec<(PurchaseDays, u64)> = (0..index.row_count())
+        .into_par_iter()
+        .filter_map(|number| {
+            if columns.objects[number] || columns.count[number] == 0 {
+                return None;
+            }
+            let row = index.row_at(number as u32)?;
+            let purchases = &row.purchases;
+            let days = PurchaseDays::of(&purchases.times, &purchases.amounts, at)?;
+            let counted = purchases.times.partition_point(|&time| time <= at);
+            Some((days, counted as u64))
+        })
+        .collect();
+    FitInputs {
+        purchases: customers.iter().map(|(_, counted)| counted).sum(),
+        customers: customers.into_iter().map(|(days, _)| days).collect(),
+    }
+}
+
+/// Purchases the next fit would read now: those of the customers who do
+/// not object to profiling. One pass over two columns.
+fn purchases_to_fit(index: &FeatureIndex) -> u64 {
+    let columns = index.columns();
+    columns
+        .count
+        .par_iter()
+        .zip(columns.objects.par_iter())
+        .map(|(&count, &objects)| if objects { 0 } else { u64::from(count) })
+        .sum()
+}
+
+/// Fits a model as of `at` over the index.
+fn fit(shared: &Shared, at: Timestamp) -> Result<PredictionModel> {
+    let started = Instant::now();
+    let inputs = fit_inputs(&shared.index(), at.as_nanos());
+    if inputs.customers.is_empty() {
+        return Err(Error::FailedPrecondition(format!(
+            "no customer bought anything by {at}, or every one who did objects to profiling: there is nothing to fit on"
+        )));
+    }
+    PredictionModel::fit(&inputs, at, started)
+        .map_err(|error| Error::internal(format!("the prediction fit failed: {error}")))
+}
+
+impl Engine {
+    /// The prediction model in force, if one was fitted.
+    pub fn prediction_model(&self) -> Option<Arc<PredictionModel>> {
+        self.shared.index().model().cloned()
+    }
+
+    /// Fits the model as of `at` now, puts it in force and returns it;
+    /// one fit runs at a time, and a call meanwhile waits for its turn.
+    pub async fn refit_prediction_model(&self, at: Timestamp) -> Result<Arc<PredictionModel>> {
+        let _turn = self.shared.fitting.lock().await;
+        let model = self.scan(move |shared| fit(shared, at)).await?;
+        let outcome = self.execute(Command::StorePredictionModel { model }).await?;
+        let model = expect_outcome!(outcome, PredictionModel)?;
+        tracing::info!(
+            customers = model.customers,
+            evaluation_time = %model.evaluation_time,
+            fit_ms = model.fit_nanos / 1_000_000,
+            "prediction model fitted"
+        );
+        Ok(model)
+    }
+
+    /// Fits a model as of `calibration_end`, on the purchases up to it
+    /// alone, and compares its predictions with the purchase days each
+    /// fitted customer had after it, up to `holdout_end`. The model is
+    /// not put in force.
+    pub async fn validate_prediction_model(
+        &self,
+        calibration_end: Timestamp,
+        holdout_end: Timestamp,
+    ) -> Result<(PredictionModel, Validation)> {
+        let _turn = self.shared.fitting.lock().await;
+        self.scan(move |shared| {
+            let model = fit(shared, calibration_end)?;
+            let (on, end) = (day_of(calibration_end.as_nanos()), day_of(holdout_end.as_nanos()));
+            let (from, to) = (calibration_end.as_nanos(), holdout_end.as_nanos());
+            let index = shared.index();
+            let columns = index.columns();
+            let compared: Vec<(PurchaseDays, u32)> = (0..index.row_count())
+                .into_par_iter()
+                .filter_map(|number| {
+                    if columns.objects[number] || columns.count[number] == 0 {
+                        return None;
+                    }
+                    let times = &index.row_at(number as u32)?.purchases.times;
+                    let amounts = &index.row_at(number as u32)?.purchases.amounts;
+                    let days = PurchaseDays::of(times, amounts, from)?;
+                    // The distinct days after the calibration's, up to
+                    // the holdout's end.
+                    let start = times.partition_point(|&time| day_of(time) <= on);
+                    let stop = times.partition_point(|&time| time <= to);
+                    let mut came = 0u32;
+                    let mut previous = None;
+                    for &time in &times[start..stop.max(start)] {
+                        let day = day_of(time);
+                        if previous != Some(day) {
+                            came += 1;
+                            previous = Some(day);
+                        }
+                    }
+                    Some((days, came))
+                })
+                .collect();
+            let validation = Validation::compare(&model, &compared, on, end - on);
+            Ok((model, validation))
+        })
+        .await
+    }
+
+    /// Whether the model should be fitted again now: there is none and
+    /// someone bought something, or the purchases to fit on moved by the
+    /// configured share, or the model is older than the configured age.
+    fn refit_due(&self, now: Timestamp) -> bool {
+        let settings = &self.shared.settings.predictions;
+        let index = self.shared.index();
+        let purchases = purchases_to_fit(&index);
+        let Some(model) = index.model() else {
+            return purchases > 0;
+        };
+        let age = now.as_nanos().saturating_sub(model.evaluation_time.as_nanos());
+        let moved = purchases.abs_diff(model.purchases) as f64;
+        age >= i64::try_from(settings.refit_after.as_nanos()).unwrap_or(i64::MAX)
+            || moved > settings.refit_change * model.purchases as f64
+    }
+
+    /// Fits the model in the background, at once and then whenever it is
+    /// due, until the last other handle of the engine is dropped. The
+    /// server calls it once.
+    pub fn start_predicting(self: &Arc<Self>) {
+        let engine = Arc::downgrade(self);
+        let every = self.shared.settings.predictions.check_every;
+        tokio::spawn(async move {
+            loop {
+                // Held only while it looks or fits, so that the server's
+                // dropping the engine ends the loop.
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                let now = engine.shared.watch.clock_now();
+                if engine.refit_due(now) {
+                    if let Err(error) = engine.refit_prediction_model(now).await {
+                        tracing::warn!(%error, "the background prediction fit failed");
+                    }
+                }
+                drop(engine);
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+}
