@@ -16,11 +16,11 @@ use super::index::{age_at, engaged, ymd, FeatureIndex};
 #[cfg(test)]
 use super::index::{days_past, frequency_bounds};
 use super::rfm::RfmBounds;
+use crate::domain::features::PAliveBand;
 use crate::domain::features::{
     age_band, engagement_stage, frequency_of, income_band, rfm_segment, FirstEngagements,
     PurchaseStats, Thresholds, NANOS_PER_DAY,
 };
-use crate::domain::features::PAliveBand;
 use crate::domain::predict::{day_of, p_alive_band, PurchaseDays};
 use crate::domain::Timestamp;
 

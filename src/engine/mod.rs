@@ -93,10 +93,10 @@ pub use listing::CustomerPage;
 pub use personas::{
     Assignment, CompiledCatalog, ConditionResult, NextStep, PersonaCounts, Rejected,
 };
+pub use predictions::PredictionSettings;
 pub use segments::{
     compile_filter, segment_etag, Breakdown, Group, MemberPage, Preview, MAX_DIMENSIONS,
 };
-pub use predictions::PredictionSettings;
 pub use stats::EngineStats;
 
 /// The most records a write may change and still run inline: a write of a

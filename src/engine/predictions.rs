@@ -17,7 +17,9 @@ use rayon::prelude::*;
 use super::command::{expect_outcome, Command, Outcome};
 use super::index::FeatureIndex;
 use super::{Engine, Shared};
-use crate::domain::predict::{day_of, ClvSettings, FitInputs, PredictionModel, PurchaseDays, Validation};
+use crate::domain::predict::{
+    day_of, ClvSettings, FitInputs, PredictionModel, PurchaseDays, Validation,
+};
 use crate::domain::{Error, Result, Timestamp};
 
 /// When the model is fitted again, and what lifetime value counts.
@@ -105,7 +107,9 @@ impl Engine {
     pub async fn refit_prediction_model(&self, at: Timestamp) -> Result<Arc<PredictionModel>> {
         let _turn = self.shared.fitting.lock().await;
         let model = self.scan(move |shared| fit(shared, at)).await?;
-        let outcome = self.execute(Command::StorePredictionModel { model }).await?;
+        let outcome = self
+            .execute(Command::StorePredictionModel { model })
+            .await?;
         let model = expect_outcome!(outcome, PredictionModel)?;
         tracing::info!(
             customers = model.customers,
@@ -128,7 +132,10 @@ impl Engine {
         let _turn = self.shared.fitting.lock().await;
         self.scan(move |shared| {
             let model = fit(shared, calibration_end)?;
-            let (on, end) = (day_of(calibration_end.as_nanos()), day_of(holdout_end.as_nanos()));
+            let (on, end) = (
+                day_of(calibration_end.as_nanos()),
+                day_of(holdout_end.as_nanos()),
+            );
             let (from, to) = (calibration_end.as_nanos(), holdout_end.as_nanos());
             let index = shared.index();
             let columns = index.columns();
@@ -173,7 +180,9 @@ impl Engine {
         let Some(model) = index.model() else {
             return purchases > 0;
         };
-        let age = now.as_nanos().saturating_sub(model.evaluation_time.as_nanos());
+        let age = now
+            .as_nanos()
+            .saturating_sub(model.evaluation_time.as_nanos());
         let moved = purchases.abs_diff(model.purchases) as f64;
         age >= i64::try_from(settings.refit_after.as_nanos()).unwrap_or(i64::MAX)
             || moved > settings.refit_change * model.purchases as f64

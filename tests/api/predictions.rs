@@ -87,7 +87,12 @@ async fn cdnow_fit_and_forecasts_match_the_published_figures() {
     within(bgnbd.alpha, 4.4135, 0.005, "alpha");
     within(bgnbd.a, 0.7929, 0.005, "a");
     within(bgnbd.b, 2.4258, 0.005, "b");
-    within(bgnbd.log_likelihood, -9582.4, 0.001, "BG/NBD log-likelihood");
+    within(
+        bgnbd.log_likelihood,
+        -9582.4,
+        0.001,
+        "BG/NBD log-likelihood",
+    );
     let gamma_gamma = model.gamma_gamma.unwrap();
     within(gamma_gamma.p, 6.2496, 0.005, "p");
     within(gamma_gamma.q, 3.7442, 0.005, "q");
@@ -110,16 +115,27 @@ async fn cdnow_fit_and_forecasts_match_the_published_figures() {
     assert_eq!(p.p_alive_band, pb::PAliveBand::PAliveBand5075 as i32);
     let value = p.expected_order_value.unwrap();
     assert_eq!(value.currency_code, "USD");
-    within(value.minor_units as f64, 2_465.4, 0.005, "customer 1's order value");
+    within(
+        value.minor_units as f64,
+        2_465.4,
+        0.005,
+        "customer 1's order value",
+    );
     let (in_90, in_365) = (
         p.expected_purchases_90d.unwrap(),
         p.expected_purchases_365d.unwrap(),
     );
-    assert!(0.0 < in_90 && in_90 < in_365 && in_365 < 3.0, "{in_90} {in_365}");
+    assert!(
+        0.0 < in_90 && in_90 < in_365 && in_365 < 3.0,
+        "{in_90} {in_365}"
+    );
     let clv = p.clv.unwrap().minor_units as f64 / 100.0;
     // Discounted, a year's value is below the undiscounted product.
     let undiscounted = in_365 * value.minor_units as f64 / 100.0;
-    assert!(clv < undiscounted && clv > undiscounted / 1.14, "{clv} vs {undiscounted}");
+    assert!(
+        clv < undiscounted && clv > undiscounted / 1.14,
+        "{clv} vs {undiscounted}"
+    );
     assert_eq!(p.clv_horizon_days, 365);
 
     // A customer who has not bought yet gets no prediction.
@@ -133,7 +149,12 @@ async fn cdnow_fit_and_forecasts_match_the_published_figures() {
         })
         .await
         .unwrap();
-    assert_eq!(features(&server, "prospect", CALIBRATION_END).await.predictions, None);
+    assert_eq!(
+        features(&server, "prospect", CALIBRATION_END)
+            .await
+            .predictions,
+        None
+    );
     server.stop().await.unwrap();
 }
 
@@ -166,7 +187,12 @@ async fn cdnow_holdout_beats_the_naive_baseline() {
     // The sum of the conditional expectations with the published
     // parameters is 1,653.4 (the BTYD package's CDNOW walkthrough): the
     // BG/NBD under-forecasts this holdout by about 12%.
-    within(validation.predicted_purchases, 1_653.4, 0.005, "predicted holdout purchase days");
+    within(
+        validation.predicted_purchases,
+        1_653.4,
+        0.005,
+        "predicted holdout purchase days",
+    );
     within(validation.aggregate_error, -0.1215, 0.05, "aggregate error");
     assert!(
         validation.mean_absolute_error < validation.naive_mean_absolute_error,
@@ -184,7 +210,11 @@ async fn cdnow_holdout_beats_the_naive_baseline() {
     for (calibration_end, holdout_end, field) in [
         (None, at(DATA_END), "calibration_end"),
         (at(CALIBRATION_END), None, "holdout_end"),
-        (at(CALIBRATION_END), at(CALIBRATION_END - DAY), "holdout_end"),
+        (
+            at(CALIBRATION_END),
+            at(CALIBRATION_END - DAY),
+            "holdout_end",
+        ),
     ] {
         let refused = predictions(&server)
             .await
@@ -206,7 +236,11 @@ async fn cdnow_holdout_beats_the_naive_baseline() {
         })
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
     server.stop().await.unwrap();
 }
 
@@ -227,7 +261,10 @@ async fn rules_and_breakdowns_on_predictions_agree_with_each_customer() {
             continue;
         };
         let band = pb::PAliveBand::try_from(p.p_alive_band).unwrap();
-        let name = band.as_str_name().trim_start_matches("P_ALIVE_BAND_").to_owned();
+        let name = band
+            .as_str_name()
+            .trim_start_matches("P_ALIVE_BAND_")
+            .to_owned();
         *bands.entry(name).or_default() += 1;
         if p.p_alive < 0.3 && p.clv.unwrap().minor_units > 2_000 {
             selected += 1;
@@ -335,7 +372,12 @@ async fn objectors_get_no_prediction_and_the_model_survives_a_restart() {
     let model = refit(&server, CALIBRATION_END).await;
     assert_eq!(model.customers, 2_356);
     assert_eq!(model.spenders, 945);
-    assert_eq!(features(&server, &customer_1, CALIBRATION_END).await.predictions, None);
+    assert_eq!(
+        features(&server, &customer_1, CALIBRATION_END)
+            .await
+            .predictions,
+        None
+    );
     let preview = crate::segments::segmentation(&server)
         .await
         .preview_segment(pb::PreviewSegmentRequest {

@@ -144,11 +144,19 @@ impl PredictionModel {
     /// Fits both models on `inputs` as of `at`; `started` is when reading
     /// the inputs began, for the fit's duration. A customer base in which
     /// no one has a repeat day of positive value gets no Gamma-Gamma.
-    pub fn fit(inputs: &FitInputs, at: Timestamp, started: std::time::Instant) -> Result<Self, String> {
+    pub fn fit(
+        inputs: &FitInputs,
+        at: Timestamp,
+        started: std::time::Instant,
+    ) -> Result<Self, String> {
         let on = day_of(at.as_nanos());
         let histories: Vec<History> = inputs.customers.iter().map(|c| c.history(on)).collect();
         let bgnbd = BgNbd::fit(&histories)?;
-        let spends: Vec<Spend> = inputs.customers.iter().filter_map(PurchaseDays::spend).collect();
+        let spends: Vec<Spend> = inputs
+            .customers
+            .iter()
+            .filter_map(PurchaseDays::spend)
+            .collect();
         let gamma_gamma = if spends.is_empty() {
             None
         } else {
@@ -164,7 +172,11 @@ impl PredictionModel {
             customers: histories.len() as u64,
             gamma_gamma: gamma_gamma.map(|fit| fit.model),
             gamma_gamma_log_likelihood: gamma_gamma.map_or(0.0, |fit| fit.log_likelihood),
-            spenders: if gamma_gamma.is_some() { spends.len() as u64 } else { 0 },
+            spenders: if gamma_gamma.is_some() {
+                spends.len() as u64
+            } else {
+                0
+            },
             purchases: inputs.purchases,
             evaluation_time: at,
             fitted_at: Timestamp::now(),
@@ -179,7 +191,12 @@ impl PredictionModel {
 
     /// The purchases (distinct days) the customer is expected to make in
     /// the `horizon_days` after the day `on`.
-    pub fn expected_purchases(&self, days: &PurchaseDays, on: i64, horizon_days: f64) -> Option<f64> {
+    pub fn expected_purchases(
+        &self,
+        days: &PurchaseDays,
+        on: i64,
+        horizon_days: f64,
+    ) -> Option<f64> {
         self.bgnbd
             .expected_purchases(&days.history(on), horizon_days / DAYS_PER_WEEK)
             .filter(|value| value.is_finite())
@@ -299,7 +316,11 @@ impl Validation {
         for (days, came) in customers {
             let history = days.history(on);
             let predicted = model.expected_purchases(days, on, horizon).unwrap_or(0.0);
-            let rate = if history.t > 0.0 { history.x / history.t } else { 0.0 };
+            let rate = if history.t > 0.0 {
+                history.x / history.t
+            } else {
+                0.0
+            };
             let naive = rate * horizon / DAYS_PER_WEEK;
             let came = f64::from(*came);
             validation.predicted += predicted;
@@ -332,7 +353,14 @@ mod tests {
     fn purchase_days_merge_a_day_and_keep_the_first_days_value_out() {
         // Two purchases on day 10, one on day 12, two on day 20, one
         // after the evaluation time.
-        let times = [10 * DAY + 5, 10 * DAY + 9, 12 * DAY, 20 * DAY, 20 * DAY + 1, 30 * DAY];
+        let times = [
+            10 * DAY + 5,
+            10 * DAY + 9,
+            12 * DAY,
+            20 * DAY,
+            20 * DAY + 1,
+            30 * DAY,
+        ];
         let amounts = [100, 250, 1_000, 0, 500, 9_999];
         let days = PurchaseDays::of(&times, &amounts, 25 * DAY).unwrap();
         assert_eq!(
@@ -345,7 +373,10 @@ mod tests {
             }
         );
         let history = days.history(24);
-        assert_eq!((history.x, history.t_x, history.t), (2.0, 10.0 / 7.0, 14.0 / 7.0));
+        assert_eq!(
+            (history.x, history.t_x, history.t),
+            (2.0, 10.0 / 7.0, 14.0 / 7.0)
+        );
         let spend = days.spend().unwrap();
         assert_eq!((spend.x, spend.mean), (2.0, 7.5));
         assert_eq!(PurchaseDays::of(&times, &amounts, 9 * DAY), None);
@@ -398,7 +429,11 @@ mod tests {
             monthly_discount_rate: 0.0,
         };
         let flat = model.clv(&days, on, &undiscounted).unwrap();
-        assert!((flat - year * value).abs() < 1e-9, "{flat} vs {}", year * value);
+        assert!(
+            (flat - year * value).abs() < 1e-9,
+            "{flat} vs {}",
+            year * value
+        );
         let discounted = model.clv(&days, on, &ClvSettings::default()).unwrap();
         assert!(discounted < flat && discounted > flat / 1.01f64.powf(365.0 / 30.0));
         let predictions = model.predict(&days, on, &ClvSettings::default());

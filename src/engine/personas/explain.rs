@@ -351,9 +351,9 @@ impl<'a> Facts<'a> {
             Variable::ExpectedPurchases90d => {
                 with(number(f.predictions.and_then(|p| p.expected_purchases_90d)))
             }
-            Variable::ExpectedPurchases365d => {
-                with(number(f.predictions.and_then(|p| p.expected_purchases_365d)))
-            }
+            Variable::ExpectedPurchases365d => with(number(
+                f.predictions.and_then(|p| p.expected_purchases_365d),
+            )),
             Variable::ExpectedOrderValue => {
                 with(number(f.predictions.and_then(|p| p.expected_order_value)))
             }

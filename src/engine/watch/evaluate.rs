@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::journal::Touched;
 use super::members::Members;
 use super::record::{decode, encode, Cause, Change, Checkpoint, Record, Subject};
-use super::tracker::{reads_scores, Plan, Scored, Tracker};
+use super::tracker::{reads_predictions, reads_scores, Plan, Scored, Tracker};
 use super::Head;
 use crate::domain::rules::{compile, Predicate};
 use crate::domain::segment::SegmentId;
@@ -90,6 +90,8 @@ struct Reading<'r, 'f> {
     touched: &'r Touched,
     /// Whether the score bounds moved with writes.
     others: bool,
+    /// Whether another prediction model came into force.
+    refitted: bool,
     /// The rows to read a customer at a time, or `None` for every row
     /// over the whole index.
     candidates: Option<&'r Candidates>,
@@ -241,8 +243,10 @@ impl State {
                 .filter_map(|id| index.row_number(id))
                 .chain(touched.erased.keys().copied())
                 .collect();
-            let scored = self.reads_scores(&catalog);
-            let plan = self.tracker.plan(&frame, written, scored);
+            let scored = self.reads(&catalog, reads_scores);
+            let refitted = self.tracker.refitted(&frame);
+            let predicted = self.reads(&catalog, reads_predictions);
+            let plan = self.tracker.plan(&frame, written, scored, predicted);
             let (candidates, scored_whole) = match &plan {
                 Plan::Whole => (None, true),
                 Plan::Rows(rows, scored) => {
@@ -278,6 +282,7 @@ impl State {
                     catalog: &catalog,
                     touched: &touched,
                     others,
+                    refitted,
                     candidates: candidates.as_deref(),
                     scored_whole,
                 };
@@ -434,11 +439,12 @@ impl State {
         }
     }
 
-    /// Whether a rule of a followed subject reads an RFM score.
-    fn reads_scores(&self, catalog: &CompiledCatalog) -> bool {
+    /// Whether a rule of a followed subject reads what `test` looks for
+    /// (an RFM score, a prediction).
+    fn reads(&self, catalog: &CompiledCatalog, test: fn(&Predicate) -> bool) -> bool {
         self.subjects.iter().any(|(subject, state)| match subject {
-            Subject::Personas => catalog.rules.iter().any(reads_scores),
-            Subject::Segment { .. } => state.compiled.as_ref().is_some_and(reads_scores),
+            Subject::Personas => catalog.rules.iter().any(test),
+            Subject::Segment { .. } => state.compiled.as_ref().is_some_and(test),
         })
     }
 
@@ -460,6 +466,7 @@ impl State {
             catalog,
             touched,
             others,
+            refitted: false,
             candidates: None,
             scored_whole: true,
         };
@@ -520,6 +527,7 @@ impl State {
             catalog,
             touched,
             others,
+            refitted,
             candidates,
             scored_whole,
         } = *reading;
@@ -605,13 +613,14 @@ impl State {
         // write of the customer's own explains is put down to them when
         // there were writes, the score bounds moved and the rule (for
         // personas, the rule of either persona) reads a score.
-        let scored = |was: u32, is: u32| match subject {
-            Subject::Segment { .. } => scores,
+        // Likewise predictions move with a new fit.
+        let reads_in = |was: u32, is: u32, test: fn(&Predicate) -> bool| match subject {
+            Subject::Segment { .. } => test(&compiled),
             Subject::Personas => [was, is].iter().any(|&code| {
                 let personas = catalog.catalog.personas.iter().zip(&catalog.rules);
                 personas
                     .filter(|(persona, _)| persona.id == self.names[code as usize])
-                    .any(|(_, rule)| reads_scores(rule))
+                    .any(|(_, rule)| test(rule))
             }),
         };
         let cause_of = |customer: &str, was: u32, is: u32| -> Cause {
@@ -623,7 +632,8 @@ impl State {
             }
             match touched.causes.get(customer) {
                 Some(&cause) => cause,
-                None if others && scored(was, is) => Cause::OtherCustomers,
+                None if others && reads_in(was, is, reads_scores) => Cause::OtherCustomers,
+                None if refitted && reads_in(was, is, reads_predictions) => Cause::OtherCustomers,
                 None => Cause::Clock,
             }
         };

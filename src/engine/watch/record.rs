@@ -52,7 +52,8 @@ pub enum Cause {
     Erasure,
     /// Time passed.
     Clock,
-    /// Other customers moved a relative measure.
+    /// Other customers moved a relative measure: the RFM scores, or the
+    /// predictions through a new fit.
     OtherCustomers,
     /// The segment's rule changed, or the segment was deleted.
     SegmentChanged,

@@ -56,6 +56,8 @@ pub(super) struct Tracker {
     /// The R, F and M scores of every row at the last evaluation, kept
     /// while some subject reads a score.
     scores: Option<Scores>,
+    /// The prediction model at the last evaluation.
+    model: ModelKey,
 }
 
 /// Every row's scores, and what they were placed by.
@@ -93,22 +95,55 @@ pub(super) enum Scored {
 
 /// Whether a rule reads an RFM score.
 pub(super) fn reads_scores(rule: &Predicate) -> bool {
-    let scored = |variable: &Variable| {
+    reads(rule, &|variable| {
         matches!(
             variable,
             Variable::RfmR | Variable::RfmF | Variable::RfmM | Variable::RfmSegment
         )
-    };
+    })
+}
+
+/// Whether a rule reads a prediction of the model in force, which moves
+/// for every purchaser with the date and with each fit.
+pub(super) fn reads_predictions(rule: &Predicate) -> bool {
+    reads(rule, &|variable| {
+        matches!(
+            variable,
+            Variable::PAlive
+                | Variable::PAliveBand
+                | Variable::ExpectedPurchases90d
+                | Variable::ExpectedPurchases365d
+                | Variable::ExpectedOrderValue
+                | Variable::Clv365d
+        )
+    })
+}
+
+/// Whether a rule reads a variable that passes `test`.
+fn reads(rule: &Predicate, test: &dyn Fn(&Variable) -> bool) -> bool {
     match rule {
         Predicate::Const(_) => false,
         Predicate::Compare(variable, _, _)
         | Predicate::In(variable, _)
         | Predicate::Text(variable, _, _)
         | Predicate::IsTrue(variable)
-        | Predicate::Has(variable) => scored(variable),
-        Predicate::And(operands) | Predicate::Or(operands) => operands.iter().any(reads_scores),
-        Predicate::Not(operand) => reads_scores(operand),
+        | Predicate::Has(variable) => test(variable),
+        Predicate::And(operands) | Predicate::Or(operands) => {
+            operands.iter().any(|operand| reads(operand, test))
+        }
+        Predicate::Not(operand) => reads(operand, test),
     }
+}
+
+/// What tells one prediction model from another: its evaluation time and
+/// when it was fitted; `None` without one.
+type ModelKey = Option<(i64, i64)>;
+
+fn model_key(frame: &Frame<'_>) -> ModelKey {
+    frame
+        .index
+        .model()
+        .map(|model| (model.evaluation_time.as_nanos(), model.fitted_at.as_nanos()))
 }
 
 fn score_key(frame: &Frame<'_>) -> ScoreKey {
@@ -117,11 +152,28 @@ fn score_key(frame: &Frame<'_>) -> ScoreKey {
 }
 
 impl Tracker {
+    /// Whether the prediction model changed since the last evaluation.
+    pub(super) fn refitted(&self, frame: &Frame<'_>) -> bool {
+        self.model != model_key(frame)
+    }
+
     /// What an evaluation at `frame`'s time must read, given the rows
-    /// writes touched; `scored` says whether a subject reads a score.
-    pub(super) fn plan(&mut self, frame: &Frame<'_>, touched: Vec<u32>, scored: bool) -> Plan {
+    /// writes touched; `scored` says whether a subject reads a score, and
+    /// `predicted` whether one reads a prediction: every purchaser's
+    /// predictions move when the date does (T counts whole days) and with
+    /// each fit, so then those evaluations read the whole index.
+    pub(super) fn plan(
+        &mut self,
+        frame: &Frame<'_>,
+        touched: Vec<u32>,
+        scored: bool,
+        predicted: bool,
+    ) -> Plan {
         let rows = frame.rows();
         if !self.valid || !frame.is_current() || *frame.index.thresholds() != frame.thresholds {
+            return Plan::Whole;
+        }
+        if predicted && (frame.on != self.on || self.refitted(frame)) {
             return Plan::Whole;
         }
         let mut candidates = touched;
@@ -196,6 +248,7 @@ impl Tracker {
     /// that reads a score is followed when `scored`.
     pub(super) fn evaluated(&mut self, frame: &Frame<'_>, plan: &Plan, scored: bool) {
         self.on = frame.on;
+        self.model = model_key(frame);
         if !frame.is_current() {
             self.valid = false;
             self.scores = None;
@@ -366,6 +419,89 @@ mod tests {
                 before,
                 moving(&index, instant, row),
                 "row {row} at {instant}"
+            );
+        }
+    }
+
+    /// Predictions move for every purchaser with the date and with a new
+    /// fit: a rule that reads one is then evaluated over the whole index,
+    /// and only then.
+    #[test]
+    fn predictions_are_read_again_whole_on_a_new_date_or_a_new_fit() {
+        use crate::domain::predict::bgnbd::BgNbd;
+        use crate::domain::predict::PredictionModel;
+        use std::sync::Arc;
+        let day = NANOS_PER_DAY;
+        // Noon of a day.
+        let noon = 20_000 * day + day / 2;
+        let mut index = FeatureIndex::new(Thresholds::default());
+        for n in 0..10u32 {
+            index.upsert_customer(&Customer {
+                id: CustomerId::parse(&format!("c{n}")).unwrap(),
+                profile: Profile::default(),
+                create_time: Timestamp::from_nanos(0),
+                update_time: Timestamp::from_nanos(0),
+                create_request_id: None,
+            });
+            let event = Event {
+                time: noon - i64::from(n) * 40 * day,
+                amount: Some(100),
+                key: event_key(&format!("p{n}")),
+                at: EventRef::new(1, 0),
+            };
+            assert!(index.add_purchase(n, event));
+        }
+        let model = |fitted: i64| PredictionModel {
+            bgnbd: BgNbd {
+                r: 0.24,
+                alpha: 4.4,
+                a: 0.79,
+                b: 2.4,
+            },
+            bgnbd_log_likelihood: 0.0,
+            customers: 10,
+            gamma_gamma: None,
+            gamma_gamma_log_likelihood: 0.0,
+            spenders: 0,
+            purchases: 10,
+            evaluation_time: Timestamp::from_nanos(noon),
+            fitted_at: Timestamp::from_nanos(fitted),
+            fit_nanos: 1,
+        };
+        index.set_model(Arc::new(model(1)));
+        let mut tracker = Tracker::default();
+        let mut step = |index: &FeatureIndex, at: i64, predicted: bool| {
+            let frame = Frame::new(index, Timestamp::from_nanos(at), Thresholds::default());
+            let plan = tracker.plan(&frame, Vec::new(), false, predicted);
+            tracker.evaluated(&frame, &plan, false);
+            matches!(plan, Plan::Whole)
+        };
+        assert!(step(&index, noon, true), "the first evaluation");
+        assert!(
+            !step(&index, noon + 1, true),
+            "the same date, the same model"
+        );
+        index.set_model(Arc::new(model(2)));
+        assert!(step(&index, noon + 2, true), "a new fit");
+        assert!(!step(&index, noon + 3, true));
+        assert!(step(&index, noon + day, true), "the next date");
+        // Without a rule on predictions, neither moves everyone.
+        index.set_model(Arc::new(model(3)));
+        assert!(!step(&index, noon + 2 * day, false));
+    }
+
+    #[test]
+    fn a_rule_reads_predictions_through_any_operand() {
+        for (rule, predicted) in [
+            ("features.p_alive < 0.3", true),
+            ("customer.age > 30 || !has(features.clv_365d)", true),
+            (r#"features.p_alive_band == "0_25""#, true),
+            ("features.rfm.r >= 4", false),
+        ] {
+            assert_eq!(
+                reads_predictions(&compile(rule).unwrap()),
+                predicted,
+                "{rule}"
             );
         }
     }

@@ -61,7 +61,7 @@ fn the_documentation_covers_every_variable_and_its_examples_compile() {
         assert_eq!(compile(&presence).is_ok(), doc.optional, "{presence}");
     }
     let kinds = |kind: &str| docs.iter().filter(|doc| doc.kind == kind).count();
-    assert_eq!(kinds("enum"), 12);
+    assert_eq!(kinds("enum"), 13);
     assert_eq!(kinds("trait"), 1);
     assert_eq!(kinds("bool"), 1);
 }
@@ -164,6 +164,7 @@ fn dimension_names_list_the_dimensions_with_traits_closing_the_customer_ones() {
             "features.frequency",
             "features.stage",
             "features.rfm_segment",
+            "features.p_alive_band",
         ]
     );
     for name in dimension_names() {
