@@ -36,7 +36,7 @@ import time
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```\n", re.S | re.M)
-VOLATILE = re.compile(r'"(createTime|updateTime|etag|nextPageToken)": "[^"]*"')
+VOLATILE = re.compile(r'"(createTime|updateTime|etag|nextPageToken|fitTime|fitDuration)": "[^"]*"')
 # A watch message's evaluation time and cursor, as grpcurl prints them.
 WATCH_POSITION = re.compile(r'"evaluationTime": "[^"]*",(\s*)"cursor": "[^"]*"')
 # The evaluation time that starts a line of `segmentd watch`.
@@ -88,9 +88,8 @@ def script_of(command, binary, server):
     script = DOCUMENTED_ADDRESS.sub(f"127.0.0.1:{server.port}", command)
     if server.health_port:
         script = DOCUMENTED_HEALTH_ADDRESS.sub(f"127.0.0.1:{server.health_port}", script)
-    if script.startswith("segmentd "):
-        script = shlex.quote(binary) + script[len("segmentd"):]
-    return script
+    # The binary under test, wherever a line of the example starts with it.
+    return re.sub(r"^segmentd ", lambda _: shlex.quote(binary) + " ", script, flags=re.M)
 
 
 def make_certificates(directory):
@@ -132,8 +131,12 @@ class Server:
                      "--health-listen", f"127.0.0.1:{self.health_port}"]
         self.log = open(os.path.join(data_dir, "server.log"), "w+")
         self.process = subprocess.Popen(
+            # The examples fit the prediction model as of the times they
+            # show: a background fit as of now would replace it at a moment
+            # of its own.
             [binary, "serve", "--listen", f"127.0.0.1:{self.port}",
-             "--data-dir", os.path.join(data_dir, "db"), "--log-format", "json", *flags],
+             "--data-dir", os.path.join(data_dir, "db"), "--log-format", "json",
+             "--prediction-check-every", "24h", *flags],
             stdout=self.log, stderr=self.log)
 
     def wait_serving(self):

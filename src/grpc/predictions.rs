@@ -72,11 +72,11 @@ impl PredictionService for PredictionApi {
         _request: Request<pb::GetPredictionModelRequest>,
     ) -> Result<Response<pb::PredictionModel>, Status> {
         let engine = ready(&self.engine)?;
-        let model = engine.prediction_model().ok_or_else(|| {
-            Error::NotFound(
-                "predictionModel: no model is fitted yet; one is fitted in the background once a customer has a purchase, or ask for one with RefitPredictionModel".to_owned(),
-            )
-        })?;
+        // Before the first fit: one comes in the background once a
+        // customer has a purchase, or with RefitPredictionModel.
+        let model = engine
+            .prediction_model()
+            .ok_or_else(|| Error::NotFound(MODEL.to_owned()))?;
         Ok(Response::new(model_to_proto(&model)))
     }
 

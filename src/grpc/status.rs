@@ -72,6 +72,8 @@ pub mod reason {
 fn resource_type(name: &str) -> &'static str {
     if name.starts_with("segments/") {
         "segmentd.v1.Segment"
+    } else if name == "predictionModel" {
+        "segmentd.v1.PredictionModel"
     } else {
         "segmentd.v1.Customer"
     }

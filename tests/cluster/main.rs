@@ -13,7 +13,8 @@
 //!   `http`: their monitoring and metrics endpoints.
 //! - `calls`: writes that return their consistency token, reads that
 //!   carry one, and a replica's whole state for comparison.
-//! - `failover`, `consistency`, `snapshot`, `health`, `watch`: the tests.
+//! - `failover`, `consistency`, `snapshot`, `health`, `watch`,
+//!   `predictions`: the tests.
 //! - `writer`: the steady writer of `bench/cluster.sh`, ignored here.
 
 mod calls;
@@ -22,6 +23,7 @@ mod failover;
 mod health;
 mod http;
 mod nats;
+mod predictions;
 mod replica;
 mod snapshot;
 mod watch;
