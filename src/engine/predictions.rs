@@ -71,6 +71,36 @@ pub(super) fn fit_inputs(index: &FeatureIndex, at: i64) -> FitInputs {
     }
 }
 
+/// Each fitted customer's purchase days as of `from` (their day `on`),
+/// with the distinct purchase days they had after that day, up to `to`;
+/// read under the index's lock, which the comparison does not need.
+fn holdout_days(index: &FeatureIndex, from: i64, on: i64, to: i64) -> Vec<(PurchaseDays, u32)> {
+    let columns = index.columns();
+    (0..index.row_count())
+        .into_par_iter()
+        .filter_map(|number| {
+            if columns.objects[number] || columns.count[number] == 0 {
+                return None;
+            }
+            let series = &index.row_at(number as u32)?.purchases;
+            let days = PurchaseDays::of(&series.times, &series.amounts, from)?;
+            let times = &series.times;
+            let start = times.partition_point(|&time| day_of(time) <= on);
+            let stop = times.partition_point(|&time| time <= to).max(start);
+            let mut came = 0u32;
+            let mut previous = None;
+            for &time in &times[start..stop] {
+                let day = day_of(time);
+                if previous != Some(day) {
+                    came += 1;
+                    previous = Some(day);
+                }
+            }
+            Some((days, came))
+        })
+        .collect()
+}
+
 /// Purchases the next fit would read now: those of the customers who do
 /// not object to profiling. One pass over two columns.
 fn purchases_to_fit(index: &FeatureIndex) -> u64 {
@@ -136,34 +166,12 @@ impl Engine {
                 day_of(calibration_end.as_nanos()),
                 day_of(holdout_end.as_nanos()),
             );
-            let (from, to) = (calibration_end.as_nanos(), holdout_end.as_nanos());
-            let index = shared.index();
-            let columns = index.columns();
-            let compared: Vec<(PurchaseDays, u32)> = (0..index.row_count())
-                .into_par_iter()
-                .filter_map(|number| {
-                    if columns.objects[number] || columns.count[number] == 0 {
-                        return None;
-                    }
-                    let times = &index.row_at(number as u32)?.purchases.times;
-                    let amounts = &index.row_at(number as u32)?.purchases.amounts;
-                    let days = PurchaseDays::of(times, amounts, from)?;
-                    // The distinct days after the calibration's, up to
-                    // the holdout's end.
-                    let start = times.partition_point(|&time| day_of(time) <= on);
-                    let stop = times.partition_point(|&time| time <= to);
-                    let mut came = 0u32;
-                    let mut previous = None;
-                    for &time in &times[start..stop.max(start)] {
-                        let day = day_of(time);
-                        if previous != Some(day) {
-                            came += 1;
-                            previous = Some(day);
-                        }
-                    }
-                    Some((days, came))
-                })
-                .collect();
+            let compared = holdout_days(
+                &shared.index(),
+                calibration_end.as_nanos(),
+                on,
+                holdout_end.as_nanos(),
+            );
             let validation = Validation::compare(&model, &compared, on, end - on);
             Ok((model, validation))
         })
@@ -202,7 +210,10 @@ impl Engine {
                     return;
                 };
                 let now = engine.shared.watch.clock_now();
-                if engine.refit_due(now) {
+                // A replica behind the log would fit on stale purchases
+                // and put that model in force everywhere.
+                let caught_up = *engine.ready().borrow();
+                if caught_up && engine.refit_due(now) {
                     if let Err(error) = engine.refit_prediction_model(now).await {
                         tracing::warn!(%error, "the background prediction fit failed");
                     }

@@ -3,6 +3,7 @@
 //! the two fits together, the per-customer predictions, the lifetime value
 //! and the holdout validation.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::bgnbd::{BgNbd, History};
@@ -152,6 +153,13 @@ impl PredictionModel {
         let on = day_of(at.as_nanos());
         let histories: Vec<History> = inputs.customers.iter().map(|c| c.history(on)).collect();
         let bgnbd = BgNbd::fit(&histories)?;
+        let BgNbd { r, alpha, a, b } = bgnbd.model;
+        if !(identified(&[r, alpha, a, b]) && bgnbd.log_likelihood.is_finite()) {
+            return Err(format!(
+                "the purchases do not identify the BG/NBD model (yet): the fit ran off to {:?}",
+                bgnbd.model
+            ));
+        }
         let spends: Vec<Spend> = inputs
             .customers
             .iter()
@@ -162,9 +170,10 @@ impl PredictionModel {
         } else {
             // A population whose mean cannot be finite (q ≤ 1) predicts
             // nothing useful: left without one, as without spenders.
-            GammaGamma::fit(&spends)
-                .ok()
-                .filter(|fit| fit.model.q > 1.0 && fit.model.population_mean().is_finite())
+            GammaGamma::fit(&spends).ok().filter(|fit| {
+                let GammaGamma { p, q, v } = fit.model;
+                identified(&[p, q, v]) && q > 1.0 && fit.model.population_mean().is_finite()
+            })
         };
         Ok(PredictionModel {
             bgnbd: bgnbd.model,
@@ -241,6 +250,17 @@ impl PredictionModel {
     }
 }
 
+/// The widest range of fitted parameters taken as found: a fit that runs
+/// further is one the data do not pin down (a likelihood that keeps
+/// rising along a ridge, as with very few customers or no repeat
+/// purchases), whose forecasts mean nothing.
+const IDENTIFIED: std::ops::RangeInclusive<f64> = 1e-6..=1e6;
+
+/// Whether every fitted parameter is within [`IDENTIFIED`].
+fn identified(params: &[f64]) -> bool {
+    params.iter().all(|param| IDENTIFIED.contains(param))
+}
+
 /// The band of a probability of being active.
 pub fn p_alive_band(p_alive: f64) -> PAliveBand {
     if p_alive < 0.25 {
@@ -313,15 +333,22 @@ impl Validation {
             model_mae: 0.0,
             naive_mae: 0.0,
         };
-        for (days, came) in customers {
-            let history = days.history(on);
-            let predicted = model.expected_purchases(days, on, horizon).unwrap_or(0.0);
-            let rate = if history.t > 0.0 {
-                history.x / history.t
-            } else {
-                0.0
-            };
-            let naive = rate * horizon / DAYS_PER_WEEK;
+        // Each customer's forecasts on every core; summed in order below,
+        // for the same figures on every run.
+        let forecasts: Vec<(f64, f64)> = customers
+            .par_iter()
+            .map(|(days, _)| {
+                let history = days.history(on);
+                let predicted = model.expected_purchases(days, on, horizon).unwrap_or(0.0);
+                let rate = if history.t > 0.0 {
+                    history.x / history.t
+                } else {
+                    0.0
+                };
+                (predicted, rate * horizon / DAYS_PER_WEEK)
+            })
+            .collect();
+        for ((predicted, naive), (_, came)) in forecasts.into_iter().zip(customers) {
             let came = f64::from(*came);
             validation.predicted += predicted;
             validation.actual += u64::from(came as u32);
@@ -383,6 +410,56 @@ mod tests {
         // One day only: no repeat day, no spend.
         let once = PurchaseDays::of(&times[..2], &amounts[..2], 25 * DAY).unwrap();
         assert_eq!((once.days, once.spend()), (1, None));
+    }
+
+    /// A customer base too small or too uniform to say much still gives a
+    /// model whose forecasts are numbers, or no model.
+    #[test]
+    fn small_and_uniform_customer_bases_give_finite_forecasts_or_none() {
+        let one = |days: u32, first_day: i64, last_day: i64, repeat_total: i64| PurchaseDays {
+            days,
+            first_day,
+            last_day,
+            repeat_total,
+        };
+        let bases = [
+            vec![one(1, 100, 100, 0)],
+            vec![one(1, 100, 100, 0), one(1, 120, 120, 0)],
+            vec![one(2, 100, 101, 500)],
+            vec![one(1, 130, 130, 0)],
+            vec![one(3, 0, 130, 0), one(5, 10, 20, 100)],
+            (0..50)
+                .map(|n| one(1 + n % 4, n as i64, n as i64 + 3 * (n % 4) as i64, 100))
+                .collect(),
+        ];
+        let mut fitted = 0;
+        for customers in bases {
+            let inputs = FitInputs {
+                purchases: customers.len() as u64,
+                customers: customers.clone(),
+            };
+            let at = Timestamp::from_nanos(130 * NANOS_PER_DAY);
+            let Ok(model) = PredictionModel::fit(&inputs, at, std::time::Instant::now()) else {
+                continue;
+            };
+            fitted += 1;
+            for days in &customers {
+                let p = model.predict(days, 130, &ClvSettings::default());
+                assert!((0.0..=1.0).contains(&p.p_alive), "{customers:?}: {p:?}");
+                for value in [
+                    p.expected_purchases_90d,
+                    p.expected_purchases_365d,
+                    p.expected_order_value,
+                    p.clv,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    assert!(value.is_finite() && value >= 0.0, "{customers:?}: {p:?}");
+                }
+            }
+        }
+        assert!(fitted > 0);
     }
 
     #[test]
