@@ -122,8 +122,10 @@ fn fit(shared: &Shared, at: Timestamp) -> Result<PredictionModel> {
             "no customer bought anything by {at}, or every one who did objects to profiling: there is nothing to fit on"
         )));
     }
-    PredictionModel::fit(&inputs, at, started)
-        .map_err(|error| Error::internal(format!("the prediction fit failed: {error}")))
+    PredictionModel::fit(&inputs, at, started).map_err(|error| {
+        // What the purchases are, not a fault of ours.
+        Error::FailedPrecondition(format!("the prediction model cannot be fitted: {error}"))
+    })
 }
 
 impl Engine {
