@@ -193,11 +193,29 @@ async fn cdnow_holdout_beats_the_naive_baseline() {
         0.005,
         "predicted holdout purchase days",
     );
-    within(validation.aggregate_error, -0.1215, 0.05, "aggregate error");
+    within(
+        validation.aggregate_error.unwrap(),
+        -0.1215,
+        0.05,
+        "aggregate error",
+    );
     assert!(
         validation.mean_absolute_error < validation.naive_mean_absolute_error,
         "{validation:?}"
     );
+    // After the data ends nothing comes: no aggregate error, rather than a
+    // division by zero.
+    let after = predictions(&server)
+        .await
+        .validate_prediction_model(pb::ValidatePredictionModelRequest {
+            calibration_end: at(DATA_END),
+            holdout_end: at(DATA_END + 30 * DAY),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((after.actual_purchases, after.aggregate_error), (0, None));
+    assert!(after.predicted_purchases > 0.0 && after.mean_absolute_error > 0.0);
     // Validating puts nothing in force.
     let missing = predictions(&server)
         .await

@@ -364,9 +364,10 @@ impl Validation {
         validation
     }
 
-    /// The aggregate error of the model: predicted over actual, minus one.
-    pub fn aggregate_error(&self) -> f64 {
-        self.predicted / self.actual as f64 - 1.0
+    /// The aggregate error of the model: predicted over actual, minus one;
+    /// `None` when no purchase day came.
+    pub fn aggregate_error(&self) -> Option<f64> {
+        (self.actual > 0).then(|| self.predicted / self.actual as f64 - 1.0)
     }
 }
 
