@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use statrs::function::gamma::ln_gamma;
 
 use super::fit::{maximise_likelihood, sum_in_order};
-use super::hyp2f1::hyp2f1;
+use super::hyp2f1::{hyp2f1, hyp2f1_each};
 
 /// One customer's history in the model's terms, times in weeks.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,6 +99,41 @@ impl BgNbd {
             0.0
         };
         Some(first * second / (1.0 + odds))
+    }
+
+    /// The expected purchases of [`BgNbd::expected_purchases`] over each of
+    /// `horizons` (in weeks, positive), from one pass over the
+    /// hypergeometric series; one at a time where that pass fails.
+    pub fn expected_purchases_each(&self, h: &History, horizons: &[f64]) -> Vec<Option<f64>> {
+        let BgNbd { r, alpha, a, b } = *self;
+        let (ha, hb, hc) = (r + h.x, b + h.x, a + b + h.x - 1.0);
+        let zs: Vec<f64> = horizons
+            .iter()
+            .map(|&weeks| weeks / (alpha + h.t + weeks))
+            .collect();
+        let Some(values) = hyp2f1_each(ha, hb, hc, &zs) else {
+            return horizons
+                .iter()
+                .map(|&weeks| self.expected_purchases(h, weeks))
+                .collect();
+        };
+        let first = (a + b + h.x - 1.0) / (a - 1.0);
+        let odds = if h.x > 0.0 {
+            a / (b + h.x - 1.0) * ((alpha + h.t) / (alpha + h.t_x)).powf(r + h.x)
+        } else {
+            0.0
+        };
+        horizons
+            .iter()
+            .zip(values)
+            .map(|(&weeks, value)| {
+                if !(value.is_finite() && value > 0.0) || weeks <= 0.0 {
+                    return self.expected_purchases(h, weeks);
+                }
+                let kept = (value.ln() + ha * ((alpha + h.t) / (alpha + h.t + weeks)).ln()).exp();
+                Some(first * (1.0 - kept) / (1.0 + odds))
+            })
+            .collect()
     }
 
     /// Fits the model to `histories` by maximum likelihood: L-BFGS over

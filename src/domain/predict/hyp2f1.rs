@@ -38,6 +38,53 @@ pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Option<f64> {
     None
 }
 
+/// 2F1(a, b; c; z) at each of `zs`, in one pass that shares the series'
+/// coefficients: about the cost of the largest z's series, plus a
+/// multiply-add per term and z. `None` where [`hyp2f1`] would be `None`
+/// for some z, and also when the coefficients alone overflow (then the
+/// values one at a time may still be found).
+///
+/// The sum stops once the largest z's tail is bounded below its
+/// precision, as in [`hyp2f1`]; the tail of a smaller z is smaller, term
+/// by term.
+pub fn hyp2f1_each(a: f64, b: f64, c: f64, zs: &[f64]) -> Option<Vec<f64>> {
+    let positive = |x: f64| x > 0.0 && x.is_finite();
+    if !(positive(a) && positive(b) && positive(c)) {
+        return None;
+    }
+    if !zs.iter().all(|z| (0.0..1.0).contains(z)) {
+        return None;
+    }
+    let Some((widest, &z)) = zs
+        .iter()
+        .enumerate()
+        .max_by(|(_, x), (_, y)| x.total_cmp(y))
+    else {
+        return Some(Vec::new());
+    };
+    let mut coefficient = 1.0f64;
+    let mut powers = vec![1.0f64; zs.len()];
+    let mut sums = vec![1.0f64; zs.len()];
+    for n in 0..MAX_TERMS {
+        let n = n as f64;
+        coefficient *= (a + n) * (b + n) / ((c + n) * (n + 1.0));
+        for ((power, sum), &z) in powers.iter_mut().zip(&mut sums).zip(zs) {
+            *power *= z;
+            *sum += coefficient * *power;
+        }
+        let (term, sum) = (coefficient * powers[widest], sums[widest]);
+        if !(coefficient.is_finite() && sum.is_finite()) {
+            return None;
+        }
+        let next = n + 1.0;
+        let bound = z * ((a + next) / (next + 1.0)).max(1.0) * ((b + next) / (c + next)).max(1.0);
+        if bound < 1.0 && term * bound / (1.0 - bound) <= f64::EPSILON * sum {
+            return Some(sums);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +139,28 @@ mod tests {
         );
         assert_eq!(hyp2f1(1e9, 1e9, 1.0, 0.999), None);
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    /// Many at once are each the one alone.
+    #[test]
+    fn each_agrees_with_one_at_a_time() {
+        for (a, b, c) in [
+            (2.2426, 4.4258, 4.2187),
+            (0.3, 12.0, 0.9),
+            (3.7, 12.25, 5.5),
+        ] {
+            let zs = [0.0, 0.1, 0.42, 0.5, 0.77, 0.93];
+            let each = hyp2f1_each(a, b, c, &zs).unwrap();
+            for (z, value) in zs.iter().zip(each) {
+                let alone = hyp2f1(a, b, c, *z).unwrap();
+                assert!(
+                    (value / alone - 1.0).abs() < 1e-13,
+                    "{a} {b} {c} {z}: {value} vs {alone}"
+                );
+            }
+        }
+        assert_eq!(hyp2f1_each(1.0, 1.0, 2.0, &[]), Some(vec![]));
+        assert_eq!(hyp2f1_each(1.0, 1.0, 2.0, &[0.5, 1.0]), None);
     }
 
     #[test]

@@ -206,9 +206,10 @@ impl PredictionModel {
         on: i64,
         horizon_days: f64,
     ) -> Option<f64> {
-        self.bgnbd
-            .expected_purchases(&days.history(on), horizon_days / DAYS_PER_WEEK)
-            .filter(|value| value.is_finite())
+        let expected = self
+            .bgnbd
+            .expected_purchases(&days.history(on), horizon_days / DAYS_PER_WEEK);
+        expected.and_then(purchases)
     }
 
     /// The expected value of the customer's purchase days, in major
@@ -224,30 +225,76 @@ impl PredictionModel {
     /// shorter) times the expected order value, discounted by the month.
     pub fn clv(&self, days: &PurchaseDays, on: i64, settings: &ClvSettings) -> Option<f64> {
         let value = self.expected_order_value(days)?;
-        let horizon = f64::from(settings.horizon_days);
-        let (mut clv, mut before, mut end) = (0.0, 0.0, 0.0);
-        while end < horizon {
-            end = (end + 30.0).min(horizon);
-            let by_then = self.expected_purchases(days, on, end)?;
-            let discount = (1.0 + settings.monthly_discount_rate).powf(end / 30.0);
-            clv += (by_then - before) * value / discount;
-            before = by_then;
-        }
-        Some(clv)
+        let ends = month_ends(settings.horizon_days);
+        let expected = self.expected_each(days, on, &ends);
+        discounted(&ends, &expected, value, settings)
     }
 
-    /// Every prediction for the customer on the day `on`.
+    /// The expected purchases over each of `horizons`, in days, from one
+    /// pass over the hypergeometric series.
+    fn expected_each(&self, days: &PurchaseDays, on: i64, horizons: &[f64]) -> Vec<Option<f64>> {
+        let weeks: Vec<f64> = horizons.iter().map(|days| days / DAYS_PER_WEEK).collect();
+        self.bgnbd
+            .expected_purchases_each(&days.history(on), &weeks)
+            .into_iter()
+            .map(|expected| expected.and_then(purchases))
+            .collect()
+    }
+
+    /// Every prediction for the customer on the day `on`: the expected
+    /// purchases of every horizon, the lifetime value's months included,
+    /// from one pass over the hypergeometric series.
     pub fn predict(&self, days: &PurchaseDays, on: i64, clv: &ClvSettings) -> Predictions {
         let p_alive = self.p_alive(days, on);
+        let ends = month_ends(clv.horizon_days);
+        let mut horizons = vec![90.0, 365.0];
+        horizons.extend(&ends);
+        let expected = self.expected_each(days, on, &horizons);
+        let expected_order_value = self.expected_order_value(days);
         Predictions {
             p_alive,
             p_alive_band: p_alive_band(p_alive),
-            expected_purchases_90d: self.expected_purchases(days, on, 90.0),
-            expected_purchases_365d: self.expected_purchases(days, on, 365.0),
-            expected_order_value: self.expected_order_value(days),
-            clv: self.clv(days, on, clv),
+            expected_purchases_90d: expected[0],
+            expected_purchases_365d: expected[1],
+            expected_order_value,
+            clv: expected_order_value
+                .and_then(|value| discounted(&ends, &expected[2..], value, clv)),
         }
     }
+}
+
+/// An expectation of purchases as a forecast: finite, and not below zero
+/// (rounding can take a tiny one there).
+fn purchases(expected: f64) -> Option<f64> {
+    expected.is_finite().then(|| expected.max(0.0))
+}
+
+/// The ends of the months of 30 days of a horizon, in days: the last one
+/// is the horizon's, however short its month.
+fn month_ends(horizon_days: u32) -> Vec<f64> {
+    let horizon = f64::from(horizon_days);
+    let months = horizon_days.div_ceil(30);
+    (1..=months)
+        .map(|month| (f64::from(month) * 30.0).min(horizon))
+        .collect()
+}
+
+/// The lifetime value from the expected purchases by each month's end:
+/// each month's purchases times `value`, discounted by the month.
+fn discounted(
+    ends: &[f64],
+    expected: &[Option<f64>],
+    value: f64,
+    settings: &ClvSettings,
+) -> Option<f64> {
+    let (mut clv, mut before) = (0.0, 0.0);
+    for (&end, &by_then) in ends.iter().zip(expected) {
+        let by_then = by_then?;
+        let discount = (1.0 + settings.monthly_discount_rate).powf(end / 30.0);
+        clv += (by_then - before) * value / discount;
+        before = by_then;
+    }
+    Some(clv)
 }
 
 /// The widest range of fitted parameters taken as found: a fit that runs
@@ -516,6 +563,26 @@ mod tests {
         assert!(discounted < flat && discounted > flat / 1.01f64.powf(365.0 / 30.0));
         let predictions = model.predict(&days, on, &ClvSettings::default());
         assert_eq!(predictions.clv, Some(discounted));
+        // One pass over the series gives what one series per month gives.
+        let (mut by_months, mut before) = (0.0, 0.0);
+        for month in 1..=13u32 {
+            let end = f64::from((month * 30).min(365));
+            let by_then = model.expected_purchases(&days, on, end).unwrap();
+            by_months += (by_then - before) * value / 1.01f64.powf(end / 30.0);
+            before = by_then;
+        }
+        assert!(
+            (discounted / by_months - 1.0).abs() < 1e-12,
+            "{discounted} vs {by_months}"
+        );
+        let one_pass = predictions.expected_purchases_365d.unwrap();
+        assert!(
+            (one_pass / year - 1.0).abs() < 1e-12,
+            "{one_pass} vs {year}"
+        );
+        assert_eq!(month_ends(365).len(), 13);
+        assert_eq!(month_ends(30), [30.0]);
+        assert_eq!(month_ends(1), [1.0]);
         assert_eq!(predictions.p_alive_band, p_alive_band(predictions.p_alive));
     }
 }
