@@ -121,7 +121,15 @@ fn apply_command(shared: &Shared, command: Command) -> Result<Outcome> {
         Command::StoreCatalog { catalog, expected } => {
             store_catalog(shared, catalog, expected).map(Outcome::Catalog)
         }
-        Command::StorePredictionModel { model } => {
+        Command::StorePredictionModel { model, expected } => {
+            if !expected.holds(shared.index().model().map(|model| &**model)) {
+                return Err(Error::RevisionMismatch {
+                    name: "predictionModel".to_owned(),
+                    description:
+                        "another prediction model came into force while this one was fitted"
+                            .to_owned(),
+                });
+            }
             shared.store.put_prediction_model(&model)?;
             let model = std::sync::Arc::new(model);
             shared.index_mut().set_model(std::sync::Arc::clone(&model));

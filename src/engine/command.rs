@@ -143,11 +143,51 @@ pub enum Command {
         /// is its first record.
         at: Timestamp,
     },
-    /// Put a fitted prediction model in force, replacing the one before.
+    /// Put a fitted prediction model in force, replacing the one before
+    /// if that is still the one `expected`.
     StorePredictionModel {
         /// The model.
         model: PredictionModel,
+        /// The model it may replace: in cluster mode several replicas fit
+        /// in the background, and a fit that another overtook is refused
+        /// rather than put an older model back in force.
+        expected: InForce,
     },
+}
+
+/// The prediction model a new one may replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InForce {
+    /// Whichever is in force: a fit asked for.
+    Any,
+    /// None: the first fit.
+    None,
+    /// The one evaluated and fitted at these times.
+    Model {
+        /// Its evaluation time.
+        evaluation_time: Timestamp,
+        /// When it was fitted.
+        fitted_at: Timestamp,
+    },
+}
+
+impl InForce {
+    /// `model`, as the one a new model replaces.
+    pub fn of(model: &PredictionModel) -> Self {
+        InForce::Model {
+            evaluation_time: model.evaluation_time,
+            fitted_at: model.fitted_at,
+        }
+    }
+
+    /// Whether `current`, the model in force, is the one expected.
+    pub fn holds(self, current: Option<&PredictionModel>) -> bool {
+        match (self, current) {
+            (InForce::Any, _) | (InForce::None, None) => true,
+            (InForce::Model { .. }, Some(model)) => self == InForce::of(model),
+            (InForce::None, Some(_)) | (InForce::Model { .. }, None) => false,
+        }
+    }
 }
 
 /// What recording did.
@@ -286,6 +326,34 @@ pub(super) use expect_outcome;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_replaces_only_the_one_it_expects() {
+        use crate::domain::predict::bgnbd::BgNbd;
+        let model = |fitted: i64| PredictionModel {
+            bgnbd: BgNbd {
+                r: 1.0,
+                alpha: 1.0,
+                a: 1.0,
+                b: 1.0,
+            },
+            bgnbd_log_likelihood: 0.0,
+            customers: 1,
+            gamma_gamma: None,
+            gamma_gamma_log_likelihood: 0.0,
+            spenders: 0,
+            purchases: 1,
+            evaluation_time: Timestamp::from_nanos(5),
+            fitted_at: Timestamp::from_nanos(fitted),
+            fit_nanos: 1,
+        };
+        let (first, second) = (model(1), model(2));
+        assert!(InForce::Any.holds(None) && InForce::Any.holds(Some(&first)));
+        assert!(InForce::None.holds(None) && !InForce::None.holds(Some(&first)));
+        assert!(InForce::of(&first).holds(Some(&first)));
+        assert!(!InForce::of(&first).holds(Some(&second)));
+        assert!(!InForce::of(&first).holds(None));
+    }
 
     #[test]
     fn a_record_decodes_to_the_command_it_was_made_from() {

@@ -142,7 +142,7 @@ struct Shared {
     /// The saved segments compiled, for ListCustomerSegments.
     saved_rules: customer_segments::SavedRules,
     /// Taken by a prediction fit, so that one runs at a time.
-    fitting: tokio::sync::Mutex<()>,
+    fitting: Mutex<()>,
 }
 
 impl Shared {
@@ -251,7 +251,7 @@ impl Engine {
                 writer: Mutex::new(()),
                 watch: watch::Hub::new(settings.watch.clone()),
                 saved_rules: customer_segments::SavedRules::default(),
-                fitting: tokio::sync::Mutex::new(()),
+                fitting: Mutex::new(()),
                 settings,
                 counters,
             })

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use super::command::{expect_outcome, Command, Outcome};
+use super::command::{expect_outcome, Command, InForce, Outcome};
 use super::index::FeatureIndex;
 use super::{Engine, Shared};
+use crate::domain::features::NANOS_PER_DAY;
 use crate::domain::predict::{
     day_of, ClvSettings, FitInputs, PredictionModel, PurchaseDays, Validation,
 };
@@ -113,8 +114,15 @@ fn purchases_to_fit(index: &FeatureIndex) -> u64 {
         .sum()
 }
 
-/// Fits a model as of `at` over the index.
+/// Fits a model as of `at` over the index, fitted "at" `now` by the
+/// engine's clock; one fit runs at a time, and the blocking thread waits
+/// for its turn, so that a call given up on cannot start a second fit
+/// beside one still running.
 fn fit(shared: &Shared, at: Timestamp) -> Result<PredictionModel> {
+    let _turn = shared
+        .fitting
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let started = Instant::now();
     let inputs = fit_inputs(&shared.index(), at.as_nanos());
     if inputs.customers.is_empty() {
@@ -122,11 +130,16 @@ fn fit(shared: &Shared, at: Timestamp) -> Result<PredictionModel> {
             "no customer bought anything by {at}, or every one who did objects to profiling: there is nothing to fit on"
         )));
     }
-    PredictionModel::fit(&inputs, at, started).map_err(|error| {
+    let fitted_at = shared.watch.clock_now();
+    PredictionModel::fit(&inputs, at, fitted_at, started).map_err(|error| {
         // What the purchases are, not a fault of ours.
         Error::FailedPrecondition(format!("the prediction model cannot be fitted: {error}"))
     })
 }
+
+/// Evaluation times a fit accepts: up to a day ahead of the clock, as
+/// events are.
+const MOST_AHEAD: i64 = NANOS_PER_DAY;
 
 impl Engine {
     /// The prediction model in force, if one was fitted.
@@ -134,13 +147,25 @@ impl Engine {
         self.shared.index().model().cloned()
     }
 
-    /// Fits the model as of `at` now, puts it in force and returns it;
-    /// one fit runs at a time, and a call meanwhile waits for its turn.
+    /// Fits the model as of `at` now, puts it in force whatever model is
+    /// in force meanwhile, and returns it.
     pub async fn refit_prediction_model(&self, at: Timestamp) -> Result<Arc<PredictionModel>> {
-        let _turn = self.shared.fitting.lock().await;
+        let now = self.shared.watch.clock_now();
+        if at.as_nanos() > now.as_nanos().saturating_add(MOST_AHEAD) {
+            return Err(Error::invalid(
+                "evaluation_time",
+                format!("at most a day ahead of the clock ({now}), got {at}"),
+            ));
+        }
+        self.refit(at, InForce::Any).await
+    }
+
+    /// Fits the model as of `at` and puts it in force if the model in
+    /// force is still `expected` by then.
+    async fn refit(&self, at: Timestamp, expected: InForce) -> Result<Arc<PredictionModel>> {
         let model = self.scan(move |shared| fit(shared, at)).await?;
         let outcome = self
-            .execute(Command::StorePredictionModel { model })
+            .execute(Command::StorePredictionModel { model, expected })
             .await?;
         let model = expect_outcome!(outcome, PredictionModel)?;
         tracing::info!(
@@ -161,7 +186,6 @@ impl Engine {
         calibration_end: Timestamp,
         holdout_end: Timestamp,
     ) -> Result<(PredictionModel, Validation)> {
-        let _turn = self.shared.fitting.lock().await;
         self.scan(move |shared| {
             let model = fit(shared, calibration_end)?;
             let (on, end) = (
@@ -180,31 +204,37 @@ impl Engine {
         .await
     }
 
-    /// Whether the model should be fitted again now: there is none and
-    /// someone bought something, or the purchases to fit on moved by the
-    /// configured share, or the model is older than the configured age.
-    fn refit_due(&self, now: Timestamp) -> bool {
-        let settings = &self.shared.settings.predictions;
-        let index = self.shared.index();
-        let purchases = purchases_to_fit(&index);
-        let Some(model) = index.model() else {
-            return purchases > 0;
-        };
-        let age = now
-            .as_nanos()
-            .saturating_sub(model.evaluation_time.as_nanos());
-        let moved = purchases.abs_diff(model.purchases) as f64;
-        age >= i64::try_from(settings.refit_after.as_nanos()).unwrap_or(i64::MAX)
-            || moved > settings.refit_change * model.purchases as f64
+    /// Whether the model should be fitted again at `now`, and the model in
+    /// force it would replace: due when there is no model and someone
+    /// bought something, when the purchases to fit on moved by the
+    /// configured share, or when the model was fitted longer ago than the
+    /// configured age. A pass over the index, so a scan.
+    async fn refit_due(&self, now: Timestamp) -> Result<Option<InForce>> {
+        self.scan(move |shared| {
+            let settings = &shared.settings.predictions;
+            let index = shared.index();
+            let purchases = purchases_to_fit(&index);
+            let Some(model) = index.model() else {
+                return Ok((purchases > 0).then_some(InForce::None));
+            };
+            let age = now.as_nanos().saturating_sub(model.fitted_at.as_nanos());
+            let moved = purchases.abs_diff(model.purchases) as f64;
+            let due = age >= i64::try_from(settings.refit_after.as_nanos()).unwrap_or(i64::MAX)
+                || moved > settings.refit_change * model.purchases as f64;
+            Ok(due.then(|| InForce::of(model)))
+        })
+        .await
     }
 
     /// Fits the model in the background, at once and then whenever it is
     /// due, until the last other handle of the engine is dropped. The
-    /// server calls it once.
+    /// server calls it once. After a fit that fails, it waits twice as
+    /// long each time, up to 64 times the period.
     pub fn start_predicting(self: &Arc<Self>) {
         let engine = Arc::downgrade(self);
         let every = self.shared.settings.predictions.check_every;
         tokio::spawn(async move {
+            let mut failures = 0u32;
             loop {
                 // Held only while it looks or fits, so that the server's
                 // dropping the engine ends the loop.
@@ -212,16 +242,25 @@ impl Engine {
                     return;
                 };
                 let now = engine.shared.watch.clock_now();
-                // A replica behind the log would fit on stale purchases
-                // and put that model in force everywhere.
+                // A replica behind the log would fit on stale purchases.
                 let caught_up = *engine.ready().borrow();
-                if caught_up && engine.refit_due(now) {
-                    if let Err(error) = engine.refit_prediction_model(now).await {
-                        tracing::warn!(%error, "the background prediction fit failed");
+                let due = match caught_up {
+                    true => engine.refit_due(now).await.ok().flatten(),
+                    false => None,
+                };
+                if let Some(expected) = due {
+                    match engine.refit(now, expected).await {
+                        Ok(_) => failures = 0,
+                        // Another fit came into force first (cluster mode).
+                        Err(Error::RevisionMismatch { .. }) => failures = 0,
+                        Err(error) => {
+                            failures = failures.saturating_add(1);
+                            tracing::warn!(%error, failures, "the background prediction fit failed");
+                        }
                     }
                 }
                 drop(engine);
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(every * (1 << failures.min(6))).await;
             }
         });
     }

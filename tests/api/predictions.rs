@@ -138,6 +138,21 @@ async fn cdnow_fit_and_forecasts_match_the_published_figures() {
     );
     assert_eq!(p.clv_horizon_days, 365);
 
+    // A fit as of more than a day ahead is refused.
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 2 * DAY;
+    let refused = client
+        .refit_prediction_model(pb::RefitPredictionModelRequest {
+            evaluation_time: at(ahead),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("evaluation_time"), "{refused:?}");
+
     // A customer who has not bought yet gets no prediction.
     server
         .customers()

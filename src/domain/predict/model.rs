@@ -142,12 +142,14 @@ pub struct FitInputs {
 }
 
 impl PredictionModel {
-    /// Fits both models on `inputs` as of `at`; `started` is when reading
+    /// Fits both models on `inputs` as of `at`, noting it as fitted at
+    /// `fitted_at` by the engine's clock; `started` is when reading
     /// the inputs began, for the fit's duration. A customer base in which
     /// no one has a repeat day of positive value gets no Gamma-Gamma.
     pub fn fit(
         inputs: &FitInputs,
         at: Timestamp,
+        fitted_at: Timestamp,
         started: std::time::Instant,
     ) -> Result<Self, String> {
         let on = day_of(at.as_nanos());
@@ -188,7 +190,7 @@ impl PredictionModel {
             },
             purchases: inputs.purchases,
             evaluation_time: at,
-            fitted_at: Timestamp::now(),
+            fitted_at,
             fit_nanos: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
         })
     }
@@ -487,7 +489,8 @@ mod tests {
                 customers: customers.clone(),
             };
             let at = Timestamp::from_nanos(130 * NANOS_PER_DAY);
-            let Ok(model) = PredictionModel::fit(&inputs, at, std::time::Instant::now()) else {
+            let model = PredictionModel::fit(&inputs, at, at, std::time::Instant::now());
+            let Ok(model) = model else {
                 continue;
             };
             fitted += 1;
