@@ -370,6 +370,8 @@ impl<'a> Frame<'a> {
             };
             let on = day_of(self.at);
             let clv = self.index.clv_settings();
+            // Made before the parallel pass that reads it row by row.
+            self.count();
             let valued = matches!(what, Predicted::OrderValue | Predicted::Clv);
             (0..rows)
                 .into_par_iter()

@@ -228,8 +228,15 @@ impl Engine {
             let rebuild_started = std::time::Instant::now();
             let mut index = FeatureIndex::rebuild(&store, settings.thresholds)?;
             index.set_clv_settings(settings.predictions.clv);
-            if let Some(model) = store.get_prediction_model()? {
-                index.set_model(Arc::new(model));
+            // A model that cannot be read (one a later build wrote, or a
+            // damaged value) is fitted again in the background rather
+            // than keep the store from opening.
+            match store.get_prediction_model() {
+                Ok(Some(model)) => index.set_model(Arc::new(model)),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "the stored prediction model cannot be read; it will be fitted again");
+                }
             }
             let counters = stats::Counters::default();
             counters.rebuilt(rebuild_started.elapsed());

@@ -403,19 +403,30 @@ fn column<'f, P: ColumnPass<'f>>(frame: &'f Frame<'_>, variable: &Variable, pass
         Variable::RfmR => rfm(pass, Score::R),
         Variable::RfmF => rfm(pass, Score::F),
         Variable::RfmM => rfm(pass, Score::M),
-        Variable::RfmSegment => pass.coded(
-            rows,
-            enum_codes(rows, RfmSegment::NAMES, RfmSegment::ordinal, |row| {
-                frame.rfm_segment(row)
-            }),
-        ),
+        Variable::RfmSegment => {
+            // The scores made before the pass that reads them row by row:
+            // a column made inside a parallel pass over rows could be
+            // asked for again, by a task the thread making it took on.
+            frame.rfm(Score::R);
+            frame.rfm(Score::F);
+            pass.coded(
+                rows,
+                enum_codes(rows, RfmSegment::NAMES, RfmSegment::ordinal, |row| {
+                    frame.rfm_segment(row)
+                }),
+            )
+        }
         Variable::PAlive => predicted(pass, Predicted::PAlive),
-        Variable::PAliveBand => pass.coded(
-            rows,
-            enum_codes(rows, PAliveBand::NAMES, PAliveBand::ordinal, |row| {
-                frame.p_alive_band(row)
-            }),
-        ),
+        Variable::PAliveBand => {
+            // Made before the pass, as the scores above.
+            frame.predicted(Predicted::PAlive);
+            pass.coded(
+                rows,
+                enum_codes(rows, PAliveBand::NAMES, PAliveBand::ordinal, |row| {
+                    frame.p_alive_band(row)
+                }),
+            )
+        }
         Variable::ExpectedPurchases90d => predicted(pass, Predicted::Purchases90d),
         Variable::ExpectedPurchases365d => predicted(pass, Predicted::Purchases365d),
         Variable::ExpectedOrderValue => predicted(pass, Predicted::OrderValue),

@@ -9,6 +9,7 @@
 //! | `e`                      | cluster mode: the last evaluation time, i64 big-endian |
 //! | `t`                      | cluster mode: the log position of the record that evaluated last, u64 big-endian |
 //! | `s`                      | cluster mode: a fingerprint of the score bounds of the last evaluation, u64 big-endian |
+//! | `m`                      | cluster mode: a fingerprint of the prediction model of the last evaluation, u64 big-endian |
 //! | `r` + sequence, u64 big-endian | one record of changes             |
 //! | `c` + subject key        | one subject's checkpoint                 |
 //!
@@ -29,6 +30,7 @@ const PRUNED_KEY: &[u8] = b"p";
 const EVALUATED_KEY: &[u8] = b"e";
 const EVALUATED_POSITION_KEY: &[u8] = b"t";
 const SCORES_KEY: &[u8] = b"s";
+const MODEL_KEY: &[u8] = b"m";
 const RECORD: u8 = b'r';
 const CHECKPOINT: u8 = b'c';
 
@@ -55,6 +57,8 @@ pub enum HistoryWrite {
         at: i64,
         /// A fingerprint of the score bounds it read.
         scores: u64,
+        /// A fingerprint of the prediction model it read.
+        model: u64,
     },
 }
 
@@ -126,6 +130,16 @@ impl Store {
             return Ok(0);
         };
         Ok(u64_of(&bytes)? as i64)
+    }
+
+    /// The fingerprint of the prediction model stored with
+    /// [`HistoryWrite::Evaluated`], if one was; blocking.
+    pub fn history_evaluated_model(&self) -> Result<Option<u64>> {
+        let tree = self.history_tree()?;
+        tree.get(MODEL_KEY)
+            .map_err(storage_error)?
+            .map(|bytes| u64_of(&bytes))
+            .transpose()
     }
 
     /// The fingerprint of the score bounds stored with
@@ -249,9 +263,10 @@ impl Store {
                     changes.push((checkpoint_key(&subject).into(), None));
                 }
                 HistoryWrite::PruneThrough(seq) => pruned_through = Some(seq),
-                HistoryWrite::Evaluated { at, scores } => {
+                HistoryWrite::Evaluated { at, scores, model } => {
                     changes.push((EVALUATED_KEY.into(), Some(at.to_be_bytes()[..].into())));
                     changes.push((SCORES_KEY.into(), Some(scores.to_be_bytes()[..].into())));
+                    changes.push((MODEL_KEY.into(), Some(model.to_be_bytes()[..].into())));
                     if let Some(position) = self.applying() {
                         let position = position.to_be_bytes();
                         changes.push((EVALUATED_POSITION_KEY.into(), Some(position[..].into())));

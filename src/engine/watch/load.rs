@@ -36,9 +36,11 @@ pub fn load_kept(shared: &Shared) -> Result<Option<State>> {
 pub fn create(shared: &Shared, history: u64, at: Timestamp) -> Result<State> {
     let state = load_history(shared, history, at)?;
     let store = &shared.store;
+    let model = shared.index().model().cloned();
     store.write_history(vec![HistoryWrite::Evaluated {
         at: state.at,
         scores: super::replicated::scores_fingerprint(state.rfm.as_ref()),
+        model: super::replicated::model_fingerprint(model.as_deref()),
     }])?;
     store.set_history_id(history)?;
     store.flush()?;
@@ -124,6 +126,9 @@ fn load_history(shared: &Shared, history: u64, now: Timestamp) -> Result<State> 
         tracker: Default::default(),
         maintenance_due: None,
     };
+    // Cluster mode puts the model of the last evaluation back from its
+    // fingerprint instead, at the first tick (see `replicated`).
+    state.tracker.assume_model_of(&index);
     for (subject, (rule, _, members)) in lists {
         let compiled = match &subject {
             Subject::Segment { .. } => compile_rule(&rule).ok(),

@@ -166,6 +166,9 @@ pub struct Hub {
     /// Cluster mode, after a load: the fingerprint of the score bounds of
     /// the last evaluation, for the next one (0 when none is waiting).
     scores_loaded: AtomicU64,
+    /// Cluster mode, after a load: the fingerprint of the prediction model
+    /// of the last evaluation, for the next one (0 when none is waiting).
+    model_loaded: AtomicU64,
     /// Cluster mode: an evaluation failed after it drained the journal,
     /// which must be read back from the log before the tick applies again.
     journal_lost: AtomicBool,
@@ -253,6 +256,7 @@ impl Hub {
             subjects: AtomicU64::new(0),
             ticking: AtomicI64::new(0),
             scores_loaded: AtomicU64::new(0),
+            model_loaded: AtomicU64::new(0),
             journal_lost: AtomicBool::new(false),
         }
     }

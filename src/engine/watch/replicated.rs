@@ -40,6 +40,7 @@ use sha2::{Digest, Sha256};
 use super::evaluate::{State, MAINTENANCE_EVERY};
 use super::record::Subject;
 use super::{load, lock, Hub};
+use crate::domain::predict::PredictionModel;
 use crate::domain::{Error, Result, Timestamp};
 use crate::engine::frame::Frame;
 use crate::engine::rfm::RfmBounds;
@@ -69,12 +70,28 @@ pub(super) fn scores_fingerprint(bounds: Option<&RfmBounds>) -> u64 {
     u64::from_be_bytes(fingerprint).max(1)
 }
 
-/// After a load, the score bounds of the last evaluation, which only their
-/// fingerprint kept: the bounds the evaluation at `at` reads, if they are
-/// the same, so that it finds they did not move, as the other replicas do.
+/// A fingerprint of the prediction model in force (`None`: none yet),
+/// never 0.
+pub(super) fn model_fingerprint(model: Option<&PredictionModel>) -> u64 {
+    let mut hash = Sha256::new();
+    if let Some(model) = model {
+        hash.update(model.evaluation_time.as_nanos().to_be_bytes());
+        hash.update(model.fitted_at.as_nanos().to_be_bytes());
+    }
+    let digest = hash.finalize();
+    let mut fingerprint = [0u8; 8];
+    fingerprint.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(fingerprint).max(1)
+}
+
+/// After a load, the score bounds and the prediction model of the last
+/// evaluation, which only their fingerprints kept: those the evaluation at
+/// `at` reads, if they are the same, so that it finds they did not move,
+/// as the other replicas do; else it finds they moved.
 fn restore_scores(shared: &Shared, state: &mut State, at: i64) {
     let loaded = shared.watch.scores_loaded.swap(0, Ordering::Relaxed);
-    if loaded == 0 || state.rfm.is_some() {
+    let model_loaded = shared.watch.model_loaded.swap(0, Ordering::Relaxed);
+    if loaded == 0 {
         return;
     }
     let index = shared.index();
@@ -84,9 +101,13 @@ fn restore_scores(shared: &Shared, state: &mut State, at: i64) {
         shared.settings.thresholds,
     );
     let bounds = frame.rfm_bounds().copied();
-    if scores_fingerprint(bounds.as_ref()) == loaded {
+    if state.rfm.is_none() && scores_fingerprint(bounds.as_ref()) == loaded {
         state.rfm = bounds;
     }
+    let model = index.model().map(|model| &**model);
+    state
+        .tracker
+        .assume_model(&frame, model_fingerprint(model) == model_loaded);
 }
 
 /// Puts a loaded history in force: the journal noting, the watchers told,
@@ -95,6 +116,8 @@ fn install(shared: &Shared, slot: &mut Option<State>, state: State) -> Result<()
     let hub = &shared.watch;
     let scores = shared.store.history_evaluated_scores()?.unwrap_or(0);
     hub.scores_loaded.store(scores, Ordering::Relaxed);
+    let model = shared.store.history_evaluated_model()?.unwrap_or(0);
+    hub.model_loaded.store(model, Ordering::Relaxed);
     hub.journal.start_replicated();
     hub.told(&state, None);
     *slot = Some(state);
@@ -170,9 +193,11 @@ pub(in crate::engine) fn apply_tick(shared: &Shared, at: Timestamp) -> Result<()
     restore_scores(shared, state, evaluation_at);
     hub.ticking.store(evaluation_at.max(1), Ordering::Relaxed);
     let evaluated = state.evaluate_held(shared, at, None).and_then(|()| {
+        let model = model_fingerprint(shared.index().model().map(|model| &**model));
         shared.store.write_history(vec![HistoryWrite::Evaluated {
             at: state.at,
             scores: scores_fingerprint(state.rfm.as_ref()),
+            model,
         }])
     });
     hub.ticking.store(0, Ordering::Relaxed);

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use crate::domain::features::NANOS_PER_DAY;
 use crate::domain::rules::{Predicate, Variable};
 use crate::engine::frame::{Frame, Score};
-use crate::engine::index::age_at;
+use crate::engine::index::{age_at, FeatureIndex};
 
 /// Past this share of the rows (one in this many), reading every row a
 /// rule at a time is cheaper than reading the candidates a customer at a
@@ -140,8 +140,11 @@ fn reads(rule: &Predicate, test: &dyn Fn(&Variable) -> bool) -> bool {
 type ModelKey = Option<(i64, i64)>;
 
 fn model_key(frame: &Frame<'_>) -> ModelKey {
-    frame
-        .index
+    key_of(frame.index)
+}
+
+fn key_of(index: &FeatureIndex) -> ModelKey {
+    index
         .model()
         .map(|model| (model.evaluation_time.as_nanos(), model.fitted_at.as_nanos()))
 }
@@ -152,6 +155,25 @@ fn score_key(frame: &Frame<'_>) -> ScoreKey {
 }
 
 impl Tracker {
+    /// After a load in the embedded mode, takes the model in force as the
+    /// one of the last evaluation: the one process that fits puts a model
+    /// in force only while it runs, and evaluates soon after.
+    pub(super) fn assume_model_of(&mut self, index: &FeatureIndex) {
+        self.model = key_of(index);
+    }
+
+    /// After a load, takes the model the evaluation at `frame` reads as the
+    /// one of the last evaluation when `same`, and as another otherwise,
+    /// so that the evaluation finds a new fit exactly when the others did.
+    pub(super) fn assume_model(&mut self, frame: &Frame<'_>, same: bool) {
+        self.model = match same {
+            true => model_key(frame),
+            // No model's key: one is in force now, for a model cannot be
+            // taken away.
+            false => None,
+        };
+    }
+
     /// Whether the prediction model changed since the last evaluation.
     pub(super) fn refitted(&self, frame: &Frame<'_>) -> bool {
         self.model != model_key(frame)
@@ -488,6 +510,16 @@ mod tests {
         // Without a rule on predictions, neither moves everyone.
         index.set_model(Arc::new(model(3)));
         assert!(!step(&index, noon + 2 * day, false));
+        // After a load: the model of the last evaluation, as the stored
+        // fingerprint says, or another.
+        let frame = Frame::new(&index, Timestamp::from_nanos(noon), Thresholds::default());
+        let mut loaded = Tracker::default();
+        loaded.assume_model_of(&index);
+        assert!(!loaded.refitted(&frame));
+        loaded.assume_model(&frame, false);
+        assert!(loaded.refitted(&frame));
+        loaded.assume_model(&frame, true);
+        assert!(!loaded.refitted(&frame));
     }
 
     #[test]
