@@ -21,7 +21,7 @@ use crate::domain::features::{
     age_band, engagement_stage, frequency_of, income_band, rfm_segment, FirstEngagements,
     PurchaseStats, Thresholds, NANOS_PER_DAY,
 };
-use crate::domain::predict::{day_of, p_alive_band, PurchaseDays};
+use crate::domain::predict::{day_of, p_alive_band, PAliveOn, PurchaseDays};
 use crate::domain::Timestamp;
 
 /// One of the RFM scores.
@@ -370,8 +370,26 @@ impl<'a> Frame<'a> {
             };
             let on = day_of(self.at);
             let clv = self.index.clv_settings();
-            // Made before the parallel pass that reads it row by row.
-            self.count();
+            // Made before the parallel passes that read them row by row.
+            let (count, first) = (self.count(), self.first());
+            if what == Predicted::PAlive {
+                // The most read, and the cheapest: by a table of the
+                // logarithms it takes, by day since the first purchase.
+                let earliest = (0..rows)
+                    .into_par_iter()
+                    .filter(|&number| count[number] > 0)
+                    .map(|number| first[number])
+                    .min()
+                    .unwrap_or(self.at);
+                let p_alive = PAliveOn::new(model, on, on - day_of(earliest));
+                return (0..rows)
+                    .into_par_iter()
+                    .map(|number| match self.purchase_days(number, false) {
+                        Some(days) => p_alive.of(&days),
+                        None => f64::NAN,
+                    })
+                    .collect();
+            }
             let valued = matches!(what, Predicted::OrderValue | Predicted::Clv);
             (0..rows)
                 .into_par_iter()
@@ -379,12 +397,19 @@ impl<'a> Frame<'a> {
                     let Some(days) = self.purchase_days(number, valued) else {
                         return f64::NAN;
                     };
+                    // The forecasts of the series as one customer's
+                    // features have them, to the same bits: from the one
+                    // pass over every horizon.
                     let value = match what {
-                        Predicted::PAlive => Some(model.p_alive(&days, on)),
-                        Predicted::Purchases90d => model.expected_purchases(&days, on, 90.0),
-                        Predicted::Purchases365d => model.expected_purchases(&days, on, 365.0),
                         Predicted::OrderValue => model.expected_order_value(&days),
-                        Predicted::Clv => model.clv(&days, on, &clv),
+                        Predicted::PAlive => Some(model.p_alive(&days, on)),
+                        Predicted::Purchases90d => {
+                            model.predict(&days, on, &clv).expected_purchases_90d
+                        }
+                        Predicted::Purchases365d => {
+                            model.predict(&days, on, &clv).expected_purchases_365d
+                        }
+                        Predicted::Clv => model.predict(&days, on, &clv).clv,
                     };
                     value.unwrap_or(f64::NAN)
                 })

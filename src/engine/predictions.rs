@@ -7,7 +7,7 @@
 //! A fit reads every purchaser as of its evaluation time who does not
 //! object to profiling, under the index's read lock, then fits without
 //! it, on the blocking pool: never on a request's critical path, except
-//! for the calls that ask for one.
+//! for the calls that ask for one. One fit runs at a time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ pub struct PredictionSettings {
     /// Fit again once the purchases to fit on differ from the model's by
     /// this share (0.05 is 5%).
     pub refit_change: f64,
-    /// Fit again once the model's evaluation time is this old, whatever
+    /// Fit again once the model was fitted this long ago, whatever
     /// changed.
     pub refit_after: Duration,
     /// How often the background looks at whether to fit again.
@@ -51,7 +51,7 @@ impl Default for PredictionSettings {
 
 /// The inputs of a fit as of `at`: every purchaser then who does not
 /// object to profiling, in row order.
-pub(super) fn fit_inputs(index: &FeatureIndex, at: i64) -> FitInputs {
+fn fit_inputs(index: &FeatureIndex, at: i64) -> FitInputs {
     let columns = index.columns();
     let customers: Vec<(PurchaseDays, u64)> = (0..index.row_count())
         .into_par_iter()

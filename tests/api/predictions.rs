@@ -286,7 +286,7 @@ async fn rules_and_breakdowns_on_predictions_agree_with_each_customer() {
     let transactions = transactions();
     let customers = by_customer(&transactions);
     let mut bands: BTreeMap<String, i64> = BTreeMap::new();
-    let (mut selected, mut absent) = (0, 0);
+    let (mut selected, mut absent, mut returning) = (0, 0, 0);
     for id in customers.keys() {
         let f = features(&server, id, CALIBRATION_END).await;
         let Some(p) = f.predictions else {
@@ -301,6 +301,9 @@ async fn rules_and_breakdowns_on_predictions_agree_with_each_customer() {
         *bands.entry(name).or_default() += 1;
         if p.p_alive < 0.3 && p.clv.unwrap().minor_units > 2_000 {
             selected += 1;
+        }
+        if p.expected_purchases_365d.unwrap() >= 1.0 {
+            returning += 1;
         }
     }
     // Everyone had bought by the calibration's end.
@@ -318,6 +321,18 @@ async fn rules_and_breakdowns_on_predictions_agree_with_each_customer() {
         .into_inner();
     assert_eq!(preview.member_count, selected);
     assert!(selected > 0);
+    let preview = segmentation
+        .preview_segment(pb::PreviewSegmentRequest {
+            filter: "features.expected_purchases_365d >= 1".into(),
+            evaluation_time: at(CALIBRATION_END),
+            sample_size: 0,
+            segment: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.member_count, returning);
+    assert!(returning > 0);
     let breakdown = segmentation
         .breakdown_customers(pb::BreakdownCustomersRequest {
             dimensions: vec!["features.p_alive_band".into()],

@@ -35,6 +35,12 @@ pub struct BgNbd {
     pub b: f64,
 }
 
+/// ln(α + t), a time `t` in weeks: the one place P(alive) takes it, so that
+/// a table of it by day gives the same bits.
+pub fn ln_weeks(alpha: f64, t: f64) -> f64 {
+    (alpha + t).ln()
+}
+
 /// A fit and how it went.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BgNbdFit {
@@ -71,7 +77,10 @@ impl BgNbd {
             return 1.0;
         }
         let BgNbd { r, alpha, a, b } = *self;
-        let odds = a / (b + h.x - 1.0) * ((alpha + h.t) / (alpha + h.t_x)).powf(r + h.x);
+        // As a difference of logarithms, which `PAliveOn` tabulates by
+        // day, to the same bits.
+        let odds = a / (b + h.x - 1.0)
+            * ((r + h.x) * (ln_weeks(alpha, h.t) - ln_weeks(alpha, h.t_x))).exp();
         1.0 / (1.0 + odds)
     }
 

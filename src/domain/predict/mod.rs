@@ -28,8 +28,8 @@ pub mod hyp2f1;
 mod model;
 
 pub use model::{
-    day_of, p_alive_band, ClvSettings, FitInputs, PredictionModel, Predictions, PurchaseDays,
-    Validation,
+    day_of, p_alive_band, ClvSettings, FitInputs, PAliveOn, PredictionModel, Predictions,
+    PurchaseDays, Validation,
 };
 
 #[cfg(test)]

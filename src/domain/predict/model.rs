@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::bgnbd::{BgNbd, History};
+use super::bgnbd::{ln_weeks, BgNbd, History};
 use super::gamma_gamma::{GammaGamma, Spend};
 use crate::domain::features::{PAliveBand, NANOS_PER_DAY};
 use crate::domain::Timestamp;
@@ -310,6 +310,58 @@ fn identified(params: &[f64]) -> bool {
     params.iter().all(|param| IDENTIFIED.contains(param))
 }
 
+/// The most days [`PAliveOn`] tabulates: a century.
+const MOST_TABULATED_DAYS: i64 = 36_525;
+
+/// P(alive) of many customers on one day, quickly: ln(α + t) tabulated by
+/// whole day, so that a customer costs an exponential rather than a
+/// power; the same bits as [`PredictionModel::p_alive`].
+#[derive(Debug)]
+pub struct PAliveOn {
+    /// The model's BG/NBD.
+    model: BgNbd,
+    /// The day.
+    on: i64,
+    /// ln(α + d / 7) by d, in days.
+    ln: Vec<f64>,
+}
+
+impl PAliveOn {
+    /// For the model's BG/NBD on the day `on`, with spans of up to `longest`
+    /// days tabulated (longer ones computed).
+    pub fn new(model: &PredictionModel, on: i64, longest: i64) -> Self {
+        let alpha = model.bgnbd.alpha;
+        let days = longest.clamp(0, MOST_TABULATED_DAYS) + 1;
+        PAliveOn {
+            model: model.bgnbd,
+            on,
+            ln: (0..days)
+                .map(|d| ln_weeks(alpha, d as f64 / DAYS_PER_WEEK))
+                .collect(),
+        }
+    }
+
+    fn ln(&self, days: i64) -> f64 {
+        match usize::try_from(days).ok().and_then(|d| self.ln.get(d)) {
+            Some(&ln) => ln,
+            None => ln_weeks(self.model.alpha, days as f64 / DAYS_PER_WEEK),
+        }
+    }
+
+    /// P(alive) of a customer with these purchase days.
+    pub fn of(&self, days: &PurchaseDays) -> f64 {
+        if days.days <= 1 {
+            return 1.0;
+        }
+        let BgNbd { r, a, b, .. } = self.model;
+        let x = f64::from(days.days - 1);
+        let t = self.on.max(days.last_day) - days.first_day;
+        let t_x = days.last_day - days.first_day;
+        let odds = a / (b + x - 1.0) * ((r + x) * (self.ln(t) - self.ln(t_x))).exp();
+        1.0 / (1.0 + odds)
+    }
+}
+
 /// The band of a probability of being active.
 pub fn p_alive_band(p_alive: f64) -> PAliveBand {
     if p_alive < 0.25 {
@@ -513,11 +565,66 @@ mod tests {
         assert!(fitted > 0);
     }
 
+    /// The table's P(alive) is the model's, to the last bit, within the
+    /// table and past it.
+    #[test]
+    fn p_alive_by_table_is_the_models() {
+        let mut model = cdnow_like();
+        model.bgnbd.alpha = 4.4135;
+        let on = 20_000;
+        let table = PAliveOn::new(&model, on, 400);
+        for (days, first_day, last_day) in [
+            (1, 19_990, 19_990),
+            (2, 19_700, 19_800),
+            (7, 19_601, 19_999),
+            (3, 19_000, 19_300),
+            (40, 15_000, 19_999),
+            (2, 20_000, 20_001),
+        ] {
+            let customer = PurchaseDays {
+                days,
+                first_day,
+                last_day,
+                repeat_total: 0,
+            };
+            assert_eq!(
+                table.of(&customer).to_bits(),
+                model.p_alive(&customer, on).to_bits(),
+                "{customer:?}"
+            );
+        }
+    }
+
     #[test]
     fn zero_value_repeat_days_leave_the_spend_out() {
         let days = PurchaseDays::of(&[0, DAY, 2 * DAY], &[500, 0, 0], 3 * DAY).unwrap();
         assert_eq!(days.days, 3);
         assert_eq!(days.spend(), None);
+    }
+
+    /// A model with the parameters published for the CDNOW sample.
+    fn cdnow_like() -> PredictionModel {
+        PredictionModel {
+            bgnbd: BgNbd {
+                r: 0.2426,
+                alpha: 4.4135,
+                a: 0.7929,
+                b: 2.4258,
+            },
+            bgnbd_log_likelihood: 0.0,
+            customers: 1,
+            gamma_gamma: Some(GammaGamma {
+                p: 6.2496,
+                q: 3.7442,
+                v: 15.4435,
+            }),
+            gamma_gamma_log_likelihood: 0.0,
+            spenders: 1,
+            purchases: 3,
+            evaluation_time: Timestamp::from_nanos(0),
+            fitted_at: Timestamp::from_nanos(0),
+            fit_nanos: 0,
+        }
     }
 
     #[test]
