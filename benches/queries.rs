@@ -45,7 +45,12 @@ const BREAKDOWN_DIMENSIONS: [&str; 3] =
 /// thinks more likely gone than not.
 const P_ALIVE_FILTER: &str = "features.p_alive < 0.5";
 
-/// The dimension of the breakdown filtered on a prediction.
+/// A filter of the same shape on a figure the index keeps, for the
+/// breakdown to compare with.
+const RECENCY_FILTER: &str = "features.recency_days > 365";
+
+/// The dimension of the breakdowns filtered on a prediction and on
+/// recency.
 const P_ALIVE_FILTER_DIMENSIONS: [&str; 1] = ["features.frequency"];
 
 /// The dimensions of the breakdown by a prediction, over everyone.
@@ -116,7 +121,15 @@ fn queries(c: &mut Criterion) {
     scans.finish();
 
     let chosen = persona_customers(&data);
+    let purchasers = purchasers(&runtime, engine, &chosen);
     customer_calls(c, &runtime, engine, &chosen, &over);
+    customer_calls(
+        c,
+        &runtime,
+        engine,
+        &purchasers,
+        &format!("purchasers/{over}"),
+    );
 
     save_segments(&runtime, engine);
     let mut turn = 0;
@@ -137,7 +150,7 @@ fn queries(c: &mut Criterion) {
         },
     );
 
-    predicted(c, &runtime, engine, &chosen, &over);
+    predicted(c, &runtime, engine, &chosen, &purchasers, &over);
 
     // Last, as it changes the index the others read.
     record_purchase(c, &runtime, engine, &data, &over);
@@ -145,7 +158,8 @@ fn queries(c: &mut Criterion) {
 
 /// One customer's features, and their persona with its explanation, in
 /// turn over `chosen`; the names of the benchmarks end in `over`, which
-/// says whether a prediction model is in force.
+/// says whether a prediction model is in force and which customers are
+/// asked for.
 fn customer_calls(
     c: &mut Criterion,
     runtime: &Runtime,
@@ -184,10 +198,18 @@ fn customer_calls(
 }
 
 /// The prediction model fitted as of the evaluation time and put in
-/// force (not measured: `benches/predict.rs` times the fit), then the
-/// customer calls again, now with predictions, and breakdowns filtered
-/// on `features.p_alive` and by `features.p_alive_band`.
-fn predicted(c: &mut Criterion, runtime: &Runtime, engine: &Engine, chosen: &[u64], over: &str) {
+/// force (not measured: `benches/predict.rs` times the fit), then
+/// breakdowns filtered on `features.p_alive` and by
+/// `features.p_alive_band`, beside one of the same shape on recency, and
+/// the customer calls again, now with predictions.
+fn predicted(
+    c: &mut Criterion,
+    runtime: &Runtime,
+    engine: &Engine,
+    chosen: &[u64],
+    purchasers: &[u64],
+    over: &str,
+) {
     let model = runtime
         .block_on(engine.refit_prediction_model(at()))
         .expect("the prediction model is fitted");
@@ -198,6 +220,15 @@ fn predicted(c: &mut Criterion, runtime: &Runtime, engine: &Engine, chosen: &[u6
     );
     let mut scans = c.benchmark_group("scan");
     scans.sample_size(10);
+    scans.bench_function(format!("breakdown_recency_over_a_year/{over}"), |b| {
+        b.iter(|| {
+            runtime.block_on(breakdown(
+                engine,
+                RECENCY_FILTER,
+                &P_ALIVE_FILTER_DIMENSIONS,
+            ))
+        })
+    });
     scans.bench_function(format!("breakdown_p_alive_below_half/{over}"), |b| {
         b.iter(|| {
             runtime.block_on(breakdown(
@@ -217,6 +248,13 @@ fn predicted(c: &mut Criterion, runtime: &Runtime, engine: &Engine, chosen: &[u6
         engine,
         chosen,
         &format!("with_predictions/{over}"),
+    );
+    customer_calls(
+        c,
+        runtime,
+        engine,
+        purchasers,
+        &format!("with_predictions/purchasers/{over}"),
     );
 }
 
@@ -298,6 +336,21 @@ fn persona_customers(data: &DataSet) -> Vec<u64> {
     std::iter::repeat_with(|| rng.random_range(0..data.customers))
         .filter(|&n| !support::objects_to_profiling(n))
         .take(PERSONA_CUSTOMERS)
+        .collect()
+}
+
+/// Those of `chosen` who had bought something by the evaluation time:
+/// the customers who get predictions once a model is in force.
+fn purchasers(runtime: &Runtime, engine: &Engine, chosen: &[u64]) -> Vec<u64> {
+    chosen
+        .iter()
+        .copied()
+        .filter(|&n| {
+            let features = runtime
+                .block_on(engine.customer_features(support::id(n), at()))
+                .expect("the customer's features");
+            features.purchases.count > 0
+        })
         .collect()
 }
 
