@@ -56,6 +56,10 @@ const P_ALIVE_FILTER_DIMENSIONS: [&str; 1] = ["features.frequency"];
 /// The dimensions of the breakdown by a prediction, over everyone.
 const P_ALIVE_BAND_DIMENSIONS: [&str; 2] = ["features.p_alive_band", "customer.country"];
 
+/// The dimensions of a breakdown of the same shape over everyone, by a
+/// class the index keeps.
+const FREQUENCY_DIMENSIONS: [&str; 2] = ["features.frequency", "customer.country"];
+
 /// Customers whose personas are asked for, in turn.
 const PERSONA_CUSTOMERS: usize = 1024;
 
@@ -200,8 +204,8 @@ fn customer_calls(
 /// The prediction model fitted as of the evaluation time and put in
 /// force (not measured: `benches/predict.rs` times the fit), then
 /// breakdowns filtered on `features.p_alive` and by
-/// `features.p_alive_band`, beside one of the same shape on recency, and
-/// the customer calls again, now with predictions.
+/// `features.p_alive_band`, each beside one of the same shape on figures
+/// the index keeps, and the customer calls again, now with predictions.
 fn predicted(
     c: &mut Criterion,
     runtime: &Runtime,
@@ -237,6 +241,9 @@ fn predicted(
                 &P_ALIVE_FILTER_DIMENSIONS,
             ))
         })
+    });
+    scans.bench_function(format!("breakdown_frequency_by_country/{over}"), |b| {
+        b.iter(|| runtime.block_on(breakdown(engine, "", &FREQUENCY_DIMENSIONS)))
     });
     scans.bench_function(format!("breakdown_p_alive_band/{over}"), |b| {
         b.iter(|| runtime.block_on(breakdown(engine, "", &P_ALIVE_BAND_DIMENSIONS)))
