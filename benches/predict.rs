@@ -1,9 +1,14 @@
-//! Micro-benchmark of the prediction models' fits: BG/NBD and Gamma-Gamma
-//! by maximum likelihood over a synthetic customer base (1M customers by
-//! default, `SEGMENTD_BENCH_CUSTOMERS` to change), shaped like the CDNOW
-//! sample: most customers never come back, the others a few times.
+//! Micro-benchmarks of the prediction models' fits: BG/NBD and
+//! Gamma-Gamma by maximum likelihood over a synthetic customer base (1M
+//! customers by default, `SEGMENTD_BENCH_CUSTOMERS` to change), shaped
+//! like the CDNOW sample: most customers never come back, the others a
+//! few times; and the engine's whole refit, its inputs read from the
+//! index, over the load generator's data set (1M customers and 10M
+//! purchases by default).
 //!
 //! Run with `cargo bench --bench predict`.
+
+mod support;
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -11,6 +16,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use segmentd::domain::predict::bgnbd::{BgNbd, History};
 use segmentd::domain::predict::gamma_gamma::{GammaGamma, Spend};
+use support::{at, size};
 
 /// A seeded xorshift: the same customers on every run.
 struct Random(u64);
@@ -82,5 +88,42 @@ fn fits(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fits);
+/// The model fitted as the service fits it, through the engine: every
+/// purchaser's history read from the index under its read lock, both fits,
+/// and the model stored and put in force.
+fn refit(c: &mut Criterion) {
+    let runtime = support::runtime();
+    let data = support::data_set(1_000_000, 10);
+    let loaded = support::load(&runtime, &data, false);
+    let engine = &loaded.engine;
+    let over = format!(
+        "{}_customers_{}_purchases",
+        size(data.customers),
+        size(data.purchases)
+    );
+    let mut group = c.benchmark_group("predict");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(30));
+    let mut last = None;
+    group.bench_function(format!("refit_engine/{over}"), |b| {
+        b.iter(|| {
+            let model = runtime
+                .block_on(engine.refit_prediction_model(at()))
+                .expect("the prediction model is fitted");
+            last = Some(black_box(model));
+        })
+    });
+    group.finish();
+    if let Some(model) = last {
+        eprintln!(
+            "the last fit: {} customers, {} of them spenders, {} purchases, {:.3} s by the model's own clock",
+            model.customers,
+            model.spenders,
+            model.purchases,
+            model.fit_nanos as f64 / 1e9
+        );
+    }
+}
+
+criterion_group!(benches, fits, refit);
 criterion_main!(benches);

@@ -1,10 +1,11 @@
 //! Micro-benchmarks of the engine's hot paths over one index: a rule's
-//! preview and a saved segment's first page, one customer's persona with
-//! its explanation, one customer's saved segments each explained,
-//! breakdowns by persona and by dimensions, and one purchase recorded into
-//! the index. The data set is the load generator's
-//! (1M customers by default, with 3M purchases and their engagement
-//! events), loaded once through the engine's public API.
+//! preview and a saved segment's first page, one customer's features and
+//! persona with its explanation, one customer's saved segments each
+//! explained, breakdowns by persona and by dimensions, the same customer
+//! calls with a prediction model in force and breakdowns on its
+//! predictions, and one purchase recorded into the index. The data set is
+//! the load generator's (1M customers by default, with 3M purchases and
+//! their engagement events), loaded once through the engine's public API.
 //!
 //! Each call goes through the engine's async method as a handler makes it,
 //! on a tokio runtime: the scans, a customer's segments and the recorded
@@ -39,6 +40,25 @@ const BREAKDOWN_FILTER: &str =
 /// The dimensions of the customer breakdown.
 const BREAKDOWN_DIMENSIONS: [&str; 3] =
     ["customer.country", "customer.gender", "customer.age_band"];
+
+/// The filter of the breakdown on a prediction: the customers the model
+/// thinks more likely gone than not.
+const P_ALIVE_FILTER: &str = "features.p_alive < 0.5";
+
+/// A filter of the same shape on a figure the index keeps, for the
+/// breakdown to compare with.
+const RECENCY_FILTER: &str = "features.recency_days > 365";
+
+/// The dimension of the breakdowns filtered on a prediction and on
+/// recency.
+const P_ALIVE_FILTER_DIMENSIONS: [&str; 1] = ["features.frequency"];
+
+/// The dimensions of the breakdown by a prediction, over everyone.
+const P_ALIVE_BAND_DIMENSIONS: [&str; 2] = ["features.p_alive_band", "customer.country"];
+
+/// The dimensions of a breakdown of the same shape over everyone, by a
+/// class the index keeps.
+const FREQUENCY_DIMENSIONS: [&str; 2] = ["features.frequency", "customer.country"];
 
 /// Customers whose personas are asked for, in turn.
 const PERSONA_CUSTOMERS: usize = 1024;
@@ -100,25 +120,20 @@ fn queries(c: &mut Criterion) {
         })
     });
     scans.bench_function(format!("breakdown_customers/{over}"), |b| {
-        b.iter(|| runtime.block_on(breakdown(engine)))
+        b.iter(|| runtime.block_on(breakdown(engine, BREAKDOWN_FILTER, &BREAKDOWN_DIMENSIONS)))
     });
     scans.finish();
 
     let chosen = persona_customers(&data);
-    let mut turn = 0;
-    c.bench_function(&format!("customer_persona/{over}"), |b| {
-        b.iter(|| {
-            turn = (turn + 1) % chosen.len();
-            let id = support::id(chosen[turn]);
-            runtime.block_on(async {
-                let assignment = engine
-                    .customer_persona(id, at())
-                    .await
-                    .expect("a persona with its explanation");
-                black_box(assignment)
-            })
-        })
-    });
+    let purchasers = purchasers(&runtime, engine, &chosen);
+    customer_calls(c, &runtime, engine, &chosen, &over);
+    customer_calls(
+        c,
+        &runtime,
+        engine,
+        &purchasers,
+        &format!("purchasers/{over}"),
+    );
 
     save_segments(&runtime, engine);
     let mut turn = 0;
@@ -139,8 +154,115 @@ fn queries(c: &mut Criterion) {
         },
     );
 
+    predicted(c, &runtime, engine, &chosen, &purchasers, &over);
+
     // Last, as it changes the index the others read.
     record_purchase(c, &runtime, engine, &data, &over);
+}
+
+/// One customer's features, and their persona with its explanation, in
+/// turn over `chosen`; the names of the benchmarks end in `over`, which
+/// says whether a prediction model is in force and which customers are
+/// asked for.
+fn customer_calls(
+    c: &mut Criterion,
+    runtime: &Runtime,
+    engine: &Engine,
+    chosen: &[u64],
+    over: &str,
+) {
+    let mut turn = 0;
+    c.bench_function(&format!("customer_features/{over}"), |b| {
+        b.iter(|| {
+            turn = (turn + 1) % chosen.len();
+            let id = support::id(chosen[turn]);
+            runtime.block_on(async {
+                let features = engine
+                    .customer_features(id, at())
+                    .await
+                    .expect("the customer's features");
+                black_box(features)
+            })
+        })
+    });
+    let mut turn = 0;
+    c.bench_function(&format!("customer_persona/{over}"), |b| {
+        b.iter(|| {
+            turn = (turn + 1) % chosen.len();
+            let id = support::id(chosen[turn]);
+            runtime.block_on(async {
+                let assignment = engine
+                    .customer_persona(id, at())
+                    .await
+                    .expect("a persona with its explanation");
+                black_box(assignment)
+            })
+        })
+    });
+}
+
+/// The prediction model fitted as of the evaluation time and put in
+/// force (not measured: `benches/predict.rs` times the fit), then
+/// breakdowns filtered on `features.p_alive` and by
+/// `features.p_alive_band`, each beside one of the same shape on figures
+/// the index keeps, and the customer calls again, now with predictions.
+fn predicted(
+    c: &mut Criterion,
+    runtime: &Runtime,
+    engine: &Engine,
+    chosen: &[u64],
+    purchasers: &[u64],
+    over: &str,
+) {
+    let model = runtime
+        .block_on(engine.refit_prediction_model(at()))
+        .expect("the prediction model is fitted");
+    eprintln!(
+        "prediction model fitted on {} customers in {:.2} s",
+        model.customers,
+        model.fit_nanos as f64 / 1e9
+    );
+    let mut scans = c.benchmark_group("scan");
+    scans.sample_size(10);
+    scans.bench_function(format!("breakdown_recency_over_a_year/{over}"), |b| {
+        b.iter(|| {
+            runtime.block_on(breakdown(
+                engine,
+                RECENCY_FILTER,
+                &P_ALIVE_FILTER_DIMENSIONS,
+            ))
+        })
+    });
+    scans.bench_function(format!("breakdown_p_alive_below_half/{over}"), |b| {
+        b.iter(|| {
+            runtime.block_on(breakdown(
+                engine,
+                P_ALIVE_FILTER,
+                &P_ALIVE_FILTER_DIMENSIONS,
+            ))
+        })
+    });
+    scans.bench_function(format!("breakdown_frequency_by_country/{over}"), |b| {
+        b.iter(|| runtime.block_on(breakdown(engine, "", &FREQUENCY_DIMENSIONS)))
+    });
+    scans.bench_function(format!("breakdown_p_alive_band/{over}"), |b| {
+        b.iter(|| runtime.block_on(breakdown(engine, "", &P_ALIVE_BAND_DIMENSIONS)))
+    });
+    scans.finish();
+    customer_calls(
+        c,
+        runtime,
+        engine,
+        chosen,
+        &format!("with_predictions/{over}"),
+    );
+    customer_calls(
+        c,
+        runtime,
+        engine,
+        purchasers,
+        &format!("with_predictions/purchasers/{over}"),
+    );
 }
 
 /// The rule compiled and previewed as PreviewSegment does: members,
@@ -154,10 +276,11 @@ async fn preview(engine: &Engine) {
     black_box(preview);
 }
 
-/// The customer breakdown as BreakdownCustomers does it.
-async fn breakdown(engine: &Engine) {
-    let rule = compile_filter(BREAKDOWN_FILTER).expect("the filter compiles");
-    let dimensions: Vec<Variable> = BREAKDOWN_DIMENSIONS
+/// A customer breakdown as BreakdownCustomers does it: the customers
+/// `filter` selects, counted by `dimensions`.
+async fn breakdown(engine: &Engine, filter: &str, dimensions: &[&str]) {
+    let rule = compile_filter(filter).expect("the filter compiles");
+    let dimensions: Vec<Variable> = dimensions
         .iter()
         .map(|name| parse_variable(name).expect("a dimension"))
         .collect();
@@ -220,6 +343,21 @@ fn persona_customers(data: &DataSet) -> Vec<u64> {
     std::iter::repeat_with(|| rng.random_range(0..data.customers))
         .filter(|&n| !support::objects_to_profiling(n))
         .take(PERSONA_CUSTOMERS)
+        .collect()
+}
+
+/// Those of `chosen` who had bought something by the evaluation time:
+/// the customers who get predictions once a model is in force.
+fn purchasers(runtime: &Runtime, engine: &Engine, chosen: &[u64]) -> Vec<u64> {
+    chosen
+        .iter()
+        .copied()
+        .filter(|&n| {
+            let features = runtime
+                .block_on(engine.customer_features(support::id(n), at()))
+                .expect("the customer's features");
+            features.purchases.count > 0
+        })
         .collect()
 }
 
