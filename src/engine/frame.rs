@@ -7,7 +7,7 @@
 //! the index's all-time columns, read in place. Otherwise they are computed
 //! from each customer's series.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
@@ -77,7 +77,7 @@ pub struct Frame<'a> {
     alive: OnceLock<Bits>,
     /// Each prediction by row, made when first asked for: NaN where there
     /// is none.
-    predicted: [OnceLock<Vec<f64>>; 5],
+    predicted: [OnceLock<Arc<Vec<f64>>>; 5],
 }
 
 /// Purchase count, spend, first and last purchase as of a past T.
@@ -364,57 +364,67 @@ impl<'a> Frame<'a> {
     /// model, or where [`Frame::purchase_days`] is `None`.
     pub fn predicted(&self, what: Predicted) -> &[f64] {
         self.predicted[what as usize].get_or_init(|| {
-            let rows = self.rows();
-            let Some(model) = self.index.model() else {
-                return vec![f64::NAN; rows];
-            };
             let on = day_of(self.at);
-            let clv = self.index.clv_settings();
-            // Made before the parallel passes that read them row by row.
-            let (count, first) = (self.count(), self.first());
-            if what == Predicted::PAlive {
-                // The most read, and the cheapest: by a table of the
-                // logarithms it takes, by day since the first purchase.
-                let earliest = (0..rows)
-                    .into_par_iter()
-                    .filter(|&number| count[number] > 0)
-                    .map(|number| first[number])
-                    .min()
-                    .unwrap_or(self.at);
-                let p_alive = PAliveOn::new(model, on, on - day_of(earliest));
-                return (0..rows)
-                    .into_par_iter()
-                    .map(|number| match self.purchase_days(number, false) {
-                        Some(days) => p_alive.of(&days),
-                        None => f64::NAN,
-                    })
-                    .collect();
+            if what == Predicted::PAlive && self.current {
+                // The index keeps it for the day, in step with writes.
+                return self.index.p_alive_on(on, || self.predict(what));
             }
-            let valued = matches!(what, Predicted::OrderValue | Predicted::Clv);
-            (0..rows)
-                .into_par_iter()
-                .map(|number| {
-                    let Some(days) = self.purchase_days(number, valued) else {
-                        return f64::NAN;
-                    };
-                    // The forecasts of the series as one customer's
-                    // features have them, to the same bits: from the one
-                    // pass over every horizon.
-                    let value = match what {
-                        Predicted::OrderValue => model.expected_order_value(&days),
-                        Predicted::PAlive => Some(model.p_alive(&days, on)),
-                        Predicted::Purchases90d => {
-                            model.predict(&days, on, &clv).expected_purchases_90d
-                        }
-                        Predicted::Purchases365d => {
-                            model.predict(&days, on, &clv).expected_purchases_365d
-                        }
-                        Predicted::Clv => model.predict(&days, on, &clv).clv,
-                    };
-                    value.unwrap_or(f64::NAN)
-                })
-                .collect()
+            Arc::new(self.predict(what))
         })
+    }
+
+    /// One prediction of each row, computed.
+    fn predict(&self, what: Predicted) -> Vec<f64> {
+        let rows = self.rows();
+        let Some(model) = self.index.model() else {
+            return vec![f64::NAN; rows];
+        };
+        let on = day_of(self.at);
+        let clv = self.index.clv_settings();
+        // Made before the parallel passes that read them row by row.
+        let (count, first) = (self.count(), self.first());
+        if what == Predicted::PAlive {
+            // The most read, and the cheapest: by a table of the
+            // logarithms it takes, by day since the first purchase.
+            let earliest = (0..rows)
+                .into_par_iter()
+                .filter(|&number| count[number] > 0)
+                .map(|number| first[number])
+                .min()
+                .unwrap_or(self.at);
+            let p_alive = PAliveOn::new(model, on, on - day_of(earliest));
+            return (0..rows)
+                .into_par_iter()
+                .map(|number| match self.purchase_days(number, false) {
+                    Some(days) => p_alive.of(&days),
+                    None => f64::NAN,
+                })
+                .collect();
+        }
+        let valued = matches!(what, Predicted::OrderValue | Predicted::Clv);
+        (0..rows)
+            .into_par_iter()
+            .map(|number| {
+                let Some(days) = self.purchase_days(number, valued) else {
+                    return f64::NAN;
+                };
+                // The forecasts of the series as one customer's
+                // features have them, to the same bits: from the one
+                // pass over every horizon.
+                let value = match what {
+                    Predicted::OrderValue => model.expected_order_value(&days),
+                    Predicted::PAlive => Some(model.p_alive(&days, on)),
+                    Predicted::Purchases90d => {
+                        model.predict(&days, on, &clv).expected_purchases_90d
+                    }
+                    Predicted::Purchases365d => {
+                        model.predict(&days, on, &clv).expected_purchases_365d
+                    }
+                    Predicted::Clv => model.predict(&days, on, &clv).clv,
+                };
+                value.unwrap_or(f64::NAN)
+            })
+            .collect()
     }
 
     /// The band of a row's `p_alive`, if it has one.
@@ -589,6 +599,86 @@ fn current_stage(count: u32, flags: u8) -> crate::domain::features::EngagementSt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The P(alive) column the index keeps for a day, moved by each write,
+    /// is the one made afresh after the writes.
+    #[test]
+    fn the_kept_p_alive_column_follows_every_write() {
+        use crate::domain::predict::bgnbd::BgNbd;
+        use crate::domain::predict::PredictionModel;
+        use crate::domain::{Customer, CustomerId, Profile};
+        use crate::engine::index::{event_key, Event, EventRef};
+        let day = NANOS_PER_DAY;
+        let now = 20_000 * day + day / 2;
+        let mut index = FeatureIndex::new(Thresholds::default());
+        let customer = |id: &str, objects: bool| Customer {
+            id: CustomerId::parse(id).unwrap(),
+            profile: Profile {
+                objects_to_profiling: objects,
+                ..Profile::default()
+            },
+            create_time: Timestamp::from_nanos(0),
+            update_time: Timestamp::from_nanos(0),
+            create_request_id: None,
+        };
+        let mut bought = 0u64;
+        let mut buy = |index: &mut FeatureIndex, row: u32, days_ago: i64| {
+            bought += 1;
+            let event = Event {
+                time: now - days_ago * day,
+                amount: Some(100),
+                key: event_key(&format!("p{bought}")),
+                at: EventRef::new(1, 0),
+            };
+            assert!(index.add_purchase(row, event));
+        };
+        for n in 0..20u32 {
+            index.upsert_customer(&customer(&format!("c{n}"), false));
+            for k in 0..n % 4 {
+                buy(&mut index, n, i64::from(n * 17 + k * 30));
+            }
+        }
+        index.set_model(std::sync::Arc::new(PredictionModel {
+            bgnbd: BgNbd {
+                r: 0.24,
+                alpha: 4.4,
+                a: 0.79,
+                b: 2.4,
+            },
+            bgnbd_log_likelihood: 0.0,
+            customers: 20,
+            gamma_gamma: None,
+            gamma_gamma_log_likelihood: 0.0,
+            spenders: 0,
+            purchases: 30,
+            evaluation_time: Timestamp::from_nanos(now),
+            fitted_at: Timestamp::from_nanos(now),
+            fit_nanos: 1,
+        }));
+        let at = Timestamp::from_nanos(now + 1);
+        let column = |index: &FeatureIndex| {
+            let frame = Frame::new(index, at, Thresholds::default());
+            assert!(frame.is_current());
+            frame.predicted(Predicted::PAlive).to_vec()
+        };
+        let fresh = |index: &FeatureIndex| {
+            Frame::new(index, at, Thresholds::default()).predict(Predicted::PAlive)
+        };
+        let same = |a: &[f64], b: &[f64]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        };
+        assert!(same(&column(&index), &fresh(&index)));
+        // A purchase, a new customer, an objector, an erasure.
+        buy(&mut index, 3, 2);
+        buy(&mut index, 0, 1);
+        index.upsert_customer(&customer("late", false));
+        index.upsert_customer(&customer("c5", true));
+        index.remove_customer(&CustomerId::parse("c7").unwrap());
+        let kept = column(&index);
+        assert!(same(&kept, &fresh(&index)));
+        assert!(kept[5].is_nan() && kept[7].is_nan() && kept[20].is_nan());
+        assert!(!kept[0].is_nan());
+    }
 
     /// The fast path agrees with the design's arithmetic on many random
     /// purchase histories, around every boundary.

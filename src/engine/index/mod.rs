@@ -16,7 +16,7 @@ mod series;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::mem::size_of;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use compact_str::CompactString;
 use foldhash::fast::RandomState;
@@ -29,7 +29,7 @@ pub use series::{event_key, Event, EventRef, Loaded, Row, Series};
 
 use super::rfm::{Figures, RfmBounds, RfmState};
 use crate::domain::features::Thresholds;
-use crate::domain::predict::{ClvSettings, PredictionModel};
+use crate::domain::predict::{day_of, ClvSettings, PredictionModel, PurchaseDays};
 use crate::domain::{Customer, CustomerId, EngagementKind, TraitValue};
 use columns::CustomerFields;
 
@@ -82,6 +82,21 @@ pub struct FeatureIndex {
     model: Option<Arc<PredictionModel>>,
     /// How lifetime value is counted.
     clv: ClvSettings,
+    /// Every row's P(alive) on one day by the model in force, made by the
+    /// first frame that reads it and kept in step by every write, so that
+    /// a breakdown on it reads a column, as on the purchase figures.
+    p_alive: Mutex<Option<KeptPAlive>>,
+}
+
+/// [`FeatureIndex::p_alive`]: the column and what it holds for.
+#[derive(Debug)]
+struct KeptPAlive {
+    /// The model it was made with.
+    model: Arc<PredictionModel>,
+    /// The day, in days since the epoch.
+    on: i64,
+    /// By row; NaN where there is none.
+    values: Arc<Vec<f64>>,
 }
 
 impl FeatureIndex {
@@ -116,6 +131,76 @@ impl FeatureIndex {
     /// Puts a prediction model in force.
     pub fn set_model(&mut self, model: Arc<PredictionModel>) {
         self.model = Some(model);
+        *self.kept_p_alive() = None;
+    }
+
+    fn kept_p_alive(&self) -> std::sync::MutexGuard<'_, Option<KeptPAlive>> {
+        self.p_alive
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every row's P(alive) on the day `on` (days since the epoch) by the
+    /// model in force, when every event is at or before that day's
+    /// frames: kept from the last time it was asked for that day and
+    /// model, or made by `make` and kept.
+    pub fn p_alive_on(&self, on: i64, make: impl FnOnce() -> Vec<f64>) -> Arc<Vec<f64>> {
+        if let Some(kept) = &*self.kept_p_alive() {
+            let same_model = self
+                .model
+                .as_ref()
+                .is_some_and(|model| Arc::ptr_eq(model, &kept.model));
+            if same_model && kept.on == on && kept.values.len() == self.row_count() {
+                return Arc::clone(&kept.values);
+            }
+        }
+        let values = Arc::new(make());
+        if let Some(model) = &self.model {
+            *self.kept_p_alive() = Some(KeptPAlive {
+                model: Arc::clone(model),
+                on,
+                values: Arc::clone(&values),
+            });
+        }
+        values
+    }
+
+    /// Brings a row's kept P(alive) in step after a change of the row.
+    fn keep_p_alive(&mut self, at: usize) {
+        let FeatureIndex {
+            p_alive, columns, ..
+        } = self;
+        let kept = p_alive
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(kept) = kept else {
+            return;
+        };
+        let c = &*columns;
+        let value = if c.alive[at] && !c.objects[at] && c.count[at] > 0 {
+            let days = PurchaseDays {
+                days: c.days[at],
+                first_day: day_of(c.first[at]),
+                last_day: day_of(c.last[at]),
+                repeat_total: 0,
+            };
+            kept.model.p_alive(&days, kept.on)
+        } else {
+            f64::NAN
+        };
+        // No frame holds the column while a write holds the index, so
+        // this changes it in place.
+        let values = Arc::make_mut(&mut kept.values);
+        match at.cmp(&values.len()) {
+            std::cmp::Ordering::Less => values[at] = value,
+            std::cmp::Ordering::Equal => values.push(value),
+            // Not in step (it cannot be): made again when next read.
+            std::cmp::Ordering::Greater => {
+                *p_alive
+                    .get_mut()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = None
+            }
+        }
     }
 
     /// Whether the RFM bounds are at hand, so that asking for them costs
@@ -172,6 +257,7 @@ impl FeatureIndex {
         self.columns
             .set_profile(number as usize, &fields, &mut self.dictionaries);
         self.set_traits(number, fields.traits);
+        self.keep_p_alive(number as usize);
     }
 
     fn set_traits(&mut self, number: u32, traits: BTreeMap<String, TraitValue>) {
@@ -202,6 +288,7 @@ impl FeatureIndex {
         self.set_traits(number, BTreeMap::new());
         self.columns.alive[at] = false;
         self.columns.set_derived(at, &Derived::NONE);
+        self.keep_p_alive(at);
         self.live -= 1;
         Some(std::mem::take(&mut self.rows[at]))
     }
@@ -293,6 +380,7 @@ impl FeatureIndex {
         let total = self.columns.total[at].saturating_add(spent);
         self.columns
             .set_derived(at, &Derived::of(row, &self.thresholds, total));
+        self.keep_p_alive(at);
         let after = self.figures(at);
         self.rfm.change(before, after);
         self.max_time = self.max_time.max(time);
