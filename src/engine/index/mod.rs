@@ -413,7 +413,11 @@ impl FeatureIndex {
                 + self.rows.capacity() * size_of::<Row>()
                 + self.columns.heap_bytes()
                 + self.dictionaries.heap_bytes()
-                + traits,
+                + traits
+                + self
+                    .kept_p_alive()
+                    .as_ref()
+                    .map_or(0, |kept| kept.values.capacity() * size_of::<f64>()),
             ..IndexSize::default()
         };
         for (id, row) in self.ids.iter().zip(&self.rows) {
