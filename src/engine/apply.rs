@@ -123,12 +123,7 @@ fn apply_command(shared: &Shared, command: Command) -> Result<Outcome> {
         }
         Command::StorePredictionModel { model, expected } => {
             if !expected.holds(shared.index().model().map(|model| &**model)) {
-                return Err(Error::RevisionMismatch {
-                    name: "predictionModel".to_owned(),
-                    description:
-                        "another prediction model came into force while this one was fitted"
-                            .to_owned(),
-                });
+                return Err(super::predictions::overtaken());
             }
             shared.store.put_prediction_model(&model)?;
             let model = std::sync::Arc::new(model);

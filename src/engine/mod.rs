@@ -142,7 +142,7 @@ struct Shared {
     /// The saved segments compiled, for ListCustomerSegments.
     saved_rules: customer_segments::SavedRules,
     /// Taken by a prediction fit, so that one runs at a time.
-    fitting: Mutex<()>,
+    fitting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Shared {
@@ -228,15 +228,11 @@ impl Engine {
             let rebuild_started = std::time::Instant::now();
             let mut index = FeatureIndex::rebuild(&store, settings.thresholds)?;
             index.set_clv_settings(settings.predictions.clv);
-            // A model that cannot be read (one a later build wrote, or a
-            // damaged value) is fitted again in the background rather
-            // than keep the store from opening.
-            match store.get_prediction_model() {
-                Ok(Some(model)) => index.set_model(Arc::new(model)),
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "the stored prediction model cannot be read; it will be fitted again");
-                }
+            // A model that cannot be read stops the opening, as the
+            // catalog does: in cluster mode a replica without the model
+            // the others hold would answer, and apply fits, unlike them.
+            if let Some(model) = store.get_prediction_model()? {
+                index.set_model(Arc::new(model));
             }
             let counters = stats::Counters::default();
             counters.rebuilt(rebuild_started.elapsed());
@@ -258,7 +254,7 @@ impl Engine {
                 writer: Mutex::new(()),
                 watch: watch::Hub::new(settings.watch.clone()),
                 saved_rules: customer_segments::SavedRules::default(),
-                fitting: Mutex::new(()),
+                fitting: Arc::new(tokio::sync::Mutex::new(())),
                 settings,
                 counters,
             })

@@ -114,15 +114,9 @@ fn purchases_to_fit(index: &FeatureIndex) -> u64 {
         .sum()
 }
 
-/// Fits a model as of `at` over the index, fitted "at" `now` by the
-/// engine's clock; one fit runs at a time, and the blocking thread waits
-/// for its turn, so that a call given up on cannot start a second fit
-/// beside one still running.
+/// Fits a model as of `at` over the index, noted as fitted now by the
+/// engine's clock; the caller holds the turn (see `Engine::fitting`).
 fn fit(shared: &Shared, at: Timestamp) -> Result<PredictionModel> {
-    let _turn = shared
-        .fitting
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let started = Instant::now();
     let inputs = fit_inputs(&shared.index(), at.as_nanos());
     if inputs.customers.is_empty() {
@@ -141,7 +135,24 @@ fn fit(shared: &Shared, at: Timestamp) -> Result<PredictionModel> {
 /// events are.
 const MOST_AHEAD: i64 = NANOS_PER_DAY;
 
+/// The refusal of a fit that another overtook.
+pub(super) fn overtaken() -> Error {
+    Error::RevisionMismatch {
+        name: "predictionModel".to_owned(),
+        description: "another prediction model came into force while this one waited or was fitted"
+            .to_owned(),
+    }
+}
+
 impl Engine {
+    /// The turn to fit: one fit runs at a time. Taken before the fit is
+    /// handed to the blocking pool, and held there until it ends, so that
+    /// a call given up on while it waits starts no fit, and one given up
+    /// on while it fits keeps the turn until the fit is done.
+    async fn fitting(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        Arc::clone(&self.shared.fitting).lock_owned().await
+    }
+
     /// The prediction model in force, if one was fitted.
     pub fn prediction_model(&self) -> Option<Arc<PredictionModel>> {
         self.shared.index().model().cloned()
@@ -163,7 +174,17 @@ impl Engine {
     /// Fits the model as of `at` and puts it in force if the model in
     /// force is still `expected` by then.
     async fn refit(&self, at: Timestamp, expected: InForce) -> Result<Arc<PredictionModel>> {
-        let model = self.scan(move |shared| fit(shared, at)).await?;
+        let turn = self.fitting().await;
+        // A fit that waited for its turn behind another may be moot.
+        if !expected.holds(self.prediction_model().as_deref()) {
+            return Err(overtaken());
+        }
+        let model = self
+            .scan(move |shared| {
+                let _turn = turn;
+                fit(shared, at)
+            })
+            .await?;
         let outcome = self
             .execute(Command::StorePredictionModel { model, expected })
             .await?;
@@ -186,7 +207,9 @@ impl Engine {
         calibration_end: Timestamp,
         holdout_end: Timestamp,
     ) -> Result<(PredictionModel, Validation)> {
+        let turn = self.fitting().await;
         self.scan(move |shared| {
+            let _turn = turn;
             let model = fit(shared, calibration_end)?;
             let (on, end) = (
                 day_of(calibration_end.as_nanos()),
@@ -245,7 +268,10 @@ impl Engine {
                 // A replica behind the log would fit on stale purchases.
                 let caught_up = *engine.ready().borrow();
                 let due = match caught_up {
-                    true => engine.refit_due(now).await.ok().flatten(),
+                    true => engine.refit_due(now).await.unwrap_or_else(|error| {
+                        tracing::warn!(%error, "cannot tell whether a prediction fit is due");
+                        None
+                    }),
                     false => None,
                 };
                 if let Some(expected) = due {
@@ -260,7 +286,7 @@ impl Engine {
                     }
                 }
                 drop(engine);
-                tokio::time::sleep(every * (1 << failures.min(6))).await;
+                tokio::time::sleep(every.saturating_mul(1 << failures.min(6))).await;
             }
         });
     }
