@@ -214,9 +214,9 @@ fn predicted(
     purchasers: &[u64],
     over: &str,
 ) {
-    let model = runtime
-        .block_on(engine.refit_prediction_model(at()))
-        .expect("the prediction model is fitted");
+    let Some(model) = support::fitted(runtime, engine) else {
+        return;
+    };
     eprintln!(
         "prediction model fitted on {} customers in {:.2} s",
         model.customers,

@@ -51,6 +51,31 @@ pub fn data_set(customers: u64, purchases_each: u64) -> DataSet {
     }
 }
 
+/// Whether the data set is shrunk by `SEGMENTD_BENCH_CUSTOMERS`, for a
+/// quick try of the benchmarks: a few thousand customers of the load
+/// generator may not pin the prediction model down, which a million do.
+pub fn quick_run() -> bool {
+    std::env::var_os("SEGMENTD_BENCH_CUSTOMERS").is_some()
+}
+
+/// The prediction model fitted as of [`at`] and put in force; `None`, said
+/// on stderr, when a quick run's customers do not pin it down.
+pub fn fitted(
+    runtime: &Runtime,
+    engine: &Engine,
+) -> Option<std::sync::Arc<segmentd::domain::predict::PredictionModel>> {
+    match runtime.block_on(engine.refit_prediction_model(at())) {
+        Ok(model) => Some(model),
+        Err(error) if quick_run() => {
+            eprintln!(
+                "no prediction model on this small data set ({error}): its benchmarks are skipped"
+            );
+            None
+        }
+        Err(error) => panic!("the prediction model is fitted: {error}"),
+    }
+}
+
 /// Customers or events per import call while loading (`load dataset`
 /// sends as many events per message).
 const BATCH: usize = 10_000;
