@@ -330,23 +330,13 @@ mod tests {
     #[test]
     fn a_model_replaces_only_the_one_it_expects() {
         use crate::domain::predict::bgnbd::BgNbd;
-        let model = |fitted: i64| PredictionModel {
-            bgnbd: BgNbd {
-                r: 1.0,
-                alpha: 1.0,
-                a: 1.0,
-                b: 1.0,
-            },
-            bgnbd_log_likelihood: 0.0,
-            customers: 1,
-            gamma_gamma: None,
-            gamma_gamma_log_likelihood: 0.0,
-            spenders: 0,
-            purchases: 1,
-            evaluation_time: Timestamp::from_nanos(5),
-            fitted_at: Timestamp::from_nanos(fitted),
-            fit_nanos: 1,
+        let bgnbd = BgNbd {
+            r: 1.0,
+            alpha: 1.0,
+            a: 1.0,
+            b: 1.0,
         };
+        let model = |fitted: i64| PredictionModel::of_bgnbd(bgnbd, Timestamp::from_nanos(fitted));
         let (first, second) = (model(1), model(2));
         assert!(InForce::Any.holds(None) && InForce::Any.holds(Some(&first)));
         assert!(InForce::None.holds(None) && !InForce::None.holds(Some(&first)));

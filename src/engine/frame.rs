@@ -638,23 +638,16 @@ mod tests {
                 buy(&mut index, n, i64::from(n * 17 + k * 30));
             }
         }
-        index.set_model(std::sync::Arc::new(PredictionModel {
-            bgnbd: BgNbd {
-                r: 0.24,
-                alpha: 4.4,
-                a: 0.79,
-                b: 2.4,
-            },
-            bgnbd_log_likelihood: 0.0,
-            customers: 20,
-            gamma_gamma: None,
-            gamma_gamma_log_likelihood: 0.0,
-            spenders: 0,
-            purchases: 30,
-            evaluation_time: Timestamp::from_nanos(now),
-            fitted_at: Timestamp::from_nanos(now),
-            fit_nanos: 1,
-        }));
+        let bgnbd = BgNbd {
+            r: 0.24,
+            alpha: 4.4,
+            a: 0.79,
+            b: 2.4,
+        };
+        let fitted = Timestamp::from_nanos(now);
+        index.set_model(std::sync::Arc::new(PredictionModel::of_bgnbd(
+            bgnbd, fitted,
+        )));
         let at = Timestamp::from_nanos(now + 1);
         let column = |index: &FeatureIndex| {
             let frame = Frame::new(index, at, Thresholds::default());

@@ -131,6 +131,26 @@ pub struct PredictionModel {
     pub fit_nanos: u64,
 }
 
+#[cfg(test)]
+impl PredictionModel {
+    /// A model of `bgnbd` alone, as fitted at `fitted_at` for that time, for
+    /// tests of what reads a model.
+    pub fn of_bgnbd(bgnbd: BgNbd, fitted_at: Timestamp) -> Self {
+        PredictionModel {
+            bgnbd,
+            bgnbd_log_likelihood: 0.0,
+            customers: 1,
+            gamma_gamma: None,
+            gamma_gamma_log_likelihood: 0.0,
+            spenders: 0,
+            purchases: 1,
+            evaluation_time: fitted_at,
+            fitted_at,
+            fit_nanos: 1,
+        }
+    }
+}
+
 /// What a fit reads: each fitted customer's purchase days, and how many
 /// purchases they made.
 #[derive(Debug, Default)]
@@ -629,27 +649,7 @@ mod tests {
 
     #[test]
     fn clv_is_the_discounted_value_of_the_expected_purchases() {
-        let model = PredictionModel {
-            bgnbd: BgNbd {
-                r: 0.2426,
-                alpha: 4.4135,
-                a: 0.7929,
-                b: 2.4258,
-            },
-            bgnbd_log_likelihood: 0.0,
-            customers: 1,
-            gamma_gamma: Some(GammaGamma {
-                p: 6.2496,
-                q: 3.7442,
-                v: 15.4435,
-            }),
-            gamma_gamma_log_likelihood: 0.0,
-            spenders: 1,
-            purchases: 3,
-            evaluation_time: Timestamp::from_nanos(0),
-            fitted_at: Timestamp::from_nanos(0),
-            fit_nanos: 0,
-        };
+        let model = cdnow_like();
         let days = PurchaseDays {
             days: 3,
             first_day: 0,

@@ -473,23 +473,13 @@ mod tests {
             };
             assert!(index.add_purchase(n, event));
         }
-        let model = |fitted: i64| PredictionModel {
-            bgnbd: BgNbd {
-                r: 0.24,
-                alpha: 4.4,
-                a: 0.79,
-                b: 2.4,
-            },
-            bgnbd_log_likelihood: 0.0,
-            customers: 10,
-            gamma_gamma: None,
-            gamma_gamma_log_likelihood: 0.0,
-            spenders: 0,
-            purchases: 10,
-            evaluation_time: Timestamp::from_nanos(noon),
-            fitted_at: Timestamp::from_nanos(fitted),
-            fit_nanos: 1,
+        let bgnbd = BgNbd {
+            r: 0.24,
+            alpha: 4.4,
+            a: 0.79,
+            b: 2.4,
         };
+        let model = |fitted: i64| PredictionModel::of_bgnbd(bgnbd, Timestamp::from_nanos(fitted));
         index.set_model(Arc::new(model(1)));
         let mut tracker = Tracker::default();
         let mut step = |index: &FeatureIndex, at: i64, predicted: bool| {
