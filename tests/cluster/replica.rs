@@ -112,17 +112,19 @@ impl Replica {
         Some(response.into_inner().status())
     }
 
-    /// Waits (at most 30 s) until the replica reports SERVING; fails the
-    /// test if it exits first.
+    /// Waits (at most 60 s, as the tests share two cores with three NATS
+    /// servers and three replicas each) until the replica reports SERVING;
+    /// fails the test if it exits first.
     pub async fn wait_serving(&mut self) {
-        for _ in 0..300 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
             if self.health().await == Some(ServingStatus::Serving) {
                 return;
             }
             self.assert_running();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("replica {} never reported SERVING in 30 s", self.addr);
+        panic!("replica {} never reported SERVING in 60 s", self.addr);
     }
 
     /// The value of the sample `series` on the replica's `/metrics`; `None`

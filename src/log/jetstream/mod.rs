@@ -46,6 +46,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// The longest one try to append waits for the log's confirmation.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest one JetStream API request made while opening the log or
+/// reading the snapshot waits for its answer. A request the servers drop
+/// (as they may while a cluster elects its leaders, or while several
+/// replicas create the stream at once) otherwise waits out the client's
+/// 10 s request timeout; cut short, the caller tries again sooner.
+const API_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a reader whose consumer was lost tries to open a new one
 /// before it ends with an error.
 const REOPEN_PATIENCE: Duration = Duration::from_secs(60);
@@ -118,8 +124,19 @@ impl JetStreamLog {
         let connections = Arc::new(watch::Sender::new(0));
         let client = connect_client(&options, connections.clone()).await?;
         let jetstream = jetstream::new(client);
-        let stream = open_stream(&jetstream, &options).await?;
-        let snapshots = open_bucket(&jetstream, &options).await?;
+        let stream = bounded(
+            &format!("get or create the stream {}", options.stream),
+            open_stream(&jetstream, &options),
+        )
+        .await?;
+        let snapshots = bounded(
+            &format!(
+                "get or create the snapshot bucket {}_SNAPSHOTS",
+                options.stream
+            ),
+            open_bucket(&jetstream, &options),
+        )
+        .await?;
         Ok(JetStreamLog {
             jetstream,
             stream,
@@ -290,7 +307,11 @@ impl Log for JetStreamLog {
 
     fn snapshot_position(&self) -> LogFuture<'_, Option<Position>> {
         Box::pin(async move {
-            let info = match self.snapshots.info(SNAPSHOT_OBJECT).await {
+            let info = bounded("read the snapshot's position", async {
+                Ok(self.snapshots.info(SNAPSHOT_OBJECT).await)
+            })
+            .await?;
+            let info = match info {
                 Ok(info) if !info.deleted => info,
                 Ok(_) => return Ok(None),
                 Err(error) if error.kind() == InfoErrorKind::NotFound => return Ok(None),
@@ -302,7 +323,13 @@ impl Log for JetStreamLog {
 
     fn fetch_snapshot<'a>(&'a self, into: &'a Path) -> LogFuture<'a, Option<Position>> {
         Box::pin(async move {
-            let mut object = match self.snapshots.get(SNAPSHOT_OBJECT).await {
+            // Only opening the object is bounded: its bytes take as long as
+            // they take.
+            let object = bounded("fetch the snapshot", async {
+                Ok(self.snapshots.get(SNAPSHOT_OBJECT).await)
+            })
+            .await?;
+            let mut object = match object {
                 Ok(object) => object,
                 Err(error) if error.kind() == object_store::GetErrorKind::NotFound => {
                     return Ok(None)
@@ -669,6 +696,18 @@ fn snapshot_position(metadata: &HashMap<String, String>) -> Result<Position> {
              it was not published by segmentd; delete it or publish a new one"
         ))
     })
+}
+
+/// `request`, given up with `Error::Unavailable` after [`API_TIMEOUT`].
+async fn bounded<T>(action: &str, request: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(API_TIMEOUT, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(unreachable_log(
+                action,
+                format!("no answer in {} s", API_TIMEOUT.as_secs()),
+            ))
+        })
 }
 
 /// A file beside `into`, to write into and rename into place.
