@@ -37,16 +37,19 @@ pub fn batches_of(row: &Row) -> Vec<u64> {
     batches
 }
 
-/// Stored records read during one operation, each at most once.
+/// Stored records read during one operation, each at most once, with
+/// the events of the customers `id_of` names from their numbers.
 struct RecordCache<'a> {
     store: &'a Store,
+    id_of: &'a dyn Fn(u32) -> Option<CustomerId>,
     records: HashMap<u64, ActivityRecord>,
 }
 
 impl<'a> RecordCache<'a> {
-    fn new(store: &'a Store) -> Self {
+    fn new(store: &'a Store, id_of: &'a dyn Fn(u32) -> Option<CustomerId>) -> Self {
         RecordCache {
             store,
+            id_of,
             records: HashMap::new(),
         }
     }
@@ -54,7 +57,7 @@ impl<'a> RecordCache<'a> {
     /// A stored batch, or `None` if it is gone.
     fn record_if_present(&mut self, batch: u64) -> Result<Option<&ActivityRecord>> {
         if !self.records.contains_key(&batch) {
-            let Some(record) = self.store.read_activity(batch)? else {
+            let Some(record) = self.store.read_activity(batch, self.id_of)? else {
                 return Ok(None);
             };
             self.records.insert(batch, record);
@@ -145,7 +148,8 @@ pub(super) fn record_batch(shared: &Shared, batch: ActivityBatch) -> Result<Reco
 
     // An id identifies an event of its customer: a repeat, stored or
     // earlier in this batch, is a duplicate.
-    let mut cache = RecordCache::new(&shared.store);
+    let id_of = |number: u32| CustomerId::parse(index.id_at(number)).ok();
+    let mut cache = RecordCache::new(&shared.store, &id_of);
     let mut seen: HashSet<(u32, &str), RandomState> = HashSet::default();
     let mut new_purchases = Vec::with_capacity(batch.purchases.len());
     for (position, (purchase, &row)) in batch.purchases.iter().zip(&purchase_rows).enumerate() {
@@ -178,6 +182,7 @@ pub(super) fn record_batch(shared: &Shared, batch: ActivityBatch) -> Result<Reco
         }
     }
     drop(seen);
+    drop(cache);
     drop(index);
 
     let total = batch.len() as u64;
@@ -201,7 +206,11 @@ pub(super) fn record_batch(shared: &Shared, batch: ActivityBatch) -> Result<Reco
             .map(|&(position, ..)| engagements[position].take())
             .collect(),
     };
-    let seq = shared.store.append_activity(&record)?;
+    let purchase_customers: Vec<u32> = new_purchases.iter().map(|&(_, row, _)| row).collect();
+    let engagement_customers: Vec<u32> = new_engagements.iter().map(|&(_, row, _)| row).collect();
+    let seq = shared
+        .store
+        .append_activity(&record, &purchase_customers, &engagement_customers)?;
     let mut index = shared.index_mut();
     for (slot, (purchase, &(_, row, key))) in
         record.purchases.iter().zip(&new_purchases).enumerate()
@@ -331,14 +340,20 @@ fn read_page<T: Clone>(
     series: impl Fn(&Row) -> &Series,
     event: impl Fn(&ActivityRecord, usize) -> Option<&T>,
 ) -> Result<EventPage<T>> {
-    let (refs, next) = {
+    let (number, refs, next) = {
         let index = shared.index();
-        let row = index
-            .row(id.as_str())
+        let number = index
+            .row_number(id.as_str())
             .ok_or_else(|| Error::NotFound(id.name()))?;
-        page_of(series(row), after, page_size)
+        let row = index
+            .row_at(number)
+            .ok_or_else(|| Error::NotFound(id.name()))?;
+        let (refs, next) = page_of(series(row), after, page_size);
+        (number, refs, next)
     };
-    let mut cache = RecordCache::new(&shared.store);
+    // Only this customer's events are read from the batches.
+    let id_of = |of: u32| (of == number).then(|| id.clone());
+    let mut cache = RecordCache::new(&shared.store, &id_of);
     let mut events = Vec::with_capacity(refs.len());
     for at in refs {
         // A batch can go while the page is read: only when every event in

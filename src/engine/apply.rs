@@ -69,8 +69,8 @@ fn apply_command(shared: &Shared, command: Command) -> Result<Outcome> {
                 }
                 customer.profile.check()?;
                 customer.update_time = at.after(customer.update_time);
-                writes.put(customer.clone());
-                Ok(customer)
+                let number = writes.put(customer.clone())?;
+                Ok((number, customer))
             })?;
             Ok(Outcome::Customer(customer))
         }
@@ -150,13 +150,14 @@ fn apply_command(shared: &Shared, command: Command) -> Result<Outcome> {
 }
 
 /// Writes one customer with `change`, which reads through the store's
-/// staged writes and returns the customer to keep, and indexes them.
+/// staged writes and returns the customer to keep with their number, and
+/// indexes them.
 fn write_customer(
     shared: &Shared,
-    change: impl FnOnce(&mut crate::store::CustomerWrites<'_>) -> Result<Customer>,
+    change: impl FnOnce(&mut crate::store::CustomerWrites<'_>) -> Result<(u32, Customer)>,
 ) -> Result<Customer> {
-    let customer = shared.store.write(change)?;
-    shared.index_mut().upsert_customer(&customer);
+    let (number, customer) = shared.store.write(change)?;
+    shared.index_mut().upsert_customer(number, &customer);
     Ok(customer)
 }
 
@@ -171,11 +172,13 @@ fn create_customer(
     write_customer(shared, |writes| {
         if let Some(existing) = writes.get(&id)? {
             let is_retry = request_id.is_some() && existing.create_request_id == request_id;
-            return if is_retry {
-                Ok(existing)
-            } else {
-                Err(Error::AlreadyExists(id.name()))
-            };
+            if !is_retry {
+                return Err(Error::AlreadyExists(id.name()));
+            }
+            let number = writes
+                .number(&id)?
+                .ok_or_else(|| Error::internal("a stored customer without a number"))?;
+            return Ok((number, existing));
         }
         let customer = Customer {
             id: id.clone(),
@@ -184,8 +187,8 @@ fn create_customer(
             update_time: at,
             create_request_id: request_id,
         };
-        writes.put(customer.clone());
-        Ok(customer)
+        let number = writes.put(customer.clone())?;
+        Ok((number, customer))
     })
 }
 
@@ -218,14 +221,14 @@ fn import_customers(
                     }
                 }
             };
-            stored.push(customer.clone());
-            writes.put(customer);
+            let number = writes.put(customer.clone())?;
+            stored.push((number, customer));
         }
         Ok(counts)
     })?;
     let mut index = shared.index_mut();
-    for customer in &stored {
-        index.upsert_customer(customer);
+    for (number, customer) in &stored {
+        index.upsert_customer(*number, customer);
     }
     Ok(counts)
 }

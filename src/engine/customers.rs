@@ -138,35 +138,25 @@ pub(super) fn erase_customer(shared: &Shared, id: &CustomerId, etag: Option<&str
         .get_customer(id)?
         .ok_or_else(|| Error::NotFound(id.name()))?;
     check_etag(&existing, etag)?;
-    let batches = shared
-        .index()
-        .row(id.as_str())
-        .map(super::activity::batches_of)
-        .unwrap_or_default();
-    let mut rewritten = Vec::with_capacity(batches.len());
-    for seq in batches {
-        let Some(mut record) = shared.store.read_activity(seq)? else {
-            continue;
-        };
-        for slot in &mut record.purchases {
-            if slot
-                .as_ref()
-                .is_some_and(|purchase| &purchase.customer == id)
-            {
-                *slot = None;
+    let (number, batches) = {
+        let index = shared.index();
+        match index.row_number(id.as_str()) {
+            Some(number) => (
+                number,
+                index
+                    .row_at(number)
+                    .map(super::activity::batches_of)
+                    .unwrap_or_default(),
+            ),
+            None => {
+                return Err(Error::internal(format!(
+                    "{} is stored but not indexed",
+                    id.name()
+                )))
             }
         }
-        for slot in &mut record.engagements {
-            if slot
-                .as_ref()
-                .is_some_and(|engagement| &engagement.customer == id)
-            {
-                *slot = None;
-            }
-        }
-        rewritten.push((seq, (!record.is_erased()).then_some(record)));
-    }
-    shared.store.erase_customer(id, &rewritten)?;
+    };
+    shared.store.erase_customer(id, number, &batches)?;
     shared.index_mut().remove_customer(id);
     Ok(())
 }

@@ -633,7 +633,7 @@ mod tests {
             assert!(index.add_purchase(row, event));
         };
         for n in 0..20u32 {
-            index.upsert_customer(&customer(&format!("c{n}"), false));
+            index.add_customer(&customer(&format!("c{n}"), false));
             for k in 0..n % 4 {
                 buy(&mut index, n, i64::from(n * 17 + k * 30));
             }
@@ -664,8 +664,8 @@ mod tests {
         // A purchase, a new customer, an objector, an erasure.
         buy(&mut index, 3, 2);
         buy(&mut index, 0, 1);
-        index.upsert_customer(&customer("late", false));
-        index.upsert_customer(&customer("c5", true));
+        index.add_customer(&customer("late", false));
+        index.add_customer(&customer("c5", true));
         index.remove_customer(&CustomerId::parse("c7").unwrap());
         let kept = column(&index);
         assert!(same(&kept, &fresh(&index)));

@@ -287,7 +287,7 @@ impl Engine {
     /// Flushes everything to disk, for shutdown; a write of every record,
     /// so none other runs meanwhile.
     pub async fn flush(&self) -> Result<()> {
-        self.write(usize::MAX, |shared| shared.store.flush()).await
+        self.write(usize::MAX, |shared| shared.store.close()).await
     }
 
     /// Resolves once every write applied so far is durable: in cluster

@@ -268,7 +268,7 @@ mod tests {
         store
             .write(|writes| {
                 for (id, city) in customers {
-                    writes.put(customer(id, city));
+                    writes.put(customer(id, city)).unwrap();
                 }
                 Ok(())
             })
@@ -341,7 +341,9 @@ mod tests {
             put(&store, &batch);
         }
         for _ in 0..3 {
-            store.append_activity(&ActivityRecord::default()).unwrap();
+            store
+                .append_activity(&ActivityRecord::default(), &[], &[])
+                .unwrap();
         }
 
         let tap = store.start_tap(1024 * 1024).unwrap();
@@ -365,9 +367,11 @@ mod tests {
                         })
                         .unwrap();
                     store
-                        .erase_customer(&CustomerId::parse("c-160").unwrap(), &[(1, None)])
+                        .erase_customer(&CustomerId::parse("c-160").unwrap(), 160, &[1])
                         .unwrap();
-                    store.append_activity(&ActivityRecord::default()).unwrap();
+                    store
+                        .append_activity(&ActivityRecord::default(), &[], &[])
+                        .unwrap();
                     store.put_catalog(&default_catalog(7)).unwrap();
                 }
                 file.extend(encoder.take());

@@ -9,19 +9,19 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use serde::Deserialize;
-
 use crate::domain::persona::Catalog;
 use crate::domain::predict::PredictionModel;
 use crate::domain::segment::Segment;
 
-use crate::domain::{
-    ActivityRecord, Customer, EngagementKind, Error, ProductDurability, Result, Timestamp,
-};
+use crate::domain::{ActivityRecord, Customer, Error, Result};
 
-/// Version byte of customer records encoded from `domain::Customer` as it is now.
+/// Version byte of customer records of store format 1: no number.
 const CUSTOMER_V1: u8 = 1;
-/// Version byte of activity batches encoded from `domain::ActivityRecord` as it is now.
+/// Version byte of customer records encoded from `domain::Customer` as it
+/// is now, after the customer's number.
+const CUSTOMER_V2: u8 = 2;
+/// Version byte of activity batches of store format 1, postcard
+/// `domain::ActivityRecord`; format 2's are in `batch`.
 const ACTIVITY_V1: u8 = 1;
 
 fn encode<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>> {
@@ -41,14 +41,50 @@ fn decode<T: DeserializeOwned>(version: u8, what: &str, bytes: &[u8]) -> Result<
     }
 }
 
-/// Encodes a customer for the `customers` tree.
-pub fn encode_customer(customer: &Customer) -> Result<Vec<u8>> {
-    encode(CUSTOMER_V1, customer)
+/// Encodes a customer for the `customers` tree: the version byte, the
+/// customer's number (4 bytes, little-endian), then the record.
+pub fn encode_customer(number: u32, customer: &Customer) -> Result<Vec<u8>> {
+    let mut bytes = vec![CUSTOMER_V2];
+    bytes.extend_from_slice(&number.to_le_bytes());
+    postcard::to_io(customer, &mut bytes).map_err(Error::internal)?;
+    Ok(bytes)
 }
 
-/// Decodes a value of the `customers` tree.
-pub fn decode_customer(bytes: &[u8]) -> Result<Customer> {
+/// Decodes a value of the `customers` tree: the customer's number and record.
+pub fn decode_customer(bytes: &[u8]) -> Result<(u32, Customer)> {
+    let number = customer_number(bytes)?;
+    let customer = postcard::from_bytes(&bytes[5..])
+        .map_err(|error| Error::internal(format!("corrupt customer record: {error}")))?;
+    Ok((number, customer))
+}
+
+/// The number in a value of the `customers` tree, read without the rest.
+pub fn customer_number(bytes: &[u8]) -> Result<u32> {
+    match bytes {
+        [CUSTOMER_V2, number @ ..] if number.len() >= 4 => Ok(u32::from_le_bytes(
+            number[..4].try_into().expect("four bytes"),
+        )),
+        [CUSTOMER_V2, ..] => Err(Error::internal("corrupt customer record: no number")),
+        [found, ..] => Err(Error::internal(format!(
+            "customer record has unknown codec version {found}"
+        ))),
+        [] => Err(Error::internal("empty customer record")),
+    }
+}
+
+/// Decodes a customer record of store format 1.
+pub fn decode_customer_v1(bytes: &[u8]) -> Result<Customer> {
     decode(CUSTOMER_V1, "customer record", bytes)
+}
+
+/// Whether a value of the `customers` tree is of store format 1.
+pub fn is_customer_v1(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&CUSTOMER_V1)
+}
+
+/// Whether a value of the `activity` tree is of store format 1.
+pub fn is_activity_v1(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&ACTIVITY_V1)
 }
 
 /// Version byte of segments encoded from `domain::segment::Segment` as it is now.
@@ -91,78 +127,23 @@ pub fn decode_prediction_model(bytes: &[u8]) -> Result<PredictionModel> {
     decode(PREDICTION_MODEL_V1, "prediction model", bytes)
 }
 
-/// Encodes a batch of events for the `activity` tree.
-pub fn encode_activity(record: &ActivityRecord) -> Result<Vec<u8>> {
+/// Encodes a batch of events as store format 1 did, for the tests of the
+/// migration.
+#[cfg(test)]
+pub fn encode_activity_v1(record: &ActivityRecord) -> Result<Vec<u8>> {
     encode(ACTIVITY_V1, record)
 }
 
-/// Decodes a value of the `activity` tree.
-pub fn decode_activity(bytes: &[u8]) -> Result<ActivityRecord> {
+/// Encodes a customer record as store format 1 did, for the tests of the
+/// migration.
+#[cfg(test)]
+pub fn encode_customer_v1(customer: &Customer) -> Result<Vec<u8>> {
+    encode(CUSTOMER_V1, customer)
+}
+
+/// Decodes a batch of events of store format 1.
+pub fn decode_activity_v1(bytes: &[u8]) -> Result<ActivityRecord> {
     decode(ACTIVITY_V1, "activity batch", bytes)
-}
-
-/// A stored purchase read in place: the strings borrow from the stored
-/// bytes. Its fields mirror `domain::Purchase`, in the same order.
-#[derive(Debug, Deserialize)]
-pub struct PurchaseView<'a> {
-    /// The purchase id.
-    pub id: &'a str,
-    /// The customer id.
-    pub customer: &'a str,
-    /// When it happened.
-    pub occurred_at: Timestamp,
-    /// The amount in minor units.
-    pub amount_minor: i64,
-    /// Items bought.
-    pub quantity: u32,
-    /// Product category.
-    pub category: &'a str,
-    /// How long the product lasts.
-    pub durability: ProductDurability,
-}
-
-/// A stored engagement event read in place; mirrors `domain::Engagement`.
-#[derive(Debug, Deserialize)]
-pub struct EngagementView<'a> {
-    /// The event id.
-    pub id: &'a str,
-    /// The customer id.
-    pub customer: &'a str,
-    /// When it happened.
-    pub occurred_at: Timestamp,
-    /// What happened.
-    pub kind: EngagementKind,
-    /// Net Promoter Score.
-    pub nps_score: Option<u8>,
-    /// Where it happened.
-    pub channel: &'a str,
-}
-
-/// A stored batch read in place; mirrors `domain::ActivityRecord`.
-#[derive(Debug, Deserialize)]
-pub struct ActivityView<'a> {
-    /// Purchases; `None` where erased.
-    #[serde(borrow)]
-    pub purchases: Vec<Option<PurchaseView<'a>>>,
-    /// Engagement events; `None` where erased.
-    #[serde(borrow)]
-    pub engagements: Vec<Option<EngagementView<'a>>>,
-}
-
-/// Reads a value of the `activity` tree in place, without copying its strings.
-pub fn view_activity(bytes: &[u8]) -> Result<ActivityView<'_>> {
-    decode_borrowed(ACTIVITY_V1, "activity batch", bytes)
-}
-
-fn decode_borrowed<'a, T: Deserialize<'a>>(version: u8, what: &str, bytes: &'a [u8]) -> Result<T> {
-    match bytes.split_first() {
-        Some((&found, body)) if found == version => postcard::from_bytes(body)
-            .map_err(|error| Error::internal(format!("corrupt {what}: {error}"))),
-        Some((found, _)) => Err(Error::internal(format!(
-            "{what} has unknown codec version {found}"
-        ))),
-        None => Err(Error::internal(format!("empty {what}"))),
-    }
 }
 
 #[cfg(test)]
@@ -206,15 +187,15 @@ mod tests {
     }
 
     #[test]
-    fn round_trips() {
+    fn round_trips_with_the_number() {
         let customer = sample();
-        assert_eq!(
-            decode_customer(&encode_customer(&customer).unwrap()).unwrap(),
-            customer
-        );
+        let bytes = encode_customer(70_000, &customer).unwrap();
+        assert_eq!(customer_number(&bytes).unwrap(), 70_000);
+        assert_eq!(decode_customer(&bytes).unwrap(), (70_000, customer));
     }
 
-    /// Fails when the version 1 encoding changes: add a version instead.
+    /// Fails when the version 1 encoding changes: stores of format 1 are
+    /// migrated from it.
     #[test]
     fn version_1_encoding_is_stable() {
         let golden: &[u8] = &[
@@ -224,63 +205,25 @@ mod tests {
             4, 103, 111, 108, 100, 1, 0, 0, 0, 1, 128, 128, 208, 226, 198, 191, 206, 151, 47, 128,
             168, 166, 156, 206, 191, 206, 151, 47, 0,
         ];
-        assert_eq!(encode_customer(&sample()).unwrap(), golden);
-        assert_eq!(decode_customer(golden).unwrap(), sample());
-    }
-
-    #[test]
-    fn views_read_what_records_hold() {
-        let purchase = Purchase {
-            id: EventId::parse("p-1").unwrap(),
-            customer: CustomerId::parse("c-1").unwrap(),
-            occurred_at: Timestamp::from_parts(1_700_000_000, 0).unwrap(),
-            amount_minor: 1234,
-            quantity: 2,
-            category: "books".into(),
-            durability: ProductDurability::Durable,
-        };
-        let engagement = Engagement {
-            id: EventId::parse("e-1").unwrap(),
-            customer: CustomerId::parse("c-2").unwrap(),
-            occurred_at: Timestamp::from_parts(1_700_000_001, 0).unwrap(),
-            kind: EngagementKind::Feedback,
-            nps_score: Some(9),
-            channel: "web".into(),
-        };
-        let record = ActivityRecord {
-            purchases: vec![None, Some(purchase.clone())],
-            engagements: vec![Some(engagement.clone())],
-        };
-        let bytes = encode_activity(&record).unwrap();
-        assert_eq!(decode_activity(&bytes).unwrap(), record);
-        let view = view_activity(&bytes).unwrap();
-        assert!(view.purchases[0].is_none());
-        let seen = view.purchases[1].as_ref().unwrap();
-        assert_eq!(
-            (seen.id, seen.customer, seen.amount_minor),
-            ("p-1", "c-1", 1234)
-        );
-        assert_eq!(
-            (seen.occurred_at, seen.quantity, seen.category),
-            (purchase.occurred_at, 2, "books")
-        );
-        let seen = view.engagements[0].as_ref().unwrap();
-        assert_eq!(
-            (
-                seen.id,
-                seen.customer,
-                seen.kind,
-                seen.nps_score,
-                seen.channel
-            ),
-            ("e-1", "c-2", EngagementKind::Feedback, Some(9), "web")
-        );
+        assert_eq!(encode_customer_v1(&sample()).unwrap(), golden);
+        assert_eq!(decode_customer_v1(golden).unwrap(), sample());
+        assert!(is_customer_v1(golden));
+        // Version 2 is the number, then the same record.
+        let mut v2 = vec![2, 5, 0, 0, 0];
+        v2.extend_from_slice(&golden[1..]);
+        assert_eq!(encode_customer(5, &sample()).unwrap(), v2);
     }
 
     #[test]
     fn refuses_unknown_versions_and_garbage() {
         assert!(decode_customer(&[]).is_err());
         assert!(decode_customer(&[9, 1, 2]).is_err());
-        assert!(decode_customer(&[1, 255, 255]).is_err());
+        assert!(decode_customer(&[2, 1, 2]).is_err());
+        assert!(decode_customer(&[2, 0, 0, 0, 0, 255, 255]).is_err());
+        assert!(decode_customer(golden_v1_prefix()).is_err());
+    }
+
+    fn golden_v1_prefix() -> &'static [u8] {
+        &[1, 3, 99, 45, 49]
     }
 }

@@ -5,16 +5,28 @@
 //! | tree        | key                          | value                                  |
 //! |-------------|------------------------------|----------------------------------------|
 //! | `meta`      | `format`                     | the store format version, one byte     |
-//! | `customers` | the customer id, as UTF-8    | version byte + postcard `Customer`     |
-//! | `activity`  | batch sequence, u64 big-endian | version byte + postcard `ActivityRecord` |
+//! | `customers` | the customer id, as UTF-8    | version byte + the customer's number (u32 little-endian) + postcard `Customer` |
+//! | `activity`  | batch sequence, u64 big-endian | a batch in columns, see [`batch`]     |
 //! | `segments`  | the segment id, as UTF-8     | version byte + postcard `Segment`      |
 //! | `meta`      | `persona_catalog`            | version byte + postcard `Catalog`      |
 //! | `meta`      | `prediction_model`           | version byte + postcard `PredictionModel` |
 //! | `meta`      | `page_token_key`             | 32 random bytes, made on first open ([`token_key`]) |
 //! | `meta`      | `log_position`               | cluster mode: the last log record applied, u64 big-endian |
+//! | `meta`      | `customer_numbers`           | the numbers given to customers are below it, u32 big-endian |
 //! | `watch`     | see `history`                | the membership change history          |
 //!
 //! Customer ids sort byte-wise, which is the order `ListCustomers` pages in.
+//!
+//! # Customer numbers
+//!
+//! Every customer has a number, given when they are created and never
+//! given again, kept in their record. Stored events name their customer by
+//! it, and the index keeps a customer's row at it, so that a rebuild
+//! places each event without looking up a string. Numbers are given from a
+//! block reserved in the `meta` tree by the write that first needs it; a
+//! clean shutdown stores the next number exactly, and a crash leaves at
+//! most the rest of a block unused. Numbers are the store's own: replicas
+//! of a cluster may number the same customer differently.
 //!
 //! Activity is stored as it arrives: one record per accepted batch of
 //! events, however many customers it touches, so ingest costs one sled
@@ -50,12 +62,14 @@
 //! backup taken while writes go on can be brought to one moment's state.
 
 pub mod backup;
+mod batch;
 mod codec;
 mod commit;
 mod history;
+mod migrate;
 pub mod token_key;
 
-pub use codec::{ActivityView, EngagementView, PurchaseView};
+pub use batch::{event_key, Columns as BatchColumns, Fixed, ERASED};
 pub use commit::{FlushCounts, FLUSH_BUCKETS_MICROS};
 pub use history::HistoryWrite;
 pub use token_key::PageTokenKey;
@@ -64,7 +78,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use sled::Transactional as _;
 
@@ -80,8 +94,12 @@ const CATALOG_KEY: &str = "persona_catalog";
 const PREDICTION_MODEL_KEY: &str = "prediction_model";
 /// The key of the last log record applied, in the `meta` tree.
 const POSITION_KEY: &str = "log_position";
-/// The store format this build writes and understands.
-const FORMAT_VERSION: u8 = 1;
+/// The key of the customer numbers' reservation, in the `meta` tree.
+const NUMBERS_KEY: &str = "customer_numbers";
+/// How many customer numbers one reservation holds.
+const NUMBER_BLOCK: u32 = 4096;
+/// The store format this build writes; it migrates stores of format 1.
+const FORMAT_VERSION: u8 = 2;
 /// How often sled flushes on its own; the loss window under relaxed durability.
 pub const PERIODIC_FLUSH_MS: u64 = 500;
 
@@ -124,6 +142,8 @@ pub struct Store {
     meta: sled::Tree,
     /// The sequence number of the next activity batch.
     next_batch: AtomicU64,
+    /// The numbers of new customers.
+    numbers: Numbers,
     /// The key that authenticates page tokens; replaced only by a cluster's
     /// first record, which gives every replica the same.
     page_token_key: std::sync::RwLock<PageTokenKey>,
@@ -139,6 +159,45 @@ pub struct Store {
     tap: backup::TapSlot,
 }
 
+/// The numbers new customers get (see the module docs).
+#[derive(Debug)]
+struct Numbers {
+    /// The next number to give.
+    next: AtomicU32,
+    /// The numbers below it are reserved in the `meta` tree; one at or
+    /// above it is given only with a write that reserves more.
+    reserved: AtomicU32,
+}
+
+impl Numbers {
+    /// Numbers from `next` on, of which those below `next` are reserved.
+    fn from(next: u32) -> Self {
+        Numbers {
+            next: AtomicU32::new(next),
+            reserved: AtomicU32::new(next),
+        }
+    }
+
+    /// A new number, and the reservation to store with the write that
+    /// gives it, if it needs one. Under the writer lock.
+    fn give(&self) -> Result<(u32, Option<u32>)> {
+        let number = self.next.load(Ordering::Relaxed);
+        if number == ERASED {
+            return Err(Error::ResourceExhausted {
+                subject: "customer numbers".to_owned(),
+                description: format!(
+                    "the store has given all {ERASED} customer numbers; export and re-import \
+                     its customers into a new store"
+                ),
+            });
+        }
+        self.next.store(number + 1, Ordering::Relaxed);
+        let reserve = (number >= self.reserved.load(Ordering::Relaxed))
+            .then(|| number.saturating_add(NUMBER_BLOCK));
+        Ok((number, reserve))
+    }
+}
+
 fn storage_error(error: sled::Error) -> Error {
     Error::internal(format!("storage: {error}"))
 }
@@ -152,7 +211,7 @@ fn batch_seq(key: &[u8]) -> Result<u64> {
 fn read_customer(tree: &sled::Tree, id: &CustomerId) -> Result<Option<Customer>> {
     tree.get(id.as_str())
         .map_err(storage_error)?
-        .map(|bytes| codec::decode_customer(&bytes))
+        .map(|bytes| codec::decode_customer(&bytes).map(|(_, customer)| customer))
         .transpose()
 }
 
@@ -179,21 +238,31 @@ impl Store {
             .open()
             .map_err(storage_error)?;
         let meta = db.open_tree("meta").map_err(storage_error)?;
-        match meta.get("format").map_err(storage_error)? {
+        let customers = db.open_tree("customers").map_err(storage_error)?;
+        let activity = db.open_tree("activity").map_err(storage_error)?;
+        let segments = db.open_tree("segments").map_err(storage_error)?;
+        match meta.get("format").map_err(storage_error)?.as_deref() {
             None => {
                 meta.insert("format", &[FORMAT_VERSION])
                     .map_err(storage_error)?;
             }
-            Some(version) if version.as_ref() == [FORMAT_VERSION] => {}
+            Some([FORMAT_VERSION]) => {}
+            Some([1]) => migrate::from_v1(&db, &meta, &customers, &activity)?,
             Some(version) => {
-                return Err(Error::internal(format!(
-                    "store format {version:?} is not supported by this build (expects {FORMAT_VERSION})"
+                return Err(Error::FailedPrecondition(format!(
+                    "the store in {} is in format {version:?}, which this build does not know \
+                     (it writes format {FORMAT_VERSION} and migrates format 1): run the build \
+                     that wrote it, or restore a backup into an empty directory",
+                    options.path.display()
                 )));
             }
         }
-        let customers = db.open_tree("customers").map_err(storage_error)?;
-        let activity = db.open_tree("activity").map_err(storage_error)?;
-        let segments = db.open_tree("segments").map_err(storage_error)?;
+        let numbers = match meta.get(NUMBERS_KEY).map_err(storage_error)? {
+            Some(bytes) => Numbers::from(u32::from_be_bytes(bytes.as_ref().try_into().map_err(
+                |_| Error::internal("the customer numbers' reservation is not 4 bytes"),
+            )?)),
+            None => Numbers::from(0),
+        };
         let next_batch = match activity.last().map_err(storage_error)? {
             Some((key, _)) => batch_seq(&key)? + 1,
             None => 0,
@@ -208,6 +277,7 @@ impl Store {
             segments_generation: AtomicU64::new(0),
             meta,
             next_batch: AtomicU64::new(next_batch),
+            numbers,
             page_token_key: std::sync::RwLock::new(page_token_key),
             applying: AtomicU64::new(0),
             position_stored: std::sync::atomic::AtomicBool::new(false),
@@ -363,7 +433,7 @@ impl Store {
             .take(limit)
             .map(|entry| {
                 let (_key, value) = entry.map_err(storage_error)?;
-                codec::decode_customer(&value)
+                codec::decode_customer(&value).map(|(_, customer)| customer)
             })
             .collect()
     }
@@ -375,33 +445,46 @@ impl Store {
     pub fn write<T>(&self, change: impl FnOnce(&mut CustomerWrites<'_>) -> Result<T>) -> Result<T> {
         let mut writes = CustomerWrites {
             tree: &self.customers,
+            numbers: &self.numbers,
             staged: BTreeMap::new(),
+            reserve: None,
         };
         let outcome = change(&mut writes)?;
-        if self.applying().is_some() && !writes.staged.is_empty() {
-            let changes = writes
-                .staged
+        let CustomerWrites {
+            staged, reserve, ..
+        } = writes;
+        let encoded = staged
+            .into_iter()
+            .map(|(id, record)| {
+                let value = record
+                    .map(|(number, customer)| {
+                        codec::encode_customer(number, &customer).map(sled::IVec::from)
+                    })
+                    .transpose()?;
+                Ok((id, value))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if self.applying().is_some() || reserve.is_some() {
+            let mut changes: Vec<_> = encoded
                 .into_iter()
-                .map(|(id, record)| {
-                    let value = record
-                        .map(|customer| codec::encode_customer(&customer).map(sled::IVec::from))
-                        .transpose()?;
-                    Ok((&self.customers, sled::IVec::from(id.as_str()), value))
-                })
-                .collect::<Result<Vec<_>>>()?;
+                .map(|(id, value)| (&self.customers, sled::IVec::from(id.as_str()), value))
+                .collect();
+            if let Some(reserve) = reserve {
+                let value = sled::IVec::from(&reserve.to_be_bytes()[..]);
+                changes.push((&self.meta, sled::IVec::from(NUMBERS_KEY), Some(value)));
+            }
             self.commit(changes)?;
+            if let Some(reserve) = reserve {
+                self.numbers.reserved.fetch_max(reserve, Ordering::Relaxed);
+            }
             return Ok(outcome);
         }
-        let mut staged = writes.staged.into_iter();
-        match (staged.next(), staged.next()) {
-            (None, _) => {}
+        match encoded.as_slice() {
+            [] => {}
             // A single key is atomic on its own, and a plain insert avoids
             // the cost of a batch, which seals sled's log buffer.
-            (Some((id, record)), None) => {
-                let value = record
-                    .map(|customer| codec::encode_customer(&customer).map(sled::IVec::from))
-                    .transpose()?;
-                match &value {
+            [(id, value)] => {
+                match value {
                     Some(bytes) => self.customers.insert(id.as_str(), bytes.clone()).map(drop),
                     None => self.customers.remove(id.as_str()).map(drop),
                 }
@@ -409,23 +492,18 @@ impl Store {
                 self.tap
                     .record(&self.customers, id.as_str().as_bytes(), value.as_ref());
             }
-            (Some(first), Some(second)) => {
+            several => {
                 let mut batch = sled::Batch::default();
-                let mut applied = Vec::new();
-                for (id, record) in [first, second].into_iter().chain(staged) {
-                    let value = record
-                        .map(|customer| codec::encode_customer(&customer).map(sled::IVec::from))
-                        .transpose()?;
-                    match &value {
+                for (id, value) in several {
+                    match value {
                         Some(bytes) => batch.insert(id.as_str(), bytes.clone()),
                         None => batch.remove(id.as_str()),
                     }
-                    applied.push((id, value));
                 }
                 self.customers.apply_batch(batch).map_err(storage_error)?;
                 self.tap.record_all(
                     &self.customers,
-                    applied
+                    several
                         .iter()
                         .map(|(id, value)| (id.as_str().as_bytes(), value.as_ref())),
                 );
@@ -434,18 +512,36 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Calls `visit` with every stored customer, in id order; blocking.
-    pub fn for_each_customer(&self, mut visit: impl FnMut(Customer)) -> Result<()> {
+    /// Calls `visit` with every stored customer and their number, in id
+    /// order; blocking.
+    pub fn for_each_customer(&self, mut visit: impl FnMut(u32, Customer)) -> Result<()> {
         for entry in self.customers.iter() {
             let (_key, value) = entry.map_err(storage_error)?;
-            visit(codec::decode_customer(&value)?);
+            let (number, customer) = codec::decode_customer(&value)?;
+            visit(number, customer);
         }
         Ok(())
     }
 
+    /// The numbers given to customers so far are below this.
+    pub fn customer_numbers(&self) -> u32 {
+        self.numbers.next.load(Ordering::Relaxed)
+    }
+
     /// Stores a batch of events and returns its sequence number; blocking.
-    pub fn append_activity(&self, batch: &ActivityRecord) -> Result<u64> {
-        let value = sled::IVec::from(codec::encode_activity(batch)?);
+    /// The events' customers have the numbers in `purchase_customers` and
+    /// `engagement_customers`, by position.
+    pub fn append_activity(
+        &self,
+        batch: &ActivityRecord,
+        purchase_customers: &[u32],
+        engagement_customers: &[u32],
+    ) -> Result<u64> {
+        let value = sled::IVec::from(batch::encode(
+            batch,
+            purchase_customers,
+            engagement_customers,
+        )?);
         if let Some(position) = self.applying() {
             self.next_batch.fetch_max(position + 1, Ordering::Relaxed);
             let key = sled::IVec::from(&position.to_be_bytes()[..]);
@@ -461,44 +557,43 @@ impl Store {
         Ok(seq)
     }
 
-    /// Reads one batch of events.
-    pub fn read_activity(&self, seq: u64) -> Result<Option<ActivityRecord>> {
+    /// Reads one batch of events, naming each event's customer by
+    /// `id_of` from their number.
+    pub fn read_activity(
+        &self,
+        seq: u64,
+        id_of: impl Fn(u32) -> Option<CustomerId>,
+    ) -> Result<Option<ActivityRecord>> {
         self.activity
             .get(seq.to_be_bytes())
             .map_err(storage_error)?
-            .map(|bytes| codec::decode_activity(&bytes))
+            .map(|bytes| BatchColumns::parse(&bytes)?.decode(id_of))
             .transpose()
     }
 
-    /// Calls `visit` with every batch of events, read in place, in
-    /// sequence order; blocking.
-    pub fn for_each_activity(&self, mut visit: impl FnMut(u64, ActivityView<'_>)) -> Result<()> {
+    /// Calls `visit` with the columns of every batch of events, read in
+    /// place, in sequence order; blocking.
+    pub fn for_each_activity(&self, mut visit: impl FnMut(u64, BatchColumns<'_>)) -> Result<()> {
         for entry in self.activity.iter() {
             let (key, value) = entry.map_err(storage_error)?;
-            visit(batch_seq(&key)?, codec::view_activity(&value)?);
+            visit(batch_seq(&key)?, BatchColumns::parse(&value)?);
         }
         Ok(())
     }
 
-    /// Removes a customer and, in the same transaction, replaces the given
-    /// activity batches with their rewritten forms (`None` removes one).
-    pub fn erase_customer(
-        &self,
-        id: &CustomerId,
-        rewritten: &[(u64, Option<ActivityRecord>)],
-    ) -> Result<()> {
-        let encoded = rewritten
-            .iter()
-            .map(|(seq, batch)| {
-                Ok((
-                    seq.to_be_bytes(),
-                    batch
-                        .as_ref()
-                        .map(|batch| codec::encode_activity(batch).map(sled::IVec::from))
-                        .transpose()?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+    /// Removes a customer, who has `number`, and, in the same transaction,
+    /// their events from the batches `batches` (a batch left with none is
+    /// removed).
+    pub fn erase_customer(&self, id: &CustomerId, number: u32, batches: &[u64]) -> Result<()> {
+        let mut encoded = Vec::with_capacity(batches.len());
+        for &seq in batches {
+            let key = seq.to_be_bytes();
+            let Some(bytes) = self.activity.get(key).map_err(storage_error)? else {
+                continue;
+            };
+            let rewritten = BatchColumns::parse(&bytes)?.erase(number)?;
+            encoded.push((key, rewritten.map(sled::IVec::from)));
+        }
         if self.applying().is_some() {
             let mut changes = vec![(&self.customers, sled::IVec::from(id.as_str()), None)];
             changes.extend(
@@ -670,9 +765,23 @@ impl Store {
         }
     }
 
-    /// Flushes everything to disk; blocking. Used at shutdown.
+    /// Flushes everything to disk; blocking.
     pub fn flush(&self) -> Result<()> {
         self.db.flush().map(|_| ()).map_err(storage_error)
+    }
+
+    /// Stores the next customer number exactly, so that a restart gives
+    /// the numbers the reservation held and this process did not, then
+    /// flushes; blocking. At shutdown, under the writer lock.
+    pub fn close(&self) -> Result<()> {
+        let next = self.numbers.next.load(Ordering::Relaxed);
+        if next < self.numbers.reserved.load(Ordering::Relaxed) {
+            self.meta
+                .insert(NUMBERS_KEY, &next.to_be_bytes())
+                .map_err(storage_error)?;
+            self.numbers.reserved.store(next, Ordering::Relaxed);
+        }
+        self.flush()
     }
 
     /// The group commits so far: how many, and how long they took.
@@ -691,22 +800,50 @@ impl Store {
 pub struct CustomerWrites<'a> {
     /// The tree read through for what is not staged.
     tree: &'a sled::Tree,
-    /// Staged puts (`Some`) and deletes (`None`).
-    staged: BTreeMap<CustomerId, Option<Customer>>,
+    /// Gives new customers their numbers.
+    numbers: &'a Numbers,
+    /// Staged puts (`Some`, with the customer's number) and deletes (`None`).
+    staged: BTreeMap<CustomerId, Option<(u32, Customer)>>,
+    /// The reservation of numbers to store with the write, if a number
+    /// given was not yet reserved.
+    reserve: Option<u32>,
 }
 
 impl CustomerWrites<'_> {
     /// Reads a customer, seeing the changes staged so far.
     pub fn get(&self, id: &CustomerId) -> Result<Option<Customer>> {
         if let Some(staged) = self.staged.get(id) {
-            return Ok(staged.clone());
+            return Ok(staged.as_ref().map(|(_, customer)| customer.clone()));
         }
         read_customer(self.tree, id)
     }
 
-    /// Stages a create or replace.
-    pub fn put(&mut self, customer: Customer) {
-        self.staged.insert(customer.id.clone(), Some(customer));
+    /// The number of a customer, staged or stored.
+    pub fn number(&self, id: &CustomerId) -> Result<Option<u32>> {
+        if let Some(Some((number, _))) = self.staged.get(id) {
+            return Ok(Some(*number));
+        }
+        self.tree
+            .get(id.as_str())
+            .map_err(storage_error)?
+            .map(|bytes| codec::customer_number(&bytes))
+            .transpose()
+    }
+
+    /// Stages a create or replace; returns the customer's number, given
+    /// now to a new customer.
+    pub fn put(&mut self, customer: Customer) -> Result<u32> {
+        let number = match self.number(&customer.id)? {
+            Some(number) => number,
+            None => {
+                let (number, reserve) = self.numbers.give()?;
+                self.reserve = self.reserve.max(reserve);
+                number
+            }
+        };
+        self.staged
+            .insert(customer.id.clone(), Some((number, customer)));
+        Ok(number)
     }
 
     /// Stages a delete.

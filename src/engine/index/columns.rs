@@ -183,6 +183,14 @@ impl Columns {
         );
     }
 
+    /// Appends a row that holds no customer.
+    pub(super) fn push_empty(&mut self, d: &mut Dictionaries) {
+        let at = self.alive.len();
+        self.set_profile(at, &CustomerFields::default(), d);
+        self.alive[at] = false;
+        self.set_derived(at, &Derived::NONE);
+    }
+
     /// Writes a row's derived columns; `at` is an existing row or the next
     /// one.
     pub(super) fn set_derived(&mut self, at: usize, derived: &Derived) {
@@ -331,7 +339,7 @@ impl Dictionaries {
 
 /// What the index keeps of a customer's profile, before its strings are
 /// numbered.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct CustomerFields {
     /// The customer's id.
     pub(super) id: CompactString,

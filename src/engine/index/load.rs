@@ -1,84 +1,88 @@
-//! Loading the index from the store at start-up: customers and events are
-//! read and decoded on one thread and put into rows on another; then every
-//! series is sorted and the derived columns are filled, in parallel.
-
-use std::hash::BuildHasher;
+//! Loading the index from the store at start-up. Every customer's row is
+//! at their number, and every stored event names its customer by number,
+//! so the customers and the events are read at once, on two threads, and
+//! no event is placed by looking up a string:
+//!
+//! - one thread reads the customers into the profile columns;
+//! - the other counts each customer's events in the batches' customer
+//!   columns, sizes their arrays exactly, then reads the batches again and
+//!   fills them from the fixed columns;
+//!
+//! then every series is sorted and the derived columns are filled, in
+//! parallel.
 
 use rayon::prelude::*;
 
 use super::columns::{CustomerFields, Derived};
-use super::series::{event_key, Event, EventRef, Loaded};
+use super::series::{Event, EventRef, Loaded, Row};
 use super::FeatureIndex;
 use crate::domain::features::Thresholds;
 use crate::domain::{Customer, Error, Result};
-use crate::store::Store;
+use crate::store::{BatchColumns, Store, ERASED};
 
-/// Customers or events handed from the reading thread to the indexing
-/// thread at a time.
+/// Customers handed from the reading thread to the indexing thread at a
+/// time.
 const LOAD_CHUNK: usize = 4096;
 
 /// Rows finished at a time: their derived columns are held in between.
 const FINISH_CHUNK: usize = 1 << 16;
+
+/// What the events of the store hold, per customer number.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    purchases: u32,
+    engagements: u32,
+}
 
 impl FeatureIndex {
     /// Builds the index from everything stored; blocking.
     pub fn rebuild(store: &Store, thresholds: Thresholds) -> Result<FeatureIndex> {
         let started = std::time::Instant::now();
         let mut index = FeatureIndex::new(thresholds);
-        index.bulk_load_customers(|add| store.for_each_customer(add))?;
+        let numbers = store.customer_numbers() as usize;
+        index.grow_to(numbers);
+        // The rows are filled on their own thread while the customers go
+        // into the rest of the index.
+        let mut rows = std::mem::take(&mut index.rows);
+        let (customers, activity) = std::thread::scope(|scope| {
+            let activity = scope.spawn(|| {
+                let started = std::time::Instant::now();
+                load_events(store, &mut rows).map(|()| started.elapsed())
+            });
+            let customers = index.bulk_load_customers(numbers, |add| store.for_each_customer(add));
+            let activity = activity
+                .join()
+                .map_err(|_| Error::internal("the event loader panicked"));
+            (customers, activity)
+        });
+        customers?;
+        let activity_ms = activity??.as_millis() as u64;
+        index.rows = rows;
         let customers_ms = started.elapsed().as_millis() as u64;
-        let orphans = index.bulk_load(|add| {
-            store.for_each_activity(|seq, record| {
-                for (position, purchase) in record.purchases.iter().enumerate() {
-                    let Some(purchase) = purchase else { continue };
-                    let event = Event {
-                        time: purchase.occurred_at.as_nanos(),
-                        amount: Some(purchase.amount_minor),
-                        key: event_key(purchase.id),
-                        at: EventRef::new(seq, position),
-                    };
-                    add(purchase.customer, Loaded::Purchase(event));
-                }
-                for (position, engagement) in record.engagements.iter().enumerate() {
-                    let Some(engagement) = engagement else {
-                        continue;
-                    };
-                    let event = Event {
-                        time: engagement.occurred_at.as_nanos(),
-                        amount: None,
-                        key: event_key(engagement.id),
-                        at: EventRef::new(seq, position),
-                    };
-                    add(
-                        engagement.customer,
-                        Loaded::Engagement(engagement.kind, event),
-                    );
-                }
-            })
-        })?;
+        let orphans = index.drop_orphans();
         if orphans > 0 {
             tracing::warn!(orphans, "stored events of unknown customers were skipped");
         }
-        let activity_ms = started.elapsed().as_millis() as u64 - customers_ms;
         index.finish_load();
-        let sort_ms = started.elapsed().as_millis() as u64 - customers_ms - activity_ms;
+        let sort_ms = started.elapsed().as_millis() as u64 - customers_ms;
         tracing::info!(customers_ms, activity_ms, sort_ms, "index rebuilt");
         Ok(index)
     }
 
     /// Loads every stored customer, on two threads: `scan` reads and
-    /// decodes them on one and hands each to `add`; the rows are made on
-    /// the other.
-    pub fn bulk_load_customers<S>(&mut self, scan: S) -> Result<()>
+    /// decodes them, with their numbers, on one and hands each to `add`;
+    /// the rows are made on the other. Every number is below `numbers`,
+    /// the rows the index already has.
+    fn bulk_load_customers<S>(&mut self, numbers: usize, scan: S) -> Result<()>
     where
-        S: FnOnce(&mut dyn FnMut(Customer)) -> Result<()> + Send,
+        S: FnOnce(&mut dyn FnMut(u32, Customer)) -> Result<()> + Send,
     {
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<CustomerFields>>(16);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(u32, CustomerFields)>>(16);
         std::thread::scope(|scope| {
             let reader = scope.spawn(move || {
                 let mut chunk = Vec::with_capacity(LOAD_CHUNK);
-                let scanned = scan(&mut |customer| {
-                    chunk.push(customer.into());
+                let scanned = scan(&mut |number, customer| {
+                    chunk.push((number, customer.into()));
                     if chunk.len() == LOAD_CHUNK {
                         // The receiver only stops early on a panic, which the join reports.
                         let _ = sender.send(std::mem::replace(
@@ -90,58 +94,40 @@ impl FeatureIndex {
                 let _ = sender.send(chunk);
                 scanned
             });
-            for fields in receiver.into_iter().flatten() {
-                self.upsert(fields);
+            let mut beyond = None;
+            for (number, fields) in receiver.into_iter().flatten() {
+                if number as usize >= numbers {
+                    beyond = Some(number);
+                    continue;
+                }
+                self.upsert(number, fields);
             }
             reader
                 .join()
-                .map_err(|_| Error::internal("the customer loader panicked"))?
+                .map_err(|_| Error::internal("the customer loader panicked"))??;
+            match beyond {
+                Some(number) => Err(Error::internal(format!(
+                    "a stored customer has number {number}, beyond the {numbers} numbers given"
+                ))),
+                None => Ok(()),
+            }
         })
     }
 
-    /// Loads every stored event, on two threads: `scan` reads the store on
-    /// one and hands each event, with its customer's id, to `add`; the
-    /// events go into their rows on the other. Call
-    /// [`FeatureIndex::finish_load`] after. Returns the events whose
-    /// customer is unknown, which are skipped.
-    pub fn bulk_load<S>(&mut self, scan: S) -> Result<u64>
-    where
-        S: FnOnce(&mut dyn FnMut(&str, Loaded)) -> Result<()> + Send,
-    {
-        let (table, hasher, ids) = (&self.table, &self.hasher, &self.ids);
-        let rows = &mut self.rows;
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(u32, Loaded)>>(16);
-        std::thread::scope(|scope| {
-            let reader = scope.spawn(move || {
-                let mut orphans = 0u64;
-                let mut chunk = Vec::with_capacity(LOAD_CHUNK);
-                let scanned = scan(&mut |customer, loaded| {
-                    let hash = hasher.hash_one(customer);
-                    match table.find(hash, |&n| ids[n as usize] == customer) {
-                        Some(&number) => {
-                            chunk.push((number, loaded));
-                            if chunk.len() == LOAD_CHUNK {
-                                let full =
-                                    std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
-                                // The receiver only stops early on a panic, which the join reports.
-                                let _ = sender.send(full);
-                            }
-                        }
-                        None => orphans += 1,
-                    }
-                });
-                let _ = sender.send(chunk);
-                scanned.map(|()| orphans)
-            });
-            for chunk in receiver {
-                for (number, loaded) in chunk {
-                    rows[number as usize].push(loaded);
+    /// Clears the rows that hold events but no customer, which no stored
+    /// batch should have; returns the events cleared.
+    fn drop_orphans(&mut self) -> u64 {
+        let mut orphans = 0;
+        for (row, &alive) in self.rows.iter_mut().zip(&self.columns.alive) {
+            if !alive {
+                let events = row.purchases.len() + row.engagements().len();
+                if events > 0 {
+                    orphans += events as u64;
+                    *row = Row::default();
                 }
             }
-            reader
-                .join()
-                .map_err(|_| Error::internal("the index loader panicked"))?
-        })
+        }
+        orphans
     }
 
     /// Ends a bulk load: sorts every series, gives back spare capacity and
@@ -164,11 +150,82 @@ impl FeatureIndex {
                 })
                 .collect();
             for (offset, (row, derived)) in rows.iter().zip(&derived).enumerate() {
-                self.columns
-                    .set_derived(chunk * FINISH_CHUNK + offset, derived);
+                let at = chunk * FINISH_CHUNK + offset;
+                if self.columns.alive[at] {
+                    self.columns.set_derived(at, derived);
+                }
                 latest = latest.max(row.latest());
             }
         }
         self.max_time = self.max_time.max(latest);
     }
+}
+
+/// Places every stored event in `rows`, by its customer's number: a pass
+/// that counts each row's events and sizes its arrays, then one that
+/// fills them. Events beyond the rows are counted into no row and left
+/// out, as orphans.
+fn load_events(store: &Store, rows: &mut [Row]) -> Result<()> {
+    let mut counts = vec![Counts::default(); rows.len()];
+    store.for_each_activity(|_, batch| {
+        for i in 0..batch.purchases() {
+            if let Some(count) = counts.get_mut(batch.purchase(i).customer as usize) {
+                count.purchases += 1;
+            }
+        }
+        for i in 0..batch.engagements() {
+            if let Ok((fixed, _)) = batch.engagement(i) {
+                if let Some(count) = counts.get_mut(fixed.customer as usize) {
+                    count.engagements += 1;
+                }
+            }
+        }
+    })?;
+    for (row, count) in rows.iter_mut().zip(&counts) {
+        row.reserve_exact(count.purchases as usize, count.engagements as usize);
+    }
+    drop(counts);
+    let mut failure = None;
+    store.for_each_activity(|seq, batch| {
+        if let Err(error) = place(seq, &batch, rows) {
+            failure.get_or_insert(error);
+        }
+    })?;
+    failure.map_or(Ok(()), Err)
+}
+
+/// Places the events of batch `seq` in `rows`.
+fn place(seq: u64, batch: &BatchColumns<'_>, rows: &mut [Row]) -> Result<()> {
+    for i in 0..batch.purchases() {
+        let fixed = batch.purchase(i);
+        if fixed.customer == ERASED {
+            continue;
+        }
+        if let Some(row) = rows.get_mut(fixed.customer as usize) {
+            row.push(Loaded::Purchase(Event {
+                time: fixed.time,
+                amount: Some(fixed.amount),
+                key: fixed.key,
+                at: EventRef::new(seq, i),
+            }));
+        }
+    }
+    for i in 0..batch.engagements() {
+        let (fixed, kind) = batch.engagement(i)?;
+        if fixed.customer == ERASED {
+            continue;
+        }
+        if let Some(row) = rows.get_mut(fixed.customer as usize) {
+            row.push(Loaded::Engagement(
+                kind,
+                Event {
+                    time: fixed.time,
+                    amount: None,
+                    key: fixed.key,
+                    at: EventRef::new(seq, i),
+                },
+            ));
+        }
+    }
+    Ok(())
 }

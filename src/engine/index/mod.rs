@@ -22,10 +22,11 @@ use compact_str::CompactString;
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
+pub use crate::store::event_key;
 pub use columns::{
     age_at, days_past, engaged, frequency_bounds, ymd, Columns, Derived, Dictionaries, Dictionary,
 };
-pub use series::{event_key, Event, EventRef, Loaded, Row, Series};
+pub use series::{Event, EventRef, Loaded, Row, Series};
 
 use super::rfm::{Figures, RfmBounds, RfmState};
 use crate::domain::features::Thresholds;
@@ -233,31 +234,50 @@ impl FeatureIndex {
         (c.alive[at] && c.count[at] > 0).then(|| (c.last[at], c.count[at], c.total[at]))
     }
 
-    /// Adds a customer, or refreshes the profile fields of a known one.
-    pub fn upsert_customer(&mut self, customer: &Customer) {
-        self.upsert(customer.clone().into());
+    /// Adds a customer in row `number`, their number in the store, or
+    /// refreshes the profile fields of a known one.
+    pub fn upsert_customer(&mut self, number: u32, customer: &Customer) {
+        self.upsert(number, customer.clone().into());
     }
 
-    fn upsert(&mut self, fields: CustomerFields) {
-        let number = match self.row_number(&fields.id) {
-            Some(number) => number,
-            None => {
-                let number = self.ids.len() as u32;
-                let hash = self.hasher.hash_one(fields.id.as_str());
-                let (ids, hasher) = (&self.ids, &self.hasher);
-                self.table
-                    .insert_unique(hash, number, |&n| hasher.hash_one(ids[n as usize].as_str()));
-                self.ids.push(fields.id.clone());
-                self.rows.push(Row::default());
-                self.columns.set_derived(number as usize, &Derived::NONE);
-                self.live += 1;
-                number
-            }
-        };
+    /// Adds a customer in the next row, or refreshes a known one: for
+    /// tests that build an index without a store.
+    #[cfg(test)]
+    pub fn add_customer(&mut self, customer: &Customer) {
+        let number = self
+            .row_number(customer.id.as_str())
+            .unwrap_or(self.row_count() as u32);
+        self.upsert_customer(number, customer);
+    }
+
+    fn upsert(&mut self, number: u32, fields: CustomerFields) {
+        let at = number as usize;
+        self.grow_to(at + 1);
+        if !self.columns.alive[at] {
+            debug_assert!(self.row_number(&fields.id).is_none());
+            let hash = self.hasher.hash_one(fields.id.as_str());
+            let (ids, hasher) = (&self.ids, &self.hasher);
+            self.table
+                .insert_unique(hash, number, |&n| hasher.hash_one(ids[n as usize].as_str()));
+            self.ids[at] = fields.id.clone();
+            self.live += 1;
+        }
+        debug_assert_eq!(self.ids[at], fields.id);
         self.columns
-            .set_profile(number as usize, &fields, &mut self.dictionaries);
+            .set_profile(at, &fields, &mut self.dictionaries);
         self.set_traits(number, fields.traits);
-        self.keep_p_alive(number as usize);
+        self.keep_p_alive(at);
+    }
+
+    /// Adds empty rows, holding no customer, up to `rows` rows.
+    fn grow_to(&mut self, rows: usize) {
+        while self.ids.len() < rows {
+            let at = self.ids.len();
+            self.ids.push(CompactString::default());
+            self.rows.push(Row::default());
+            self.columns.push_empty(&mut self.dictionaries);
+            self.keep_p_alive(at);
+        }
     }
 
     fn set_traits(&mut self, number: u32, traits: BTreeMap<String, TraitValue>) {

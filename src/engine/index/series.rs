@@ -5,9 +5,8 @@
 //! the purchase id (for idempotency) and where the event is stored.
 
 use std::collections::HashSet;
-use std::hash::BuildHasher;
 
-use foldhash::fast::{FixedState, RandomState};
+use foldhash::fast::RandomState;
 
 use crate::domain::features::FirstEngagements;
 use crate::domain::EngagementKind;
@@ -38,13 +37,6 @@ impl EventRef {
     pub fn position(self) -> usize {
         (self.0 & ((1 << POSITION_BITS) - 1)) as usize
     }
-}
-
-/// A 64-bit hash of an event id: equal ids have equal keys; equal keys are
-/// checked against the stored ids.
-pub fn event_key(id: &str) -> u64 {
-    // A fixed seed: keys, and so page tokens, are the same in every run.
-    FixedState::with_seed(0x5E6D_E47D).hash_one(id)
 }
 
 /// What the index keeps of one event.
@@ -166,6 +158,17 @@ impl Series {
         arrays + self.key_set.as_ref().map_or(0, |set| set.capacity() * 9)
     }
 
+    /// Makes room for `events` more events, with their amounts if
+    /// `amounts`.
+    fn reserve_exact(&mut self, events: usize, amounts: bool) {
+        self.times.reserve_exact(events);
+        if amounts {
+            self.amounts.reserve_exact(events);
+        }
+        self.keys.reserve_exact(events);
+        self.refs.reserve_exact(events);
+    }
+
     /// Appends an event out of order, during a bulk load; see [`Series::finish_load`].
     pub(super) fn push(&mut self, time: i64, amount: Option<i64>, key: u64, at: EventRef) {
         self.times.push(time);
@@ -278,6 +281,18 @@ impl Row {
         let engaged = self.engaged.get_or_insert_with(Box::default);
         engaged.firsts.note(kind, time);
         &mut engaged.series
+    }
+
+    /// Makes room for a bulk load's events, so that the arrays are sized
+    /// exactly: `purchases` purchases and `engagements` engagement events.
+    pub(super) fn reserve_exact(&mut self, purchases: usize, engagements: usize) {
+        self.purchases.reserve_exact(purchases, true);
+        if engagements > 0 {
+            self.engaged
+                .get_or_insert_with(Box::default)
+                .series
+                .reserve_exact(engagements, false);
+        }
     }
 
     /// Appends a loaded event out of order, during a bulk load; see

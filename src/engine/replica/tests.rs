@@ -81,7 +81,7 @@ fn customers(engine: &Engine) -> Vec<crate::domain::Customer> {
     engine
         .shared
         .store
-        .for_each_customer(|customer| all.push(customer))
+        .for_each_customer(|_, customer| all.push(customer))
         .unwrap();
     all
 }

@@ -396,7 +396,7 @@ mod tests {
         let mut index = FeatureIndex::new(Thresholds::default());
         for n in 0..300u32 {
             let id = CustomerId::parse(&format!("c{n}")).unwrap();
-            index.upsert_customer(&Customer {
+            index.add_customer(&Customer {
                 id,
                 profile: Profile::default(),
                 create_time: Timestamp::from_nanos(0),
@@ -458,7 +458,7 @@ mod tests {
         let noon = 20_000 * day + day / 2;
         let mut index = FeatureIndex::new(Thresholds::default());
         for n in 0..10u32 {
-            index.upsert_customer(&Customer {
+            index.add_customer(&Customer {
                 id: CustomerId::parse(&format!("c{n}")).unwrap(),
                 profile: Profile::default(),
                 create_time: Timestamp::from_nanos(0),

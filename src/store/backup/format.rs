@@ -257,8 +257,10 @@ impl<R: Read> HashingReader<R> {
     }
 }
 
-/// Reads a backup file from `input`, calling `visit` with each record in
-/// order, and checks its trailer. Records reach `visit` before the
+/// Reads a backup file of a store format from 1 to `store_format` from
+/// `input`, calling `visit` with each record in order, and checks its
+/// trailer. A store restored from an older format is migrated when it is
+/// first opened. Records reach `visit` before the
 /// checksum is checked: to trust a file before acting on it, read it once
 /// with a `visit` that does nothing, then again.
 pub fn read_backup<R: Read>(
@@ -283,9 +285,10 @@ pub fn read_backup<R: Read>(
         )));
     }
     let found_store_format = reader.byte("the header")?;
-    if found_store_format != store_format {
+    if !(1..=store_format).contains(&found_store_format) {
         return Err(refused(format!(
-            "it holds store format {found_store_format}, and this build writes store format {store_format}"
+            "it holds store format {found_store_format}, and this build reads store formats 1 to \
+             {store_format}"
         )));
     }
     let mut summary = BackupSummary::default();
@@ -447,10 +450,14 @@ mod tests {
     #[test]
     fn trailing_bytes_and_other_store_formats_are_refused() {
         let (mut file, _) = sample();
+        // An older store format is read; a newer one refused.
+        assert!(read_backup(&file[..], 2, |_| Ok(())).is_ok());
+        file[20] = 3;
         assert!(read_backup(&file[..], 2, |_| Ok(()))
             .unwrap_err()
             .to_string()
-            .contains("store format 1"));
+            .contains("store format 3"));
+        file[20] = 1;
         file.push(0);
         assert!(read_backup(&file[..], 1, |_| Ok(()))
             .unwrap_err()
