@@ -25,6 +25,7 @@ mod saved_segments;
 mod segments;
 mod support;
 mod tls;
+mod upgrade;
 mod watch;
 mod watch_cli;
 mod watch_exact;
