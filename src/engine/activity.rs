@@ -9,8 +9,8 @@ use super::command::{expect_outcome, Command, Outcome, RecordCounts};
 use super::index::{event_key, Event, EventRef, FeatureIndex, Row, Series};
 use super::{Engine, Shared};
 use crate::domain::{
-    ActivityBatch, ActivityRecord, CustomerId, Engagement, Error, EventId, Purchase, Result,
-    Violations,
+    ActivityBatch, ActivityRecord, CustomerId, Engagement, EngagementKind, Error, EventId,
+    Purchase, Result, Violations,
 };
 use crate::store::Store;
 
@@ -211,35 +211,52 @@ pub(super) fn record_batch(shared: &Shared, batch: ActivityBatch) -> Result<Reco
     let seq = shared
         .store
         .append_activity(&record, &purchase_customers, &engagement_customers)?;
-    let mut index = shared.index_mut();
-    for (slot, (purchase, &(_, row, key))) in
-        record.purchases.iter().zip(&new_purchases).enumerate()
-    {
-        if let Some(purchase) = purchase {
-            let time = purchase.occurred_at.as_nanos();
-            let at = EventRef::new(seq, slot);
+    // Each customer's events go in at once: one pass over what they hold,
+    // however far out of time order the batch is.
+    let mut purchases: Vec<(u32, Event)> = record
+        .purchases
+        .iter()
+        .zip(&new_purchases)
+        .enumerate()
+        .filter_map(|(slot, (purchase, &(_, row, key)))| {
+            let purchase = purchase.as_ref()?;
             let event = Event {
-                time,
+                time: purchase.occurred_at.as_nanos(),
                 amount: Some(purchase.amount_minor),
                 key,
-                at,
+                at: EventRef::new(seq, slot),
             };
-            index.add_purchase(row, event);
-        }
-    }
-    for (slot, (engagement, &(_, row, key))) in
-        record.engagements.iter().zip(&new_engagements).enumerate()
-    {
-        if let Some(engagement) = engagement {
-            let time = engagement.occurred_at.as_nanos();
+            Some((row, event))
+        })
+        .collect();
+    let mut engagements: Vec<(u32, (EngagementKind, Event))> = record
+        .engagements
+        .iter()
+        .zip(&new_engagements)
+        .enumerate()
+        .filter_map(|(slot, (engagement, &(_, row, key)))| {
+            let engagement = engagement.as_ref()?;
             let event = Event {
-                time,
+                time: engagement.occurred_at.as_nanos(),
                 amount: None,
                 key,
                 at: EventRef::new(seq, slot),
             };
-            index.add_engagement(row, engagement.kind, event);
-        }
+            Some((row, (engagement.kind, event)))
+        })
+        .collect();
+    purchases.sort_by_key(|&(row, _)| row);
+    engagements.sort_by_key(|&(row, _)| row);
+    let mut index = shared.index_mut();
+    for customer in purchases.chunk_by(|a, b| a.0 == b.0) {
+        let row = customer[0].0;
+        let mut events: Vec<Event> = customer.iter().map(|&(_, event)| event).collect();
+        index.add_purchases(row, &mut events);
+    }
+    for customer in engagements.chunk_by(|a, b| a.0 == b.0) {
+        let events: Vec<(EngagementKind, Event)> =
+            customer.iter().map(|&(_, event)| event).collect();
+        index.add_engagements(customer[0].0, &events);
     }
     shared
         .counters

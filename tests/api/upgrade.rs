@@ -173,7 +173,10 @@ async fn a_backup_of_store_format_1_restores_migrates_and_serves_as_before() {
         .unwrap()
         .into_inner();
     let location = customer.location.unwrap();
-    assert_eq!((location.country_code.as_str(), location.city.as_str()), ("IR", "Tehran"));
+    assert_eq!(
+        (location.country_code.as_str(), location.city.as_str()),
+        ("IR", "Tehran")
+    );
 
     // A stored purchase sent again is a repeat; a new one is taken, for
     // an old customer and for a new one, who gets a new number.
@@ -186,7 +189,10 @@ async fn a_backup_of_store_format_1_restores_migrates_and_serves_as_before() {
     let counts = record(&server, vec![again], vec![]).await.unwrap();
     assert_eq!((counts.accepted_count, counts.duplicate_count), (0, 1));
     create(&server, "v2-new", full_customer()).await.unwrap();
-    let added = [purchase("p-new-1", "v1-005", 3, 700), purchase("p-new-2", "v2-new", 4, 800)];
+    let added = [
+        purchase("p-new-1", "v1-005", 3, 700),
+        purchase("p-new-2", "v2-new", 4, 800),
+    ];
     let counts = record(&server, added.to_vec(), vec![]).await.unwrap();
     assert_eq!(counts.accepted_count, 2);
     for p in added {

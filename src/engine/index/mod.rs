@@ -379,6 +379,29 @@ impl FeatureIndex {
         })
     }
 
+    /// Records purchases of the customer in row `number`, each in its
+    /// place, with one pass over the purchases held however late they
+    /// come; returns false if there is none. Sorts `events`.
+    pub fn add_purchases(&mut self, number: u32, events: &mut [Event]) -> bool {
+        let latest = events.iter().map(|event| event.time).max();
+        let spent = events.iter().fold(0i64, |sum, event| {
+            sum.saturating_add(event.amount.unwrap_or(0))
+        });
+        self.change_activity(number, latest.unwrap_or(i64::MIN), spent, |row| {
+            row.insert_purchases(events)
+        })
+    }
+
+    /// Records engagement events of the customer in row `number`, each in
+    /// its place, with one pass over the events held; returns false if
+    /// there is none.
+    pub fn add_engagements(&mut self, number: u32, events: &[(EngagementKind, Event)]) -> bool {
+        let latest = events.iter().map(|(_, event)| event.time).max();
+        self.change_activity(number, latest.unwrap_or(i64::MIN), 0, |row| {
+            row.insert_engagements(events)
+        })
+    }
+
     /// Changes the activity of the customer in row `number` with an event
     /// at `time` that adds `spent` to its purchase total, and brings the
     /// row's derived columns and the RFM bounds in step; returns false if

@@ -352,10 +352,6 @@ impl Row {
 
     /// Adds purchases at their places, with at most one pass over the
     /// purchases held; see [`Series::insert_many`]. Sorts `events`.
-    #[allow(
-        dead_code,
-        reason = "the index is to add a batch's events per customer"
-    )]
     pub(super) fn insert_purchases(&mut self, events: &mut [Event]) {
         self.purchases.insert_many(events);
     }
@@ -363,10 +359,6 @@ impl Row {
     /// Adds engagement events of any kinds at their places, with at most
     /// one pass over the engagement events held; see
     /// [`Series::insert_many`].
-    #[allow(
-        dead_code,
-        reason = "the index is to add a batch's events per customer"
-    )]
     pub(super) fn insert_engagements(&mut self, events: &[(EngagementKind, Event)]) {
         if events.is_empty() {
             return;
