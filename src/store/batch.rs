@@ -16,9 +16,11 @@
 //! | 8·e   | each engagement event's time |
 //! | 8·e   | each engagement event's id key |
 //! | e     | each engagement event's kind: 0 visit, 1 feedback, 2 referral |
-//! | rest  | the tail: postcard [`Tail`] |
+//! | rest  | the tail: postcard [`Tail`], compressed with LZ4 (block format, its length first) |
 //!
-//! Integers are little-endian. An erased event keeps its place, so that
+//! Integers are little-endian. The tail is compressed, as its ids and
+//! names repeat much from one event to the next; the columns are not, so
+//! that a rebuild reads them in place. An erased event keeps its place, so that
 //! the positions of the others, which the index refers to, stay put; its
 //! number is [`ERASED`], its other columns are zero and its tail is empty.
 
@@ -37,6 +39,10 @@ pub const ERASED: u32 = u32::MAX;
 
 /// The bytes before the columns: the version, then the two counts.
 const HEADER: usize = 1 + 4 + 4;
+
+/// The most bytes a tail may claim to expand to: far more than any batch
+/// the service writes holds, and a bound on what a corrupt one allocates.
+const MAX_TAIL_BYTES: usize = 1 << 30;
 
 /// A 64-bit hash of an event id, kept with each stored event: equal ids
 /// have equal keys, and equal keys are checked against the stored ids.
@@ -222,8 +228,15 @@ pub fn encode(
         categories: categories.strings,
         channels: channels.strings,
     };
-    postcard::to_io(&tail, &mut bytes).map_err(Error::internal)?;
+    put_tail(&mut bytes, &tail)?;
     Ok(bytes)
+}
+
+/// Appends `tail`, compressed.
+fn put_tail(bytes: &mut Vec<u8>, tail: &Tail<'_>) -> Result<()> {
+    let plain = postcard::to_stdvec(tail).map_err(Error::internal)?;
+    bytes.extend_from_slice(&lz4_flex::block::compress_prepend_size(&plain));
+    Ok(())
 }
 
 /// Appends the fixed columns of `events` (the amounts only for
@@ -333,9 +346,22 @@ impl<'a> Columns<'a> {
         Ok((fixed, kind_of(self.bytes[start + 20 * e + i])?))
     }
 
-    fn tail(&self) -> Result<Tail<'a>> {
-        let tail: Tail<'a> =
-            postcard::from_bytes(&self.bytes[self.tail_start()..]).map_err(corrupt)?;
+    /// The tail's bytes, decompressed; [`Columns::tail`] reads them.
+    fn tail_bytes(&self) -> Result<Vec<u8>> {
+        let compressed = &self.bytes[self.tail_start()..];
+        let claimed = compressed
+            .get(..4)
+            .map(|size| u32::from_le_bytes(size.try_into().expect("four bytes")) as usize)
+            .ok_or_else(|| corrupt("no tail"))?;
+        if claimed > MAX_TAIL_BYTES {
+            return Err(corrupt(format!("a tail of {claimed} bytes")));
+        }
+        lz4_flex::block::decompress_size_prepended(compressed).map_err(corrupt)
+    }
+
+    /// The tail, read from `bytes`, the batch's [`Columns::tail_bytes`].
+    fn tail<'t>(&self, bytes: &'t [u8]) -> Result<Tail<'t>> {
+        let tail: Tail<'t> = postcard::from_bytes(bytes).map_err(corrupt)?;
         if tail.purchases.len() != self.purchases || tail.engagements.len() != self.engagements {
             return Err(corrupt("the tail does not match the columns"));
         }
@@ -345,7 +371,8 @@ impl<'a> Columns<'a> {
     /// The batch's events whose customer `id_of` names from their
     /// number; the others, and the erased ones, are `None`.
     pub fn decode(&self, id_of: impl Fn(u32) -> Option<CustomerId>) -> Result<ActivityRecord> {
-        let tail = self.tail()?;
+        let bytes = self.tail_bytes()?;
+        let tail = self.tail(&bytes)?;
         let string = |strings: &[&str], at: u32| {
             strings
                 .get(at as usize)
@@ -396,7 +423,8 @@ impl<'a> Columns<'a> {
     /// The batch without the events of customer `number`, or `None` when
     /// no other event is left; every field of an erased event is cleared.
     pub fn erase(&self, number: u32) -> Result<Option<Vec<u8>>> {
-        let mut tail = self.tail()?;
+        let bytes = self.tail_bytes()?;
+        let mut tail = self.tail(&bytes)?;
         let mut left = 0;
         let mut purchases = Vec::with_capacity(self.purchases);
         for (i, rest) in tail.purchases.iter_mut().enumerate() {
@@ -446,7 +474,7 @@ impl<'a> Columns<'a> {
         put_fixed(&mut bytes, &purchases, true);
         put_fixed(&mut bytes, &engagements, false);
         bytes.extend_from_slice(&kinds);
-        postcard::to_io(&tail, &mut bytes).map_err(Error::internal)?;
+        put_tail(&mut bytes, &tail)?;
         Ok(Some(bytes))
     }
 }
@@ -569,14 +597,26 @@ mod tests {
         expected.engagements[1] = None;
         assert_eq!(record, expected);
         // Nothing of the erased customer's is left in the bytes.
+        let plain = columns.tail_bytes().unwrap();
         for gone in ["p-1", "p-3", "e-2", "books"] {
-            assert!(
-                !erased.windows(gone.len()).any(|w| w == gone.as_bytes()),
-                "{gone} is still stored"
-            );
+            for bytes in [&erased, &plain] {
+                assert!(
+                    !bytes.windows(gone.len()).any(|w| w == gone.as_bytes()),
+                    "{gone} is still stored"
+                );
+            }
         }
         assert_eq!(columns.purchase(0).time, 0);
         assert!(Columns::parse(&erased).unwrap().erase(3).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_tail_that_claims_too_many_bytes_is_refused_before_it_is_made() {
+        let mut bytes = encoded(&sample());
+        let at = Columns::parse(&bytes).unwrap().tail_start();
+        bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let error = Columns::parse(&bytes).unwrap().decode(id_of).unwrap_err();
+        assert!(error.to_string().contains("a tail of"), "{error}");
     }
 
     #[test]
@@ -616,11 +656,16 @@ mod tests {
         golden.extend_from_slice(&key_e);
         golden.push(0);
         // The tail: categories ["b"], channels ["web"], the purchase
-        // ("p", 2, 0, consumable), the event ("e", none, 0).
-        golden.extend_from_slice(&[
-            1, 1, b'b', 1, 3, b'w', b'e', b'b', 1, 1, b'p', 2, 0, 2, 1, 1,
-        ]);
-        golden.extend_from_slice(&[b'e', 0, 0]);
+        // ("p", 2, 0, consumable), the event ("e", none, 0); compressed
+        // as an LZ4 block after its length.
+        let plain = [
+            1, 1, b'b', 1, 3, b'w', b'e', b'b', 1, 1, b'p', 2, 0, 2, 1, 1, b'e', 0, 0,
+        ];
+        golden.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+        // One sequence of literals only: a token of 19 literals (15, then
+        // 4 more), the literals.
+        golden.extend_from_slice(&[0xF0, 4]);
+        golden.extend_from_slice(&plain);
         assert_eq!(encoded(&record), golden);
         // The key is XXH3-64, which stored keys depend on.
         assert_eq!(event_key(""), 0x2d06_8005_38d3_94c2);

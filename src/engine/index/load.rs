@@ -45,27 +45,33 @@ impl FeatureIndex {
         // into the rest of the index.
         let mut rows = std::mem::take(&mut index.rows);
         let (customers, activity) = std::thread::scope(|scope| {
-            let activity = scope.spawn(|| {
-                let started = std::time::Instant::now();
-                load_events(store, &mut rows).map(|()| started.elapsed())
-            });
-            let customers = index.bulk_load_customers(numbers, |add| store.for_each_customer(add));
+            let activity = scope.spawn(|| load_events(store, &mut rows));
+            let customers = index
+                .bulk_load_customers(numbers, |add| store.for_each_customer(add))
+                .map(|()| started.elapsed());
             let activity = activity
                 .join()
                 .map_err(|_| Error::internal("the event loader panicked"));
             (customers, activity)
         });
-        customers?;
-        let activity_ms = activity??.as_millis() as u64;
+        let customers_ms = customers?.as_millis() as u64;
+        let (count_ms, fill_ms) = activity??;
         index.rows = rows;
-        let customers_ms = started.elapsed().as_millis() as u64;
+        let read_ms = started.elapsed().as_millis() as u64;
         let orphans = index.drop_orphans();
         if orphans > 0 {
             tracing::warn!(orphans, "stored events of unknown customers were skipped");
         }
         index.finish_load();
-        let sort_ms = started.elapsed().as_millis() as u64 - customers_ms;
-        tracing::info!(customers_ms, activity_ms, sort_ms, "index rebuilt");
+        let sort_ms = started.elapsed().as_millis() as u64 - read_ms;
+        tracing::info!(
+            customers_ms,
+            count_ms,
+            fill_ms,
+            read_ms,
+            sort_ms,
+            "index rebuilt"
+        );
         Ok(index)
     }
 
@@ -163,9 +169,10 @@ impl FeatureIndex {
 
 /// Places every stored event in `rows`, by its customer's number: a pass
 /// that counts each row's events and sizes its arrays, then one that
-/// fills them. Events beyond the rows are counted into no row and left
-/// out, as orphans.
-fn load_events(store: &Store, rows: &mut [Row]) -> Result<()> {
+/// fills them; returns how long each took, in milliseconds. Events beyond
+/// the rows are left out.
+fn load_events(store: &Store, rows: &mut [Row]) -> Result<(u64, u64)> {
+    let started = std::time::Instant::now();
     let mut counts = vec![Counts::default(); rows.len()];
     store.for_each_activity(|_, batch| {
         for i in 0..batch.purchases() {
@@ -185,13 +192,15 @@ fn load_events(store: &Store, rows: &mut [Row]) -> Result<()> {
         row.reserve_exact(count.purchases as usize, count.engagements as usize);
     }
     drop(counts);
+    let count_ms = started.elapsed().as_millis() as u64;
     let mut failure = None;
     store.for_each_activity(|seq, batch| {
         if let Err(error) = place(seq, &batch, rows) {
             failure.get_or_insert(error);
         }
     })?;
-    failure.map_or(Ok(()), Err)
+    let fill_ms = started.elapsed().as_millis() as u64 - count_ms;
+    failure.map_or(Ok((count_ms, fill_ms)), Err)
 }
 
 /// Places the events of batch `seq` in `rows`.
