@@ -15,7 +15,9 @@
 # Before all that, with no server running, it times wake-ups from short sleeps
 # on an idle core: the machine's own latency floor.
 #
-# Usage: bash bench/run.sh      (CUSTOMERS=... PURCHASES=... to resize)
+# Usage: bash bench/run.sh      (CUSTOMERS=... PURCHASES=... to resize;
+#        ONLY=storage for just the data set's ingest, its size on disk and
+#        two restarts, each with the rebuild's phases)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,9 +59,13 @@ log_field() { grep -o "\"$1\":[0-9]*" "$work/server.log" | tail -1 | cut -d: -f2
 
 echo "| run | throughput | latency or size |"
 echo "|---|---|---|"
+only=${ONLY:-}
+if [ -z "$only" ]; then
 # The machine first: how late an idle core wakes from a short sleep.
 taskset -c 1 ./target/release/examples/load wakeups --seconds 10
+fi
 for durability in durable relaxed; do
+  [ -z "$only" ] || break
   rm -rf "$work/db"
   start_server "$durability"
   printf '| %s: ' "$durability"; load create --requests 50000 --connections 4 --concurrency 64 | cut -c3-
@@ -79,6 +85,17 @@ start_server durable
 echo "| restart to SERVING, index rebuilt | | $serving_ms ms |"
 echo "| index memory | | $(log_field index_bytes_per_purchase) bytes per purchase, $(log_field index_bytes_per_customer) bytes per customer, $(log_field index_bytes_per_engagement) bytes per engagement event |"
 echo "| server RSS after restart | | $(mib "$(grep VmRSS "/proc/$server/status" | awk '{print $2}')") MiB |"
+if [ "$only" = storage ]; then
+  rebuilt() { grep '"index rebuilt"' "$work/server.log" | tail -1 | grep -o '"[a-z_]*_ms":[0-9]*' | tr -d '"' | tr '\n' ' '; }
+  echo "| the rebuild's phases, ms | | $(rebuilt)|"
+  stop_server
+  start_server durable
+  echo "| second restart to SERVING | | $serving_ms ms |"
+  echo "| the rebuild's phases, ms | | $(rebuilt)|"
+  echo "| server RSS after the second restart | | $(mib "$(grep VmRSS "/proc/$server/status" | awk '{print $2}')") MiB |"
+  stop_server
+  exit 0
+fi
 load persona-breakdown --runs 7
 stop_server
 

@@ -448,6 +448,7 @@ impl Store {
             numbers: &self.numbers,
             staged: BTreeMap::new(),
             reserve: None,
+            read: Default::default(),
         };
         let outcome = change(&mut writes)?;
         let CustomerWrites {
@@ -807,6 +808,9 @@ pub struct CustomerWrites<'a> {
     /// The reservation of numbers to store with the write, if a number
     /// given was not yet reserved.
     reserve: Option<u32>,
+    /// The numbers of the customers read from the tree so far (`None` for
+    /// one not stored), so that a put after a get reads nothing again.
+    read: std::cell::RefCell<BTreeMap<CustomerId, Option<u32>>>,
 }
 
 impl CustomerWrites<'_> {
@@ -815,13 +819,25 @@ impl CustomerWrites<'_> {
         if let Some(staged) = self.staged.get(id) {
             return Ok(staged.as_ref().map(|(_, customer)| customer.clone()));
         }
-        read_customer(self.tree, id)
+        let stored = self
+            .tree
+            .get(id.as_str())
+            .map_err(storage_error)?
+            .map(|bytes| codec::decode_customer(&bytes))
+            .transpose()?;
+        self.read
+            .borrow_mut()
+            .insert(id.clone(), stored.as_ref().map(|(number, _)| *number));
+        Ok(stored.map(|(_, customer)| customer))
     }
 
     /// The number of a customer, staged or stored.
     pub fn number(&self, id: &CustomerId) -> Result<Option<u32>> {
         if let Some(Some((number, _))) = self.staged.get(id) {
             return Ok(Some(*number));
+        }
+        if let Some(&number) = self.read.borrow().get(id) {
+            return Ok(number);
         }
         self.tree
             .get(id.as_str())
