@@ -76,29 +76,18 @@ fn number_customers(customers: &sled::Tree) -> Result<HashMap<CompactString, u32
         }
     }
     let mut next = numbers.values().max().map_or(0, |&max| max + 1);
-    let mut progress = Progress::new("customers", customers.len());
-    let mut chunk = sled::Batch::default();
-    let mut in_chunk = 0;
+    let mut writer = ChunkWriter::new(customers, CHUNK, "customers");
     for entry in customers.iter() {
         let (key, value) = entry.map_err(storage_error)?;
         if !codec::is_customer_v1(&value) {
             continue;
         }
         let customer = codec::decode_customer_v1(&value)?;
-        chunk.insert(key.clone(), codec::encode_customer(next, &customer)?);
         numbers.insert(id_of(&key)?, next);
+        writer.put(key, codec::encode_customer(next, &customer)?)?;
         next += 1;
-        in_chunk += 1;
-        if in_chunk == CHUNK {
-            customers
-                .apply_batch(std::mem::take(&mut chunk))
-                .map_err(storage_error)?;
-            progress.add(in_chunk);
-            in_chunk = 0;
-        }
     }
-    customers.apply_batch(chunk).map_err(storage_error)?;
-    progress.add(in_chunk);
+    writer.finish()?;
     Ok(numbers)
 }
 
@@ -115,9 +104,8 @@ fn convert_activity(
     numbers: &HashMap<CompactString, u32, RandomState>,
 ) -> Result<u64> {
     let mut orphans = 0;
-    let mut progress = Progress::new("activity batches", activity.len());
-    let mut chunk = sled::Batch::default();
-    let mut in_chunk = 0;
+    // Batches hold up to thousands of events each: a smaller chunk.
+    let mut writer = ChunkWriter::new(activity, CHUNK / 100, "activity batches");
     let mut number_of = |id: &str| {
         numbers.get(id).copied().unwrap_or_else(|| {
             orphans += 1;
@@ -159,42 +147,59 @@ fn convert_activity(
             }
         }
         let value = batch::encode(&record, &purchase_customers, &engagement_customers)?;
-        chunk.insert(key, value);
-        in_chunk += 1;
-        // Batches hold up to thousands of events each: a smaller chunk.
-        if in_chunk == CHUNK / 100 {
-            activity
-                .apply_batch(std::mem::take(&mut chunk))
-                .map_err(storage_error)?;
-            progress.add(in_chunk);
-            in_chunk = 0;
-        }
+        writer.put(key, value)?;
     }
-    activity.apply_batch(chunk).map_err(storage_error)?;
-    progress.add(in_chunk);
+    writer.finish()?;
     Ok(orphans)
 }
 
-/// Logs how far a conversion is, every [`PROGRESS_EVERY`].
-struct Progress {
+/// Writes converted records into a tree in sled batches of `chunk`, and
+/// logs how far it is every [`PROGRESS_EVERY`].
+struct ChunkWriter<'a> {
+    tree: &'a sled::Tree,
+    chunk: usize,
+    batch: sled::Batch,
+    in_batch: usize,
     what: &'static str,
     total: usize,
     done: usize,
     logged: Instant,
 }
 
-impl Progress {
-    fn new(what: &'static str, total: usize) -> Self {
-        Progress {
+impl<'a> ChunkWriter<'a> {
+    fn new(tree: &'a sled::Tree, chunk: usize, what: &'static str) -> Self {
+        ChunkWriter {
+            tree,
+            chunk,
+            batch: sled::Batch::default(),
+            in_batch: 0,
             what,
-            total,
+            total: tree.len(),
             done: 0,
             logged: Instant::now(),
         }
     }
 
-    fn add(&mut self, converted: usize) {
-        self.done += converted;
+    /// Stages a converted record, writing the batch once it is full.
+    fn put(&mut self, key: sled::IVec, value: Vec<u8>) -> Result<()> {
+        self.batch.insert(key, value);
+        self.in_batch += 1;
+        if self.in_batch == self.chunk {
+            self.write()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is staged.
+    fn finish(mut self) -> Result<()> {
+        self.write()
+    }
+
+    fn write(&mut self) -> Result<()> {
+        self.tree
+            .apply_batch(std::mem::take(&mut self.batch))
+            .map_err(storage_error)?;
+        self.done += std::mem::take(&mut self.in_batch);
         if self.logged.elapsed() >= PROGRESS_EVERY {
             self.logged = Instant::now();
             tracing::info!(
@@ -204,6 +209,7 @@ impl Progress {
                 "migrating the store to format 2"
             );
         }
+        Ok(())
     }
 }
 
@@ -289,6 +295,15 @@ mod tests {
         Store::open(&options(path)).unwrap()
     }
 
+    /// Every stored customer's id and number, in id order.
+    fn numbered(store: &Store) -> Vec<(String, u32)> {
+        let mut numbered = Vec::new();
+        store
+            .for_each_customer(|number, customer| numbered.push((customer.id.to_string(), number)))
+            .unwrap();
+        numbered
+    }
+
     fn batches() -> Vec<ActivityRecord> {
         vec![
             ActivityRecord {
@@ -312,10 +327,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_v1(dir.path(), &batches());
         let store = Store::open(&options(dir.path())).unwrap();
-        let mut numbered = Vec::new();
-        store
-            .for_each_customer(|number, customer| numbered.push((customer.id.to_string(), number)))
-            .unwrap();
+        let numbered = numbered(&store);
         assert_eq!(
             numbered,
             [("c-a".into(), 0), ("c-b".into(), 1), ("c-c".into(), 2)]
@@ -351,10 +363,7 @@ mod tests {
         drop(store);
         // Opened again, it is format 2 and unchanged.
         let store = reopen(dir.path());
-        let mut again = Vec::new();
-        store
-            .for_each_customer(|number, customer| again.push((customer.id.to_string(), number)))
-            .unwrap();
+        let again = numbered(&store);
         assert_eq!(again.len(), 4);
         assert_eq!(again[..3], numbered[..]);
     }
@@ -371,10 +380,7 @@ mod tests {
             db.flush().unwrap();
         }
         let store = Store::open(&options(dir.path())).unwrap();
-        let mut numbered = Vec::new();
-        store
-            .for_each_customer(|number, customer| numbered.push((customer.id.to_string(), number)))
-            .unwrap();
+        let numbered = numbered(&store);
         assert_eq!(
             numbered,
             [("c-a".into(), 0), ("c-b".into(), 1), ("c-c".into(), 2)]

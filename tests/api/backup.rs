@@ -211,7 +211,7 @@ async fn all_customers(server: &TestServer) -> BTreeMap<String, pb::Customer> {
 }
 
 /// Each customer's purchase count, now.
-async fn purchase_counts(
+pub async fn purchase_counts(
     server: &TestServer,
     ids: impl Iterator<Item = &String>,
 ) -> BTreeMap<String, i64> {
