@@ -296,7 +296,7 @@ mod tests {
     }
 
     /// Every stored customer's id and number, in id order.
-    fn numbered(store: &Store) -> Vec<(String, u32)> {
+    fn numbers_of(store: &Store) -> Vec<(String, u32)> {
         let mut numbered = Vec::new();
         store
             .for_each_customer(|number, customer| numbered.push((customer.id.to_string(), number)))
@@ -327,7 +327,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_v1(dir.path(), &batches());
         let store = Store::open(&options(dir.path())).unwrap();
-        let numbered = numbered(&store);
+        let numbered = numbers_of(&store);
         assert_eq!(
             numbered,
             [("c-a".into(), 0), ("c-b".into(), 1), ("c-c".into(), 2)]
@@ -363,7 +363,7 @@ mod tests {
         drop(store);
         // Opened again, it is format 2 and unchanged.
         let store = reopen(dir.path());
-        let again = numbered(&store);
+        let again = numbers_of(&store);
         assert_eq!(again.len(), 4);
         assert_eq!(again[..3], numbered[..]);
     }
@@ -380,7 +380,7 @@ mod tests {
             db.flush().unwrap();
         }
         let store = Store::open(&options(dir.path())).unwrap();
-        let numbered = numbered(&store);
+        let numbered = numbers_of(&store);
         assert_eq!(
             numbered,
             [("c-a".into(), 0), ("c-b".into(), 1), ("c-c".into(), 2)]
