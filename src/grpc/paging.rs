@@ -35,8 +35,11 @@ use crate::store::PageTokenKey;
 
 /// The default page size of List calls.
 const DEFAULT_PAGE_SIZE: usize = 50;
-/// The version byte that opens every page token of this format.
-pub const TOKEN_VERSION: u8 = 2;
+/// The version byte that opens every page token of this format. Version 3
+/// came with store format 2, whose event id hashes, which event cursors
+/// hold, differ from format 1's: a token of version 2 is refused rather
+/// than misread.
+pub const TOKEN_VERSION: u8 = 3;
 /// Bytes before the evaluation time: version, fingerprint and flag.
 const HEADER_LEN: usize = 10;
 /// Bytes of the tag that ends a token.

@@ -138,6 +138,14 @@ fn kind_of(byte: u8) -> Result<EngagementKind> {
     }
 }
 
+/// The string at `at` of a tail's table.
+fn string_at<'s>(strings: &[&'s str], at: u32) -> Result<&'s str> {
+    strings
+        .get(at as usize)
+        .copied()
+        .ok_or_else(|| corrupt("a string out of range"))
+}
+
 fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::internal(format!("corrupt activity batch: {what}"))
 }
@@ -353,7 +361,11 @@ impl<'a> Columns<'a> {
             .get(..4)
             .map(|size| u32::from_le_bytes(size.try_into().expect("four bytes")) as usize)
             .ok_or_else(|| corrupt("no tail"))?;
-        if claimed > MAX_TAIL_BYTES {
+        // LZ4 expands a byte to at most 255.
+        let most = (compressed.len() - 4)
+            .saturating_mul(255)
+            .saturating_add(16);
+        if claimed > MAX_TAIL_BYTES.min(most) {
             return Err(corrupt(format!("a tail of {claimed} bytes")));
         }
         lz4_flex::block::decompress_size_prepended(compressed).map_err(corrupt)
@@ -373,12 +385,7 @@ impl<'a> Columns<'a> {
     pub fn decode(&self, id_of: impl Fn(u32) -> Option<CustomerId>) -> Result<ActivityRecord> {
         let bytes = self.tail_bytes()?;
         let tail = self.tail(&bytes)?;
-        let string = |strings: &[&str], at: u32| {
-            strings
-                .get(at as usize)
-                .map(|s| (*s).to_owned())
-                .ok_or_else(|| corrupt("a string out of range"))
-        };
+        let string = |strings: &[&str], at: u32| string_at(strings, at).map(str::to_owned);
         let mut record = ActivityRecord::default();
         for (i, rest) in tail.purchases.iter().enumerate() {
             let fixed = self.purchase(i);
@@ -457,7 +464,7 @@ impl<'a> Columns<'a> {
         // The strings only the erased events used go with them.
         let mut categories = Interner::default();
         for rest in tail.purchases.iter_mut().filter(|rest| !rest.id.is_empty()) {
-            rest.category = categories.place(tail.categories[rest.category as usize]);
+            rest.category = categories.place(string_at(&tail.categories, rest.category)?);
         }
         let mut channels = Interner::default();
         for rest in tail
@@ -465,7 +472,7 @@ impl<'a> Columns<'a> {
             .iter_mut()
             .filter(|rest| !rest.id.is_empty())
         {
-            rest.channel = channels.place(tail.channels[rest.channel as usize]);
+            rest.channel = channels.place(string_at(&tail.channels, rest.channel)?);
         }
         tail.categories = categories.strings;
         tail.channels = channels.strings;
@@ -617,6 +624,29 @@ mod tests {
         bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         let error = Columns::parse(&bytes).unwrap().decode(id_of).unwrap_err();
         assert!(error.to_string().contains("a tail of"), "{error}");
+    }
+
+    #[test]
+    fn a_string_out_of_range_is_an_error_when_read_or_erased() {
+        let record = ActivityRecord {
+            purchases: vec![Some(purchase("p-1", "c-1", 10, 5, "books"))],
+            engagements: vec![],
+        };
+        let bytes = encoded(&record);
+        let columns = Columns::parse(&bytes).unwrap();
+        // The same tail, naming a category the table does not have.
+        let plain = columns.tail_bytes().unwrap();
+        let mut tail = columns.tail(&plain).unwrap();
+        tail.purchases[0].category = 5;
+        let mut corrupt = bytes[..columns.tail_start()].to_vec();
+        put_tail(&mut corrupt, &tail).unwrap();
+        let columns = Columns::parse(&corrupt).unwrap();
+        for error in [
+            columns.decode(id_of).unwrap_err(),
+            columns.erase(3).unwrap_err(),
+        ] {
+            assert!(error.to_string().contains("out of range"), "{error}");
+        }
     }
 
     #[test]

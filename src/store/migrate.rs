@@ -36,11 +36,7 @@ pub(super) fn from_v1(
         batches = activity.len(),
         "migrating the store from format 1 to format 2; it serves once done"
     );
-    let numbers = number_customers(customers)?;
-    let next = u32::try_from(numbers.len())
-        .ok()
-        .filter(|&next| next < ERASED)
-        .ok_or_else(|| Error::internal("too many customers to number"))?;
+    let (numbers, next) = number_customers(customers)?;
     let orphans = convert_activity(activity, &numbers)?;
     if orphans > 0 {
         tracing::warn!(
@@ -62,10 +58,13 @@ pub(super) fn from_v1(
     Ok(())
 }
 
+/// Every customer's number by id, and the next number to give.
+type Numbered = (HashMap<CompactString, u32, RandomState>, u32);
+
 /// Gives every customer of format 1 a number after those a killed run
 /// already gave, and rewrites their records; returns every customer's
-/// number by id.
-fn number_customers(customers: &sled::Tree) -> Result<HashMap<CompactString, u32, RandomState>> {
+/// number by id, and the next number.
+fn number_customers(customers: &sled::Tree) -> Result<Numbered> {
     let mut numbers: HashMap<CompactString, u32, RandomState> = HashMap::default();
     numbers.reserve(customers.len());
     // Those converted by a run that was killed keep their numbers.
@@ -82,13 +81,16 @@ fn number_customers(customers: &sled::Tree) -> Result<HashMap<CompactString, u32
         if !codec::is_customer_v1(&value) {
             continue;
         }
+        if next == ERASED {
+            return Err(Error::internal("too many customers to number"));
+        }
         let customer = codec::decode_customer_v1(&value)?;
         numbers.insert(id_of(&key)?, next);
         writer.put(key, codec::encode_customer(next, &customer)?)?;
         next += 1;
     }
     writer.finish()?;
-    Ok(numbers)
+    Ok((numbers, next))
 }
 
 fn id_of(key: &[u8]) -> Result<CompactString> {

@@ -4,7 +4,7 @@
 //! and then answers as the CSV files say, takes new writes, finds repeats
 //! of stored ids, erases, and restarts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use segmentd::grpc::pb;
@@ -23,11 +23,19 @@ type Event = (String, i64, i64, String);
 
 /// What the CSV files hold for each customer: purchases as (id, seconds,
 /// minor units, category) and engagement events as (id, seconds, type,
-/// channel).
+/// channel), each sorted.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Expected {
-    purchases: BTreeSet<Event>,
-    engagements: BTreeSet<Event>,
+    purchases: Vec<Event>,
+    engagements: Vec<Event>,
+}
+
+impl Expected {
+    fn sorted(mut self) -> Self {
+        self.purchases.sort();
+        self.engagements.sort();
+        self
+    }
 }
 
 fn data(file: &str) -> std::path::PathBuf {
@@ -60,7 +68,7 @@ fn expected() -> BTreeMap<String, Expected> {
             let cents = (row[4].parse::<f64>().unwrap() * 100.0).round() as i64;
             customer
                 .purchases
-                .insert((row[0].to_owned(), at, cents, row[6].to_owned()));
+                .push((row[0].to_owned(), at, cents, row[6].to_owned()));
         } else {
             let kind = match &row[2] {
                 "visit" => pb::EngagementType::Visit,
@@ -69,11 +77,14 @@ fn expected() -> BTreeMap<String, Expected> {
             };
             customer
                 .engagements
-                .insert((row[0].to_owned(), at, kind as i64, row[9].to_owned()));
+                .push((row[0].to_owned(), at, kind as i64, row[9].to_owned()));
         }
     }
     customers.remove(DELETED);
     customers
+        .into_iter()
+        .map(|(id, events)| (id, events.sorted()))
+        .collect()
 }
 
 /// A customer's events as the server lists them, every page.
@@ -92,7 +103,7 @@ async fn listed(server: &TestServer, customer: &str) -> Expected {
             .unwrap()
             .into_inner();
         for p in page.purchases {
-            found.purchases.insert((
+            found.purchases.push((
                 p.purchase_id,
                 p.occurred_at.unwrap().seconds,
                 p.amount.unwrap().minor_units,
@@ -114,14 +125,14 @@ async fn listed(server: &TestServer, customer: &str) -> Expected {
         .unwrap()
         .into_inner();
     for e in page.engagements {
-        found.engagements.insert((
+        found.engagements.push((
             e.event_id,
             e.occurred_at.unwrap().seconds,
             i64::from(e.r#type),
             e.channel,
         ));
     }
-    found
+    found.sorted()
 }
 
 /// Fails unless the server holds exactly `expected`: the customers, each
@@ -190,12 +201,14 @@ async fn a_backup_of_store_format_1_restores_migrates_and_serves_as_before() {
     assert_eq!(counts.accepted_count, 2);
     for p in added {
         let customer = p.customer.trim_start_matches("customers/").to_owned();
-        expected.entry(customer).or_default().purchases.insert((
+        let events = expected.entry(customer).or_default();
+        events.purchases.push((
             p.purchase_id,
             p.occurred_at.unwrap().seconds,
             p.amount.unwrap().minor_units,
             p.category,
         ));
+        events.purchases.sort();
     }
 
     // An old customer is erased with their events; the others', stored

@@ -55,10 +55,10 @@ impl FeatureIndex {
             (customers, activity)
         });
         let customers_ms = customers?.as_millis() as u64;
-        let (count_ms, fill_ms) = activity??;
+        let (count_ms, fill_ms, beyond) = activity??;
         index.rows = rows;
         let read_ms = started.elapsed().as_millis() as u64;
-        let orphans = index.drop_orphans();
+        let orphans = index.drop_orphans() + beyond;
         if orphans > 0 {
             tracing::warn!(orphans, "stored events of unknown customers were skipped");
         }
@@ -100,10 +100,20 @@ impl FeatureIndex {
                 let _ = sender.send(chunk);
                 scanned
             });
-            let mut beyond = None;
+            let mut refused = None;
             for (number, fields) in receiver.into_iter().flatten() {
-                if number as usize >= numbers {
-                    beyond = Some(number);
+                let at = number as usize;
+                if at >= numbers {
+                    refused.get_or_insert(format!(
+                        "a stored customer has number {number}, beyond the {numbers} numbers given"
+                    ));
+                    continue;
+                }
+                if self.columns.alive[at] {
+                    refused.get_or_insert(format!(
+                        "the stored customers {} and {} have the same number {number}",
+                        self.ids[at], fields.id
+                    ));
                     continue;
                 }
                 self.upsert(number, fields);
@@ -111,12 +121,7 @@ impl FeatureIndex {
             reader
                 .join()
                 .map_err(|_| Error::internal("the customer loader panicked"))??;
-            match beyond {
-                Some(number) => Err(Error::internal(format!(
-                    "a stored customer has number {number}, beyond the {numbers} numbers given"
-                ))),
-                None => Ok(()),
-            }
+            refused.map_or(Ok(()), |refused| Err(Error::internal(refused)))
         })
     }
 
@@ -169,9 +174,9 @@ impl FeatureIndex {
 
 /// Places every stored event in `rows`, by its customer's number: a pass
 /// that counts each row's events and sizes its arrays, then one that
-/// fills them; returns how long each took, in milliseconds. Events beyond
-/// the rows are left out.
-fn load_events(store: &Store, rows: &mut [Row]) -> Result<(u64, u64)> {
+/// fills them; returns how long each took, in milliseconds, and the
+/// events beyond the rows, which are left out.
+fn load_events(store: &Store, rows: &mut [Row]) -> Result<(u64, u64, u64)> {
     let started = std::time::Instant::now();
     let mut counts = vec![Counts::default(); rows.len()];
     store.for_each_activity(|_, batch| {
@@ -194,47 +199,55 @@ fn load_events(store: &Store, rows: &mut [Row]) -> Result<(u64, u64)> {
     drop(counts);
     let count_ms = started.elapsed().as_millis() as u64;
     let mut failure = None;
-    store.for_each_activity(|seq, batch| {
-        if let Err(error) = place(seq, &batch, rows) {
+    let mut beyond = 0;
+    store.for_each_activity(|seq, batch| match place(seq, &batch, rows) {
+        Ok(left_out) => beyond += left_out,
+        Err(error) => {
             failure.get_or_insert(error);
         }
     })?;
     let fill_ms = started.elapsed().as_millis() as u64 - count_ms;
-    failure.map_or(Ok((count_ms, fill_ms)), Err)
+    failure.map_or(Ok((count_ms, fill_ms, beyond)), Err)
 }
 
-/// Places the events of batch `seq` in `rows`.
-fn place(seq: u64, batch: &BatchColumns<'_>, rows: &mut [Row]) -> Result<()> {
+/// Places the events of batch `seq` in `rows`; returns those whose
+/// number is beyond the rows, which it leaves out.
+fn place(seq: u64, batch: &BatchColumns<'_>, rows: &mut [Row]) -> Result<u64> {
+    let mut beyond = 0;
     for i in 0..batch.purchases() {
         let fixed = batch.purchase(i);
         if fixed.customer == ERASED {
             continue;
         }
-        if let Some(row) = rows.get_mut(fixed.customer as usize) {
-            row.push(Loaded::Purchase(Event {
-                time: fixed.time,
-                amount: Some(fixed.amount),
-                key: fixed.key,
-                at: EventRef::new(seq, i),
-            }));
-        }
+        let Some(row) = rows.get_mut(fixed.customer as usize) else {
+            beyond += 1;
+            continue;
+        };
+        row.push(Loaded::Purchase(Event {
+            time: fixed.time,
+            amount: Some(fixed.amount),
+            key: fixed.key,
+            at: EventRef::new(seq, i),
+        }));
     }
     for i in 0..batch.engagements() {
         let (fixed, kind) = batch.engagement(i)?;
         if fixed.customer == ERASED {
             continue;
         }
-        if let Some(row) = rows.get_mut(fixed.customer as usize) {
-            row.push(Loaded::Engagement(
-                kind,
-                Event {
-                    time: fixed.time,
-                    amount: None,
-                    key: fixed.key,
-                    at: EventRef::new(seq, i),
-                },
-            ));
-        }
+        let Some(row) = rows.get_mut(fixed.customer as usize) else {
+            beyond += 1;
+            continue;
+        };
+        row.push(Loaded::Engagement(
+            kind,
+            Event {
+                time: fixed.time,
+                amount: None,
+                key: fixed.key,
+                at: EventRef::new(seq, i),
+            },
+        ));
     }
-    Ok(())
+    Ok(beyond)
 }
