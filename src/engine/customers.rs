@@ -133,28 +133,25 @@ impl Engine {
 /// Removes a customer, after an etag check, and their activity with it;
 /// a write (see `Engine::write`).
 pub(super) fn erase_customer(shared: &Shared, id: &CustomerId, etag: Option<&str>) -> Result<()> {
-    let existing = shared
+    let (number, existing) = shared
         .store
-        .get_customer(id)?
+        .get_numbered_customer(id)?
         .ok_or_else(|| Error::NotFound(id.name()))?;
     check_etag(&existing, etag)?;
-    let (number, batches) = {
+    let batches = {
         let index = shared.index();
-        match index.row_number(id.as_str()) {
-            Some(number) => (
-                number,
-                index
-                    .row_at(number)
-                    .map(super::activity::batches_of)
-                    .unwrap_or_default(),
-            ),
-            None => {
-                return Err(Error::internal(format!(
-                    "{} is stored but not indexed",
-                    id.name()
-                )))
-            }
+        // The events are erased by number: one the index holds at another
+        // row would take another customer's with them.
+        if index.row_number(id.as_str()) != Some(number) {
+            return Err(Error::internal(format!(
+                "{} is stored with number {number}, which the index does not hold for them",
+                id.name()
+            )));
         }
+        index
+            .row_at(number)
+            .map(super::activity::batches_of)
+            .unwrap_or_default()
     };
     shared.store.erase_customer(id, number, &batches)?;
     shared.index_mut().remove_customer(id);

@@ -330,6 +330,18 @@ impl<'a> Columns<'a> {
         self.engagement_start() + 21 * self.engagements
     }
 
+    /// Purchase `i`'s customer number, read alone; `i` is below
+    /// [`Columns::purchases`].
+    pub fn purchase_customer(&self, i: usize) -> u32 {
+        self.u32_at(HEADER, i)
+    }
+
+    /// Engagement event `i`'s customer number, read alone; `i` is below
+    /// [`Columns::engagements`].
+    pub fn engagement_customer(&self, i: usize) -> u32 {
+        self.u32_at(self.engagement_start(), i)
+    }
+
     /// Purchase `i`'s fixed columns; `i` is below [`Columns::purchases`].
     pub fn purchase(&self, i: usize) -> Fixed {
         let p = self.purchases;
@@ -584,6 +596,18 @@ mod tests {
             }
         );
         assert_eq!(columns.purchase(1).customer, ERASED);
+        assert_eq!(
+            (0..4)
+                .map(|i| columns.purchase_customer(i))
+                .collect::<Vec<_>>(),
+            [7, ERASED, 3, 7]
+        );
+        assert_eq!(
+            (0..2)
+                .map(|i| columns.engagement_customer(i))
+                .collect::<Vec<_>>(),
+            [3, 7]
+        );
         let (fixed, kind) = columns.engagement(1).unwrap();
         assert_eq!(
             (fixed.customer, fixed.time, kind),

@@ -418,6 +418,15 @@ impl Store {
         read_customer(&self.customers, id)
     }
 
+    /// Reads one customer with their number.
+    pub fn get_numbered_customer(&self, id: &CustomerId) -> Result<Option<(u32, Customer)>> {
+        self.customers
+            .get(id.as_str())
+            .map_err(storage_error)?
+            .map(|bytes| codec::decode_customer(&bytes))
+            .transpose()
+    }
+
     /// Reads up to `limit` customers with ids after `after`, in id order.
     pub fn list_customers(
         &self,

@@ -181,15 +181,13 @@ fn load_events(store: &Store, rows: &mut [Row]) -> Result<(u64, u64, u64)> {
     let mut counts = vec![Counts::default(); rows.len()];
     store.for_each_activity(|_, batch| {
         for i in 0..batch.purchases() {
-            if let Some(count) = counts.get_mut(batch.purchase(i).customer as usize) {
+            if let Some(count) = counts.get_mut(batch.purchase_customer(i) as usize) {
                 count.purchases += 1;
             }
         }
         for i in 0..batch.engagements() {
-            if let Ok((fixed, _)) = batch.engagement(i) {
-                if let Some(count) = counts.get_mut(fixed.customer as usize) {
-                    count.engagements += 1;
-                }
+            if let Some(count) = counts.get_mut(batch.engagement_customer(i) as usize) {
+                count.engagements += 1;
             }
         }
     })?;
