@@ -571,7 +571,8 @@ impl Store {
     }
 
     /// Reads one batch of events, naming each event's customer by
-    /// `id_of` from their number.
+    /// `id_of` from their number; the events of customers it does not
+    /// name, and erased ones, are `None`.
     pub fn read_activity(
         &self,
         seq: u64,
