@@ -237,15 +237,7 @@ mod tests {
     use super::*;
     use crate::domain::persona::default_catalog;
     use crate::domain::{ActivityRecord, Customer, CustomerId, Location, Profile, Timestamp};
-    use crate::store::{Durability, StoreOptions};
-
-    fn options(path: &Path) -> StoreOptions {
-        StoreOptions {
-            path: path.to_path_buf(),
-            cache_capacity_bytes: 1024 * 1024,
-            durability: Durability::Relaxed,
-        }
-    }
+    use crate::store::tests::options;
 
     fn customer(id: &str, city: &str) -> Customer {
         let at = Timestamp::from_parts(1_700_000_000, 0).unwrap();

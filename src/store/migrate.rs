@@ -219,7 +219,8 @@ impl<'a> ChunkWriter<'a> {
 mod tests {
     use super::*;
     use crate::domain::*;
-    use crate::store::{Durability, Store, StoreOptions};
+    use crate::store::tests::{open, options};
+    use crate::store::Store;
 
     fn customer(id: &str) -> Customer {
         Customer {
@@ -275,26 +276,6 @@ mod tests {
                 .unwrap();
         }
         db.flush().unwrap();
-    }
-
-    fn options(path: &std::path::Path) -> StoreOptions {
-        StoreOptions {
-            path: path.to_path_buf(),
-            cache_capacity_bytes: 1024 * 1024,
-            durability: Durability::Relaxed,
-        }
-    }
-
-    /// Opens the store in `path` again, once the one dropped has let go
-    /// of it (sled's flusher holds its lock a moment longer).
-    fn reopen(path: &std::path::Path) -> Store {
-        for _ in 0..500 {
-            if let Ok(store) = Store::open(&options(path)) {
-                return store;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        Store::open(&options(path)).unwrap()
     }
 
     /// Every stored customer's id and number, in id order.
@@ -364,7 +345,7 @@ mod tests {
         store.close().unwrap();
         drop(store);
         // Opened again, it is format 2 and unchanged.
-        let store = reopen(dir.path());
+        let store = open(dir.path());
         let again = numbers_of(&store);
         assert_eq!(again.len(), 4);
         assert_eq!(again[..3], numbered[..]);

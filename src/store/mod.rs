@@ -886,7 +886,9 @@ mod tests {
     use super::*;
     use crate::domain::{Profile, Timestamp};
 
-    fn options(path: &std::path::Path) -> StoreOptions {
+    /// Options for a test store in `path`, with a small cache; the tests
+    /// of the store's modules share them.
+    pub(super) fn options(path: &std::path::Path) -> StoreOptions {
         StoreOptions {
             path: path.to_path_buf(),
             cache_capacity_bytes: 1024 * 1024,
@@ -896,7 +898,7 @@ mod tests {
 
     /// Opens the store in `path` once the one dropped has let go of it
     /// (sled's flusher holds its lock a moment longer).
-    fn open(path: &std::path::Path) -> Store {
+    pub(super) fn open(path: &std::path::Path) -> Store {
         for _ in 0..500 {
             if let Ok(store) = Store::open(&options(path)) {
                 return store;
