@@ -1,7 +1,9 @@
 //! Generates the gRPC code and the reflection descriptor set from `proto/`,
 //! with a vendored `protoc`, so that a build needs nothing beyond cargo.
 
-use std::{env, path::PathBuf};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::{env, fs};
 
 const PROTOS: &[&str] = &[
     "proto/google/type/date.proto",
@@ -19,6 +21,11 @@ const PROTOS: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=src");
+    println!(
+        "cargo:rustc-env=SEGMENTD_SOURCE_FINGERPRINT={:016x}",
+        source_fingerprint(Path::new("src"))?
+    );
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     let mut config = prost_build::Config::new();
@@ -34,4 +41,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("segmentd_descriptor.bin"))
         .compile_with_config(config, PROTOS, &["proto"])?;
     Ok(())
+}
+
+/// A hash of every source file's path and contents: the index's image is
+/// read only by a build of the same sources (see `src/engine/index/image.rs`).
+fn source_fingerprint(root: &Path) -> std::io::Result<u64> {
+    let mut files = Vec::new();
+    let mut directories = vec![root.to_path_buf()];
+    while let Some(directory) = directories.pop() {
+        for entry in fs::read_dir(&directory)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                directories.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut hasher = DefaultHasher::new();
+    env::var("CARGO_PKG_VERSION")
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    for file in files {
+        file.hash(&mut hasher);
+        fs::read(&file)?.hash(&mut hasher);
+    }
+    Ok(hasher.finish())
 }

@@ -117,6 +117,7 @@ pub fn settings() -> EngineSettings {
         thresholds: Default::default(),
         watch: Default::default(),
         predictions: Default::default(),
+        index_image: true,
     }
 }
 

@@ -177,6 +177,11 @@ struct ServeArgs {
         default_value = "durable"
     )]
     durability: DurabilityFlag,
+    /// Whether a clean shutdown writes the index to `index.image` in the
+    /// data directory, for the next start to read in place of rebuilding
+    /// it from the store (any other start rebuilds it).
+    #[arg(long, env = "SEGMENTD_INDEX_IMAGE", default_value_t = true, action = clap::ArgAction::Set)]
+    index_image: bool,
     /// sled page cache, in MiB of on-disk data.
     #[arg(long, env = "SEGMENTD_CACHE_CAPACITY_MB", default_value_t = 64)]
     cache_capacity_mb: u64,
@@ -352,6 +357,7 @@ impl ServeArgs {
                 },
                 watch: self.watch.settings(),
                 predictions: self.predict.settings(),
+                index_image: self.index_image,
             },
             limits: ApiLimits {
                 max_page_size: self.max_page_size,

@@ -342,7 +342,7 @@ pub fn frequency_of(
 }
 
 /// The first time of each kind of engagement, as far as known.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FirstEngagements {
     /// The first visit.
     pub visit: Option<i64>,

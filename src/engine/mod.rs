@@ -107,6 +107,69 @@ const INLINE_WRITE_RECORDS: usize = 16;
 /// it goes to the blocking pool.
 const INLINE_WRITE_TRIES: usize = 3;
 
+/// The index from the image the last clean shutdown wrote, if it left one
+/// for the store as it is and `settings` allow it; otherwise `None`, and
+/// the caller rebuilds it. The image's token leaves the store first, and
+/// the file after, so that an image is read at most for the state it was
+/// written of. Blocking.
+fn load_image(
+    store: &Store,
+    path: &std::path::Path,
+    settings: &EngineSettings,
+) -> Result<Option<FeatureIndex>> {
+    let token = store.take_index_image()?;
+    let loaded = match token {
+        Some(token) if settings.index_image => {
+            let started = std::time::Instant::now();
+            match FeatureIndex::load_image(
+                path,
+                token,
+                settings.thresholds,
+                store.customer_numbers() as usize,
+            ) {
+                Ok(index) => {
+                    tracing::info!(
+                        ms = started.elapsed().as_millis() as u64,
+                        "index read from the image of the last shutdown"
+                    );
+                    Some(index)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the index image is not read; rebuilding the index from the store");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            tracing::warn!(%error, path = %path.display(), "cannot remove the index image");
+        }
+    }
+    Ok(loaded)
+}
+
+/// Writes the index's image to `path` and stores its token; at shutdown,
+/// under the writer lock, with the store closed. Blocking.
+fn save_image(shared: &Shared, path: &std::path::Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut token = [0u8; 16];
+    getrandom::fill(&mut token)
+        .map_err(|error| Error::internal(format!("no randomness for the image token: {error}")))?;
+    let token = u128::from_le_bytes(token);
+    let bytes = shared.index().save_image(path, token)?;
+    shared.store.set_index_image(token)?;
+    tracing::info!(
+        bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "index image written"
+    );
+    Ok(())
+}
+
 /// Settings the engine applies to every request.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -118,6 +181,9 @@ pub struct EngineSettings {
     pub watch: watch::WatchSettings,
     /// When the prediction model is fitted, and what lifetime value counts.
     pub predictions: PredictionSettings,
+    /// Whether a clean shutdown writes the index's image, for the next
+    /// start to read in place of a rebuild from the store.
+    pub index_image: bool,
 }
 
 /// What the engine's operations share.
@@ -143,6 +209,9 @@ struct Shared {
     saved_rules: customer_segments::SavedRules,
     /// Taken by a prediction fit, so that one runs at a time.
     fitting: Arc<tokio::sync::Mutex<()>>,
+    /// Where a clean shutdown writes the index's image; `None` when it
+    /// writes none.
+    image: Option<std::path::PathBuf>,
 }
 
 impl Shared {
@@ -226,7 +295,11 @@ impl Engine {
         let shared = tokio::task::spawn_blocking(move || -> Result<Shared> {
             let store = Store::open(&options)?;
             let rebuild_started = std::time::Instant::now();
-            let mut index = FeatureIndex::rebuild(&store, settings.thresholds)?;
+            let image = options.path.join(index::IMAGE_FILE);
+            let (mut index, from_image) = match load_image(&store, &image, &settings)? {
+                Some(index) => (index, true),
+                None => (FeatureIndex::rebuild(&store, settings.thresholds)?, false),
+            };
             index.set_clv_settings(settings.predictions.clv);
             // A model that cannot be read stops the opening, as the
             // catalog does: in cluster mode a replica without the model
@@ -235,7 +308,7 @@ impl Engine {
                 index.set_model(Arc::new(model));
             }
             let counters = stats::Counters::default();
-            counters.rebuilt(rebuild_started.elapsed());
+            counters.rebuilt(rebuild_started.elapsed(), from_image);
             // The first RFM score would otherwise find the bounds while
             // other calls wait for it.
             index.rfm_bounds();
@@ -255,6 +328,7 @@ impl Engine {
                 watch: watch::Hub::new(settings.watch.clone()),
                 saved_rules: customer_segments::SavedRules::default(),
                 fitting: Arc::new(tokio::sync::Mutex::new(())),
+                image: settings.index_image.then_some(image),
                 settings,
                 counters,
             })
@@ -285,9 +359,21 @@ impl Engine {
     }
 
     /// Flushes everything to disk, for shutdown; a write of every record,
-    /// so none other runs meanwhile.
+    /// so none other runs meanwhile, and none of customers or events after
+    /// it. Then writes the index's image, unless told not to; an image
+    /// that cannot be written is only logged, for the next start rebuilds.
     pub async fn flush(&self) -> Result<()> {
-        self.write(usize::MAX, |shared| shared.store.close()).await
+        self.write(usize::MAX, |shared| {
+            shared.store.close()?;
+            if let Some(path) = &shared.image {
+                if let Err(error) = save_image(shared, path) {
+                    tracing::warn!(%error, "the index image was not written; the next start rebuilds the index from the store");
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Resolves once every write applied so far is durable: in cluster

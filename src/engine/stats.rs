@@ -20,6 +20,8 @@ pub(super) struct Counters {
     engagements_recorded: AtomicU64,
     /// How long the last rebuild of the index took, in microseconds.
     rebuild_micros: AtomicU64,
+    /// Whether the index was read from the image of the last shutdown.
+    from_image: std::sync::atomic::AtomicBool,
 }
 
 impl Counters {
@@ -31,10 +33,12 @@ impl Counters {
             .fetch_add(engagements as u64, Ordering::Relaxed);
     }
 
-    /// Notes how long a rebuild of the index took.
-    pub(super) fn rebuilt(&self, took: Duration) {
+    /// Notes how long the index took to load at start-up, and whether it
+    /// was read from the image of the last shutdown.
+    pub(super) fn rebuilt(&self, took: Duration, from_image: bool) {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.rebuild_micros.store(micros, Ordering::Relaxed);
+        self.from_image.store(from_image, Ordering::Relaxed);
     }
 }
 
@@ -48,8 +52,12 @@ pub struct EngineStats {
     pub purchases_recorded: u64,
     /// Engagement events recorded since start-up (repeats not counted).
     pub engagements_recorded: u64,
-    /// How long the last rebuild of the index from the store took.
+    /// How long the index took to load at start-up, from the store or
+    /// from the image of the last shutdown.
     pub last_rebuild: Duration,
+    /// Whether the index was read from the image of the last shutdown
+    /// rather than rebuilt from the store.
+    pub index_from_image: bool,
     /// The bytes the store takes on disk.
     pub store_bytes: u64,
     /// The store's group commits.
@@ -66,6 +74,7 @@ fn read(shared: &Shared) -> Result<EngineStats> {
         purchases_recorded: counters.purchases_recorded.load(Ordering::Relaxed),
         engagements_recorded: counters.engagements_recorded.load(Ordering::Relaxed),
         last_rebuild: Duration::from_micros(counters.rebuild_micros.load(Ordering::Relaxed)),
+        index_from_image: counters.from_image.load(Ordering::Relaxed),
         store_bytes: shared.store.size_on_disk()?,
         flushes: shared.store.flush_counts(),
         watch: shared.watch.stats(),

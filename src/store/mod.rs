@@ -96,6 +96,10 @@ const PREDICTION_MODEL_KEY: &str = "prediction_model";
 const POSITION_KEY: &str = "log_position";
 /// The key of the customer numbers' reservation, in the `meta` tree.
 const NUMBERS_KEY: &str = "customer_numbers";
+/// The key of the token of the index image written at the last clean
+/// shutdown, in the `meta` tree; present only from that shutdown to the
+/// next start.
+const INDEX_IMAGE_KEY: &str = "index_image";
 /// How many customer numbers one reservation holds.
 const NUMBER_BLOCK: u32 = 4096;
 /// The store format this build writes; it migrates stores of format 1.
@@ -157,6 +161,9 @@ pub struct Store {
     durability: Durability,
     /// Where writes report their changes while a backup runs.
     tap: backup::TapSlot,
+    /// Set by [`Store::close`]: customers and events are no longer
+    /// written, so that an index image written then stays true.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The numbers new customers get (see the module docs).
@@ -284,6 +291,7 @@ impl Store {
             commit,
             durability: options.durability,
             tap: backup::TapSlot::default(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -452,6 +460,7 @@ impl Store {
     /// `Ok`. Blocking; the caller runs one write at a time (see the module
     /// docs).
     pub fn write<T>(&self, change: impl FnOnce(&mut CustomerWrites<'_>) -> Result<T>) -> Result<T> {
+        self.open_for_writes()?;
         let mut writes = CustomerWrites {
             tree: &self.customers,
             numbers: &self.numbers,
@@ -550,6 +559,7 @@ impl Store {
         purchase_customers: &[u32],
         engagement_customers: &[u32],
     ) -> Result<u64> {
+        self.open_for_writes()?;
         let value = sled::IVec::from(batch::encode(
             batch,
             purchase_customers,
@@ -599,6 +609,7 @@ impl Store {
     /// their events from the batches `batches` (a batch left with none is
     /// removed).
     pub fn erase_customer(&self, id: &CustomerId, number: u32, batches: &[u64]) -> Result<()> {
+        self.open_for_writes()?;
         let mut encoded = Vec::with_capacity(batches.len());
         for &seq in batches {
             let key = seq.to_be_bytes();
@@ -784,10 +795,22 @@ impl Store {
         self.db.flush().map(|_| ()).map_err(storage_error)
     }
 
+    /// Refuses a write of customers or events once the store is closed.
+    fn open_for_writes(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Unavailable(
+                "the server is shutting down and writes no more".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Stores the next customer number exactly, so that a restart gives
     /// the numbers the reservation held and this process did not, then
-    /// flushes; blocking. At shutdown, under the writer lock.
+    /// flushes; blocking. At shutdown, under the writer lock. Customers
+    /// and events are not written after it.
     pub fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
         let next = self.numbers.next.load(Ordering::Relaxed);
         if next < self.numbers.reserved.load(Ordering::Relaxed) {
             self.meta
@@ -796,6 +819,34 @@ impl Store {
             self.numbers.reserved.store(next, Ordering::Relaxed);
         }
         self.flush()
+    }
+
+    /// Stores the token of an index image written of the store as it is,
+    /// once closed, and flushes; blocking.
+    pub fn set_index_image(&self, token: u128) -> Result<()> {
+        if !self.closed.load(Ordering::Acquire) {
+            return Err(Error::internal(
+                "an index image is only taken of a closed store",
+            ));
+        }
+        self.meta
+            .insert(INDEX_IMAGE_KEY, &token.to_le_bytes())
+            .map_err(storage_error)?;
+        self.flush()
+    }
+
+    /// Takes out the token of the index image written at the last clean
+    /// shutdown, if there was one, and flushes before returning it, so that
+    /// the image is never read again once anything was written; blocking,
+    /// at start-up, before any write.
+    pub fn take_index_image(&self) -> Result<Option<u128>> {
+        let Some(token) = self.meta.remove(INDEX_IMAGE_KEY).map_err(storage_error)? else {
+            return Ok(None);
+        };
+        self.flush()?;
+        Ok(<[u8; 16]>::try_from(token.as_ref())
+            .ok()
+            .map(u128::from_le_bytes))
     }
 
     /// The group commits so far: how many, and how long they took.

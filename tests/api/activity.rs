@@ -70,7 +70,7 @@ pub async fn record(
         .map(|r| r.into_inner())
 }
 
-async fn features(
+pub async fn features(
     server: &TestServer,
     customer: &str,
     seconds: Option<i64>,
@@ -101,7 +101,7 @@ async fn delete(server: &TestServer, customer: &str) {
         .unwrap();
 }
 
-async fn purchase_ids(server: &TestServer, customer: &str, page_size: i32) -> Vec<String> {
+pub async fn purchase_ids(server: &TestServer, customer: &str, page_size: i32) -> Vec<String> {
     let mut client = activity(server).await;
     let mut ids = Vec::new();
     let mut page_token = String::new();

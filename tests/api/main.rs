@@ -14,6 +14,7 @@ mod docs;
 mod errors;
 mod fuzz;
 mod health;
+mod image;
 mod import;
 mod importer;
 mod malformed;

@@ -17,7 +17,7 @@ use crate::support::TestServer;
 
 /// The answer to `GET path` on the metrics listener: the status code and
 /// the body.
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n");
     tcp.write_all(request.as_bytes()).await.unwrap();
@@ -29,10 +29,10 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// One scrape: every sample by its name and labels, as written.
-struct Scrape(BTreeMap<String, f64>);
+pub struct Scrape(BTreeMap<String, f64>);
 
 impl Scrape {
-    async fn of(addr: SocketAddr) -> Scrape {
+    pub async fn of(addr: SocketAddr) -> Scrape {
         let (status, body) = http_get(addr, "/metrics").await;
         assert_eq!(status, 200, "{body}");
         let samples = body
@@ -47,7 +47,7 @@ impl Scrape {
     }
 
     /// The value of `series`; fails the test when it is absent.
-    fn get(&self, series: &str) -> f64 {
+    pub fn get(&self, series: &str) -> f64 {
         *self
             .0
             .get(series)

@@ -173,7 +173,7 @@ pub async fn population(server: &TestServer) {
     record(server, purchases, engagements).await.unwrap();
 }
 
-async fn breakdown(
+pub async fn breakdown(
     client: &mut SegmentationServiceClient<Channel>,
     dimensions: &[&str],
     filter: &str,
@@ -190,7 +190,7 @@ async fn breakdown(
 }
 
 /// Group values joined with `/`, and their counts.
-fn counts(response: &pb::BreakdownCustomersResponse) -> BTreeMap<String, i64> {
+pub fn counts(response: &pb::BreakdownCustomersResponse) -> BTreeMap<String, i64> {
     response
         .groups
         .iter()

@@ -2,11 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _};
 use segmentd::domain::CurrencyCode;
 use segmentd::engine::EngineSettings;
+use segmentd::grpc::pb;
 use segmentd::grpc::pb::customer_service_client::CustomerServiceClient;
 use segmentd::grpc::ApiLimits;
 use segmentd::server::{self, RequestLimits, ServerConfig};
@@ -14,7 +16,7 @@ use segmentd::store::{Durability, StoreOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -36,6 +38,7 @@ pub fn config(data_dir: &Path) -> ServerConfig {
             thresholds: Default::default(),
             watch: Default::default(),
             predictions: Default::default(),
+            index_image: true,
         },
         limits: ApiLimits {
             max_page_size: 1000,
@@ -104,13 +107,20 @@ impl TestServer {
         let temp = tempfile::tempdir().unwrap();
         let mut config = config(temp.path());
         configure(&mut config);
+        let (mut server, metrics_addr) = Self::spawn_with_metrics(config).await;
+        server._temp = Some(temp);
+        (server, metrics_addr)
+    }
+
+    /// A server with `config` and a metrics listener, once it is SERVING;
+    /// and the metrics listener's address.
+    pub async fn spawn_with_metrics(config: ServerConfig) -> (TestServer, SocketAddr) {
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics_addr = metrics.local_addr().unwrap();
         let mut listeners = server::Listeners::api(api);
         listeners.metrics = Some(metrics);
-        let mut server = Self::spawn_on(listeners, config);
-        server._temp = Some(temp);
+        let server = Self::spawn_on(listeners, config);
         server.wait_serving().await;
         (server, metrics_addr)
     }
@@ -300,4 +310,82 @@ pub fn resident_bytes() -> u64 {
         })
         .expect("VmRSS in /proc/self/status");
     kib * 1024
+}
+
+/// A segmentd process on a data directory, for SIGTERM and SIGKILL.
+pub struct Process {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Process {
+    /// Starts `segmentd serve` on `dir` and `addr`, with `args` more.
+    pub fn start(dir: &Path, addr: SocketAddr, args: &[&str]) -> Process {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_segmentd"));
+        command
+            .arg("serve")
+            .args(["--listen", &addr.to_string()])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SEGMENTD_") {
+                command.env_remove(name);
+            }
+        }
+        Process {
+            addr,
+            child: Some(command.spawn().unwrap()),
+        }
+    }
+
+    pub fn channel(&self) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy()
+    }
+
+    /// Waits until the server answers a call.
+    pub async fn wait_ready(&self) {
+        for _ in 0..300 {
+            let mut client = CustomerServiceClient::new(self.channel());
+            let request = pb::ListCustomersRequest {
+                page_size: 1,
+                ..Default::default()
+            };
+            if client.list_customers(request).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("segmentd at {} never answered", self.addr);
+    }
+
+    /// Stops it with SIGTERM, as Kubernetes does, and waits for it to end.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = rustix::process::Pid::from_child(&child);
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+            assert!(child.wait().unwrap().success());
+        }
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

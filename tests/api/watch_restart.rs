@@ -3,9 +3,7 @@
 //! and writers wrote, receives exactly the changes after that cursor, and
 //! holds the members listed at the stream's evaluation time.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 use std::time::Duration;
 
 use segmentd::grpc::pb;
@@ -13,9 +11,10 @@ use segmentd::grpc::pb::activity_service_client::ActivityServiceClient;
 use segmentd::grpc::pb::customer_service_client::CustomerServiceClient;
 use segmentd::grpc::pb::membership_service_client::MembershipServiceClient;
 use segmentd::grpc::pb::segmentation_service_client::SegmentationServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::customers::create;
+use crate::support::Process;
 use crate::watch::{buy, listed, now_nanos, purchase_at, time_of, watch, watch_server, Watcher};
 
 /// A purchase of a minute ago.
@@ -126,73 +125,6 @@ async fn a_watcher_resumes_after_a_restart_with_exactly_the_changes_it_missed() 
     );
 }
 
-/// A segmentd process on a data directory, for SIGKILL.
-struct Process {
-    addr: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Process {
-    fn start(dir: &Path, addr: SocketAddr) -> Process {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_segmentd"));
-        command
-            .arg("serve")
-            .args(["--listen", &addr.to_string()])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--watch-period", "100ms"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("SEGMENTD_") {
-                command.env_remove(name);
-            }
-        }
-        Process {
-            addr,
-            child: Some(command.spawn().unwrap()),
-        }
-    }
-
-    fn channel(&self) -> Channel {
-        Endpoint::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy()
-    }
-
-    /// Waits until the server answers a call.
-    async fn wait_ready(&self) {
-        for _ in 0..300 {
-            let mut client = CustomerServiceClient::new(self.channel());
-            let request = pb::ListCustomersRequest {
-                page_size: 1,
-                ..Default::default()
-            };
-            if client.list_customers(request).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("segmentd at {} never answered", self.addr);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 async fn watch_at(
     channel: Channel,
     cursor: &str,
@@ -232,7 +164,7 @@ async fn a_watcher_resumes_exactly_after_the_server_is_killed_while_it_watches()
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut process = Process::start(dir.path(), addr);
+    let mut process = Process::start(dir.path(), addr, &["--watch-period", "100ms"]);
     process.wait_ready().await;
     let customers = CustomerServiceClient::new(process.channel());
     for n in 0..60 {
@@ -283,7 +215,7 @@ async fn a_watcher_resumes_exactly_after_the_server_is_killed_while_it_watches()
     while let Ok(Some(message)) = stream.message().await {
         watcher.apply(message);
     }
-    let mut process = Process::start(dir.path(), addr);
+    let mut process = Process::start(dir.path(), addr, &["--watch-period", "100ms"]);
     process.wait_ready().await;
     let mut stream = watch_at(process.channel(), &watcher.cursor).await.unwrap();
     writer.await.unwrap();
@@ -295,7 +227,7 @@ async fn a_watcher_resumes_exactly_after_the_server_is_killed_while_it_watches()
     assert!(!watcher.members.is_empty());
     // Once more, with the writes over: a kill between evaluations.
     process.kill();
-    let process = Process::start(dir.path(), addr);
+    let process = Process::start(dir.path(), addr, &["--watch-period", "100ms"]);
     process.wait_ready().await;
     let mut stream = watch_at(process.channel(), &watcher.cursor).await.unwrap();
     watcher.catch_up(&mut stream, now_nanos()).await;

@@ -301,6 +301,22 @@ impl Dictionary {
         &self.names
     }
 
+    /// A dictionary of `names`, by number, as [`Dictionary::names`] gives
+    /// them; `None` unless the first is empty and the others are distinct
+    /// and not empty.
+    pub(super) fn from_names(names: Vec<CompactString>) -> Option<Self> {
+        if names.first().is_none_or(|first| !first.is_empty()) {
+            return None;
+        }
+        let mut numbers = HashMap::with_capacity_and_hasher(names.len(), RandomState::default());
+        for (number, name) in names.iter().enumerate().skip(1) {
+            if name.is_empty() || numbers.insert(name.clone(), number as u32).is_some() {
+                return None;
+            }
+        }
+        Some(Dictionary { names, numbers })
+    }
+
     fn heap_bytes(&self) -> usize {
         let slot = std::mem::size_of::<CompactString>();
         self.names.capacity() * slot

@@ -7,9 +7,12 @@
 //! - `columns`: the profile and purchase columns, their dictionaries, and
 //!   the one function that derives a row's columns from its activity.
 //! - `load`: the bulk load at start-up.
+//! - `image`: the index in one file, written at a clean shutdown and read
+//!   at the next start in place of the bulk load.
 //! - this module: the rows by customer id, and the changes of one customer.
 
 mod columns;
+mod image;
 mod load;
 mod series;
 
@@ -26,6 +29,7 @@ pub use crate::store::event_key;
 pub use columns::{
     age_at, days_past, engaged, frequency_bounds, ymd, Columns, Derived, Dictionaries, Dictionary,
 };
+pub use image::IMAGE_FILE;
 pub use series::{Event, EventRef, Loaded, Row, Series};
 
 use super::rfm::{Figures, RfmBounds, RfmState};

@@ -37,6 +37,16 @@ impl EventRef {
     pub fn position(self) -> usize {
         (self.0 & ((1 << POSITION_BITS) - 1)) as usize
     }
+
+    /// The packed value, for the index's image.
+    pub(super) fn packed(self) -> u64 {
+        self.0
+    }
+
+    /// A packed value from the index's image.
+    pub(super) fn unpack(packed: u64) -> Self {
+        EventRef(packed)
+    }
 }
 
 /// What the index keeps of one event.
@@ -236,6 +246,25 @@ impl Series {
         self.refs.reserve_exact(events);
     }
 
+    /// A series from its arrays, in (time, key) order, as the index's
+    /// image holds them: sized exactly, with the key set of a long one.
+    pub(super) fn from_arrays(
+        times: Vec<i64>,
+        amounts: Vec<i64>,
+        keys: Vec<u64>,
+        refs: Vec<EventRef>,
+    ) -> Self {
+        let key_set = (keys.len() >= KEY_SET_FROM)
+            .then(|| Box::new(keys.iter().copied().collect::<HashSet<u64, RandomState>>()));
+        Series {
+            times,
+            amounts,
+            keys,
+            refs,
+            key_set,
+        }
+    }
+
     /// Appends an event out of order, during a bulk load; see [`Series::finish_load`].
     pub(super) fn push(&mut self, time: i64, amount: Option<i64>, key: u64, at: EventRef) {
         self.times.push(time);
@@ -377,6 +406,26 @@ impl Row {
         let engaged = self.engaged.get_or_insert_with(Box::default);
         engaged.firsts.note(kind, time);
         &mut engaged.series
+    }
+
+    /// A row from its purchases and, for a customer with engagement
+    /// events noted, those events and the first of each kind.
+    pub(super) fn from_parts(
+        purchases: Series,
+        engaged: Option<(Series, FirstEngagements)>,
+    ) -> Self {
+        Row {
+            purchases,
+            engaged: engaged.map(|(series, firsts)| Box::new(Engaged { series, firsts })),
+        }
+    }
+
+    /// The engagement events and the first of each kind, for a customer
+    /// with any noted.
+    pub(super) fn engaged(&self) -> Option<(&Series, FirstEngagements)> {
+        self.engaged
+            .as_ref()
+            .map(|engaged| (&engaged.series, engaged.firsts))
     }
 
     /// Makes room for a bulk load's events, so that the arrays are sized

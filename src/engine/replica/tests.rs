@@ -26,6 +26,7 @@ pub(super) fn settings() -> EngineSettings {
         thresholds: Thresholds::default(),
         watch: Default::default(),
         predictions: Default::default(),
+        index_image: true,
     }
 }
 

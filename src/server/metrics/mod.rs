@@ -337,8 +337,14 @@ impl Scrape {
         single(
             encoder,
             "segmentd_index_rebuild_seconds",
-            "How long the last rebuild of the index from the store took",
+            "How long the index took to load at start-up, from the store or from the image of the last shutdown",
             ConstGauge::new(stats.last_rebuild.as_secs_f64()),
+        )?;
+        single(
+            encoder,
+            "segmentd_index_from_image",
+            "1 if the index was read at start-up from the image of the last clean shutdown, 0 if rebuilt from the store",
+            ConstGauge::new(i64::from(stats.index_from_image)),
         )?;
         by_label(
             encoder,

@@ -1,0 +1,765 @@
+//! The index's image: the whole index in one file, written at a clean
+//! shutdown and read at the next start in place of a rebuild from the
+//! store, which must read every customer and every batch of events.
+//!
+//! An image is only ever read for the store state it was written from:
+//! the engine tags it with a random token that it stores in the store's
+//! `meta` tree after the image is on disk, and takes that token out of the
+//! store, durably, before it reads the image (see `Engine::open`). A start
+//! that finds no token, or an image whose token, build or thresholds
+//! differ, rebuilds from the store as before.
+//!
+//! # Layout
+//!
+//! All integers little-endian. A header (magic, version, the build's
+//! source fingerprint, the token, the thresholds, the row count, the
+//! customer count, the latest event time), the dictionaries and the trait
+//! values, then the rows in chunks of [`CHUNK_ROWS`]: their ids, every
+//! column, then each kind of event as per-row counts and arrays of times,
+//! amounts, id hashes and storage places. Variable-length items are
+//! postcard, prefixed by their length; the event arrays are fixed 8-byte
+//! words. An XXH3-64 digest of everything before it ends the file; a file
+//! whose digest differs is refused, and so is one that ends early.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use xxhash_rust::xxh3::Xxh3;
+
+use super::columns::{Columns, Dictionaries, Dictionary};
+use super::series::{EventRef, Row, Series};
+use super::FeatureIndex;
+use crate::domain::features::{FirstEngagements, Thresholds};
+use crate::domain::{Error, Result};
+
+/// The image's file name in the data directory.
+pub const IMAGE_FILE: &str = "index.image";
+
+const MAGIC: &[u8; 8] = b"SGDINDEX";
+const VERSION: u64 = 1;
+
+/// The sources this build was made from: an image is read only by the
+/// build that wrote it, whatever its layout.
+const BUILD: &str = env!("SEGMENTD_SOURCE_FINGERPRINT");
+
+/// Rows per chunk: what a chunk's items take while being read or written.
+const CHUNK_ROWS: usize = 1 << 16;
+
+/// The largest item or array the reader accepts; the largest a chunk
+/// holds is far below.
+const MAX_ITEM_BYTES: u64 = 1 << 32;
+
+fn io_error<'a>(path: &'a Path, doing: &'a str) -> impl Fn(std::io::Error) -> Error + 'a {
+    move |error| Error::internal(format!("{doing} {}: {error}", path.display()))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::internal(format!("the index image is not usable: {what}"))
+}
+
+impl FeatureIndex {
+    /// Writes the index to `path`, tagged with `token`, through a
+    /// temporary file renamed into place once synced; returns its size in
+    /// bytes. Blocking.
+    pub fn save_image(&self, path: &Path, token: u128) -> Result<u64> {
+        let temporary = PathBuf::from(format!("{}.tmp", path.display()));
+        let file = File::create(&temporary).map_err(io_error(&temporary, "cannot create"))?;
+        let mut out = Out {
+            file: BufWriter::with_capacity(1 << 20, file),
+            digest: Xxh3::new(),
+            bytes: 0,
+            scratch: Vec::new(),
+        };
+        self.write_image(&mut out, token)
+            .map_err(io_error(&temporary, "cannot write"))?;
+        let digest = out.digest.digest();
+        out.file
+            .write_all(&digest.to_le_bytes())
+            .and_then(|()| out.file.flush())
+            .map_err(io_error(&temporary, "cannot write"))?;
+        let file = out
+            .file
+            .into_inner()
+            .map_err(|error| io_error(&temporary, "cannot write")(error.into_error()))?;
+        file.sync_all()
+            .map_err(io_error(&temporary, "cannot sync"))?;
+        std::fs::rename(&temporary, path).map_err(io_error(path, "cannot rename into"))?;
+        if let Some(directory) = path.parent() {
+            File::open(directory)
+                .and_then(|directory| directory.sync_all())
+                .map_err(io_error(directory, "cannot sync"))?;
+        }
+        Ok(out.bytes + 8)
+    }
+
+    fn write_image(&self, out: &mut Out, token: u128) -> std::io::Result<()> {
+        out.raw(MAGIC)?;
+        out.u64(VERSION)?;
+        out.item(BUILD)?;
+        out.u64(token as u64)?;
+        out.u64((token >> 64) as u64)?;
+        out.item(&format!("{:?}", self.thresholds))?;
+        out.u64(self.rows.len() as u64)?;
+        out.u64(self.live as u64)?;
+        out.u64(self.max_time as u64)?;
+        let Dictionaries {
+            country,
+            region,
+            city,
+            language,
+        } = &self.dictionaries;
+        for dictionary in [country, region, city, language] {
+            out.item(dictionary.names())?;
+        }
+        out.item(&self.traits)?;
+        for start in (0..self.rows.len()).step_by(CHUNK_ROWS) {
+            let range = start..(start + CHUNK_ROWS).min(self.rows.len());
+            out.item(&self.ids[range.clone()])?;
+            write_columns(out, &self.columns, range.clone())?;
+            let rows = &self.rows[range];
+            write_series(out, rows.iter().map(|row| &row.purchases), true)?;
+            let engaged: Vec<Option<FirstEngagements>> = rows
+                .iter()
+                .map(|row| row.engaged().map(|(_, firsts)| firsts))
+                .collect();
+            out.item(&engaged)?;
+            write_series(out, rows.iter().map(Row::engagements), false)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the image at `path`, which must carry `token` and have been
+    /// written by this build with `thresholds`, for a store of `rows`
+    /// customer numbers. Blocking.
+    pub fn load_image(
+        path: &Path,
+        token: u128,
+        thresholds: Thresholds,
+        rows: usize,
+    ) -> Result<FeatureIndex> {
+        let file = File::open(path).map_err(io_error(path, "cannot open"))?;
+        let length = file
+            .metadata()
+            .map_err(io_error(path, "cannot read"))?
+            .len();
+        let mut input = In {
+            file: BufReader::with_capacity(1 << 20, file),
+            digest: Xxh3::new(),
+            left: length
+                .checked_sub(8)
+                .ok_or_else(|| corrupt("it is too short"))?,
+            buffer: Vec::new(),
+        };
+        let index = read_image(&mut input, token, thresholds, rows)?;
+        if input.left != 0 {
+            return Err(corrupt("it goes on after the last row"));
+        }
+        let mut trailer = [0; 8];
+        input
+            .file
+            .read_exact(&mut trailer)
+            .map_err(io_error(path, "cannot read"))?;
+        if u64::from_le_bytes(trailer) != input.digest.digest() {
+            return Err(corrupt("its digest does not match"));
+        }
+        Ok(index)
+    }
+}
+
+/// Writes rows `range` of every column, each as one item.
+fn write_columns(
+    out: &mut Out,
+    columns: &Columns,
+    range: std::ops::Range<usize>,
+) -> std::io::Result<()> {
+    // Taken apart whole, so that a new column cannot be missed; read back
+    // in the same order by `read_columns`.
+    let Columns {
+        alive,
+        party,
+        relationship,
+        gender,
+        consent,
+        objects,
+        birth,
+        income,
+        country,
+        region,
+        city,
+        language,
+        count,
+        total,
+        first,
+        last,
+        days,
+        engaged,
+        lapsed_from,
+        frequent_until,
+    } = columns;
+    let r = || range.clone();
+    out.item(&alive[r()])?;
+    out.item(&party[r()])?;
+    out.item(&relationship[r()])?;
+    out.item(&gender[r()])?;
+    out.item(&consent[r()])?;
+    out.item(&objects[r()])?;
+    out.item(&birth[r()])?;
+    out.item(&income[r()])?;
+    out.item(&country[r()])?;
+    out.item(&region[r()])?;
+    out.item(&city[r()])?;
+    out.item(&language[r()])?;
+    out.item(&count[r()])?;
+    out.item(&total[r()])?;
+    out.item(&first[r()])?;
+    out.item(&last[r()])?;
+    out.item(&days[r()])?;
+    out.item(&engaged[r()])?;
+    out.item(&lapsed_from[r()])?;
+    out.item(&frequent_until[r()])
+}
+
+/// Reads the next `rows` rows of every column, in `write_columns`' order.
+fn read_columns(input: &mut In, columns: &mut Columns, rows: usize) -> Result<()> {
+    let Columns {
+        alive,
+        party,
+        relationship,
+        gender,
+        consent,
+        objects,
+        birth,
+        income,
+        country,
+        region,
+        city,
+        language,
+        count,
+        total,
+        first,
+        last,
+        days,
+        engaged,
+        lapsed_from,
+        frequent_until,
+    } = columns;
+    input.extend(alive, rows)?;
+    input.extend(party, rows)?;
+    input.extend(relationship, rows)?;
+    input.extend(gender, rows)?;
+    input.extend(consent, rows)?;
+    input.extend(objects, rows)?;
+    input.extend(birth, rows)?;
+    input.extend(income, rows)?;
+    input.extend(country, rows)?;
+    input.extend(region, rows)?;
+    input.extend(city, rows)?;
+    input.extend(language, rows)?;
+    input.extend(count, rows)?;
+    input.extend(total, rows)?;
+    input.extend(first, rows)?;
+    input.extend(last, rows)?;
+    input.extend(days, rows)?;
+    input.extend(engaged, rows)?;
+    input.extend(lapsed_from, rows)?;
+    input.extend(frequent_until, rows)
+}
+
+/// Writes one kind of event of a chunk's rows: the count of each row,
+/// then every row's times, amounts (if `amounts`), id hashes and places.
+fn write_series<'a>(
+    out: &mut Out,
+    series: impl Iterator<Item = &'a Series> + Clone,
+    amounts: bool,
+) -> std::io::Result<()> {
+    let counts: Vec<u32> = series.clone().map(|series| series.len() as u32).collect();
+    out.item(&counts)?;
+    out.words(
+        series
+            .clone()
+            .flat_map(|series| series.times.iter().map(|&t| t as u64)),
+    )?;
+    if amounts {
+        out.words(
+            series
+                .clone()
+                .flat_map(|series| series.amounts.iter().map(|&a| a as u64)),
+        )?;
+    }
+    out.words(
+        series
+            .clone()
+            .flat_map(|series| series.keys.iter().copied()),
+    )?;
+    out.words(series.flat_map(|series| series.refs.iter().map(|at| at.packed())))
+}
+
+/// Reads what `write_series` wrote for `rows` rows.
+fn read_series(input: &mut In, rows: usize, amounts: bool) -> Result<Vec<Series>> {
+    let counts: Vec<u32> = input.item()?;
+    if counts.len() != rows {
+        return Err(corrupt("a chunk's event counts are not one per row"));
+    }
+    let events = counts.iter().map(|&count| count as usize).sum::<usize>();
+    let times = input.words(events)?;
+    let amounts = if amounts {
+        input.words(events)?
+    } else {
+        Vec::new()
+    };
+    let keys = input.words(events)?;
+    let refs = input.words(events)?;
+    let mut at = 0;
+    Ok(counts
+        .iter()
+        .map(|&count| {
+            let range = at..at + count as usize;
+            at = range.end;
+            Series::from_arrays(
+                times[range.clone()].iter().map(|&t| t as i64).collect(),
+                amounts.get(range.clone()).map_or_else(Vec::new, |amounts| {
+                    amounts.iter().map(|&a| a as i64).collect()
+                }),
+                keys[range.clone()].to_vec(),
+                refs[range].iter().map(|&at| EventRef::unpack(at)).collect(),
+            )
+        })
+        .collect())
+}
+
+fn read_image(
+    input: &mut In,
+    token: u128,
+    thresholds: Thresholds,
+    rows: usize,
+) -> Result<FeatureIndex> {
+    let mut magic = [0; 8];
+    input.raw(&mut magic)?;
+    if &magic != MAGIC || input.u64()? != VERSION {
+        return Err(corrupt("it is not an index image of this version"));
+    }
+    if input.item::<String>()? != BUILD {
+        return Err(corrupt("another build wrote it"));
+    }
+    let written_token = u128::from(input.u64()?) | u128::from(input.u64()?) << 64;
+    if written_token != token {
+        return Err(corrupt("it was written for another state of the store"));
+    }
+    if input.item::<String>()? != format!("{thresholds:?}") {
+        return Err(corrupt("it was written with other thresholds"));
+    }
+    let image_rows = input.u64()?;
+    if image_rows != rows as u64 {
+        return Err(corrupt(format!(
+            "it holds {image_rows} rows, and the store has given {rows} customer numbers"
+        )));
+    }
+    let live = input.u64()? as usize;
+    let max_time = input.u64()? as i64;
+    let mut index = FeatureIndex::new(thresholds);
+    index.max_time = max_time;
+    let mut dictionary = || -> Result<Dictionary> {
+        Dictionary::from_names(input.item()?).ok_or_else(|| corrupt("a dictionary is malformed"))
+    };
+    index.dictionaries = Dictionaries {
+        country: dictionary()?,
+        region: dictionary()?,
+        city: dictionary()?,
+        language: dictionary()?,
+    };
+    index.traits = input.item()?;
+    if index
+        .traits
+        .values()
+        .flat_map(|values| values.keys())
+        .any(|&number| number as usize >= rows)
+    {
+        return Err(corrupt("a trait value belongs to no row"));
+    }
+    index.ids.reserve_exact(rows);
+    index.rows.reserve_exact(rows);
+    for start in (0..rows).step_by(CHUNK_ROWS) {
+        let chunk = (rows - start).min(CHUNK_ROWS);
+        input.extend(&mut index.ids, chunk)?;
+        read_columns(input, &mut index.columns, chunk)?;
+        let purchases = read_series(input, chunk, true)?;
+        let engaged: Vec<Option<FirstEngagements>> = input.item()?;
+        if engaged.len() != chunk {
+            return Err(corrupt("a chunk's engagement firsts are not one per row"));
+        }
+        let engagements = read_series(input, chunk, false)?;
+        for ((purchases, engagements), firsts) in
+            purchases.into_iter().zip(engagements).zip(engaged)
+        {
+            let engaged = match firsts {
+                Some(firsts) => Some((engagements, firsts)),
+                None if engagements.is_empty() => None,
+                None => return Err(corrupt("a row has engagement events and no firsts")),
+            };
+            index.rows.push(Row::from_parts(purchases, engaged));
+        }
+    }
+    // The id table, and the checks that every row agrees with it.
+    let mut found = 0;
+    for at in 0..rows {
+        let (alive, id) = (index.columns.alive[at], &index.ids[at]);
+        if alive == id.is_empty() {
+            return Err(corrupt(format!(
+                "row {at} has an id if and only if it holds no customer"
+            )));
+        }
+        if !alive {
+            continue;
+        }
+        if index.row_number(id).is_some() {
+            return Err(corrupt(format!("the id {id} is held by two rows")));
+        }
+        let hash = std::hash::BuildHasher::hash_one(&index.hasher, id.as_str());
+        let (ids, hasher) = (&index.ids, &index.hasher);
+        index.table.insert_unique(hash, at as u32, |&n| {
+            std::hash::BuildHasher::hash_one(hasher, ids[n as usize].as_str())
+        });
+        found += 1;
+    }
+    if found != live {
+        return Err(corrupt("its customer count does not match its rows"));
+    }
+    index.live = live;
+    Ok(index)
+}
+
+/// The image being written, with the digest of what it holds so far.
+struct Out {
+    file: BufWriter<File>,
+    digest: Xxh3,
+    bytes: u64,
+    scratch: Vec<u8>,
+}
+
+impl Out {
+    fn raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.digest.update(bytes);
+        self.bytes += bytes.len() as u64;
+        self.file.write_all(bytes)
+    }
+
+    fn u64(&mut self, value: u64) -> std::io::Result<()> {
+        self.raw(&value.to_le_bytes())
+    }
+
+    /// One postcard item, prefixed by its length.
+    fn item<T: Serialize + ?Sized>(&mut self, value: &T) -> std::io::Result<()> {
+        let bytes = postcard::to_stdvec(value).map_err(std::io::Error::other)?;
+        self.u64(bytes.len() as u64)?;
+        self.raw(&bytes)
+    }
+
+    /// Words as 8 bytes each; their count is known to the reader.
+    fn words(&mut self, words: impl Iterator<Item = u64>) -> std::io::Result<()> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        for word in words {
+            scratch.extend_from_slice(&word.to_le_bytes());
+        }
+        let written = self.raw(&scratch);
+        self.scratch = scratch;
+        written
+    }
+}
+
+/// The image being read: the bytes left before its digest, and the digest
+/// of what was read so far.
+struct In {
+    file: BufReader<File>,
+    digest: Xxh3,
+    left: u64,
+    buffer: Vec<u8>,
+}
+
+impl In {
+    fn raw(&mut self, into: &mut [u8]) -> Result<()> {
+        if into.len() as u64 > self.left {
+            return Err(corrupt("it ends early"));
+        }
+        self.file
+            .read_exact(into)
+            .map_err(|error| corrupt(format!("cannot read it: {error}")))?;
+        self.left -= into.len() as u64;
+        self.digest.update(into);
+        Ok(())
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        let mut bytes = [0; 8];
+        self.raw(&mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    /// `length` bytes into the reader's buffer.
+    fn fill(&mut self, length: u64) -> Result<Vec<u8>> {
+        if length > MAX_ITEM_BYTES || length > self.left {
+            return Err(corrupt("an item runs beyond the file"));
+        }
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.resize(length as usize, 0);
+        self.raw(&mut buffer)?;
+        Ok(buffer)
+    }
+
+    fn item<T: DeserializeOwned>(&mut self) -> Result<T> {
+        let length = self.u64()?;
+        let buffer = self.fill(length)?;
+        let value = postcard::from_bytes(&buffer);
+        self.buffer = buffer;
+        value.map_err(|error| corrupt(format!("an item does not decode: {error}")))
+    }
+
+    /// Appends the next item, which must hold `rows` values, to `column`.
+    fn extend<T: DeserializeOwned>(&mut self, column: &mut Vec<T>, rows: usize) -> Result<()> {
+        let values: Vec<T> = self.item()?;
+        if values.len() != rows {
+            return Err(corrupt("a column's chunk does not hold one value per row"));
+        }
+        column.extend(values);
+        Ok(())
+    }
+
+    /// `count` words of 8 bytes.
+    fn words(&mut self, count: usize) -> Result<Vec<u64>> {
+        let length = (count as u64)
+            .checked_mul(8)
+            .ok_or_else(|| corrupt("an array runs beyond the file"))?;
+        let buffer = self.fill(length)?;
+        let words = buffer
+            .chunks_exact(8)
+            .map(|word| {
+                let mut bytes = [0; 8];
+                bytes.copy_from_slice(word);
+                u64::from_le_bytes(bytes)
+            })
+            .collect();
+        self.buffer = buffer;
+        Ok(words)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::{
+        Customer, CustomerId, EngagementKind, Location, Party, Profile, Timestamp, TraitValue,
+    };
+    use crate::engine::index::{event_key, Event};
+
+    const DAY: i64 = 86_400 * 1_000_000_000;
+
+    fn customer(n: u32) -> Customer {
+        let mut traits = BTreeMap::new();
+        if n.is_multiple_of(3) {
+            traits.insert("tier".to_owned(), TraitValue::String(format!("t{}", n % 5)));
+        }
+        if n.is_multiple_of(7) {
+            traits.insert("score".to_owned(), TraitValue::Number(f64::from(n) / 3.0));
+        }
+        Customer {
+            id: CustomerId::parse(&format!("customer-with-a-long-id-{n}")).unwrap(),
+            profile: Profile {
+                party: if n.is_multiple_of(2) {
+                    Party::Business
+                } else {
+                    Party::Individual
+                },
+                location: Location {
+                    country_code: (!n.is_multiple_of(4))
+                        .then(|| ["DE", "TR", "IR"][n as usize % 3].to_owned()),
+                    city: format!("city {}", n % 11),
+                    ..Location::default()
+                },
+                language: (n.is_multiple_of(5)).then(|| "fa".to_owned()),
+                traits,
+                objects_to_profiling: n.is_multiple_of(13),
+                ..Profile::default()
+            },
+            create_time: Timestamp::from_nanos(0),
+            update_time: Timestamp::from_nanos(0),
+            create_request_id: None,
+        }
+    }
+
+    /// An index over `customers` customers, with purchases (one customer
+    /// with enough for a key set), engagements of each kind, traits,
+    /// dictionaries and two erased customers.
+    fn sample(customers: u32) -> FeatureIndex {
+        let mut index = FeatureIndex::new(Thresholds::default());
+        for n in 0..customers {
+            index.add_customer(&customer(n));
+        }
+        let mut key = 0;
+        let mut event = |time: i64, amount: Option<i64>| {
+            key += 1;
+            Event {
+                time,
+                amount,
+                key: event_key(&format!("e{key}")),
+                at: EventRef::new(key / 100, (key % 100) as usize),
+            }
+        };
+        for n in (0..customers).step_by(3) {
+            let mut purchases: Vec<Event> = (0..n % 5)
+                .map(|k| {
+                    event(
+                        20_000 * DAY + i64::from(n % 1000 * 7 + k * 40) * DAY,
+                        Some(i64::from(n) * 100),
+                    )
+                })
+                .collect();
+            assert!(index.add_purchases(n, &mut purchases));
+        }
+        let mut heavy: Vec<Event> = (0..200)
+            .map(|k| event(19_000 * DAY + k * DAY, Some(k)))
+            .collect();
+        assert!(index.add_purchases(1, &mut heavy));
+        for n in (0..customers).step_by(5) {
+            let kinds = [
+                EngagementKind::Visit,
+                EngagementKind::Feedback,
+                EngagementKind::Referral,
+            ];
+            let events: Vec<(EngagementKind, Event)> = (0..1 + n % 3)
+                .map(|k| {
+                    (
+                        kinds[k as usize],
+                        event(20_100 * DAY + i64::from(k) * DAY, None),
+                    )
+                })
+                .collect();
+            assert!(index.add_engagements(n, &events));
+        }
+        for n in [2, customers - 1] {
+            index.remove_customer(&customer(n).id);
+        }
+        index
+    }
+
+    /// What a reader of the index can see of it: everything but the hash
+    /// tables' order.
+    fn seen(index: &FeatureIndex) -> String {
+        let mut seen = format!(
+            "{:?} {:?} {} {} {:?}",
+            index.ids,
+            index.columns,
+            index.live,
+            index.max_time,
+            index.traits.keys().collect::<Vec<_>>()
+        );
+        for (key, values) in &index.traits {
+            let mut values: Vec<_> = values.iter().collect();
+            values.sort_by_key(|(number, _)| **number);
+            seen += &format!("{key} {values:?}");
+        }
+        let Dictionaries {
+            country,
+            region,
+            city,
+            language,
+        } = &index.dictionaries;
+        for dictionary in [country, region, city, language] {
+            seen += &format!("{:?}", dictionary.names());
+        }
+        for row in &index.rows {
+            let series =
+                |s: &Series| format!("{:?}{:?}{:?}{:?}|", s.times, s.amounts, s.keys, s.refs);
+            seen += &series(&row.purchases);
+            if let Some((engagements, firsts)) = row.engaged() {
+                seen += &format!("{}{firsts:?}", series(engagements));
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn an_image_reads_back_as_the_index_it_was_written_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IMAGE_FILE);
+        // More rows than a chunk holds.
+        let index = sample(CHUNK_ROWS as u32 + 1000);
+        let bytes = index.save_image(&path, 42).unwrap();
+        assert_eq!(bytes, std::fs::metadata(&path).unwrap().len());
+        let read =
+            FeatureIndex::load_image(&path, 42, Thresholds::default(), index.rows.len()).unwrap();
+        assert_eq!(seen(&read), seen(&index));
+        // Its id table and key sets work.
+        let id = customer(1).id;
+        assert_eq!(read.row_number(id.as_str()), Some(1));
+        assert_eq!(read.row_number(customer(2).id.as_str()), None);
+        let heavy = read.row(id.as_str()).unwrap();
+        assert_eq!(heavy.purchases.len(), 200);
+        let held = index.row(id.as_str()).unwrap();
+        for &key in &held.purchases.keys {
+            let refs = heavy.purchases.refs_with_key(key);
+            assert_eq!(refs.len(), 1);
+            assert_eq!(refs, held.purchases.refs_with_key(key));
+        }
+        assert_eq!(read.size().purchases, index.size().purchases);
+    }
+
+    #[test]
+    fn an_image_of_another_state_or_setting_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IMAGE_FILE);
+        let index = sample(300);
+        index.save_image(&path, 7).unwrap();
+        let rows = index.rows.len();
+        let refused = |token, thresholds, rows| {
+            FeatureIndex::load_image(&path, token, thresholds, rows)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused(8, Thresholds::default(), rows).contains("another state"));
+        let other = Thresholds {
+            lapsed_min_days: 90.0,
+            ..Thresholds::default()
+        };
+        assert!(refused(7, other, rows).contains("other thresholds"));
+        assert!(refused(7, Thresholds::default(), rows + 1).contains("customer numbers"));
+        assert!(
+            FeatureIndex::load_image(&dir.path().join("none"), 7, Thresholds::default(), rows)
+                .is_err()
+        );
+    }
+
+    /// A damaged image is refused with an error, wherever the damage is,
+    /// and never read as an index.
+    #[test]
+    fn a_damaged_or_cut_image_is_refused_without_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IMAGE_FILE);
+        let index = sample(500);
+        index.save_image(&path, 1).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let rows = index.rows.len();
+        let load = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            FeatureIndex::load_image(&path, 1, Thresholds::default(), rows)
+        };
+        assert!(load(&good).is_ok());
+        let step = (good.len() / 400).max(1);
+        for at in (0..good.len()).step_by(step) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x5a;
+            assert!(
+                load(&bad).is_err(),
+                "a flipped byte at {at} was not noticed"
+            );
+            assert!(load(&good[..at]).is_err(), "an image cut at {at} was read");
+        }
+        let mut longer = good.clone();
+        longer.extend_from_slice(&[0; 9]);
+        assert!(load(&longer).is_err());
+    }
+}
