@@ -22,9 +22,10 @@ const PROTOS: &[&str] = &[
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=Cargo.lock");
     println!(
         "cargo:rustc-env=SEGMENTD_SOURCE_FINGERPRINT={:016x}",
-        source_fingerprint(Path::new("src"))?
+        source_fingerprint(&[Path::new("src"), Path::new("Cargo.lock")])?
     );
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
@@ -43,11 +44,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// A hash of every source file's path and contents: the index's image is
-/// read only by a build of the same sources (see `src/engine/index/image.rs`).
-fn source_fingerprint(root: &Path) -> std::io::Result<u64> {
+/// A hash of the path and contents of every file under `roots`: the
+/// index's image is read only by a build of the same sources and
+/// dependencies (see `src/engine/index/image.rs`).
+fn source_fingerprint(roots: &[&Path]) -> std::io::Result<u64> {
     let mut files = Vec::new();
-    let mut directories = vec![root.to_path_buf()];
+    let mut directories = Vec::new();
+    for root in roots {
+        if root.is_dir() {
+            directories.push(root.to_path_buf());
+        } else {
+            files.push(root.to_path_buf());
+        }
+    }
     while let Some(directory) = directories.pop() {
         for entry in fs::read_dir(&directory)? {
             let path = entry?.path();

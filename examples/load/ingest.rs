@@ -3,6 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+
 use crate::drive::Connection;
 use segmentd::grpc::pb;
 use segmentd::grpc::pb::activity_service_client::ActivityServiceClient;
@@ -95,14 +98,17 @@ pub async fn dataset(addr: &str, data: &DataSet, batch: usize) -> anyhow::Result
     let mut activity_client = ActivityServiceClient::new(channel);
     let mut purchases = data.purchases();
     let total = purchases.len() as u64;
-    let messages = std::iter::from_fn(|| {
+    let messages = made(total, move |send| loop {
         let chunk: Vec<_> = purchases.by_ref().take(batch).map(|p| p.to_pb()).collect();
-        (!chunk.is_empty()).then_some(pb::ImportActivityRequest {
-            purchases: chunk,
-            engagements: Vec::new(),
-        })
-    })
-    .collect::<Vec<_>>();
+        if chunk.is_empty()
+            || !send(pb::ImportActivityRequest {
+                purchases: chunk,
+                engagements: Vec::new(),
+            })
+        {
+            return;
+        }
+    });
     let elapsed = import_activity(&mut activity_client, messages, total, "purchases").await?;
     report_import(
         &format!("ImportActivity, one stream, {batch} per message"),
@@ -114,14 +120,17 @@ pub async fn dataset(addr: &str, data: &DataSet, batch: usize) -> anyhow::Result
 
     let engagements = data.engagements();
     let total = engagements.len() as u64;
-    let messages = engagements
-        .chunks(batch)
-        .map(|chunk| pb::ImportActivityRequest {
-            purchases: Vec::new(),
-            engagements: chunk.iter().map(Engagement::to_pb).collect(),
-        })
-        .collect::<Vec<_>>();
-    drop(engagements);
+    let messages = made(total, move |send| {
+        for chunk in engagements.chunks(batch) {
+            let message = pb::ImportActivityRequest {
+                purchases: Vec::new(),
+                engagements: chunk.iter().map(Engagement::to_pb).collect(),
+            };
+            if !send(message) {
+                return;
+            }
+        }
+    });
     let elapsed =
         import_activity(&mut activity_client, messages, total, "engagement events").await?;
     report_import(
@@ -134,15 +143,46 @@ pub async fn dataset(addr: &str, data: &DataSet, batch: usize) -> anyhow::Result
     Ok(())
 }
 
+/// The most events whose messages are all made before the call starts, so
+/// that making them is not timed; a larger data set's messages are made
+/// on a thread of their own while the call runs, at most
+/// [`MESSAGES_AHEAD`] ahead, for all of them would not fit in memory
+/// (100 million purchases take about 20 GiB as messages).
+const MADE_BEFORE_UP_TO: u64 = 20_000_000;
+
+/// Messages made ahead of the call, for a large data set.
+const MESSAGES_AHEAD: usize = 32;
+
+type Messages = std::pin::Pin<Box<dyn Stream<Item = pb::ImportActivityRequest> + Send>>;
+
+/// The messages that `produce` hands to its argument (which says whether
+/// to go on), for `total` events: see [`MADE_BEFORE_UP_TO`].
+fn made(
+    total: u64,
+    produce: impl FnOnce(&mut dyn FnMut(pb::ImportActivityRequest) -> bool) + Send + 'static,
+) -> Messages {
+    if total <= MADE_BEFORE_UP_TO {
+        let mut all = Vec::new();
+        produce(&mut |message| {
+            all.push(message);
+            true
+        });
+        return Box::pin(tokio_stream::iter(all));
+    }
+    let (sender, receiver) = tokio::sync::mpsc::channel(MESSAGES_AHEAD);
+    std::thread::spawn(move || produce(&mut |message| sender.blocking_send(message).is_ok()));
+    Box::pin(ReceiverStream::new(receiver))
+}
+
 /// Streams `messages` over one ImportActivity call and checks that all
 /// `total` events, `what` they are, were accepted; how long it took.
 async fn import_activity(
     client: &mut ActivityServiceClient<Connection>,
-    messages: Vec<pb::ImportActivityRequest>,
+    messages: Messages,
     total: u64,
     what: &str,
 ) -> anyhow::Result<Duration> {
-    let (response, elapsed) = timed(client.import_activity(tokio_stream::iter(messages))).await;
+    let (response, elapsed) = timed(client.import_activity(messages)).await;
     let response = response?.into_inner();
     anyhow::ensure!(
         response.accepted_count as u64 == total,

@@ -142,11 +142,14 @@ fn load_image(
         }
         _ => None,
     };
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => {
-            tracing::warn!(%error, path = %path.display(), "cannot remove the index image");
+    // The image, and what a shutdown cut short while writing it left.
+    for path in [path.to_path_buf(), index::image_temporary(path)] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "cannot remove the index image");
+            }
         }
     }
     Ok(loaded)
@@ -359,13 +362,28 @@ impl Engine {
     }
 
     /// Flushes everything to disk, for shutdown; a write of every record,
-    /// so none other runs meanwhile, and none of customers or events after
-    /// it. Then writes the index's image, unless told not to; an image
-    /// that cannot be written is only logged, for the next start rebuilds.
+    /// so none other runs meanwhile. Then, in the embedded mode, writes
+    /// the index's image, unless told not to, with the store sealed so that
+    /// no customer or event is written after it; an image that cannot be
+    /// written is only logged, for the next start rebuilds. In cluster mode
+    /// the follower applies the log until the replica stops, so no image is
+    /// taken.
     pub async fn flush(&self) -> Result<()> {
-        self.write(usize::MAX, |shared| {
+        let embedded = self.replica.is_none();
+        self.write(usize::MAX, move |shared| {
+            let image = shared.image.as_ref().filter(|_| embedded);
+            // A write that panicked may have changed the store and not the
+            // index: then only a rebuild from the store is to be trusted.
+            let whole = !shared.writer.is_poisoned() && !shared.index.is_poisoned();
+            if image.is_some() && !whole {
+                tracing::warn!("a write failed half-way in this process: no index image is written, and the next start rebuilds the index from the store");
+            }
+            let image = image.filter(|_| whole);
+            if image.is_some() {
+                shared.store.seal();
+            }
             shared.store.close()?;
-            if let Some(path) = &shared.image {
+            if let Some(path) = image {
                 if let Err(error) = save_image(shared, path) {
                     tracing::warn!(%error, "the index image was not written; the next start rebuilds the index from the store");
                     let _ = std::fs::remove_file(path);

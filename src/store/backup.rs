@@ -66,6 +66,11 @@ impl Store {
             let tree = self.db.open_tree(&name).map_err(storage_error)?;
             for entry in tree.iter() {
                 let (key, value) = entry.map_err(storage_error)?;
+                // The index image's token holds for this data directory
+                // only, and only from a clean shutdown to the next start.
+                if name == "meta" && key == super::INDEX_IMAGE_KEY.as_bytes() {
+                    continue;
+                }
                 visit(Change {
                     tree: &name,
                     key: &key,

@@ -99,7 +99,7 @@ const NUMBERS_KEY: &str = "customer_numbers";
 /// The key of the token of the index image written at the last clean
 /// shutdown, in the `meta` tree; present only from that shutdown to the
 /// next start.
-const INDEX_IMAGE_KEY: &str = "index_image";
+pub(crate) const INDEX_IMAGE_KEY: &str = "index_image";
 /// How many customer numbers one reservation holds.
 const NUMBER_BLOCK: u32 = 4096;
 /// The store format this build writes; it migrates stores of format 1.
@@ -161,7 +161,7 @@ pub struct Store {
     durability: Durability,
     /// Where writes report their changes while a backup runs.
     tap: backup::TapSlot,
-    /// Set by [`Store::close`]: customers and events are no longer
+    /// Set by [`Store::seal`]: customers and events are no longer
     /// written, so that an index image written then stays true.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -345,6 +345,7 @@ impl Store {
     /// Ends applying a log record: stores its position if no write did.
     pub fn end_apply(&self) -> Result<()> {
         let position = self.applying.swap(0, Ordering::Relaxed);
+        self.open_for_writes()?;
         if position == 0 || self.position_stored.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -805,12 +806,18 @@ impl Store {
         Ok(())
     }
 
+    /// Stops writes of customers and events for good, for an index image
+    /// to be taken of the store as it is: [`Store::close`] then stores
+    /// all. Only where nothing else applies writes meanwhile (not in
+    /// cluster mode, whose follower applies the log until it stops).
+    pub fn seal(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
     /// Stores the next customer number exactly, so that a restart gives
     /// the numbers the reservation held and this process did not, then
-    /// flushes; blocking. At shutdown, under the writer lock. Customers
-    /// and events are not written after it.
+    /// flushes; blocking. At shutdown, under the writer lock.
     pub fn close(&self) -> Result<()> {
-        self.closed.store(true, Ordering::Release);
         let next = self.numbers.next.load(Ordering::Relaxed);
         if next < self.numbers.reserved.load(Ordering::Relaxed) {
             self.meta
@@ -822,11 +829,11 @@ impl Store {
     }
 
     /// Stores the token of an index image written of the store as it is,
-    /// once closed, and flushes; blocking.
+    /// once sealed and closed, and flushes; blocking.
     pub fn set_index_image(&self, token: u128) -> Result<()> {
         if !self.closed.load(Ordering::Acquire) {
             return Err(Error::internal(
-                "an index image is only taken of a closed store",
+                "an index image is only taken of a sealed store",
             ));
         }
         self.meta
@@ -838,7 +845,9 @@ impl Store {
     /// Takes out the token of the index image written at the last clean
     /// shutdown, if there was one, and flushes before returning it, so that
     /// the image is never read again once anything was written; blocking,
-    /// at start-up, before any write.
+    /// at start-up, before any write. Every build that writes store format
+    /// 2 does this: the image came with that format, and a build of format
+    /// 1 cannot open the store.
     pub fn take_index_image(&self) -> Result<Option<u128>> {
         let Some(token) = self.meta.remove(INDEX_IMAGE_KEY).map_err(storage_error)? else {
             return Ok(None);
@@ -972,6 +981,42 @@ mod tests {
                 })
             })
             .unwrap()
+    }
+
+    /// A sealed store takes no customer or event; the image token is
+    /// taken out once, and never goes into a backup.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_sealed_store_writes_no_customer_and_its_token_stays_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        create(&store, "a");
+        assert!(store.set_index_image(9).is_err(), "only of a sealed store");
+        store.seal();
+        store.close().unwrap();
+        let refused = store
+            .write(|writes| writes.number(&CustomerId::parse("a").unwrap()))
+            .unwrap_err();
+        assert!(matches!(refused, Error::Unavailable(_)), "{refused}");
+        let batch = ActivityRecord::default();
+        assert!(store.append_activity(&batch, &[], &[]).is_err());
+        store.set_index_image(9).unwrap();
+        let mut keys = Vec::new();
+        store
+            .scan_all(|change| {
+                keys.push((change.tree.to_vec(), change.key.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        assert!(keys.contains(&(b"customers".to_vec(), b"a".to_vec())));
+        assert!(!keys
+            .iter()
+            .any(|(_, key)| key == INDEX_IMAGE_KEY.as_bytes()));
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(store.take_index_image().unwrap(), Some(9));
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(store.take_index_image().unwrap(), None);
     }
 
     #[tokio::test(flavor = "multi_thread")]

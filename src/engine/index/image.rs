@@ -52,6 +52,11 @@ const CHUNK_ROWS: usize = 1 << 16;
 /// holds is far below.
 const MAX_ITEM_BYTES: u64 = 1 << 32;
 
+/// Where the image at `path` is written before it is renamed into place.
+pub fn image_temporary(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.tmp", path.display()))
+}
+
 fn io_error<'a>(path: &'a Path, doing: &'a str) -> impl Fn(std::io::Error) -> Error + 'a {
     move |error| Error::internal(format!("{doing} {}: {error}", path.display()))
 }
@@ -65,8 +70,16 @@ impl FeatureIndex {
     /// temporary file renamed into place once synced; returns its size in
     /// bytes. Blocking.
     pub fn save_image(&self, path: &Path, token: u128) -> Result<u64> {
-        let temporary = PathBuf::from(format!("{}.tmp", path.display()));
-        let file = File::create(&temporary).map_err(io_error(&temporary, "cannot create"))?;
+        let temporary = image_temporary(path);
+        let saved = self.save_image_through(&temporary, path, token);
+        if saved.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        saved
+    }
+
+    fn save_image_through(&self, temporary: &Path, path: &Path, token: u128) -> Result<u64> {
+        let file = File::create(temporary).map_err(io_error(temporary, "cannot create"))?;
         let mut out = Out {
             file: BufWriter::with_capacity(1 << 20, file),
             digest: Xxh3::new(),
@@ -74,19 +87,19 @@ impl FeatureIndex {
             scratch: Vec::new(),
         };
         self.write_image(&mut out, token)
-            .map_err(io_error(&temporary, "cannot write"))?;
+            .map_err(io_error(temporary, "cannot write"))?;
         let digest = out.digest.digest();
         out.file
             .write_all(&digest.to_le_bytes())
             .and_then(|()| out.file.flush())
-            .map_err(io_error(&temporary, "cannot write"))?;
+            .map_err(io_error(temporary, "cannot write"))?;
         let file = out
             .file
             .into_inner()
-            .map_err(|error| io_error(&temporary, "cannot write")(error.into_error()))?;
+            .map_err(|error| io_error(temporary, "cannot write")(error.into_error()))?;
         file.sync_all()
-            .map_err(io_error(&temporary, "cannot sync"))?;
-        std::fs::rename(&temporary, path).map_err(io_error(path, "cannot rename into"))?;
+            .map_err(io_error(temporary, "cannot sync"))?;
+        std::fs::rename(temporary, path).map_err(io_error(path, "cannot rename into"))?;
         if let Some(directory) = path.parent() {
             File::open(directory)
                 .and_then(|directory| directory.sync_all())
@@ -313,21 +326,29 @@ fn read_series(input: &mut In, rows: usize, amounts: bool) -> Result<Vec<Series>
     let keys = input.words(events)?;
     let refs = input.words(events)?;
     let mut at = 0;
-    Ok(counts
+    counts
         .iter()
         .map(|&count| {
             let range = at..at + count as usize;
             at = range.end;
-            Series::from_arrays(
-                times[range.clone()].iter().map(|&t| t as i64).collect(),
+            let (times, keys) = (&times[range.clone()], &keys[range.clone()]);
+            let in_order = times
+                .windows(2)
+                .zip(keys.windows(2))
+                .all(|(t, k)| (t[0] as i64, k[0]) <= (t[1] as i64, k[1]));
+            if !in_order {
+                return Err(corrupt("a row's events are out of order"));
+            }
+            Ok(Series::from_arrays(
+                times.iter().map(|&t| t as i64).collect(),
                 amounts.get(range.clone()).map_or_else(Vec::new, |amounts| {
                     amounts.iter().map(|&a| a as i64).collect()
                 }),
-                keys[range.clone()].to_vec(),
+                keys.to_vec(),
                 refs[range].iter().map(|&at| EventRef::unpack(at)).collect(),
-            )
+            ))
         })
-        .collect())
+        .collect()
 }
 
 fn read_image(
@@ -400,6 +421,25 @@ fn read_image(
                 None => return Err(corrupt("a row has engagement events and no firsts")),
             };
             index.rows.push(Row::from_parts(purchases, engaged));
+        }
+    }
+    // Every dictionary code names a string.
+    let Dictionaries {
+        country,
+        region,
+        city,
+        language,
+    } = &index.dictionaries;
+    let columns = &index.columns;
+    for (codes, dictionary) in [
+        (&columns.country, country),
+        (&columns.region, region),
+        (&columns.city, city),
+        (&columns.language, language),
+    ] {
+        let names = dictionary.names().len();
+        if codes.iter().any(|&code| code as usize >= names) {
+            return Err(corrupt("a column names a string its dictionary lacks"));
         }
     }
     // The id table, and the checks that every row agrees with it.
@@ -549,6 +589,8 @@ impl In {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use compact_str::CompactString;
 
     use super::*;
     use crate::domain::{
@@ -731,6 +773,29 @@ mod tests {
             FeatureIndex::load_image(&dir.path().join("none"), 7, Thresholds::default(), rows)
                 .is_err()
         );
+    }
+
+    /// An image whose digest holds, but whose content no index could
+    /// have, is refused rather than served.
+    #[test]
+    fn an_image_no_index_could_have_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IMAGE_FILE);
+        let refused = |index: &FeatureIndex| {
+            index.save_image(&path, 3).unwrap();
+            FeatureIndex::load_image(&path, 3, Thresholds::default(), index.rows.len())
+                .unwrap_err()
+                .to_string()
+        };
+        let mut index = sample(100);
+        index.columns.city[4] = 1_000;
+        assert!(refused(&index).contains("dictionary lacks"));
+        let mut index = sample(100);
+        index.rows[1].purchases.times.swap(0, 5);
+        assert!(refused(&index).contains("out of order"));
+        let mut index = sample(100);
+        index.ids[3] = CompactString::default();
+        assert!(refused(&index).contains("row 3"));
     }
 
     /// A damaged image is refused with an error, wherever the damage is,

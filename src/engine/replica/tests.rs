@@ -367,3 +367,29 @@ async fn a_token_past_the_end_of_the_log_is_answered_without_waiting_out_the_dea
         "{answered:?}"
     );
 }
+
+/// A replica's shutdown flush takes no index image and leaves the store
+/// open to the follower, which applies the log until the replica stops:
+/// a write that arrives after the flush is applied, not skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_flushed_for_shutdown_goes_on_applying_the_log() {
+    let dirs = tempfile::tempdir().unwrap();
+    let log = Arc::new(MemoryLog::new());
+    let a = replica(&log, &dirs.path().join("a")).await;
+    let b = replica(&log, &dirs.path().join("b")).await;
+    a.create_customer(id("ada"), Profile::default(), None)
+        .await
+        .unwrap();
+    caught_up(&b, &log).await;
+    b.flush().await.unwrap();
+    assert!(!dirs
+        .path()
+        .join("b")
+        .join(crate::engine::index::IMAGE_FILE)
+        .exists());
+    a.create_customer(id("bob"), Profile::default(), None)
+        .await
+        .unwrap();
+    caught_up(&b, &log).await;
+    assert_eq!(b.get_customer(&id("bob")).unwrap().id, id("bob"));
+}
