@@ -35,7 +35,7 @@ start_server() { # durability
     --durability "$1" --log-format json >"$work/server.log" 2>&1 &
   server=$!
   started_ns=$(date +%s%N)
-  for _ in $(seq 1200); do
+  for _ in $(seq 6000); do
     if ./target/release/segmentd healthcheck --addr "$addr" >/dev/null 2>&1; then
       serving_ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
       return
@@ -63,6 +63,18 @@ image_written() {
 }
 
 load() { ./target/release/examples/load --addr "$addr" "$@"; }
+
+# A crash leaves no image: the start after SIGKILL rebuilds the index from
+# the store.
+crash_restart() {
+  kill -KILL "$server"
+  wait "$server" || true
+  server=
+  start_server durable
+  echo "| restart after SIGKILL to SERVING, index rebuilt from the store | | $serving_ms ms |"
+  echo "| the rebuild's phases, ms | | $(grep '"index rebuilt"' "$work/server.log" | tail -1 | grep -o '"[a-z_]*_ms":[0-9]*' | tr -d '"' | tr '\n' ' ')|"
+  echo "| server RSS after the rebuild | | $(mib "$(grep VmRSS "/proc/$server/status" | awk '{print $2}')") MiB |"
+}
 pinned_load() { taskset -c 1 ./target/release/examples/load --addr "$addr" "$@"; }
 mib() { echo $(( $1 / 1024 )); }
 log_field() { grep -o "\"$1\":[0-9]*" "$work/server.log" | tail -1 | cut -d: -f2; }
@@ -98,24 +110,17 @@ echo "| restart to SERVING, index read from the image | | $serving_ms ms |"
 echo "| index memory | | $(log_field index_bytes_per_purchase) bytes per purchase, $(log_field index_bytes_per_customer) bytes per customer, $(log_field index_bytes_per_engagement) bytes per engagement event |"
 echo "| server RSS after restart | | $(mib "$(grep VmRSS "/proc/$server/status" | awk '{print $2}')") MiB |"
 if [ "$only" = storage ]; then
-  rebuilt() { grep '"index rebuilt"' "$work/server.log" | tail -1 | grep -o '"[a-z_]*_ms":[0-9]*' | tr -d '"' | tr '\n' ' '; }
   echo "| reading the image, ms | | $(grep '"index read from the image' "$work/server.log" | grep -o '"ms":[0-9]*' | cut -d: -f2) |"
   stop_server
   start_server durable
   echo "| second restart to SERVING | | $serving_ms ms |"
   echo "| server RSS after the second restart | | $(mib "$(grep VmRSS "/proc/$server/status" | awk '{print $2}')") MiB |"
-  # A crash leaves no image: the start rebuilds the index from the store.
-  kill -KILL "$server"
-  wait "$server" || true
-  server=
-  start_server durable
-  echo "| restart after SIGKILL to SERVING, index rebuilt from the store | | $serving_ms ms |"
-  echo "| the rebuild's phases, ms | | $(rebuilt)|"
-  echo "| server RSS after the rebuild | | $(mib "$(grep VmRSS "/proc/$server/status" | awk '{print $2}')") MiB |"
+  crash_restart
   stop_server
   exit 0
 fi
 load persona-breakdown --runs 7
+crash_restart
 stop_server
 
 # GetCustomerPersona per server core: the server on core 0, the load on
