@@ -394,6 +394,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server::run(listeners, args.config(), server::shutdown_signal()).await
 }
 
+/// How long the end of the process waits for work still on the runtime.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
+
 /// Runs the command line; what `main` calls.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -436,6 +439,9 @@ pub fn main() -> ExitCode {
             }
         }
     };
+    // Whatever work is left on the blocking pool (a background prediction
+    // fit, say) is not waited for: the server has flushed by now.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
