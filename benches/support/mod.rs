@@ -117,7 +117,8 @@ pub fn settings() -> EngineSettings {
         thresholds: Default::default(),
         watch: Default::default(),
         predictions: Default::default(),
-        index_image: true,
+        // The benchmarks flush and go on writing: no image, so no sealed store.
+        index_image: false,
     }
 }
 
