@@ -796,7 +796,7 @@ impl Store {
         self.db.flush().map(|_| ()).map_err(storage_error)
     }
 
-    /// Refuses a write of customers or events once the store is closed.
+    /// Refuses a write of customers or events once the store is sealed.
     fn open_for_writes(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Unavailable(
