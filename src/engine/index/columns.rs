@@ -129,6 +129,27 @@ impl Derived {
     }
 }
 
+/// Runs `$body` with `$column` bound to each column of `$columns` (a
+/// `Columns`, by value or reference), always in the same order. The
+/// columns are taken apart whole, so that a column added to [`Columns`]
+/// and not here fails to compile: every pass over all of them (their
+/// heap bytes, the index image) goes through this one list.
+macro_rules! for_each_column {
+    ($columns:expr, |$column:ident| $body:block) => {
+        for_each_column!(@with $columns, $column, $body;
+            alive party relationship gender consent objects birth income country region city
+            language count total first last days engaged lapsed_from frequent_until)
+    };
+    (@with $columns:expr, $column:ident, $body:block; $($name:ident)*) => {{
+        let Columns { $($name),* } = $columns;
+        $({
+            let $column = $name;
+            $body
+        })*
+    }};
+}
+pub(super) use for_each_column;
+
 /// Distinct UTC days among sorted times.
 fn distinct_days(times: &[i64]) -> u32 {
     let mut days = 0;
@@ -206,49 +227,11 @@ impl Columns {
 
     /// Heap bytes of every column.
     pub(super) fn heap_bytes(&self) -> usize {
-        // Taken apart whole, so that a new column cannot be missed.
-        let Columns {
-            alive,
-            party,
-            relationship,
-            gender,
-            consent,
-            objects,
-            birth,
-            income,
-            country,
-            region,
-            city,
-            language,
-            count,
-            total,
-            first,
-            last,
-            days,
-            engaged,
-            lapsed_from,
-            frequent_until,
-        } = self;
-        bytes(alive)
-            + bytes(party)
-            + bytes(relationship)
-            + bytes(gender)
-            + bytes(consent)
-            + bytes(objects)
-            + bytes(birth)
-            + bytes(income)
-            + bytes(country)
-            + bytes(region)
-            + bytes(city)
-            + bytes(language)
-            + bytes(count)
-            + bytes(total)
-            + bytes(first)
-            + bytes(last)
-            + bytes(days)
-            + bytes(engaged)
-            + bytes(lapsed_from)
-            + bytes(frequent_until)
+        let mut sum = 0;
+        for_each_column!(self, |column| {
+            sum += bytes(column);
+        });
+        sum
     }
 }
 

@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::columns::{Columns, Dictionaries, Dictionary};
+use super::columns::{for_each_column, Columns, Dictionaries, Dictionary};
 use super::series::{EventRef, Row, Series};
 use super::FeatureIndex;
 use crate::domain::features::{FirstEngagements, Thresholds};
@@ -182,103 +182,25 @@ impl FeatureIndex {
     }
 }
 
-/// Writes rows `range` of every column, each as one item.
+/// Writes rows `range` of every column, each as one item, in the order
+/// of [`for_each_column`], which `read_columns` reads them back in.
 fn write_columns(
     out: &mut Out,
     columns: &Columns,
     range: std::ops::Range<usize>,
 ) -> std::io::Result<()> {
-    // Taken apart whole, so that a new column cannot be missed; read back
-    // in the same order by `read_columns`.
-    let Columns {
-        alive,
-        party,
-        relationship,
-        gender,
-        consent,
-        objects,
-        birth,
-        income,
-        country,
-        region,
-        city,
-        language,
-        count,
-        total,
-        first,
-        last,
-        days,
-        engaged,
-        lapsed_from,
-        frequent_until,
-    } = columns;
-    let r = || range.clone();
-    out.item(&alive[r()])?;
-    out.item(&party[r()])?;
-    out.item(&relationship[r()])?;
-    out.item(&gender[r()])?;
-    out.item(&consent[r()])?;
-    out.item(&objects[r()])?;
-    out.item(&birth[r()])?;
-    out.item(&income[r()])?;
-    out.item(&country[r()])?;
-    out.item(&region[r()])?;
-    out.item(&city[r()])?;
-    out.item(&language[r()])?;
-    out.item(&count[r()])?;
-    out.item(&total[r()])?;
-    out.item(&first[r()])?;
-    out.item(&last[r()])?;
-    out.item(&days[r()])?;
-    out.item(&engaged[r()])?;
-    out.item(&lapsed_from[r()])?;
-    out.item(&frequent_until[r()])
+    for_each_column!(columns, |column| {
+        out.item(&column[range.clone()])?;
+    });
+    Ok(())
 }
 
 /// Reads the next `rows` rows of every column, in `write_columns`' order.
 fn read_columns(input: &mut In, columns: &mut Columns, rows: usize) -> Result<()> {
-    let Columns {
-        alive,
-        party,
-        relationship,
-        gender,
-        consent,
-        objects,
-        birth,
-        income,
-        country,
-        region,
-        city,
-        language,
-        count,
-        total,
-        first,
-        last,
-        days,
-        engaged,
-        lapsed_from,
-        frequent_until,
-    } = columns;
-    input.extend(alive, rows)?;
-    input.extend(party, rows)?;
-    input.extend(relationship, rows)?;
-    input.extend(gender, rows)?;
-    input.extend(consent, rows)?;
-    input.extend(objects, rows)?;
-    input.extend(birth, rows)?;
-    input.extend(income, rows)?;
-    input.extend(country, rows)?;
-    input.extend(region, rows)?;
-    input.extend(city, rows)?;
-    input.extend(language, rows)?;
-    input.extend(count, rows)?;
-    input.extend(total, rows)?;
-    input.extend(first, rows)?;
-    input.extend(last, rows)?;
-    input.extend(days, rows)?;
-    input.extend(engaged, rows)?;
-    input.extend(lapsed_from, rows)?;
-    input.extend(frequent_until, rows)
+    for_each_column!(columns, |column| {
+        input.extend(column, rows)?;
+    });
+    Ok(())
 }
 
 /// Writes one kind of event of a chunk's rows: the count of each row,
