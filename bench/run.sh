@@ -75,6 +75,23 @@ crash_restart() {
   echo "| the rebuild's phases, ms | | $(grep '"index rebuilt"' "$work/server.log" | tail -1 | grep -o '"[a-z_]*_ms":[0-9]*' | tr -d '"' | tr '\n' ' ')|"
   echo "| server RSS after the rebuild | | $(mib "$(grep VmRSS "/proc/$server/status" | awk '{print $2}')") MiB |"
 }
+# Waits for the start's background work, so that the queries are measured
+# on their own: the change history loaded, then a second with the server
+# all but idle (a prediction fit due at the start runs meanwhile); at
+# most two minutes.
+settle() {
+  local ticks=$(( $(getconf CLK_TCK) )) before after
+  for _ in $(seq 1200); do
+    grep -q '"change history loaded"' "$work/server.log" && break
+    sleep 0.1
+  done
+  for _ in $(seq 120); do
+    before=$(awk '{print $14 + $15}' "/proc/$server/stat")
+    sleep 1
+    after=$(awk '{print $14 + $15}' "/proc/$server/stat")
+    [ $(( (after - before) * 20 )) -lt "$ticks" ] && return
+  done
+}
 pinned_load() { taskset -c 1 ./target/release/examples/load --addr "$addr" "$@"; }
 mib() { echo $(( $1 / 1024 )); }
 log_field() { grep -o "\"$1\":[0-9]*" "$work/server.log" | tail -1 | cut -d: -f2; }
@@ -119,6 +136,7 @@ if [ "$only" = storage ]; then
   stop_server
   exit 0
 fi
+settle
 load persona-breakdown --runs 7
 crash_restart
 stop_server
@@ -128,6 +146,7 @@ stop_server
 # keeps the server at well over half of that rate.
 pin_server=(taskset -c 0)
 start_server durable
+settle
 saturated=$(pinned_load persona --requests 300000 --connections 4 --concurrency 128 --customers "$customers")
 echo "$saturated"
 pinned_load persona --requests 100000 --connections 2 --concurrency 2 --customers "$customers"

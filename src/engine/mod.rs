@@ -362,7 +362,8 @@ impl Engine {
     }
 
     /// Flushes everything to disk, for shutdown; a write of every record,
-    /// so none other runs meanwhile. Then, in the embedded mode, writes
+    /// so none other runs meanwhile. In the embedded mode it first
+    /// checkpoints the change history (see `checkpoint_watches`), then writes
     /// the index's image, unless told not to, with the store sealed so that
     /// no customer or event is written after it; an image that cannot be
     /// written is only logged, for the next start rebuilds. In cluster mode
@@ -370,6 +371,11 @@ impl Engine {
     /// taken.
     pub async fn flush(&self) -> Result<()> {
         let embedded = self.replica.is_none();
+        if embedded {
+            if let Err(error) = self.checkpoint_watches().await {
+                tracing::warn!(%error, "the change history was not checkpointed; the next start replays its records");
+            }
+        }
         self.write(usize::MAX, move |shared| {
             let image = shared.image.as_ref().filter(|_| embedded);
             // A write that panicked may have changed the store and not the

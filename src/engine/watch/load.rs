@@ -1,12 +1,13 @@
 //! Loading the change history at start-up (and after a failed
 //! evaluation): every subject's checkpoint, replayed to the last record.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 use super::evaluate::{catalog_rule, compile_rule, State, SubjectState};
 use super::members::Members;
-use super::record::{decode, encode, Checkpoint, Record, Subject};
+use super::record::{decode, encode, head_of, payload, view, Checkpoint, Record, Subject};
 use crate::domain::rules::Predicate;
 use crate::domain::{Result, Timestamp};
 use crate::engine::frame::Frame;
@@ -47,29 +48,46 @@ pub fn create(shared: &Shared, history: u64, at: Timestamp) -> Result<State> {
     Ok(state)
 }
 
+/// A subject's members as a start finds them: those of its checkpoint,
+/// borrowed from its bytes, and the changes of the records after it, by
+/// customer (their persona, `None` when they left).
+struct Replayed<'a> {
+    rule: String,
+    seq: u64,
+    members: Vec<(&'a str, &'a str)>,
+    changed: HashMap<String, Option<String>>,
+}
+
 /// Loads the history `history`; the personas, if not followed yet, are
 /// followed from their assignments at `now`, or at the last evaluation
 /// time if later.
 fn load_history(shared: &Shared, history: u64, now: Timestamp) -> Result<State> {
     let store = &shared.store;
     let (pruned, last) = store.history_bounds()?;
-    let mut checkpoints: BTreeMap<Subject, Checkpoint> = BTreeMap::new();
-    for (_, bytes) in store.history_checkpoints()? {
-        let checkpoint: Checkpoint = decode(&bytes)?;
-        checkpoints.insert(checkpoint.subject.clone(), checkpoint);
-    }
-    // Replay every record after the oldest checkpoint into the member
-    // lists by id.
-    let mut lists: BTreeMap<Subject, (String, u64, BTreeMap<String, String>)> = checkpoints
+    // The checkpoints are read in place: a checkpoint of the personas holds
+    // every customer, and a start makes no string of theirs.
+    let payloads = store
+        .history_checkpoints()?
         .into_iter()
-        .map(|(subject, checkpoint)| {
-            let members = checkpoint.members.into_iter().collect();
-            (subject, (checkpoint.rule, checkpoint.seq, members))
-        })
-        .collect();
-    let oldest = lists.values().map(|(_, seq, _)| *seq).min().unwrap_or(last);
-    // Every record kept is read once, for retention; the ones after the
-    // oldest checkpoint are replayed.
+        .map(|(_, bytes)| payload(&bytes).map(Cow::into_owned))
+        .collect::<Result<Vec<_>>>()?;
+    let mut lists: BTreeMap<Subject, Replayed> = BTreeMap::new();
+    for bytes in &payloads {
+        let checkpoint = view(bytes)?;
+        lists.insert(
+            checkpoint.subject,
+            Replayed {
+                rule: checkpoint.rule,
+                seq: checkpoint.seq,
+                members: checkpoint.members,
+                changed: HashMap::new(),
+            },
+        );
+    }
+    let oldest = lists.values().map(|list| list.seq).min().unwrap_or(last);
+    // Every record kept is read once, for retention, its head only; the
+    // ones after the oldest checkpoint are replayed into the changes since
+    // their subject's checkpoint.
     let mut after = pruned;
     let mut sizes = VecDeque::new();
     let mut at = store.history_evaluated_at()?;
@@ -79,30 +97,30 @@ fn load_history(shared: &Shared, history: u64, now: Timestamp) -> Result<State> 
             break;
         };
         for (seq, bytes) in records {
+            if seq <= oldest {
+                let (_, record_at) = head_of(&bytes)?;
+                at = at.max(record_at);
+                sizes.push_back((seq, bytes.len() as u64 + 9, record_at));
+                continue;
+            }
             let record: Record = decode(&bytes)?;
             at = at.max(record.at);
             sizes.push_back((seq, bytes.len() as u64 + 9, record.at));
-            if seq <= oldest {
-                continue;
-            }
-            let Some((rule, from, members)) = lists.get_mut(&record.subject) else {
+            let Some(list) = lists.get_mut(&record.subject) else {
                 continue;
             };
-            if seq <= *from {
+            if seq <= list.seq {
                 continue;
             }
             if let Some(new_rule) = record.rule {
-                *rule = new_rule;
+                list.rule = new_rule;
             }
             for change in record.changes {
                 if change.customer.is_empty() {
                     continue;
                 }
-                if change.entered {
-                    members.insert(change.customer, change.to);
-                } else {
-                    members.remove(&change.customer);
-                }
+                let persona = change.entered.then_some(change.to);
+                list.changed.insert(change.customer, persona);
             }
             if record.ended {
                 lists.remove(&record.subject);
@@ -129,21 +147,32 @@ fn load_history(shared: &Shared, history: u64, now: Timestamp) -> Result<State> 
     // Cluster mode puts the model of the last evaluation back from its
     // fingerprint instead, at the first tick (see `replicated`).
     state.tracker.assume_model_of(&index);
-    for (subject, (rule, _, members)) in lists {
+    for (subject, list) in lists {
         let compiled = match &subject {
-            Subject::Segment { .. } => compile_rule(&rule).ok(),
+            Subject::Segment { .. } => compile_rule(&list.rule).ok(),
             Subject::Personas => None,
         };
         let personas = matches!(subject, Subject::Personas);
         let mut codes = Members::empty(personas);
         let mut ghosts = Vec::new();
-        for (customer, persona) in members {
-            let code = if personas { state.code(&persona) } else { 1 };
-            match index.row_number(&customer) {
+        let checkpointed = list
+            .members
+            .iter()
+            .filter(|(customer, _)| !list.changed.contains_key(*customer))
+            .map(|&(customer, persona)| (customer, persona));
+        let since = list
+            .changed
+            .iter()
+            .filter_map(|(customer, persona)| Some((customer.as_str(), persona.as_deref()?)));
+        for (customer, persona) in checkpointed.chain(since) {
+            let code = if personas { state.code(persona) } else { 1 };
+            match index.row_number(customer) {
                 Some(row) => codes.set(row as usize, code),
-                None => ghosts.push((customer, persona)),
+                None => ghosts.push((customer.to_owned(), persona.to_owned())),
             }
         }
+        ghosts.sort_unstable();
+        let rule = list.rule;
         state.subjects.insert(
             subject,
             SubjectState {

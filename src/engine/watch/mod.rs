@@ -438,6 +438,32 @@ fn evaluate_now(shared: &Shared) -> Result<()> {
 }
 
 impl Engine {
+    /// Embedded mode, at a clean shutdown once no write comes any more: a
+    /// last evaluation, which checkpoints every subject with records since
+    /// its checkpoint, so that the next start reads each subject's members
+    /// from its checkpoint alone instead of replaying an import's records.
+    pub(super) async fn checkpoint_watches(&self) -> Result<()> {
+        if self.replica.is_some() {
+            // Cluster mode checkpoints at the log's ticks, the same on
+            // every replica.
+            return Ok(());
+        }
+        self.blocking(|shared| {
+            {
+                let mut guard = lock(&shared.watch.state);
+                let Some(state) = guard.as_mut() else {
+                    return Ok(());
+                };
+                if !state.subjects.values().any(|subject| subject.dirty) {
+                    return Ok(());
+                }
+                state.maintenance_due = Some(true);
+            }
+            evaluate_now(shared)
+        })
+        .await
+    }
+
     /// Starts a watch of `subject` (see [`Start`]); for personas, of moves
     /// into or out of `personas` (every one when empty).
     pub async fn watch(

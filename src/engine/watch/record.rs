@@ -1,14 +1,25 @@
 //! What the change history holds: subjects, records of changes, their
-//! checkpoints, and the cursors that point into it; and their encoding
-//! (a version byte, then postcard).
+//! checkpoints, and the cursors that point into it; and their encoding:
+//! a version byte, then postcard, compressed with LZ4 when it is large
+//! (an import's record, a checkpoint of every customer's persona).
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::rules::Channel;
 use crate::domain::{Error, Result};
 
-/// The version byte of every encoded record and checkpoint.
+/// The version byte of an encoded record or checkpoint: postcard.
 const VERSION: u8 = 1;
+
+/// The version byte of a compressed one: postcard compressed with LZ4
+/// (block format, its length first).
+const VERSION_LZ4: u8 = 2;
+
+/// Entries of at least this many bytes are compressed: the ids and persona
+/// names of a long list of changes repeat much from one to the next.
+const COMPRESS_FROM: usize = 4096;
 
 /// What a watch follows.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -126,35 +137,93 @@ pub struct Checkpoint {
     pub members: Vec<(String, String)>,
 }
 
+/// A checkpoint read in place, its members borrowed from the entry's
+/// bytes: a start reads a checkpoint of every customer's persona without
+/// a string per id. The fields are [`Checkpoint`]'s, in its order.
+#[derive(Debug, Deserialize)]
+pub struct CheckpointView<'a> {
+    /// See [`Checkpoint::subject`].
+    pub subject: Subject,
+    /// See [`Checkpoint::seq`].
+    pub seq: u64,
+    /// See [`Checkpoint::rule`].
+    pub rule: String,
+    /// See [`Checkpoint::members`].
+    #[serde(borrow)]
+    pub members: Vec<(&'a str, &'a str)>,
+}
+
+/// A checkpoint's view of a [`payload`].
+pub fn view(payload: &[u8]) -> Result<CheckpointView<'_>> {
+    postcard::from_bytes(payload).map_err(damaged)
+}
+
 /// Encodes a record or checkpoint.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let bytes = vec![VERSION];
-    postcard::to_extend(value, bytes)
-        .map_err(|error| Error::internal(format!("encoding the change history: {error}")))
+    let plain = postcard::to_allocvec(value)
+        .map_err(|error| Error::internal(format!("encoding the change history: {error}")))?;
+    if plain.len() >= COMPRESS_FROM {
+        let compressed = lz4_flex::block::compress_prepend_size(&plain);
+        if compressed.len() < plain.len() {
+            let mut bytes = Vec::with_capacity(1 + compressed.len());
+            bytes.push(VERSION_LZ4);
+            bytes.extend_from_slice(&compressed);
+            return Ok(bytes);
+        }
+    }
+    let mut bytes = Vec::with_capacity(1 + plain.len());
+    bytes.push(VERSION);
+    bytes.extend_from_slice(&plain);
+    Ok(bytes)
+}
+
+fn damaged(error: impl std::fmt::Display) -> Error {
+    Error::internal(format!("a damaged change history entry: {error}"))
+}
+
+/// The postcard bytes of an encoded record or checkpoint: in place, or
+/// decompressed.
+pub fn payload(bytes: &[u8]) -> Result<Cow<'_, [u8]>> {
+    match bytes.split_first() {
+        Some((&VERSION, rest)) => Ok(Cow::Borrowed(rest)),
+        Some((&VERSION_LZ4, rest)) => {
+            let claimed = rest
+                .get(..4)
+                .map(|size| u32::from_le_bytes(size.try_into().expect("four bytes")) as usize)
+                .ok_or_else(|| damaged("no length"))?;
+            // LZ4 expands a byte to at most 255: a damaged length is
+            // refused before it is allocated.
+            let most = (rest.len() - 4).saturating_mul(255).saturating_add(16);
+            if claimed > most {
+                return Err(damaged(format!("{claimed} bytes claimed")));
+            }
+            lz4_flex::block::decompress_size_prepended(rest)
+                .map(Cow::Owned)
+                .map_err(damaged)
+        }
+        _ => Err(Error::internal(
+            "a change history entry of an unknown version",
+        )),
+    }
 }
 
 /// Decodes a record or checkpoint.
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
-    match bytes.split_first() {
-        Some((&VERSION, rest)) => postcard::from_bytes(rest)
-            .map_err(|error| Error::internal(format!("a damaged change history entry: {error}"))),
-        _ => Err(Error::internal(
-            "a change history entry of an unknown version",
-        )),
-    }
+    postcard::from_bytes(&payload(bytes)?).map_err(damaged)
+}
+
+/// The subject and the evaluation time of an encoded record, read
+/// without its changes.
+pub fn head_of(bytes: &[u8]) -> Result<(Subject, i64)> {
+    // They are a record's first two fields.
+    postcard::take_from_bytes::<(Subject, i64)>(&payload(bytes)?)
+        .map(|(head, _)| head)
+        .map_err(damaged)
 }
 
 /// The subject of an encoded record, read without the rest of it.
 pub fn subject_of(bytes: &[u8]) -> Result<Subject> {
-    match bytes.split_first() {
-        // The subject is a record's first field.
-        Some((&VERSION, rest)) => postcard::take_from_bytes::<Subject>(rest)
-            .map(|(subject, _)| subject)
-            .map_err(|error| Error::internal(format!("a damaged change history entry: {error}"))),
-        _ => Err(Error::internal(
-            "a change history entry of an unknown version",
-        )),
-    }
+    head_of(bytes).map(|(subject, _)| subject)
 }
 
 /// A place in the history: after `offset` changes of record `seq` (all of
@@ -267,9 +336,96 @@ mod tests {
         let bytes = encode(&record).unwrap();
         assert_eq!(decode::<Record>(&bytes).unwrap(), record);
         assert_eq!(subject_of(&bytes).unwrap(), record.subject);
+        assert_eq!(bytes[0], VERSION, "a short record is not compressed");
         let mut newer = bytes.clone();
-        newer[0] = VERSION + 1;
+        newer[0] = VERSION_LZ4 + 1;
         assert!(decode::<Record>(&newer).is_err());
         assert!(decode::<Record>(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// An import's record: a persona change for each of many customers.
+    fn long_record() -> Record {
+        Record {
+            subject: Subject::Personas,
+            at: 1_700_000_000_000_000_000,
+            changes: (0..5000)
+                .map(|n| Change {
+                    customer: format!("c{n:07}"),
+                    entered: true,
+                    from: ["", "new_customer"][n % 2].into(),
+                    to: ["loyal_regular", "one_time_buyer"][n % 2].into(),
+                    cause: Cause::Activity,
+                })
+                .collect(),
+            rule: None,
+            ended: false,
+        }
+    }
+
+    #[test]
+    fn long_records_are_compressed_and_read_back_whole() {
+        let record = long_record();
+        let plain = postcard::to_allocvec(&record).unwrap();
+        let bytes = encode(&record).unwrap();
+        assert_eq!(bytes[0], VERSION_LZ4);
+        assert!(
+            bytes.len() * 3 < plain.len(),
+            "{} bytes from {}",
+            bytes.len(),
+            plain.len()
+        );
+        assert_eq!(decode::<Record>(&bytes).unwrap(), record);
+        assert_eq!(head_of(&bytes).unwrap(), (Subject::Personas, record.at));
+        // An entry written uncompressed, as earlier builds did, still reads.
+        let mut earlier = vec![VERSION];
+        earlier.extend_from_slice(&plain);
+        assert_eq!(decode::<Record>(&earlier).unwrap(), record);
+        assert_eq!(head_of(&earlier).unwrap(), (Subject::Personas, record.at));
+    }
+
+    #[test]
+    fn a_checkpoint_reads_in_place_as_written() {
+        let checkpoint = Checkpoint {
+            subject: Subject::Personas,
+            seq: 41,
+            rule: "3".into(),
+            members: (0..2000)
+                .map(|n| (format!("c{n:07}"), "loyal_regular".to_owned()))
+                .collect(),
+        };
+        let bytes = encode(&checkpoint).unwrap();
+        assert_eq!(bytes[0], VERSION_LZ4);
+        let payload = payload(&bytes).unwrap();
+        let view = view(&payload).unwrap();
+        assert_eq!(
+            (view.subject, view.seq, view.rule),
+            (checkpoint.subject, checkpoint.seq, checkpoint.rule)
+        );
+        let members: Vec<(String, String)> = view
+            .members
+            .iter()
+            .map(|&(id, persona)| (id.to_owned(), persona.to_owned()))
+            .collect();
+        assert_eq!(members, checkpoint.members);
+    }
+
+    #[test]
+    fn damaged_compressed_entries_are_refused_without_a_panic() {
+        let bytes = encode(&long_record()).unwrap();
+        // Cut short, anywhere.
+        for end in [0, 1, 3, 5, bytes.len() / 2, bytes.len() - 1] {
+            assert!(decode::<Record>(&bytes[..end]).is_err(), "cut at {end}");
+        }
+        // A length no such entry could expand to is refused before it is
+        // allocated.
+        let mut huge = bytes.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(payload(&huge).is_err());
+        // Flipped bytes give an error or another record, never a panic.
+        for at in (1..bytes.len()).step_by(97) {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x5a;
+            let _ = decode::<Record>(&flipped);
+        }
     }
 }
