@@ -5,7 +5,7 @@
 //! the bounds and the tracker for the index, and says when they are at hand.
 
 use std::collections::BTreeMap;
-use std::sync::{RwLock, TryLockError};
+use std::sync::RwLock;
 
 use crate::domain::features::NANOS_PER_DAY;
 
@@ -115,6 +115,42 @@ impl RfmBounds {
     /// M of a spend.
     pub fn m(&self, total: i64) -> u8 {
         1 + self.totals.iter().filter(|&&bound| total > bound).count() as u8
+    }
+}
+
+impl RfmBounds {
+    /// What the scores depend on at `at`.
+    pub fn at(&self, at: i64) -> ScoreBounds {
+        ScoreBounds {
+            recency: self.recency_days(at),
+            counts: self.counts,
+            totals: self.totals,
+        }
+    }
+}
+
+/// What every purchaser's RFM scores at one time depend on: the recency
+/// in whole days of each R bound then, and the F and M bounds. Bounds
+/// that moved without moving these moved no one's scores: a purchase
+/// moves the R bounds by nanoseconds, and seldom their recency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScoreBounds {
+    recency: [i64; 4],
+    counts: [u32; 4],
+    totals: [i64; 4],
+}
+
+impl ScoreBounds {
+    /// R, F and M of a purchaser whose last purchase was `recency` whole
+    /// days before, with `count` purchases and `total` spend: those of
+    /// [`RfmBounds::r`], [`RfmBounds::f`] and [`RfmBounds::m`].
+    pub fn scores(&self, recency: i64, count: u32, total: i64) -> [u8; 3] {
+        let passed = |passes: [bool; 4]| 1 + passes.iter().filter(|&&pass| pass).count() as u8;
+        [
+            passed(self.recency.map(|bound| recency < bound)),
+            passed(self.counts.map(|bound| count > bound)),
+            passed(self.totals.map(|bound| total > bound)),
+        ]
     }
 }
 
@@ -307,7 +343,7 @@ const UNREAD_CHANGES: usize = 8192;
 /// The RFM bounds over the all-time figures, and the tracker that moves
 /// them with each purchase. Writers change it through `&mut` (no lock is
 /// taken); readers share the bounds, and the first to find them stale
-/// brings them up to date under the write lock.
+/// brings them up to date, holding the lock for microseconds only.
 #[derive(Debug, Default)]
 pub struct RfmState(RwLock<Kept>);
 
@@ -351,47 +387,47 @@ impl Kept {
 }
 
 impl RfmState {
+    fn kept(&self) -> std::sync::RwLockReadGuard<'_, Kept> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn kept_mut(&self) -> std::sync::RwLockWriteGuard<'_, Kept> {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Whether the bounds are at hand, so that asking for them costs
-    /// microseconds. Never waits: a reader finding the bounds afresh holds
-    /// the lock for milliseconds, and then they are not at hand.
+    /// microseconds. Waits only for microseconds: no one holds the lock
+    /// while finding the bounds from every purchaser's figures.
     pub fn ready(&self) -> bool {
-        let fresh = match self.0.try_read() {
-            Ok(kept) => kept.bounds.is_some(),
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner().bounds.is_some(),
-            Err(TryLockError::WouldBlock) => false,
-        };
-        if fresh {
+        if self.kept().bounds.is_some() {
             return true;
         }
-        let mut kept = match self.0.try_write() {
-            Ok(kept) => kept,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return false,
-        };
-        kept.tracked_bounds().is_some()
+        self.kept_mut().tracked_bounds().is_some()
     }
 
     /// The bounds, found from `figures` (every purchaser's) when neither
     /// they nor the tracker are at hand.
     pub fn bounds(&self, figures: impl FnOnce() -> AllFigures) -> Option<RfmBounds> {
-        let fresh = self
-            .0
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .bounds;
-        if let Some(bounds) = fresh {
+        if let Some(bounds) = self.kept().bounds {
             return bounds;
         }
-        let mut kept = self
-            .0
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(bounds) = kept.tracked_bounds() {
+        if let Some(bounds) = self.kept_mut().tracked_bounds() {
             return bounds;
         }
+        // Found without the lock: the figures cannot change meanwhile, for
+        // the caller holds the index and `change` needs it for writing. Two
+        // readers that find them at once find the same.
         let (lasts, counts, totals) = figures();
         let tracker = RfmTracker::new(lasts, counts, totals);
         let bounds = tracker.as_ref().and_then(RfmTracker::bounds).flatten();
+        let mut kept = self.kept_mut();
+        if let Some(found) = kept.bounds {
+            return found;
+        }
         *kept = Kept {
             bounds: Some(bounds),
             tracker,
@@ -471,6 +507,36 @@ mod tests {
             all.iter().map(|f| f.1).collect(),
             all.iter().map(|f| f.2).collect(),
         )
+    }
+
+    #[test]
+    fn score_bounds_place_as_the_bounds_do() {
+        let mut rng = Lcg(5);
+        let day = NANOS_PER_DAY;
+        for _ in 0..200 {
+            let n = 1 + rng.below(300) as usize;
+            let all: Vec<Figures> = (0..n)
+                .map(|_| {
+                    (
+                        rng.below(400 * day as u64) as i64,
+                        1 + rng.below(12) as u32,
+                        rng.below(50_000) as i64,
+                    )
+                })
+                .collect();
+            let (lasts, counts, totals) = figures_of(&all);
+            let bounds = RfmBounds::from_figures(lasts, counts, totals).unwrap();
+            // Any time of day, so that whole days fall anywhere.
+            let at = 400 * day + rng.below(day as u64) as i64;
+            let placed = bounds.at(at);
+            for &(last, count, total) in &all {
+                let recency = at.saturating_sub(last).div_euclid(day);
+                assert_eq!(
+                    placed.scores(recency, count, total),
+                    [bounds.r(at, last), bounds.f(count), bounds.m(total)]
+                );
+            }
+        }
     }
 
     #[test]

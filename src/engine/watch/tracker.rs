@@ -25,8 +25,9 @@ use rayon::prelude::*;
 
 use crate::domain::features::NANOS_PER_DAY;
 use crate::domain::rules::{Predicate, Variable};
-use crate::engine::frame::{Frame, Score};
+use crate::engine::frame::Frame;
 use crate::engine::index::{age_at, FeatureIndex};
+use crate::engine::rfm::ScoreBounds;
 
 /// Past this share of the rows (one in this many), reading every row a
 /// rule at a time is cheaper than reading the candidates a customer at a
@@ -53,24 +54,16 @@ pub(super) struct Tracker {
     /// a feature of the customer moves with time alone; `i64::MAX` for
     /// none.
     next: Vec<i64>,
-    /// The R, F and M scores of every row at the last evaluation, kept
-    /// while some subject reads a score.
-    scores: Option<Scores>,
+    /// What placed the R, F and M scores at the last evaluation, kept
+    /// while some subject reads a score: every row's scores follow from it
+    /// and the row's own figures.
+    scores: Option<ScoreKey>,
     /// The prediction model at the last evaluation.
     model: ModelKey,
 }
 
-/// Every row's scores, and what they were placed by.
-#[derive(Debug)]
-struct Scores {
-    /// The bounds' identity: the bounds and the recency of each R bound in
-    /// whole days at the evaluation time.
-    key: ScoreKey,
-    /// R, F and M by row, 0 without a purchase.
-    by_row: [Vec<u8>; 3],
-}
-
-type ScoreKey = Option<(crate::engine::rfm::RfmBounds, [i64; 4])>;
+/// What placed the scores: `None` without a purchaser.
+type ScoreKey = Option<ScoreBounds>;
 
 /// What to evaluate.
 #[derive(Debug)]
@@ -150,8 +143,7 @@ fn key_of(index: &FeatureIndex) -> ModelKey {
 }
 
 fn score_key(frame: &Frame<'_>) -> ScoreKey {
-    let bounds = *frame.rfm_bounds()?;
-    Some((bounds, bounds.recency_days(frame.at)))
+    frame.rfm_bounds().map(|bounds| bounds.at(frame.at))
 }
 
 impl Tracker {
@@ -231,23 +223,11 @@ impl Tracker {
         let mut moved = Vec::new();
         if scored {
             let key = score_key(frame);
-            match &self.scores {
-                Some(scores) if scores.key == key => {}
-                Some(scores) => {
-                    let by_row = score_all(frame);
-                    moved.extend(
-                        (0..rows)
-                            .into_par_iter()
-                            .filter(|&row| {
-                                (0..3).any(|s| {
-                                    scores.by_row[s].get(row).copied().unwrap_or(0)
-                                        != by_row[s][row]
-                                })
-                            })
-                            .map(|row| row as u32)
-                            .collect::<Vec<u32>>(),
-                    );
-                    self.scores = Some(Scores { key, by_row });
+            match self.scores {
+                Some(before) if before == key => {}
+                Some(before) => {
+                    moved.extend(moved_scores(frame, before, key));
+                    self.scores = Some(key);
                 }
                 // No subject read a score before: the one that does now
                 // may have been evaluated before the bounds moved.
@@ -282,27 +262,13 @@ impl Tracker {
                     .into_par_iter()
                     .map(|row| next_change(frame, row))
                     .collect();
-                self.scores = scored.then(|| Scores {
-                    key: score_key(frame),
-                    by_row: score_all(frame),
-                });
+                self.scores = scored.then(|| score_key(frame));
                 self.valid = true;
             }
             Plan::Rows(rows, _) => {
                 self.next.resize(frame.rows(), i64::MAX);
                 for &row in rows {
                     self.next[row as usize] = next_change(frame, row);
-                }
-                if let Some(scores) = &mut self.scores {
-                    for by_row in &mut scores.by_row {
-                        by_row.resize(frame.rows(), 0);
-                    }
-                    for &row in rows {
-                        let (r, f, m) = frame.rfm_of(row as usize).unwrap_or((0, 0, 0));
-                        scores.by_row[0][row as usize] = r;
-                        scores.by_row[1][row as usize] = f;
-                        scores.by_row[2][row as usize] = m;
-                    }
                 }
             }
         }
@@ -315,8 +281,23 @@ impl Tracker {
     }
 }
 
-fn score_all(frame: &Frame<'_>) -> [Vec<u8>; 3] {
-    [Score::R, Score::F, Score::M].map(|score| frame.rfm(score).to_vec())
+/// The rows whose scores placed by `now` differ from those placed by
+/// `before`, their figures being the frame's: one pass over three columns.
+/// A row whose own figures moved since is a candidate on its own account.
+fn moved_scores(frame: &Frame<'_>, before: ScoreKey, now: ScoreKey) -> Vec<u32> {
+    let (count, total) = (frame.count(), frame.total());
+    let alive = &frame.index.columns().alive;
+    let scores = |key: &ScoreKey, row: usize| match key {
+        Some(bounds) if alive[row] && count[row] > 0 => {
+            bounds.scores(frame.recency_days(row), count[row], total[row])
+        }
+        _ => [0; 3],
+    };
+    (0..frame.rows())
+        .into_par_iter()
+        .filter(|&row| scores(&before, row) != scores(&now, row))
+        .map(|row| row as u32)
+        .collect()
 }
 
 /// The first instant after the frame's time at which a feature of `row`
