@@ -200,6 +200,13 @@ struct Shared {
     /// write and the index update, so that writes run one at a time and
     /// apply to both in the same order.
     writer: Mutex<()>,
+    /// Held for reading by the reads that hold the index for long (scans,
+    /// the watches' evaluations), and for writing by a write around its
+    /// index update. A write waits here, not on the index: the index's
+    /// lock makes new readers wait behind a waiting writer, and a
+    /// customer's read would wait out the scan with it. Taken after the
+    /// writer lock, before the index.
+    long_reads: RwLock<()>,
     /// Settings for every request.
     settings: EngineSettings,
     /// The persona catalog in force, compiled.
@@ -233,11 +240,7 @@ impl Shared {
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return None,
         };
-        let index_free = match self.index.try_write() {
-            Ok(_) | Err(TryLockError::Poisoned(_)) => true,
-            Err(TryLockError::WouldBlock) => false,
-        };
-        index_free.then_some(writer)
+        (free(self.long_reads.try_write()) && free(self.index.try_write())).then_some(writer)
     }
 
     /// The index, for reading.
@@ -265,11 +268,54 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(compiled);
     }
 
-    /// The index, for a write; under the writer lock.
-    fn index_mut(&self) -> RwLockWriteGuard<'_, FeatureIndex> {
-        self.index
+    /// The index, for a write; under the writer lock. Waits for the long
+    /// reads first (see `long_reads`).
+    fn index_mut(&self) -> IndexMut<'_> {
+        let long_reads = self
+            .long_reads
             .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = self
+            .index
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        IndexMut {
+            index,
+            _long_reads: long_reads,
+        }
+    }
+
+    /// Marks a read that holds the index for long (see `long_reads`);
+    /// taken before the index, and after the writer lock if at all.
+    fn long_read(&self) -> RwLockReadGuard<'_, ()> {
+        self.long_reads
+            .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Whether a lock was free when tried (a poisoned one counts as free).
+fn free<G>(tried: std::result::Result<G, TryLockError<G>>) -> bool {
+    !matches!(tried, Err(TryLockError::WouldBlock))
+}
+
+/// The index held for a write (see `Shared::index_mut`).
+struct IndexMut<'a> {
+    index: RwLockWriteGuard<'a, FeatureIndex>,
+    _long_reads: RwLockWriteGuard<'a, ()>,
+}
+
+impl std::ops::Deref for IndexMut<'_> {
+    type Target = FeatureIndex;
+
+    fn deref(&self) -> &FeatureIndex {
+        &self.index
+    }
+}
+
+impl std::ops::DerefMut for IndexMut<'_> {
+    fn deref_mut(&mut self) -> &mut FeatureIndex {
+        &mut self.index
     }
 }
 
@@ -328,6 +374,7 @@ impl Engine {
                 store,
                 index: RwLock::new(index),
                 writer: Mutex::new(()),
+                long_reads: RwLock::new(()),
                 watch: watch::Hub::new(settings.watch.clone()),
                 saved_rules: customer_segments::SavedRules::default(),
                 fitting: Arc::new(tokio::sync::Mutex::new(())),
@@ -466,7 +513,11 @@ impl Engine {
         &self,
         read: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.blocking(read).await
+        self.blocking(|shared| {
+            let _long = shared.long_read();
+            read(shared)
+        })
+        .await
     }
 
     /// Reads one customer's figures as of `at` from the index: inline when

@@ -219,6 +219,7 @@ impl State {
         {
             // The journal is drained with the index held, and no write
             // between: every change seen has its cause in what is drained.
+            let _long = shared.long_read();
             let index = shared.index();
             let mut touched = shared.watch.journal.drain();
             drop(writer);
