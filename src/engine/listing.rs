@@ -64,7 +64,7 @@ fn filter_customers(
     limit: usize,
 ) -> Result<CustomerPage> {
     let (ids, more) = {
-        let index = shared.index();
+        let index = shared.long_index();
         let frame = Frame::new(&index, at, shared.settings.thresholds);
         let selected = select(&frame, rule);
         let after = after.map(CustomerId::as_str);

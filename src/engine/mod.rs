@@ -43,9 +43,9 @@
 //!   other write (an import's batch, a flush, or a small one that finds
 //!   the lock or the index taken) goes to the blocking pool, where it may
 //!   wait.
-//! - A scan and a watch evaluation hold `Shared::long_reads` for reading
-//!   while they read the index, and a write holds it for writing around
-//!   its index update. A write that must wait out a scan therefore waits
+//! - A scan of the index and a watch evaluation hold `Shared::long_reads`
+//!   for reading while they hold the index (`Shared::long_index`), and a
+//!   write holds it for writing around its index update. A write that must wait out a scan therefore waits
 //!   there, not on the index's lock, which would make every new reader of
 //!   the index, inline ones too, wait behind it. The order is always the
 //!   writer lock, then `long_reads`, then the index.
@@ -291,12 +291,18 @@ impl Shared {
         }
     }
 
-    /// Marks a read that holds the index for long (see `long_reads`);
-    /// taken before the index, and after the writer lock if at all.
-    fn long_read(&self) -> RwLockReadGuard<'_, ()> {
-        self.long_reads
+    /// The index, for a read that holds it for long: a scan over it, or a
+    /// watch evaluation (see `long_reads`). Never under `index_mut`, nor
+    /// while holding another such read.
+    fn long_index(&self) -> LongRead<'_> {
+        let long_reads = self
+            .long_reads
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        LongRead {
+            index: self.index(),
+            _long_reads: long_reads,
+        }
     }
 }
 
@@ -322,6 +328,20 @@ impl std::ops::Deref for IndexMut<'_> {
 impl std::ops::DerefMut for IndexMut<'_> {
     fn deref_mut(&mut self) -> &mut FeatureIndex {
         &mut self.index
+    }
+}
+
+/// The index held by a long read (see `Shared::long_index`).
+struct LongRead<'a> {
+    index: RwLockReadGuard<'a, FeatureIndex>,
+    _long_reads: RwLockReadGuard<'a, ()>,
+}
+
+impl std::ops::Deref for LongRead<'_> {
+    type Target = FeatureIndex;
+
+    fn deref(&self) -> &FeatureIndex {
+        &self.index
     }
 }
 
@@ -519,11 +539,7 @@ impl Engine {
         &self,
         read: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.blocking(|shared| {
-            let _long = shared.long_read();
-            read(shared)
-        })
-        .await
+        self.blocking(read).await
     }
 
     /// Reads one customer's figures as of `at` from the index: inline when

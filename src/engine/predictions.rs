@@ -118,7 +118,7 @@ fn purchases_to_fit(index: &FeatureIndex) -> u64 {
 /// engine's clock; the caller holds the turn (see `Engine::fitting`).
 fn fit(shared: &Shared, at: Timestamp) -> Result<PredictionModel> {
     let started = Instant::now();
-    let inputs = fit_inputs(&shared.index(), at.as_nanos());
+    let inputs = fit_inputs(&shared.long_index(), at.as_nanos());
     if inputs.customers.is_empty() {
         return Err(Error::FailedPrecondition(format!(
             "no customer bought anything by {at}, or every one who did objects to profiling: there is nothing to fit on"
@@ -216,7 +216,7 @@ impl Engine {
                 day_of(holdout_end.as_nanos()),
             );
             let compared = holdout_days(
-                &shared.index(),
+                &shared.long_index(),
                 calibration_end.as_nanos(),
                 on,
                 holdout_end.as_nanos(),
@@ -235,7 +235,7 @@ impl Engine {
     async fn refit_due(&self, now: Timestamp) -> Result<Option<InForce>> {
         self.scan(move |shared| {
             let settings = &shared.settings.predictions;
-            let index = shared.index();
+            let index = shared.long_index();
             let purchases = purchases_to_fit(&index);
             let Some(model) = index.model() else {
                 return Ok((purchases > 0).then_some(InForce::None));

@@ -5,7 +5,7 @@
 //! the bounds and the tracker for the index, and says when they are at hand.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use crate::domain::features::NANOS_PER_DAY;
 
@@ -345,7 +345,13 @@ const UNREAD_CHANGES: usize = 8192;
 /// taken); readers share the bounds, and the first to find them stale
 /// brings them up to date, holding the lock for microseconds only.
 #[derive(Debug, Default)]
-pub struct RfmState(RwLock<Kept>);
+pub struct RfmState {
+    /// The bounds and the tracker.
+    kept: RwLock<Kept>,
+    /// Held by the reader that finds the bounds from every purchaser's
+    /// figures, so that one does.
+    finding: Mutex<()>,
+}
 
 /// What [`RfmState`] keeps behind its lock.
 #[derive(Debug, Default)]
@@ -388,13 +394,13 @@ impl Kept {
 
 impl RfmState {
     fn kept(&self) -> std::sync::RwLockReadGuard<'_, Kept> {
-        self.0
+        self.kept
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn kept_mut(&self) -> std::sync::RwLockWriteGuard<'_, Kept> {
-        self.0
+        self.kept
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -419,8 +425,15 @@ impl RfmState {
             return bounds;
         }
         // Found without the lock: the figures cannot change meanwhile, for
-        // the caller holds the index and `change` needs it for writing. Two
-        // readers that find them at once find the same.
+        // the caller holds the index and `change` needs it for writing. One
+        // reader finds them; another that comes meanwhile waits for it.
+        let _finding = self
+            .finding
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(bounds) = self.kept().bounds {
+            return bounds;
+        }
         let (lasts, counts, totals) = figures();
         let tracker = RfmTracker::new(lasts, counts, totals);
         let bounds = tracker.as_ref().and_then(RfmTracker::bounds).flatten();
@@ -443,7 +456,7 @@ impl RfmState {
             return;
         }
         let kept = self
-            .0
+            .kept
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         kept.bounds = None;
@@ -459,7 +472,7 @@ impl RfmState {
     /// Forgets the bounds: they are found again from the figures.
     pub fn forget(&mut self) {
         *self
-            .0
+            .kept
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Kept::default();
     }

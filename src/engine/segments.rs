@@ -154,7 +154,7 @@ fn breakdown(
     rule: &Predicate,
     at: Timestamp,
 ) -> Breakdown {
-    let index = shared.index();
+    let index = shared.long_index();
     let frame = Frame::new(&index, at, shared.settings.thresholds);
     let started = std::time::Instant::now();
     let selected = select(&frame, rule);
@@ -332,7 +332,7 @@ impl Engine {
             let current = compare
                 .map(|id| read_segment(shared, &id).and_then(|segment| stored_rule(&segment)))
                 .transpose()?;
-            let index = shared.index();
+            let index = shared.long_index();
             let frame = Frame::new(&index, at, shared.settings.thresholds);
             let (members, objectors) = split_objectors(&frame, &select(&frame, &rule));
             let (mut entering, mut leaving) = (0, 0);
@@ -367,7 +367,7 @@ impl Engine {
     ) -> Result<MemberPage> {
         self.scan(move |shared| {
             let rule = stored_rule(&read_segment(shared, &id)?)?;
-            let index = shared.index();
+            let index = shared.long_index();
             let frame = Frame::new(&index, at, shared.settings.thresholds);
             let (members, _) = split_objectors(&frame, &select(&frame, &rule));
             let (ids, following) = smallest_ids(&frame, &members, after.as_deref(), limit);
@@ -391,7 +391,7 @@ impl Engine {
         self.scan(move |shared| {
             let segment = read_segment(shared, &id)?;
             let rule = stored_rule(&segment)?;
-            let index = shared.index();
+            let index = shared.long_index();
             let frame = Frame::new(&index, at, shared.settings.thresholds);
             let (mut members, _) = split_objectors(&frame, &select(&frame, &rule));
             if let Some(channel) = channel {

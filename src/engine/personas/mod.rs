@@ -129,7 +129,7 @@ impl Engine {
     ) -> Result<PersonaCounts> {
         let compiled = self.shared.catalog();
         self.scan(move |shared| {
-            let index = shared.index();
+            let index = shared.long_index();
             let frame = Frame::new(&index, at, shared.settings.thresholds);
             let (members, objectors) = split_objectors(&frame, &select(&frame, &rule));
             let total = frame.total();
@@ -180,7 +180,7 @@ impl Engine {
             }
         }
         self.scan(move |shared| {
-            let index = shared.index();
+            let index = shared.long_index();
             let frame = Frame::new(&index, at, shared.settings.thresholds);
             let (mut members, _) =
                 split_objectors(&frame, &select(&frame, &Predicate::Const(true)));

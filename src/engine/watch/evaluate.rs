@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::journal::Touched;
 use super::members::Members;
-use super::record::{decode, encode, Cause, Change, Checkpoint, Record, Subject};
+use super::record::{decode, decoded_len, encode, Cause, Change, Checkpoint, Record, Subject};
 use super::tracker::{reads_predictions, reads_scores, Plan, Scored, Tracker};
 use super::Head;
 use crate::domain::rules::{compile, Predicate};
@@ -219,8 +219,7 @@ impl State {
         {
             // The journal is drained with the index held, and no write
             // between: every change seen has its cause in what is drained.
-            let _long = shared.long_read();
-            let index = shared.index();
+            let index = shared.long_index();
             let mut touched = shared.watch.journal.drain();
             drop(writer);
             // Members the index lost while the server was down were erased.
@@ -335,7 +334,8 @@ impl State {
             self.written += bytes.len() as u64;
             self.sizes.push_back((self.seq, bytes.len() as u64 + 9, at));
             let ended = record.ended;
-            fresh.push((self.seq, Arc::new(record), bytes.len()));
+            // Kept in memory decoded: budgeted by that size.
+            fresh.push((self.seq, Arc::new(record), decoded_len(&bytes)));
             writes.push(HistoryWrite::Record(self.seq, bytes));
             if ended {
                 self.subjects.remove(&subject);
@@ -376,7 +376,7 @@ impl State {
         let checkpoints = checkpoints
             .into_iter()
             .filter_map(|(subject, codes)| {
-                let members = self.member_list(&shared.index(), &subject, &codes);
+                let members = self.member_list(&shared.long_index(), &subject, &codes);
                 complete &= members.is_some();
                 let mut members = members?;
                 members.sort_unstable();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::record::{Change, Cursor, Record, Subject};
+use super::record::{self, Change, Cursor, Record, Subject};
 use super::{expired, Head, Hub};
 use crate::domain::{Result, Timestamp};
 use crate::engine::Shared;
@@ -231,12 +231,20 @@ impl Feed {
             let records = shared
                 .store
                 .history_after_within(after, READ_AHEAD, READ_AHEAD_BYTES)?;
+            // The read-ahead is bounded by the records' decoded size too:
+            // an import's compressed record expands several times.
+            let mut decoded = 0;
             records
                 .into_iter()
-                .take_while(|(seq, _)| *seq <= last)
+                .take_while(|(seq, bytes)| {
+                    let first = decoded == 0;
+                    decoded += record::decoded_len(bytes);
+                    *seq <= last && (first || decoded <= READ_AHEAD_BYTES)
+                })
                 .map(|(seq, bytes)| {
-                    let record = if super::record::subject_of(&bytes)? == subject {
-                        Some(Arc::new(super::record::decode::<Record>(&bytes)?))
+                    let payload = record::payload(&bytes)?;
+                    let record = if record::subject_in(&payload)? == subject {
+                        Some(Arc::new(record::decode_payload::<Record>(&payload)?))
                     } else {
                         None
                     };

@@ -128,7 +128,7 @@ fn load_history(shared: &Shared, history: u64, now: Timestamp) -> Result<State> 
         }
         after = end;
     }
-    let index = shared.index();
+    let index = shared.long_index();
     let mut state = State {
         history,
         seq: last,
@@ -193,7 +193,7 @@ fn load_history(shared: &Shared, history: u64, now: Timestamp) -> Result<State> 
         // assignments then.
         let catalog = shared.catalog();
         let codes = {
-            let index = shared.index();
+            let index = shared.long_index();
             state.at = state.at.max(now.as_nanos());
             let frame = Frame::new(
                 &index,
@@ -221,7 +221,7 @@ fn load_history(shared: &Shared, history: u64, now: Timestamp) -> Result<State> 
             subject: Subject::Personas,
             seq: state.seq,
             rule: catalog_rule(&catalog),
-            members: state.members_of(&shared.index(), &Subject::Personas),
+            members: state.members_of(&shared.long_index(), &Subject::Personas),
         };
         store.write_history(vec![HistoryWrite::Checkpoint(
             Subject::Personas.key(),

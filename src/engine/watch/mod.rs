@@ -407,8 +407,13 @@ pub(super) async fn run(shared: Weak<Shared>) {
 
 /// One evaluation of every subject, written and flushed, then told.
 fn evaluate_now(shared: &Shared) -> Result<()> {
+    let mut guard = lock(&shared.watch.state);
+    evaluate_held_state(shared, &mut guard)
+}
+
+/// `evaluate_now`, with the state held already.
+fn evaluate_held_state(shared: &Shared, guard: &mut Option<State>) -> Result<()> {
     let hub = &shared.watch;
-    let mut guard = lock(&hub.state);
     let Some(state) = guard.as_mut() else {
         return Ok(());
     };
@@ -449,17 +454,17 @@ impl Engine {
             return Ok(());
         }
         self.blocking(|shared| {
-            {
-                let mut guard = lock(&shared.watch.state);
-                let Some(state) = guard.as_mut() else {
-                    return Ok(());
-                };
-                if !state.subjects.values().any(|subject| subject.dirty) {
-                    return Ok(());
-                }
-                state.maintenance_due = Some(true);
+            // One hold of the state: the background loop cannot take the
+            // forced maintenance in between.
+            let mut guard = lock(&shared.watch.state);
+            let Some(state) = guard.as_mut() else {
+                return Ok(());
+            };
+            if !state.subjects.values().any(|subject| subject.dirty) {
+                return Ok(());
             }
-            evaluate_now(shared)
+            state.maintenance_due = Some(true);
+            evaluate_held_state(shared, &mut guard)
         })
         .await
     }

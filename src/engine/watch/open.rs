@@ -98,7 +98,7 @@ impl State {
             }
             self.register(shared, subject)?;
         }
-        let initial = initial.then(|| self.members_of(&shared.index(), subject));
+        let initial = initial.then(|| self.members_of(&shared.long_index(), subject));
         Ok(Opened {
             initial,
             at: Timestamp::from_nanos(self.at),
@@ -188,7 +188,7 @@ impl State {
         // The first evaluation of a subject is all entries, with the rule.
         let catalog = shared.catalog();
         let (record, members) = {
-            let index = shared.index();
+            let index = shared.long_index();
             // At the last evaluation's time, as every other subject is.
             if self.at == 0 {
                 self.at = shared.watch.now().as_nanos();

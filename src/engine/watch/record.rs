@@ -209,7 +209,32 @@ pub fn payload(bytes: &[u8]) -> Result<Cow<'_, [u8]>> {
 
 /// Decodes a record or checkpoint.
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(&payload(bytes)?).map_err(damaged)
+    decode_payload(&payload(bytes)?)
+}
+
+/// Decodes a record or checkpoint from its [`payload`].
+pub fn decode_payload<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T> {
+    postcard::from_bytes(payload).map_err(damaged)
+}
+
+/// The subject of a record, from its [`payload`], read without the rest.
+pub fn subject_in(payload: &[u8]) -> Result<Subject> {
+    // The subject is a record's first field.
+    postcard::take_from_bytes::<Subject>(payload)
+        .map(|(subject, _)| subject)
+        .map_err(damaged)
+}
+
+/// How many bytes an encoded entry's postcard takes once decompressed,
+/// as its length says (for an entry too short to say, its own length):
+/// what a decoded record is budgeted by in memory.
+pub fn decoded_len(bytes: &[u8]) -> usize {
+    match bytes.split_first() {
+        Some((&VERSION_LZ4, rest)) if rest.len() >= 4 => {
+            u32::from_le_bytes(rest[..4].try_into().expect("four bytes")) as usize
+        }
+        _ => bytes.len(),
+    }
 }
 
 /// The subject and the evaluation time of an encoded record, read
@@ -219,11 +244,6 @@ pub fn head_of(bytes: &[u8]) -> Result<(Subject, i64)> {
     postcard::take_from_bytes::<(Subject, i64)>(&payload(bytes)?)
         .map(|(head, _)| head)
         .map_err(damaged)
-}
-
-/// The subject of an encoded record, read without the rest of it.
-pub fn subject_of(bytes: &[u8]) -> Result<Subject> {
-    head_of(bytes).map(|(subject, _)| subject)
 }
 
 /// A place in the history: after `offset` changes of record `seq` (all of
@@ -335,7 +355,10 @@ mod tests {
         };
         let bytes = encode(&record).unwrap();
         assert_eq!(decode::<Record>(&bytes).unwrap(), record);
-        assert_eq!(subject_of(&bytes).unwrap(), record.subject);
+        assert_eq!(
+            subject_in(&payload(&bytes).unwrap()).unwrap(),
+            record.subject
+        );
         assert_eq!(bytes[0], VERSION, "a short record is not compressed");
         let mut newer = bytes.clone();
         newer[0] = VERSION_LZ4 + 1;
@@ -376,6 +399,7 @@ mod tests {
         );
         assert_eq!(decode::<Record>(&bytes).unwrap(), record);
         assert_eq!(head_of(&bytes).unwrap(), (Subject::Personas, record.at));
+        assert_eq!(decoded_len(&bytes), plain.len());
         // An entry written uncompressed, as earlier builds did, still reads.
         let mut earlier = vec![VERSION];
         earlier.extend_from_slice(&plain);

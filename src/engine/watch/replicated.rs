@@ -94,7 +94,7 @@ fn restore_scores(shared: &Shared, state: &mut State, at: i64) {
     if loaded == 0 {
         return;
     }
-    let index = shared.index();
+    let index = shared.long_index();
     let frame = Frame::new(
         &index,
         Timestamp::from_nanos(at),
