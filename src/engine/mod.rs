@@ -294,14 +294,14 @@ impl Shared {
     /// The index, for a read that holds it for long: a scan over it, or a
     /// watch evaluation (see `long_reads`). Never under `index_mut`, nor
     /// while holding another such read.
-    fn long_index(&self) -> LongRead<'_> {
+    fn long_index(&self) -> IndexRead<'_> {
         let long_reads = self
             .long_reads
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        LongRead {
+        IndexRead {
             index: self.index(),
-            _long_reads: long_reads,
+            _long_reads: Some(long_reads),
         }
     }
 }
@@ -331,13 +331,14 @@ impl std::ops::DerefMut for IndexMut<'_> {
     }
 }
 
-/// The index held by a long read (see `Shared::long_index`).
-struct LongRead<'a> {
+/// The index held for reading; by a long read (see `Shared::long_index`)
+/// with the long-reads gate.
+struct IndexRead<'a> {
     index: RwLockReadGuard<'a, FeatureIndex>,
-    _long_reads: RwLockReadGuard<'a, ()>,
+    _long_reads: Option<RwLockReadGuard<'a, ()>>,
 }
 
-impl std::ops::Deref for LongRead<'_> {
+impl std::ops::Deref for IndexRead<'_> {
     type Target = FeatureIndex;
 
     fn deref(&self) -> &FeatureIndex {
@@ -550,15 +551,18 @@ impl Engine {
     async fn read_customer<T: Send + 'static>(
         &self,
         at: Timestamp,
-        read: impl FnOnce(RwLockReadGuard<'_, FeatureIndex>) -> Result<T> + Send + 'static,
+        read: impl FnOnce(IndexRead<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         {
             let index = self.shared.index();
             if at.as_nanos() >= index.max_time() && index.rfm_ready() {
-                return read(index);
+                return read(IndexRead {
+                    index,
+                    _long_reads: None,
+                });
             }
         }
-        self.scan(move |shared| read(shared.index())).await
+        self.scan(move |shared| read(shared.long_index())).await
     }
 
     /// Runs blocking work on the blocking pool: the one hand-off under

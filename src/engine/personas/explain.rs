@@ -3,7 +3,7 @@
 //! the personas ranked above and what failed for them. The explainer and
 //! the facts serve any rule about one customer: a saved segment's too.
 
-use std::sync::RwLockReadGuard;
+use crate::engine::IndexRead;
 
 use super::advice::{next_step, NextStep};
 use crate::domain::features::Thresholds;
@@ -381,7 +381,7 @@ fn failed_leaves<'r>(rule: &'r Predicate, facts: &Facts<'_>) -> Vec<&'r Predicat
 /// persona of `catalog` whose rule (of `rules`, explained by `explainers`,
 /// in the same order) holds.
 pub(super) fn assign(
-    index: RwLockReadGuard<'_, FeatureIndex>,
+    index: IndexRead<'_>,
     thresholds: Thresholds,
     catalog: &Catalog,
     rules: &[Predicate],
