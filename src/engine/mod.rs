@@ -45,10 +45,11 @@
 //!   wait.
 //! - A scan of the index and a watch evaluation hold `Shared::long_reads`
 //!   for reading while they hold the index (`Shared::long_index`), and a
-//!   write holds it for writing around its index update. A write that must wait out a scan therefore waits
-//!   there, not on the index's lock, which would make every new reader of
-//!   the index, inline ones too, wait behind it. The order is always the
-//!   writer lock, then `long_reads`, then the index.
+//!   write holds it for writing around its index update. A write that
+//!   must wait out a scan therefore waits there, not on the index's lock,
+//!   which would make every new reader of the index, inline ones too, wait
+//!   behind it. The order is always the writer lock, then `long_reads`,
+//!   then the index.
 //!
 //! Every write is a [`command::Command`]: in the embedded mode
 //! `Engine::submit` applies it through `Engine::write`; in cluster mode it

@@ -77,11 +77,7 @@ impl RfmBounds {
     pub fn r(&self, at: i64, last: i64) -> u8 {
         let recency = |last: i64| at.saturating_sub(last).div_euclid(NANOS_PER_DAY);
         let mine = recency(last);
-        1 + self
-            .lasts
-            .iter()
-            .filter(|&&bound| mine < recency(bound))
-            .count() as u8
+        score(self.lasts.map(|bound| mine < recency(bound)))
     }
 
     /// The bounds as bytes, little-endian, in a fixed order: R's, F's,
@@ -109,16 +105,14 @@ impl RfmBounds {
 
     /// F of a purchase count.
     pub fn f(&self, count: u32) -> u8 {
-        1 + self.counts.iter().filter(|&&bound| count > bound).count() as u8
+        score(self.counts.map(|bound| count > bound))
     }
 
     /// M of a spend.
     pub fn m(&self, total: i64) -> u8 {
-        1 + self.totals.iter().filter(|&&bound| total > bound).count() as u8
+        score(self.totals.map(|bound| total > bound))
     }
-}
 
-impl RfmBounds {
     /// What the scores depend on at `at`.
     pub fn at(&self, at: i64) -> ScoreBounds {
         ScoreBounds {
@@ -145,13 +139,17 @@ impl ScoreBounds {
     /// days before, with `count` purchases and `total` spend: those of
     /// [`RfmBounds::r`], [`RfmBounds::f`] and [`RfmBounds::m`].
     pub fn scores(&self, recency: i64, count: u32, total: i64) -> [u8; 3] {
-        let passed = |passes: [bool; 4]| 1 + passes.iter().filter(|&&pass| pass).count() as u8;
         [
-            passed(self.recency.map(|bound| recency < bound)),
-            passed(self.counts.map(|bound| count > bound)),
-            passed(self.totals.map(|bound| total > bound)),
+            score(self.recency.map(|bound| recency < bound)),
+            score(self.counts.map(|bound| count > bound)),
+            score(self.totals.map(|bound| total > bound)),
         ]
     }
+}
+
+/// A score: 1 plus the number of the four bounds a value passes.
+fn score(passes: [bool; 4]) -> u8 {
+    1 + passes.iter().filter(|&&pass| pass).count() as u8
 }
 
 /// How many purchasers on each side of a place its window reaches when it
@@ -437,11 +435,7 @@ impl RfmState {
         let (lasts, counts, totals) = figures();
         let tracker = RfmTracker::new(lasts, counts, totals);
         let bounds = tracker.as_ref().and_then(RfmTracker::bounds).flatten();
-        let mut kept = self.kept_mut();
-        if let Some(found) = kept.bounds {
-            return found;
-        }
-        *kept = Kept {
+        *self.kept_mut() = Kept {
             bounds: Some(bounds),
             tracker,
             tracked: true,

@@ -1,7 +1,6 @@
 //! Loading the change history at start-up (and after a failed
 //! evaluation): every subject's checkpoint, replayed to the last record.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
@@ -66,10 +65,10 @@ fn load_history(shared: &Shared, history: u64, now: Timestamp) -> Result<State> 
     let (pruned, last) = store.history_bounds()?;
     // The checkpoints are read in place: a checkpoint of the personas holds
     // every customer, and a start makes no string of theirs.
-    let payloads = store
-        .history_checkpoints()?
-        .into_iter()
-        .map(|(_, bytes)| payload(&bytes).map(Cow::into_owned))
+    let checkpoints = store.history_checkpoints()?;
+    let payloads = checkpoints
+        .iter()
+        .map(|(_, bytes)| payload(bytes))
         .collect::<Result<Vec<_>>>()?;
     let mut lists: BTreeMap<Subject, Replayed> = BTreeMap::new();
     for bytes in &payloads {
