@@ -17,7 +17,8 @@
 #
 # Usage: bash bench/run.sh      (CUSTOMERS=... PURCHASES=... to resize;
 #        ONLY=storage for just the data set's ingest, its size on disk and
-#        two restarts, each with the rebuild's phases)
+#        two restarts, each with the rebuild's phases; COMPRESS_STORE=true
+#        for servers that make their stores compressed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +33,8 @@ trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "
 pin_server=()
 start_server() { # durability
   "${pin_server[@]}" ./target/release/segmentd serve --listen "$addr" --data-dir "$work/db" \
-    --durability "$1" --log-format json >"$work/server.log" 2>&1 &
+    --durability "$1" --compress-store "${COMPRESS_STORE:-false}" --log-format json \
+    >"$work/server.log" 2>&1 &
   server=$!
   started_ns=$(date +%s%N)
   for _ in $(seq 6000); do

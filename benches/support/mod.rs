@@ -107,6 +107,7 @@ pub fn store_options(path: &Path) -> StoreOptions {
         path: path.to_path_buf(),
         cache_capacity_bytes: 64 * 1024 * 1024,
         durability: Durability::Relaxed,
+        compress: false,
     }
 }
 

@@ -56,6 +56,10 @@ pub struct RestoreArgs {
     data_dir: PathBuf,
     /// The backup file, as `segmentd backup` wrote it.
     file: PathBuf,
+    /// Whether the restored store compresses its pages on disk, as
+    /// `serve --compress-store` makes a new store.
+    #[arg(long, env = "SEGMENTD_COMPRESS_STORE", default_value_t = false, action = clap::ArgAction::Set)]
+    compress_store: bool,
 }
 
 /// Runs `segmentd backup` and prints what the file holds.
@@ -84,7 +88,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     // The store holds personal data: every file made is for this user
     // only, whatever umask the command got.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let summary = backup::restore(&args.file, &args.data_dir)?;
+    let summary = backup::restore(&args.file, &args.data_dir, args.compress_store)?;
     println!(
         "{}: restored {} bytes ({} puts, {} deletes) into {}",
         args.file.display(),

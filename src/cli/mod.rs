@@ -185,6 +185,12 @@ struct ServeArgs {
     /// sled page cache, in MiB of on-disk data.
     #[arg(long, env = "SEGMENTD_CACHE_CAPACITY_MB", default_value_t = 64)]
     cache_capacity_mb: u64,
+    /// Whether a new store compresses its pages on disk (zstd): about 40%
+    /// fewer bytes, and `ImportCustomers` at about half its rate. A store
+    /// keeps how it was made; to change it, back it up and restore the
+    /// backup with the setting wanted.
+    #[arg(long, env = "SEGMENTD_COMPRESS_STORE", default_value_t = false, action = clap::ArgAction::Set)]
+    compress_store: bool,
     /// The reporting currency (ISO 4217) that every amount must be in.
     #[arg(long, env = "SEGMENTD_CURRENCY", default_value = "USD", value_parser = parse_currency)]
     currency: CurrencyCode,
@@ -344,6 +350,7 @@ impl ServeArgs {
             store: StoreOptions {
                 path: self.data_dir.clone(),
                 cache_capacity_bytes: self.cache_capacity_mb * 1024 * 1024,
+                compress: self.compress_store,
                 durability: self.durability.into(),
             },
             engine: EngineSettings {

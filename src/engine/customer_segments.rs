@@ -211,6 +211,7 @@ mod tests {
             path: dir.path().join("db"),
             cache_capacity_bytes: 1024 * 1024,
             durability: Durability::Relaxed,
+            compress: true,
         })
         .unwrap()
     }

@@ -139,9 +139,10 @@ pub fn is_empty_dir(dir: &Path) -> Result<bool> {
 /// beside `data_dir`, flushes, renames it into place, and says what the
 /// trees hold. So `data_dir` holds a whole store or none: a restore that
 /// fails or is killed while writing leaves only the staging directory,
-/// which the next restore removes. Blocking; the server must not be
-/// running on `data_dir`.
-pub fn restore(file: &Path, data_dir: &Path) -> Result<RestoreSummary> {
+/// which the next restore removes. The new store compresses its pages if
+/// `compress` (see [`super::StoreOptions::compress`]). Blocking; the server
+/// must not be running on `data_dir`.
+pub fn restore(file: &Path, data_dir: &Path, compress: bool) -> Result<RestoreSummary> {
     if !is_empty_dir(data_dir)? {
         return Err(Error::FailedPrecondition(format!(
             "{} is not empty: restore only into a new or empty data directory",
@@ -164,7 +165,7 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<RestoreSummary> {
         .mode(0o700)
         .create(&staging)
         .map_err(|error| io_error("create the staging directory", &staging, error))?;
-    let summary = match write_trees(file, &staging) {
+    let summary = match write_trees(file, &staging, compress) {
         Ok(summary) => summary,
         Err(error) => {
             if let Err(removed) = std::fs::remove_dir_all(&staging) {
@@ -202,11 +203,8 @@ fn staging_dir(data_dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBu
 }
 
 /// Applies the records of `file` to a new database in `data_dir`.
-fn write_trees(file: &Path, data_dir: &Path) -> Result<RestoreSummary> {
-    let db = sled::Config::new()
-        .path(data_dir)
-        .open()
-        .map_err(storage_error)?;
+fn write_trees(file: &Path, data_dir: &Path, compress: bool) -> Result<RestoreSummary> {
+    let (db, _) = super::open_db(sled::Config::new().path(data_dir), compress)?;
     let mut open_tree: Option<(Vec<u8>, sled::Tree)> = None;
     let summary = read_backup(open(file)?, STORE_FORMAT, |change| {
         let tree = match &open_tree {
@@ -320,11 +318,14 @@ mod tests {
         std::fs::write(leftover.join("db"), b"half written").unwrap();
         assert!(!target.exists());
 
-        restore(&path, &target).unwrap();
+        // Restored compressed, and opened by a server that would make a
+        // new store uncompressed: the store keeps how it was made.
+        restore(&path, &target, true).unwrap();
         assert!(!leftover.exists());
         let mode = std::fs::metadata(&target).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         let restored = Store::open(&options(&target)).unwrap();
+        assert!(restored.compressed());
         assert_eq!(contents(&restored), contents(&store));
     }
 
@@ -392,7 +393,7 @@ mod tests {
         let path = dir.path().join("backup");
         std::fs::write(&path, &file).unwrap();
         let restored_dir = dir.path().join("restored");
-        let restored = restore(&path, &restored_dir).unwrap();
+        let restored = restore(&path, &restored_dir, false).unwrap();
         assert_eq!(restored.file, summary);
         let restored = Store::open(&options(&restored_dir)).unwrap();
         assert_eq!(contents(&restored), expected);

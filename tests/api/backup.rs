@@ -283,7 +283,7 @@ async fn a_backup_under_writes_restores_everything_acknowledged_before_it() {
     );
 
     let restored_dir = dir.path().join("restored");
-    let summary = restore(&file, &restored_dir).unwrap();
+    let summary = restore(&file, &restored_dir, true).unwrap();
     assert!(summary
         .trees
         .iter()
@@ -407,7 +407,7 @@ async fn a_damaged_file_or_a_used_directory_is_refused_and_nothing_is_written() 
         ("flipped", &flipped[..]),
     ] {
         std::fs::write(&damaged, content).unwrap();
-        let error = restore(&damaged, &target).unwrap_err().to_string();
+        let error = restore(&damaged, &target, false).unwrap_err().to_string();
         assert!(
             error.contains("not a complete segmentd backup"),
             "{damage}: {error}"
@@ -417,21 +417,21 @@ async fn a_damaged_file_or_a_used_directory_is_refused_and_nothing_is_written() 
     // A missing directory stays missing.
     let missing = dir.path().join("missing");
     std::fs::write(&damaged, &flipped).unwrap();
-    restore(&damaged, &missing).unwrap_err();
+    restore(&damaged, &missing, false).unwrap_err();
     assert!(!missing.exists());
 
     // A directory with anything in it is refused, and kept as it was.
     let used = dir.path().join("used");
     std::fs::create_dir(&used).unwrap();
     std::fs::write(used.join("keep"), b"x").unwrap();
-    let error = restore(&file, &used).unwrap_err().to_string();
+    let error = restore(&file, &used, false).unwrap_err().to_string();
     assert!(error.contains("is not empty"), "{error}");
     assert_eq!(std::fs::read_dir(&used).unwrap().count(), 1);
     // The live server's own directory too.
-    restore(&file, &live.data_dir).unwrap_err();
+    restore(&file, &live.data_dir, false).unwrap_err();
 
     // The intact file restores.
-    let summary = restore(&file, &target).unwrap();
+    let summary = restore(&file, &target, false).unwrap();
     assert_eq!(summary.file, report.summary);
     live.stop().await.unwrap();
 }

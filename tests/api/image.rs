@@ -109,7 +109,8 @@ async fn a_clean_restart_reads_the_image_and_answers_as_before() {
 
 /// The real binary: SIGTERM writes the image; a start reads it; a write,
 /// then SIGKILL; the image of the first shutdown put back by hand is not
-/// read, and the next start holds the write.
+/// read, and the next start holds the write. The store is made compressed
+/// and the later starts do not ask for it: it stays as it was made.
 #[tokio::test]
 async fn an_image_older_than_the_store_is_never_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,7 +119,11 @@ async fn an_image_older_than_the_store_is_never_read() {
         .local_addr()
         .unwrap();
     let image = dir.path().join(IMAGE);
-    let mut process = Process::start(dir.path(), addr, &["--shutdown-grace", "1s"]);
+    let mut process = Process::start(
+        dir.path(),
+        addr,
+        &["--shutdown-grace", "1s", "--compress-store", "true"],
+    );
     process.wait_ready().await;
     let channel = process.channel();
     let mut customers = CustomerServiceClient::new(channel.clone());

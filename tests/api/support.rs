@@ -32,6 +32,7 @@ pub fn config(data_dir: &Path) -> ServerConfig {
             path: data_dir.to_path_buf(),
             cache_capacity_bytes: 16 * 1024 * 1024,
             durability: Durability::Durable,
+            compress: false,
         },
         engine: EngineSettings {
             reporting_currency: CurrencyCode::parse("USD").unwrap(),

@@ -161,7 +161,7 @@ async fn a_backup_of_store_format_1_restores_migrates_and_serves_as_before() {
     let mut expected = expected();
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("db");
-    restore(&data("store.backup"), &dir).unwrap();
+    restore(&data("store.backup"), &dir, false).unwrap();
     let server = TestServer::spawn(config(&dir)).await;
     server.wait_serving().await;
     assert_holds(&server, &expected).await;

@@ -573,7 +573,7 @@ impl Engine {
     ) -> Result<Self> {
         let mut joined_from = 0;
         if store::backup::is_empty_dir(&options.path)? {
-            joined_from = join_from_snapshot(log.as_ref(), &options.path).await?;
+            joined_from = join_from_snapshot(log.as_ref(), &options.path, options.compress).await?;
         }
         let data_dir = options.path.clone();
         let mut engine = Engine::open(options, settings).await?;

@@ -98,17 +98,23 @@ pub(super) fn beside(data_dir: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Restores the published snapshot into the new data directory, if there
-/// is one; returns its position, 0 if none was published.
-pub(super) async fn join_from_snapshot(log: &dyn Log, data_dir: &Path) -> Result<Position> {
+/// is one, compressed if `compress`; returns its position, 0 if none was
+/// published.
+pub(super) async fn join_from_snapshot(
+    log: &dyn Log,
+    data_dir: &Path,
+    compress: bool,
+) -> Result<Position> {
     let file = beside(data_dir, "snapshot");
     let Some(position) = log.fetch_snapshot(&file).await? else {
         return Ok(0);
     };
     let data_dir = data_dir.to_path_buf();
     let restored = file.clone();
-    let summary = tokio::task::spawn_blocking(move || store::backup::restore(&restored, &data_dir))
-        .await
-        .map_err(|error| Error::internal(format!("restore task failed: {error}")))?;
+    let summary =
+        tokio::task::spawn_blocking(move || store::backup::restore(&restored, &data_dir, compress))
+            .await
+            .map_err(|error| Error::internal(format!("restore task failed: {error}")))?;
     let _ = tokio::fs::remove_file(&file).await;
     summary?;
     tracing::info!(position, "joined from a snapshot");

@@ -17,6 +17,7 @@ fn options(dir: &Path) -> StoreOptions {
         path: dir.to_path_buf(),
         cache_capacity_bytes: 1 << 20,
         durability: Durability::Durable,
+        compress: false,
     }
 }
 
