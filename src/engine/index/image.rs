@@ -232,28 +232,28 @@ fn write_series<'a>(
     out.words(series.flat_map(|series| series.refs.iter().map(|at| at.packed())))
 }
 
-/// Reads what `write_series` wrote for `rows` rows.
+/// Reads what `write_series` wrote for `rows` rows, each row's arrays at
+/// their exact size and with no array of the whole chunk between them, so
+/// that the reader leaves no holes among the rows' arrays.
 fn read_series(input: &mut In, rows: usize, amounts: bool) -> Result<Vec<Series>> {
     let counts: Vec<u32> = input.item()?;
     if counts.len() != rows {
         return Err(corrupt("a chunk's event counts are not one per row"));
     }
-    let events = counts.iter().map(|&count| count as usize).sum::<usize>();
-    let times = input.words(events)?;
+    let times = input.rows_of_words(&counts)?;
     let amounts = if amounts {
-        input.words(events)?
+        input.rows_of_words(&counts)?
     } else {
         Vec::new()
     };
-    let keys = input.words(events)?;
-    let refs = input.words(events)?;
-    let mut at = 0;
-    counts
-        .iter()
-        .map(|&count| {
-            let range = at..at + count as usize;
-            at = range.end;
-            let (times, keys) = (&times[range.clone()], &keys[range.clone()]);
+    let keys = input.rows_of_words(&counts)?;
+    let refs = input.rows_of_words(&counts)?;
+    let mut amounts = amounts.into_iter();
+    times
+        .into_iter()
+        .zip(keys)
+        .zip(refs)
+        .map(|((times, keys), refs)| {
             let in_order = times
                 .windows(2)
                 .zip(keys.windows(2))
@@ -262,15 +262,18 @@ fn read_series(input: &mut In, rows: usize, amounts: bool) -> Result<Vec<Series>
                 return Err(corrupt("a row's events are out of order"));
             }
             Ok(Series::from_arrays(
-                times.iter().map(|&t| t as i64).collect(),
-                amounts.get(range.clone()).map_or_else(Vec::new, |amounts| {
-                    amounts.iter().map(|&a| a as i64).collect()
-                }),
-                keys.to_vec(),
-                refs[range].iter().map(|&at| EventRef::unpack(at)).collect(),
+                cast_vec(times),
+                amounts.next().map_or_else(Vec::new, cast_vec),
+                keys,
+                refs.into_iter().map(EventRef::unpack).collect(),
             ))
         })
         .collect()
+}
+
+/// The words read as `i64`s, in place: the same bits, the same allocation.
+fn cast_vec(words: Vec<u64>) -> Vec<i64> {
+    words.into_iter().map(|word| word as i64).collect()
 }
 
 fn read_image(
@@ -324,6 +327,9 @@ fn read_image(
     }
     index.ids.reserve_exact(rows);
     index.rows.reserve_exact(rows);
+    for_each_column!(&mut index.columns, |column| {
+        column.reserve_exact(rows);
+    });
     for start in (0..rows).step_by(CHUNK_ROWS) {
         let chunk = (rows - start).min(CHUNK_ROWS);
         input.extend(&mut index.ids, chunk)?;
@@ -489,22 +495,28 @@ impl In {
         Ok(())
     }
 
-    /// `count` words of 8 bytes.
-    fn words(&mut self, count: usize) -> Result<Vec<u64>> {
-        let length = (count as u64)
-            .checked_mul(8)
-            .ok_or_else(|| corrupt("an array runs beyond the file"))?;
-        let buffer = self.fill(length)?;
-        let words = buffer
-            .chunks_exact(8)
-            .map(|word| {
-                let mut bytes = [0; 8];
-                bytes.copy_from_slice(word);
-                u64::from_le_bytes(bytes)
+    /// One array of 8-byte words per row, `counts[row]` long, from the
+    /// next `8 × Σ counts` bytes.
+    fn rows_of_words(&mut self, counts: &[u32]) -> Result<Vec<Vec<u64>>> {
+        let words = counts.iter().map(|&count| u64::from(count)).sum::<u64>();
+        let buffer = self.fill(words.saturating_mul(8))?;
+        let mut rest = buffer.as_slice();
+        let arrays = counts
+            .iter()
+            .map(|&count| {
+                let (row, after) = rest.split_at(count as usize * 8);
+                rest = after;
+                row.chunks_exact(8)
+                    .map(|word| {
+                        let mut bytes = [0; 8];
+                        bytes.copy_from_slice(word);
+                        u64::from_le_bytes(bytes)
+                    })
+                    .collect()
             })
             .collect();
         self.buffer = buffer;
-        Ok(words)
+        Ok(arrays)
     }
 }
 
