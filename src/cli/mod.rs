@@ -185,8 +185,9 @@ struct ServeArgs {
     /// sled page cache, in MiB of on-disk data.
     #[arg(long, env = "SEGMENTD_CACHE_CAPACITY_MB", default_value_t = 64)]
     cache_capacity_mb: u64,
-    /// Whether a new store compresses its pages on disk (zstd): about 40%
-    /// fewer bytes, and `ImportCustomers` at about half its rate. A store
+    /// Whether a new store compresses its pages on disk (zstd): a quarter
+    /// to two fifths fewer bytes, and `ImportCustomers` at about half its
+    /// rate. A store
     /// keeps how it was made; to change it, back it up and restore the
     /// backup with the setting wanted.
     #[arg(long, env = "SEGMENTD_COMPRESS_STORE", default_value_t = false, action = clap::ArgAction::Set)]

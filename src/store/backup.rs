@@ -204,7 +204,7 @@ fn staging_dir(data_dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBu
 
 /// Applies the records of `file` to a new database in `data_dir`.
 fn write_trees(file: &Path, data_dir: &Path, compress: bool) -> Result<RestoreSummary> {
-    let (db, _) = super::open_db(sled::Config::new().path(data_dir), compress)?;
+    let (db, _) = super::open_db(|| sled::Config::new().path(data_dir), compress)?;
     let mut open_tree: Option<(Vec<u8>, sled::Tree)> = None;
     let summary = read_backup(open(file)?, STORE_FORMAT, |change| {
         let tree = match &open_tree {

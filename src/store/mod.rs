@@ -126,9 +126,10 @@ pub struct StoreOptions {
     pub cache_capacity_bytes: u64,
     /// When writes are acknowledged.
     pub durability: Durability,
-    /// Whether a new store compresses its pages on disk (zstd): about 40%
-    /// fewer bytes, at half the rate of `ImportCustomers` (sled compresses
-    /// every small write on its own). A store keeps how it was made.
+    /// Whether a new store compresses its pages on disk (zstd): a quarter
+    /// to two fifths fewer bytes, at half the rate of `ImportCustomers`
+    /// (sled compresses every small write on its own). A store keeps how
+    /// it was made.
     pub compress: bool,
 }
 
@@ -212,19 +213,20 @@ impl Numbers {
 }
 
 /// The zstd level at which sled compresses a compressed store's pages:
-/// the lowest, which costs the activity ingest nothing measurable; higher
-/// levels shrink the store a little more and slow it.
+/// the lowest, which costs the activity ingest about a tenth at most;
+/// higher levels shrink the store a little more and slow it.
 const COMPRESSION_LEVEL: i32 = 1;
 
-/// Opens sled with `config`, compressing its pages on disk if `compress`.
-/// sled records in its `conf` file whether a database is compressed and
-/// refuses to open it the other way, so `compress` chooses for a new store
-/// only: a store made the other way is opened as it was made, and the log
-/// says so. Returns the database and whether it is compressed.
-fn open_db(config: sled::Config, compress: bool) -> Result<(sled::Db, bool)> {
+/// Opens sled with the configuration `config` makes, compressing its
+/// pages on disk if `compress`. sled records in its `conf` file whether a
+/// database is compressed and refuses to open it the other way, so
+/// `compress` chooses for a new store only: a store made the other way is
+/// opened as it was made, and the log says so. Returns the database and
+/// whether it is compressed. Each attempt gets a configuration of its
+/// own: sled complains of one changed after it was used to open.
+fn open_db(config: impl Fn() -> sled::Config, compress: bool) -> Result<(sled::Db, bool)> {
     let open = |compressed: bool| {
-        config
-            .clone()
+        config()
             .use_compression(compressed)
             .compression_factor(COMPRESSION_LEVEL)
             .open()
@@ -279,10 +281,12 @@ impl Store {
                 ))
             })?;
         let (db, compressed) = open_db(
-            sled::Config::new()
-                .path(&options.path)
-                .cache_capacity(options.cache_capacity_bytes)
-                .flush_every_ms(Some(PERIODIC_FLUSH_MS)),
+            || {
+                sled::Config::new()
+                    .path(&options.path)
+                    .cache_capacity(options.cache_capacity_bytes)
+                    .flush_every_ms(Some(PERIODIC_FLUSH_MS))
+            },
             options.compress,
         )?;
         tracing::info!(path = %options.path.display(), compressed, "store opened");
