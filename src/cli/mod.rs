@@ -187,9 +187,8 @@ struct ServeArgs {
     cache_capacity_mb: u64,
     /// Whether a new store compresses its pages on disk (zstd): a quarter
     /// to two fifths fewer bytes, and `ImportCustomers` at about half its
-    /// rate. A store
-    /// keeps how it was made; to change it, back it up and restore the
-    /// backup with the setting wanted.
+    /// rate. A store keeps how it was made; to change it, back it up and
+    /// restore the backup with the setting wanted.
     #[arg(long, env = "SEGMENTD_COMPRESS_STORE", default_value_t = false, action = clap::ArgAction::Set)]
     compress_store: bool,
     /// The reporting currency (ISO 4217) that every amount must be in.

@@ -1014,13 +1014,18 @@ mod tests {
     /// Opens the store in `path` once the one dropped has let go of it
     /// (sled's flusher holds its lock a moment longer).
     pub(super) fn open(path: &std::path::Path) -> Store {
+        open_with(&options(path))
+    }
+
+    /// [`open`], with `options`.
+    fn open_with(options: &StoreOptions) -> Store {
         for _ in 0..500 {
-            if let Ok(store) = Store::open(&options(path)) {
+            if let Ok(store) = Store::open(options) {
                 return store;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Store::open(&options(path)).unwrap()
+        Store::open(options).unwrap()
     }
 
     fn create(store: &Store, id: &str) -> u32 {
@@ -1046,17 +1051,10 @@ mod tests {
         for made in [false, true] {
             let path = dir.path().join(format!("compressed-{made}"));
             let opened = |compress: bool| {
-                let options = StoreOptions {
+                open_with(&StoreOptions {
                     compress,
                     ..options(&path)
-                };
-                for _ in 0..500 {
-                    if let Ok(store) = Store::open(&options) {
-                        return store;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Store::open(&options).unwrap()
+                })
             };
             let store = opened(made);
             assert_eq!(store.compressed(), made);

@@ -271,7 +271,8 @@ fn read_series(input: &mut In, rows: usize, amounts: bool) -> Result<Vec<Series>
         .collect()
 }
 
-/// The words read as `i64`s, in place: the same bits, the same allocation.
+/// The words read as `i64`s: the same bits, and, as the standard library
+/// collects a same-sized map in place, the same allocation.
 fn cast_vec(words: Vec<u64>) -> Vec<i64> {
     words.into_iter().map(|word| word as i64).collect()
 }
