@@ -59,14 +59,19 @@ pub(super) fn features_of(
         .row_number(id.as_str())
         .ok_or_else(|| Error::NotFound(id.name()))?;
     let frame = Frame::new(index, at, thresholds);
-    let features = features_at(&frame, number).ok_or_else(|| Error::NotFound(id.name()))?;
+    let features = features_at(&frame, number, true).ok_or_else(|| Error::NotFound(id.name()))?;
     Ok((number, features))
 }
 
 /// The features of the customer in row `number` as of the frame's time,
 /// read for that row alone; `None` for a row without a customer. The RFM
-/// scores are placed by the frame's bounds.
-pub(super) fn features_at(frame: &Frame<'_>, number: u32) -> Option<CustomerFeatures> {
+/// scores are placed by the frame's bounds. The predictions, the costliest
+/// part, are made only when `predict` asks for them.
+pub(super) fn features_at(
+    frame: &Frame<'_>,
+    number: u32,
+    predict: bool,
+) -> Option<CustomerFeatures> {
     let index = frame.index;
     let row = index.row_at(number)?;
     let id = CustomerId::parse(index.id_at(number)).ok()?;
@@ -101,7 +106,7 @@ pub(super) fn features_at(frame: &Frame<'_>, number: u32) -> Option<CustomerFeat
         thresholds,
         rfm,
         rfm_segment: rfm.map(|(r, f, _)| rfm_segment(r, f)),
-        predictions: index.model().and_then(|model| {
+        predictions: index.model().filter(|_| predict).and_then(|model| {
             let days = frame.purchase_days(at_row, true)?;
             Some(model.predict(&days, day_of(frame.at), &index.clv_settings()))
         }),

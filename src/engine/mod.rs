@@ -149,15 +149,32 @@ fn load_image(
         }
         _ => None,
     };
-    // The image, and what a shutdown cut short while writing it left.
-    for path in [path.to_path_buf(), index::image_temporary(path)] {
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                tracing::warn!(%error, path = %path.display(), "cannot remove the index image");
-            }
+    // The image, and what a shutdown cut short while writing it left. The
+    // image is moved aside at once and removed on a thread of its own:
+    // removing a file of gigabytes takes seconds, which a start need not
+    // wait for. The next start removes what a crash left of it.
+    let remove = |path: &std::path::Path| match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            tracing::warn!(%error, path = %path.display(), "cannot remove the index image");
         }
+    };
+    let discarded = index::image_discarded(path);
+    match std::fs::rename(path, &discarded) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => remove(path),
+    }
+    remove(&index::image_temporary(path));
+    let removing = std::thread::Builder::new()
+        .name("image remover".into())
+        .spawn({
+            let discarded = discarded.clone();
+            move || remove(&discarded)
+        });
+    if removing.is_err() {
+        remove(&discarded);
     }
     Ok(loaded)
 }

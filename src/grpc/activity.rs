@@ -1,6 +1,8 @@
 //! `segmentd.v1.ActivityService`: check and convert events, call the
 //! engine, convert the result back.
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status, Streaming};
 
 use super::check::field;
@@ -8,7 +10,7 @@ use super::convert::{batch_from_proto, engagement_to_proto, purchase_to_proto};
 use super::paging::{page_size, PagedRequest};
 use super::pb::activity_service_server::ActivityService;
 use super::pb::{self};
-use super::{finish_import, next_message, ready, ApiLimits, EngineSlot};
+use super::{finish_import, import_each, ready, ApiLimits, EngineSlot};
 use crate::domain::CustomerId;
 use crate::engine::RecordCounts;
 
@@ -58,22 +60,25 @@ impl ActivityService for ActivityApi {
         let currency = engine.settings().reporting_currency;
         let mut stream = request.into_inner();
         let mut totals = RecordCounts::default();
-        let mut batches: u64 = 0;
-        let outcome: Result<(), Status> = async {
-            while let Some(message) = next_message(&mut stream).await? {
-                let batch = batch_from_proto(
+        let (batches, outcome) = import_each(
+            &mut stream,
+            |message: pb::ImportActivityRequest| {
+                Ok(batch_from_proto(
                     &message.purchases,
                     &message.engagements,
                     currency,
                     self.limits,
-                )?;
-                let counts = engine.import_activity(batch).await?;
+                )?)
+            },
+            |batch| {
+                let engine = Arc::clone(&engine);
+                async move { Ok(engine.import_activity(batch).await?) }
+            },
+            |counts: RecordCounts| {
                 totals.accepted += counts.accepted;
                 totals.duplicates += counts.duplicates;
-                batches += 1;
-            }
-            Ok(())
-        }
+            },
+        )
         .await;
         let response = pb::ImportActivityResponse {
             accepted_count: totals.accepted as i64,

@@ -1,6 +1,8 @@
 //! `segmentd.v1.CustomerService`: check and convert the request, call the
 //! engine, convert the result back.
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status, Streaming};
 
 use super::audit::{self, Audit};
@@ -12,7 +14,7 @@ use super::convert::{
 use super::paging::{page_size, page_time, PagedRequest};
 use super::pb::customer_service_server::CustomerService;
 use super::pb::{self};
-use super::{finish_import, next_message, ready, ApiLimits, EngineSlot};
+use super::{finish_import, import_each, ready, ApiLimits, EngineSlot};
 use crate::domain::error::echo;
 use crate::domain::{CustomerId, Error, Timestamp};
 use crate::engine::{compile_filter, CustomerUpdate, Engine, ImportCounts};
@@ -204,21 +206,29 @@ impl CustomerService for CustomerApi {
         let engine = ready(&self.engine)?;
         let mut stream = request.into_inner();
         let mut totals = ImportCounts::default();
-        let mut batches: u64 = 0;
-        let outcome: Result<(), Status> = async {
-            while let Some(message) = next_message(&mut stream).await? {
+        let (batches, outcome) = import_each(
+            &mut stream,
+            |message: pb::ImportCustomersRequest| {
                 check_batch_size(message.customers.len(), self.limits)?;
-                let batch = import_batch_from_proto(&message.customers, &rules(&engine))?;
-                let counts = engine
-                    .import_customers(batch)
-                    .await
-                    .map_err(|error| error.under("customers"))?;
+                Ok(import_batch_from_proto(
+                    &message.customers,
+                    &rules(&engine),
+                )?)
+            },
+            |batch| {
+                let engine = Arc::clone(&engine);
+                async move {
+                    engine
+                        .import_customers(batch)
+                        .await
+                        .map_err(|error| error.under("customers").into())
+                }
+            },
+            |counts: ImportCounts| {
                 totals.created += counts.created;
                 totals.updated += counts.updated;
-                batches += 1;
-            }
-            Ok(())
-        }
+            },
+        )
         .await;
         let response = pb::ImportCustomersResponse {
             created_count: totals.created as i64,

@@ -101,6 +101,53 @@ fn stream_of<T>(messages: Vec<T>) -> ReadyStream<T> {
     tokio_stream::iter(messages)
 }
 
+/// Applies the messages of a client-streaming import in order: each is
+/// read and converted by `convert`, then applied by `apply`, and the next
+/// is read and converted while the one before is applied, so that the
+/// decoding and the writing of a long import share the cores. Stops at the
+/// first error, which is the earliest message's: a message read ahead of
+/// a refused one is dropped unapplied. Returns how many messages were
+/// applied, and the error, if any.
+async fn import_each<M, B, C, F>(
+    stream: &mut tonic::Streaming<M>,
+    mut convert: impl FnMut(M) -> Result<B, tonic::Status>,
+    mut apply: impl FnMut(B) -> F,
+    mut applied: impl FnMut(C),
+) -> (u64, Result<(), tonic::Status>)
+where
+    F: std::future::Future<Output = Result<C, tonic::Status>>,
+{
+    let mut batches = 0;
+    let mut pending: Option<B> = None;
+    loop {
+        let next = async {
+            match next_message(stream).await? {
+                Some(message) => convert(message).map(Some),
+                None => Ok(None),
+            }
+        };
+        let next = match pending.take() {
+            Some(batch) => {
+                let (done, next) = tokio::join!(apply(batch), next);
+                match done {
+                    Ok(counts) => {
+                        applied(counts);
+                        batches += 1;
+                    }
+                    Err(refusal) => return (batches, Err(refusal)),
+                }
+                next
+            }
+            None => next.await,
+        };
+        match next {
+            Ok(Some(batch)) => pending = Some(batch),
+            Ok(None) => return (batches, Ok(())),
+            Err(refusal) => return (batches, Err(refusal)),
+        }
+    }
+}
+
 /// Ends a client-streaming import: makes everything applied durable, then
 /// answers with `outcome`. An error says which message stopped the stream
 /// and that the `batches` before it (`applied`) are durable, and keeps the

@@ -194,3 +194,64 @@ async fn an_import_cut_by_a_shutdown_is_safe_to_send_again() {
     assert_eq!(stored(&restarted).await, 10);
     restarted.stop().await.unwrap();
 }
+
+/// The next message is read while the one before is applied: a message
+/// refused when applied (its customer is unknown) still stops the stream
+/// there, and one read ahead of it, even one that is itself malformed, is
+/// neither applied nor reported.
+#[tokio::test]
+async fn a_message_refused_when_applied_stops_the_stream_before_the_one_read_ahead() {
+    use crate::activity::{activity, purchase};
+
+    let server = TestServer::start().await;
+    crate::customers::create(&server, "r", full_customer())
+        .await
+        .unwrap();
+    let events = |customer: &str, range: std::ops::Range<usize>| pb::ImportActivityRequest {
+        purchases: range
+            .map(|n| purchase(&format!("p-{n}"), customer, n as i64, 100))
+            .collect(),
+        engagements: Vec::new(),
+    };
+    let mut malformed = events("r", 20..30);
+    malformed.purchases[3]
+        .amount
+        .as_mut()
+        .unwrap()
+        .currency_code = "EUR".into();
+    let messages = [
+        events("r", 0..10),
+        events("nobody", 10..20),
+        malformed,
+        events("r", 30..40),
+    ];
+    let status = activity(&server)
+        .await
+        .import_activity(tokio_stream::iter(messages))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(violated_fields(&status)[0], "purchases[0].customer");
+    assert!(
+        status.message().contains("message 1"),
+        "{}",
+        status.message()
+    );
+    let listed = activity(&server)
+        .await
+        .list_purchases(pb::ListPurchasesRequest {
+            parent: "customers/r".into(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .purchases;
+    let mut ids: Vec<String> = listed.into_iter().map(|p| p.purchase_id).collect();
+    ids.sort();
+    let mut expected: Vec<String> = (0..10).map(|n| format!("p-{n}")).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    server.stop().await.unwrap();
+}

@@ -147,6 +147,21 @@ macro_rules! for_each_column {
             $body
         })*
     }};
+    // The same column of two sets of columns at once.
+    ($columns:expr, $other:expr, |$column:ident, $twin:ident| $body:block) => {
+        for_each_column!(@pairs $columns, $other, $column, $twin, $body;
+            alive party relationship gender consent objects birth income country region city
+            language count total first last days engaged lapsed_from frequent_until)
+    };
+    (@pairs $columns:expr, $other:expr, $column:ident, $twin:ident, $body:block; $($name:ident)*) => {{
+        let Columns { $($name),* } = $columns;
+        let other = $other;
+        $({
+            let $column = $name;
+            let $twin = &mut other.$name;
+            $body
+        })*
+    }};
 }
 pub(super) use for_each_column;
 

@@ -14,9 +14,10 @@
 //! All integers little-endian. A header (magic, version, the build's
 //! source fingerprint, the token, the thresholds, the row count, the
 //! customer count, the latest event time), the dictionaries and the trait
-//! values, then the rows in chunks of [`CHUNK_ROWS`]: their ids, every
-//! column, then each kind of event as per-row counts and arrays of times,
-//! amounts, id hashes and storage places. Variable-length items are
+//! values, then the rows in chunks of [`CHUNK_ROWS`], each prefixed by its
+//! length in bytes, so that chunks are encoded and decoded on every core:
+//! their ids, every column, then each kind of event as per-row counts and
+//! arrays of times, amounts, id hashes and storage places. Variable-length items are
 //! postcard, prefixed by their length; the event arrays are fixed 8-byte
 //! words. An XXH3-64 digest of everything before it ends the file; a file
 //! whose digest differs is refused, and so is one that ends early.
@@ -25,6 +26,8 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use compact_str::CompactString;
+use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3;
@@ -39,14 +42,18 @@ use crate::domain::{Error, Result};
 pub const IMAGE_FILE: &str = "index.image";
 
 const MAGIC: &[u8; 8] = b"SGDINDEX";
-const VERSION: u64 = 1;
+const VERSION: u64 = 2;
 
 /// The sources this build was made from: an image is read only by the
 /// build that wrote it, whatever its layout.
 const BUILD: &str = env!("SEGMENTD_SOURCE_FINGERPRINT");
 
 /// Rows per chunk: what a chunk's items take while being read or written.
-const CHUNK_ROWS: usize = 1 << 16;
+const CHUNK_ROWS: usize = 1 << 13;
+
+/// Chunks encoded or decoded at a time, on every core: what is held of the
+/// file meanwhile.
+const CHUNKS_AT_ONCE: usize = 8;
 
 /// The largest item or array the reader accepts; the largest a chunk
 /// holds is far below.
@@ -55,6 +62,11 @@ const MAX_ITEM_BYTES: u64 = 1 << 32;
 /// Where the image at `path` is written before it is renamed into place.
 pub fn image_temporary(path: &Path) -> PathBuf {
     PathBuf::from(format!("{}.tmp", path.display()))
+}
+
+/// Where the image at `path` is moved once read, to be removed.
+pub fn image_discarded(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.read", path.display()))
 }
 
 fn io_error<'a>(path: &'a Path, doing: &'a str) -> impl Fn(std::io::Error) -> Error + 'a {
@@ -84,7 +96,6 @@ impl FeatureIndex {
             file: BufWriter::with_capacity(1 << 20, file),
             digest: Xxh3::new(),
             bytes: 0,
-            scratch: Vec::new(),
         };
         self.write_image(&mut out, token)
             .map_err(io_error(temporary, "cannot write"))?;
@@ -128,20 +139,36 @@ impl FeatureIndex {
             out.item(dictionary.names())?;
         }
         out.item(&self.traits)?;
-        for start in (0..self.rows.len()).step_by(CHUNK_ROWS) {
-            let range = start..(start + CHUNK_ROWS).min(self.rows.len());
-            out.item(&self.ids[range.clone()])?;
-            write_columns(out, &self.columns, range.clone())?;
-            let rows = &self.rows[range];
-            write_series(out, rows.iter().map(|row| &row.purchases), true)?;
-            let engaged: Vec<Option<FirstEngagements>> = rows
-                .iter()
-                .map(|row| row.engaged().map(|(_, firsts)| firsts))
+        let starts: Vec<usize> = (0..self.rows.len()).step_by(CHUNK_ROWS).collect();
+        for group in starts.chunks(CHUNKS_AT_ONCE) {
+            let encoded: Vec<std::io::Result<Vec<u8>>> = group
+                .par_iter()
+                .map(|&start| self.encode_chunk(start..(start + CHUNK_ROWS).min(self.rows.len())))
                 .collect();
-            out.item(&engaged)?;
-            write_series(out, rows.iter().map(Row::engagements), false)?;
+            for chunk in encoded {
+                let chunk = chunk?;
+                out.u64(chunk.len() as u64)?;
+                out.raw(&chunk)?;
+            }
         }
         Ok(())
+    }
+
+    /// The bytes of the rows `range`: their ids, every column, then each
+    /// kind of event.
+    fn encode_chunk(&self, range: std::ops::Range<usize>) -> std::io::Result<Vec<u8>> {
+        let mut out = Encoder::default();
+        out.item(&self.ids[range.clone()])?;
+        write_columns(&mut out, &self.columns, range.clone())?;
+        let rows = &self.rows[range];
+        write_series(&mut out, rows.iter().map(|row| &row.purchases), true)?;
+        let engaged: Vec<Option<FirstEngagements>> = rows
+            .iter()
+            .map(|row| row.engaged().map(|(_, firsts)| firsts))
+            .collect();
+        out.item(&engaged)?;
+        write_series(&mut out, rows.iter().map(Row::engagements), false)?;
+        Ok(out.bytes)
     }
 
     /// Reads the image at `path`, which must carry `token` and have been
@@ -185,7 +212,7 @@ impl FeatureIndex {
 /// Writes rows `range` of every column, each as one item, in the order
 /// of [`for_each_column`], which `read_columns` reads them back in.
 fn write_columns(
-    out: &mut Out,
+    out: &mut Encoder,
     columns: &Columns,
     range: std::ops::Range<usize>,
 ) -> std::io::Result<()> {
@@ -196,7 +223,7 @@ fn write_columns(
 }
 
 /// Reads the next `rows` rows of every column, in `write_columns`' order.
-fn read_columns(input: &mut In, columns: &mut Columns, rows: usize) -> Result<()> {
+fn read_columns(input: &mut Slice<'_>, columns: &mut Columns, rows: usize) -> Result<()> {
     for_each_column!(columns, |column| {
         input.extend(column, rows)?;
     });
@@ -206,7 +233,7 @@ fn read_columns(input: &mut In, columns: &mut Columns, rows: usize) -> Result<()
 /// Writes one kind of event of a chunk's rows: the count of each row,
 /// then every row's times, amounts (if `amounts`), id hashes and places.
 fn write_series<'a>(
-    out: &mut Out,
+    out: &mut Encoder,
     series: impl Iterator<Item = &'a Series> + Clone,
     amounts: bool,
 ) -> std::io::Result<()> {
@@ -235,7 +262,7 @@ fn write_series<'a>(
 /// Reads what `write_series` wrote for `rows` rows, each row's arrays at
 /// their exact size and with no array of the whole chunk between them, so
 /// that the reader leaves no holes among the rows' arrays.
-fn read_series(input: &mut In, rows: usize, amounts: bool) -> Result<Vec<Series>> {
+fn read_series(input: &mut Slice<'_>, rows: usize, amounts: bool) -> Result<Vec<Series>> {
     let counts: Vec<u32> = input.item()?;
     if counts.len() != rows {
         return Err(corrupt("a chunk's event counts are not one per row"));
@@ -331,27 +358,57 @@ fn read_image(
     for_each_column!(&mut index.columns, |column| {
         column.reserve_exact(rows);
     });
-    for start in (0..rows).step_by(CHUNK_ROWS) {
-        let chunk = (rows - start).min(CHUNK_ROWS);
-        input.extend(&mut index.ids, chunk)?;
-        read_columns(input, &mut index.columns, chunk)?;
-        let purchases = read_series(input, chunk, true)?;
-        let engaged: Vec<Option<FirstEngagements>> = input.item()?;
-        if engaged.len() != chunk {
-            return Err(corrupt("a chunk's engagement firsts are not one per row"));
+    // The chunks are read in order on a thread of their own, decoded a few
+    // at a time on every core, and appended in order; the reading of the
+    // next few overlaps the decoding of these.
+    let starts: Vec<usize> = (0..rows).step_by(CHUNK_ROWS).collect();
+    std::thread::scope(|scope| -> Result<()> {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(CHUNKS_AT_ONCE);
+        let (give_back, given_back) = std::sync::mpsc::channel::<Vec<u8>>();
+        let chunks = starts.len();
+        let reader = scope.spawn(move || {
+            for _ in 0..chunks {
+                let mut buffer = given_back.try_recv().unwrap_or_default();
+                let read = input.chunk(&mut buffer).map(|()| buffer);
+                let failed = read.is_err();
+                // The receiver leaves early only after an error of its own.
+                if sender.send(read).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        for group in starts.chunks(CHUNKS_AT_ONCE) {
+            let read: Vec<Vec<u8>> = group
+                .iter()
+                .map(|_| {
+                    receiver
+                        .recv()
+                        .unwrap_or_else(|_| Err(corrupt("it ends early")))
+                })
+                .collect::<Result<_>>()?;
+            let decoded: Vec<Result<Chunk>> = read
+                .par_iter()
+                .zip(group)
+                .map(|(bytes, &start)| Chunk::decode(bytes, (rows - start).min(CHUNK_ROWS)))
+                .collect();
+            for buffer in read {
+                // The reader may be done already.
+                let _ = give_back.send(buffer);
+            }
+            for chunk in decoded {
+                let mut chunk = chunk?;
+                index.ids.append(&mut chunk.ids);
+                for_each_column!(&mut index.columns, &mut chunk.columns, |column, twin| {
+                    column.append(twin);
+                });
+                index.rows.append(&mut chunk.rows);
+            }
         }
-        let engagements = read_series(input, chunk, false)?;
-        for ((purchases, engagements), firsts) in
-            purchases.into_iter().zip(engagements).zip(engaged)
-        {
-            let engaged = match firsts {
-                Some(firsts) => Some((engagements, firsts)),
-                None if engagements.is_empty() => None,
-                None => return Err(corrupt("a row has engagement events and no firsts")),
-            };
-            index.rows.push(Row::from_parts(purchases, engaged));
-        }
-    }
+        drop(receiver);
+        reader
+            .join()
+            .map_err(|_| Error::internal("the index image reader panicked"))
+    })?;
     // Every dictionary code names a string.
     let Dictionaries {
         country,
@@ -371,10 +428,22 @@ fn read_image(
             return Err(corrupt("a column names a string its dictionary lacks"));
         }
     }
-    // The id table, and the checks that every row agrees with it.
+    // The id table, sized once and with the ids hashed on every core, and
+    // the checks that every row agrees with it.
+    let hashes: Vec<u64> = {
+        let hasher = &index.hasher;
+        index
+            .ids
+            .par_iter()
+            .map(|id| std::hash::BuildHasher::hash_one(hasher, id.as_str()))
+            .collect()
+    };
+    let (ids, hasher, table) = (&index.ids, &index.hasher, &mut index.table);
+    let rehash = |&n: &u32| std::hash::BuildHasher::hash_one(hasher, ids[n as usize].as_str());
+    table.reserve(live.min(rows), rehash);
     let mut found = 0;
-    for at in 0..rows {
-        let (alive, id) = (index.columns.alive[at], &index.ids[at]);
+    for (at, (id, &hash)) in ids.iter().zip(&hashes).enumerate() {
+        let alive = index.columns.alive[at];
         if alive == id.is_empty() {
             return Err(corrupt(format!(
                 "row {at} has an id if and only if it holds no customer"
@@ -383,14 +452,10 @@ fn read_image(
         if !alive {
             continue;
         }
-        if index.row_number(id).is_some() {
+        if table.find(hash, |&n| ids[n as usize] == *id).is_some() {
             return Err(corrupt(format!("the id {id} is held by two rows")));
         }
-        let hash = std::hash::BuildHasher::hash_one(&index.hasher, id.as_str());
-        let (ids, hasher) = (&index.ids, &index.hasher);
-        index.table.insert_unique(hash, at as u32, |&n| {
-            std::hash::BuildHasher::hash_one(hasher, ids[n as usize].as_str())
-        });
+        table.insert_unique(hash, at as u32, rehash);
         found += 1;
     }
     if found != live {
@@ -405,7 +470,6 @@ struct Out {
     file: BufWriter<File>,
     digest: Xxh3,
     bytes: u64,
-    scratch: Vec<u8>,
 }
 
 impl Out {
@@ -424,18 +488,6 @@ impl Out {
         let bytes = postcard::to_stdvec(value).map_err(std::io::Error::other)?;
         self.u64(bytes.len() as u64)?;
         self.raw(&bytes)
-    }
-
-    /// Words as 8 bytes each; their count is known to the reader.
-    fn words(&mut self, words: impl Iterator<Item = u64>) -> std::io::Result<()> {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        for word in words {
-            scratch.extend_from_slice(&word.to_le_bytes());
-        }
-        let written = self.raw(&scratch);
-        self.scratch = scratch;
-        written
     }
 }
 
@@ -486,6 +538,114 @@ impl In {
         value.map_err(|error| corrupt(format!("an item does not decode: {error}")))
     }
 
+    /// The next chunk's bytes, which its length precedes, into `buffer`.
+    fn chunk(&mut self, buffer: &mut Vec<u8>) -> Result<()> {
+        let length = self.u64()?;
+        if length > MAX_ITEM_BYTES || length > self.left {
+            return Err(corrupt("a chunk runs beyond the file"));
+        }
+        buffer.resize(length as usize, 0);
+        self.raw(buffer)
+    }
+}
+
+/// A chunk being encoded.
+#[derive(Default)]
+struct Encoder {
+    bytes: Vec<u8>,
+}
+
+impl Encoder {
+    fn u64(&mut self, value: u64) {
+        self.bytes.extend_from_slice(&value.to_le_bytes());
+    }
+
+    /// One postcard item, prefixed by its length.
+    fn item<T: Serialize + ?Sized>(&mut self, value: &T) -> std::io::Result<()> {
+        let bytes = postcard::to_stdvec(value).map_err(std::io::Error::other)?;
+        self.u64(bytes.len() as u64);
+        self.bytes.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    /// Words as 8 bytes each; their count is known to the reader.
+    fn words(&mut self, words: impl Iterator<Item = u64>) -> std::io::Result<()> {
+        for word in words {
+            self.bytes.extend_from_slice(&word.to_le_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// The rows of one chunk, decoded.
+struct Chunk {
+    ids: Vec<CompactString>,
+    columns: Columns,
+    rows: Vec<Row>,
+}
+
+impl Chunk {
+    /// Decodes a chunk of `rows` rows from all of `bytes`.
+    fn decode(bytes: &[u8], rows: usize) -> Result<Chunk> {
+        let mut input = Slice { bytes };
+        let mut ids = Vec::with_capacity(rows);
+        input.extend(&mut ids, rows)?;
+        let mut columns = Columns::default();
+        read_columns(&mut input, &mut columns, rows)?;
+        let purchases = read_series(&mut input, rows, true)?;
+        let engaged: Vec<Option<FirstEngagements>> = input.item()?;
+        if engaged.len() != rows {
+            return Err(corrupt("a chunk's engagement firsts are not one per row"));
+        }
+        let engagements = read_series(&mut input, rows, false)?;
+        if !input.bytes.is_empty() {
+            return Err(corrupt("a chunk goes on after its rows"));
+        }
+        let rows = purchases
+            .into_iter()
+            .zip(engagements)
+            .zip(engaged)
+            .map(|((purchases, engagements), firsts)| {
+                let engaged = match firsts {
+                    Some(firsts) => Some((engagements, firsts)),
+                    None if engagements.is_empty() => None,
+                    None => return Err(corrupt("a row has engagement events and no firsts")),
+                };
+                Ok(Row::from_parts(purchases, engaged))
+            })
+            .collect::<Result<Vec<Row>>>()?;
+        Ok(Chunk { ids, columns, rows })
+    }
+}
+
+/// The bytes of a chunk not yet decoded.
+struct Slice<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Slice<'a> {
+    /// The next `length` bytes.
+    fn take(&mut self, length: u64) -> Result<&'a [u8]> {
+        if length > self.bytes.len() as u64 {
+            return Err(corrupt("an item runs beyond its chunk"));
+        }
+        let (taken, rest) = self.bytes.split_at(length as usize);
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    fn item<T: DeserializeOwned>(&mut self) -> Result<T> {
+        let length = self.u64()?;
+        postcard::from_bytes(self.take(length)?)
+            .map_err(|error| corrupt(format!("an item does not decode: {error}")))
+    }
+
     /// Appends the next item, which must hold `rows` values, to `column`.
     fn extend<T: DeserializeOwned>(&mut self, column: &mut Vec<T>, rows: usize) -> Result<()> {
         let values: Vec<T> = self.item()?;
@@ -500,8 +660,7 @@ impl In {
     /// next `8 × Σ counts` bytes.
     fn rows_of_words(&mut self, counts: &[u32]) -> Result<Vec<Vec<u64>>> {
         let words = counts.iter().map(|&count| u64::from(count)).sum::<u64>();
-        let buffer = self.fill(words.saturating_mul(8))?;
-        let mut rest = buffer.as_slice();
+        let mut rest = self.take(words.saturating_mul(8))?;
         let arrays = counts
             .iter()
             .map(|&count| {
@@ -516,7 +675,6 @@ impl In {
                     .collect()
             })
             .collect();
-        self.buffer = buffer;
         Ok(arrays)
     }
 }

@@ -41,6 +41,7 @@ impl FeatureIndex {
         let mut index = FeatureIndex::new(thresholds);
         let numbers = store.customer_numbers() as usize;
         index.grow_to(numbers);
+        index.reserve_ids(numbers);
         // The rows are filled on their own thread while the customers go
         // into the rest of the index.
         let mut rows = std::mem::take(&mut index.rows);

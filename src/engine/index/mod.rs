@@ -29,7 +29,7 @@ pub use crate::store::event_key;
 pub use columns::{
     age_at, days_past, engaged, frequency_bounds, ymd, Columns, Derived, Dictionaries, Dictionary,
 };
-pub use image::{image_temporary, IMAGE_FILE};
+pub use image::{image_discarded, image_temporary, IMAGE_FILE};
 pub use series::{Event, EventRef, Loaded, Row, Series};
 
 use super::rfm::{Figures, RfmBounds, RfmState};
@@ -271,6 +271,15 @@ impl FeatureIndex {
             .set_profile(at, &fields, &mut self.dictionaries);
         self.set_traits(number, fields.traits);
         self.keep_p_alive(at);
+    }
+
+    /// Makes room in the id table for `customers` customers in all, so
+    /// that a bulk load does not grow it step by step.
+    fn reserve_ids(&mut self, customers: usize) {
+        let (ids, hasher) = (&self.ids, &self.hasher);
+        let more = customers.saturating_sub(self.table.len());
+        self.table
+            .reserve(more, |&n| hasher.hash_one(ids[n as usize].as_str()));
     }
 
     /// Adds empty rows, holding no customer, up to `rows` rows.

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use super::journal::Touched;
 use super::members::Members;
 use super::record::{decode, decoded_len, encode, Cause, Change, Checkpoint, Record, Subject};
@@ -254,12 +256,15 @@ impl State {
                         Scored::Rows(moved) => moved.as_slice(),
                         Scored::Whole => &[],
                     };
-                    let read =
-                        |&row: &u32, by_scores: bool| (row, features_at(&frame, row), by_scores);
+                    // Predictions only for a subject that reads them; the
+                    // rows on both cores, as the index is held meanwhile.
+                    let read = |&row: &u32, by_scores: bool| {
+                        (row, features_at(&frame, row, predicted), by_scores)
+                    };
                     let mut candidates: Vec<(u32, Option<CustomerFeatures>, bool)> = rows
-                        .iter()
+                        .par_iter()
                         .map(|row| read(row, false))
-                        .chain(moved.iter().map(|row| read(row, true)))
+                        .chain(moved.par_iter().map(|row| read(row, true)))
                         .collect();
                     candidates.sort_unstable_by_key(|(row, _, _)| *row);
                     (Some(candidates), matches!(scored, Scored::Whole))

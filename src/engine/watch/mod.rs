@@ -69,8 +69,10 @@ use evaluate::State;
 /// How the watches are evaluated and their history kept.
 #[derive(Debug, Clone)]
 pub struct WatchSettings {
-    /// At most this long between evaluations, so that changes the clock
-    /// alone makes are seen within it.
+    /// At most this long between evaluations without writes, so that
+    /// changes the clock alone makes are seen within it. Under steady
+    /// writes an evaluation that takes longer than a third of it is
+    /// followed by a gap of three times its length instead.
     pub period: Duration,
     /// Records older than this are dropped.
     pub retention: Duration,
@@ -309,7 +311,7 @@ impl Hub {
         self.settings.clock.now()
     }
 
-    /// At most this long between evaluations.
+    /// At most this long between evaluations without writes.
     pub fn period(&self) -> Duration {
         self.settings.period
     }
@@ -382,13 +384,16 @@ pub(super) async fn run(shared: Weak<Shared>) {
         let hub = &strong.watch;
         // After a write, wait a little for the writes that come with it,
         // and long enough that evaluating usually takes at most a quarter
-        // of a core; else every period.
+        // of the time, even when that is longer than the period: writes
+        // wait while an evaluation holds the index, so a large index under
+        // steady writes is evaluated less often rather than starving them.
+        // Without writes, every period.
         let woken = tokio::select! {
             () = hub.wake.notified() => true,
             () = tokio::time::sleep(period) => false,
         };
         if woken {
-            let gap = (usual_cost * 3).max(Duration::from_millis(20)).min(period);
+            let gap = (usual_cost * 3).max(Duration::from_millis(20).min(period));
             tokio::time::sleep(gap).await;
         }
         let started = Instant::now();
