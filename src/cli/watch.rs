@@ -16,7 +16,8 @@ pub struct WatchArgs {
     /// At most this long between two evaluations of the watches without
     /// writes (`1s`): changes the clock alone makes are reported within
     /// it. Writes start an evaluation sooner, unless evaluations take over
-    /// a third of the period: then three times their length after the last.
+    /// a third of the period: then the wait after a write is three times
+    /// their usual length, up to ten periods.
     #[arg(long, env = "SEGMENTD_WATCH_PERIOD", default_value = "1s", value_parser = parse_period)]
     watch_period: Duration,
     /// Changes older than this are dropped from the history (`7d`); a

@@ -128,7 +128,18 @@ where
         };
         let next = match pending.take() {
             Some(batch) => {
-                let (done, next) = tokio::join!(apply(batch), next);
+                let applying = apply(batch);
+                tokio::pin!(applying, next);
+                // A refusal is answered at once, without waiting for the
+                // message read ahead, which a paused client may never send.
+                let mut read = None;
+                let done = loop {
+                    tokio::select! {
+                        biased;
+                        done = &mut applying => break done,
+                        got = &mut next, if read.is_none() => read = Some(got),
+                    }
+                };
                 match done {
                     Ok(counts) => {
                         applied(counts);
@@ -136,7 +147,10 @@ where
                     }
                     Err(refusal) => return (batches, Err(refusal)),
                 }
-                next
+                match read {
+                    Some(read) => read,
+                    None => next.await,
+                }
             }
             None => next.await,
         };

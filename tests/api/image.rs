@@ -73,9 +73,20 @@ async fn a_clean_restart_reads_the_image_and_answers_as_before() {
         "a clean shutdown writes the image"
     );
 
+    // What a crash while an image read was being removed would leave.
+    std::fs::write(dir.join(format!("{IMAGE}.read")), b"an old image").unwrap();
     let (server, from_image) = restart(&dir, true).await;
     assert!(from_image, "the start read the image");
-    assert!(!dir.join(IMAGE).exists(), "the image read is removed");
+    assert!(!dir.join(IMAGE).exists(), "the image read is moved aside");
+    // It is removed in the background, and so is what a crash left.
+    let removed = async {
+        while dir.join(format!("{IMAGE}.read")).exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), removed)
+        .await
+        .expect("the image read is removed");
     assert_eq!(answers(&server).await, before);
 
     // A write after the restart is in the next image.

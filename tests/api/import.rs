@@ -255,3 +255,42 @@ async fn a_message_refused_when_applied_stops_the_stream_before_the_one_read_ahe
     assert_eq!(ids, expected);
     server.stop().await.unwrap();
 }
+
+/// A refusal is answered while the client still holds the stream open
+/// and sends nothing more: the message read ahead is not waited for.
+#[tokio::test]
+async fn a_refusal_is_answered_while_the_client_pauses() {
+    use crate::activity::{activity, purchase};
+    use tokio_stream::wrappers::ReceiverStream;
+
+    let server = TestServer::start().await;
+    crate::customers::create(&server, "r", full_customer())
+        .await
+        .unwrap();
+    let (messages, stream) = tokio::sync::mpsc::channel(4);
+    for (customer, id) in [("r", "p-0"), ("nobody", "p-1")] {
+        messages
+            .send(pb::ImportActivityRequest {
+                purchases: vec![purchase(id, customer, 1, 100)],
+                engagements: Vec::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let mut client = activity(&server).await;
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        client.import_activity(ReceiverStream::new(stream)),
+    )
+    .await
+    .expect("the refusal came while the stream was still open");
+    let status = answer.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("message 1"),
+        "{}",
+        status.message()
+    );
+    drop(messages);
+    server.stop().await.unwrap();
+}

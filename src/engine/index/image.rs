@@ -49,10 +49,13 @@ const VERSION: u64 = 2;
 const BUILD: &str = env!("SEGMENTD_SOURCE_FINGERPRINT");
 
 /// Rows per chunk: what a chunk's items take while being read or written.
-const CHUNK_ROWS: usize = 1 << 13;
+/// The tests' images are small: a few rows a chunk, so that they span
+/// several groups of chunks.
+const CHUNK_ROWS: usize = if cfg!(test) { 16 } else { 1 << 13 };
 
-/// Chunks encoded or decoded at a time, on every core: what is held of the
-/// file meanwhile.
+/// Chunks encoded or decoded at a time, on every core. Reading holds up
+/// to about twice as many of the file's chunks at once: these, those the
+/// reader has read ahead, and the one it reads.
 const CHUNKS_AT_ONCE: usize = 8;
 
 /// The largest item or array the reader accepts; the largest a chunk
@@ -366,17 +369,20 @@ fn read_image(
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(CHUNKS_AT_ONCE);
         let (give_back, given_back) = std::sync::mpsc::channel::<Vec<u8>>();
         let chunks = starts.len();
-        let reader = scope.spawn(move || {
-            for _ in 0..chunks {
-                let mut buffer = given_back.try_recv().unwrap_or_default();
-                let read = input.chunk(&mut buffer).map(|()| buffer);
-                let failed = read.is_err();
-                // The receiver leaves early only after an error of its own.
-                if sender.send(read).is_err() || failed {
-                    break;
+        let reader = std::thread::Builder::new()
+            .name("image reader".into())
+            .spawn_scoped(scope, move || {
+                for _ in 0..chunks {
+                    let mut buffer = given_back.try_recv().unwrap_or_default();
+                    let read = input.chunk(&mut buffer).map(|()| buffer);
+                    let failed = read.is_err();
+                    // The receiver leaves early only after an error of its own.
+                    if sender.send(read).is_err() || failed {
+                        break;
+                    }
                 }
-            }
-        });
+            })
+            .map_err(|error| Error::internal(format!("cannot start the image reader: {error}")))?;
         for group in starts.chunks(CHUNKS_AT_ONCE) {
             let read: Vec<Vec<u8>> = group
                 .iter()

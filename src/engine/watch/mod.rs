@@ -71,8 +71,9 @@ use evaluate::State;
 pub struct WatchSettings {
     /// At most this long between evaluations without writes, so that
     /// changes the clock alone makes are seen within it. Under steady
-    /// writes an evaluation that takes longer than a third of it is
-    /// followed by a gap of three times its length instead.
+    /// writes, once evaluations take over a third of it, the wait after
+    /// a write is three times their usual length instead, up to ten
+    /// periods.
     pub period: Duration,
     /// Records older than this are dropped.
     pub retention: Duration,
@@ -346,6 +347,10 @@ impl Hub {
     }
 }
 
+/// The longest wait after writes, in periods, however long evaluations
+/// take: changes are reported at most this late under steady writes.
+const LONGEST_GAP_IN_PERIODS: u32 = 10;
+
 /// Loads the history, then evaluates after writes and every period until
 /// the engine is gone.
 pub(super) async fn run(shared: Weak<Shared>) {
@@ -374,8 +379,8 @@ pub(super) async fn run(shared: Weak<Shared>) {
     let period = hub.settings.period;
     drop(strong);
     // The evaluations' usual length: a moving average, so that one long
-    // evaluation (a rule changed, or scores moved for many customers) does
-    // not hold the next ones back.
+    // evaluation (a rule changed, or scores moved for many customers)
+    // moves the next waits by an eighth of its length, within ten periods.
     let mut usual_cost = Duration::ZERO;
     loop {
         let Some(strong) = shared.upgrade() else {
@@ -393,7 +398,9 @@ pub(super) async fn run(shared: Weak<Shared>) {
             () = tokio::time::sleep(period) => false,
         };
         if woken {
-            let gap = (usual_cost * 3).max(Duration::from_millis(20).min(period));
+            let gap = (usual_cost * 3)
+                .min(period * LONGEST_GAP_IN_PERIODS)
+                .max(Duration::from_millis(20).min(period));
             tokio::time::sleep(gap).await;
         }
         let started = Instant::now();
@@ -402,7 +409,10 @@ pub(super) async fn run(shared: Weak<Shared>) {
             .await
             .map_err(|error| Error::internal(format!("evaluation task failed: {error}")))
             .and_then(|outcome| outcome);
-        usual_cost = (usual_cost * 7 + started.elapsed()) / 8;
+        usual_cost = match usual_cost.is_zero() {
+            true => started.elapsed(),
+            false => (usual_cost * 7 + started.elapsed()) / 8,
+        };
         if let Err(error) = outcome {
             tracing::error!(%error, "evaluating the watches failed; trying again");
         }
