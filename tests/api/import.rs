@@ -237,18 +237,7 @@ async fn a_message_refused_when_applied_stops_the_stream_before_the_one_read_ahe
         "{}",
         status.message()
     );
-    let listed = activity(&server)
-        .await
-        .list_purchases(pb::ListPurchasesRequest {
-            parent: "customers/r".into(),
-            page_size: 100,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .purchases;
-    let mut ids: Vec<String> = listed.into_iter().map(|p| p.purchase_id).collect();
+    let mut ids = crate::activity::purchase_ids(&server, "r", 100).await;
     ids.sort();
     let mut expected: Vec<String> = (0..10).map(|n| format!("p-{n}")).collect();
     expected.sort();
