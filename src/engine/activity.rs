@@ -27,9 +27,9 @@ pub struct EventPage<T> {
 pub fn batches_of(row: &Row) -> Vec<u64> {
     let mut batches: Vec<u64> = row
         .purchases
-        .refs
+        .refs()
         .iter()
-        .chain(&row.engagements().refs)
+        .chain(row.engagements().refs())
         .map(|at| at.batch())
         .collect();
     batches.sort_unstable();
@@ -278,8 +278,8 @@ fn page_of(
         None => series.len(),
     };
     let start = end.saturating_sub(page_size);
-    let refs = series.refs[start..end].iter().rev().copied().collect();
-    let next = (start > 0).then(|| (series.times[start], series.keys[start]));
+    let refs = series.refs()[start..end].iter().rev().copied().collect();
+    let next = (start > 0).then(|| (series.times()[start], series.keys()[start]));
     (refs, next)
 }
 

@@ -81,8 +81,8 @@ pub(super) fn features_at(
     let at_row = number as usize;
     let rfm = frame.rfm_of(at_row);
     let purchases = PurchaseStats::compute_with_total(
-        &row.purchases.times,
-        &row.purchases.amounts,
+        row.purchases.times(),
+        row.purchases.amounts(),
         at,
         Some(columns.total[at_row]),
     );

@@ -144,16 +144,16 @@ impl<'a> Frame<'a> {
                     continue;
                 };
                 let series = &row.purchases;
-                let counted = series.times.partition_point(|&time| time <= self.at);
+                let counted = series.times().partition_point(|&time| time <= self.at);
                 if counted == 0 {
                     continue;
                 }
                 past.count[number] = counted as u32;
-                past.total[number] = series.amounts[..counted]
+                past.total[number] = series.amounts()[..counted]
                     .iter()
                     .fold(0i64, |sum, &amount| sum.saturating_add(amount));
-                past.first[number] = series.times[0];
-                past.last[number] = series.times[counted - 1];
+                past.first[number] = series.times()[0];
+                past.last[number] = series.times()[counted - 1];
             }
             past
         })
@@ -201,7 +201,7 @@ impl<'a> Frame<'a> {
         let Some(row) = self.index.row_at(number as u32) else {
             return 0;
         };
-        let times = &row.purchases.times;
+        let times = row.purchases.times();
         let end = times.partition_point(|&time| time <= self.at);
         let start = self.at.saturating_sub(days * NANOS_PER_DAY);
         (end - times[..end].partition_point(|&time| time <= start)) as u32
@@ -336,7 +336,7 @@ impl<'a> Frame<'a> {
         }
         if !self.current {
             let series = &self.index.row_at(number as u32)?.purchases;
-            return PurchaseDays::of(&series.times, &series.amounts, self.at);
+            return PurchaseDays::of(series.times(), series.amounts(), self.at);
         }
         let first_day = day_of(columns.first[number]);
         let repeat_total = if valued {
@@ -344,8 +344,8 @@ impl<'a> Frame<'a> {
             // series.
             let series = &self.index.row_at(number as u32)?.purchases;
             let first_day_end = (first_day + 1).saturating_mul(NANOS_PER_DAY);
-            let on_first_day = series.times.partition_point(|&time| time < first_day_end);
-            let first_total = series.amounts[..on_first_day]
+            let on_first_day = series.times().partition_point(|&time| time < first_day_end);
+            let first_total = series.amounts()[..on_first_day]
                 .iter()
                 .fold(0i64, |sum, &amount| sum.saturating_add(amount));
             columns.total[number].saturating_sub(first_total)

@@ -88,7 +88,7 @@ use crate::domain::features::Thresholds;
 use crate::domain::{CurrencyCode, Error, Result, Timestamp};
 use crate::store::{Store, StoreOptions};
 use command::{Command, Outcome};
-use index::{FeatureIndex, IndexSize};
+use index::{FeatureIndex, Image, IndexSize};
 
 pub use activity::EventPage;
 pub use backup::{BackupChunks, BackupLimits};
@@ -114,38 +114,81 @@ const INLINE_WRITE_RECORDS: usize = 16;
 /// it goes to the blocking pool.
 const INLINE_WRITE_TRIES: usize = 3;
 
-/// The index from the image the last clean shutdown wrote, if it left one
-/// for the store as it is and `settings` allow it; otherwise `None`, and
-/// the caller rebuilds it. The image's token leaves the store first, and
-/// the file after, so that an image is read at most for the state it was
-/// written of. Blocking.
-fn load_image(
-    store: &Store,
+/// An image read at start-up, and how long the reading took.
+type ReadImage = (Result<Image>, std::time::Duration);
+
+/// Opens the store and, meanwhile, reads the index image at `path` on a
+/// thread of its own, if there is one and `settings` allow it: an opening
+/// replays what was written since the store was last opened, which takes
+/// seconds after a large import, and reading an image of millions of
+/// customers takes seconds too. Blocking.
+fn open_store(
+    options: &StoreOptions,
     path: &std::path::Path,
     settings: &EngineSettings,
-) -> Result<Option<FeatureIndex>> {
+) -> Result<(Store, Option<ReadImage>)> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let read = &|| -> ReadImage {
+        let started = std::time::Instant::now();
+        let read = FeatureIndex::read_image(path, settings.thresholds, &stop);
+        (read, started.elapsed())
+    };
+    std::thread::scope(|scope| {
+        let reading = (settings.index_image && path.exists()).then(|| {
+            std::thread::Builder::new()
+                .name("index image".into())
+                .spawn_scoped(scope, read)
+        });
+        let store = Store::open(options);
+        if store.is_err() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let read = match reading {
+            None => None,
+            Some(Ok(handle)) => Some(handle.join().unwrap_or_else(|_| {
+                (
+                    Err(Error::internal("the index image's reader panicked")),
+                    std::time::Duration::ZERO,
+                )
+            })),
+            // No thread to spare: the image is read once the store is open.
+            Some(Err(_)) => store.is_ok().then(read),
+        };
+        Ok((store?, read))
+    })
+}
+
+/// The index from the image the last clean shutdown wrote, read while the
+/// store opened, if it was written for the store as it is and `settings`
+/// allow it; otherwise `None`, and the caller rebuilds it. The image's
+/// token leaves the store first, durably, and the file after, and the
+/// index is taken only if the image carries that token: an image is used
+/// at most once, for the state it was written of. Blocking.
+fn take_image(
+    store: &Store,
+    path: &std::path::Path,
+    read: Option<ReadImage>,
+) -> Result<Option<(FeatureIndex, std::time::Duration)>> {
     let token = store.take_index_image()?;
-    let loaded = match token {
-        Some(token) if settings.index_image => {
-            let started = std::time::Instant::now();
-            match FeatureIndex::load_image(
-                path,
-                token,
-                settings.thresholds,
-                store.customer_numbers() as usize,
-            ) {
+    let loaded = match (token, read) {
+        (Some(token), Some((Ok(image), took))) => {
+            match image.accept(token, store.customer_numbers() as usize) {
                 Ok(index) => {
                     tracing::info!(
-                        ms = started.elapsed().as_millis() as u64,
+                        ms = took.as_millis() as u64,
                         "index read from the image of the last shutdown"
                     );
-                    Some(index)
+                    Some((index, took))
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "the index image is not read; rebuilding the index from the store");
+                    tracing::warn!(%error, "the index image is not used; rebuilding the index from the store");
                     None
                 }
             }
+        }
+        (Some(_), Some((Err(error), _))) => {
+            tracing::warn!(%error, "the index image is not read; rebuilding the index from the store");
+            None
         }
         _ => None,
     };
@@ -387,12 +430,15 @@ impl Engine {
     /// engine ready to serve.
     pub async fn open(options: StoreOptions, settings: EngineSettings) -> Result<Self> {
         let shared = tokio::task::spawn_blocking(move || -> Result<Shared> {
-            let store = Store::open(&options)?;
-            let rebuild_started = std::time::Instant::now();
             let image = options.path.join(index::IMAGE_FILE);
-            let (mut index, from_image) = match load_image(&store, &image, &settings)? {
-                Some(index) => (index, true),
-                None => (FeatureIndex::rebuild(&store, settings.thresholds)?, false),
+            let (store, read) = open_store(&options, &image, &settings)?;
+            let (mut index, took, from_image) = match take_image(&store, &image, read)? {
+                Some((index, took)) => (index, took, true),
+                None => {
+                    let started = std::time::Instant::now();
+                    let index = FeatureIndex::rebuild(&store, settings.thresholds)?;
+                    (index, started.elapsed(), false)
+                }
             };
             index.set_clv_settings(settings.predictions.clv);
             // A model that cannot be read stops the opening, as the
@@ -402,7 +448,7 @@ impl Engine {
                 index.set_model(Arc::new(model));
             }
             let counters = stats::Counters::default();
-            counters.rebuilt(rebuild_started.elapsed(), from_image);
+            counters.rebuilt(took, from_image);
             // The first RFM score would otherwise find the bounds while
             // other calls wait for it.
             index.rfm_bounds();

@@ -61,8 +61,8 @@ fn fit_inputs(index: &FeatureIndex, at: i64) -> FitInputs {
             }
             let row = index.row_at(number as u32)?;
             let purchases = &row.purchases;
-            let days = PurchaseDays::of(&purchases.times, &purchases.amounts, at)?;
-            let counted = purchases.times.partition_point(|&time| time <= at);
+            let days = PurchaseDays::of(purchases.times(), purchases.amounts(), at)?;
+            let counted = purchases.times().partition_point(|&time| time <= at);
             Some((days, counted as u64))
         })
         .collect();
@@ -84,8 +84,8 @@ fn holdout_days(index: &FeatureIndex, from: i64, on: i64, to: i64) -> Vec<(Purch
                 return None;
             }
             let series = &index.row_at(number as u32)?.purchases;
-            let days = PurchaseDays::of(&series.times, &series.amounts, from)?;
-            let times = &series.times;
+            let days = PurchaseDays::of(series.times(), series.amounts(), from)?;
+            let times = series.times();
             let start = times.partition_point(|&time| day_of(time) <= on);
             let stop = times.partition_point(|&time| time <= to).max(start);
             let mut came = 0u32;

@@ -105,7 +105,7 @@ impl Derived {
     /// A row's derived columns; `total` is the sum of its purchase amounts,
     /// which a change of one event keeps up without adding them all again.
     pub fn of(row: &Row, thresholds: &Thresholds, total: i64) -> Self {
-        let times = &row.purchases.times;
+        let times = row.purchases.times();
         let (lapsed_from, frequent_until) = frequency_bounds(times, thresholds);
         let firsts = row.firsts();
         let engaged = [

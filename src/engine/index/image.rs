@@ -2,10 +2,12 @@
 //! shutdown and read at the next start in place of a rebuild from the
 //! store, which must read every customer and every batch of events.
 //!
-//! An image is only ever read for the store state it was written from:
+//! An image is only ever used for the store state it was written from:
 //! the engine tags it with a random token that it stores in the store's
 //! `meta` tree after the image is on disk, and takes that token out of the
-//! store, durably, before it reads the image (see `Engine::open`). A start
+//! store, durably, before it uses the image (see `Engine::open`). The
+//! image is read while the store opens, but its index is taken only once
+//! the token it carries has left the store ([`Image::accept`]). A start
 //! that finds no token, or an image whose token, build or thresholds
 //! differ, rebuilds from the store as before.
 //!
@@ -14,17 +16,19 @@
 //! All integers little-endian. A header (magic, version, the build's
 //! source fingerprint, the token, the thresholds, the row count, the
 //! customer count, the latest event time), the dictionaries and the trait
-//! values, then the rows in chunks of [`CHUNK_ROWS`], each prefixed by its
+//! values, and a digest of all of these, which is checked before the
+//! header's counts size anything; then the rows in chunks of [`CHUNK_ROWS`], each prefixed by its
 //! length in bytes, so that chunks are encoded and decoded on every core:
 //! their ids, every column, then each kind of event as per-row counts and
-//! arrays of times, amounts, id hashes and storage places. Variable-length items are
-//! postcard, prefixed by their length; the event arrays are fixed 8-byte
-//! words. An XXH3-64 digest of everything before it ends the file; a file
+//! each row's times, amounts, id hashes and storage places, as its series
+//! lays them out in memory. Variable-length items are postcard, prefixed
+//! by their length; the event arrays are fixed 8-byte words. An XXH3-64 digest of everything before it ends the file; a file
 //! whose digest differs is refused, and so is one that ends early.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use compact_str::CompactString;
 use rayon::prelude::*;
@@ -33,7 +37,7 @@ use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::columns::{for_each_column, Columns, Dictionaries, Dictionary};
-use super::series::{EventRef, Row, Series};
+use super::series::{Row, Series};
 use super::FeatureIndex;
 use crate::domain::features::{FirstEngagements, Thresholds};
 use crate::domain::{Error, Result};
@@ -42,7 +46,7 @@ use crate::domain::{Error, Result};
 pub const IMAGE_FILE: &str = "index.image";
 
 const MAGIC: &[u8; 8] = b"SGDINDEX";
-const VERSION: u64 = 2;
+const VERSION: u64 = 3;
 
 /// The sources this build was made from: an image is read only by the
 /// build that wrote it, whatever its layout.
@@ -142,6 +146,9 @@ impl FeatureIndex {
             out.item(dictionary.names())?;
         }
         out.item(&self.traits)?;
+        // The header's own digest: a reader sizes the index from the
+        // header before the file's digest can be checked.
+        out.u64(out.digest.digest())?;
         let starts: Vec<usize> = (0..self.rows.len()).step_by(CHUNK_ROWS).collect();
         for group in starts.chunks(CHUNKS_AT_ONCE) {
             let encoded: Vec<std::io::Result<Vec<u8>>> = group
@@ -174,15 +181,11 @@ impl FeatureIndex {
         Ok(out.bytes)
     }
 
-    /// Reads the image at `path`, which must carry `token` and have been
-    /// written by this build with `thresholds`, for a store of `rows`
-    /// customer numbers. Blocking.
-    pub fn load_image(
-        path: &Path,
-        token: u128,
-        thresholds: Thresholds,
-        rows: usize,
-    ) -> Result<FeatureIndex> {
+    /// Reads the image at `path`, which must have been written by this
+    /// build with `thresholds`; whether it was written for the store's
+    /// state is for [`Image::accept`] to say. Gives up, with an error, once
+    /// `stop` is set. Blocking.
+    pub fn read_image(path: &Path, thresholds: Thresholds, stop: &AtomicBool) -> Result<Image> {
         let file = File::open(path).map_err(io_error(path, "cannot open"))?;
         let length = file
             .metadata()
@@ -196,7 +199,7 @@ impl FeatureIndex {
                 .ok_or_else(|| corrupt("it is too short"))?,
             buffer: Vec::new(),
         };
-        let index = read_image(&mut input, token, thresholds, rows)?;
+        let image = read_image(&mut input, thresholds, stop)?;
         if input.left != 0 {
             return Err(corrupt("it goes on after the last row"));
         }
@@ -208,7 +211,30 @@ impl FeatureIndex {
         if u64::from_le_bytes(trailer) != input.digest.digest() {
             return Err(corrupt("its digest does not match"));
         }
-        Ok(index)
+        Ok(image)
+    }
+}
+
+/// An index read from an image, not yet matched to the store.
+pub struct Image {
+    index: FeatureIndex,
+    token: u128,
+}
+
+impl Image {
+    /// The index, if the image was written for the store state that
+    /// `token` names, of `rows` customer numbers.
+    pub fn accept(self, token: u128, rows: usize) -> Result<FeatureIndex> {
+        if self.token != token {
+            return Err(corrupt("it was written for another state of the store"));
+        }
+        let image_rows = self.index.rows.len();
+        if image_rows != rows {
+            return Err(corrupt(format!(
+                "it holds {image_rows} rows, and the store has given {rows} customer numbers"
+            )));
+        }
+        Ok(self.index)
     }
 }
 
@@ -234,7 +260,8 @@ fn read_columns(input: &mut Slice<'_>, columns: &mut Columns, rows: usize) -> Re
 }
 
 /// Writes one kind of event of a chunk's rows: the count of each row,
-/// then every row's times, amounts (if `amounts`), id hashes and places.
+/// then each row's times, amounts (if `amounts`), id hashes and places,
+/// one row after another, as a series lays them out.
 fn write_series<'a>(
     out: &mut Encoder,
     series: impl Iterator<Item = &'a Series> + Clone,
@@ -242,77 +269,51 @@ fn write_series<'a>(
 ) -> std::io::Result<()> {
     let counts: Vec<u32> = series.clone().map(|series| series.len() as u32).collect();
     out.item(&counts)?;
-    out.words(
+    out.words(series.flat_map(|series| {
+        debug_assert_eq!(
+            series.amounts().len(),
+            if amounts { series.len() } else { 0 }
+        );
         series
-            .clone()
-            .flat_map(|series| series.times.iter().map(|&t| t as u64)),
-    )?;
-    if amounts {
-        out.words(
-            series
-                .clone()
-                .flat_map(|series| series.amounts.iter().map(|&a| a as u64)),
-        )?;
-    }
-    out.words(
-        series
-            .clone()
-            .flat_map(|series| series.keys.iter().copied()),
-    )?;
-    out.words(series.flat_map(|series| series.refs.iter().map(|at| at.packed())))
+            .times()
+            .iter()
+            .chain(series.amounts())
+            .map(|&word| word as u64)
+            .chain(series.keys().iter().copied())
+            .chain(series.refs().iter().map(|at| at.packed()))
+    }))
 }
 
-/// Reads what `write_series` wrote for `rows` rows, each row's arrays at
-/// their exact size and with no array of the whole chunk between them, so
-/// that the reader leaves no holes among the rows' arrays.
+/// Reads what `write_series` wrote for `rows` rows, each row's series in
+/// one allocation of its exact size.
 fn read_series(input: &mut Slice<'_>, rows: usize, amounts: bool) -> Result<Vec<Series>> {
     let counts: Vec<u32> = input.item()?;
     if counts.len() != rows {
         return Err(corrupt("a chunk's event counts are not one per row"));
     }
-    let times = input.rows_of_words(&counts)?;
-    let amounts = if amounts {
-        input.rows_of_words(&counts)?
-    } else {
-        Vec::new()
-    };
-    let keys = input.rows_of_words(&counts)?;
-    let refs = input.rows_of_words(&counts)?;
-    let mut amounts = amounts.into_iter();
-    times
-        .into_iter()
-        .zip(keys)
-        .zip(refs)
-        .map(|((times, keys), refs)| {
-            let in_order = times
-                .windows(2)
-                .zip(keys.windows(2))
-                .all(|(t, k)| (t[0] as i64, k[0]) <= (t[1] as i64, k[1]));
-            if !in_order {
-                return Err(corrupt("a row's events are out of order"));
-            }
-            Ok(Series::from_arrays(
-                cast_vec(times),
-                amounts.next().map_or_else(Vec::new, cast_vec),
-                keys,
-                refs.into_iter().map(EventRef::unpack).collect(),
-            ))
+    let lanes: usize = if amounts { 4 } else { 3 };
+    let events = counts.iter().map(|&count| u64::from(count)).sum::<u64>();
+    let mut rest = input.take(events.saturating_mul(lanes as u64 * 8))?;
+    counts
+        .iter()
+        .map(|&count| {
+            let (row, after) = rest.split_at(count as usize * lanes * 8);
+            rest = after;
+            let words: Box<[u64]> = row
+                .chunks_exact(8)
+                .map(|word| {
+                    let mut bytes = [0; 8];
+                    bytes.copy_from_slice(word);
+                    u64::from_le_bytes(bytes)
+                })
+                .collect();
+            Series::from_words(words, count as usize, amounts)
+                .ok_or_else(|| corrupt("a row's events are out of order"))
         })
         .collect()
 }
 
-/// The words read as `i64`s: the same bits, and, as the standard library
-/// collects a same-sized map in place, the same allocation.
-fn cast_vec(words: Vec<u64>) -> Vec<i64> {
-    words.into_iter().map(|word| word as i64).collect()
-}
-
-fn read_image(
-    input: &mut In,
-    token: u128,
-    thresholds: Thresholds,
-    rows: usize,
-) -> Result<FeatureIndex> {
+fn read_image(input: &mut In, thresholds: Thresholds, stop: &AtomicBool) -> Result<Image> {
     let mut magic = [0; 8];
     input.raw(&mut magic)?;
     if &magic != MAGIC || input.u64()? != VERSION {
@@ -321,19 +322,11 @@ fn read_image(
     if input.item::<String>()? != BUILD {
         return Err(corrupt("another build wrote it"));
     }
-    let written_token = u128::from(input.u64()?) | u128::from(input.u64()?) << 64;
-    if written_token != token {
-        return Err(corrupt("it was written for another state of the store"));
-    }
+    let token = u128::from(input.u64()?) | u128::from(input.u64()?) << 64;
     if input.item::<String>()? != format!("{thresholds:?}") {
         return Err(corrupt("it was written with other thresholds"));
     }
-    let image_rows = input.u64()?;
-    if image_rows != rows as u64 {
-        return Err(corrupt(format!(
-            "it holds {image_rows} rows, and the store has given {rows} customer numbers"
-        )));
-    }
+    let rows = input.u64()?;
     let live = input.u64()? as usize;
     let max_time = input.u64()? as i64;
     let mut index = FeatureIndex::new(thresholds);
@@ -348,6 +341,14 @@ fn read_image(
         language: dictionary()?,
     };
     index.traits = input.item()?;
+    let header = input.digest.digest();
+    if input.u64()? != header {
+        return Err(corrupt("its header's digest does not match"));
+    }
+    let rows = usize::try_from(rows)
+        .ok()
+        .filter(|&rows| rows <= u32::MAX as usize + 1)
+        .ok_or_else(|| corrupt("it holds more rows than customer numbers exist"))?;
     if index
         .traits
         .values()
@@ -384,6 +385,9 @@ fn read_image(
             })
             .map_err(|error| Error::internal(format!("cannot start the image reader: {error}")))?;
         for group in starts.chunks(CHUNKS_AT_ONCE) {
+            if stop.load(Ordering::Relaxed) {
+                return Err(Error::internal("the index image's reading was stopped"));
+            }
             let read: Vec<Vec<u8>> = group
                 .iter()
                 .map(|_| {
@@ -468,7 +472,7 @@ fn read_image(
         return Err(corrupt("its customer count does not match its rows"));
     }
     index.live = live;
-    Ok(index)
+    Ok(Image { index, token })
 }
 
 /// The image being written, with the digest of what it holds so far.
@@ -661,28 +665,6 @@ impl<'a> Slice<'a> {
         column.extend(values);
         Ok(())
     }
-
-    /// One array of 8-byte words per row, `counts[row]` long, from the
-    /// next `8 × Σ counts` bytes.
-    fn rows_of_words(&mut self, counts: &[u32]) -> Result<Vec<Vec<u64>>> {
-        let words = counts.iter().map(|&count| u64::from(count)).sum::<u64>();
-        let mut rest = self.take(words.saturating_mul(8))?;
-        let arrays = counts
-            .iter()
-            .map(|&count| {
-                let (row, after) = rest.split_at(count as usize * 8);
-                rest = after;
-                row.chunks_exact(8)
-                    .map(|word| {
-                        let mut bytes = [0; 8];
-                        bytes.copy_from_slice(word);
-                        u64::from_le_bytes(bytes)
-                    })
-                    .collect()
-            })
-            .collect();
-        Ok(arrays)
-    }
 }
 
 #[cfg(test)]
@@ -695,7 +677,17 @@ mod tests {
     use crate::domain::{
         Customer, CustomerId, EngagementKind, Location, Party, Profile, Timestamp, TraitValue,
     };
-    use crate::engine::index::{event_key, Event};
+    use crate::engine::index::{event_key, Event, EventRef};
+
+    /// The image at `path` read and accepted for `token` and `rows`.
+    fn load_image(
+        path: &Path,
+        token: u128,
+        thresholds: Thresholds,
+        rows: usize,
+    ) -> Result<FeatureIndex> {
+        FeatureIndex::read_image(path, thresholds, &AtomicBool::new(false))?.accept(token, rows)
+    }
 
     const DAY: i64 = 86_400 * 1_000_000_000;
 
@@ -813,8 +805,15 @@ mod tests {
             seen += &format!("{:?}", dictionary.names());
         }
         for row in &index.rows {
-            let series =
-                |s: &Series| format!("{:?}{:?}{:?}{:?}|", s.times, s.amounts, s.keys, s.refs);
+            let series = |s: &Series| {
+                format!(
+                    "{:?}{:?}{:?}{:?}|",
+                    s.times(),
+                    s.amounts(),
+                    s.keys(),
+                    s.refs()
+                )
+            };
             seen += &series(&row.purchases);
             if let Some((engagements, firsts)) = row.engaged() {
                 seen += &format!("{}{firsts:?}", series(engagements));
@@ -831,8 +830,7 @@ mod tests {
         let index = sample(CHUNK_ROWS as u32 + 1000);
         let bytes = index.save_image(&path, 42).unwrap();
         assert_eq!(bytes, std::fs::metadata(&path).unwrap().len());
-        let read =
-            FeatureIndex::load_image(&path, 42, Thresholds::default(), index.rows.len()).unwrap();
+        let read = load_image(&path, 42, Thresholds::default(), index.rows.len()).unwrap();
         assert_eq!(seen(&read), seen(&index));
         // Its id table and key sets work.
         let id = customer(1).id;
@@ -841,7 +839,7 @@ mod tests {
         let heavy = read.row(id.as_str()).unwrap();
         assert_eq!(heavy.purchases.len(), 200);
         let held = index.row(id.as_str()).unwrap();
-        for &key in &held.purchases.keys {
+        for &key in held.purchases.keys() {
             let refs = heavy.purchases.refs_with_key(key);
             assert_eq!(refs.len(), 1);
             assert_eq!(refs, held.purchases.refs_with_key(key));
@@ -857,7 +855,7 @@ mod tests {
         index.save_image(&path, 7).unwrap();
         let rows = index.rows.len();
         let refused = |token, thresholds, rows| {
-            FeatureIndex::load_image(&path, token, thresholds, rows)
+            load_image(&path, token, thresholds, rows)
                 .unwrap_err()
                 .to_string()
         };
@@ -868,10 +866,7 @@ mod tests {
         };
         assert!(refused(7, other, rows).contains("other thresholds"));
         assert!(refused(7, Thresholds::default(), rows + 1).contains("customer numbers"));
-        assert!(
-            FeatureIndex::load_image(&dir.path().join("none"), 7, Thresholds::default(), rows)
-                .is_err()
-        );
+        assert!(load_image(&dir.path().join("none"), 7, Thresholds::default(), rows).is_err());
     }
 
     /// An image whose digest holds, but whose content no index could
@@ -882,7 +877,7 @@ mod tests {
         let path = dir.path().join(IMAGE_FILE);
         let refused = |index: &FeatureIndex| {
             index.save_image(&path, 3).unwrap();
-            FeatureIndex::load_image(&path, 3, Thresholds::default(), index.rows.len())
+            load_image(&path, 3, Thresholds::default(), index.rows.len())
                 .unwrap_err()
                 .to_string()
         };
@@ -890,7 +885,7 @@ mod tests {
         index.columns.city[4] = 1_000;
         assert!(refused(&index).contains("dictionary lacks"));
         let mut index = sample(100);
-        index.rows[1].purchases.times.swap(0, 5);
+        index.rows[1].purchases.times_mut().swap(0, 5);
         assert!(refused(&index).contains("out of order"));
         let mut index = sample(100);
         index.ids[3] = CompactString::default();
@@ -909,7 +904,7 @@ mod tests {
         let rows = index.rows.len();
         let load = |bytes: &[u8]| {
             std::fs::write(&path, bytes).unwrap();
-            FeatureIndex::load_image(&path, 1, Thresholds::default(), rows)
+            load_image(&path, 1, Thresholds::default(), rows)
         };
         assert!(load(&good).is_ok());
         let step = (good.len() / 400).max(1);
@@ -925,5 +920,43 @@ mod tests {
         let mut longer = good.clone();
         longer.extend_from_slice(&[0; 9]);
         assert!(load(&longer).is_err());
+    }
+
+    /// A header whose row count is damaged is refused before the count
+    /// sizes anything: the image is read before the store can say how many
+    /// rows it should hold.
+    #[test]
+    fn a_damaged_row_count_is_refused_before_it_sizes_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IMAGE_FILE);
+        let index = sample(100);
+        index.save_image(&path, 5).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Magic, version, the build, the token, the thresholds.
+        let item = |text: &str| 8 + postcard::to_stdvec(text).unwrap().len();
+        let thresholds = format!("{:?}", Thresholds::default());
+        let rows_at = 8 + 8 + item(BUILD) + 16 + item(&thresholds);
+        assert_eq!(
+            u64::from_le_bytes(bytes[rows_at..rows_at + 8].try_into().unwrap()),
+            index.rows.len() as u64
+        );
+        bytes[rows_at + 5] = 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let error = load_image(&path, 5, Thresholds::default(), index.rows.len())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("header's digest"), "{error}");
+    }
+
+    /// A reading told to stop gives up with an error instead of an index.
+    #[test]
+    fn a_stopped_reading_gives_no_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IMAGE_FILE);
+        sample(100).save_image(&path, 6).unwrap();
+        let stop = AtomicBool::new(true);
+        assert!(FeatureIndex::read_image(&path, Thresholds::default(), &stop).is_err());
+        stop.store(false, Ordering::Relaxed);
+        assert!(FeatureIndex::read_image(&path, Thresholds::default(), &stop).is_ok());
     }
 }

@@ -155,7 +155,7 @@ impl FeatureIndex {
                     row.finish_load();
                     let total = row
                         .purchases
-                        .amounts
+                        .amounts()
                         .iter()
                         .fold(0i64, |sum, &amount| sum.saturating_add(amount));
                     Derived::of(row, thresholds, total)

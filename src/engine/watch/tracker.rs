@@ -319,7 +319,7 @@ fn next_change(frame: &Frame<'_>, row: u32) -> i64 {
     let last = columns.last[number];
     let days = at.saturating_sub(last).div_euclid(NANOS_PER_DAY);
     let mut next = last.saturating_add((days + 1).saturating_mul(NANOS_PER_DAY));
-    let times = &series.purchases.times;
+    let times = series.purchases.times();
     for window in WINDOWS {
         let span = window * NANOS_PER_DAY;
         // The oldest purchase still in (T − span, T] leaves it first.
