@@ -122,28 +122,40 @@ type ReadImage = (Result<Image>, std::time::Duration);
 /// replays what was written since the store was last opened, which takes
 /// seconds after a large import, and reading an image of millions of
 /// customers takes seconds too. Blocking.
+///
+/// The image is read under another name (`image_reading`), so that a
+/// start that dies while reading it, killed for its memory say, leaves no
+/// image behind, and the next start rebuilds rather than die the same way.
+/// A store that cannot be opened gets its image back.
 fn open_store(
     options: &StoreOptions,
     path: &std::path::Path,
     settings: &EngineSettings,
 ) -> Result<(Store, Option<ReadImage>)> {
+    let reading = index::image_reading(path);
+    let wanted = settings.index_image && std::fs::rename(path, &reading).is_ok();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let read = &|| -> ReadImage {
         let started = std::time::Instant::now();
-        let read = FeatureIndex::read_image(path, settings.thresholds, &stop);
+        let read = FeatureIndex::read_image(&reading, settings.thresholds, &stop);
         (read, started.elapsed())
     };
     std::thread::scope(|scope| {
-        let reading = (settings.index_image && path.exists()).then(|| {
+        let thread = wanted.then(|| {
             std::thread::Builder::new()
                 .name("index image".into())
                 .spawn_scoped(scope, read)
         });
         let store = Store::open(options);
-        if store.is_err() {
+        // A store without a token has no use for the image: the reading
+        // stops rather than take the cores for nothing.
+        let wasted = store
+            .as_ref()
+            .map_or(true, |store| !store.has_index_image().unwrap_or(true));
+        if wasted {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        let read = match reading {
+        let read = match thread {
             None => None,
             Some(Ok(handle)) => Some(handle.join().unwrap_or_else(|_| {
                 (
@@ -152,8 +164,13 @@ fn open_store(
                 )
             })),
             // No thread to spare: the image is read once the store is open.
-            Some(Err(_)) => store.is_ok().then(read),
+            Some(Err(_)) => (!wasted).then(read),
         };
+        if store.is_err() && wanted {
+            if let Err(error) = std::fs::rename(&reading, path) {
+                tracing::warn!(%error, "cannot put the index image back; the next start rebuilds the index");
+            }
+        }
         Ok((store?, read))
     })
 }
@@ -203,11 +220,15 @@ fn take_image(
             tracing::warn!(%error, path = %path.display(), "cannot remove the index image");
         }
     };
+    // The image read, one left unread when turned off, or what a start
+    // that died while reading left.
     let discarded = index::image_discarded(path);
-    match std::fs::rename(path, &discarded) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(_) => remove(path),
+    for image in [path.to_path_buf(), index::image_reading(path)] {
+        match std::fs::rename(&image, &discarded) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => remove(&image),
+        }
     }
     remove(&index::image_temporary(path));
     let removing = std::thread::Builder::new()

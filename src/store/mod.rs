@@ -896,6 +896,14 @@ impl Store {
         self.flush()
     }
 
+    /// Whether the last clean shutdown left the token of an index image
+    /// that no start has taken out yet; blocking.
+    pub fn has_index_image(&self) -> Result<bool> {
+        self.meta
+            .contains_key(INDEX_IMAGE_KEY)
+            .map_err(storage_error)
+    }
+
     /// Takes out the token of the index image written at the last clean
     /// shutdown, if there was one, and flushes before returning it, so that
     /// the image is never read again once anything was written; blocking,

@@ -176,3 +176,55 @@ async fn an_image_older_than_the_store_is_never_read() {
     assert_eq!(f.purchase_count, 2, "the purchase after the image counts");
     process.terminate();
 }
+
+/// A start that cannot open the store (here, another holds it) leaves the
+/// image where it was, for the start that can; a start that died while
+/// reading the image (what it leaves is the image under its reading name)
+/// does not read it again: the next start rebuilds, and removes it.
+#[tokio::test]
+async fn an_image_survives_a_failed_start_but_not_a_start_that_died_reading_it() {
+    let (server, _metrics) = TestServer::start_with_metrics(|_| {}).await;
+    population(&server).await;
+    let before = answers(&server).await;
+    let dir = server.data_dir.clone();
+    let _keep = server.stop_keeping_data().await;
+    assert!(dir.join(IMAGE).exists());
+
+    let config = config(&dir);
+    // The stopped server's store lets go of its lock a moment after.
+    let mut holder = None;
+    for _ in 0..500 {
+        if let Ok(store) = segmentd::store::Store::open(&config.store) {
+            holder = Some(store);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let holder = holder.expect("the store opens once the server lets go");
+    let refused = segmentd::engine::Engine::open(config.store.clone(), config.engine.clone()).await;
+    assert!(refused.is_err(), "the store is held");
+    assert!(dir.join(IMAGE).exists(), "the image is put back");
+    drop(holder);
+    let (server, from_image) = restart(&dir, true).await;
+    assert!(from_image, "the image is read once the store opens");
+    assert_eq!(answers(&server).await, before);
+    server.stop().await.unwrap();
+
+    let reading = dir.join(format!("{IMAGE}.reading"));
+    std::fs::rename(dir.join(IMAGE), &reading).unwrap();
+    let (server, from_image) = restart(&dir, true).await;
+    assert!(
+        !from_image,
+        "an image a start died reading is not read again"
+    );
+    assert_eq!(answers(&server).await, before);
+    let removed = async {
+        while reading.exists() || dir.join(format!("{IMAGE}.read")).exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), removed)
+        .await
+        .expect("what the start left is removed");
+    server.stop().await.unwrap();
+}

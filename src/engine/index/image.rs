@@ -71,6 +71,11 @@ pub fn image_temporary(path: &Path) -> PathBuf {
     PathBuf::from(format!("{}.tmp", path.display()))
 }
 
+/// Where the image at `path` is moved while a start reads it.
+pub fn image_reading(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.reading", path.display()))
+}
+
 /// Where the image at `path` is moved once read, to be removed.
 pub fn image_discarded(path: &Path) -> PathBuf {
     PathBuf::from(format!("{}.read", path.display()))
@@ -437,6 +442,9 @@ fn read_image(input: &mut In, thresholds: Thresholds, stop: &AtomicBool) -> Resu
         if codes.iter().any(|&code| code as usize >= names) {
             return Err(corrupt("a column names a string its dictionary lacks"));
         }
+    }
+    if stop.load(Ordering::Relaxed) {
+        return Err(Error::internal("the index image's reading was stopped"));
     }
     // The id table, sized once and with the ids hashed on every core, and
     // the checks that every row agrees with it.

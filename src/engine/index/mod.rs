@@ -29,7 +29,7 @@ pub use crate::store::event_key;
 pub use columns::{
     age_at, days_past, engaged, frequency_bounds, ymd, Columns, Derived, Dictionaries, Dictionary,
 };
-pub use image::{image_discarded, image_temporary, Image, IMAGE_FILE};
+pub use image::{image_discarded, image_reading, image_temporary, Image, IMAGE_FILE};
 pub use series::{Event, EventRef, Loaded, Row, Series};
 
 use super::rfm::{Figures, RfmBounds, RfmState};

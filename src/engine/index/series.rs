@@ -120,9 +120,14 @@ impl Series {
         }
     }
 
-    /// The events the series has room for.
+    /// The events the series has room for; by constant divisors, which
+    /// compile to a multiplication.
     fn capacity(&self) -> usize {
-        self.words.len() / self.lanes()
+        if self.with_amounts {
+            self.words.len() / 4
+        } else {
+            self.words.len() / 3
+        }
     }
 
     /// Where `lane` starts in the allocation.
@@ -187,14 +192,18 @@ impl Series {
     fn reallocate(&mut self, capacity: usize, with_amounts: bool) {
         let len = self.len();
         debug_assert!(capacity >= len && (len == 0 || with_amounts == self.with_amounts));
-        let old: Vec<usize> = self.bases().collect();
+        let (old_lanes, old_capacity) = (self.lanes(), self.capacity());
         self.with_amounts = with_amounts;
-        let mut words = vec![0u64; capacity * self.lanes()].into_boxed_slice();
-        for (lane, from) in old.into_iter().enumerate() {
-            let to = lane * capacity;
-            words[to..to + len].copy_from_slice(&self.words[from..from + len]);
+        // Only the room beyond the events is zeroed.
+        let mut words = Vec::with_capacity(capacity * self.lanes());
+        for lane in 0..self.lanes() {
+            if lane < old_lanes {
+                let from = lane * old_capacity;
+                words.extend_from_slice(&self.words[from..from + len]);
+            }
+            words.resize((lane + 1) * capacity, 0);
         }
-        self.words = words;
+        self.words = words.into_boxed_slice();
     }
 
     /// Makes room for `events` more events, growing as a vector does
@@ -600,6 +609,18 @@ mod tests {
     fn a_series_and_a_row_stay_small() {
         assert_eq!(std::mem::size_of::<Series>(), 32);
         assert_eq!(std::mem::size_of::<Row>(), 40);
+    }
+
+    #[test]
+    fn an_empty_series_takes_the_kind_of_its_first_events() {
+        let mut series = Series::default();
+        series.reserve_exact(5, false);
+        series.insert(1, Some(10), 7, EventRef::new(0, 1));
+        series.insert(2, Some(20), 8, EventRef::new(0, 2));
+        assert_eq!(series.times(), [1, 2]);
+        assert_eq!(series.amounts(), [10, 20]);
+        assert_eq!(series.keys(), [7, 8]);
+        assert_eq!(series.refs(), [EventRef::new(0, 1), EventRef::new(0, 2)]);
     }
 
     #[test]
