@@ -175,6 +175,23 @@ fn open_store(
     })
 }
 
+/// Gives the index image back to the next start, when this one was asked
+/// to stop while it read the image, before the engine opened: the store
+/// still holds its token unless this start had taken it, and then the
+/// next start refuses the image and rebuilds. A start that died while
+/// reading leaves the image under its reading name, and the next start
+/// removes it. Blocking (a rename).
+pub fn give_back_unread_image(data_dir: &std::path::Path) {
+    let path = data_dir.join(index::IMAGE_FILE);
+    match std::fs::rename(index::image_reading(&path), &path) {
+        Ok(()) => tracing::info!("the index image, not read, is kept for the next start"),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            tracing::warn!(%error, "cannot keep the index image; the next start rebuilds the index");
+        }
+    }
+}
+
 /// The index from the image the last clean shutdown wrote, read while the
 /// store opened, if it was written for the store as it is and `settings`
 /// allow it; otherwise `None`, and the caller rebuilds it. The image's

@@ -386,6 +386,10 @@ pub async fn run(
         joined = servers.join_next() => joined,
     };
     opener.abort();
+    if slot.get().is_none() {
+        // Stopped while the engine opened: an image being read is kept.
+        crate::engine::give_back_unread_image(&config.store.path);
+    }
     if let Some(joined) = served_to_the_end {
         // A server stopped without being asked: report why, after a flush.
         flush(&slot).await?;

@@ -220,6 +220,12 @@ impl Series {
         } else {
             needed.max(self.capacity() * 2).max(4)
         };
+        // Only an empty series takes a kind: a held one keeps its lanes.
+        let with_amounts = if self.is_empty() {
+            with_amounts
+        } else {
+            self.with_amounts
+        };
         self.reallocate(capacity, with_amounts);
     }
 
