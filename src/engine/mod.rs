@@ -167,9 +167,7 @@ fn open_store(
             Some(Err(_)) => (!wasted).then(read),
         };
         if store.is_err() && wanted {
-            if let Err(error) = std::fs::rename(&reading, path) {
-                tracing::warn!(%error, "cannot put the index image back; the next start rebuilds the index");
-            }
+            give_back_image(path);
         }
         Ok((store?, read))
     })
@@ -182,8 +180,12 @@ fn open_store(
 /// reading leaves the image under its reading name, and the next start
 /// removes it. Blocking (a rename).
 pub fn give_back_unread_image(data_dir: &std::path::Path) {
-    let path = data_dir.join(index::IMAGE_FILE);
-    match std::fs::rename(index::image_reading(&path), &path) {
+    give_back_image(&data_dir.join(index::IMAGE_FILE));
+}
+
+/// Moves the image at `path` back from its reading name, if it is there.
+fn give_back_image(path: &std::path::Path) {
+    match std::fs::rename(index::image_reading(path), path) {
         Ok(()) => tracing::info!("the index image, not read, is kept for the next start"),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => {

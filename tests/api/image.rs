@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use segmentd::grpc::pb;
 use segmentd::grpc::pb::activity_service_client::ActivityServiceClient;
@@ -61,13 +61,31 @@ async fn restart(dir: &Path, image: bool) -> (TestServer, bool) {
     (server, from_image == 1.0)
 }
 
-#[tokio::test]
-async fn a_clean_restart_reads_the_image_and_answers_as_before() {
+/// A server's data directory after it held the test population and
+/// stopped cleanly (kept while the first value lives), and its answers.
+async fn stopped_with_population() -> (Option<tempfile::TempDir>, PathBuf, Vec<String>) {
     let (server, _metrics) = TestServer::start_with_metrics(|_| {}).await;
     population(&server).await;
     let before = answers(&server).await;
     let dir = server.data_dir.clone();
-    let _keep = server.stop_keeping_data().await;
+    (server.stop_keeping_data().await, dir, before)
+}
+
+/// Waits, at most 20 s, until none of `paths` exists.
+async fn until_gone(paths: &[PathBuf], what: &str) {
+    let gone = async {
+        while paths.iter().any(|path| path.exists()) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), gone)
+        .await
+        .expect(what);
+}
+
+#[tokio::test]
+async fn a_clean_restart_reads_the_image_and_answers_as_before() {
+    let (_keep, dir, before) = stopped_with_population().await;
     assert!(
         dir.join(IMAGE).exists(),
         "a clean shutdown writes the image"
@@ -79,14 +97,11 @@ async fn a_clean_restart_reads_the_image_and_answers_as_before() {
     assert!(from_image, "the start read the image");
     assert!(!dir.join(IMAGE).exists(), "the image read is moved aside");
     // It is removed in the background, and so is what a crash left.
-    let removed = async {
-        while dir.join(format!("{IMAGE}.read")).exists() {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(20), removed)
-        .await
-        .expect("the image read is removed");
+    until_gone(
+        &[dir.join(format!("{IMAGE}.read"))],
+        "the image read is removed",
+    )
+    .await;
     assert_eq!(answers(&server).await, before);
 
     // A write after the restart is in the next image.
@@ -183,11 +198,7 @@ async fn an_image_older_than_the_store_is_never_read() {
 /// does not read it again: the next start rebuilds, and removes it.
 #[tokio::test]
 async fn an_image_survives_a_failed_start_but_not_a_start_that_died_reading_it() {
-    let (server, _metrics) = TestServer::start_with_metrics(|_| {}).await;
-    population(&server).await;
-    let before = answers(&server).await;
-    let dir = server.data_dir.clone();
-    let _keep = server.stop_keeping_data().await;
+    let (_keep, dir, before) = stopped_with_population().await;
     assert!(dir.join(IMAGE).exists());
 
     let config = config(&dir);
@@ -218,13 +229,10 @@ async fn an_image_survives_a_failed_start_but_not_a_start_that_died_reading_it()
         "an image a start died reading is not read again"
     );
     assert_eq!(answers(&server).await, before);
-    let removed = async {
-        while reading.exists() || dir.join(format!("{IMAGE}.read")).exists() {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(20), removed)
-        .await
-        .expect("what the start left is removed");
+    until_gone(
+        &[reading, dir.join(format!("{IMAGE}.read"))],
+        "what the start left is removed",
+    )
+    .await;
     server.stop().await.unwrap();
 }

@@ -318,6 +318,14 @@ fn read_series(input: &mut Slice<'_>, rows: usize, amounts: bool) -> Result<Vec<
         .collect()
 }
 
+/// An error once the reading is told to stop.
+fn stopped(stop: &AtomicBool) -> Result<()> {
+    if stop.load(Ordering::Relaxed) {
+        return Err(Error::internal("the index image's reading was stopped"));
+    }
+    Ok(())
+}
+
 fn read_image(input: &mut In, thresholds: Thresholds, stop: &AtomicBool) -> Result<Image> {
     let mut magic = [0; 8];
     input.raw(&mut magic)?;
@@ -390,9 +398,7 @@ fn read_image(input: &mut In, thresholds: Thresholds, stop: &AtomicBool) -> Resu
             })
             .map_err(|error| Error::internal(format!("cannot start the image reader: {error}")))?;
         for group in starts.chunks(CHUNKS_AT_ONCE) {
-            if stop.load(Ordering::Relaxed) {
-                return Err(Error::internal("the index image's reading was stopped"));
-            }
+            stopped(stop)?;
             let read: Vec<Vec<u8>> = group
                 .iter()
                 .map(|_| {
@@ -443,9 +449,7 @@ fn read_image(input: &mut In, thresholds: Thresholds, stop: &AtomicBool) -> Resu
             return Err(corrupt("a column names a string its dictionary lacks"));
         }
     }
-    if stop.load(Ordering::Relaxed) {
-        return Err(Error::internal("the index image's reading was stopped"));
-    }
+    stopped(stop)?;
     // The id table, sized once and with the ids hashed on every core, and
     // the checks that every row agrees with it.
     let hashes: Vec<u64> = {

@@ -209,9 +209,14 @@ impl Series {
     /// Makes room for `events` more events, growing as a vector does
     /// (at least doubling) unless `exact`.
     fn reserve(&mut self, events: usize, with_amounts: bool, exact: bool) {
+        // Only an empty series takes a kind: a held one keeps its lanes.
+        let with_amounts = if self.is_empty() {
+            with_amounts
+        } else {
+            self.with_amounts
+        };
         let needed = self.len() + events;
-        let settled =
-            !self.is_empty() || self.words.is_empty() || self.with_amounts == with_amounts;
+        let settled = self.words.is_empty() || self.with_amounts == with_amounts;
         if needed <= self.capacity() && settled {
             return;
         }
@@ -219,12 +224,6 @@ impl Series {
             needed
         } else {
             needed.max(self.capacity() * 2).max(4)
-        };
-        // Only an empty series takes a kind: a held one keeps its lanes.
-        let with_amounts = if self.is_empty() {
-            with_amounts
-        } else {
-            self.with_amounts
         };
         self.reallocate(capacity, with_amounts);
     }
@@ -390,15 +389,15 @@ impl Series {
         if series.words.len() != len * series.lanes() {
             return None;
         }
-        let in_order = series
-            .times()
+        series.in_order().then(|| series.with_key_set())
+    }
+
+    /// Whether the events are in (time, key) order.
+    fn in_order(&self) -> bool {
+        self.times()
             .windows(2)
-            .zip(series.keys().windows(2))
-            .all(|(t, k)| (t[0], k[0]) <= (t[1], k[1]));
-        if !in_order {
-            return None;
-        }
-        Some(series.with_key_set())
+            .zip(self.keys().windows(2))
+            .all(|(t, k)| (t[0], k[0]) <= (t[1], k[1]))
     }
 
     /// The series with the key set a long series keeps.
@@ -420,14 +419,9 @@ impl Series {
     /// Puts a bulk-loaded series in (time, key) order and gives back its
     /// spare room.
     pub(super) fn finish_load(&mut self) {
-        let times = self.times();
-        let keys = self.keys();
-        let sorted = times
-            .windows(2)
-            .zip(keys.windows(2))
-            .all(|(t, k)| (t[0], k[0]) <= (t[1], k[1]));
+        let (times, keys) = (self.times(), self.keys());
         let len = self.len();
-        if !sorted {
+        if !self.in_order() {
             let mut order: Vec<usize> = (0..len).collect();
             order.sort_unstable_by_key(|&i| (times[i], keys[i]));
             let mut words = Vec::with_capacity(len * self.lanes());
