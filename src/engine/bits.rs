@@ -6,6 +6,35 @@ use rayon::prelude::*;
 /// Words of a bit set one parallel task handles: 64 Ki rows.
 pub const WORDS_PER_TASK: usize = 1024;
 
+/// Fills `words`, the first of which is word `first` of a set of `len`
+/// bits, with the bits of `holds`. Each word's 64 rows are decided into a
+/// byte each, a loop with no dependence from one row to the next, then
+/// packed eight bytes at a time.
+fn fill(words: &mut [u64], first: usize, len: usize, holds: &impl Fn(usize) -> bool) {
+    for (w, word) in words.iter_mut().enumerate() {
+        let base = (first + w) * 64;
+        let rows = (len - base).min(64);
+        let mut flags = [0u8; 64];
+        for (place, flag) in flags[..rows].iter_mut().enumerate() {
+            *flag = u8::from(holds(base + place));
+        }
+        *word = pack(&flags);
+    }
+}
+
+/// The bits of 64 bytes that are each 0 or 1, the first byte the lowest.
+fn pack(flags: &[u8; 64]) -> u64 {
+    flags
+        .chunks_exact(8)
+        .enumerate()
+        .fold(0, |word, (eighth, bytes)| {
+            let bytes = u64::from_le_bytes(bytes.try_into().expect("eight bytes"));
+            // Each byte's low bit, moved by the product to the top byte in
+            // order: byte i to bit 56 + i.
+            word | (bytes.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * eighth)
+        })
+}
+
 /// One bit per row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bits {
@@ -24,23 +53,18 @@ impl Bits {
         bits
     }
 
-    /// The bits of `holds` for every row, in one pass split over the cores.
+    /// The bits of `holds` for every row, in one pass split over the cores
+    /// when there is more than one task's worth of rows.
     pub fn from_fn(len: usize, holds: impl Fn(usize) -> bool + Sync) -> Self {
         let mut words = vec![0u64; len.div_ceil(64)];
-        words
-            .par_chunks_mut(WORDS_PER_TASK)
-            .enumerate()
-            .for_each(|(chunk, words)| {
-                for (w, word) in words.iter_mut().enumerate() {
-                    let base = (chunk * WORDS_PER_TASK + w) * 64;
-                    let end = (base + 64).min(len);
-                    let mut bits = 0u64;
-                    for row in base..end {
-                        bits |= u64::from(holds(row)) << (row - base);
-                    }
-                    *word = bits;
-                }
-            });
+        if words.len() <= WORDS_PER_TASK {
+            fill(&mut words, 0, len, &holds);
+        } else {
+            words
+                .par_chunks_mut(WORDS_PER_TASK)
+                .enumerate()
+                .for_each(|(chunk, words)| fill(words, chunk * WORDS_PER_TASK, len, &holds));
+        }
         Bits { words, len }
     }
 
@@ -114,6 +138,26 @@ impl Bits {
         self.trim();
     }
 
+    /// The bits of the rows in `span`, which starts on a word: bit `i` is
+    /// row `span.start + i`.
+    pub fn span(&self, span: std::ops::Range<usize>) -> Bits {
+        assert!(
+            span.start.is_multiple_of(64) && span.start <= span.end && span.end <= self.len,
+            "a span of bits starts on a word and lies within them"
+        );
+        let mut bits = Bits {
+            words: self.words[span.start / 64..span.end.div_ceil(64)].to_vec(),
+            len: span.len(),
+        };
+        bits.trim();
+        bits
+    }
+
+    /// Whether no bit is set.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|&word| word == 0)
+    }
+
     /// Bits set.
     pub fn count(&self) -> usize {
         self.words
@@ -134,5 +178,49 @@ impl Bits {
                 })
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Filled by its function, a set of any length holds the rows the
+    /// function holds for, whether filled by one task or by several.
+    #[test]
+    fn from_fn_sets_the_rows_the_function_holds_for() {
+        let holds = |row: usize| row.is_multiple_of(3) || row % 7 == 5 || row.count_ones() == 4;
+        for len in [
+            0,
+            1,
+            8,
+            63,
+            64,
+            65,
+            200,
+            WORDS_PER_TASK * 64 + 77,
+            3 * WORDS_PER_TASK * 64,
+        ] {
+            let bits = Bits::from_fn(len, holds);
+            let rows: Vec<usize> = bits.rows().collect();
+            let expected: Vec<usize> = (0..len).filter(|&row| holds(row)).collect();
+            assert_eq!(rows, expected, "{len} rows");
+            assert_eq!(bits.count(), expected.len());
+        }
+    }
+
+    /// Every byte pattern packs to its own bits.
+    #[test]
+    fn pack_puts_each_byte_in_its_own_bit() {
+        let mut flags = [0u8; 64];
+        for (place, flag) in flags.iter_mut().enumerate() {
+            *flag = u8::from(place % 5 == 1 || place > 60);
+        }
+        let word = pack(&flags);
+        for (place, flag) in flags.iter().enumerate() {
+            assert_eq!(word >> place & 1, u64::from(*flag), "bit {place}");
+        }
+        assert_eq!(pack(&[1; 64]), u64::MAX);
+        assert_eq!(pack(&[0; 64]), 0);
     }
 }

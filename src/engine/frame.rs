@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
-use super::bits::Bits;
+use super::bits::{Bits, WORDS_PER_TASK};
 use super::index::{age_at, engaged, ymd, FeatureIndex};
 #[cfg(test)]
 use super::index::{days_past, frequency_bounds};
@@ -470,16 +470,20 @@ impl<'a> Frame<'a> {
     fn per_buyer(&self, score: impl Fn(usize) -> u8 + Sync) -> Vec<u8> {
         let count = self.count();
         let alive = &self.index.columns().alive;
-        (0..self.rows())
-            .into_par_iter()
-            .map(|row| {
-                if alive[row] && count[row] > 0 {
-                    score(row)
-                } else {
-                    0
+        let mut scores = vec![0u8; self.rows()];
+        scores
+            .par_chunks_mut(WORDS_PER_TASK * 64)
+            .enumerate()
+            .for_each(|(task, scores)| {
+                let first = task * WORDS_PER_TASK * 64;
+                for (place, scored) in scores.iter_mut().enumerate() {
+                    let row = first + place;
+                    if alive[row] && count[row] > 0 {
+                        *scored = score(row);
+                    }
                 }
-            })
-            .collect()
+            });
+        scores
     }
 
     /// The quintile bounds of the purchasers as of T; `None` without any.

@@ -10,11 +10,12 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 
 use foldhash::fast::RandomState;
 use rayon::prelude::*;
 
-use super::bits::Bits;
+use super::bits::{Bits, WORDS_PER_TASK};
 use super::frame::{Frame, Predicted, Score};
 use crate::domain::features::{PAliveBand, RfmSegment};
 use crate::domain::rules::{Channel, Comparison, Literal, Predicate, StringTest, Variable};
@@ -22,19 +23,8 @@ use crate::domain::{ConsentStatus, TraitValue};
 
 /// The customers a rule selects: the rows that hold a customer and meet it.
 pub fn select(frame: &Frame<'_>, rule: &Predicate) -> Bits {
-    let mut bits = eval(frame, rule);
+    let mut bits = eval(frame, rule, 0..frame.rows());
     bits.and(frame.alive());
-    bits
-}
-
-/// The rows among `within` that meet a rule; `within` holds only rows with
-/// a customer.
-pub fn select_within(frame: &Frame<'_>, rule: &Predicate, within: &Bits) -> Bits {
-    if *rule == Predicate::Const(true) {
-        return within.clone();
-    }
-    let mut bits = eval(frame, rule);
-    bits.and(within);
     bits
 }
 
@@ -66,26 +56,29 @@ pub(crate) fn channel_status(consent: &crate::domain::Consent, channel: Channel)
     }
 }
 
-fn eval(frame: &Frame<'_>, rule: &Predicate) -> Bits {
-    let rows = frame.rows();
+/// The bits of the rows in `span` that meet a rule: bit `i` is row
+/// `span.start + i`. Every column the rule reads is made before any row is
+/// read, so a pass over no rows makes them for a later pass over parts.
+pub(super) fn eval(frame: &Frame<'_>, rule: &Predicate, span: Range<usize>) -> Bits {
+    let rows = span.len();
     match rule {
         Predicate::Const(value) => Bits::filled(rows, *value),
         Predicate::And(operands) => {
             let mut bits = Bits::filled(rows, true);
             for operand in operands {
-                bits.and(&eval(frame, operand));
+                bits.and(&eval(frame, operand, span.clone()));
             }
             bits
         }
         Predicate::Or(operands) => {
             let mut bits = Bits::filled(rows, false);
             for operand in operands {
-                bits.or(&eval(frame, operand));
+                bits.or(&eval(frame, operand, span.clone()));
             }
             bits
         }
         Predicate::Not(operand) => {
-            let mut bits = eval(frame, operand);
+            let mut bits = eval(frame, operand, span);
             bits.not();
             bits
         }
@@ -93,23 +86,23 @@ fn eval(frame: &Frame<'_>, rule: &Predicate) -> Bits {
             let holds: &(dyn Fn(Value<'_>) -> bool + Sync) =
                 &|value| compare(value, *comparison, literal);
             let Some(x) = literal_number(literal) else {
-                return condition(frame, variable, holds);
+                return condition(frame, variable, span, holds);
             };
             let pass = CompareTo {
                 comparison: *comparison,
                 x,
                 otherwise: Condition(holds),
             };
-            column(frame, variable, pass)
+            column(frame, variable, span, pass)
         }
         Predicate::In(variable, literals) => {
-            condition(frame, variable, &|value| is_one_of(value, literals))
+            condition(frame, variable, span, &|value| is_one_of(value, literals))
         }
         Predicate::Text(variable, test, needle) => {
-            condition(frame, variable, &|value| passes(value, *test, needle))
+            condition(frame, variable, span, &|value| passes(value, *test, needle))
         }
-        Predicate::IsTrue(variable) => condition(frame, variable, &is_true),
-        Predicate::Has(variable) => condition(frame, variable, &is_present),
+        Predicate::IsTrue(variable) => condition(frame, variable, span, &is_true),
+        Predicate::Has(variable) => condition(frame, variable, span, &is_present),
     }
 }
 
@@ -197,14 +190,15 @@ fn enum_name(literal: &Literal) -> Option<&'static str> {
     })
 }
 
-/// The rows whose value of `variable` meets `holds`, in one pass over the
-/// variable's column.
+/// The rows of `span` whose value of `variable` meets `holds`, in one pass
+/// over the variable's column.
 fn condition(
     frame: &Frame<'_>,
     variable: &Variable,
+    span: Range<usize>,
     holds: &(dyn Fn(Value<'_>) -> bool + Sync),
 ) -> Bits {
-    column(frame, variable, Condition(holds))
+    column(frame, variable, span, Condition(holds))
 }
 
 /// A number literal as a double.
@@ -219,17 +213,18 @@ fn literal_number(literal: &Literal) -> Option<f64> {
 /// The codes of a breakdown dimension, one per row: a string, an enum or a
 /// trait (see `Dimension` for the other variables).
 pub fn dimension_codes<'f>(frame: &'f Frame<'_>, dimension: &Variable) -> Coded<'f> {
-    column(frame, dimension, Dimension)
+    column(frame, dimension, 0..frame.rows(), Dimension)
 }
 
 /// The values of one trait: the rows that hold it, and what they hold.
 type TraitValues = HashMap<u32, TraitValue, RandomState>;
 
-/// What to make of a variable's column. [`column()`] calls the one method
-/// that fits the variable, once per condition. A number column comes as a
-/// reader of each row whose type is the variable's own, so each number
-/// loop is compiled for its variable, with nothing materialised and no
-/// call per row.
+/// What to make of a variable's column over a span of rows. [`column()`]
+/// calls the one method that fits the variable, once per condition, with
+/// `rows` the span's length and each row numbered from the span's start. A
+/// number column comes as a reader of each row whose type is the
+/// variable's own, so each number loop is compiled for its variable, with
+/// nothing materialised and no call per row.
 trait ColumnPass<'f> {
     /// What the pass makes of the column.
     type Output;
@@ -238,8 +233,9 @@ trait ColumnPass<'f> {
     fn coded(self, rows: usize, coded: Coded<'f>) -> Self::Output;
 
     /// A trait: the values of the rows that hold it (`None` when no row
-    /// does); absent in the other rows.
-    fn traits(self, rows: usize, values: Option<&'f TraitValues>) -> Self::Output;
+    /// does), by row number in the whole index, of which only those in
+    /// `span` count; absent in the other rows.
+    fn traits(self, span: Range<usize>, values: Option<&'f TraitValues>) -> Self::Output;
 
     /// A number, each row read by `value`: NaN where absent. Ints are
     /// exact in a double up to 2^53.
@@ -249,54 +245,75 @@ trait ColumnPass<'f> {
     fn bools(self, rows: usize, values: &'f [bool]) -> Self::Output;
 }
 
-/// Runs `pass` over the column of `variable`: the one place that says
-/// which column each variable reads, and as what. Every variable is
-/// matched by name, with no catch-all arm, so that a variable added to the
-/// table does not compile until it is given its column here.
-fn column<'f, P: ColumnPass<'f>>(frame: &'f Frame<'_>, variable: &Variable, pass: P) -> P::Output {
+/// Runs `pass` over the rows of `span` in the column of `variable`: the
+/// one place that says which column each variable reads, and as what.
+/// Every variable is matched by name, with no catch-all arm, so that a
+/// variable added to the table does not compile until it is given its
+/// column here. A column the frame makes (a class, a score, a prediction)
+/// is made whole before the pass, even over no rows.
+fn column<'f, P: ColumnPass<'f>>(
+    frame: &'f Frame<'_>,
+    variable: &Variable,
+    span: Range<usize>,
+    pass: P,
+) -> P::Output {
     use crate::domain::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand};
     use crate::domain::{Gender, Party, Relationship};
-    let rows = frame.rows();
+    let rows = span.len();
+    let start = span.start;
     let columns = frame.index.columns();
     let dictionaries = frame.index.dictionaries();
     let dictionary = |codes: &'f [u32], names: &[compact_str::CompactString]| Coded {
-        codes: Codes::Wide(Cow::Borrowed(codes)),
+        codes: Codes::Wide(Cow::Borrowed(&codes[span.clone()])),
         names: names.iter().map(|name| name.to_string()).collect(),
+    };
+    let narrow = |codes: &'f [u8], names: &[&str]| Coded {
+        codes: Codes::Narrow(Cow::Borrowed(&codes[span.clone()])),
+        names: enum_names(names),
     };
     let rfm = |pass: P, score: Score| {
         let scores = frame.rfm(score);
-        pass.numbers(rows, |row| match scores[row] {
-            0 => f64::NAN,
-            score => f64::from(score),
-        })
+        pass.numbers(
+            rows,
+            shifted(start, |row| match scores[row] {
+                0 => f64::NAN,
+                score => f64::from(score),
+            }),
+        )
     };
     let predicted = |pass: P, what: Predicted| {
         let values = frame.predicted(what);
-        pass.numbers(rows, |row| values[row])
+        pass.numbers(rows, shifted(start, |row| values[row]))
     };
     match variable {
         Variable::Relationship => pass.coded(
             rows,
-            enum_codes(rows, Relationship::NAMES, Relationship::ordinal, |row| {
-                Some(columns.relationship[row])
-            }),
+            enum_codes(
+                span.clone(),
+                Relationship::NAMES,
+                Relationship::ordinal,
+                |row| Some(columns.relationship[row]),
+            ),
         ),
         Variable::Party => pass.coded(
             rows,
-            enum_codes(rows, Party::NAMES, Party::ordinal, |row| {
+            enum_codes(span.clone(), Party::NAMES, Party::ordinal, |row| {
                 Some(columns.party[row])
             }),
         ),
-        Variable::Age => pass.numbers(rows, |row| frame.age(row).map_or(f64::NAN, f64::from)),
+        Variable::Age => pass.numbers(
+            rows,
+            shifted(start, |row| frame.age(row).map_or(f64::NAN, f64::from)),
+        ),
         Variable::AgeBand => pass.coded(
             rows,
-            enum_codes(rows, AgeBand::NAMES, AgeBand::ordinal, |row| {
+            enum_codes(span.clone(), AgeBand::NAMES, AgeBand::ordinal, |row| {
                 Some(frame.age_band(row))
             }),
         ),
         Variable::Gender => pass.coded(
             rows,
-            enum_codes(rows, Gender::NAMES, Gender::ordinal, |row| {
+            enum_codes(span.clone(), Gender::NAMES, Gender::ordinal, |row| {
                 Some(columns.gender[row])
             }),
         ),
@@ -315,90 +332,98 @@ fn column<'f, P: ColumnPass<'f>>(frame: &'f Frame<'_>, variable: &Variable, pass
         ),
         Variable::Income => {
             let income = &columns.income;
-            pass.numbers(rows, |row| {
-                let income = income[row];
-                if income == i64::MIN {
-                    f64::NAN
-                } else {
-                    income as f64 / 100.0
-                }
-            })
+            pass.numbers(
+                rows,
+                shifted(start, |row| {
+                    let income = income[row];
+                    if income == i64::MIN {
+                        f64::NAN
+                    } else {
+                        income as f64 / 100.0
+                    }
+                }),
+            )
         }
         Variable::IncomeBand => pass.coded(
             rows,
-            enum_codes(rows, IncomeBand::NAMES, IncomeBand::ordinal, |row| {
-                Some(frame.income_band(row))
-            }),
+            enum_codes(
+                span.clone(),
+                IncomeBand::NAMES,
+                IncomeBand::ordinal,
+                |row| Some(frame.income_band(row)),
+            ),
         ),
-        Variable::Trait(key) => pass.traits(rows, frame.index.trait_values(key)),
+        Variable::Trait(key) => pass.traits(span, frame.index.trait_values(key)),
         Variable::Consent(channel) => pass.coded(
             rows,
-            enum_codes(rows, ConsentStatus::NAMES, ConsentStatus::ordinal, |row| {
-                Some(channel_status(&columns.consent[row], *channel))
-            }),
+            enum_codes(
+                span.clone(),
+                ConsentStatus::NAMES,
+                ConsentStatus::ordinal,
+                |row| Some(channel_status(&columns.consent[row], *channel)),
+            ),
         ),
-        Variable::ObjectsToProfiling => pass.bools(rows, &columns.objects),
-        Variable::Frequency => pass.coded(
-            rows,
-            Coded {
-                codes: Codes::Narrow(Cow::Borrowed(frame.frequency_codes())),
-                names: enum_names(FrequencyClass::NAMES),
-            },
-        ),
-        Variable::Stage => pass.coded(
-            rows,
-            Coded {
-                codes: Codes::Narrow(Cow::Borrowed(frame.stage_codes())),
-                names: enum_names(EngagementStage::NAMES),
-            },
-        ),
+        Variable::ObjectsToProfiling => pass.bools(rows, &columns.objects[span]),
+        Variable::Frequency => {
+            pass.coded(rows, narrow(frame.frequency_codes(), FrequencyClass::NAMES))
+        }
+        Variable::Stage => pass.coded(rows, narrow(frame.stage_codes(), EngagementStage::NAMES)),
         Variable::PurchaseCount => {
             let count = frame.count();
-            pass.numbers(rows, |row| f64::from(count[row]))
+            pass.numbers(rows, shifted(start, |row| f64::from(count[row])))
         }
         Variable::Purchases90d => {
             let window = frame.in_90_days();
-            pass.numbers(rows, |row| f64::from(window[row]))
+            pass.numbers(rows, shifted(start, |row| f64::from(window[row])))
         }
         Variable::Purchases365d => {
             let window = frame.in_365_days();
-            pass.numbers(rows, |row| f64::from(window[row]))
+            pass.numbers(rows, shifted(start, |row| f64::from(window[row])))
         }
         Variable::TotalSpend => {
             let total = frame.total();
-            pass.numbers(rows, |row| total[row] as f64 / 100.0)
+            pass.numbers(rows, shifted(start, |row| total[row] as f64 / 100.0))
         }
         Variable::AvgOrderValue => {
             let (count, total) = (frame.count(), frame.total());
-            pass.numbers(rows, |row| {
-                if count[row] == 0 {
-                    return f64::NAN;
-                }
-                let n = i128::from(count[row]);
-                let average = (2 * i128::from(total[row]) + n) / (2 * n);
-                average as f64 / 100.0
-            })
+            pass.numbers(
+                rows,
+                shifted(start, |row| {
+                    if count[row] == 0 {
+                        return f64::NAN;
+                    }
+                    let n = i128::from(count[row]);
+                    let average = (2 * i128::from(total[row]) + n) / (2 * n);
+                    average as f64 / 100.0
+                }),
+            )
         }
         Variable::RecencyDays => {
             let count = frame.count();
-            pass.numbers(rows, |row| {
-                if count[row] == 0 {
-                    f64::NAN
-                } else {
-                    frame.recency_days(row) as f64
-                }
-            })
+            pass.numbers(
+                rows,
+                shifted(start, |row| {
+                    if count[row] == 0 {
+                        f64::NAN
+                    } else {
+                        frame.recency_days(row) as f64
+                    }
+                }),
+            )
         }
         Variable::MeanGapDays => {
             let (count, first, last) = (frame.count(), frame.first(), frame.last());
-            pass.numbers(rows, |row| {
-                if count[row] < 2 {
-                    return f64::NAN;
-                }
-                last[row].abs_diff(first[row]) as f64
-                    / crate::domain::features::NANOS_PER_DAY as f64
-                    / f64::from(count[row] - 1)
-            })
+            pass.numbers(
+                rows,
+                shifted(start, |row| {
+                    if count[row] < 2 {
+                        return f64::NAN;
+                    }
+                    last[row].abs_diff(first[row]) as f64
+                        / crate::domain::features::NANOS_PER_DAY as f64
+                        / f64::from(count[row] - 1)
+                }),
+            )
         }
         Variable::RfmR => rfm(pass, Score::R),
         Variable::RfmF => rfm(pass, Score::F),
@@ -411,9 +436,12 @@ fn column<'f, P: ColumnPass<'f>>(frame: &'f Frame<'_>, variable: &Variable, pass
             frame.rfm(Score::F);
             pass.coded(
                 rows,
-                enum_codes(rows, RfmSegment::NAMES, RfmSegment::ordinal, |row| {
-                    frame.rfm_segment(row)
-                }),
+                enum_codes(
+                    span.clone(),
+                    RfmSegment::NAMES,
+                    RfmSegment::ordinal,
+                    |row| frame.rfm_segment(row),
+                ),
             )
         }
         Variable::PAlive => predicted(pass, Predicted::PAlive),
@@ -422,9 +450,12 @@ fn column<'f, P: ColumnPass<'f>>(frame: &'f Frame<'_>, variable: &Variable, pass
             frame.predicted(Predicted::PAlive);
             pass.coded(
                 rows,
-                enum_codes(rows, PAliveBand::NAMES, PAliveBand::ordinal, |row| {
-                    frame.p_alive_band(row)
-                }),
+                enum_codes(
+                    span.clone(),
+                    PAliveBand::NAMES,
+                    PAliveBand::ordinal,
+                    |row| frame.p_alive_band(row),
+                ),
             )
         }
         Variable::ExpectedPurchases90d => predicted(pass, Predicted::Purchases90d),
@@ -461,20 +492,20 @@ impl<'f> ColumnPass<'f> for Condition<'_> {
         }
     }
 
-    fn traits(self, rows: usize, values: Option<&'f TraitValues>) -> Bits {
+    fn traits(self, span: Range<usize>, values: Option<&'f TraitValues>) -> Bits {
         let holds = self.0;
         // Every row as absent, then the rows that hold the trait.
         let absent = holds(Value::Absent);
-        let mut bits = Bits::filled(rows, absent);
-        for (&row, value) in values.into_iter().flatten() {
+        let mut bits = Bits::filled(span.len(), absent);
+        for (row, value) in in_span(values, &span) {
             let value = match value {
                 TraitValue::String(text) => Value::Text(text),
                 TraitValue::Number(number) => Value::Number(*number),
                 TraitValue::Bool(flag) => Value::Bool(*flag),
             };
             match (holds(value), absent) {
-                (true, false) => bits.set(row as usize),
-                (false, true) => bits.clear(row as usize),
+                (true, false) => bits.set(row),
+                (false, true) => bits.clear(row),
                 _ => {}
             }
         }
@@ -520,8 +551,8 @@ impl<'f> ColumnPass<'f> for CompareTo<'_> {
         self.otherwise.coded(rows, coded)
     }
 
-    fn traits(self, rows: usize, values: Option<&'f TraitValues>) -> Bits {
-        self.otherwise.traits(rows, values)
+    fn traits(self, span: Range<usize>, values: Option<&'f TraitValues>) -> Bits {
+        self.otherwise.traits(span, values)
     }
 
     fn numbers<G: Fn(usize) -> f64 + Sync>(self, rows: usize, value: G) -> Bits {
@@ -557,12 +588,12 @@ impl<'f> ColumnPass<'f> for Dimension {
         coded
     }
 
-    fn traits(self, rows: usize, values: Option<&'f TraitValues>) -> Coded<'f> {
+    fn traits(self, span: Range<usize>, values: Option<&'f TraitValues>) -> Coded<'f> {
         // A code per distinct value, as text, in the order first met.
-        let mut codes = vec![0u32; rows];
+        let mut codes = vec![0u32; span.len()];
         let mut names = vec![String::new()];
         let mut numbers = HashMap::new();
-        for (&row, value) in values.into_iter().flatten() {
+        for (row, value) in in_span(values, &span) {
             let name = match value {
                 TraitValue::String(text) => text.clone(),
                 TraitValue::Number(number) => number.to_string(),
@@ -573,7 +604,7 @@ impl<'f> ColumnPass<'f> for Dimension {
                 names.push(name);
                 next
             });
-            codes[row as usize] = code;
+            codes[row] = code;
         }
         Coded {
             codes: Codes::Wide(Cow::Owned(codes)),
@@ -623,19 +654,46 @@ fn enum_names(names: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The codes of an enum over the rows of `span`, each row's value given
+/// by its number in the whole index.
 fn enum_codes<'a, T: Copy>(
-    rows: usize,
+    span: Range<usize>,
     names: &[&str],
     ordinal: impl Fn(T) -> u8 + Sync,
     value: impl Fn(usize) -> Option<T> + Sync,
 ) -> Coded<'a> {
+    let code = |row| value(row).map_or(0, |v| ordinal(v) + 1);
+    // A span of one task's rows, such as a block of the persona pass, is
+    // coded where it is asked for.
+    let codes = if span.len() <= WORDS_PER_TASK * 64 {
+        span.map(code).collect()
+    } else {
+        span.into_par_iter().map(code).collect()
+    };
     Coded {
-        codes: Codes::Narrow(Cow::Owned(
-            (0..rows)
-                .into_par_iter()
-                .map(|row| value(row).map_or(0, |v| ordinal(v) + 1))
-                .collect(),
-        )),
+        codes: Codes::Narrow(Cow::Owned(codes)),
         names: enum_names(names),
     }
+}
+
+/// A reader of the rows of a span by their place in it, from a reader by
+/// row number.
+fn shifted(start: usize, value: impl Fn(usize) -> f64 + Sync) -> impl Fn(usize) -> f64 + Sync {
+    move |place| value(start + place)
+}
+
+/// The values of a trait held by rows of `span`, each with its place in
+/// the span.
+fn in_span<'v>(
+    values: Option<&'v TraitValues>,
+    span: &Range<usize>,
+) -> impl Iterator<Item = (usize, &'v TraitValue)> + 'v {
+    let span = span.clone();
+    values
+        .into_iter()
+        .flatten()
+        .filter_map(move |(&row, value)| {
+            let row = row as usize;
+            span.contains(&row).then(|| (row - span.start, value))
+        })
 }

@@ -143,3 +143,21 @@ pub enum Predicate {
     /// The operand does not hold.
     Not(Box<Predicate>),
 }
+
+impl Predicate {
+    /// Whether a condition of the rule reads a variable that passes `test`.
+    pub fn reads(&self, test: &dyn Fn(&Variable) -> bool) -> bool {
+        match self {
+            Predicate::Const(_) => false,
+            Predicate::Compare(variable, _, _)
+            | Predicate::In(variable, _)
+            | Predicate::Text(variable, _, _)
+            | Predicate::IsTrue(variable)
+            | Predicate::Has(variable) => test(variable),
+            Predicate::And(operands) | Predicate::Or(operands) => {
+                operands.iter().any(|operand| operand.reads(test))
+            }
+            Predicate::Not(operand) => operand.reads(test),
+        }
+    }
+}

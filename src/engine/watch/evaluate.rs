@@ -157,7 +157,6 @@ impl State {
         compiled: &Predicate,
         catalog: &CompiledCatalog,
     ) -> Members {
-        let rows = frame.rows();
         match subject {
             Subject::Segment { channel, .. } => {
                 let (mut members, _) = split_objectors(frame, &select(frame, compiled));
@@ -171,14 +170,20 @@ impl State {
                 let (mut everyone, _) =
                     split_objectors(frame, &select(frame, &Predicate::Const(true)));
                 everyone.and(frame.alive());
-                let assigned = assignments(frame, catalog, &everyone);
-                let mut codes = vec![0u32; rows];
-                for (persona, bits) in catalog.catalog.personas.iter().zip(&assigned) {
-                    let code = self.code(&persona.id);
-                    for row in bits.rows() {
-                        codes[row] = code;
-                    }
-                }
+                // The watch's code of each place in the catalog, 0 for none.
+                let watched: Vec<u32> = std::iter::once(0)
+                    .chain(
+                        catalog
+                            .catalog
+                            .personas
+                            .iter()
+                            .map(|persona| self.code(&persona.id)),
+                    )
+                    .collect();
+                let codes = assignments(frame, catalog, &everyone)
+                    .par_iter()
+                    .map(|&place| watched[usize::from(place)])
+                    .collect();
                 Members::Codes(codes)
             }
         }

@@ -88,7 +88,7 @@ pub(super) enum Scored {
 
 /// Whether a rule reads an RFM score.
 pub(super) fn reads_scores(rule: &Predicate) -> bool {
-    reads(rule, &|variable| {
+    rule.reads(&|variable| {
         matches!(
             variable,
             Variable::RfmR | Variable::RfmF | Variable::RfmM | Variable::RfmSegment
@@ -99,7 +99,7 @@ pub(super) fn reads_scores(rule: &Predicate) -> bool {
 /// Whether a rule reads a prediction of the model in force, which moves
 /// for every purchaser with the date and with each fit.
 pub(super) fn reads_predictions(rule: &Predicate) -> bool {
-    reads(rule, &|variable| {
+    rule.reads(&|variable| {
         matches!(
             variable,
             Variable::PAlive
@@ -110,22 +110,6 @@ pub(super) fn reads_predictions(rule: &Predicate) -> bool {
                 | Variable::Clv365d
         )
     })
-}
-
-/// Whether a rule reads a variable that passes `test`.
-fn reads(rule: &Predicate, test: &dyn Fn(&Variable) -> bool) -> bool {
-    match rule {
-        Predicate::Const(_) => false,
-        Predicate::Compare(variable, _, _)
-        | Predicate::In(variable, _)
-        | Predicate::Text(variable, _, _)
-        | Predicate::IsTrue(variable)
-        | Predicate::Has(variable) => test(variable),
-        Predicate::And(operands) | Predicate::Or(operands) => {
-            operands.iter().any(|operand| reads(operand, test))
-        }
-        Predicate::Not(operand) => reads(operand, test),
-    }
 }
 
 /// What tells one prediction model from another: its evaluation time and
