@@ -6,6 +6,9 @@ use rayon::prelude::*;
 /// Words of a bit set one parallel task handles: 64 Ki rows.
 pub const WORDS_PER_TASK: usize = 1024;
 
+/// The most codes [`Bits::of_codes`] compares each row with.
+pub const FEW_CODES: usize = 4;
+
 /// Fills `words`, the first of which is word `first` of a set of `len`
 /// bits, with the bits of `holds`. Each word's 64 rows are decided into a
 /// byte each, a loop with no dependence from one row to the next, then
@@ -66,6 +69,46 @@ impl Bits {
                 .for_each(|(chunk, words)| fill(words, chunk * WORDS_PER_TASK, len, &holds));
         }
         Bits { words, len }
+    }
+
+    /// The rows whose code is one of `codes` (at most [`FEW_CODES`]), or
+    /// with `except` none of them: each row's byte is compared with every
+    /// code, a loop the compiler runs many rows to an instruction.
+    pub fn of_codes(values: &[u8], codes: &[u8], except: bool) -> Self {
+        assert!(codes.len() <= FEW_CODES, "at most {FEW_CODES} codes");
+        let Some(&first) = codes.first() else {
+            return Bits::filled(values.len(), except);
+        };
+        // Repeating a code changes nothing.
+        let mut four = [first; FEW_CODES];
+        four[..codes.len()].copy_from_slice(codes);
+        let [a, b, c, d] = four;
+        let mut words = vec![0u64; values.len().div_ceil(64)];
+        let fill = |words: &mut [u64], values: &[u8]| {
+            for (word, values) in words.iter_mut().zip(values.chunks(64)) {
+                let mut flags = [0u8; 64];
+                for (flag, &x) in flags.iter_mut().zip(values) {
+                    *flag = u8::from(((x == a) | (x == b) | (x == c) | (x == d)) != except);
+                }
+                if values.len() < 64 {
+                    // The rows past the end stay clear.
+                    flags[values.len()..].fill(0);
+                }
+                *word = pack(&flags);
+            }
+        };
+        if words.len() <= WORDS_PER_TASK {
+            fill(&mut words, values);
+        } else {
+            words
+                .par_chunks_mut(WORDS_PER_TASK)
+                .zip(values.par_chunks(WORDS_PER_TASK * 64))
+                .for_each(|(words, values)| fill(words, values));
+        }
+        Bits {
+            words,
+            len: values.len(),
+        }
     }
 
     /// The words, 64 rows each.
@@ -206,6 +249,25 @@ mod tests {
             let expected: Vec<usize> = (0..len).filter(|&row| holds(row)).collect();
             assert_eq!(rows, expected, "{len} rows");
             assert_eq!(bits.count(), expected.len());
+        }
+    }
+
+    /// A row's code is compared with each code asked for, or with none of
+    /// them with `except`, at every length.
+    #[test]
+    fn of_codes_sets_the_rows_with_those_codes() {
+        let values: Vec<u8> = (0..3 * WORDS_PER_TASK * 64 + 70)
+            .map(|row| (row * 7 % 11) as u8)
+            .collect();
+        for codes in [&[][..], &[3], &[0, 10], &[1, 2, 3, 4]] {
+            for except in [false, true] {
+                for len in [0, 5, 64, 130, WORDS_PER_TASK * 64 + 1, values.len()] {
+                    let values = &values[..len];
+                    let bits = Bits::of_codes(values, codes, except);
+                    let expected = Bits::from_fn(len, |row| codes.contains(&values[row]) != except);
+                    assert_eq!(bits, expected, "{codes:?} except {except}, {len} rows");
+                }
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 //! the index's all-time columns, read in place. Otherwise they are computed
 //! from each customer's series.
 
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
@@ -283,6 +284,38 @@ impl<'a> Frame<'a> {
         })
     }
 
+    /// Whether a block of rows can make its own frequency classes: every
+    /// event counts and the index was built for these thresholds, so that
+    /// a class is a few comparisons of times (see `frequency_codes`).
+    pub fn classes_by_block(&self) -> bool {
+        self.current && *self.index.thresholds() == self.thresholds
+    }
+
+    /// The frequency codes of `rows` alone, where `classes_by_block`.
+    pub fn frequency_codes_of(&self, rows: Range<usize>) -> Vec<u8> {
+        debug_assert!(self.classes_by_block());
+        let columns = self.index.columns();
+        columns.count[rows.clone()]
+            .iter()
+            .zip(&columns.lapsed_from[rows.clone()])
+            .zip(&columns.frequent_until[rows])
+            .map(|((&count, &lapsed_from), &frequent_until)| {
+                current_frequency_code(count, lapsed_from, frequent_until, self.at)
+            })
+            .collect()
+    }
+
+    /// The stage codes of `rows` alone, where every event counts.
+    pub fn stage_codes_of(&self, rows: Range<usize>) -> Vec<u8> {
+        debug_assert!(self.current);
+        let columns = self.index.columns();
+        columns.count[rows.clone()]
+            .iter()
+            .zip(&columns.engaged[rows])
+            .map(|(&count, &flags)| current_stage_code(count, flags))
+            .collect()
+    }
+
     /// The engagement stage of each row, as its ordinal plus one.
     pub fn stage_codes(&self) -> &[u8] {
         self.stage.get_or_init(|| {
@@ -464,6 +497,42 @@ impl<'a> Frame<'a> {
                 Score::M => self.per_buyer(|row| bounds.m(total[row])),
             }
         })
+    }
+
+    /// One RFM score of `rows` alone, 0 for a row without a purchase at T,
+    /// from the frame's `bounds` (every score 0 without them).
+    pub fn rfm_of_rows(
+        &self,
+        bounds: Option<&RfmBounds>,
+        score: Score,
+        rows: Range<usize>,
+    ) -> Vec<u8> {
+        let Some(bounds) = bounds else {
+            return vec![0; rows.len()];
+        };
+        let (count, total, last) = (self.count(), self.total(), self.last());
+        let alive = &self.index.columns().alive;
+        // A loop made for each score, with nothing called per row.
+        fn scored(
+            rows: Range<usize>,
+            alive: &[bool],
+            count: &[u32],
+            score: impl Fn(usize) -> u8,
+        ) -> Vec<u8> {
+            rows.map(|row| {
+                if alive[row] && count[row] > 0 {
+                    score(row)
+                } else {
+                    0
+                }
+            })
+            .collect()
+        }
+        match score {
+            Score::R => scored(rows, alive, count, |row| bounds.r(self.at, last[row])),
+            Score::F => scored(rows, alive, count, |row| bounds.f(count[row])),
+            Score::M => scored(rows, alive, count, |row| bounds.m(total[row])),
+        }
     }
 
     /// `score` of each row with a purchase at T, 0 for the others.

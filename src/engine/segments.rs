@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::bits::Bits;
 use super::command::{expect_outcome, Command, Outcome};
-use super::select::{consented, dimension_codes, select, split_objectors, Codes};
+use super::select::{consented, dimension_codes, select, split_objectors, Codes, Span};
 use super::{Engine, Shared};
 use crate::domain::rules::{compile, Channel, Predicate, Variable};
 use crate::domain::segment::{Segment, SegmentChanges, SegmentId};
@@ -160,9 +160,10 @@ fn breakdown(
     let selected = select(&frame, rule);
     let select_us = started.elapsed().as_micros() as u64;
     let (members, objectors) = split_objectors(&frame, &selected);
+    let whole = Span::whole(&frame);
     let coded: Vec<_> = dimensions
         .iter()
-        .map(|dimension| dimension_codes(&frame, dimension))
+        .map(|dimension| dimension_codes(&frame, &whole, dimension))
         .collect();
     let dimensions_us = started.elapsed().as_micros() as u64 - select_us;
     let (count, total) = (frame.count(), frame.total());

@@ -9,13 +9,14 @@
 //! each a pass over it, chosen once per condition, never per row.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::ops::Range;
 
 use foldhash::fast::RandomState;
 use rayon::prelude::*;
 
-use super::bits::{Bits, WORDS_PER_TASK};
+use super::bits::{Bits, FEW_CODES, WORDS_PER_TASK};
 use super::frame::{Frame, Predicted, Score};
 use crate::domain::features::{PAliveBand, RfmSegment};
 use crate::domain::rules::{Channel, Comparison, Literal, Predicate, StringTest, Variable};
@@ -23,7 +24,7 @@ use crate::domain::{ConsentStatus, TraitValue};
 
 /// The customers a rule selects: the rows that hold a customer and meet it.
 pub fn select(frame: &Frame<'_>, rule: &Predicate) -> Bits {
-    let mut bits = eval(frame, rule, 0..frame.rows());
+    let mut bits = eval(frame, rule, &Span::whole(frame));
     bits.and(frame.alive());
     bits
 }
@@ -56,24 +57,99 @@ pub(crate) fn channel_status(consent: &crate::domain::Consent, channel: Channel)
     }
 }
 
+/// Rows a pass covers: every row, or a block of rows that makes the
+/// classes and scores it reads for its own rows, once for all the rules
+/// decided over it, where the frame can (see `Frame::classes_by_block`).
+pub(super) struct Span {
+    rows: Range<usize>,
+    /// What the block made, `None` for a span of every row.
+    made: Option<Made>,
+}
+
+/// The classes and scores a block made for its rows.
+#[derive(Default)]
+struct Made {
+    frequency: OnceCell<Vec<u8>>,
+    stage: OnceCell<Vec<u8>>,
+    rfm: [OnceCell<Vec<u8>>; 3],
+}
+
+impl Span {
+    /// Every row of the frame.
+    pub(super) fn whole(frame: &Frame<'_>) -> Self {
+        Span {
+            rows: 0..frame.rows(),
+            made: None,
+        }
+    }
+
+    /// A block of rows.
+    pub(super) fn block(rows: Range<usize>) -> Self {
+        Span {
+            rows,
+            made: Some(Made::default()),
+        }
+    }
+
+    /// Rows covered.
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The frequency codes of the span's rows.
+    fn frequency<'s>(&'s self, frame: &'s Frame<'_>) -> &'s [u8] {
+        match &self.made {
+            Some(made) if frame.classes_by_block() => made
+                .frequency
+                .get_or_init(|| frame.frequency_codes_of(self.rows.clone())),
+            _ => &frame.frequency_codes()[self.rows.clone()],
+        }
+    }
+
+    /// The stage codes of the span's rows.
+    fn stage<'s>(&'s self, frame: &'s Frame<'_>) -> &'s [u8] {
+        match &self.made {
+            Some(made) if frame.is_current() => made
+                .stage
+                .get_or_init(|| frame.stage_codes_of(self.rows.clone())),
+            _ => &frame.stage_codes()[self.rows.clone()],
+        }
+    }
+
+    /// One RFM score of the span's rows, 0 for a row without a purchase.
+    fn rfm<'s>(&'s self, frame: &'s Frame<'_>, score: Score) -> &'s [u8] {
+        match &self.made {
+            Some(made) => {
+                // The bounds are made even for no rows, so that a pass
+                // over no rows makes them before the blocks read them.
+                let bounds = frame.rfm_bounds();
+                made.rfm[score as usize]
+                    .get_or_init(|| frame.rfm_of_rows(bounds, score, self.rows.clone()))
+            }
+            None => frame.rfm(score),
+        }
+    }
+}
+
 /// The bits of the rows in `span` that meet a rule: bit `i` is row
-/// `span.start + i`. Every column the rule reads is made before any row is
-/// read, so a pass over no rows makes them for a later pass over parts.
-pub(super) fn eval(frame: &Frame<'_>, rule: &Predicate, span: Range<usize>) -> Bits {
+/// `span.start + i`. Every column of the whole index the rule reads is
+/// made before any row is read, so a pass over an empty block makes them
+/// for later blocks to read in parallel.
+pub(super) fn eval(frame: &Frame<'_>, rule: &Predicate, span: &Span) -> Bits {
     let rows = span.len();
     match rule {
         Predicate::Const(value) => Bits::filled(rows, *value),
         Predicate::And(operands) => {
             let mut bits = Bits::filled(rows, true);
             for operand in operands {
-                bits.and(&eval(frame, operand, span.clone()));
+                bits.and(&eval(frame, operand, span));
             }
             bits
         }
         Predicate::Or(operands) => {
             let mut bits = Bits::filled(rows, false);
             for operand in operands {
-                bits.or(&eval(frame, operand, span.clone()));
+                bits.or(&eval(frame, operand, span));
             }
             bits
         }
@@ -195,7 +271,7 @@ fn enum_name(literal: &Literal) -> Option<&'static str> {
 fn condition(
     frame: &Frame<'_>,
     variable: &Variable,
-    span: Range<usize>,
+    span: &Span,
     holds: &(dyn Fn(Value<'_>) -> bool + Sync),
 ) -> Bits {
     column(frame, variable, span, Condition(holds))
@@ -210,10 +286,14 @@ fn literal_number(literal: &Literal) -> Option<f64> {
     }
 }
 
-/// The codes of a breakdown dimension, one per row: a string, an enum or a
-/// trait (see `Dimension` for the other variables).
-pub fn dimension_codes<'f>(frame: &'f Frame<'_>, dimension: &Variable) -> Coded<'f> {
-    column(frame, dimension, 0..frame.rows(), Dimension)
+/// The codes of a breakdown dimension, one per row of `span`: a string, an
+/// enum or a trait (see `Dimension` for the other variables).
+pub fn dimension_codes<'f>(
+    frame: &'f Frame<'_>,
+    span: &'f Span,
+    dimension: &Variable,
+) -> Coded<'f> {
+    column(frame, dimension, span, Dimension)
 }
 
 /// The values of one trait: the rows that hold it, and what they hold.
@@ -254,32 +334,29 @@ trait ColumnPass<'f> {
 fn column<'f, P: ColumnPass<'f>>(
     frame: &'f Frame<'_>,
     variable: &Variable,
-    span: Range<usize>,
+    span: &'f Span,
     pass: P,
 ) -> P::Output {
     use crate::domain::features::{AgeBand, EngagementStage, FrequencyClass, IncomeBand};
     use crate::domain::{Gender, Party, Relationship};
     let rows = span.len();
-    let start = span.start;
+    let start = span.rows.start;
     let columns = frame.index.columns();
     let dictionaries = frame.index.dictionaries();
     let dictionary = |codes: &'f [u32], names: &[compact_str::CompactString]| Coded {
-        codes: Codes::Wide(Cow::Borrowed(&codes[span.clone()])),
+        codes: Codes::Wide(Cow::Borrowed(&codes[span.rows.clone()])),
         names: names.iter().map(|name| name.to_string()).collect(),
     };
     let narrow = |codes: &'f [u8], names: &[&str]| Coded {
-        codes: Codes::Narrow(Cow::Borrowed(&codes[span.clone()])),
+        codes: Codes::Narrow(Cow::Borrowed(codes)),
         names: enum_names(names),
     };
     let rfm = |pass: P, score: Score| {
-        let scores = frame.rfm(score);
-        pass.numbers(
-            rows,
-            shifted(start, |row| match scores[row] {
-                0 => f64::NAN,
-                score => f64::from(score),
-            }),
-        )
+        let scores = span.rfm(frame, score);
+        pass.numbers(rows, |place| match scores[place] {
+            0 => f64::NAN,
+            score => f64::from(score),
+        })
     };
     let predicted = |pass: P, what: Predicted| {
         let values = frame.predicted(what);
@@ -289,7 +366,7 @@ fn column<'f, P: ColumnPass<'f>>(
         Variable::Relationship => pass.coded(
             rows,
             enum_codes(
-                span.clone(),
+                span.rows.clone(),
                 Relationship::NAMES,
                 Relationship::ordinal,
                 |row| Some(columns.relationship[row]),
@@ -297,7 +374,7 @@ fn column<'f, P: ColumnPass<'f>>(
         ),
         Variable::Party => pass.coded(
             rows,
-            enum_codes(span.clone(), Party::NAMES, Party::ordinal, |row| {
+            enum_codes(span.rows.clone(), Party::NAMES, Party::ordinal, |row| {
                 Some(columns.party[row])
             }),
         ),
@@ -307,13 +384,13 @@ fn column<'f, P: ColumnPass<'f>>(
         ),
         Variable::AgeBand => pass.coded(
             rows,
-            enum_codes(span.clone(), AgeBand::NAMES, AgeBand::ordinal, |row| {
+            enum_codes(span.rows.clone(), AgeBand::NAMES, AgeBand::ordinal, |row| {
                 Some(frame.age_band(row))
             }),
         ),
         Variable::Gender => pass.coded(
             rows,
-            enum_codes(span.clone(), Gender::NAMES, Gender::ordinal, |row| {
+            enum_codes(span.rows.clone(), Gender::NAMES, Gender::ordinal, |row| {
                 Some(columns.gender[row])
             }),
         ),
@@ -347,27 +424,27 @@ fn column<'f, P: ColumnPass<'f>>(
         Variable::IncomeBand => pass.coded(
             rows,
             enum_codes(
-                span.clone(),
+                span.rows.clone(),
                 IncomeBand::NAMES,
                 IncomeBand::ordinal,
                 |row| Some(frame.income_band(row)),
             ),
         ),
-        Variable::Trait(key) => pass.traits(span, frame.index.trait_values(key)),
+        Variable::Trait(key) => pass.traits(span.rows.clone(), frame.index.trait_values(key)),
         Variable::Consent(channel) => pass.coded(
             rows,
             enum_codes(
-                span.clone(),
+                span.rows.clone(),
                 ConsentStatus::NAMES,
                 ConsentStatus::ordinal,
                 |row| Some(channel_status(&columns.consent[row], *channel)),
             ),
         ),
-        Variable::ObjectsToProfiling => pass.bools(rows, &columns.objects[span]),
+        Variable::ObjectsToProfiling => pass.bools(rows, &columns.objects[span.rows.clone()]),
         Variable::Frequency => {
-            pass.coded(rows, narrow(frame.frequency_codes(), FrequencyClass::NAMES))
+            pass.coded(rows, narrow(span.frequency(frame), FrequencyClass::NAMES))
         }
-        Variable::Stage => pass.coded(rows, narrow(frame.stage_codes(), EngagementStage::NAMES)),
+        Variable::Stage => pass.coded(rows, narrow(span.stage(frame), EngagementStage::NAMES)),
         Variable::PurchaseCount => {
             let count = frame.count();
             pass.numbers(rows, shifted(start, |row| f64::from(count[row])))
@@ -437,7 +514,7 @@ fn column<'f, P: ColumnPass<'f>>(
             pass.coded(
                 rows,
                 enum_codes(
-                    span.clone(),
+                    span.rows.clone(),
                     RfmSegment::NAMES,
                     RfmSegment::ordinal,
                     |row| frame.rfm_segment(row),
@@ -451,7 +528,7 @@ fn column<'f, P: ColumnPass<'f>>(
             pass.coded(
                 rows,
                 enum_codes(
-                    span.clone(),
+                    span.rows.clone(),
                     PAliveBand::NAMES,
                     PAliveBand::ordinal,
                     |row| frame.p_alive_band(row),
@@ -487,7 +564,19 @@ impl<'f> ColumnPass<'f> for Condition<'_> {
             })
             .collect();
         match &coded.codes {
-            Codes::Narrow(codes) => Bits::from_fn(rows, |row| decided[codes[row] as usize]),
+            Codes::Narrow(codes) => {
+                // A few codes that hold, or a few that do not, are compared
+                // with each row's code many rows at a time.
+                let (holding, failing): (Vec<u8>, Vec<u8>) =
+                    (0..decided.len() as u8).partition(|&code| decided[usize::from(code)]);
+                if holding.len() <= FEW_CODES {
+                    Bits::of_codes(&codes[..rows], &holding, false)
+                } else if failing.len() <= FEW_CODES {
+                    Bits::of_codes(&codes[..rows], &failing, true)
+                } else {
+                    Bits::from_fn(rows, |row| decided[usize::from(codes[row])])
+                }
+            }
             Codes::Wide(codes) => Bits::from_fn(rows, |row| decided[codes[row] as usize]),
         }
     }

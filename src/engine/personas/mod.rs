@@ -22,7 +22,7 @@ pub use explain::{Assignment, ConditionResult, Rejected};
 use super::bits::Bits;
 use super::command::{expect_outcome, Command, Outcome};
 use super::frame::Frame;
-use super::select::{consented, eval, select, split_objectors};
+use super::select::{consented, eval, select, split_objectors, Span};
 use super::Engine;
 use crate::domain::persona::{default_catalog, Catalog, Persona, MAX_PERSONAS};
 use crate::domain::rules::{Channel, Predicate, Variable};
@@ -70,11 +70,11 @@ pub(super) fn assignments(
         .iter()
         .map(|rule| {
             if rule.reads(&|variable| matches!(variable, Variable::Trait(_))) {
-                Some(eval(frame, rule, 0..rows))
+                Some(eval(frame, rule, &Span::whole(frame)))
             } else {
-                // A pass over no rows makes the columns the rule reads, so
-                // that the blocks, in parallel, only read them.
-                eval(frame, rule, 0..0);
+                // A pass over an empty block makes the columns the rule
+                // reads, so that the blocks, in parallel, only read them.
+                eval(frame, rule, &Span::block(0..0));
                 None
             }
         })
@@ -85,15 +85,17 @@ pub(super) fn assignments(
         .enumerate()
         .for_each(|(block, codes)| {
             let start = block * BLOCK_ROWS;
-            let span = start..start + codes.len();
-            let mut remaining = members.span(span.clone());
+            let rows = start..start + codes.len();
+            let mut remaining = members.span(rows.clone());
+            // Made once for all the rules.
+            let span = Span::block(rows.clone());
             for (place, (rule, whole)) in compiled.rules.iter().zip(&whole).enumerate() {
                 if remaining.is_empty() {
                     break;
                 }
                 let mut bits = match whole {
-                    Some(whole) => whole.span(span.clone()),
-                    None => eval(frame, rule, span.clone()),
+                    Some(whole) => whole.span(rows.clone()),
+                    None => eval(frame, rule, &span),
                 };
                 bits.and(&remaining);
                 remaining.and_not(&bits);
@@ -360,32 +362,45 @@ mod tests {
         gold.rule = r#"customer.traits.tier == "gold" && features.purchase_count >= 3"#.into();
         catalog.personas.insert(1, gold);
         let compiled = CompiledCatalog::new(catalog).unwrap();
-        let at = Timestamp::from_nanos(now + day);
-        let frame = Frame::new(&index, at, Thresholds::default());
-        let (mut members, _) = split_objectors(&frame, &select(&frame, &Predicate::Const(true)));
-        for row in (0..rows).step_by(1_001) {
-            members.clear(row);
-        }
-        let codes = assignments(&frame, &compiled, &members);
-        assert_eq!(codes.len(), rows);
-        let mut seen = vec![0usize; compiled.rules.len() + 1];
-        for (row, &code) in codes.iter().enumerate() {
-            let expected = if members.contains(row) {
-                let features = features_at(&frame, row as u32, false).unwrap();
-                let facts = Facts::new(&index, row, &features);
-                compiled
-                    .rules
-                    .iter()
-                    .position(|rule| holds(rule, &facts))
-                    .map_or(0, |place| place as u8 + 1)
+        // Now, when a block makes its own classes and scores, and 200 days
+        // before, when they are made for the whole index first.
+        for (at, current) in [(now + day, true), (now - 200 * day, false)] {
+            let frame = Frame::new(&index, Timestamp::from_nanos(at), Thresholds::default());
+            assert_eq!(frame.is_current(), current);
+            let (mut members, _) =
+                split_objectors(&frame, &select(&frame, &Predicate::Const(true)));
+            for row in (0..rows).step_by(1_001) {
+                members.clear(row);
+            }
+            let codes = assignments(&frame, &compiled, &members);
+            assert_eq!(codes.len(), rows);
+            let mut seen = vec![0usize; compiled.rules.len() + 1];
+            for (row, &code) in codes.iter().enumerate() {
+                let expected = if members.contains(row) {
+                    let features = features_at(&frame, row as u32, false).unwrap();
+                    let facts = Facts::new(&index, row, &features);
+                    compiled
+                        .rules
+                        .iter()
+                        .position(|rule| holds(rule, &facts))
+                        .map_or(0, |place| place as u8 + 1)
+                } else {
+                    0
+                };
+                assert_eq!(code, expected, "row {row}, current {current}");
+                seen[usize::from(code)] += 1;
+            }
+            if current {
+                // Every persona is someone's, so each rule was put to the
+                // test.
+                assert!(seen[1..].iter().all(|&count| count > 0), "{seen:?}");
             } else {
-                0
-            };
-            assert_eq!(code, expected, "row {row}");
-            seen[usize::from(code)] += 1;
+                assert!(
+                    seen[1..].iter().filter(|&&count| count > 0).count() >= 6,
+                    "{seen:?}"
+                );
+            }
+            assert!(seen[0] > 0);
         }
-        // Every persona is someone's, so each rule was put to the test.
-        assert!(seen[1..].iter().all(|&count| count > 0), "{seen:?}");
-        assert!(seen[0] > 0);
     }
 }
