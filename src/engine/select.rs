@@ -329,8 +329,9 @@ trait ColumnPass<'f> {
 /// one place that says which column each variable reads, and as what.
 /// Every variable is matched by name, with no catch-all arm, so that a
 /// variable added to the table does not compile until it is given its
-/// column here. A column the frame makes (a class, a score, a prediction)
-/// is made whole before the pass, even over no rows.
+/// column here. Every column of the whole index that the pass reads (a
+/// class, a score, a prediction, or what a block makes its own from) is
+/// made before any row is read, even over no rows.
 fn column<'f, P: ColumnPass<'f>>(
     frame: &'f Frame<'_>,
     variable: &Variable,
@@ -567,8 +568,9 @@ impl<'f> ColumnPass<'f> for Condition<'_> {
             Codes::Narrow(codes) => {
                 // A few codes that hold, or a few that do not, are compared
                 // with each row's code many rows at a time.
-                let (holding, failing): (Vec<u8>, Vec<u8>) =
-                    (0..decided.len() as u8).partition(|&code| decided[usize::from(code)]);
+                let (holding, failing): (Vec<u8>, Vec<u8>) = (0..=u8::MAX)
+                    .take(decided.len())
+                    .partition(|&code| decided[usize::from(code)]);
                 if holding.len() <= FEW_CODES {
                     Bits::of_codes(&codes[..rows], &holding, false)
                 } else if failing.len() <= FEW_CODES {

@@ -343,7 +343,11 @@ mod tests {
             });
             for k in 0..u64::from(n % 6) {
                 // Some buy often and lately, some long ago.
-                let days_ago = if n % 4 == 0 { 400 + k * 20 } else { 3 + k * 20 };
+                let days_ago = if n % 4 == 0 {
+                    400 + k * 20
+                } else {
+                    u64::from(3 + n % 40) + k * 20
+                };
                 assert!(index.add_purchase(n, event(days_ago)));
             }
             let kind = match n % 11 {
@@ -361,11 +365,32 @@ mod tests {
         gold.id = "GOLD".into();
         gold.rule = r#"customer.traits.tier == "gold" && features.purchase_count >= 3"#.into();
         catalog.personas.insert(1, gold);
+        // Columns a block reads whole: the scores' segment, a window.
+        let mut champion = catalog.personas[0].clone();
+        champion.id = "CHAMPION".into();
+        champion.rule =
+            r#"features.rfm_segment in ["CHAMPIONS", "LOYAL"] && features.purchase_count >= 5"#
+                .into();
+        catalog.personas.insert(2, champion);
+        let mut busy = catalog.personas[0].clone();
+        busy.id = "BUSY".into();
+        busy.rule = r#"features.purchases_90d >= 3 && customer.party == "BUSINESS""#.into();
+        catalog.personas.insert(3, busy);
         let compiled = CompiledCatalog::new(catalog).unwrap();
-        // Now, when a block makes its own classes and scores, and 200 days
-        // before, when they are made for the whole index first.
-        for (at, current) in [(now + day, true), (now - 200 * day, false)] {
-            let frame = Frame::new(&index, Timestamp::from_nanos(at), Thresholds::default());
+        let other = Thresholds {
+            lapsed_min_days: 100.0,
+            ..Thresholds::default()
+        };
+        // Now, when a block makes its own classes and scores; now with
+        // other thresholds than the index's, when the classes are made for
+        // the whole index first; and 200 days before, when the classes
+        // and stages are.
+        for (at, current, thresholds) in [
+            (now + day, true, Thresholds::default()),
+            (now + day, true, other),
+            (now - 200 * day, false, Thresholds::default()),
+        ] {
+            let frame = Frame::new(&index, Timestamp::from_nanos(at), thresholds);
             assert_eq!(frame.is_current(), current);
             let (mut members, _) =
                 split_objectors(&frame, &select(&frame, &Predicate::Const(true)));
@@ -387,7 +412,7 @@ mod tests {
                 } else {
                     0
                 };
-                assert_eq!(code, expected, "row {row}, current {current}");
+                assert_eq!(code, expected, "row {row}, at {at}, {thresholds:?}");
                 seen[usize::from(code)] += 1;
             }
             if current {
