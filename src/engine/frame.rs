@@ -247,24 +247,15 @@ impl<'a> Frame<'a> {
     /// stays free for "absent", as in every coded column).
     pub fn frequency_codes(&self) -> &[u8] {
         self.frequency.get_or_init(|| {
-            let (count, first, last) = (self.count(), self.first(), self.last());
-            let columns = self.index.columns();
             // With every event counted and the index built for these
             // thresholds, precomputed bounds decide the class by comparing
             // times only.
-            let by_column = self.current && *self.index.thresholds() == self.thresholds;
-            let at = self.at;
-            if by_column {
-                // One straight pass over three columns.
-                return count
-                    .par_iter()
-                    .zip(&columns.lapsed_from[..])
-                    .zip(&columns.frequent_until[..])
-                    .map(|((&count, &lapsed_from), &frequent_until)| {
-                        current_frequency_code(count, lapsed_from, frequent_until, at)
-                    })
-                    .collect();
+            if self.classes_by_block() {
+                return filled(self.rows(), |first, codes| {
+                    self.fill_frequency_codes(first, codes)
+                });
             }
+            let (count, first, last) = (self.count(), self.first(), self.last());
             (0..self.rows())
                 .into_par_iter()
                 .map(|number| {
@@ -293,27 +284,47 @@ impl<'a> Frame<'a> {
 
     /// The frequency codes of `rows` alone, where `classes_by_block`.
     pub fn frequency_codes_of(&self, rows: Range<usize>) -> Vec<u8> {
+        let mut codes = vec![0; rows.len()];
+        self.fill_frequency_codes(rows.start, &mut codes);
+        codes
+    }
+
+    /// The frequency codes of the rows from `first` on, one per place of
+    /// `codes`, where `classes_by_block`: three columns read straight.
+    fn fill_frequency_codes(&self, first: usize, codes: &mut [u8]) {
         debug_assert!(self.classes_by_block());
         let columns = self.index.columns();
-        columns.count[rows.clone()]
-            .iter()
-            .zip(&columns.lapsed_from[rows.clone()])
-            .zip(&columns.frequent_until[rows])
-            .map(|((&count, &lapsed_from), &frequent_until)| {
-                current_frequency_code(count, lapsed_from, frequent_until, self.at)
-            })
-            .collect()
+        let rows = first..first + codes.len();
+        for (code, ((&count, &lapsed_from), &frequent_until)) in codes.iter_mut().zip(
+            columns.count[rows.clone()]
+                .iter()
+                .zip(&columns.lapsed_from[rows.clone()])
+                .zip(&columns.frequent_until[rows]),
+        ) {
+            *code = current_frequency_code(count, lapsed_from, frequent_until, self.at);
+        }
     }
 
     /// The stage codes of `rows` alone, where every event counts.
     pub fn stage_codes_of(&self, rows: Range<usize>) -> Vec<u8> {
+        let mut codes = vec![0; rows.len()];
+        self.fill_stage_codes(rows.start, &mut codes);
+        codes
+    }
+
+    /// The stage codes of the rows from `first` on, where every event
+    /// counts: the flags say which kinds there are.
+    fn fill_stage_codes(&self, first: usize, codes: &mut [u8]) {
         debug_assert!(self.current);
         let columns = self.index.columns();
-        columns.count[rows.clone()]
-            .iter()
-            .zip(&columns.engaged[rows])
-            .map(|(&count, &flags)| current_stage_code(count, flags))
-            .collect()
+        let rows = first..first + codes.len();
+        for (code, (&count, &flags)) in codes.iter_mut().zip(
+            columns.count[rows.clone()]
+                .iter()
+                .zip(&columns.engaged[rows]),
+        ) {
+            *code = current_stage_code(count, flags);
+        }
     }
 
     /// The engagement stage of each row, as its ordinal plus one.
@@ -322,12 +333,9 @@ impl<'a> Frame<'a> {
             let count = self.count();
             let flags = &self.index.columns().engaged;
             if self.current {
-                // Every event counts: the flags say which kinds there are.
-                return count
-                    .par_iter()
-                    .zip(&flags[..])
-                    .map(|(&count, &flags)| current_stage_code(count, flags))
-                    .collect();
+                return filled(self.rows(), |first, codes| {
+                    self.fill_stage_codes(first, codes)
+                });
             }
             (0..self.rows())
                 .into_par_iter()
@@ -487,15 +495,10 @@ impl<'a> Frame<'a> {
     /// worse.
     pub fn rfm(&self, score: Score) -> &[u8] {
         self.rfm[score as usize].get_or_init(|| {
-            let Some(bounds) = self.rfm_bounds() else {
-                return vec![0; self.rows()];
-            };
-            let (count, total, last) = (self.count(), self.total(), self.last());
-            match score {
-                Score::R => self.per_buyer(|row| bounds.r(self.at, last[row])),
-                Score::F => self.per_buyer(|row| bounds.f(count[row])),
-                Score::M => self.per_buyer(|row| bounds.m(total[row])),
-            }
+            let bounds = self.rfm_bounds();
+            filled(self.rows(), |first, scores| {
+                self.fill_rfm(bounds, score, first, scores)
+            })
         })
     }
 
@@ -507,52 +510,42 @@ impl<'a> Frame<'a> {
         score: Score,
         rows: Range<usize>,
     ) -> Vec<u8> {
+        let mut scores = vec![0; rows.len()];
+        self.fill_rfm(bounds, score, rows.start, &mut scores);
+        scores
+    }
+
+    /// One RFM score of the rows from `first` on, one per place of
+    /// `scores`, which come zeroed: a row without a purchase at T, or any
+    /// row without `bounds`, keeps its 0.
+    fn fill_rfm(&self, bounds: Option<&RfmBounds>, score: Score, first: usize, scores: &mut [u8]) {
         let Some(bounds) = bounds else {
-            return vec![0; rows.len()];
+            return;
         };
         let (count, total, last) = (self.count(), self.total(), self.last());
         let alive = &self.index.columns().alive;
         // A loop made for each score, with nothing called per row.
         fn scored(
-            rows: Range<usize>,
+            first: usize,
+            scores: &mut [u8],
             alive: &[bool],
             count: &[u32],
             score: impl Fn(usize) -> u8,
-        ) -> Vec<u8> {
-            rows.map(|row| {
+        ) {
+            for (place, scored) in scores.iter_mut().enumerate() {
+                let row = first + place;
                 if alive[row] && count[row] > 0 {
-                    score(row)
-                } else {
-                    0
+                    *scored = score(row);
                 }
-            })
-            .collect()
+            }
         }
         match score {
-            Score::R => scored(rows, alive, count, |row| bounds.r(self.at, last[row])),
-            Score::F => scored(rows, alive, count, |row| bounds.f(count[row])),
-            Score::M => scored(rows, alive, count, |row| bounds.m(total[row])),
+            Score::R => scored(first, scores, alive, count, |row| {
+                bounds.r(self.at, last[row])
+            }),
+            Score::F => scored(first, scores, alive, count, |row| bounds.f(count[row])),
+            Score::M => scored(first, scores, alive, count, |row| bounds.m(total[row])),
         }
-    }
-
-    /// `score` of each row with a purchase at T, 0 for the others.
-    fn per_buyer(&self, score: impl Fn(usize) -> u8 + Sync) -> Vec<u8> {
-        let count = self.count();
-        let alive = &self.index.columns().alive;
-        let mut scores = vec![0u8; self.rows()];
-        scores
-            .par_chunks_mut(WORDS_PER_TASK * 64)
-            .enumerate()
-            .for_each(|(task, scores)| {
-                let first = task * WORDS_PER_TASK * 64;
-                for (place, scored) in scores.iter_mut().enumerate() {
-                    let row = first + place;
-                    if alive[row] && count[row] > 0 {
-                        *scored = score(row);
-                    }
-                }
-            });
-        scores
     }
 
     /// The quintile bounds of the purchasers as of T; `None` without any.
@@ -598,6 +591,17 @@ impl<'a> Frame<'a> {
         let (r, f) = (self.rfm(Score::R)[number], self.rfm(Score::F)[number]);
         (r > 0).then(|| rfm_segment(r, f))
     }
+}
+
+/// A column of a byte per row, made on both cores: `fill` is given a
+/// task's first row and its places, which come zeroed.
+fn filled(rows: usize, fill: impl Fn(usize, &mut [u8]) + Sync) -> Vec<u8> {
+    let mut column = vec![0u8; rows];
+    column
+        .par_chunks_mut(WORDS_PER_TASK * 64)
+        .enumerate()
+        .for_each(|(task, places)| fill(task * WORDS_PER_TASK * 64, places));
+    column
 }
 
 /// The frequency class when every purchase is at or before `at`, from the
