@@ -71,28 +71,18 @@ impl Bits {
         Bits { words, len }
     }
 
-    /// The rows whose code is one of `codes` (at most [`FEW_CODES`]), or
-    /// with `except` none of them: each row's byte is compared with every
-    /// code, a loop the compiler runs many rows to an instruction.
-    pub fn of_codes(values: &[u8], codes: &[u8], except: bool) -> Self {
-        assert!(codes.len() <= FEW_CODES, "at most {FEW_CODES} codes");
-        let Some(&first) = codes.first() else {
-            return Bits::filled(values.len(), except);
-        };
-        // Repeating a code changes nothing.
-        let mut four = [first; FEW_CODES];
-        four[..codes.len()].copy_from_slice(codes);
-        let [a, b, c, d] = four;
+    /// The bits of `holds` for each of `values`, one row each, in one pass
+    /// split over the cores when there is more than one task's worth of
+    /// rows. Each value is read from a slice rather than by row number, so
+    /// that the loop has no bounds check and the compiler can run it many
+    /// rows to an instruction.
+    pub fn from_values<T: Sync>(values: &[T], holds: impl Fn(&T) -> bool + Sync) -> Self {
         let mut words = vec![0u64; values.len().div_ceil(64)];
-        let fill = |words: &mut [u64], values: &[u8]| {
+        let fill = |words: &mut [u64], values: &[T]| {
             for (word, values) in words.iter_mut().zip(values.chunks(64)) {
                 let mut flags = [0u8; 64];
-                for (flag, &x) in flags.iter_mut().zip(values) {
-                    *flag = u8::from(((x == a) | (x == b) | (x == c) | (x == d)) != except);
-                }
-                if values.len() < 64 {
-                    // The rows past the end stay clear.
-                    flags[values.len()..].fill(0);
+                for (flag, value) in flags.iter_mut().zip(values) {
+                    *flag = u8::from(holds(value));
                 }
                 *word = pack(&flags);
             }
@@ -109,6 +99,23 @@ impl Bits {
             words,
             len: values.len(),
         }
+    }
+
+    /// The rows whose code is one of `codes` (at most [`FEW_CODES`]), or
+    /// with `except` none of them: each row's byte is compared with every
+    /// code, a loop the compiler runs many rows to an instruction.
+    pub fn of_codes(values: &[u8], codes: &[u8], except: bool) -> Self {
+        assert!(codes.len() <= FEW_CODES, "at most {FEW_CODES} codes");
+        let Some(&first) = codes.first() else {
+            return Bits::filled(values.len(), except);
+        };
+        // Repeating a code changes nothing.
+        let mut four = [first; FEW_CODES];
+        four[..codes.len()].copy_from_slice(codes);
+        let [a, b, c, d] = four;
+        Bits::from_values(values, |&x| {
+            ((x == a) | (x == b) | (x == c) | (x == d)) != except
+        })
     }
 
     /// The words, 64 rows each.
@@ -244,11 +251,18 @@ mod tests {
             WORDS_PER_TASK * 64 + 77,
             3 * WORDS_PER_TASK * 64,
         ] {
-            let bits = Bits::from_fn(len, holds);
-            let rows: Vec<usize> = bits.rows().collect();
             let expected: Vec<usize> = (0..len).filter(|&row| holds(row)).collect();
-            assert_eq!(rows, expected, "{len} rows");
-            assert_eq!(bits.count(), expected.len());
+            let values: Vec<u64> = (0..len as u64).collect();
+            // By row number, and from a row's value.
+            for bits in [
+                Bits::from_fn(len, holds),
+                Bits::from_values(&values, |&value| holds(value as usize)),
+            ] {
+                let rows: Vec<usize> = bits.rows().collect();
+                assert_eq!(rows, expected, "{len} rows");
+                assert_eq!(bits.count(), expected.len());
+                assert_eq!(bits.len, len);
+            }
         }
     }
 

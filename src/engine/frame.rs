@@ -19,8 +19,8 @@ use super::index::{days_past, frequency_bounds};
 use super::rfm::RfmBounds;
 use crate::domain::features::PAliveBand;
 use crate::domain::features::{
-    age_band, engagement_stage, frequency_of, income_band, rfm_segment, FirstEngagements,
-    PurchaseStats, Thresholds, NANOS_PER_DAY,
+    engagement_stage, frequency_of, income_band, rfm_segment, FirstEngagements, PurchaseStats,
+    Thresholds, NANOS_PER_DAY,
 };
 use crate::domain::predict::{day_of, p_alive_band, PAliveOn, PurchaseDays};
 use crate::domain::Timestamp;
@@ -127,7 +127,7 @@ impl<'a> Frame<'a> {
     pub fn alive(&self) -> &Bits {
         self.alive.get_or_init(|| {
             let alive = &self.index.columns().alive;
-            Bits::from_fn(self.rows(), |row| alive[row])
+            Bits::from_values(&alive[..self.rows()], |&alive| alive)
         })
     }
 
@@ -251,7 +251,7 @@ impl<'a> Frame<'a> {
             // thresholds, precomputed bounds decide the class by comparing
             // times only.
             if self.classes_by_block() {
-                return filled(self.rows(), |first, codes| {
+                return filled(0..self.rows(), |first, codes| {
                     self.fill_frequency_codes(first, codes)
                 });
             }
@@ -284,9 +284,7 @@ impl<'a> Frame<'a> {
 
     /// The frequency codes of `rows` alone, where `classes_by_block`.
     pub fn frequency_codes_of(&self, rows: Range<usize>) -> Vec<u8> {
-        let mut codes = vec![0; rows.len()];
-        self.fill_frequency_codes(rows.start, &mut codes);
-        codes
+        filled(rows, |first, codes| self.fill_frequency_codes(first, codes))
     }
 
     /// The frequency codes of the rows from `first` on, one per place of
@@ -307,9 +305,7 @@ impl<'a> Frame<'a> {
 
     /// The stage codes of `rows` alone, where every event counts.
     pub fn stage_codes_of(&self, rows: Range<usize>) -> Vec<u8> {
-        let mut codes = vec![0; rows.len()];
-        self.fill_stage_codes(rows.start, &mut codes);
-        codes
+        filled(rows, |first, codes| self.fill_stage_codes(first, codes))
     }
 
     /// The stage codes of the rows from `first` on, where every event
@@ -333,7 +329,7 @@ impl<'a> Frame<'a> {
             let count = self.count();
             let flags = &self.index.columns().engaged;
             if self.current {
-                return filled(self.rows(), |first, codes| {
+                return filled(0..self.rows(), |first, codes| {
                     self.fill_stage_codes(first, codes)
                 });
             }
@@ -479,9 +475,19 @@ impl<'a> Frame<'a> {
         age_at(self.index.columns().birth[number], self.on)
     }
 
-    /// The age band of a row.
-    pub fn age_band(&self, number: usize) -> crate::domain::features::AgeBand {
-        age_band(self.age(number))
+    /// The age band codes (ordinal plus one) of `rows`. Each birth date
+    /// is compared with the last birth date of each band's lowest age as
+    /// of T, worked out once, so that no age is worked out per row: one is
+    /// at least `years` old when `on - birth >= years × 10,000`, as dates
+    /// are written yyyymmdd (see `age_at`).
+    pub fn age_band_codes_of(&self, rows: Range<usize>) -> Vec<u8> {
+        let latest = latest_births(self.on);
+        let birth = &self.index.columns().birth;
+        filled(rows, |first, codes| {
+            for (code, &birth) in codes.iter_mut().zip(&birth[first..]) {
+                *code = age_band_code(birth, self.on, &latest);
+            }
+        })
     }
 
     /// The income band of a row.
@@ -496,7 +502,7 @@ impl<'a> Frame<'a> {
     pub fn rfm(&self, score: Score) -> &[u8] {
         self.rfm[score as usize].get_or_init(|| {
             let bounds = self.rfm_bounds();
-            filled(self.rows(), |first, scores| {
+            filled(0..self.rows(), |first, scores| {
                 self.fill_rfm(bounds, score, first, scores)
             })
         })
@@ -510,9 +516,9 @@ impl<'a> Frame<'a> {
         score: Score,
         rows: Range<usize>,
     ) -> Vec<u8> {
-        let mut scores = vec![0; rows.len()];
-        self.fill_rfm(bounds, score, rows.start, &mut scores);
-        scores
+        filled(rows, |first, scores| {
+            self.fill_rfm(bounds, score, first, scores)
+        })
     }
 
     /// One RFM score of the rows from `first` on, one per place of
@@ -593,14 +599,43 @@ impl<'a> Frame<'a> {
     }
 }
 
-/// A column of a byte per row, made on both cores: `fill` is given a
-/// task's first row and its places, which come zeroed.
-fn filled(rows: usize, fill: impl Fn(usize, &mut [u8]) + Sync) -> Vec<u8> {
-    let mut column = vec![0u8; rows];
-    column
-        .par_chunks_mut(WORDS_PER_TASK * 64)
-        .enumerate()
-        .for_each(|(task, places)| fill(task * WORDS_PER_TASK * 64, places));
+/// The last birth date (yyyymmdd) of someone aged at least 18, 25, 35,
+/// 45, 55 and 65 on `on`: the lowest age of each band after the first; 0
+/// when no one born after year 0 is, which no birth date is at or before.
+fn latest_births(on: u32) -> [i32; 6] {
+    [18, 25, 35, 45, 55, 65].map(|years| on.saturating_sub(years * 10_000) as i32)
+}
+
+/// The age band code (ordinal plus one) of a birth date on `on`, by
+/// comparisons with `latest_births(on)`, with no branch to mispredict. The
+/// dates fit an `i32` (yyyymmdd up to 99,991,231), and the comparisons of
+/// `i32`s are the ones a vector unit has.
+#[inline]
+fn age_band_code(birth: u32, on: u32, latest: &[i32; 6]) -> u8 {
+    use crate::domain::features::AgeBand;
+    let (birth, on) = (birth as i32, on as i32);
+    let older: u8 = latest.iter().map(|&last| u8::from(birth <= last)).sum();
+    if birth != 0 && birth <= on {
+        AgeBand::Under18.ordinal() + 1 + older
+    } else {
+        AgeBand::Unknown.ordinal() + 1
+    }
+}
+
+/// A byte for each of `rows`, made on both cores when they are more than
+/// one task's: `fill` is given a task's first row and its places, which
+/// come zeroed.
+fn filled(rows: Range<usize>, fill: impl Fn(usize, &mut [u8]) + Sync) -> Vec<u8> {
+    const TASK: usize = WORDS_PER_TASK * 64;
+    let mut column = vec![0u8; rows.len()];
+    if column.len() <= TASK {
+        fill(rows.start, &mut column);
+    } else {
+        column
+            .par_chunks_mut(TASK)
+            .enumerate()
+            .for_each(|(task, places)| fill(rows.start + task * TASK, places));
+    }
     column
 }
 
@@ -805,6 +840,27 @@ mod tests {
                 fast.ordinal() + 1
             );
             assert_eq!(fast, expected, "{times:?}");
+        }
+    }
+
+    #[test]
+    fn age_band_codes_agree_with_the_age() {
+        // Every day of every year from before the oldest band's start to
+        // after T, as of days around year ends and the 29th of February.
+        let days = |year: u32| {
+            (1..=12)
+                .flat_map(move |month| (1..=31).map(move |day| year * 10_000 + month * 100 + day))
+        };
+        for on in [20240228, 20240229, 20240301, 20251231, 20260101, 20261202] {
+            let latest = latest_births(on);
+            let births = std::iter::once(0).chain((1950..=on / 10_000 + 1).flat_map(days));
+            for birth in births {
+                assert_eq!(
+                    age_band_code(birth, on, &latest),
+                    crate::domain::features::age_band(age_at(birth, on)).ordinal() + 1,
+                    "born {birth}, on {on}"
+                );
+            }
         }
     }
 

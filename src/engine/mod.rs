@@ -80,6 +80,8 @@ mod rfm;
 mod segments;
 mod select;
 mod stats;
+#[cfg(test)]
+mod testing;
 pub mod watch;
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};

@@ -32,8 +32,7 @@ pub fn select(frame: &Frame<'_>, rule: &Predicate) -> Bits {
 /// Splits a selection into the members and the customers who object to
 /// profiling, who are only ever counted.
 pub fn split_objectors(frame: &Frame<'_>, selected: &Bits) -> (Bits, Bits) {
-    let objects = &frame.index.columns().objects;
-    let mut objectors = Bits::from_fn(frame.rows(), |row| objects[row]);
+    let mut objectors = Bits::from_values(&frame.index.columns().objects, |&objects| objects);
     objectors.and(selected);
     let mut members = selected.clone();
     members.and_not(&objectors);
@@ -42,9 +41,8 @@ pub fn split_objectors(frame: &Frame<'_>, selected: &Bits) -> (Bits, Bits) {
 
 /// The rows that granted consent on a channel.
 pub fn consented(frame: &Frame<'_>, channel: Channel) -> Bits {
-    let consent = &frame.index.columns().consent;
-    Bits::from_fn(frame.rows(), |row| {
-        channel_status(&consent[row], channel) == ConsentStatus::Granted
+    Bits::from_values(&frame.index.columns().consent, |consent| {
+        channel_status(consent, channel) == ConsentStatus::Granted
     })
 }
 
@@ -296,6 +294,22 @@ pub fn dimension_codes<'f>(
     column(frame, dimension, span, Dimension)
 }
 
+/// Whether a breakdown reads a dimension's codes over the whole index
+/// rather than a block at a time: a dictionary's codes are the index's own
+/// column, read in place at no cost, and a trait's are numbered in the
+/// order its values are met, which a block alone could not keep. Every
+/// other dimension's values are named the same whatever the span.
+pub fn dimension_is_whole(dimension: &Variable) -> bool {
+    matches!(
+        dimension,
+        Variable::Trait(_)
+            | Variable::Country
+            | Variable::Region
+            | Variable::City
+            | Variable::Language
+    )
+}
+
 /// The values of one trait: the rows that hold it, and what they hold.
 type TraitValues = HashMap<u32, TraitValue, RandomState>;
 
@@ -321,8 +335,50 @@ trait ColumnPass<'f> {
     /// exact in a double up to 2^53.
     fn numbers<G: Fn(usize) -> f64 + Sync>(self, rows: usize, value: G) -> Self::Output;
 
+    /// An amount in minor units, one per row of the span: a number, each
+    /// row's value `minor as f64 / 100.0` ([`major`]), absent where the row
+    /// holds `absent`.
+    fn minor_units(self, rows: usize, values: &'f [i64], absent: Option<i64>) -> Self::Output
+    where
+        Self: Sized,
+    {
+        self.numbers(rows, |place| {
+            let minor = values[place];
+            if Some(minor) == absent {
+                f64::NAN
+            } else {
+                major(minor)
+            }
+        })
+    }
+
     /// A bool, one per row.
     fn bools(self, rows: usize, values: &'f [bool]) -> Self::Output;
+}
+
+/// An amount in minor units as a rule reads it, in major units (a currency
+/// with two decimals). It never falls as the amount grows: a conversion to
+/// the nearest double and a division by a positive number both keep order.
+fn major(minor: i64) -> f64 {
+    minor as f64 / 100.0
+}
+
+/// The least amount in minor units whose [`major`] value meets `holds`,
+/// which is false up to some value and true from it on; `i64::MAX + 1`
+/// when no amount's does. A binary search over every `i64`, so at most 64
+/// tries of `holds`.
+fn least_minor(holds: impl Fn(f64) -> bool) -> i128 {
+    let (mut low, mut high) = (i128::from(i64::MIN), i128::from(i64::MAX) + 1);
+    // Every amount below `low` fails; `high` holds, or is past the last.
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if holds(major(middle as i64)) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    low
 }
 
 /// Runs `pass` over the rows of `span` in the column of `variable`: the
@@ -366,17 +422,16 @@ fn column<'f, P: ColumnPass<'f>>(
     match variable {
         Variable::Relationship => pass.coded(
             rows,
-            enum_codes(
-                span.rows.clone(),
+            enum_column(
+                &columns.relationship[span.rows.clone()],
                 Relationship::NAMES,
-                Relationship::ordinal,
-                |row| Some(columns.relationship[row]),
+                |&value| value.ordinal(),
             ),
         ),
         Variable::Party => pass.coded(
             rows,
-            enum_codes(span.rows.clone(), Party::NAMES, Party::ordinal, |row| {
-                Some(columns.party[row])
+            enum_column(&columns.party[span.rows.clone()], Party::NAMES, |&value| {
+                value.ordinal()
             }),
         ),
         Variable::Age => pass.numbers(
@@ -385,15 +440,18 @@ fn column<'f, P: ColumnPass<'f>>(
         ),
         Variable::AgeBand => pass.coded(
             rows,
-            enum_codes(span.rows.clone(), AgeBand::NAMES, AgeBand::ordinal, |row| {
-                Some(frame.age_band(row))
-            }),
+            Coded {
+                codes: Codes::Narrow(Cow::Owned(frame.age_band_codes_of(span.rows.clone()))),
+                names: enum_names(AgeBand::NAMES),
+            },
         ),
         Variable::Gender => pass.coded(
             rows,
-            enum_codes(span.rows.clone(), Gender::NAMES, Gender::ordinal, |row| {
-                Some(columns.gender[row])
-            }),
+            enum_column(
+                &columns.gender[span.rows.clone()],
+                Gender::NAMES,
+                |&value| value.ordinal(),
+            ),
         ),
         Variable::Country => pass.coded(
             rows,
@@ -409,18 +467,7 @@ fn column<'f, P: ColumnPass<'f>>(
             dictionary(&columns.language, dictionaries.language.names()),
         ),
         Variable::Income => {
-            let income = &columns.income;
-            pass.numbers(
-                rows,
-                shifted(start, |row| {
-                    let income = income[row];
-                    if income == i64::MIN {
-                        f64::NAN
-                    } else {
-                        income as f64 / 100.0
-                    }
-                }),
-            )
+            pass.minor_units(rows, &columns.income[span.rows.clone()], Some(i64::MIN))
         }
         Variable::IncomeBand => pass.coded(
             rows,
@@ -434,11 +481,10 @@ fn column<'f, P: ColumnPass<'f>>(
         Variable::Trait(key) => pass.traits(span.rows.clone(), frame.index.trait_values(key)),
         Variable::Consent(channel) => pass.coded(
             rows,
-            enum_codes(
-                span.rows.clone(),
+            enum_column(
+                &columns.consent[span.rows.clone()],
                 ConsentStatus::NAMES,
-                ConsentStatus::ordinal,
-                |row| Some(channel_status(&columns.consent[row], *channel)),
+                |consent| channel_status(consent, *channel).ordinal(),
             ),
         ),
         Variable::ObjectsToProfiling => pass.bools(rows, &columns.objects[span.rows.clone()]),
@@ -458,10 +504,7 @@ fn column<'f, P: ColumnPass<'f>>(
             let window = frame.in_365_days();
             pass.numbers(rows, shifted(start, |row| f64::from(window[row])))
         }
-        Variable::TotalSpend => {
-            let total = frame.total();
-            pass.numbers(rows, shifted(start, |row| total[row] as f64 / 100.0))
-        }
+        Variable::TotalSpend => pass.minor_units(rows, &frame.total()[span.rows.clone()], None),
         Variable::AvgOrderValue => {
             let (count, total) = (frame.count(), frame.total());
             pass.numbers(
@@ -576,10 +619,10 @@ impl<'f> ColumnPass<'f> for Condition<'_> {
                 } else if failing.len() <= FEW_CODES {
                     Bits::of_codes(&codes[..rows], &failing, true)
                 } else {
-                    Bits::from_fn(rows, |row| decided[usize::from(codes[row])])
+                    Bits::from_values(&codes[..rows], |&code| decided[usize::from(code)])
                 }
             }
-            Codes::Wide(codes) => Bits::from_fn(rows, |row| decided[codes[row] as usize]),
+            Codes::Wide(codes) => Bits::from_values(&codes[..rows], |&code| decided[code as usize]),
         }
     }
 
@@ -617,7 +660,8 @@ impl<'f> ColumnPass<'f> for Condition<'_> {
 
     fn bools(self, rows: usize, values: &'f [bool]) -> Bits {
         let holds = self.0;
-        Bits::from_fn(rows, |row| holds(Value::Bool(values[row])))
+        debug_assert_eq!(values.len(), rows);
+        Bits::from_values(values, |&value| holds(Value::Bool(value)))
     }
 }
 
@@ -658,6 +702,38 @@ impl<'f> ColumnPass<'f> for CompareTo<'_> {
             Comparison::Le => Bits::from_fn(rows, |row| value(row) <= x),
             Comparison::Gt => Bits::from_fn(rows, |row| value(row) > x),
             Comparison::Ge => Bits::from_fn(rows, |row| value(row) >= x),
+        }
+    }
+
+    /// The comparison of each row's [`major`] value with x made a
+    /// comparison of its amount with the least amounts whose value is at
+    /// least x, and more than x ([`least_minor`]): the same answer, with no
+    /// division per row.
+    fn minor_units(self, rows: usize, values: &'f [i64], absent: Option<i64>) -> Bits {
+        let x = self.x;
+        let at_least = least_minor(|value| value >= x);
+        let more = least_minor(|value| value > x);
+        let past = i128::from(i64::MAX) + 1;
+        // The amounts in `low..high` meet the comparison when `inside`,
+        // those outside when not.
+        let (low, high, inside) = match self.comparison {
+            // Nothing is less than NaN, though nothing is at least NaN.
+            Comparison::Lt | Comparison::Le if x.is_nan() => (past, past, true),
+            Comparison::Ge => (at_least, past, true),
+            Comparison::Gt => (more, past, true),
+            Comparison::Lt => (at_least, past, false),
+            Comparison::Le => (more, past, false),
+            Comparison::Eq => (at_least, more, true),
+            Comparison::Ne => (at_least, more, false),
+        };
+        let meets = |minor: i64| {
+            let minor = i128::from(minor);
+            (low <= minor && minor < high) == inside
+        };
+        debug_assert_eq!(values.len(), rows);
+        match absent {
+            Some(absent) => Bits::from_values(values, |&minor| minor != absent && meets(minor)),
+            None => Bits::from_values(values, |&minor| meets(minor)),
         }
     }
 
@@ -767,6 +843,28 @@ fn enum_codes<'a, T: Copy>(
     }
 }
 
+/// The codes of an enum kept in a column, from the values of a span's rows:
+/// `ordinal` of each, plus one. The values are read from a slice, with no
+/// bounds check per row.
+fn enum_column<'a, T: Sync>(
+    values: &[T],
+    names: &[&str],
+    ordinal: impl Fn(&T) -> u8 + Sync,
+) -> Coded<'a> {
+    let code = |value: &T| ordinal(value) + 1;
+    // A span of one task's rows, such as a block's, is coded where it is
+    // asked for.
+    let codes = if values.len() <= WORDS_PER_TASK * 64 {
+        values.iter().map(code).collect()
+    } else {
+        values.par_iter().map(code).collect()
+    };
+    Coded {
+        codes: Codes::Narrow(Cow::Owned(codes)),
+        names: enum_names(names),
+    }
+}
+
 /// A reader of the rows of a span by their place in it, from a reader by
 /// row number.
 fn shifted(start: usize, value: impl Fn(usize) -> f64 + Sync) -> impl Fn(usize) -> f64 + Sync {
@@ -787,4 +885,82 @@ fn in_span<'v>(
             let row = row as usize;
             span.contains(&row).then(|| (row - span.start, value))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A comparison of amounts in minor units by their least amounts gives
+    /// the rows that dividing each amount gives, for every operator, with
+    /// and without an absent amount, at fractions of a cent, at the ends of
+    /// the `i64`s, past the doubles' exact integers, and with infinite and
+    /// NaN limits.
+    #[test]
+    fn amounts_compare_as_their_division_does() {
+        let mut amounts: Vec<i64> = vec![i64::MIN, i64::MIN + 1, i64::MAX, i64::MAX - 1, -1, 0, 1];
+        for base in [
+            5_000_000i64,
+            -5_000_000,
+            1 << 53,
+            (1 << 53) + 1,
+            1 << 60,
+            -(1 << 60),
+            3,
+        ] {
+            amounts.extend((-40..=40).map(|step| base.saturating_add(step)));
+        }
+        let limits = [
+            50_000.0,
+            50_000.005,
+            49_999.995,
+            -0.01,
+            0.0,
+            -0.0,
+            0.1 + 0.2,
+            (1u64 << 53) as f64 / 100.0,
+            9.2e16,
+            -9.2e16,
+            1e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        let nothing = |_: Value<'_>| false;
+        let comparisons = [
+            Comparison::Eq,
+            Comparison::Ne,
+            Comparison::Lt,
+            Comparison::Le,
+            Comparison::Gt,
+            Comparison::Ge,
+        ];
+        for x in limits {
+            for comparison in comparisons {
+                let pass = || CompareTo {
+                    comparison,
+                    x,
+                    otherwise: Condition(&nothing),
+                };
+                for absent in [None, Some(i64::MIN)] {
+                    let divided = pass().numbers(amounts.len(), |place| {
+                        let minor = amounts[place];
+                        if Some(minor) == absent {
+                            f64::NAN
+                        } else {
+                            minor as f64 / 100.0
+                        }
+                    });
+                    let compared = pass().minor_units(amounts.len(), &amounts, absent);
+                    for (place, minor) in amounts.iter().enumerate() {
+                        assert_eq!(
+                            compared.contains(place),
+                            divided.contains(place),
+                            "{minor} {comparison:?} {x}, absent {absent:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -288,11 +288,9 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::activity::EngagementKind;
     use crate::domain::features::{Thresholds, NANOS_PER_DAY};
-    use crate::domain::{Customer, Party, Profile, Relationship, TraitValue};
     use crate::engine::features::features_at;
-    use crate::engine::index::{event_key, Event, EventRef, FeatureIndex};
+    use crate::engine::testing::mixed_index;
 
     /// Decided a block at a time, each member's persona is the first whose
     /// rule their own facts meet, in every block and in the last, part
@@ -302,64 +300,8 @@ mod tests {
     fn the_block_pass_places_each_customer_as_their_own_facts_do() {
         let day = NANOS_PER_DAY;
         let now = 20_000 * day;
-        let mut index = FeatureIndex::new(Thresholds::default());
         let rows = 2 * BLOCK_ROWS + 1_000;
-        let mut events = 0u64;
-        let mut event = |days_ago: u64| {
-            events += 1;
-            Event {
-                time: now - (days_ago as i64) * day,
-                amount: Some(1_000 + (events % 7) as i64 * 900),
-                key: event_key(&format!("e{events}")),
-                at: EventRef::new(1, 0),
-            }
-        };
-        for n in 0..rows as u32 {
-            let mut profile = Profile {
-                relationship: if n % 97 == 0 {
-                    Relationship::Internal
-                } else {
-                    Relationship::External
-                },
-                party: if n % 5 == 0 {
-                    Party::Business
-                } else {
-                    Party::Individual
-                },
-                objects_to_profiling: n % 31 == 0,
-                ..Profile::default()
-            };
-            if n % 7 == 0 {
-                profile
-                    .traits
-                    .insert("tier".into(), TraitValue::String("gold".into()));
-            }
-            index.add_customer(&Customer {
-                id: crate::domain::CustomerId::parse(&format!("c{n}")).unwrap(),
-                profile,
-                create_time: Timestamp::from_nanos(0),
-                update_time: Timestamp::from_nanos(0),
-                create_request_id: None,
-            });
-            for k in 0..u64::from(n % 6) {
-                // Some buy often and lately, some long ago.
-                let days_ago = if n % 4 == 0 {
-                    400 + k * 20
-                } else {
-                    u64::from(3 + n % 40) + k * 20
-                };
-                assert!(index.add_purchase(n, event(days_ago)));
-            }
-            let kind = match n % 11 {
-                0 => Some(EngagementKind::Referral),
-                1 | 2 => Some(EngagementKind::Feedback),
-                3..=5 => Some(EngagementKind::Visit),
-                _ => None,
-            };
-            if let Some(kind) = kind {
-                assert!(index.add_engagement(n, kind, event(1)));
-            }
-        }
+        let index = mixed_index(rows, now);
         let mut catalog = default_catalog(0);
         let mut gold = catalog.personas[0].clone();
         gold.id = "GOLD".into();
