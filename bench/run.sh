@@ -141,6 +141,7 @@ if [ "$only" = storage ]; then
 fi
 settle
 load persona-breakdown --runs 7
+load breakdown --runs 7
 crash_restart
 stop_server
 

@@ -103,6 +103,14 @@ enum Run {
         #[arg(long, default_value_t = 7)]
         runs: usize,
     },
+    /// BreakdownCustomers over everyone, the README's question and
+    /// frequency × relationship × stage, one call at a time; prints the
+    /// median of each.
+    Breakdown {
+        /// Timed calls of each, after one warm-up call.
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+    },
     /// ListCustomerSegments for random customers at a fixed rate.
     CustomerSegments(segments::CustomerSegmentsLoad),
     /// Saved segments and personas watched over many streams while
@@ -128,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Run::PersonaBreakdown { runs } => persona::persona_breakdown(addr, runs).await,
+        Run::Breakdown { runs } => segments::breakdown(addr, runs).await,
         Run::Watch(load) => watch::watch(addr, load).await,
         Run::CustomerSegments(load) => segments::customer_segments(addr, load).await,
     }

@@ -1,15 +1,17 @@
-//! Reads of one customer's saved segments: ListCustomerSegments for random
-//! customers of a loaded data set, at a fixed rate or a fixed number in
-//! flight.
+//! Reads of segments: ListCustomerSegments for random customers of a
+//! loaded data set, at a fixed rate or a fixed number in flight, and
+//! BreakdownCustomers over everyone.
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use segmentd::grpc::pb;
 use segmentd::grpc::pb::membership_service_client::MembershipServiceClient;
+use segmentd::grpc::pb::segmentation_service_client::SegmentationServiceClient;
+use std::time::Instant;
 
 use crate::data::customer_id;
-use crate::drive::{channels, closed_loop, open_loop, Connection};
-use crate::report::report;
+use crate::drive::{channel, channels, closed_loop, open_loop, Connection};
+use crate::report::{ms, report, Latencies};
 
 /// What `load customer-segments` is asked for.
 #[derive(Debug, clap::Args)]
@@ -105,5 +107,57 @@ pub async fn customer_segments(addr: &str, load: CustomerSegmentsLoad) -> anyhow
         elapsed,
         &latencies,
     );
+    Ok(())
+}
+
+/// The two questions of `bench/compare.sh`, as of now: the README's (external
+/// customers with an income of at least 50,000, by country × gender × age
+/// band) and everyone by frequency × relationship × stage.
+const BREAKDOWNS: [(&str, &[&str], &str); 2] = [
+    (
+        "demographics",
+        &["customer.country", "customer.gender", "customer.age_band"],
+        r#"customer.relationship == "EXTERNAL" && customer.income >= 50000.0"#,
+    ),
+    (
+        "frequency x relationship x stage",
+        &[
+            "features.frequency",
+            "customer.relationship",
+            "features.stage",
+        ],
+        "",
+    ),
+];
+
+/// BreakdownCustomers over everyone for each of `BREAKDOWNS`, one call at
+/// a time after one warm-up call; prints the median of each.
+pub async fn breakdown(addr: &str, runs: usize) -> anyhow::Result<()> {
+    let mut client =
+        SegmentationServiceClient::new(channel(addr).await?).max_decoding_message_size(64 << 20);
+    for (name, dimensions, filter) in BREAKDOWNS {
+        let request = pb::BreakdownCustomersRequest {
+            dimensions: dimensions.iter().map(|d| d.to_string()).collect(),
+            filter: filter.to_owned(),
+            ..Default::default()
+        };
+        let mut times = Latencies::default();
+        let mut customers = 0;
+        for run in 0..=runs {
+            let started = Instant::now();
+            let response = client
+                .breakdown_customers(request.clone())
+                .await?
+                .into_inner();
+            if run > 0 {
+                times.record(started.elapsed());
+            }
+            customers = response.total_count + response.excluded_count;
+        }
+        println!(
+            "| BreakdownCustomers, {name}, {customers} customers selected, median of {runs} calls | | {:.2} ms |",
+            ms(times.at(0.5))
+        );
+    }
     Ok(())
 }

@@ -153,10 +153,10 @@ fn add_codes<C: Copy + Into<u64>>(keys: &mut [u64], codes: &[C], stride: u64) {
 
 /// What one group's members add up to.
 #[derive(Default, Clone, Copy)]
-struct Sums {
-    count: u64,
-    spend: i128,
-    purchases: u64,
+pub(super) struct Sums {
+    pub(super) count: u64,
+    pub(super) spend: i128,
+    pub(super) purchases: u64,
 }
 
 impl Sums {
@@ -167,26 +167,54 @@ impl Sums {
     }
 }
 
+/// Up to this many combinations of codes, a tally keeps its counters in
+/// [`LANES`] lanes.
+const LANED_GROUPS: u64 = 1 << 12;
+
+/// The lanes of laned counters: consecutive members go to consecutive
+/// lanes, so that members of one group in a row do not each wait for the
+/// sums of the one before.
+const LANES: usize = 4;
+
+// Laned counters are settled into the dense ones.
+const _: () = assert!(LANED_GROUPS <= DENSE_GROUPS);
+
+/// One lane of a group's counters: its spend in an `i64`, moved to the
+/// group's `i128` when one more would overflow it.
+#[derive(Default, Clone, Copy)]
+struct Lane {
+    count: u64,
+    spend: i64,
+    purchases: u64,
+}
+
 /// The sums of a breakdown's groups by group key, and how many members and
-/// objectors it met: dense counters when the combinations of codes are
-/// few, a map when they are many.
-struct Tally {
+/// objectors it met: counters in lanes when the combinations of codes are
+/// few, dense counters when they are more, a map when they are many.
+pub(super) struct Tally {
     members: u64,
     objectors: u64,
+    lanes: Vec<Lane>,
     dense: Vec<Sums>,
     sparse: HashMap<u64, Sums>,
 }
 
 impl Tally {
-    fn new(combinations: u64) -> Self {
+    pub(super) fn new(combinations: u64) -> Self {
         let dense = if combinations <= DENSE_GROUPS {
             vec![Sums::default(); combinations as usize]
+        } else {
+            Vec::new()
+        };
+        let lanes = if combinations <= LANED_GROUPS {
+            vec![Lane::default(); combinations as usize * LANES]
         } else {
             Vec::new()
         };
         Tally {
             members: 0,
             objectors: 0,
+            lanes,
             dense,
             sparse: HashMap::new(),
         }
@@ -194,31 +222,66 @@ impl Tally {
 
     /// Adds each member of a block, whose rows start at `start`, to the
     /// group of its key, `keys` holding one per row of the block: a loop
-    /// for the counters and one for the map.
-    fn add(&mut self, members: &Bits, keys: &[u64], start: usize, total: &[i64], count: &[u32]) {
+    /// for each kind of counter.
+    pub(super) fn add<K: Copy + Into<u64>>(
+        &mut self,
+        members: &Bits,
+        keys: &[K],
+        start: usize,
+        total: &[i64],
+        count: &[u32],
+    ) {
         fn add_to(sums: &mut Sums, total: i64, count: u32) {
             sums.count += 1;
             sums.spend += i128::from(total);
             sums.purchases += u64::from(count);
         }
         let (total, count) = (&total[start..], &count[start..]);
-        if self.dense.is_empty() {
-            for place in members.rows() {
-                let sums = self.sparse.entry(keys[place]).or_default();
-                add_to(sums, total[place], count[place]);
+        if !self.lanes.is_empty() {
+            for (nth, place) in members.rows().enumerate() {
+                let key = keys[place].into() as usize;
+                let lane = &mut self.lanes[key * LANES + nth % LANES];
+                lane.count += 1;
+                lane.purchases += u64::from(count[place]);
+                match lane.spend.checked_add(total[place]) {
+                    Some(spend) => lane.spend = spend,
+                    None => {
+                        self.dense[key].spend += i128::from(lane.spend) + i128::from(total[place]);
+                        lane.spend = 0;
+                    }
+                }
             }
-        } else {
+        } else if !self.dense.is_empty() {
             for place in members.rows() {
                 add_to(
-                    &mut self.dense[keys[place] as usize],
+                    &mut self.dense[keys[place].into() as usize],
                     total[place],
                     count[place],
                 );
             }
+        } else {
+            for place in members.rows() {
+                let sums = self.sparse.entry(keys[place].into()).or_default();
+                add_to(sums, total[place], count[place]);
+            }
         }
     }
 
-    fn merge(mut self, other: Tally) -> Tally {
+    /// Moves the lanes' counts into the dense counters.
+    fn settle(&mut self) {
+        for (sums, lanes) in self.dense.iter_mut().zip(self.lanes.chunks_exact(LANES)) {
+            for lane in lanes {
+                sums.count += lane.count;
+                sums.spend += i128::from(lane.spend);
+                sums.purchases += lane.purchases;
+            }
+        }
+        self.lanes.fill(Lane::default());
+    }
+
+    pub(super) fn merge(mut self, mut other: Tally) -> Tally {
+        self.settle();
+        other.settle();
         self.members += other.members;
         self.objectors += other.objectors;
         for (mine, theirs) in self.dense.iter_mut().zip(&other.dense) {
@@ -231,7 +294,8 @@ impl Tally {
     }
 
     /// The groups with members, by key.
-    fn groups(self) -> impl Iterator<Item = (u64, Sums)> {
+    pub(super) fn groups(mut self) -> impl Iterator<Item = (u64, Sums)> {
+        self.settle();
         let dense = self.dense.into_iter().enumerate();
         dense
             .map(|(key, sums)| (key as u64, sums))
@@ -635,6 +699,32 @@ mod tests {
                     assert!(members > 1_000 && objectors > 0, "{rule:?}: {members}");
                 }
             }
+        }
+    }
+
+    /// Spend that would overflow a lane's `i64` is kept whole, in each
+    /// kind of counter, and the counts and purchases add up.
+    #[test]
+    fn a_tally_keeps_spend_past_an_i64() {
+        let rows = 1_000;
+        let total = vec![i64::MAX - 7; rows];
+        let count = vec![3u32; rows];
+        let keys: Vec<u64> = (0..rows as u64).map(|row| row % 2).collect();
+        let mut members = Bits::filled(rows, true);
+        members.clear(10);
+        for combinations in [2, LANED_GROUPS + 1, DENSE_GROUPS + 1] {
+            let mut tally = Tally::new(combinations);
+            tally.add(&members, &keys, 0, &total, &count);
+            let groups: BTreeMap<u64, (u64, i128, u64)> = tally
+                .groups()
+                .map(|(key, sums)| (key, (sums.count, sums.spend, sums.purchases)))
+                .collect();
+            let spend = |members: i128| members * i128::from(i64::MAX - 7);
+            assert_eq!(
+                groups,
+                BTreeMap::from([(0, (499, spend(499), 1_497)), (1, (500, spend(500), 1_500))]),
+                "{combinations} combinations"
+            );
         }
     }
 }

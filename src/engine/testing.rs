@@ -11,7 +11,7 @@ use crate::domain::{
 use crate::engine::index::{event_key, Event, EventRef, FeatureIndex};
 
 /// `rows` customers, of both parties and relationships, some objecting to
-/// profiling, of every age band and gender, in a few countries and cities,
+/// profiling, of every age band and gender, in a few countries and many cities,
 /// some with a tier trait; with none to five purchases each, some lately,
 /// some long before `now`, and engagement of each kind. Every 1,013th
 /// customer is deleted, so their row stays, not alive.
@@ -60,7 +60,7 @@ pub(super) fn mixed_index(rows: usize, now: i64) -> FeatureIndex {
             gender: GENDERS[n as usize % 4],
             location: Location {
                 country_code: COUNTRIES[(n / 3) as usize % 4].map(str::to_owned),
-                city: format!("city {}", n % 13),
+                city: format!("city {}", n % 997),
                 ..Location::default()
             },
             ..Profile::default()

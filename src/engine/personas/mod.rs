@@ -22,6 +22,7 @@ pub use explain::{Assignment, ConditionResult, Rejected};
 use super::bits::Bits;
 use super::command::{expect_outcome, Command, Outcome};
 use super::frame::Frame;
+use super::segments::Tally;
 use super::select::{consented, eval, select, split_objectors, Span};
 use super::Engine;
 use crate::domain::persona::{default_catalog, Catalog, Persona, MAX_PERSONAS};
@@ -183,32 +184,27 @@ impl Engine {
             let (members, objectors) = split_objectors(&frame, &select(&frame, &rule));
             let codes = assignments(&frame, &compiled, &members);
             let places = compiled.rules.len() + 1;
-            // Customers and spend by code, a block at a time.
-            let (counts, spends) = codes
+            // Members and spend by code, a block at a time.
+            let (total, count) = (frame.total(), frame.count());
+            let tally = codes
                 .par_chunks(BLOCK_ROWS)
-                .zip(frame.total().par_chunks(BLOCK_ROWS))
+                .enumerate()
                 .fold(
-                    || (vec![0u64; places], vec![0i128; places]),
-                    |(mut counts, mut spends), (codes, total)| {
-                        for (&code, &total) in codes.iter().zip(total) {
-                            counts[usize::from(code)] += 1;
-                            spends[usize::from(code)] += i128::from(total);
-                        }
-                        (counts, spends)
+                    || Tally::new(places as u64),
+                    |mut tally, (block, codes)| {
+                        let start = block * BLOCK_ROWS;
+                        let members = members.span(start..start + codes.len());
+                        tally.add(&members, codes, start, total, count);
+                        tally
                     },
                 )
-                .reduce(
-                    || (vec![0u64; places], vec![0i128; places]),
-                    |(mut counts, mut spends), (more_counts, more_spends)| {
-                        for (count, more) in counts.iter_mut().zip(more_counts) {
-                            *count += more;
-                        }
-                        for (spend, more) in spends.iter_mut().zip(more_spends) {
-                            *spend += more;
-                        }
-                        (counts, spends)
-                    },
-                );
+                .reduce(|| Tally::new(places as u64), Tally::merge);
+            let mut counts = vec![0u64; places];
+            let mut spends = vec![0i128; places];
+            for (code, sums) in tally.groups() {
+                counts[code as usize] = sums.count;
+                spends[code as usize] = sums.spend;
+            }
             let assigned: u64 = counts[1..].iter().sum();
             let unassigned = members.count() as u64 - assigned;
             let groups = compiled
