@@ -323,10 +323,12 @@ fn breakdown(
 ///
 /// A breakdown is decided and summed a block of rows at a time, each block
 /// on one core: the rule, the members, their group keys and their sums, so
-/// that a block's columns are read from memory once and no column of the
-/// whole index is made. A rule that reads a trait is decided over every
-/// row first, as are a dimension's codes when they are the index's own
-/// column or a trait's (see `dimension_is_whole`).
+/// that a block's columns are read from memory once; the classes, stages
+/// and codes a block can make for itself are not made for the whole index
+/// (those it cannot, such as the classes of a past frame, are, before the
+/// blocks run). A rule that reads a trait is decided over every row first,
+/// as are a dimension's codes when they are the index's own column or a
+/// trait's (see `dimension_is_whole`).
 fn grouped(
     frame: &Frame<'_>,
     dimensions: &[Variable],
