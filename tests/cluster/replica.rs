@@ -38,6 +38,9 @@ pub struct Replica {
     process: Option<Child>,
     /// Holds the data directory and the output.
     temp: tempfile::TempDir,
+    /// Whether it has not yet served on its ports, so that nothing holds
+    /// them yet and it may move to others.
+    fresh: bool,
 }
 
 impl Replica {
@@ -55,6 +58,7 @@ impl Replica {
             extra: extra.iter().map(|flag| (*flag).to_owned()).collect(),
             process: None,
             temp,
+            fresh: true,
         };
         replica.launch();
         replica
@@ -119,7 +123,16 @@ impl Replica {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while tokio::time::Instant::now() < deadline {
             if self.health().await == Some(ServingStatus::Serving) {
+                self.fresh = false;
                 return;
+            }
+            if self.fresh && self.lost_its_port() {
+                // Another process took a port between `free_ports` and
+                // the bind: the first start moves to two others.
+                let ports = free_ports(2);
+                self.addr.set_port(ports[0]);
+                self.metrics_addr.set_port(ports[1]);
+                self.launch();
             }
             self.assert_running();
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -134,6 +147,15 @@ impl Replica {
         (status == 200)
             .then(|| http::sample(&body, series))
             .flatten()
+    }
+
+    /// Whether the process has exited because a port was taken.
+    fn lost_its_port(&mut self) -> bool {
+        let exited = self
+            .process
+            .as_mut()
+            .is_some_and(|process| process.try_wait().unwrap().is_some());
+        exited && tail(&self.output, 3).contains("Address already in use")
     }
 
     /// Fails the test if the replica's process has exited.
