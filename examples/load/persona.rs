@@ -16,7 +16,7 @@ use segmentd::grpc::pb::persona_service_client::PersonaServiceClient;
 use crate::counted::counted_persona_call;
 use crate::data::customer_id;
 use crate::drive::{channel, channels, closed_loop, open_loop};
-use crate::report::{ms, report, Latencies};
+use crate::report::{median_of, report};
 
 /// What `load persona` is asked for.
 #[derive(Debug, clap::Args)]
@@ -197,22 +197,16 @@ async fn record_purchases(
 /// call; prints the median.
 pub async fn persona_breakdown(addr: &str, runs: usize) -> anyhow::Result<()> {
     let mut client = PersonaServiceClient::new(channel(addr).await?);
-    let mut times = Latencies::default();
-    let mut customers = 0;
-    for run in 0..=runs {
-        let started = Instant::now();
+    let (median, customers) = median_of(runs, async || {
         let response = client
             .breakdown_personas(pb::BreakdownPersonasRequest::default())
             .await?
             .into_inner();
-        if run > 0 {
-            times.record(started.elapsed());
-        }
-        customers = response.total_count + response.excluded_count;
-    }
+        Ok(response.total_count + response.excluded_count)
+    })
+    .await?;
     println!(
-        "| BreakdownPersonas over {customers} customers, median of {runs} calls | | {:.2} ms |",
-        ms(times.at(0.5))
+        "| BreakdownPersonas over {customers} customers, median of {runs} calls | | {median:.2} ms |"
     );
     Ok(())
 }

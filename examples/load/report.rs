@@ -1,6 +1,6 @@
 //! What a run prints: one Markdown table row, from a latency histogram.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -68,4 +68,20 @@ pub fn report(run: &str, elapsed: Duration, latencies: &Latencies) {
         ms(latencies.at(0.50)),
         ms(latencies.at(0.99)),
     );
+}
+
+/// `call` made `runs` times one after another, after one untimed warm-up
+/// call: the median time in milliseconds, and what the last call gave.
+pub async fn median_of<T>(
+    runs: usize,
+    mut call: impl AsyncFnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<(f64, T)> {
+    let mut times = Latencies::default();
+    let mut last = call().await?;
+    for _ in 0..runs {
+        let started = Instant::now();
+        last = call().await?;
+        times.record(started.elapsed());
+    }
+    Ok((ms(times.at(0.5)), last))
 }

@@ -7,11 +7,10 @@ use rand::{RngExt, SeedableRng};
 use segmentd::grpc::pb;
 use segmentd::grpc::pb::membership_service_client::MembershipServiceClient;
 use segmentd::grpc::pb::segmentation_service_client::SegmentationServiceClient;
-use std::time::Instant;
 
 use crate::data::customer_id;
 use crate::drive::{channel, channels, closed_loop, open_loop, Connection};
-use crate::report::{ms, report, Latencies};
+use crate::report::{median_of, report};
 
 /// What `load customer-segments` is asked for.
 #[derive(Debug, clap::Args)]
@@ -141,22 +140,16 @@ pub async fn breakdown(addr: &str, runs: usize) -> anyhow::Result<()> {
             filter: filter.to_owned(),
             ..Default::default()
         };
-        let mut times = Latencies::default();
-        let mut customers = 0;
-        for run in 0..=runs {
-            let started = Instant::now();
+        let (median, customers) = median_of(runs, async || {
             let response = client
                 .breakdown_customers(request.clone())
                 .await?
                 .into_inner();
-            if run > 0 {
-                times.record(started.elapsed());
-            }
-            customers = response.total_count + response.excluded_count;
-        }
+            Ok(response.total_count + response.excluded_count)
+        })
+        .await?;
         println!(
-            "| BreakdownCustomers, {name}, {customers} customers selected, median of {runs} calls | | {:.2} ms |",
-            ms(times.at(0.5))
+            "| BreakdownCustomers, {name}, {customers} customers selected, median of {runs} calls | | {median:.2} ms |"
         );
     }
     Ok(())
