@@ -210,10 +210,13 @@ fn take_image(
     let token = store.take_index_image()?;
     let loaded = match (token, read) {
         (Some(token), Some((Ok(image), took))) => {
+            let (rows, table) = image.took;
             match image.accept(token, store.customer_numbers() as usize) {
                 Ok(index) => {
                     tracing::info!(
                         ms = took.as_millis() as u64,
+                        rows_ms = rows.as_millis() as u64,
+                        table_ms = table.as_millis() as u64,
                         "index read from the image of the last shutdown"
                     );
                     Some((index, took))

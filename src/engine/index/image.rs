@@ -21,9 +21,14 @@
 //! length in bytes, so that chunks are encoded and decoded on every core:
 //! their ids, every column, then each kind of event as per-row counts and
 //! each row's times, amounts, id hashes and storage places, as its series
-//! lays them out in memory. Variable-length items are postcard, prefixed
-//! by their length; the event arrays are fixed 8-byte words. An XXH3-64 digest of everything before it ends the file; a file
-//! whose digest differs is refused, and so is one that ends early.
+//! lays them out in memory. Variable-length items (the header's strings,
+//! the dictionaries, the traits, the ids, the engagement firsts and the
+//! event counts) are postcard, prefixed by their length. A column is its
+//! values at a fixed width (an enum as its position in its list, a bool as
+//! 0 or 1), so that reading one is a copy with a check, not a decoder per
+//! value; the event arrays are 8-byte words. An XXH3-64 digest of
+//! everything before it ends the file; a file whose digest differs is
+//! refused, and so is one that ends early.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -31,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use compact_str::CompactString;
+use hashbrown::hash_table::Entry;
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -40,13 +46,13 @@ use super::columns::{for_each_column, Columns, Dictionaries, Dictionary};
 use super::series::{Row, Series};
 use super::FeatureIndex;
 use crate::domain::features::{FirstEngagements, Thresholds};
-use crate::domain::{Error, Result};
+use crate::domain::{Consent, ConsentStatus, Error, Gender, Party, Relationship, Result};
 
 /// The image's file name in the data directory.
 pub const IMAGE_FILE: &str = "index.image";
 
 const MAGIC: &[u8; 8] = b"SGDINDEX";
-const VERSION: u64 = 3;
+const VERSION: u64 = 4;
 
 /// The sources this build was made from: an image is read only by the
 /// build that wrote it, whatever its layout.
@@ -224,6 +230,9 @@ impl FeatureIndex {
 pub struct Image {
     index: FeatureIndex,
     token: u128,
+    /// How long the rows took to read and decode, and the id table to be
+    /// made and checked after them.
+    pub took: (std::time::Duration, std::time::Duration),
 }
 
 impl Image {
@@ -243,15 +252,16 @@ impl Image {
     }
 }
 
-/// Writes rows `range` of every column, each as one item, in the order
-/// of [`for_each_column`], which `read_columns` reads them back in.
+/// Writes rows `range` of every column, each as its values' fixed-width
+/// bytes, in the order of [`for_each_column`], which `read_columns` reads
+/// them back in.
 fn write_columns(
     out: &mut Encoder,
     columns: &Columns,
     range: std::ops::Range<usize>,
 ) -> std::io::Result<()> {
     for_each_column!(columns, |column| {
-        out.item(&column[range.clone()])?;
+        out.fixed(&column[range.clone()]);
     });
     Ok(())
 }
@@ -259,7 +269,7 @@ fn write_columns(
 /// Reads the next `rows` rows of every column, in `write_columns`' order.
 fn read_columns(input: &mut Slice<'_>, columns: &mut Columns, rows: usize) -> Result<()> {
     for_each_column!(columns, |column| {
-        input.extend(column, rows)?;
+        input.fixed(column, rows)?;
     });
     Ok(())
 }
@@ -304,14 +314,13 @@ fn read_series(input: &mut Slice<'_>, rows: usize, amounts: bool) -> Result<Vec<
         .map(|&count| {
             let (row, after) = rest.split_at(count as usize * lanes * 8);
             rest = after;
-            let words: Box<[u64]> = row
-                .chunks_exact(8)
-                .map(|word| {
-                    let mut bytes = [0; 8];
-                    bytes.copy_from_slice(word);
-                    u64::from_le_bytes(bytes)
-                })
-                .collect();
+            // Filled as it is made: a zeroed allocation would be written twice.
+            let mut words = Vec::with_capacity(row.len() / 8);
+            words.extend(
+                row.chunks_exact(8)
+                    .map(|word| u64::from_le_bytes(word.try_into().expect("a chunk of 8 bytes"))),
+            );
+            let words = words.into_boxed_slice();
             Series::from_words(words, count as usize, amounts)
                 .ok_or_else(|| corrupt("a row's events are out of order"))
         })
@@ -378,6 +387,7 @@ fn read_image(input: &mut In, thresholds: Thresholds, stop: &AtomicBool) -> Resu
     // The chunks are read in order on a thread of their own, decoded a few
     // at a time on every core, and appended in order; the reading of the
     // next few overlaps the decoding of these.
+    let started = std::time::Instant::now();
     let starts: Vec<usize> = (0..rows).step_by(CHUNK_ROWS).collect();
     std::thread::scope(|scope| -> Result<()> {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(CHUNKS_AT_ONCE);
@@ -450,6 +460,7 @@ fn read_image(input: &mut In, thresholds: Thresholds, stop: &AtomicBool) -> Resu
         }
     }
     stopped(stop)?;
+    let decoded = started.elapsed();
     // The id table, sized once and with the ids hashed on every core, and
     // the checks that every row agrees with it.
     let hashes: Vec<u64> = {
@@ -474,17 +485,25 @@ fn read_image(input: &mut In, thresholds: Thresholds, stop: &AtomicBool) -> Resu
         if !alive {
             continue;
         }
-        if table.find(hash, |&n| ids[n as usize] == *id).is_some() {
-            return Err(corrupt(format!("the id {id} is held by two rows")));
+        match table.entry(hash, |&n| ids[n as usize] == *id, rehash) {
+            Entry::Occupied(_) => {
+                return Err(corrupt(format!("the id {id} is held by two rows")));
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(at as u32);
+            }
         }
-        table.insert_unique(hash, at as u32, rehash);
         found += 1;
     }
     if found != live {
         return Err(corrupt("its customer count does not match its rows"));
     }
     index.live = live;
-    Ok(Image { index, token })
+    Ok(Image {
+        index,
+        token,
+        took: (decoded, started.elapsed() - decoded),
+    })
 }
 
 /// The image being written, with the digest of what it holds so far.
@@ -590,6 +609,14 @@ impl Encoder {
         Ok(())
     }
 
+    /// Values at their fixed width; their count is known to the reader.
+    fn fixed<T: Fixed>(&mut self, values: &[T]) {
+        self.bytes.reserve(values.len() * T::WIDTH);
+        for &value in values {
+            value.put(&mut self.bytes);
+        }
+    }
+
     /// Words as 8 bytes each; their count is known to the reader.
     fn words(&mut self, words: impl Iterator<Item = u64>) -> std::io::Result<()> {
         for word in words {
@@ -668,6 +695,16 @@ impl<'a> Slice<'a> {
             .map_err(|error| corrupt(format!("an item does not decode: {error}")))
     }
 
+    /// Appends the next `rows` values at their fixed width to `column`.
+    fn fixed<T: Fixed>(&mut self, column: &mut Vec<T>, rows: usize) -> Result<()> {
+        let bytes = self.take((rows * T::WIDTH) as u64)?;
+        column.reserve_exact(rows);
+        for value in bytes.chunks_exact(T::WIDTH) {
+            column.push(T::get(value).ok_or_else(|| corrupt("a column holds a value no row has"))?);
+        }
+        Ok(())
+    }
+
     /// Appends the next item, which must hold `rows` values, to `column`.
     fn extend<T: DeserializeOwned>(&mut self, column: &mut Vec<T>, rows: usize) -> Result<()> {
         let values: Vec<T> = self.item()?;
@@ -676,6 +713,82 @@ impl<'a> Slice<'a> {
         }
         column.extend(values);
         Ok(())
+    }
+}
+
+/// A column's value as the image holds it: a fixed number of
+/// little-endian bytes, read back without a decoder per value.
+trait Fixed: Copy {
+    const WIDTH: usize;
+    fn put(self, out: &mut Vec<u8>);
+    /// The value of `WIDTH` bytes; `None` for bytes no value is written as.
+    fn get(bytes: &[u8]) -> Option<Self>;
+}
+
+macro_rules! fixed_number {
+    ($($ty:ty),*) => {$(
+        impl Fixed for $ty {
+            const WIDTH: usize = std::mem::size_of::<$ty>();
+            fn put(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn get(bytes: &[u8]) -> Option<Self> {
+                bytes.try_into().ok().map(<$ty>::from_le_bytes)
+            }
+        }
+    )*};
+}
+fixed_number!(u8, u32, i64);
+
+impl Fixed for bool {
+    const WIDTH: usize = 1;
+    fn put(self, out: &mut Vec<u8>) {
+        out.push(u8::from(self));
+    }
+    fn get(bytes: &[u8]) -> Option<Self> {
+        match bytes {
+            [0] => Some(false),
+            [1] => Some(true),
+            _ => None,
+        }
+    }
+}
+
+/// An enum as its position in its `ALL`.
+macro_rules! fixed_enum {
+    ($($ty:ty),*) => {$(
+        impl Fixed for $ty {
+            const WIDTH: usize = 1;
+            fn put(self, out: &mut Vec<u8>) {
+                out.push(self.ordinal());
+            }
+            fn get(bytes: &[u8]) -> Option<Self> {
+                match bytes {
+                    [ordinal] => <$ty>::ALL.get(usize::from(*ordinal)).copied(),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+fixed_enum!(Party, Relationship, Gender, ConsentStatus);
+
+impl Fixed for Consent {
+    const WIDTH: usize = 4;
+    fn put(self, out: &mut Vec<u8>) {
+        for status in [self.email, self.sms, self.push, self.ads] {
+            status.put(out);
+        }
+    }
+    fn get(bytes: &[u8]) -> Option<Self> {
+        let status = |at: usize| ConsentStatus::get(bytes.get(at..at + 1)?);
+        (bytes.len() == 4).then_some(())?;
+        Some(Consent {
+            email: status(0)?,
+            sms: status(1)?,
+            push: status(2)?,
+            ads: status(3)?,
+        })
     }
 }
 
@@ -970,5 +1083,56 @@ mod tests {
         assert!(FeatureIndex::read_image(&path, Thresholds::default(), &stop).is_err());
         stop.store(false, Ordering::Relaxed);
         assert!(FeatureIndex::read_image(&path, Thresholds::default(), &stop).is_ok());
+    }
+
+    /// Every value of a fixed-width column reads back as itself, and a
+    /// byte that no value is written as is refused rather than taken for
+    /// one.
+    #[test]
+    fn fixed_width_values_read_back_and_strays_are_refused() {
+        fn round_trip<T: Fixed + PartialEq + std::fmt::Debug>(values: &[T]) {
+            let mut out = Encoder::default();
+            out.fixed(values);
+            assert_eq!(out.bytes.len(), values.len() * T::WIDTH);
+            let mut column = Vec::<T>::new();
+            Slice { bytes: &out.bytes }
+                .fixed(&mut column, values.len())
+                .unwrap();
+            assert_eq!(column, values);
+        }
+        round_trip(&[false, true]);
+        round_trip(&[0u8, 7, u8::MAX]);
+        round_trip(&[0u32, 20_260_229, u32::MAX]);
+        round_trip(&[i64::MIN, -1, 0, 1_700_000_000_000_000_000, i64::MAX]);
+        round_trip(Party::ALL);
+        round_trip(Relationship::ALL);
+        round_trip(Gender::ALL);
+        let statuses = ConsentStatus::ALL;
+        let consents: Vec<Consent> = (0..81)
+            .map(|n: usize| Consent {
+                email: statuses[n % 3],
+                sms: statuses[n / 3 % 3],
+                push: statuses[n / 9 % 3],
+                ads: statuses[n / 27 % 3],
+            })
+            .collect();
+        round_trip(&consents);
+
+        let refused = |bytes: &[u8], read: &dyn Fn(&mut Slice<'_>) -> Result<()>| {
+            let error = read(&mut Slice { bytes }).unwrap_err().to_string();
+            assert!(error.contains("a value no row has"), "{bytes:?}: {error}");
+        };
+        refused(&[0, 2], &|input| input.fixed(&mut Vec::<bool>::new(), 2));
+        refused(&[2], &|input| input.fixed(&mut Vec::<Party>::new(), 1));
+        refused(&[4], &|input| input.fixed(&mut Vec::<Gender>::new(), 1));
+        refused(&[0, 1, 2, 3], &|input| {
+            input.fixed(&mut Vec::<Consent>::new(), 1)
+        });
+        // Fewer bytes than the rows need: the chunk is cut.
+        let error = Slice { bytes: &[0; 7] }
+            .fixed(&mut Vec::<i64>::new(), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("beyond its chunk"), "{error}");
     }
 }
