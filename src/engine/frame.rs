@@ -538,11 +538,16 @@ impl<'a> Frame<'a> {
             count: &[u32],
             score: impl Fn(usize) -> u8,
         ) {
-            for (place, scored) in scores.iter_mut().enumerate() {
-                let row = first + place;
-                if alive[row] && count[row] > 0 {
-                    *scored = score(row);
-                }
+            let rows = first..first + scores.len();
+            for (((scored, &alive), &count), row) in scores
+                .iter_mut()
+                .zip(&alive[rows.clone()])
+                .zip(&count[rows.clone()])
+                .zip(rows)
+            {
+                // Both sides worked out, with no branch on who buys.
+                let score = score(row);
+                *scored = if alive & (count > 0) { score } else { 0 };
             }
         }
         match score {

@@ -231,6 +231,22 @@ impl Tally {
         total: &[i64],
         count: &[u32],
     ) {
+        self.add_places(members.rows(), keys, start, total, count);
+    }
+
+    /// Adds the rows at `places` of a block, whose rows start at `start`,
+    /// to the group of each one's key, `keys` holding one per row of the
+    /// block: [`Tally::add`] for its members, or every row of the block,
+    /// with no bits to walk, when the rows a caller leaves out have a key
+    /// of their own whose sums it ignores.
+    pub(super) fn add_places<K: Copy + Into<u64>>(
+        &mut self,
+        places: impl Iterator<Item = usize>,
+        keys: &[K],
+        start: usize,
+        total: &[i64],
+        count: &[u32],
+    ) {
         fn add_to(sums: &mut Sums, total: i64, count: u32) {
             sums.count += 1;
             sums.spend += i128::from(total);
@@ -238,7 +254,7 @@ impl Tally {
         }
         let (total, count) = (&total[start..], &count[start..]);
         if !self.lanes.is_empty() {
-            for (nth, place) in members.rows().enumerate() {
+            for (nth, place) in places.enumerate() {
                 let key = keys[place].into() as usize;
                 let lane = &mut self.lanes[key * LANES + nth % LANES];
                 lane.count += 1;
@@ -252,7 +268,7 @@ impl Tally {
                 }
             }
         } else if !self.dense.is_empty() {
-            for place in members.rows() {
+            for place in places {
                 add_to(
                     &mut self.dense[keys[place].into() as usize],
                     total[place],
@@ -260,7 +276,7 @@ impl Tally {
                 );
             }
         } else {
-            for place in members.rows() {
+            for place in places {
                 let sums = self.sparse.entry(keys[place].into()).or_default();
                 add_to(sums, total[place], count[place]);
             }

@@ -352,8 +352,62 @@ trait ColumnPass<'f> {
         })
     }
 
+    /// A count, one per row of the span: a number, each row's value the
+    /// count itself; never absent.
+    fn counts(self, rows: usize, values: &'f [u32]) -> Self::Output
+    where
+        Self: Sized,
+    {
+        self.numbers(rows, |place| f64::from(values[place]))
+    }
+
+    /// A score from 1 up, one per row of the span: a number, each row's
+    /// value the score itself, absent where it is 0.
+    fn scores(self, rows: usize, values: &'f [u8]) -> Self::Output
+    where
+        Self: Sized,
+    {
+        self.numbers(rows, |place| match values[place] {
+            0 => f64::NAN,
+            score => f64::from(score),
+        })
+    }
+
+    /// An RFM score, one per row of the span: `grade(figure)`, from 1 up
+    /// and never falling as the figure grows, for the rows `buyers`
+    /// holds, absent for the others; `domain` holds every figure. `made`
+    /// gives the scores themselves, which is all a pass reads unless it
+    /// has a better way.
+    fn graded<V: Copy + Into<i64> + Sync>(
+        self,
+        figures: &'f [V],
+        domain: Range<i128>,
+        buyers: Buyers<'f>,
+        grade: impl Fn(i64) -> u8,
+        made: impl FnOnce() -> &'f [u8],
+    ) -> Self::Output
+    where
+        Self: Sized,
+    {
+        let _ = (domain, buyers, grade);
+        self.scores(figures.len(), made())
+    }
+
     /// A bool, one per row.
     fn bools(self, rows: usize, values: &'f [bool]) -> Self::Output;
+}
+
+/// The rows of a span with a purchase: alive, and a count above 0.
+struct Buyers<'f> {
+    alive: &'f [bool],
+    count: &'f [u32],
+}
+
+impl Buyers<'_> {
+    fn bits(&self) -> Bits {
+        let (alive, count) = (self.alive, self.count);
+        Bits::from_fn(alive.len(), |place| alive[place] & (count[place] > 0))
+    }
 }
 
 /// An amount in minor units as a rule reads it, in major units (a currency
@@ -368,11 +422,23 @@ fn major(minor: i64) -> f64 {
 /// when no amount's does. A binary search over every `i64`, so at most 64
 /// tries of `holds`.
 fn least_minor(holds: impl Fn(f64) -> bool) -> i128 {
-    let (mut low, mut high) = (i128::from(i64::MIN), i128::from(i64::MAX) + 1);
-    // Every amount below `low` fails; `high` holds, or is past the last.
+    least_in(
+        i128::from(i64::MIN)..i128::from(i64::MAX) + 1,
+        |minor| major(minor as i64),
+        holds,
+    )
+}
+
+/// The least integer of `range` whose `number` meets `holds`, where
+/// `number` never falls as the integer grows and `holds` is false up to
+/// some number and true from it on; `range.end` when none does. A binary
+/// search.
+fn least_in(range: Range<i128>, number: impl Fn(i128) -> f64, holds: impl Fn(f64) -> bool) -> i128 {
+    let (mut low, mut high) = (range.start, range.end);
+    // Every integer below `low` fails; `high` holds, or is past the last.
     while low < high {
         let middle = low + (high - low) / 2;
-        if holds(major(middle as i64)) {
+        if holds(number(middle)) {
             high = middle;
         } else {
             low = middle + 1;
@@ -409,11 +475,43 @@ fn column<'f, P: ColumnPass<'f>>(
         names: enum_names(names),
     };
     let rfm = |pass: P, score: Score| {
-        let scores = span.rfm(frame, score);
-        pass.numbers(rows, |place| match scores[place] {
-            0 => f64::NAN,
-            score => f64::from(score),
-        })
+        // What a block reads is made before it, even for no rows.
+        let (bounds, count) = (frame.rfm_bounds(), frame.count());
+        let (last, total) = (frame.last(), frame.total());
+        let made = || span.rfm(frame, score);
+        let Some(bounds) = bounds else {
+            return pass.scores(rows, made());
+        };
+        let buyers = Buyers {
+            alive: &columns.alive[span.rows.clone()],
+            count: &count[span.rows.clone()],
+        };
+        let at = frame.at;
+        let every_i64 = i128::from(i64::MIN)..i128::from(i64::MAX) + 1;
+        match score {
+            Score::R => pass.graded(
+                &last[span.rows.clone()],
+                every_i64,
+                buyers,
+                |last| bounds.r(at, last),
+                made,
+            ),
+            Score::F => pass.graded(
+                &count[span.rows.clone()],
+                0..i128::from(u32::MAX) + 1,
+                buyers,
+                // Within the `u32`s, by the range above.
+                |count| bounds.f(count as u32),
+                made,
+            ),
+            Score::M => pass.graded(
+                &total[span.rows.clone()],
+                every_i64,
+                buyers,
+                |total| bounds.m(total),
+                made,
+            ),
+        }
     };
     let predicted = |pass: P, what: Predicted| {
         let values = frame.predicted(what);
@@ -492,18 +590,9 @@ fn column<'f, P: ColumnPass<'f>>(
             pass.coded(rows, narrow(span.frequency(frame), FrequencyClass::NAMES))
         }
         Variable::Stage => pass.coded(rows, narrow(span.stage(frame), EngagementStage::NAMES)),
-        Variable::PurchaseCount => {
-            let count = frame.count();
-            pass.numbers(rows, shifted(start, |row| f64::from(count[row])))
-        }
-        Variable::Purchases90d => {
-            let window = frame.in_90_days();
-            pass.numbers(rows, shifted(start, |row| f64::from(window[row])))
-        }
-        Variable::Purchases365d => {
-            let window = frame.in_365_days();
-            pass.numbers(rows, shifted(start, |row| f64::from(window[row])))
-        }
+        Variable::PurchaseCount => pass.counts(rows, &frame.count()[span.rows.clone()]),
+        Variable::Purchases90d => pass.counts(rows, &frame.in_90_days()[span.rows.clone()]),
+        Variable::Purchases365d => pass.counts(rows, &frame.in_365_days()[span.rows.clone()]),
         Variable::TotalSpend => pass.minor_units(rows, &frame.total()[span.rows.clone()], None),
         Variable::AvgOrderValue => {
             let (count, total) = (frame.count(), frame.total());
@@ -710,22 +799,8 @@ impl<'f> ColumnPass<'f> for CompareTo<'_> {
     /// least x, and more than x ([`least_minor`]): the same answer, with no
     /// division per row.
     fn minor_units(self, rows: usize, values: &'f [i64], absent: Option<i64>) -> Bits {
-        let x = self.x;
-        let at_least = least_minor(|value| value >= x);
-        let more = least_minor(|value| value > x);
-        let past = i128::from(i64::MAX) + 1;
-        // The amounts in `low..high` meet the comparison when `inside`,
-        // those outside when not.
-        let (low, high, inside) = match self.comparison {
-            // Nothing is less than NaN, though nothing is at least NaN.
-            Comparison::Lt | Comparison::Le if x.is_nan() => (past, past, true),
-            Comparison::Ge => (at_least, past, true),
-            Comparison::Gt => (more, past, true),
-            Comparison::Lt => (at_least, past, false),
-            Comparison::Le => (more, past, false),
-            Comparison::Eq => (at_least, more, true),
-            Comparison::Ne => (at_least, more, false),
-        };
+        let (low, high, inside) =
+            self.interval(|holds| least_minor(holds), i128::from(i64::MAX) + 1);
         let meets = |minor: i64| {
             let minor = i128::from(minor);
             (low <= minor && minor < high) == inside
@@ -737,8 +812,113 @@ impl<'f> ColumnPass<'f> for CompareTo<'_> {
         }
     }
 
+    /// The comparison of each count with x made a comparison with the
+    /// least counts whose value is at least x, and more than x, as for
+    /// amounts: no conversion per row.
+    fn counts(self, rows: usize, values: &'f [u32]) -> Bits {
+        let past = i128::from(u32::MAX) + 1;
+        let (low, high, inside) =
+            self.interval(|holds| least_in(0..past, |count| count as f64, holds), past);
+        debug_assert_eq!(values.len(), rows);
+        // Both within 0..=2^32: `low..high` is empty, every count, or a
+        // range of counts that a wrapping subtraction and one comparison
+        // of 32 bits tell apart, many rows to an instruction.
+        if low >= high {
+            return Bits::filled(rows, !inside);
+        }
+        if high - low == past {
+            return Bits::filled(rows, inside);
+        }
+        let (low, width) = (low as u32, (high - low) as u32);
+        Bits::from_values(values, |&count| (count.wrapping_sub(low) < width) == inside)
+    }
+
+    /// The comparison of each score with x made a comparison with the
+    /// least scores whose value is at least x, and more than x, as for
+    /// counts; a score of 0, absent, meets none.
+    fn scores(self, rows: usize, values: &'f [u8]) -> Bits {
+        let past = i128::from(u8::MAX) + 1;
+        let (low, high, inside) =
+            self.interval(|holds| least_in(1..past, |score| score as f64, holds), past);
+        // Both within 1..=256.
+        let (low, high) = (low as u16, high as u16);
+        debug_assert_eq!(values.len(), rows);
+        Bits::from_values(values, |&score| {
+            let score = u16::from(score);
+            score != 0 && (low <= score && score < high) == inside
+        })
+    }
+
+    /// The comparison of each score with x made a comparison of the
+    /// figure it grades with the least figures whose score is at least
+    /// x, and more than x: no score is worked out.
+    fn graded<V: Copy + Into<i64> + Sync>(
+        self,
+        figures: &'f [V],
+        domain: Range<i128>,
+        buyers: Buyers<'f>,
+        grade: impl Fn(i64) -> u8,
+        _made: impl FnOnce() -> &'f [u8],
+    ) -> Bits {
+        let rows = figures.len();
+        let (first, past) = (domain.start, domain.end);
+        let (low, high, inside) = self.interval(
+            |holds| {
+                least_in(
+                    domain.clone(),
+                    |figure| f64::from(grade(figure as i64)),
+                    holds,
+                )
+            },
+            past,
+        );
+        let meets = if low >= high {
+            Bits::filled(rows, !inside)
+        } else if low == first && high == past {
+            Bits::filled(rows, inside)
+        } else {
+            // `low..high` lies within the `i64`s and is not all of them: a
+            // wrapping subtraction and one comparison tell it apart.
+            let (low, width) = (low as i64, (high - low) as u64);
+            Bits::from_values(figures, |&figure| {
+                ((figure.into().wrapping_sub(low) as u64) < width) == inside
+            })
+        };
+        let mut bits = buyers.bits();
+        bits.and(&meets);
+        bits
+    }
+
     fn bools(self, rows: usize, values: &'f [bool]) -> Bits {
         self.otherwise.bools(rows, values)
+    }
+}
+
+impl CompareTo<'_> {
+    /// Where the integers whose value meets the comparison lie, for
+    /// integers whose value never falls as they grow: those in
+    /// `low..high` meet it when `inside`, the others when not. `least`
+    /// finds the least integer whose value meets a test that is false up
+    /// to some value and true from it on, or `past`, the end of the
+    /// integers, when none does.
+    fn interval(
+        &self,
+        least: impl Fn(&dyn Fn(f64) -> bool) -> i128,
+        past: i128,
+    ) -> (i128, i128, bool) {
+        let x = self.x;
+        let at_least = least(&|value| value >= x);
+        let more = least(&|value| value > x);
+        match self.comparison {
+            // Nothing is less than NaN, though nothing is at least NaN.
+            Comparison::Lt | Comparison::Le if x.is_nan() => (past, past, true),
+            Comparison::Ge => (at_least, past, true),
+            Comparison::Gt => (more, past, true),
+            Comparison::Lt => (at_least, past, false),
+            Comparison::Le => (more, past, false),
+            Comparison::Eq => (at_least, more, true),
+            Comparison::Ne => (at_least, more, false),
+        }
     }
 }
 
@@ -957,6 +1137,189 @@ mod tests {
                             compared.contains(place),
                             divided.contains(place),
                             "{minor} {comparison:?} {x}, absent {absent:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A count or a score compared as an integer meets a comparison
+    /// exactly when its double does (a score of 0 being absent), for every
+    /// operator, at and between whole numbers, at both ends of the
+    /// integers and past them, and at the infinities and NaN.
+    #[test]
+    fn counts_and_scores_compare_as_their_doubles_do() {
+        let mut counts: Vec<u32> = (0..=12).collect();
+        counts.extend([u32::MAX, u32::MAX - 1, 1 << 31, (1 << 31) - 1]);
+        let scores: Vec<u8> = (0..=7).chain([254, 255]).collect();
+        let limits = [
+            2.0,
+            1.5,
+            0.0,
+            -0.0,
+            -1.0,
+            0.5,
+            12.0,
+            5.0,
+            4.5,
+            255.0,
+            256.0,
+            u32::MAX as f64,
+            u32::MAX as f64 - 0.5,
+            u32::MAX as f64 + 1.0,
+            1e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        let nothing = |_: Value<'_>| false;
+        for x in limits {
+            for comparison in [
+                Comparison::Eq,
+                Comparison::Ne,
+                Comparison::Lt,
+                Comparison::Le,
+                Comparison::Gt,
+                Comparison::Ge,
+            ] {
+                let pass = || CompareTo {
+                    comparison,
+                    x,
+                    otherwise: Condition(&nothing),
+                };
+                let doubles = pass().numbers(counts.len(), |place| f64::from(counts[place]));
+                let compared = pass().counts(counts.len(), &counts);
+                for (place, count) in counts.iter().enumerate() {
+                    assert_eq!(
+                        compared.contains(place),
+                        doubles.contains(place),
+                        "{count} {comparison:?} {x}"
+                    );
+                }
+                // Scores: 0 is absent.
+                let doubles = pass().numbers(scores.len(), |place| match scores[place] {
+                    0 => f64::NAN,
+                    score => f64::from(score),
+                });
+                let compared = pass().scores(scores.len(), &scores);
+                for (place, score) in scores.iter().enumerate() {
+                    assert_eq!(
+                        compared.contains(place),
+                        doubles.contains(place),
+                        "score {score} {comparison:?} {x}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A comparison of an RFM score made a comparison of the figure it
+    /// grades (last purchase, count, spend) meets it for the rows the
+    /// scores themselves do, for every operator and limit, with rows
+    /// without a purchase or deleted, and figures at the ends of their
+    /// types.
+    #[test]
+    fn scores_compare_as_the_figures_they_grade() {
+        use super::super::rfm::RfmBounds;
+        use crate::domain::features::NANOS_PER_DAY;
+        let day = NANOS_PER_DAY;
+        let at = 20_000 * day;
+        let buyers = 300;
+        let mut last: Vec<i64> = (0..buyers).map(|n| at - (n * 37 % 400) * day - n).collect();
+        let mut count: Vec<u32> = (0..buyers).map(|n| (n * 7 % 23) as u32 + 1).collect();
+        let mut total: Vec<i64> = (0..buyers).map(|n| n * 7_919 % 100_000 - 500).collect();
+        let bounds = RfmBounds::from_figures(last.clone(), count.clone(), total.clone()).unwrap();
+        last.extend([i64::MIN, i64::MAX, 0, at, at + day, at - 399 * day]);
+        count.extend([0, u32::MAX, 1, 0, 3, 2]);
+        total.extend([i64::MIN, i64::MAX, 0, -1, 5, 99_499]);
+        let rows = last.len();
+        let alive: Vec<bool> = (0..rows).map(|row| row % 11 != 5).collect();
+        let every_i64 = i128::from(i64::MIN)..i128::from(i64::MAX) + 1;
+        let every_u32 = 0..i128::from(u32::MAX) + 1;
+        let nothing = |_: Value<'_>| false;
+        let made = |grade: &dyn Fn(usize) -> u8| -> Vec<u8> {
+            (0..rows)
+                .map(|row| {
+                    if alive[row] && count[row] > 0 {
+                        grade(row)
+                    } else {
+                        0
+                    }
+                })
+                .collect()
+        };
+        let r = made(&|row| bounds.r(at, last[row]));
+        let f = made(&|row| bounds.f(count[row]));
+        let m = made(&|row| bounds.m(total[row]));
+        // Every score is someone's.
+        for scores in [&r, &f, &m] {
+            assert!((1..=5).all(|score| scores.contains(&score)), "{scores:?}");
+        }
+        let limits = [
+            0.0,
+            1.0,
+            1.5,
+            2.0,
+            3.0,
+            4.0,
+            4.5,
+            5.0,
+            6.0,
+            -1.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        for x in limits {
+            for comparison in [
+                Comparison::Eq,
+                Comparison::Ne,
+                Comparison::Lt,
+                Comparison::Le,
+                Comparison::Gt,
+                Comparison::Ge,
+            ] {
+                let pass = || CompareTo {
+                    comparison,
+                    x,
+                    otherwise: Condition(&nothing),
+                };
+                let buyers = || Buyers {
+                    alive: &alive,
+                    count: &count,
+                };
+                let graded = [
+                    pass().graded(
+                        &last,
+                        every_i64.clone(),
+                        buyers(),
+                        |last| bounds.r(at, last),
+                        || &r,
+                    ),
+                    pass().graded(
+                        &count,
+                        every_u32.clone(),
+                        buyers(),
+                        |count| bounds.f(count as u32),
+                        || &f,
+                    ),
+                    pass().graded(
+                        &total,
+                        every_i64.clone(),
+                        buyers(),
+                        |total| bounds.m(total),
+                        || &m,
+                    ),
+                ];
+                for (graded, (name, scores)) in graded.iter().zip([("R", &r), ("F", &f), ("M", &m)])
+                {
+                    let expected = pass().scores(rows, scores);
+                    for (row, score) in scores.iter().enumerate() {
+                        assert_eq!(
+                            graded.contains(row),
+                            expected.contains(row),
+                            "{name} of row {row}, score {score}, {comparison:?} {x}"
                         );
                     }
                 }

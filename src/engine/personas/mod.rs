@@ -65,47 +65,101 @@ pub(super) fn assignments(
     compiled: &CompiledCatalog,
     members: &Bits,
 ) -> Vec<u8> {
-    let rows = frame.rows();
-    let whole: Vec<Option<Bits>> = compiled
+    let whole = whole_rules(frame, compiled);
+    let mut codes = vec![0u8; frame.rows()];
+    codes
+        .par_chunks_mut(BLOCK_ROWS)
+        .enumerate()
+        .for_each(|(block, codes)| {
+            assign_block(frame, compiled, &whole, members, block * BLOCK_ROWS, codes);
+        });
+    codes
+}
+
+/// Per rule, its rows over the whole index if it reads a trait, decided
+/// before the blocks; `None` for a rule the blocks decide, whose columns
+/// a pass over an empty block makes meanwhile, so that the blocks, in
+/// parallel, only read them.
+fn whole_rules(frame: &Frame<'_>, compiled: &CompiledCatalog) -> Vec<Option<Bits>> {
+    compiled
         .rules
         .iter()
         .map(|rule| {
             if rule.reads(&|variable| matches!(variable, Variable::Trait(_))) {
                 Some(eval(frame, rule, &Span::whole(frame)))
             } else {
-                // A pass over an empty block makes the columns the rule
-                // reads, so that the blocks, in parallel, only read them.
                 eval(frame, rule, &Span::block(0..0));
                 None
             }
         })
-        .collect();
-    let mut codes = vec![0u8; rows];
-    codes
-        .par_chunks_mut(BLOCK_ROWS)
-        .enumerate()
-        .for_each(|(block, codes)| {
-            let start = block * BLOCK_ROWS;
-            let rows = start..start + codes.len();
-            let mut remaining = members.span(rows.clone());
-            // Made once for all the rules.
-            let span = Span::block(rows.clone());
-            for (place, (rule, whole)) in compiled.rules.iter().zip(&whole).enumerate() {
-                if remaining.is_empty() {
-                    break;
-                }
-                let mut bits = match whole {
-                    Some(whole) => whole.span(rows.clone()),
-                    None => eval(frame, rule, &span),
-                };
-                bits.and(&remaining);
-                remaining.and_not(&bits);
-                for row in bits.rows() {
-                    codes[row] = place as u8 + 1;
-                }
-            }
-        });
-    codes
+        .collect()
+}
+
+/// The personas of the block of rows from `start`, one per place of
+/// `codes`, which come zeroed; see [`assignments`].
+fn assign_block(
+    frame: &Frame<'_>,
+    compiled: &CompiledCatalog,
+    whole: &[Option<Bits>],
+    members: &Bits,
+    start: usize,
+    codes: &mut [u8],
+) {
+    let rows = start..start + codes.len();
+    let mut remaining = members.span(rows.clone());
+    // Made once for all the rules.
+    let span = Span::block(rows.clone());
+    for (place, (rule, whole)) in compiled.rules.iter().zip(whole).enumerate() {
+        if remaining.is_empty() {
+            break;
+        }
+        let mut bits = match whole {
+            Some(whole) => whole.span(rows.clone()),
+            None => eval(frame, rule, &span),
+        };
+        bits.and(&remaining);
+        remaining.and_not(&bits);
+        for row in bits.rows() {
+            codes[row] = place as u8 + 1;
+        }
+    }
+}
+
+/// Members and spend by persona code (see [`assignments`]), each block
+/// summed as soon as its personas are decided, while its columns are in
+/// the core's cache. Every row is added: the rows of code 0 (not members,
+/// or members no rule holds for) are summed apart, and their sums are not
+/// to be read.
+fn sums_by_persona(
+    frame: &Frame<'_>,
+    compiled: &CompiledCatalog,
+    members: &Bits,
+) -> (Vec<u64>, Vec<i128>) {
+    let whole = whole_rules(frame, compiled);
+    let places = compiled.rules.len() + 1;
+    let (rows, total, count) = (frame.rows(), frame.total(), frame.count());
+    let tally = (0..rows.div_ceil(BLOCK_ROWS))
+        .into_par_iter()
+        .fold(
+            || (Tally::new(places as u64), vec![0u8; BLOCK_ROWS]),
+            |(mut tally, mut codes), block| {
+                let start = block * BLOCK_ROWS;
+                let block_codes = &mut codes[..BLOCK_ROWS.min(rows - start)];
+                block_codes.fill(0);
+                assign_block(frame, compiled, &whole, members, start, block_codes);
+                tally.add_places(0..block_codes.len(), block_codes, start, total, count);
+                (tally, codes)
+            },
+        )
+        .map(|(tally, _)| tally)
+        .reduce(|| Tally::new(places as u64), Tally::merge);
+    let mut counts = vec![0u64; places];
+    let mut spends = vec![0i128; places];
+    for (code, sums) in tally.groups() {
+        counts[code as usize] = sums.count;
+        spends[code as usize] = sums.spend;
+    }
+    (counts, spends)
 }
 
 impl Engine {
@@ -182,29 +236,7 @@ impl Engine {
             let index = shared.long_index();
             let frame = Frame::new(&index, at, shared.settings.thresholds);
             let (members, objectors) = split_objectors(&frame, &select(&frame, &rule));
-            let codes = assignments(&frame, &compiled, &members);
-            let places = compiled.rules.len() + 1;
-            // Members and spend by code, a block at a time.
-            let (total, count) = (frame.total(), frame.count());
-            let tally = codes
-                .par_chunks(BLOCK_ROWS)
-                .enumerate()
-                .fold(
-                    || Tally::new(places as u64),
-                    |mut tally, (block, codes)| {
-                        let start = block * BLOCK_ROWS;
-                        let members = members.span(start..start + codes.len());
-                        tally.add(&members, codes, start, total, count);
-                        tally
-                    },
-                )
-                .reduce(|| Tally::new(places as u64), Tally::merge);
-            let mut counts = vec![0u64; places];
-            let mut spends = vec![0i128; places];
-            for (code, sums) in tally.groups() {
-                counts[code as usize] = sums.count;
-                spends[code as usize] = sums.spend;
-            }
+            let (counts, spends) = sums_by_persona(&frame, &compiled, &members);
             let assigned: u64 = counts[1..].iter().sum();
             let unassigned = members.count() as u64 - assigned;
             let groups = compiled
@@ -337,6 +369,16 @@ mod tests {
             }
             let codes = assignments(&frame, &compiled, &members);
             assert_eq!(codes.len(), rows);
+            // The breakdown's sums, a block at a time, are those of the
+            // codes, row by row.
+            let (counts, spends) = sums_by_persona(&frame, &compiled, &members);
+            let mut expected = (vec![0u64; counts.len()], vec![0i128; counts.len()]);
+            for (row, &code) in codes.iter().enumerate() {
+                expected.0[usize::from(code)] += 1;
+                expected.1[usize::from(code)] += i128::from(frame.total()[row]);
+            }
+            assert_eq!(counts[1..], expected.0[1..], "at {at}, {thresholds:?}");
+            assert_eq!(spends[1..], expected.1[1..], "at {at}, {thresholds:?}");
             let mut seen = vec![0usize; compiled.rules.len() + 1];
             for (row, &code) in codes.iter().enumerate() {
                 let expected = if members.contains(row) {
