@@ -522,8 +522,8 @@ impl<'a> Frame<'a> {
     }
 
     /// One RFM score of the rows from `first` on, one per place of
-    /// `scores`, which come zeroed: a row without a purchase at T, or any
-    /// row without `bounds`, keeps its 0.
+    /// `scores`, which come zeroed: a row without a purchase at T gets 0,
+    /// and without `bounds` every row keeps its 0.
     fn fill_rfm(&self, bounds: Option<&RfmBounds>, score: Score, first: usize, scores: &mut [u8]) {
         let Some(bounds) = bounds else {
             return;

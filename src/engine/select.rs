@@ -1326,4 +1326,69 @@ mod tests {
             }
         }
     }
+
+    /// A rule on an RFM score, decided a block at a time and over every
+    /// row, holds for the rows whose score, as the frame makes it, meets
+    /// it: now, when the index's figures count, and 60 days back, when
+    /// the frame's own do.
+    #[test]
+    fn rules_on_scores_hold_where_the_frames_scores_do() {
+        use crate::domain::features::{Thresholds, NANOS_PER_DAY};
+        use crate::domain::Timestamp;
+        use crate::engine::segments::compile_filter;
+        use crate::engine::testing::mixed_index;
+        let day = NANOS_PER_DAY;
+        let now = 20_000 * day;
+        let rows = 40_000;
+        let index = mixed_index(rows, now);
+        for (at, current) in [(now + day, true), (now - 60 * day, false)] {
+            let frame = Frame::new(&index, Timestamp::from_nanos(at), Thresholds::default());
+            assert_eq!(frame.is_current(), current);
+            for (name, score) in [("r", Score::R), ("f", Score::F), ("m", Score::M)] {
+                let scores = frame.rfm(score).to_vec();
+                // Several scores, so that each comparison splits the rows.
+                assert!(
+                    (1..=5).filter(|score| scores.contains(score)).count() >= 3,
+                    "{name} at {at}"
+                );
+                for (operator, x) in [(">=", 4.0), ("<", 3.0), ("==", 3.0), ("!=", 5.0)] {
+                    let rule =
+                        compile_filter(&format!("features.rfm.{name} {operator} {}", x as i64))
+                            .unwrap();
+                    let holds = |score: u8| {
+                        let score = f64::from(score);
+                        score > 0.0
+                            && match operator {
+                                ">=" => score >= x,
+                                "<" => score < x,
+                                "==" => score == x,
+                                _ => score != x,
+                            }
+                    };
+                    let whole = eval(&frame, &rule, &Span::whole(&frame));
+                    let blocks: Vec<Bits> = (0..rows)
+                        .step_by(16_384)
+                        .map(|start| {
+                            eval(
+                                &frame,
+                                &rule,
+                                &Span::block(start..(start + 16_384).min(rows)),
+                            )
+                        })
+                        .collect();
+                    for (row, &score) in scores.iter().enumerate() {
+                        let expected = holds(score);
+                        let context =
+                            format!("{name} {operator} {x} at {at}, row {row}, score {score}");
+                        assert_eq!(whole.contains(row), expected, "{context}");
+                        assert_eq!(
+                            blocks[row / 16_384].contains(row % 16_384),
+                            expected,
+                            "{context}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -705,13 +705,14 @@ impl<'a> Slice<'a> {
         Ok(())
     }
 
-    /// Appends the next item, which must hold `rows` values, to `column`.
-    fn extend<T: DeserializeOwned>(&mut self, column: &mut Vec<T>, rows: usize) -> Result<()> {
-        let values: Vec<T> = self.item()?;
-        if values.len() != rows {
-            return Err(corrupt("a column's chunk does not hold one value per row"));
+    /// Appends the next item, which must hold `rows` values, to `values`
+    /// (the chunk's ids).
+    fn extend<T: DeserializeOwned>(&mut self, values: &mut Vec<T>, rows: usize) -> Result<()> {
+        let read: Vec<T> = self.item()?;
+        if read.len() != rows {
+            return Err(corrupt("a chunk's item does not hold one value per row"));
         }
-        column.extend(values);
+        values.extend(read);
         Ok(())
     }
 }

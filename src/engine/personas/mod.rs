@@ -128,8 +128,8 @@ fn assign_block(
 /// Members and spend by persona code (see [`assignments`]), each block
 /// summed as soon as its personas are decided, while its columns are in
 /// the core's cache. Every row is added: the rows of code 0 (not members,
-/// or members no rule holds for) are summed apart, and their sums are not
-/// to be read.
+/// or members no rule holds for) are summed apart, and their sums are
+/// given as 0.
 fn sums_by_persona(
     frame: &Frame<'_>,
     compiled: &CompiledCatalog,
@@ -159,6 +159,8 @@ fn sums_by_persona(
         counts[code as usize] = sums.count;
         spends[code as usize] = sums.spend;
     }
+    // Not anyone's persona: not to be read.
+    (counts[0], spends[0]) = (0, 0);
     (counts, spends)
 }
 
