@@ -1334,8 +1334,8 @@ mod tests {
     #[test]
     fn rules_on_scores_hold_where_the_frames_scores_do() {
         use crate::domain::features::{Thresholds, NANOS_PER_DAY};
+        use crate::domain::rules::compile;
         use crate::domain::Timestamp;
-        use crate::engine::segments::compile_filter;
         use crate::engine::testing::mixed_index;
         let day = NANOS_PER_DAY;
         let now = 20_000 * day;
@@ -1353,8 +1353,7 @@ mod tests {
                 );
                 for (operator, x) in [(">=", 4.0), ("<", 3.0), ("==", 3.0), ("!=", 5.0)] {
                     let rule =
-                        compile_filter(&format!("features.rfm.{name} {operator} {}", x as i64))
-                            .unwrap();
+                        compile(&format!("features.rfm.{name} {operator} {}", x as i64)).unwrap();
                     let holds = |score: u8| {
                         let score = f64::from(score);
                         score > 0.0
