@@ -1071,6 +1071,16 @@ fn in_span<'v>(
 mod tests {
     use super::*;
 
+    /// Every comparison operator.
+    const EVERY_COMPARISON: [Comparison; 6] = [
+        Comparison::Eq,
+        Comparison::Ne,
+        Comparison::Lt,
+        Comparison::Le,
+        Comparison::Gt,
+        Comparison::Ge,
+    ];
+
     /// A comparison of amounts in minor units by their least amounts gives
     /// the rows that dividing each amount gives, for every operator, with
     /// and without an absent amount, at fractions of a cent, at the ends of
@@ -1107,16 +1117,8 @@ mod tests {
             f64::NAN,
         ];
         let nothing = |_: Value<'_>| false;
-        let comparisons = [
-            Comparison::Eq,
-            Comparison::Ne,
-            Comparison::Lt,
-            Comparison::Le,
-            Comparison::Gt,
-            Comparison::Ge,
-        ];
         for x in limits {
-            for comparison in comparisons {
+            for comparison in EVERY_COMPARISON {
                 let pass = || CompareTo {
                     comparison,
                     x,
@@ -1175,14 +1177,7 @@ mod tests {
         ];
         let nothing = |_: Value<'_>| false;
         for x in limits {
-            for comparison in [
-                Comparison::Eq,
-                Comparison::Ne,
-                Comparison::Lt,
-                Comparison::Le,
-                Comparison::Gt,
-                Comparison::Ge,
-            ] {
+            for comparison in EVERY_COMPARISON {
                 let pass = || CompareTo {
                     comparison,
                     x,
@@ -1272,14 +1267,7 @@ mod tests {
             f64::NAN,
         ];
         for x in limits {
-            for comparison in [
-                Comparison::Eq,
-                Comparison::Ne,
-                Comparison::Lt,
-                Comparison::Le,
-                Comparison::Gt,
-                Comparison::Ge,
-            ] {
+            for comparison in EVERY_COMPARISON {
                 let pass = || CompareTo {
                     comparison,
                     x,
